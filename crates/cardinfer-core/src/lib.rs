@@ -1,0 +1,17 @@
+#![doc = include_str!("../README.md")]
+#![deny(missing_docs)]
+
+mod bytesize;
+mod error;
+mod layout;
+mod spec;
+mod storage;
+
+pub use bytesize::ByteSize;
+pub use error::CoreError;
+pub use layout::{BlockId, ModelLayout, TensorInfo};
+pub use spec::{Family, ModelSpec, RopeScaling, RopeStyle};
+pub use storage::StorageType;
+
+/// Result type of this crate.
+pub type Result<T> = std::result::Result<T, CoreError>;

@@ -1,0 +1,337 @@
+//! `ModelSpec`: a decoder model's family and hyper-parameters in typed fields.
+
+use crate::CoreError;
+use serde_json::Value;
+
+/// Architecture family. All four run through one generic decoder block; the family
+/// decides the few places where they differ (biases, q/k norms, defaults).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// Llama 2 / 3 / 3.1 / 3.2, SmolLM, and other `llama`-architecture models.
+    Llama,
+    /// Mistral (Llama-shaped; sliding window is ignored, full attention is exact for
+    /// contexts up to the window).
+    Mistral,
+    /// Qwen2 / Qwen2.5: biases on q, k and v.
+    Qwen2,
+    /// Qwen3: RMS norm on q and k per head, `head_dim` independent of hidden / heads.
+    Qwen3,
+}
+
+impl Family {
+    /// Parses an architecture name (`llama`, `LlamaForCausalLM`, `qwen2`, ...).
+    pub fn from_name(name: &str) -> Result<Self, CoreError> {
+        let lower = name.to_ascii_lowercase();
+        let family = match lower.as_str() {
+            "llama" | "llamaforcausallm" => Self::Llama,
+            "mistral" | "mistralforcausallm" => Self::Mistral,
+            "qwen2" | "qwen2forcausallm" => Self::Qwen2,
+            "qwen3" | "qwen3forcausallm" => Self::Qwen3,
+            _ => return Err(CoreError::UnsupportedArchitecture { arch: name.to_string() }),
+        };
+        Ok(family)
+    }
+
+    /// The name GGUF uses for `general.architecture`.
+    pub fn gguf_name(self) -> &'static str {
+        match self {
+            Self::Llama => "llama",
+            Self::Mistral => "llama",
+            Self::Qwen2 => "qwen2",
+            Self::Qwen3 => "qwen3",
+        }
+    }
+}
+
+/// How rotary embeddings pair up the dimensions of a head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RopeStyle {
+    /// Pairs (0,1), (2,3), ...: GGUF `llama` files, whose q/k rows were permuted by the
+    /// converter (Candle's `rope_i`).
+    Interleaved,
+    /// Pairs (i, i + d/2): Hugging Face checkpoints and GGUF qwen2/qwen3 ("NeoX",
+    /// Candle's `rope`).
+    Half,
+}
+
+/// Frequency scaling applied to RoPE.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RopeScaling {
+    /// Llama 3.1 / 3.2 long-context scaling.
+    Llama3 {
+        /// Overall scale factor (8 for Llama 3.1, 32 for 3.2).
+        factor: f64,
+        /// Wavelengths longer than `original / low_freq_factor` are scaled fully.
+        low_freq_factor: f64,
+        /// Wavelengths shorter than `original / high_freq_factor` are kept.
+        high_freq_factor: f64,
+        /// Context the model was pre-trained with.
+        original_max_position_embeddings: usize,
+    },
+}
+
+/// The hyper-parameters of a decoder-only transformer, parsed once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelSpec {
+    /// Architecture family.
+    pub family: Family,
+    /// Vocabulary size (rows of the embedding).
+    pub vocab_size: usize,
+    /// Model width.
+    pub hidden_size: usize,
+    /// Width of the MLP's hidden layer.
+    pub intermediate_size: usize,
+    /// Number of transformer blocks.
+    pub num_layers: usize,
+    /// Query heads.
+    pub num_heads: usize,
+    /// Key/value heads (GQA: divides `num_heads`).
+    pub num_kv_heads: usize,
+    /// Width of one head.
+    pub head_dim: usize,
+    /// Epsilon of every RMS norm.
+    pub rms_norm_eps: f64,
+    /// RoPE base frequency.
+    pub rope_theta: f64,
+    /// Optional RoPE frequency scaling.
+    pub rope_scaling: Option<RopeScaling>,
+    /// Dimension pairing of RoPE (depends on the file format too).
+    pub rope_style: RopeStyle,
+    /// Longest context the model supports (positions).
+    pub context_length: usize,
+    /// The output head shares the embedding matrix.
+    pub tie_word_embeddings: bool,
+    /// q, k and v projections carry a bias.
+    pub qkv_bias: bool,
+    /// q and k get a per-head RMS norm before RoPE.
+    pub qk_norm: bool,
+    /// Beginning-of-sequence token, if the model has one.
+    pub bos_token_id: Option<u32>,
+    /// Tokens that end generation.
+    pub eos_token_ids: Vec<u32>,
+}
+
+impl ModelSpec {
+    /// Parses a Hugging Face `config.json` text.
+    pub fn from_hf_config_str(text: &str) -> Result<Self, CoreError> {
+        let value: Value = serde_json::from_str(text)?;
+        Self::from_hf_config(&value)
+    }
+
+    /// Parses a Hugging Face `config.json` value.
+    ///
+    /// Accepts both `rope_scaling` and the newer `rope_parameters` spellings.
+    pub fn from_hf_config(config: &Value) -> Result<Self, CoreError> {
+        let arch = config
+            .get("model_type")
+            .and_then(Value::as_str)
+            .or_else(|| {
+                config
+                    .get("architectures")
+                    .and_then(|a| a.get(0))
+                    .and_then(Value::as_str)
+            })
+            .ok_or_else(|| CoreError::MissingField { key: "model_type".into() })?;
+        let family = Family::from_name(arch)?;
+        let hidden_size = req_usize(config, "hidden_size")?;
+        let num_heads = req_usize(config, "num_attention_heads")?;
+        let num_kv_heads = opt_usize(config, "num_key_value_heads")?.unwrap_or(num_heads);
+        let head_dim = match opt_usize(config, "head_dim")? {
+            Some(d) => d,
+            None => hidden_size / num_heads.max(1),
+        };
+        let rope_params = config.get("rope_parameters").filter(|v| v.is_object());
+        let rope_scaling_value = config
+            .get("rope_scaling")
+            .filter(|v| v.is_object())
+            .or(rope_params);
+        let rope_theta = match config.get("rope_theta").and_then(Value::as_f64) {
+            Some(t) => t,
+            None => rope_params
+                .and_then(|p| p.get("rope_theta"))
+                .and_then(Value::as_f64)
+                .unwrap_or(10_000.0),
+        };
+        let rope_scaling = match rope_scaling_value {
+            Some(v) => parse_rope_scaling(v)?,
+            None => None,
+        };
+        let default_bias = family == Family::Qwen2;
+        let qkv_bias = config
+            .get("attention_bias")
+            .and_then(Value::as_bool)
+            .unwrap_or(default_bias);
+        let spec = Self {
+            family,
+            vocab_size: req_usize(config, "vocab_size")?,
+            hidden_size,
+            intermediate_size: req_usize(config, "intermediate_size")?,
+            num_layers: req_usize(config, "num_hidden_layers")?,
+            num_heads,
+            num_kv_heads,
+            head_dim,
+            rms_norm_eps: config.get("rms_norm_eps").and_then(Value::as_f64).unwrap_or(1e-6),
+            rope_theta,
+            rope_scaling,
+            rope_style: RopeStyle::Half,
+            context_length: opt_usize(config, "max_position_embeddings")?.unwrap_or(4096),
+            tie_word_embeddings: config
+                .get("tie_word_embeddings")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            qkv_bias,
+            qk_norm: family == Family::Qwen3,
+            bos_token_id: opt_usize(config, "bos_token_id")?.map(|v| v as u32),
+            eos_token_ids: token_list(config.get("eos_token_id")),
+        };
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    /// Checks that the numbers are consistent (non-zero, GQA divisible).
+    pub fn validate(&self) -> Result<(), CoreError> {
+        let positive = [
+            ("vocab_size", self.vocab_size),
+            ("hidden_size", self.hidden_size),
+            ("intermediate_size", self.intermediate_size),
+            ("num_hidden_layers", self.num_layers),
+            ("num_attention_heads", self.num_heads),
+            ("num_key_value_heads", self.num_kv_heads),
+            ("head_dim", self.head_dim),
+            ("context_length", self.context_length),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(invalid(key, "must be greater than zero"));
+            }
+        }
+        if self.num_heads % self.num_kv_heads != 0 {
+            return Err(invalid(
+                "num_key_value_heads",
+                format!("{} query heads are not a multiple of {} KV heads", self.num_heads, self.num_kv_heads),
+            ));
+        }
+        if self.head_dim % 2 != 0 {
+            return Err(invalid("head_dim", "RoPE needs an even head dimension"));
+        }
+        if !(self.rope_theta > 0.0) {
+            return Err(invalid("rope_theta", "must be positive"));
+        }
+        Ok(())
+    }
+
+    /// Bytes of K and V for one token across all layers, at `bytes_per_elem` per value.
+    pub fn kv_bytes_per_token(&self, bytes_per_elem: usize) -> u64 {
+        2 * (self.num_layers * self.num_kv_heads * self.head_dim * bytes_per_elem) as u64
+    }
+}
+
+fn parse_rope_scaling(v: &Value) -> Result<Option<RopeScaling>, CoreError> {
+    let kind = v
+        .get("rope_type")
+        .or_else(|| v.get("type"))
+        .and_then(Value::as_str)
+        .unwrap_or("default");
+    match kind {
+        "default" | "none" => Ok(None),
+        "llama3" => {
+            let num = |key: &str| {
+                v.get(key)
+                    .and_then(Value::as_f64)
+                    .ok_or_else(|| CoreError::MissingField { key: format!("rope_scaling.{key}") })
+            };
+            Ok(Some(RopeScaling::Llama3 {
+                factor: num("factor")?,
+                low_freq_factor: num("low_freq_factor")?,
+                high_freq_factor: num("high_freq_factor")?,
+                original_max_position_embeddings: num("original_max_position_embeddings")? as usize,
+            }))
+        }
+        other => Err(invalid("rope_scaling", format!("rope type `{other}` is not supported (llama3 is)"))),
+    }
+}
+
+fn invalid(key: &str, reason: impl Into<String>) -> CoreError {
+    CoreError::InvalidField { key: key.to_string(), reason: reason.into() }
+}
+
+fn opt_usize(config: &Value, key: &str) -> Result<Option<usize>, CoreError> {
+    match config.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .map(|n| Some(n as usize))
+            .ok_or_else(|| invalid(key, format!("expected a non-negative integer, found {v}"))),
+    }
+}
+
+fn req_usize(config: &Value, key: &str) -> Result<usize, CoreError> {
+    opt_usize(config, key)?.ok_or_else(|| CoreError::MissingField { key: key.to_string() })
+}
+
+fn token_list(v: Option<&Value>) -> Vec<u32> {
+    match v {
+        Some(Value::Number(n)) => n.as_u64().map(|n| vec![n as u32]).unwrap_or_default(),
+        Some(Value::Array(items)) => items.iter().filter_map(Value::as_u64).map(|n| n as u32).collect(),
+        _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LLAMA31: &str = r#"{
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama",
+        "vocab_size": 128256, "hidden_size": 4096, "intermediate_size": 14336,
+        "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
+        "rms_norm_eps": 1e-5, "rope_theta": 500000.0, "max_position_embeddings": 131072,
+        "bos_token_id": 128000, "eos_token_id": [128001, 128008, 128009],
+        "rope_scaling": {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                         "original_max_position_embeddings": 8192, "rope_type": "llama3"}
+    }"#;
+
+    #[test]
+    fn parses_llama31_with_rope_scaling() {
+        let spec = ModelSpec::from_hf_config_str(LLAMA31).unwrap();
+        assert_eq!(spec.family, Family::Llama);
+        assert_eq!(spec.head_dim, 128);
+        assert_eq!(spec.eos_token_ids, vec![128001, 128008, 128009]);
+        assert!(matches!(spec.rope_scaling, Some(RopeScaling::Llama3 { factor, .. }) if factor == 8.0));
+        assert!(!spec.qkv_bias);
+    }
+
+    #[test]
+    fn accepts_rope_parameters_spelling() {
+        let text = LLAMA31.replace("\"rope_theta\": 500000.0,", "").replace(
+            "\"rope_scaling\"",
+            "\"rope_parameters\"",
+        );
+        let text = text.replace("\"rope_type\": \"llama3\"", "\"rope_type\": \"llama3\", \"rope_theta\": 500000.0");
+        let spec = ModelSpec::from_hf_config_str(&text).unwrap();
+        assert_eq!(spec.rope_theta, 500000.0);
+        assert!(spec.rope_scaling.is_some());
+    }
+
+    #[test]
+    fn qwen3_head_dim_is_independent() {
+        let text = r#"{"model_type": "qwen3", "vocab_size": 512, "hidden_size": 64, "head_dim": 32,
+            "intermediate_size": 160, "num_hidden_layers": 3, "num_attention_heads": 4,
+            "num_key_value_heads": 2, "tie_word_embeddings": true}"#;
+        let spec = ModelSpec::from_hf_config_str(text).unwrap();
+        assert_eq!(spec.head_dim, 32);
+        assert!(spec.qk_norm && spec.tie_word_embeddings && !spec.qkv_bias);
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        let err = ModelSpec::from_hf_config_str(r#"{"model_type": "gpt_neox"}"#).unwrap_err();
+        assert!(err.to_string().contains("gpt_neox"), "{err}");
+        let err = ModelSpec::from_hf_config_str(r#"{"model_type": "llama", "hidden_size": 8}"#).unwrap_err();
+        assert!(err.to_string().contains("num_attention_heads"), "{err}");
+        let bad_gqa = LLAMA31.replace("\"num_key_value_heads\": 8", "\"num_key_value_heads\": 5");
+        let err = ModelSpec::from_hf_config_str(&bad_gqa).unwrap_err();
+        assert!(err.to_string().contains("KV heads"), "{err}");
+        assert!(ModelSpec::from_hf_config_str("{not json").is_err());
+    }
+}

@@ -1,0 +1,125 @@
+//! The generic decoder block: pre-norm attention with RoPE and GQA, then a SwiGLU MLP.
+//! Qwen2's q/k/v biases and Qwen3's per-head q/k norms are switched on by the spec.
+
+use crate::kv_cache::KvSlot;
+use crate::layer_stream::LayerStream;
+use crate::names::Role;
+use crate::rope::Rope;
+use crate::weights::BlockWeights;
+use crate::Result;
+use cardinfer_core::ModelSpec;
+use candle_core::{Device, Tensor};
+use candle_nn::ops::{rms_norm, silu, softmax_last_dim};
+
+/// Llama / Mistral / Qwen2 / Qwen3 as one parameterized family.
+#[derive(Debug, Clone)]
+pub struct Decoder {
+    spec: ModelSpec,
+    rope: Rope,
+}
+
+impl Decoder {
+    /// A decoder for `spec`, with RoPE frequency divisors from the file if it has them.
+    pub fn new(spec: ModelSpec, rope_freq_factors: Option<Vec<f32>>) -> Self {
+        let rope = Rope::new(&spec, rope_freq_factors);
+        Self { spec, rope }
+    }
+
+    fn norm(&self, x: &Tensor, weights: &BlockWeights, role: Role) -> Result<Tensor> {
+        Ok(rms_norm(&x.contiguous()?, weights.get(role)?.dense()?, self.spec.rms_norm_eps as f32)?)
+    }
+
+    fn project(&self, x: &Tensor, weights: &BlockWeights, role: Role, bias: Option<Role>) -> Result<Tensor> {
+        let y = weights.get(role)?.matmul_t(x)?;
+        match bias {
+            Some(b) if weights.has(b) => Ok(y.broadcast_add(weights.get(b)?.dense()?)?),
+            _ => Ok(y),
+        }
+    }
+
+    /// `[b, seq, heads * d]` → `[b, heads, seq, d]`.
+    fn split_heads(x: &Tensor, heads: usize, head_dim: usize) -> Result<Tensor> {
+        let (b, seq, _) = x.dims3()?;
+        Ok(x.reshape((b, seq, heads, head_dim))?.transpose(1, 2)?.contiguous()?)
+    }
+
+    fn attention(&self, w: &BlockWeights, x: &Tensor, kv: &mut KvSlot, pos: usize) -> Result<Tensor> {
+        let s = &self.spec;
+        let (b, seq, _) = x.dims3()?;
+        let q = self.project(x, w, Role::AttnQ, Some(Role::AttnQBias))?;
+        let k = self.project(x, w, Role::AttnK, Some(Role::AttnKBias))?;
+        let v = self.project(x, w, Role::AttnV, Some(Role::AttnVBias))?;
+        let mut q = Self::split_heads(&q, s.num_heads, s.head_dim)?;
+        let mut k = Self::split_heads(&k, s.num_kv_heads, s.head_dim)?;
+        let v = Self::split_heads(&v, s.num_kv_heads, s.head_dim)?;
+        if s.qk_norm {
+            q = self.norm(&q, w, Role::AttnQNorm)?;
+            k = self.norm(&k, w, Role::AttnKNorm)?;
+        }
+        let (cos, sin) = self.rope.tables(pos, seq, x.device())?;
+        let q = self.rope.apply(&q, &cos, &sin)?;
+        let k = self.rope.apply(&k, &cos, &sin)?;
+        let (k, v) = kv.append(&k, &v)?;
+        let total = k.dim(2)?;
+
+        // GQA: view the query heads of one KV head as extra rows, so no KV copy is made.
+        let group = s.num_heads / s.num_kv_heads;
+        let q = q.reshape((b, s.num_kv_heads, group * seq, s.head_dim))?;
+        let scale = 1.0 / (s.head_dim as f64).sqrt();
+        let scores = (q.matmul(&k.t()?)? * scale)?;
+        let scores = if seq > 1 {
+            let mask = causal_mask(group, seq, pos, total, x.device())?;
+            scores.broadcast_add(&mask)?
+        } else {
+            scores
+        };
+        let probs = softmax_last_dim(&scores)?;
+        let y = probs.matmul(&v)?; // [b, kv_heads, group * seq, d]
+        let y = y
+            .reshape((b, s.num_heads, seq, s.head_dim))?
+            .transpose(1, 2)?
+            .reshape((b, seq, s.num_heads * s.head_dim))?;
+        self.project(&y, w, Role::AttnOutput, None)
+    }
+
+    fn mlp(&self, w: &BlockWeights, x: &Tensor) -> Result<Tensor> {
+        let gate = silu(&self.project(x, w, Role::FfnGate, None)?)?;
+        let up = self.project(x, w, Role::FfnUp, None)?;
+        self.project(&(gate * up)?, w, Role::FfnDown, None)
+    }
+}
+
+/// Additive mask `[group * seq, total]`: query row `r` (position `pos + r % seq`) sees keys
+/// `0..=pos + r % seq`.
+fn causal_mask(group: usize, seq: usize, pos: usize, total: usize, device: &Device) -> Result<Tensor> {
+    let mut mask = Vec::with_capacity(group * seq * total);
+    for _ in 0..group {
+        for i in 0..seq {
+            let visible = pos + i;
+            mask.extend((0..total).map(|j| if j <= visible { 0f32 } else { f32::NEG_INFINITY }));
+        }
+    }
+    Ok(Tensor::from_vec(mask, (group * seq, total), device)?)
+}
+
+impl LayerStream for Decoder {
+    fn spec(&self) -> &ModelSpec {
+        &self.spec
+    }
+
+    fn embed(&self, weights: &BlockWeights, tokens: &Tensor) -> Result<Tensor> {
+        weights.get(Role::TokenEmbedding)?.embedding(tokens)
+    }
+
+    fn block(&self, _layer: usize, weights: &BlockWeights, x: &Tensor, kv: &mut KvSlot, pos: usize) -> Result<Tensor> {
+        let h = self.norm(x, weights, Role::AttnNorm)?;
+        let x = (x + self.attention(weights, &h, kv, pos)?)?;
+        let h = self.norm(&x, weights, Role::FfnNorm)?;
+        Ok((&x + self.mlp(weights, &h)?)?)
+    }
+
+    fn head(&self, weights: &BlockWeights, x: &Tensor) -> Result<Tensor> {
+        let h = self.norm(x, weights, Role::OutputNorm)?;
+        weights.get(Role::Output)?.matmul_t(&h)
+    }
+}

@@ -1,0 +1,120 @@
+//! A fully resident model: every block loaded once onto one device.
+
+use crate::family::Decoder;
+use crate::kv_cache::KvCache;
+use crate::layer_stream::LayerStream;
+use crate::names::model_layout;
+use crate::weights::BlockWeights;
+use crate::{Result, StreamError};
+use cardinfer_core::{BlockId, ModelLayout, ModelSpec};
+use cardinfer_quant::candle::load_tensor;
+use cardinfer_quant::Checkpoint;
+use candle_core::{DType, Device, IndexOp, Tensor};
+
+/// Which positions' logits a forward pass returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logits {
+    /// Only the last position (generation).
+    Last,
+    /// Every position (scoring).
+    All,
+}
+
+/// A model with all its weights resident on one device.
+pub struct ResidentModel {
+    decoder: Decoder,
+    layout: ModelLayout,
+    embed: BlockWeights,
+    layers: Vec<BlockWeights>,
+    head: BlockWeights,
+    device: Device,
+}
+
+impl std::fmt::Debug for ResidentModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResidentModel").field("spec", self.decoder.spec()).field("device", &self.device).finish()
+    }
+}
+
+impl ResidentModel {
+    /// Loads every block of `ckpt` onto `device`. `progress(done, total)` is called after
+    /// each block.
+    pub fn load(ckpt: &Checkpoint, device: &Device, mut progress: impl FnMut(usize, usize)) -> Result<Self> {
+        let spec = ckpt.spec()?;
+        let layout = model_layout(ckpt, &spec)?;
+        let rope_factors = match ckpt.tensor("rope_freqs.weight") {
+            Some(info) => Some(load_tensor(info, ckpt.tensor_bytes(info), DType::F32, &Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?),
+            None => None,
+        };
+        let total = spec.num_layers + 2;
+        let embed = BlockWeights::load(ckpt, &spec, BlockId::Embed, device)?;
+        progress(1, total);
+        let mut layers = Vec::with_capacity(spec.num_layers);
+        for i in 0..spec.num_layers {
+            layers.push(BlockWeights::load(ckpt, &spec, BlockId::Layer(i), device)?);
+            progress(i + 2, total);
+        }
+        let head = BlockWeights::load(ckpt, &spec, BlockId::Head, device)?;
+        progress(total, total);
+        Ok(Self { decoder: Decoder::new(spec, rope_factors), layout, embed, layers, head, device: device.clone() })
+    }
+
+    /// The model's hyper-parameters.
+    pub fn spec(&self) -> &ModelSpec {
+        self.decoder.spec()
+    }
+
+    /// Blocks and their tensors' byte ranges in the file.
+    pub fn layout(&self) -> &ModelLayout {
+        &self.layout
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Bytes of weights on the device.
+    pub fn weight_bytes(&self) -> u64 {
+        self.embed.device_bytes()
+            + self.layers.iter().map(BlockWeights::device_bytes).sum::<u64>()
+            + self.head.device_bytes()
+    }
+
+    /// An empty KV cache for this model.
+    pub fn new_cache(&self) -> KvCache {
+        KvCache::new(self.spec().num_layers)
+    }
+
+    /// Runs `tokens` at the positions following what `kv` holds, appending to `kv`.
+    /// Returns f32 logits `[1, vocab]` (`Logits::Last`) or `[tokens, vocab]` (`Logits::All`).
+    pub fn forward(&self, tokens: &[u32], kv: &mut KvCache, which: Logits) -> Result<Tensor> {
+        let spec = self.spec();
+        check_tokens(spec, tokens, kv.len())?;
+        let pos = kv.len();
+        let ids = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
+        let mut x = self.decoder.embed(&self.embed, &ids)?;
+        for (i, layer) in self.layers.iter().enumerate() {
+            x = self.decoder.block(i, layer, &x, kv.layer_mut(i), pos)?;
+        }
+        let x = match which {
+            Logits::Last => x.i((.., tokens.len() - 1..tokens.len(), ..))?,
+            Logits::All => x,
+        };
+        Ok(self.decoder.head(&self.head, &x)?.squeeze(0)?)
+    }
+}
+
+/// Checks that `tokens` is non-empty, in the vocabulary, and fits after `cached` positions.
+pub fn check_tokens(spec: &ModelSpec, tokens: &[u32], cached: usize) -> Result<()> {
+    if tokens.is_empty() {
+        return Err(StreamError::InvalidParameter { name: "tokens", reason: "no tokens to run".into() });
+    }
+    if let Some(&id) = tokens.iter().find(|&&t| t as usize >= spec.vocab_size) {
+        return Err(StreamError::TokenOutOfRange { id, vocab: spec.vocab_size });
+    }
+    if cached + tokens.len() > spec.context_length {
+        return Err(StreamError::ContextOverflow { tokens: tokens.len(), cached, context: spec.context_length });
+    }
+    Ok(())
+}

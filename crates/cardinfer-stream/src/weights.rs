@@ -1,0 +1,149 @@
+//! A block's weights, loaded onto a device, looked up by role.
+
+use crate::names::{resolve_name, Role};
+use crate::{Result, StreamError};
+use cardinfer_core::{BlockId, ModelSpec, StorageType};
+use cardinfer_quant::candle::{load_qtensor, load_tensor};
+use cardinfer_quant::Checkpoint;
+use candle_core::quantized::{QMatMul, QTensor};
+use candle_core::{DType, Device, Module, Tensor};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// One weight tensor on a device.
+#[derive(Debug, Clone)]
+pub enum Weight {
+    /// Block-quantized, used in place by Candle's quantized kernels.
+    Quantized(Arc<QTensor>),
+    /// Plain floats (norms and biases always; matrices of F32/F16/BF16 checkpoints).
+    Dense(Tensor),
+}
+
+impl Weight {
+    /// `x @ Wᵀ` for a weight stored `[out, in]`; `x` is f32, the result is f32.
+    pub fn matmul_t(&self, x: &Tensor) -> Result<Tensor> {
+        let y = match self {
+            Weight::Quantized(q) => QMatMul::QTensor(q.clone()).forward(x)?,
+            Weight::Dense(w) => {
+                let xs = x.to_dtype(w.dtype())?;
+                xs.broadcast_matmul(&w.t()?)?.to_dtype(DType::F32)?
+            }
+        };
+        Ok(y)
+    }
+
+    /// Rows of an embedding table for `ids`, as f32.
+    pub fn embedding(&self, ids: &Tensor) -> Result<Tensor> {
+        let rows = match self {
+            Weight::Quantized(q) => q.embedding(ids)?,
+            Weight::Dense(w) => {
+                let hidden = w.dim(1)?;
+                let flat = ids.flatten_all()?;
+                let mut shape = ids.dims().to_vec();
+                shape.push(hidden);
+                w.index_select(&flat, 0)?.reshape(shape)?
+            }
+        };
+        Ok(rows.to_dtype(DType::F32)?)
+    }
+
+    /// The dense tensor (norms, biases); an error for quantized storage.
+    pub fn dense(&self) -> Result<&Tensor> {
+        match self {
+            Weight::Dense(t) => Ok(t),
+            Weight::Quantized(q) => Err(StreamError::InvalidParameter {
+                name: "weight",
+                reason: format!("expected a float tensor, found {:?}", q.dtype()),
+            }),
+        }
+    }
+
+    /// Bytes this weight occupies on its device.
+    pub fn device_bytes(&self) -> u64 {
+        match self {
+            Weight::Quantized(q) => q.storage_size_in_bytes() as u64,
+            Weight::Dense(t) => (t.elem_count() * t.dtype().size_in_bytes()) as u64,
+        }
+    }
+}
+
+/// The weights of one block (embedding, a layer, or the head), by role.
+#[derive(Debug, Clone)]
+pub struct BlockWeights {
+    /// Which block these are.
+    pub block: BlockId,
+    weights: HashMap<Role, Weight>,
+}
+
+impl BlockWeights {
+    /// Loads block `block` of `ckpt` onto `device`, checking every shape against `spec`.
+    pub fn load(ckpt: &Checkpoint, spec: &ModelSpec, block: BlockId, device: &Device) -> Result<Self> {
+        let mut weights = HashMap::new();
+        for role in Role::block_roles(spec, block) {
+            let name = resolve_name(ckpt, spec, block, role);
+            let info = ckpt.require(&name)?;
+            let expected = expected_shape(spec, role);
+            if info.shape != expected {
+                return Err(StreamError::ShapeMismatch { tensor: name, expected, found: info.shape.clone() });
+            }
+            let bytes = ckpt.tensor_bytes(info);
+            let is_matrix = info.shape.len() == 2;
+            let weight = if is_matrix && info.storage.is_quantized() {
+                Weight::Quantized(Arc::new(load_qtensor(info, bytes, device)?))
+            } else {
+                // Matrices keep their stored float type on accelerators (half the memory
+                // for f16/bf16); on the CPU everything computes in f32.
+                let dtype = match (is_matrix, device, info.storage) {
+                    (true, Device::Cuda(_) | Device::Metal(_), StorageType::F16) => DType::F16,
+                    (true, Device::Cuda(_) | Device::Metal(_), StorageType::BF16) => DType::BF16,
+                    _ => DType::F32,
+                };
+                Weight::Dense(load_tensor(info, bytes, dtype, device)?)
+            };
+            weights.insert(role, weight);
+        }
+        Ok(Self { block, weights })
+    }
+
+    /// Builds block weights from tensors already on a device (tests, adapters).
+    pub fn from_parts(block: BlockId, weights: HashMap<Role, Weight>) -> Self {
+        Self { block, weights }
+    }
+
+    /// The weight of `role`.
+    pub fn get(&self, role: Role) -> Result<&Weight> {
+        self.weights.get(&role).ok_or_else(|| StreamError::InvalidParameter {
+            name: "block weights",
+            reason: format!("{} has no {role:?} weight", self.block),
+        })
+    }
+
+    /// Whether the block has a weight for `role`.
+    pub fn has(&self, role: Role) -> bool {
+        self.weights.contains_key(&role)
+    }
+
+    /// Bytes the block occupies on its device.
+    pub fn device_bytes(&self) -> u64 {
+        self.weights.values().map(Weight::device_bytes).sum()
+    }
+}
+
+fn expected_shape(spec: &ModelSpec, role: Role) -> Vec<usize> {
+    let h = spec.hidden_size;
+    let q = spec.num_heads * spec.head_dim;
+    let kv = spec.num_kv_heads * spec.head_dim;
+    let ff = spec.intermediate_size;
+    match role {
+        Role::TokenEmbedding | Role::Output => vec![spec.vocab_size, h],
+        Role::AttnNorm | Role::FfnNorm | Role::OutputNorm => vec![h],
+        Role::AttnQ => vec![q, h],
+        Role::AttnK | Role::AttnV => vec![kv, h],
+        Role::AttnQBias => vec![q],
+        Role::AttnKBias | Role::AttnVBias => vec![kv],
+        Role::AttnQNorm | Role::AttnKNorm => vec![spec.head_dim],
+        Role::AttnOutput => vec![h, q],
+        Role::FfnGate | Role::FfnUp => vec![ff, h],
+        Role::FfnDown => vec![h, ff],
+    }
+}
