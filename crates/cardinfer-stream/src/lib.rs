@@ -15,3 +15,5 @@ pub use error::{Result, StreamError};
 pub use kv_cache::{KvCache, KvSlot};
 pub use layer_stream::LayerStream;
 pub use model::{Logits, ResidentModel};
+pub mod tokenizer;
+pub use tokenizer::{IncrementalDecoder, Tokenizer};
