@@ -1,1 +1,131 @@
-pub fn main(){}
+//! Generate text from a prompt, streaming it to stdout.
+//!
+//! ```text
+//! cargo run --release --example generate -- --prompt "The capital of France is" --temperature 0
+//! cargo run --release --example generate -- --model model.gguf --prompt-ids 1,2,3 --json
+//! ```
+
+#[path = "cli/mod.rs"]
+mod cli;
+
+use anyhow::{bail, Result};
+use cardinfer_stream::{GenerateOptions, Message, SamplingParams, Session};
+use clap::Parser;
+use std::io::Write;
+
+#[derive(Parser)]
+#[command(about = "Generate text with CardInfer")]
+struct Args {
+    /// GGUF file, Hugging Face checkpoint directory, or hf:org/repo[:file]. Default: SmolLM2-135M-Instruct.
+    #[arg(long)]
+    model: Option<String>,
+    /// Prompt text.
+    #[arg(long, conflicts_with = "prompt_ids")]
+    prompt: Option<String>,
+    /// Prompt as comma-separated token ids.
+    #[arg(long)]
+    prompt_ids: Option<String>,
+    /// Wrap the prompt in the model's chat template as a user message.
+    #[arg(long)]
+    chat: bool,
+    /// Most tokens to generate.
+    #[arg(long, default_value_t = 128)]
+    max_tokens: usize,
+    /// Sampling temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.8)]
+    temperature: f64,
+    /// Nucleus sampling threshold.
+    #[arg(long)]
+    top_p: Option<f64>,
+    /// Keep only the k most likely tokens.
+    #[arg(long)]
+    top_k: Option<usize>,
+    /// Repetition penalty (1 = off).
+    #[arg(long, default_value_t = 1.0)]
+    repetition_penalty: f32,
+    /// Random seed.
+    #[arg(long, default_value_t = 299792458)]
+    seed: u64,
+    /// Stop when the text contains this (repeatable).
+    #[arg(long)]
+    stop: Vec<String>,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Print one JSON object with ids, text and timings at the end.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let (loaded, device, mut watch, load_secs) = cli::load(args.model.as_deref(), &args.device)?;
+    let tokenizer = loaded.tokenizer.as_ref();
+    let prompt_ids = match (&args.prompt, &args.prompt_ids) {
+        (_, Some(ids)) => cli::parse_ids(ids)?,
+        (Some(text), None) => {
+            let Some(tok) = tokenizer else {
+                bail!("{} has no tokenizer: use --prompt-ids", loaded.path.display());
+            };
+            let text = if args.chat {
+                loaded.chat_template.render(&[Message::new("user", text.as_str())], true)?
+            } else {
+                text.clone()
+            };
+            tok.encode(&text)?
+        }
+        (None, None) => bail!("give --prompt TEXT or --prompt-ids 1,2,3"),
+    };
+    let options = GenerateOptions {
+        max_tokens: args.max_tokens,
+        sampling: SamplingParams {
+            temperature: args.temperature,
+            top_k: args.top_k,
+            top_p: args.top_p,
+            repetition_penalty: args.repetition_penalty,
+            seed: args.seed,
+            ..Default::default()
+        },
+        stop_strings: args.stop.clone(),
+        extra_eos: Vec::new(),
+    };
+    let mut session = Session::new(&loaded.model, tokenizer);
+    let mut stdout = std::io::stdout();
+    let quiet = args.json;
+    let result = session.generate(&prompt_ids, &options, |piece| {
+        watch.sample();
+        if !quiet {
+            let _ = stdout.write_all(piece.as_bytes());
+            let _ = stdout.flush();
+        }
+    })?;
+    watch.sample();
+    if args.json {
+        let report = serde_json::json!({
+            "model": loaded.path.display().to_string(),
+            "device": format!("{device:?}"),
+            "mode": "resident",
+            "prompt_ids": result.prompt_ids,
+            "generated_ids": result.generated_ids,
+            "text": result.text,
+            "stop_reason": format!("{:?}", result.stop_reason),
+            "load_secs": load_secs,
+            "prefill_tok_s": result.prefill_tok_s(),
+            "decode_tok_s": result.decode_tok_s(),
+            "weight_bytes": loaded.model.weight_bytes(),
+            "peak_device_bytes": watch.peak_bytes(),
+        });
+        println!("{report}");
+    } else {
+        println!();
+        eprintln!(
+            "[{} prompt tokens at {:.1} tok/s, {} generated at {:.1} tok/s, stop: {:?}]",
+            result.prompt_ids.len(),
+            result.prefill_tok_s(),
+            result.generated_ids.len(),
+            result.decode_tok_s(),
+            result.stop_reason
+        );
+    }
+    Ok(())
+}

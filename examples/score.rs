@@ -1,0 +1,56 @@
+//! Teacher-forced scoring: log-probability of each token given the ones before it.
+//!
+//! ```text
+//! cargo run --release --example score -- --text README.md --json
+//! ```
+
+#[path = "cli/mod.rs"]
+mod cli;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(about = "Score a text or token ids with a model")]
+struct Args {
+    /// GGUF file, Hugging Face checkpoint directory, or hf:org/repo[:file]. Default: SmolLM2-135M-Instruct.
+    #[arg(long)]
+    model: Option<String>,
+    /// A text file to score.
+    #[arg(long, conflicts_with = "ids")]
+    text: Option<String>,
+    /// Comma-separated token ids to score.
+    #[arg(long)]
+    ids: Option<String>,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let (loaded, _device, _watch, _) = cli::load(args.model.as_deref(), &args.device)?;
+    let ids = match (&args.text, &args.ids) {
+        (_, Some(ids)) => cli::parse_ids(ids)?,
+        (Some(file), None) => {
+            let text = std::fs::read_to_string(file).with_context(|| format!("reading {file}"))?;
+            let Some(tok) = loaded.tokenizer.as_ref() else {
+                bail!("{} has no tokenizer: use --ids", loaded.path.display());
+            };
+            tok.encode(&text)?
+        }
+        (None, None) => bail!("give --text FILE or --ids 1,2,3"),
+    };
+    let score = cardinfer_stream::score(&loaded.model, &ids)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&score)?);
+    } else {
+        println!("tokens      {}", score.token_ids.len());
+        println!("mean NLL    {:.4}", score.mean_nll);
+        println!("perplexity  {:.3}", score.perplexity);
+    }
+    Ok(())
+}
