@@ -6,6 +6,7 @@ mod checkpoint;
 mod error;
 pub mod gguf;
 mod safetensors;
+pub mod synth;
 
 pub use checkpoint::Checkpoint;
 pub use error::QuantError;

@@ -8,3 +8,6 @@ mod writer;
 pub use reader::{align_up, GgufFile, DEFAULT_ALIGNMENT};
 pub use value::GgufValue;
 pub use writer::GgufWriter;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,223 @@
+//! Synthetic models of a given [`ModelSpec`]: random but valid weights, written as a
+//! Hugging Face checkpoint directory and as GGUF in any storage type. Deterministic for
+//! a seed. For tests (tiny sizes) and benchmarks (speed does not depend on values).
+
+use crate::candle::quantize;
+use crate::gguf::{GgufValue, GgufWriter};
+use crate::QuantError;
+use cardinfer_core::{Family, ModelSpec, RopeStyle, StorageType};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// A synthetic model: f32 weights by Hugging Face name, row-major.
+#[derive(Debug, Clone)]
+pub struct SyntheticModel {
+    /// The hyper-parameters the weights follow (HF conventions: `RopeStyle::Half`).
+    pub spec: ModelSpec,
+    /// Weights by Hugging Face tensor name: (shape, values).
+    pub tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+}
+
+/// A small deterministic generator (SplitMix64), so tests need no extra dependency.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [-1, 1).
+    fn unit(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+}
+
+impl SyntheticModel {
+    /// Random weights for `spec` (matrices uniform with std ≈ 0.15·√3/√3, norms near 1).
+    pub fn random(spec: &ModelSpec, seed: u64) -> Self {
+        let mut rng = SplitMix(seed);
+        let mut tensors = BTreeMap::new();
+        let mut add = |name: String, shape: Vec<usize>, norm: bool| {
+            let n: usize = shape.iter().product();
+            let values = (0..n)
+                .map(|_| if norm { 1.0 + 0.1 * rng.unit() } else { 0.25 * rng.unit() })
+                .collect();
+            tensors.insert(name, (shape, values));
+        };
+        let (h, hd, ff) = (spec.hidden_size, spec.head_dim, spec.intermediate_size);
+        let (q, kv) = (spec.num_heads * hd, spec.num_kv_heads * hd);
+        add("model.embed_tokens.weight".into(), vec![spec.vocab_size, h], false);
+        for i in 0..spec.num_layers {
+            let p = format!("model.layers.{i}.");
+            add(format!("{p}input_layernorm.weight"), vec![h], true);
+            add(format!("{p}post_attention_layernorm.weight"), vec![h], true);
+            add(format!("{p}self_attn.q_proj.weight"), vec![q, h], false);
+            add(format!("{p}self_attn.k_proj.weight"), vec![kv, h], false);
+            add(format!("{p}self_attn.v_proj.weight"), vec![kv, h], false);
+            add(format!("{p}self_attn.o_proj.weight"), vec![h, q], false);
+            if spec.qkv_bias {
+                add(format!("{p}self_attn.q_proj.bias"), vec![q], false);
+                add(format!("{p}self_attn.k_proj.bias"), vec![kv], false);
+                add(format!("{p}self_attn.v_proj.bias"), vec![kv], false);
+            }
+            if spec.qk_norm {
+                add(format!("{p}self_attn.q_norm.weight"), vec![hd], true);
+                add(format!("{p}self_attn.k_norm.weight"), vec![hd], true);
+            }
+            add(format!("{p}mlp.gate_proj.weight"), vec![ff, h], false);
+            add(format!("{p}mlp.up_proj.weight"), vec![ff, h], false);
+            add(format!("{p}mlp.down_proj.weight"), vec![h, ff], false);
+        }
+        add("model.norm.weight".into(), vec![h], true);
+        if !spec.tie_word_embeddings {
+            add("lm_head.weight".into(), vec![spec.vocab_size, h], false);
+        }
+        Self { spec: spec.clone(), tensors }
+    }
+
+    /// Writes `config.json` and `model.safetensors` (F32) into `dir`.
+    pub fn write_hf(&self, dir: &Path) -> Result<(), QuantError> {
+        std::fs::create_dir_all(dir).map_err(|e| QuantError::io(dir, e))?;
+        let s = &self.spec;
+        let model_type = match s.family {
+            Family::Llama => "llama",
+            Family::Mistral => "mistral",
+            Family::Qwen2 => "qwen2",
+            Family::Qwen3 => "qwen3",
+        };
+        let config = serde_json::json!({
+            "model_type": model_type, "vocab_size": s.vocab_size, "hidden_size": s.hidden_size,
+            "intermediate_size": s.intermediate_size, "num_hidden_layers": s.num_layers,
+            "num_attention_heads": s.num_heads, "num_key_value_heads": s.num_kv_heads,
+            "head_dim": s.head_dim, "rms_norm_eps": s.rms_norm_eps, "rope_theta": s.rope_theta,
+            "max_position_embeddings": s.context_length, "tie_word_embeddings": s.tie_word_embeddings,
+            "attention_bias": s.qkv_bias, "eos_token_id": s.eos_token_ids, "bos_token_id": s.bos_token_id,
+        });
+        let config_path = dir.join("config.json");
+        std::fs::write(&config_path, config.to_string()).map_err(|e| QuantError::io(&config_path, e))?;
+        let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = self
+            .tensors
+            .iter()
+            .map(|(name, (shape, values))| (name.clone(), values.iter().flat_map(|v| v.to_le_bytes()).collect(), shape.clone()))
+            .collect();
+        let views = bytes
+            .iter()
+            .map(|(name, data, shape)| {
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data)
+                    .map(|view| (name.clone(), view))
+                    .map_err(|source| QuantError::Safetensors { path: dir.join("model.safetensors"), source })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let path = dir.join("model.safetensors");
+        safetensors::serialize_to_file(views, None, &path).map_err(|source| QuantError::Safetensors { path, source })
+    }
+
+    /// Writes a GGUF with llama.cpp names: matrices in `matrix_type` (the embedding and
+    /// output head in `embed_type`), norms and biases in F32. For Llama/Mistral the q/k
+    /// rows are permuted as llama.cpp's converter does, so the file uses interleaved RoPE.
+    pub fn write_gguf(&self, path: &Path, matrix_type: StorageType, embed_type: StorageType) -> Result<(), QuantError> {
+        let s = &self.spec;
+        let arch = s.family.gguf_name();
+        let mut w = GgufWriter::new();
+        let meta_u32 = |v: usize| GgufValue::U32(v as u32);
+        w.metadata("general.architecture", GgufValue::String(arch.into()));
+        w.metadata("general.name", GgufValue::String("cardinfer synthetic".into()));
+        w.metadata(format!("{arch}.context_length"), meta_u32(s.context_length));
+        w.metadata(format!("{arch}.embedding_length"), meta_u32(s.hidden_size));
+        w.metadata(format!("{arch}.feed_forward_length"), meta_u32(s.intermediate_size));
+        w.metadata(format!("{arch}.block_count"), meta_u32(s.num_layers));
+        w.metadata(format!("{arch}.attention.head_count"), meta_u32(s.num_heads));
+        w.metadata(format!("{arch}.attention.head_count_kv"), meta_u32(s.num_kv_heads));
+        w.metadata(format!("{arch}.attention.key_length"), meta_u32(s.head_dim));
+        w.metadata(format!("{arch}.attention.value_length"), meta_u32(s.head_dim));
+        w.metadata(format!("{arch}.rope.dimension_count"), meta_u32(s.head_dim));
+        w.metadata(format!("{arch}.attention.layer_norm_rms_epsilon"), GgufValue::F32(s.rms_norm_eps as f32));
+        w.metadata(format!("{arch}.rope.freq_base"), GgufValue::F32(s.rope_theta as f32));
+        w.metadata(format!("{arch}.vocab_size"), meta_u32(s.vocab_size));
+        if let Some(&eos) = s.eos_token_ids.first() {
+            w.metadata("tokenizer.ggml.eos_token_id", GgufValue::U32(eos));
+        }
+        let permute = matches!(s.family, Family::Llama | Family::Mistral);
+        for (hf_name, (shape, values)) in &self.tensors {
+            let name = gguf_name(hf_name);
+            let values = match (permute, hf_name.as_str()) {
+                (true, n) if n.ends_with("q_proj.weight") => permute_rows(values, shape, s.num_heads),
+                (true, n) if n.ends_with("k_proj.weight") => permute_rows(values, shape, s.num_kv_heads),
+                _ => values.clone(),
+            };
+            let storage = if shape.len() == 1 {
+                StorageType::F32
+            } else if name == "token_embd.weight" || name == "output.weight" {
+                embed_type
+            } else {
+                matrix_type
+            };
+            let data = quantize(&name, &values, shape, storage)?;
+            w.tensor(name, shape, storage, data)?;
+        }
+        w.write(path)
+    }
+
+    /// The spec a GGUF written by [`SyntheticModel::write_gguf`] reads back as.
+    pub fn gguf_spec(&self) -> ModelSpec {
+        let mut spec = self.spec.clone();
+        if matches!(spec.family, Family::Llama | Family::Mistral) {
+            spec.rope_style = RopeStyle::Interleaved;
+        }
+        spec
+    }
+}
+
+/// llama.cpp's row permutation of q/k for interleaved RoPE (convert_hf_to_gguf.py).
+fn permute_rows(values: &[f32], shape: &[usize], heads: usize) -> Vec<f32> {
+    let (rows, cols) = (shape[0], shape[1]);
+    let half = rows / heads / 2;
+    let mut out = vec![0f32; values.len()];
+    for h in 0..heads {
+        for pair in 0..2 {
+            for i in 0..half {
+                // Source row (h, pair, i) goes to destination row (h, i, pair).
+                let src = (h * 2 + pair) * half + i;
+                let dst = (h * half + i) * 2 + pair;
+                out[dst * cols..(dst + 1) * cols].copy_from_slice(&values[src * cols..(src + 1) * cols]);
+            }
+        }
+    }
+    debug_assert_eq!(rows % (2 * heads), 0);
+    out
+}
+
+fn gguf_name(hf: &str) -> String {
+    let fixed = [
+        ("model.embed_tokens.weight", "token_embd.weight"),
+        ("model.norm.weight", "output_norm.weight"),
+        ("lm_head.weight", "output.weight"),
+    ];
+    if let Some((_, g)) = fixed.iter().find(|(h, _)| *h == hf) {
+        return g.to_string();
+    }
+    let rest = hf.strip_prefix("model.layers.").unwrap_or(hf);
+    let (layer, role) = rest.split_once('.').unwrap_or(("0", rest));
+    let role = match role {
+        "input_layernorm.weight" => "attn_norm.weight",
+        "post_attention_layernorm.weight" => "ffn_norm.weight",
+        "self_attn.q_proj.weight" => "attn_q.weight",
+        "self_attn.k_proj.weight" => "attn_k.weight",
+        "self_attn.v_proj.weight" => "attn_v.weight",
+        "self_attn.o_proj.weight" => "attn_output.weight",
+        "self_attn.q_proj.bias" => "attn_q.bias",
+        "self_attn.k_proj.bias" => "attn_k.bias",
+        "self_attn.v_proj.bias" => "attn_v.bias",
+        "self_attn.q_norm.weight" => "attn_q_norm.weight",
+        "self_attn.k_norm.weight" => "attn_k_norm.weight",
+        "mlp.gate_proj.weight" => "ffn_gate.weight",
+        "mlp.up_proj.weight" => "ffn_up.weight",
+        "mlp.down_proj.weight" => "ffn_down.weight",
+        other => other,
+    };
+    format!("blk.{layer}.{role}")
+}
