@@ -75,9 +75,6 @@ pub fn load(model: Option<&str>, device: &str) -> Result<(LoadedModel, Device, M
     let mut watch = MemoryWatch::start(&device);
     let start = Instant::now();
     let interactive = std::io::stderr().is_terminal();
-    if !interactive {
-        eprint!("loading {}", path.display());
-    }
     let loaded = LoadedModel::load(&path, &device, |done, total| {
         if !interactive {
             return;
@@ -89,7 +86,11 @@ pub fn load(model: Option<&str>, device: &str) -> Result<(LoadedModel, Device, M
     })
     .with_context(|| format!("loading {}", path.display()))?;
     let secs = start.elapsed().as_secs_f64();
-    eprintln!(" ({secs:.1} s)");
+    if interactive {
+        eprintln!(" ({secs:.1} s)");
+    } else {
+        eprintln!("loaded {} ({secs:.1} s)", path.display());
+    }
     watch.sample();
     Ok((loaded, device, watch, secs))
 }

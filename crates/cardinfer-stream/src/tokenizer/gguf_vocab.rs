@@ -165,3 +165,53 @@ fn sentencepiece(tokens: &[&str], scores: &[f32], add_space_prefix: bool) -> Map
     );
     m
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::tokenizer::Tokenizer;
+    use cardinfer_quant::gguf::{GgufFile, GgufValue, GgufWriter};
+
+    fn strings(items: &[&str]) -> GgufValue {
+        GgufValue::Array(items.iter().map(|s| GgufValue::String(s.to_string())).collect())
+    }
+
+    /// A tiny SentencePiece vocabulary: specials, byte fallback pieces, and a chain of
+    /// merges that builds `▁hello`.
+    #[test]
+    fn sentencepiece_vocabulary_merges_by_score_and_falls_back_to_bytes() {
+        let mut tokens: Vec<String> = vec!["<unk>".into(), "<s>".into(), "</s>".into()];
+        tokens.extend((0..=255u8).map(|b| format!("<0x{b:02X}>")));
+        let pieces = ["▁", "h", "e", "l", "o", "w", "▁h", "▁he", "▁hel", "▁hell", "▁hello", "ll", "lo", "▁w", "wo"];
+        tokens.extend(pieces.iter().map(|p| p.to_string()));
+        let n = tokens.len();
+        // Longer pieces score higher, so they win merges (as SentencePiece scores do).
+        let scores: Vec<GgufValue> = tokens.iter().map(|t| GgufValue::F32(t.chars().count() as f32)).collect();
+        let mut types = vec![GgufValue::I32(2), GgufValue::I32(3), GgufValue::I32(3)];
+        types.extend((0..256).map(|_| GgufValue::I32(6)));
+        types.extend((0..pieces.len()).map(|_| GgufValue::I32(1)));
+        assert_eq!(types.len(), n);
+
+        let mut w = GgufWriter::new();
+        w.metadata("tokenizer.ggml.model", GgufValue::String("llama".into()));
+        let token_refs: Vec<&str> = tokens.iter().map(String::as_str).collect();
+        w.metadata("tokenizer.ggml.tokens", strings(&token_refs));
+        w.metadata("tokenizer.ggml.scores", GgufValue::Array(scores));
+        w.metadata("tokenizer.ggml.token_type", GgufValue::Array(types));
+        w.metadata("tokenizer.ggml.bos_token_id", GgufValue::U32(1));
+        let dir = std::env::temp_dir().join(format!("cardinfer-spm-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("spm.gguf");
+        w.write(&path).unwrap();
+        let gguf = GgufFile::open(&path).unwrap();
+        let tok = Tokenizer::from_gguf(&gguf).unwrap().unwrap();
+
+        let id = |piece: &str| token_refs.iter().position(|t| *t == piece).unwrap() as u32;
+        // BOS first (SentencePiece models add it by default), then the merged word.
+        assert_eq!(tok.encode("hello").unwrap(), vec![1, id("▁hello")]);
+        // "é" is not in the vocabulary: it falls back to its UTF-8 bytes.
+        let ids = tok.encode("hello é").unwrap();
+        assert_eq!(&ids[..2], &[1, id("▁hello")]);
+        assert_eq!(&ids[ids.len() - 2..], &[3 + 0xC3, 3 + 0xA9]);
+        assert_eq!(tok.decode(&ids[1..]).unwrap(), "hello é");
+    }
+}
