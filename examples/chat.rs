@@ -37,11 +37,13 @@ struct Args {
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
+    #[command(flatten)]
+    placement: cli::PlacementArgs,
 }
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let (loaded, _device, _watch, _) = cli::load(args.model.as_deref(), &args.device)?;
+    let (loaded, _device, _watch, _) = cli::load(args.model.as_deref(), &args.device, &args.placement)?;
     let Some(tokenizer) = loaded.tokenizer.as_ref() else {
         bail!("{} has no tokenizer; chat needs one", loaded.path.display());
     };

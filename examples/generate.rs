@@ -52,6 +52,8 @@ struct Args {
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
+    #[command(flatten)]
+    placement: cli::PlacementArgs,
     /// Print one JSON object with ids, text and timings at the end.
     #[arg(long)]
     json: bool,
@@ -59,7 +61,7 @@ struct Args {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let (loaded, device, mut watch, load_secs) = cli::load(args.model.as_deref(), &args.device)?;
+    let (loaded, device, mut watch, load_secs) = cli::load(args.model.as_deref(), &args.device, &args.placement)?;
     let tokenizer = loaded.tokenizer.as_ref();
     let prompt_ids = match (&args.prompt, &args.prompt_ids) {
         (_, Some(ids)) => cli::parse_ids(ids)?,
@@ -101,10 +103,14 @@ fn main() -> Result<()> {
     })?;
     watch.sample();
     if args.json {
+        let metrics = loaded.model.metrics();
+        // Measured on CUDA (cuMemGetInfo, sampled); on the CPU the executor's accounting.
+        let peak = watch.peak_bytes().or(device.is_cpu().then_some(metrics.accounted_peak_bytes));
         let report = serde_json::json!({
             "model": loaded.path.display().to_string(),
             "device": format!("{device:?}"),
-            "mode": "resident",
+            "mode": metrics.mode,
+            "budget_bytes": (loaded.budget_bytes != u64::MAX).then_some(loaded.budget_bytes),
             "prompt_ids": result.prompt_ids,
             "generated_ids": result.generated_ids,
             "text": result.text,
@@ -112,8 +118,15 @@ fn main() -> Result<()> {
             "load_secs": load_secs,
             "prefill_tok_s": result.prefill_tok_s(),
             "decode_tok_s": result.decode_tok_s(),
-            "weight_bytes": loaded.model.weight_bytes(),
-            "peak_device_bytes": watch.peak_bytes(),
+            "weight_bytes": metrics.weight_bytes,
+            "peak_device_bytes": peak,
+            "peak_device_bytes_measured": watch.peak_bytes().is_some(),
+            "bytes_streamed_per_token": metrics.bytes_streamed_per_token,
+            "slots": metrics.slots,
+            "h2d_gb_s": metrics.h2d_gb_s,
+            "copy_secs": metrics.copy_secs,
+            "compute_secs": metrics.compute_secs,
+            "stall_secs": metrics.stall_secs,
         });
         println!("{report}");
     } else {

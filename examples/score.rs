@@ -25,6 +25,8 @@ struct Args {
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
+    #[command(flatten)]
+    placement: cli::PlacementArgs,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -32,7 +34,7 @@ struct Args {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let (loaded, _device, _watch, _) = cli::load(args.model.as_deref(), &args.device)?;
+    let (loaded, _device, _watch, _) = cli::load(args.model.as_deref(), &args.device, &args.placement)?;
     let ids = match (&args.text, &args.ids) {
         (_, Some(ids)) => cli::parse_ids(ids)?,
         (Some(file), None) => {

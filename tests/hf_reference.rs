@@ -4,7 +4,7 @@
 mod common;
 
 use cardinfer_quant::Checkpoint;
-use cardinfer_stream::{Logits, ResidentModel};
+use cardinfer_stream::{Logits, ResidentModel, TextModel};
 use candle_core::Device;
 use serde_json::Value;
 

@@ -6,7 +6,7 @@
 mod common;
 
 use cardinfer_quant::Checkpoint;
-use cardinfer_stream::{Logits, ResidentModel, Tokenizer};
+use cardinfer_stream::{Logits, ResidentModel, TextModel, Tokenizer};
 use candle_core::Device;
 use serde_json::Value;
 use std::path::PathBuf;

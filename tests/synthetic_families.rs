@@ -6,7 +6,7 @@
 use cardinfer_core::{Family, ModelSpec, RopeStyle, StorageType};
 use cardinfer_quant::synth::SyntheticModel;
 use cardinfer_quant::Checkpoint;
-use cardinfer_stream::{GenerateOptions, Logits, ResidentModel, Session};
+use cardinfer_stream::{GenerateOptions, Logits, ResidentModel, Session, TextModel};
 use candle_core::Device;
 use std::path::PathBuf;
 

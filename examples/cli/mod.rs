@@ -3,6 +3,9 @@
 
 use anyhow::{bail, Context, Result};
 use cardinfer_stream::device::{device_memory, parse_device};
+use cardinfer_plan::Budget;
+use cardinfer_stream::executor::Mode;
+use cardinfer_stream::loader::LoadOptions;
 use cardinfer_stream::{LoadedModel, ModelSource};
 use candle_core::Device;
 use std::io::{IsTerminal, Write};
@@ -68,14 +71,49 @@ impl MemoryWatch {
     }
 }
 
+/// Placement flags shared by the examples.
+#[derive(clap::Args, Debug, Clone)]
+pub struct PlacementArgs {
+    /// Device memory budget: bytes (500MiB, 6GiB) or a share of free memory (80%).
+    /// On a CPU device it bounds the RAM of streamed blocks; a percentage there means no limit.
+    #[arg(long, default_value = "80%")]
+    pub vram_budget: String,
+    /// auto (resident if it fits, else stream), resident, or stream.
+    #[arg(long, default_value = "auto")]
+    pub mode: String,
+    /// Pool slots for streamed blocks.
+    #[arg(long)]
+    pub slots: Option<usize>,
+    /// Tokens per prefill chunk (one weight pass per chunk).
+    #[arg(long, default_value_t = 512)]
+    pub prefill_chunk: usize,
+    /// Context length to reserve the KV cache for (default: the model's, at most 4096).
+    #[arg(long)]
+    pub context: Option<usize>,
+}
+
+impl PlacementArgs {
+    /// The load options these flags describe.
+    pub fn options(&self) -> Result<LoadOptions> {
+        Ok(LoadOptions {
+            budget: self.vram_budget.parse::<Budget>()?,
+            mode: self.mode.parse::<Mode>()?,
+            slots: self.slots,
+            prefill_chunk: self.prefill_chunk,
+            context: self.context,
+        })
+    }
+}
+
 /// Loads the model with a progress bar on stderr.
-pub fn load(model: Option<&str>, device: &str) -> Result<(LoadedModel, Device, MemoryWatch, f64)> {
+pub fn load(model: Option<&str>, device: &str, placement: &PlacementArgs) -> Result<(LoadedModel, Device, MemoryWatch, f64)> {
+    let options = placement.options()?;
     let path = resolve_model(model)?;
     let device = parse_device(device)?;
     let mut watch = MemoryWatch::start(&device);
     let start = Instant::now();
     let interactive = std::io::stderr().is_terminal();
-    let loaded = LoadedModel::load(&path, &device, |done, total| {
+    let loaded = LoadedModel::load_with(&path, &device, &options, |done, total| {
         if !interactive {
             return;
         }

@@ -1,7 +1,7 @@
 //! Generation: prefill, decode loop, sampling and stop conditions, over a KV cache that
 //! persists across calls (multi-turn chat).
 
-use crate::model::{check_tokens, Logits, ResidentModel};
+use crate::model::{check_tokens, Logits, TextModel};
 use crate::sampling::{Sampler, SamplingParams};
 use crate::tokenizer::{IncrementalDecoder, Tokenizer};
 use crate::{KvCache, Result, StreamError};
@@ -75,7 +75,7 @@ fn rate(tokens: usize, secs: f64) -> f64 {
 
 /// A conversation with one model: its KV cache and the tokens it holds.
 pub struct Session<'m> {
-    model: &'m ResidentModel,
+    model: &'m dyn TextModel,
     tokenizer: Option<&'m Tokenizer>,
     kv: KvCache,
     tokens: Vec<u32>,
@@ -83,7 +83,7 @@ pub struct Session<'m> {
 
 impl<'m> Session<'m> {
     /// A session with an empty cache.
-    pub fn new(model: &'m ResidentModel, tokenizer: Option<&'m Tokenizer>) -> Self {
+    pub fn new(model: &'m dyn TextModel, tokenizer: Option<&'m Tokenizer>) -> Self {
         Self { model, tokenizer, kv: model.new_cache(), tokens: Vec::new() }
     }
 

@@ -2,7 +2,15 @@
 //! `hf:org/repo[:file]` through hf-hub's cache.
 
 use crate::chat_template::ChatTemplate;
-use crate::model::ResidentModel;
+use crate::executor::{CheckpointReader, Mode, StreamPlan, StreamedModel};
+use crate::family::Decoder;
+use crate::kv_cache::KvCache;
+use crate::model::{Logits, ResidentModel, TextModel};
+use crate::names::model_layout;
+use cardinfer_core::ModelSpec;
+use cardinfer_plan::Budget;
+use candle_core::Tensor;
+use std::sync::Arc;
 use crate::tokenizer::Tokenizer;
 use crate::{Result, StreamError};
 use cardinfer_quant::Checkpoint;
@@ -82,10 +90,127 @@ fn download(repo: &str, file: Option<&str>) -> Result<PathBuf> {
     config.parent().map(Path::to_path_buf).ok_or_else(|| err("bad cache path".into()))
 }
 
+/// How to place the model on the device.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadOptions {
+    /// Device memory the model may use (on a CPU device: RAM for streamed blocks).
+    /// A percentage needs a device that reports free memory; elsewhere it means
+    /// "no limit".
+    pub budget: Budget,
+    /// Resident, streamed, or chosen by the budget.
+    pub mode: Mode,
+    /// Pool slots (default 2).
+    pub slots: Option<usize>,
+    /// Tokens per prefill chunk.
+    pub prefill_chunk: usize,
+    /// Context length to reserve the KV cache for (default: the model's, at most 4096).
+    /// Prompts beyond it are an error.
+    pub context: Option<usize>,
+}
+
+/// Context used when none is asked for: the model's, capped like llama.cpp's default.
+pub const DEFAULT_CONTEXT: usize = 4096;
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self { budget: Budget::default(), mode: Mode::Auto, slots: None, prefill_chunk: 512, context: None }
+    }
+}
+
+/// The model, resident or streamed.
+pub enum Runner {
+    /// Every block loaded once on the device.
+    Resident(ResidentModel),
+    /// Blocks placed by a plan, some streamed through the pool.
+    Streamed(StreamedModel),
+}
+
+impl TextModel for Runner {
+    fn spec(&self) -> &ModelSpec {
+        match self {
+            Self::Resident(m) => m.spec(),
+            Self::Streamed(m) => m.spec(),
+        }
+    }
+
+    fn device(&self) -> &Device {
+        match self {
+            Self::Resident(m) => m.device(),
+            Self::Streamed(m) => m.device(),
+        }
+    }
+
+    fn forward(&self, tokens: &[u32], kv: &mut KvCache, which: Logits) -> Result<Tensor> {
+        match self {
+            Self::Resident(m) => m.forward(tokens, kv, which),
+            Self::Streamed(m) => m.forward(tokens, kv, which),
+        }
+    }
+}
+
+/// What a run cost, for reports (`generate --json`, `bench`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct RunMetrics {
+    /// `resident` or `stream`.
+    pub mode: &'static str,
+    /// Bytes of weights on the device (resident blocks; the pool's slots).
+    pub weight_bytes: u64,
+    /// Device bytes by the executor's own accounting (resident + pool peak + KV + workspace).
+    pub accounted_peak_bytes: u64,
+    /// Bytes copied into the pool per weight pass (per decoded token).
+    pub bytes_streamed_per_token: u64,
+    /// Pool slots.
+    pub slots: usize,
+    /// Seconds spent reading blocks into slots (prefetch thread).
+    pub copy_secs: f64,
+    /// Seconds spent computing streamed passes.
+    pub compute_secs: f64,
+    /// Seconds compute waited for a slot.
+    pub stall_secs: f64,
+    /// Achieved streaming rate: bytes streamed ÷ copy time, GB/s.
+    pub h2d_gb_s: Option<f64>,
+}
+
+impl Runner {
+    /// Metrics of the run so far.
+    pub fn metrics(&self) -> RunMetrics {
+        match self {
+            Self::Resident(m) => RunMetrics {
+                mode: "resident",
+                weight_bytes: m.weight_bytes(),
+                accounted_peak_bytes: m.weight_bytes(),
+                bytes_streamed_per_token: 0,
+                slots: 0,
+                copy_secs: 0.0,
+                compute_secs: 0.0,
+                stall_secs: 0.0,
+                h2d_gb_s: None,
+            },
+            Self::Streamed(m) => {
+                let t = m.timings();
+                let stats = m.pool_stats();
+                RunMetrics {
+                    mode: "stream",
+                    weight_bytes: m.plan().resident_bytes + m.plan().slots as u64 * m.plan().slot_bytes,
+                    accounted_peak_bytes: m.accounted_peak_bytes(),
+                    bytes_streamed_per_token: m.bytes_streamed_per_pass(),
+                    slots: m.plan().slots,
+                    copy_secs: t.copy_secs,
+                    compute_secs: t.compute_secs,
+                    stall_secs: t.stall_secs,
+                    h2d_gb_s: (t.copy_secs > 0.0).then(|| stats.bytes_streamed as f64 / t.copy_secs / 1e9),
+                }
+            }
+        }
+    }
+}
+
 /// A model with its tokenizer and chat template, ready to generate.
 pub struct LoadedModel {
-    /// The weights.
-    pub model: ResidentModel,
+    /// The weights, resident or streamed.
+    pub model: Runner,
+    /// The budget in bytes the placement was made for.
+    pub budget_bytes: u64,
     /// The tokenizer, if the checkpoint has one.
     pub tokenizer: Option<Tokenizer>,
     /// How conversations become prompts.
@@ -95,8 +220,20 @@ pub struct LoadedModel {
 }
 
 impl LoadedModel {
-    /// Opens `path` and loads every block onto `device`, reporting `progress(done, total)`.
+    /// Opens `path` and loads every block onto `device` (fully resident), reporting
+    /// `progress(done, total)`.
     pub fn load(path: &Path, device: &Device, progress: impl FnMut(usize, usize)) -> Result<Self> {
+        let options = LoadOptions {
+            budget: Budget::Bytes(cardinfer_core::ByteSize(u64::MAX)),
+            mode: Mode::Resident,
+            context: Some(usize::MAX),
+            ..Default::default()
+        };
+        Self::load_with(path, device, &options, progress)
+    }
+
+    /// Opens `path` and places it on `device` within `options.budget`.
+    pub fn load_with(path: &Path, device: &Device, options: &LoadOptions, progress: impl FnMut(usize, usize)) -> Result<Self> {
         let ckpt = Checkpoint::open(path)?;
         let (tokenizer, template, bos, eos) = match &ckpt {
             Checkpoint::Gguf(g) => {
@@ -116,9 +253,28 @@ impl LoadedModel {
                 (tok.clone(), h.chat_template(), text(spec.bos_token_id), text(spec.eos_token_ids.first().copied()))
             }
         };
-        let model = ResidentModel::load(&ckpt, device, progress)?;
+        let free = crate::device::device_memory(device).map(|(free, _)| free);
+        let budget_bytes = match (options.budget, free) {
+            (Budget::PercentOfFree(_), None) => u64::MAX,
+            (budget, free) => budget.resolve(free).map_err(|e| StreamError::InvalidParameter { name: "budget", reason: e.to_string() })?,
+        };
+        let mut spec = ckpt.spec()?;
+        spec.context_length = match options.context {
+            Some(c) => c.min(spec.context_length),
+            None => spec.context_length.min(DEFAULT_CONTEXT),
+        };
+        let layout = model_layout(&ckpt, &spec)?;
+        let plan = StreamPlan::new(&spec, &layout, device, budget_bytes, options.mode, options.slots, options.prefill_chunk)?;
+        let model = if plan.slots == 0 && options.mode != Mode::Stream {
+            Runner::Resident(ResidentModel::load_spec(&ckpt, spec, device, progress)?)
+        } else {
+            let rope_factors = ResidentModel::rope_factors(&ckpt)?;
+            let ckpt = Arc::new(ckpt);
+            let reader = Arc::new(CheckpointReader::new(ckpt, spec.clone()));
+            Runner::Streamed(StreamedModel::new(Decoder::new(spec, rope_factors), layout, plan, device, reader, progress)?)
+        };
         let chat_template = ChatTemplate::select(template, tokenizer.as_ref(), bos, eos);
-        Ok(Self { model, tokenizer, chat_template, path: path.to_path_buf() })
+        Ok(Self { model, budget_bytes, tokenizer, chat_template, path: path.to_path_buf() })
     }
 }
 

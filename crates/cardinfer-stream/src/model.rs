@@ -20,6 +20,24 @@ pub enum Logits {
     All,
 }
 
+/// What the generator needs of a model, however its weights are placed.
+pub trait TextModel {
+    /// The model's hyper-parameters.
+    fn spec(&self) -> &ModelSpec;
+
+    /// The device computing the blocks.
+    fn device(&self) -> &Device;
+
+    /// Runs `tokens` at the positions following what `kv` holds, appending to `kv`.
+    /// Returns f32 logits `[1, vocab]` (`Logits::Last`) or `[tokens, vocab]` (`Logits::All`).
+    fn forward(&self, tokens: &[u32], kv: &mut KvCache, which: Logits) -> Result<Tensor>;
+
+    /// An empty KV cache for this model.
+    fn new_cache(&self) -> KvCache {
+        KvCache::new(self.spec().num_layers)
+    }
+}
+
 /// A model with all its weights resident on one device.
 pub struct ResidentModel {
     decoder: Decoder,
@@ -39,13 +57,14 @@ impl std::fmt::Debug for ResidentModel {
 impl ResidentModel {
     /// Loads every block of `ckpt` onto `device`. `progress(done, total)` is called after
     /// each block.
-    pub fn load(ckpt: &Checkpoint, device: &Device, mut progress: impl FnMut(usize, usize)) -> Result<Self> {
-        let spec = ckpt.spec()?;
+    pub fn load(ckpt: &Checkpoint, device: &Device, progress: impl FnMut(usize, usize)) -> Result<Self> {
+        Self::load_spec(ckpt, ckpt.spec()?, device, progress)
+    }
+
+    /// Like [`ResidentModel::load`] with `spec` given (e.g. a shorter context).
+    pub fn load_spec(ckpt: &Checkpoint, spec: ModelSpec, device: &Device, mut progress: impl FnMut(usize, usize)) -> Result<Self> {
         let layout = model_layout(ckpt, &spec)?;
-        let rope_factors = match ckpt.tensor("rope_freqs.weight") {
-            Some(info) => Some(load_tensor(info, ckpt.tensor_bytes(info), DType::F32, &Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?),
-            None => None,
-        };
+        let rope_factors = Self::rope_factors(ckpt)?;
         let total = spec.num_layers + 2;
         let embed = BlockWeights::load(ckpt, &spec, BlockId::Embed, device)?;
         progress(1, total);
@@ -59,19 +78,17 @@ impl ResidentModel {
         Ok(Self { decoder: Decoder::new(spec, rope_factors), layout, embed, layers, head, device: device.clone() })
     }
 
-    /// The model's hyper-parameters.
-    pub fn spec(&self) -> &ModelSpec {
-        self.decoder.spec()
+    /// RoPE frequency divisors stored in the file (GGUF `rope_freqs.weight`, Llama 3.1).
+    pub fn rope_factors(ckpt: &Checkpoint) -> Result<Option<Vec<f32>>> {
+        match ckpt.tensor("rope_freqs.weight") {
+            Some(info) => Ok(Some(load_tensor(info, ckpt.tensor_bytes(info), DType::F32, &Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?)),
+            None => Ok(None),
+        }
     }
 
     /// Blocks and their tensors' byte ranges in the file.
     pub fn layout(&self) -> &ModelLayout {
         &self.layout
-    }
-
-    /// The device the weights live on.
-    pub fn device(&self) -> &Device {
-        &self.device
     }
 
     /// Bytes of weights on the device.
@@ -81,14 +98,20 @@ impl ResidentModel {
             + self.head.device_bytes()
     }
 
-    /// An empty KV cache for this model.
-    pub fn new_cache(&self) -> KvCache {
-        KvCache::new(self.spec().num_layers)
+}
+
+impl TextModel for ResidentModel {
+    fn spec(&self) -> &ModelSpec {
+        self.decoder.spec()
+    }
+
+    fn device(&self) -> &Device {
+        &self.device
     }
 
     /// Runs `tokens` at the positions following what `kv` holds, appending to `kv`.
     /// Returns f32 logits `[1, vocab]` (`Logits::Last`) or `[tokens, vocab]` (`Logits::All`).
-    pub fn forward(&self, tokens: &[u32], kv: &mut KvCache, which: Logits) -> Result<Tensor> {
+    fn forward(&self, tokens: &[u32], kv: &mut KvCache, which: Logits) -> Result<Tensor> {
         let spec = self.spec();
         check_tokens(spec, tokens, kv.len())?;
         let pos = kv.len();

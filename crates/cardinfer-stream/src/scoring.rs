@@ -1,6 +1,6 @@
 //! Teacher-forced scoring: the log-probability of each token given the ones before it.
 
-use crate::model::{Logits, ResidentModel};
+use crate::model::{Logits, TextModel};
 use crate::{Result, StreamError};
 use candle_core::{IndexOp, D};
 use serde::Serialize;
@@ -19,7 +19,7 @@ pub struct Score {
 }
 
 /// Scores `ids` in one forward pass.
-pub fn score(model: &ResidentModel, ids: &[u32]) -> Result<Score> {
+pub fn score(model: &dyn TextModel, ids: &[u32]) -> Result<Score> {
     if ids.len() < 2 {
         return Err(StreamError::InvalidParameter { name: "ids", reason: "scoring needs at least 2 tokens".into() });
     }

@@ -129,6 +129,22 @@ impl BlockWeights {
     }
 }
 
+/// Bytes `info` occupies once loaded on `device` by [`BlockWeights::load`]: quantized
+/// storage as stored (plus Candle's 512-element row padding on CUDA), float matrices in
+/// f32 on the CPU and in their stored type on accelerators, vectors in f32.
+pub fn device_bytes_of(info: &cardinfer_core::TensorInfo, device: &Device) -> u64 {
+    let is_matrix = info.shape.len() == 2;
+    let accel = !device.is_cpu();
+    if is_matrix && info.storage.is_quantized() {
+        let padding = if accel { (512 / info.storage.block_elems() * info.storage.block_bytes()) as u64 } else { 0 };
+        info.len + padding
+    } else if is_matrix && accel && matches!(info.storage, StorageType::F16 | StorageType::BF16) {
+        info.len
+    } else {
+        info.elem_count() as u64 * 4
+    }
+}
+
 fn expected_shape(spec: &ModelSpec, role: Role) -> Vec<usize> {
     let h = spec.hidden_size;
     let q = spec.num_heads * spec.head_dim;

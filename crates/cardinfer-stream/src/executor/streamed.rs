@@ -1,0 +1,273 @@
+//! The streaming executor: resident blocks stay on the device, streamed blocks pass
+//! through the bounded pool, filled ahead of use by a prefetch thread.
+
+use super::plan::{block_device_bytes, Placement, StreamPlan};
+use super::pool::{PoolStats, SlotPool, SlotTicket};
+use super::reader::BlockReader;
+use crate::family::Decoder;
+use crate::kv_cache::KvCache;
+use crate::layer_stream::LayerStream;
+use crate::model::{check_tokens, Logits, TextModel};
+use crate::weights::BlockWeights;
+use crate::{Result, StreamError};
+use cardinfer_core::{BlockId, ModelLayout, ModelSpec};
+use candle_core::{Device, IndexOp, Tensor};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Time split of the streamed run so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StreamTimings {
+    /// Seconds the prefetch thread spent reading blocks into slots.
+    pub copy_secs: f64,
+    /// Seconds the compute thread spent computing.
+    pub compute_secs: f64,
+    /// Seconds the compute thread waited for a slot to be filled.
+    pub stall_secs: f64,
+    /// Weight passes run (one per decoded token or prefill chunk).
+    pub passes: u64,
+}
+
+/// One streamed block handed from the prefetcher to the compute loop.
+struct Filled {
+    block: BlockId,
+    weights: Result<BlockWeights>,
+    ticket: SlotTicket,
+    read_time: Duration,
+}
+
+/// A model whose blocks are placed by a [`StreamPlan`]: resident, streamed, or (the
+/// embedding) looked up in host memory. Output equals the resident model's: the same
+/// block code runs on the same weights, only where the bytes sit changes.
+pub struct StreamedModel {
+    decoder: Decoder,
+    layout: ModelLayout,
+    plan: StreamPlan,
+    device: Device,
+    reader: Arc<dyn BlockReader>,
+    host_embed: BlockWeights,
+    resident: HashMap<BlockId, BlockWeights>,
+    pool: SlotPool,
+    timings: Mutex<StreamTimings>,
+}
+
+impl std::fmt::Debug for StreamedModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamedModel").field("plan", &self.plan).field("device", &self.device).finish()
+    }
+}
+
+impl StreamedModel {
+    /// Builds the model: loads the embedding into host memory and resident blocks onto
+    /// `device` (reporting `progress(done, total)`); streamed blocks are read per pass.
+    pub fn new(
+        decoder: Decoder,
+        layout: ModelLayout,
+        plan: StreamPlan,
+        device: &Device,
+        reader: Arc<dyn BlockReader>,
+        mut progress: impl FnMut(usize, usize),
+    ) -> Result<Self> {
+        let total = plan.blocks.len();
+        let host_embed = reader.read(BlockId::Embed, &Device::Cpu)?;
+        progress(1, total);
+        let mut resident = HashMap::new();
+        for (i, (block, placement)) in plan.blocks.iter().enumerate() {
+            if *placement == Placement::Resident {
+                resident.insert(*block, reader.read(*block, device)?);
+            }
+            progress(i + 1, total);
+        }
+        let pool = SlotPool::new(plan.slots, plan.slot_bytes);
+        Ok(Self {
+            decoder,
+            layout,
+            plan,
+            device: device.clone(),
+            reader,
+            host_embed,
+            resident,
+            pool,
+            timings: Mutex::new(StreamTimings::default()),
+        })
+    }
+
+    /// The placement this model runs with.
+    pub fn plan(&self) -> &StreamPlan {
+        &self.plan
+    }
+
+    /// Blocks and their tensors' byte ranges.
+    pub fn layout(&self) -> &ModelLayout {
+        &self.layout
+    }
+
+    /// Pool counters (slots in use, bytes, peaks, totals).
+    pub fn pool_stats(&self) -> PoolStats {
+        self.pool.stats()
+    }
+
+    /// Copy / compute / stall time so far.
+    pub fn timings(&self) -> StreamTimings {
+        *self.timings.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Device bytes by this executor's own accounting: resident blocks, the pool's peak,
+    /// the KV cache's reservation and the workspace.
+    pub fn accounted_peak_bytes(&self) -> u64 {
+        self.plan.resident_bytes + self.pool.stats().peak_bytes + self.plan.kv_bytes + self.plan.workspace_bytes
+    }
+
+    /// Bytes streamed per weight pass (per decoded token).
+    pub fn bytes_streamed_per_pass(&self) -> u64 {
+        self.plan.streamed_bytes_per_pass(&self.layout, &self.device)
+    }
+
+    /// One weight pass over `tokens` (one chunk); the head runs only if `which` is set.
+    fn pass(&self, tokens: &[u32], kv: &mut KvCache, which: Option<Logits>) -> Result<Option<Tensor>> {
+        let pos = kv.len();
+        let ids = Tensor::new(tokens, &Device::Cpu)?.unsqueeze(0)?;
+        let x = self.decoder.embed(&self.host_embed, &ids)?.to_device(&self.device)?;
+        let order: Vec<BlockId> = self
+            .plan
+            .blocks
+            .iter()
+            .map(|(b, _)| *b)
+            .filter(|b| *b != BlockId::Embed && (which.is_some() || *b != BlockId::Head))
+            .collect();
+        let streamed: Vec<BlockId> =
+            order.iter().copied().filter(|b| self.plan.placement(*b) == Placement::Streamed).collect();
+        let abort = AtomicBool::new(false);
+        let (tx, rx) = mpsc::channel::<Filled>();
+        std::thread::scope(|scope| {
+            let abort = &abort;
+            scope.spawn(move || {
+                for block in streamed {
+                    if abort.load(Ordering::Acquire) {
+                        break;
+                    }
+                    // "slot free": wait for one before reading into it.
+                    let ticket = self.pool.acquire(block_device_bytes(&self.layout, block, &self.device));
+                    let start = Instant::now();
+                    let weights = self.reader.read(block, &self.device);
+                    let filled = Filled { block, weights, ticket, read_time: start.elapsed() };
+                    if tx.send(filled).is_err() {
+                        break;
+                    }
+                }
+            });
+            let result = self.compute(&order, &rx, x, kv, pos, tokens.len(), which);
+            if result.is_err() {
+                abort.store(true, Ordering::Release);
+            }
+            // Give back whatever the prefetcher still filled, so it can finish.
+            for filled in rx.iter() {
+                self.pool.release(filled.ticket);
+            }
+            result
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn compute(
+        &self,
+        order: &[BlockId],
+        rx: &mpsc::Receiver<Filled>,
+        mut x: Tensor,
+        kv: &mut KvCache,
+        pos: usize,
+        len: usize,
+        which: Option<Logits>,
+    ) -> Result<Option<Tensor>> {
+        let mut timings = StreamTimings { passes: 1, ..Default::default() };
+        let mut logits = None;
+        for &block in order {
+            let mut ticket = None;
+            let streamed;
+            let weights = match self.resident.get(&block) {
+                Some(w) => w,
+                None => {
+                    // "slot ready": the weights arrive only once fully read.
+                    let wait = Instant::now();
+                    let filled = rx.recv().map_err(|_| StreamError::InvalidParameter {
+                        name: "prefetch",
+                        reason: format!("the prefetch thread stopped before {block}"),
+                    })?;
+                    timings.stall_secs += wait.elapsed().as_secs_f64();
+                    timings.copy_secs += filled.read_time.as_secs_f64();
+                    debug_assert_eq!(filled.block, block);
+                    ticket = Some(filled.ticket);
+                    match filled.weights {
+                        Ok(w) => {
+                            streamed = w;
+                            &streamed
+                        }
+                        Err(e) => {
+                            if let Some(t) = ticket {
+                                self.pool.release(t);
+                            }
+                            return Err(e);
+                        }
+                    }
+                }
+            };
+            let start = Instant::now();
+            let out = match block {
+                BlockId::Layer(i) => self.decoder.block(i, weights, &x, kv.layer_mut(i), pos).map(|y| x = y),
+                BlockId::Head => {
+                    let h = match which {
+                        Some(Logits::All) => Ok(x.clone()),
+                        _ => x.i((.., len - 1..len, ..)),
+                    };
+                    h.map_err(StreamError::from)
+                        .and_then(|h| self.decoder.head(weights, &h))
+                        .map(|l| logits = Some(l))
+                }
+                BlockId::Embed => Ok(()),
+            };
+            // Make the compute finish before the slot's bytes may be overwritten.
+            let out = out.and_then(|()| Ok(self.device.synchronize()?));
+            timings.compute_secs += start.elapsed().as_secs_f64();
+            if let Some(t) = ticket {
+                // "slot free".
+                self.pool.release(t);
+            }
+            out?;
+        }
+        let mut total = self.timings.lock().unwrap_or_else(|e| e.into_inner());
+        total.copy_secs += timings.copy_secs;
+        total.compute_secs += timings.compute_secs;
+        total.stall_secs += timings.stall_secs;
+        total.passes += 1;
+        logits.map(|l| l.squeeze(0)).transpose().map_err(StreamError::from)
+    }
+}
+
+impl TextModel for StreamedModel {
+    fn spec(&self) -> &ModelSpec {
+        self.decoder.spec()
+    }
+
+    fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Runs the prompt in chunks of `plan.prefill_chunk` tokens, one weight pass each.
+    fn forward(&self, tokens: &[u32], kv: &mut KvCache, which: Logits) -> Result<Tensor> {
+        check_tokens(self.spec(), tokens, kv.len())?;
+        let chunks: Vec<&[u32]> = tokens.chunks(self.plan.prefill_chunk).collect();
+        let mut rows = Vec::with_capacity(chunks.len());
+        for (i, chunk) in chunks.iter().enumerate() {
+            let last = i + 1 == chunks.len();
+            let need = (last || which == Logits::All).then_some(which);
+            rows.extend(self.pass(chunk, kv, need)?);
+        }
+        Ok(match which {
+            Logits::All => Tensor::cat(&rows, 0)?,
+            Logits::Last => rows.pop().ok_or_else(|| StreamError::InvalidParameter { name: "tokens", reason: "empty".into() })?,
+        })
+    }
+}

@@ -1,0 +1,225 @@
+//! The streaming executor on the CPU: streamed output equals resident output bit for
+//! bit, for every family, budgets from the smallest feasible to full residency, 1–3
+//! slots, chunked prefill and a long generation; the pool never exceeds its budget;
+//! slow or failing readers neither change the result nor hang.
+
+use cardinfer_core::{BlockId, Family, ModelSpec, RopeStyle, StorageType};
+use cardinfer_plan::Budget;
+use cardinfer_quant::synth::SyntheticModel;
+use cardinfer_quant::Checkpoint;
+use cardinfer_stream::executor::{BlockReader, CheckpointReader, Mode, Placement, StreamPlan, StreamedModel};
+use cardinfer_stream::family::Decoder;
+use cardinfer_stream::loader::{LoadOptions, Runner};
+use cardinfer_stream::names::model_layout;
+use cardinfer_stream::weights::BlockWeights;
+use cardinfer_stream::{GenerateOptions, LoadedModel, Logits, ResidentModel, Session, StreamError, TextModel};
+use candle_core::Device;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+fn spec(family: Family) -> ModelSpec {
+    ModelSpec {
+        family,
+        vocab_size: 300,
+        hidden_size: 256,
+        intermediate_size: 512,
+        num_layers: 4,
+        num_heads: 4,
+        num_kv_heads: 2,
+        head_dim: 64,
+        rms_norm_eps: 1e-6,
+        rope_theta: 10_000.0,
+        rope_scaling: None,
+        rope_style: RopeStyle::Half,
+        context_length: 320,
+        tie_word_embeddings: family == Family::Qwen3,
+        qkv_bias: family == Family::Qwen2,
+        qk_norm: family == Family::Qwen3,
+        bos_token_id: None,
+        eos_token_ids: vec![],
+    }
+}
+
+fn model_file(family: Family) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("cardinfer-stream-{family:?}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("m.gguf");
+    if !path.exists() {
+        SyntheticModel::random(&spec(family), 11).write_gguf(&path, StorageType::Q4_K, StorageType::Q8_0).unwrap();
+    }
+    path
+}
+
+const PROMPT: [u32; 13] = [5, 17, 250, 3, 99, 42, 7, 7, 128, 64, 1, 200, 31];
+
+/// Logits of the prompt fed in `chunk`-sized pieces, then `n` greedy tokens.
+fn run(model: &dyn TextModel, chunk: usize, n: usize) -> (Vec<Vec<f32>>, Vec<u32>) {
+    let mut kv = model.new_cache();
+    let mut rows = Vec::new();
+    for piece in PROMPT.chunks(chunk) {
+        rows.extend(model.forward(piece, &mut kv, Logits::All).unwrap().to_vec2::<f32>().unwrap());
+    }
+    let options = GenerateOptions { max_tokens: n, ..Default::default() };
+    let generated = Session::new(model, None).generate(&PROMPT, &options, |_| {}).unwrap().generated_ids;
+    (rows, generated)
+}
+
+fn streamed(path: &Path, budget: u64, mode: Mode, slots: usize, chunk: usize) -> LoadedModel {
+    let options = LoadOptions { budget: Budget::Bytes(cardinfer_core::ByteSize(budget)), mode, slots: Some(slots), prefill_chunk: chunk, context: None };
+    LoadedModel::load_with(path, &Device::Cpu, &options, |_, _| {}).unwrap()
+}
+
+fn plan_of(path: &Path, budget: u64, mode: Mode, slots: usize) -> Result<StreamPlan, StreamError> {
+    let ckpt = Checkpoint::open(path).unwrap();
+    let spec = ckpt.spec().unwrap();
+    let layout = model_layout(&ckpt, &spec).unwrap();
+    StreamPlan::new(&spec, &layout, &Device::Cpu, budget, mode, Some(slots), 4)
+}
+
+#[test]
+fn streamed_equals_resident_bit_for_bit_for_every_family_and_budget() {
+    for family in [Family::Llama, Family::Mistral, Family::Qwen2, Family::Qwen3] {
+        let path = model_file(family);
+        let resident = ResidentModel::load(&Checkpoint::open(&path).unwrap(), &Device::Cpu, |_, _| {}).unwrap();
+        let chunk = 4;
+        let (ref_logits, ref_ids) = run(&resident, chunk, 24);
+        // The smallest feasible budget: one slot, everything streamed.
+        let infeasible = match plan_of(&path, 1, Mode::Stream, 1) {
+            Err(StreamError::InfeasibleBudget { needed, .. }) => needed.bytes(),
+            other => panic!("{family:?}: expected an infeasible budget, got {other:?}"),
+        };
+        let all_resident = plan_of(&path, u64::MAX / 2, Mode::Resident, 1).unwrap().device_bytes();
+        let cases = [
+            (infeasible, Mode::Stream, 1),
+            (infeasible + 2 * (all_resident - infeasible) / 10, Mode::Stream, 2),
+            (all_resident, Mode::Stream, 3),
+            ((infeasible + all_resident) / 2, Mode::Auto, 2),
+            (all_resident, Mode::Auto, 2),
+        ];
+        for (budget, mode, slots) in cases {
+            let loaded = streamed(&path, budget, mode, slots, chunk);
+            let (logits, ids) = run(&loaded.model, chunk, 24);
+            assert_eq!(ids, ref_ids, "{family:?} budget {budget} {mode:?} S={slots}");
+            assert!(logits == ref_logits, "{family:?} budget {budget} {mode:?} S={slots}: logits differ");
+            if let Runner::Streamed(m) = &loaded.model {
+                let stats = m.pool_stats();
+                assert!(stats.peak_in_use <= m.plan().slots, "{stats:?}");
+                assert!(stats.peak_bytes <= m.plan().slots as u64 * m.plan().slot_bytes);
+                assert!(m.plan().device_bytes() <= budget, "plan {} exceeds budget {budget}", m.plan());
+                assert!(m.accounted_peak_bytes() <= budget);
+            }
+        }
+    }
+}
+
+#[test]
+fn auto_mode_splits_between_resident_and_streamed() {
+    let path = model_file(Family::Llama);
+    let min = match plan_of(&path, 1, Mode::Stream, 2) {
+        Err(StreamError::InfeasibleBudget { needed, .. }) => needed.bytes(),
+        other => panic!("{other:?}"),
+    };
+    let full = plan_of(&path, u64::MAX / 2, Mode::Resident, 1).unwrap().device_bytes();
+    let plan = plan_of(&path, (min + full) / 2, Mode::Auto, 2).unwrap();
+    let count = |p| plan.blocks.iter().filter(|(_, q)| *q == p).count();
+    assert!(count(Placement::Resident) > 0 && count(Placement::Streamed) > 0, "{plan}");
+    assert_eq!(plan.placement(BlockId::Embed), Placement::Host);
+    // Deterministic, and more budget never streams more.
+    assert_eq!(plan, plan_of(&path, (min + full) / 2, Mode::Auto, 2).unwrap());
+    let bigger = plan_of(&path, full, Mode::Auto, 2).unwrap();
+    assert_eq!(bigger.slots, 0, "everything fits: nothing streams");
+}
+
+#[test]
+fn long_generation_streamed_equals_resident() {
+    let path = model_file(Family::Qwen3);
+    let resident = ResidentModel::load(&Checkpoint::open(&path).unwrap(), &Device::Cpu, |_, _| {}).unwrap();
+    let loaded = streamed(&path, u64::MAX / 2, Mode::Stream, 2, 512);
+    let options = GenerateOptions { max_tokens: 280, ..Default::default() };
+    let a = Session::new(&resident, None).generate(&PROMPT, &options, |_| {}).unwrap();
+    let b = Session::new(&loaded.model, None).generate(&PROMPT, &options, |_| {}).unwrap();
+    assert!(a.generated_ids.len() >= 256);
+    assert_eq!(a.generated_ids, b.generated_ids);
+}
+
+#[test]
+fn infeasible_budget_is_an_error_naming_the_minimum() {
+    let path = model_file(Family::Qwen2);
+    let options = LoadOptions { budget: Budget::Bytes(cardinfer_core::ByteSize(1 << 20)), mode: Mode::Auto, slots: None, prefill_chunk: 512, context: None };
+    let err = LoadedModel::load_with(&path, &Device::Cpu, &options, |_, _| {}).err().expect("1 MiB cannot hold a block");
+    let text = err.to_string();
+    assert!(text.contains("at least") && text.contains("KV cache") && text.contains("1.00 MiB"), "{text}");
+    let options = LoadOptions { mode: Mode::Resident, ..options };
+    assert!(LoadedModel::load_with(&path, &Device::Cpu, &options, |_, _| {}).is_err());
+}
+
+/// A reader that does extra work per block (a slow link) and counts reads in flight.
+struct SlowReader {
+    inner: CheckpointReader,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+    fail_at: Option<BlockId>,
+}
+
+impl BlockReader for SlowReader {
+    fn read(&self, block: BlockId, device: &Device) -> cardinfer_stream::Result<BlockWeights> {
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        if Some(block) == self.fail_at {
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            return Err(StreamError::InvalidParameter { name: "test", reason: format!("injected failure at {block}") });
+        }
+        // Slow: read the block several times over, keeping the last.
+        let mut weights = self.inner.read(block, device)?;
+        for _ in 0..3 {
+            weights = self.inner.read(block, device)?;
+        }
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        Ok(weights)
+    }
+}
+
+fn slow_model(path: &Path, slots: usize, fail_at: Option<BlockId>) -> (StreamedModel, Arc<SlowReader>) {
+    let ckpt = Checkpoint::open(path).unwrap();
+    let spec = ckpt.spec().unwrap();
+    let layout = model_layout(&ckpt, &spec).unwrap();
+    let plan = StreamPlan::new(&spec, &layout, &Device::Cpu, u64::MAX / 2, Mode::Stream, Some(slots), 4).unwrap();
+    let reader = Arc::new(SlowReader {
+        inner: CheckpointReader::new(Arc::new(ckpt), spec.clone()),
+        in_flight: AtomicUsize::new(0),
+        max_in_flight: AtomicUsize::new(0),
+        fail_at,
+    });
+    let model = StreamedModel::new(Decoder::new(spec, None), layout, plan, &Device::Cpu, reader.clone(), |_, _| {}).unwrap();
+    (model, reader)
+}
+
+#[test]
+fn a_slow_reader_changes_nothing_and_stays_within_the_pool() {
+    let path = model_file(Family::Mistral);
+    let resident = ResidentModel::load(&Checkpoint::open(&path).unwrap(), &Device::Cpu, |_, _| {}).unwrap();
+    let (ref_logits, ref_ids) = run(&resident, 4, 12);
+    for slots in [1, 2, 3] {
+        let (model, reader) = slow_model(&path, slots, None);
+        let (logits, ids) = run(&model, 4, 12);
+        assert_eq!(ids, ref_ids);
+        assert!(logits == ref_logits);
+        assert!(reader.max_in_flight.load(Ordering::SeqCst) <= 1, "one prefetch thread reads one block at a time");
+        let stats = model.pool_stats();
+        assert!(stats.peak_in_use <= slots, "S={slots}: {stats:?}");
+        assert_eq!(stats.in_use, 0, "every slot given back");
+    }
+}
+
+#[test]
+fn a_failing_reader_is_an_error_not_a_hang() {
+    let path = model_file(Family::Llama);
+    for slots in [1, 2] {
+        let (model, _) = slow_model(&path, slots, Some(BlockId::Layer(2)));
+        let mut kv = model.new_cache();
+        let err = model.forward(&PROMPT, &mut kv, Logits::Last).unwrap_err().to_string();
+        assert!(err.contains("injected failure at layer 2"), "{err}");
+        assert_eq!(model.pool_stats().in_use, 0, "slots released after the failure");
+    }
+}
