@@ -31,18 +31,70 @@ pub fn device_memory(device: &Device) -> Option<(u64, u64)> {
     memory::query(device)
 }
 
+/// Host memory page-locked for fast host → device copies; unlocked on drop.
+#[derive(Debug, Default)]
+pub struct HostPin {
+    regions: Vec<(usize, usize)>,
+}
+
+impl HostPin {
+    /// Page-locks `regions` (read-only) for `device`, best effort: on a CPU device, or
+    /// where the driver refuses, the regions stay pageable (slower copies, same result).
+    ///
+    /// # Safety
+    /// The regions must stay mapped, unmoved, until the returned value is dropped.
+    pub unsafe fn pin(device: &Device, regions: &[&[u8]]) -> Self {
+        let mut pinned = Vec::new();
+        for r in regions {
+            if memory::register(device, r.as_ptr() as usize, r.len()) {
+                pinned.push((r.as_ptr() as usize, r.len()));
+            }
+        }
+        Self { regions: pinned }
+    }
+
+    /// Bytes page-locked.
+    pub fn bytes(&self) -> u64 {
+        self.regions.iter().map(|(_, len)| *len as u64).sum()
+    }
+}
+
+impl Drop for HostPin {
+    fn drop(&mut self) {
+        for &(ptr, _) in &self.regions {
+            memory::unregister(ptr);
+        }
+    }
+}
+
 #[cfg(feature = "cuda")]
 mod memory {
+    use candle_core::cuda_backend::cudarc::driver::sys;
     use candle_core::Device;
+
     pub fn query(device: &Device) -> Option<(u64, u64)> {
         match device {
             Device::Cuda(cuda) => {
-                cuda.cuda_stream().context().bind_to_thread().ok()?;
-                let (free, total) = candle_core::cuda_backend::cudarc::driver::result::mem_get_info().ok()?;
+                let (free, total) = cuda.cuda_stream().context().mem_get_info().ok()?;
                 Some((free as u64, total as u64))
             }
             _ => None,
         }
+    }
+
+    pub fn register(device: &Device, ptr: usize, len: usize) -> bool {
+        let Device::Cuda(cuda) = device else { return false };
+        if cuda.cuda_stream().context().bind_to_thread().is_err() {
+            return false;
+        }
+        // SAFETY: the caller keeps the region mapped until `unregister`.
+        let status = unsafe { sys::cuMemHostRegister_v2(ptr as *mut _, len, sys::CU_MEMHOSTREGISTER_READ_ONLY) };
+        status == sys::CUresult::CUDA_SUCCESS
+    }
+
+    pub fn unregister(ptr: usize) {
+        // SAFETY: `ptr` was registered by `register`.
+        let _ = unsafe { sys::cuMemHostUnregister(ptr as *mut _) };
     }
 }
 
@@ -52,6 +104,10 @@ mod memory {
     pub fn query(_device: &Device) -> Option<(u64, u64)> {
         None
     }
+    pub fn register(_device: &Device, _ptr: usize, _len: usize) -> bool {
+        false
+    }
+    pub fn unregister(_ptr: usize) {}
 }
 
 #[cfg(test)]

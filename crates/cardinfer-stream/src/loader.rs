@@ -169,6 +169,8 @@ pub struct RunMetrics {
     pub stall_secs: f64,
     /// Achieved streaming rate: bytes streamed ÷ copy time, GB/s.
     pub h2d_gb_s: Option<f64>,
+    /// Host bytes page-locked for copies (0 on the CPU).
+    pub pinned_bytes: u64,
 }
 
 impl Runner {
@@ -185,6 +187,7 @@ impl Runner {
                 compute_secs: 0.0,
                 stall_secs: 0.0,
                 h2d_gb_s: None,
+                pinned_bytes: 0,
             },
             Self::Streamed(m) => {
                 let t = m.timings();
@@ -199,6 +202,7 @@ impl Runner {
                     compute_secs: t.compute_secs,
                     stall_secs: t.stall_secs,
                     h2d_gb_s: (t.copy_secs > 0.0).then(|| stats.bytes_streamed as f64 / t.copy_secs / 1e9),
+                    pinned_bytes: m.pinned_bytes(),
                 }
             }
         }
@@ -270,8 +274,12 @@ impl LoadedModel {
         } else {
             let rope_factors = ResidentModel::rope_factors(&ckpt)?;
             let ckpt = Arc::new(ckpt);
-            let reader = Arc::new(CheckpointReader::new(ckpt, spec.clone()));
-            Runner::Streamed(StreamedModel::new(Decoder::new(spec, rope_factors), layout, plan, device, reader, progress)?)
+            let reader = Arc::new(CheckpointReader::new(ckpt.clone(), spec.clone()));
+            let mut model = StreamedModel::new(Decoder::new(spec, rope_factors), layout, plan, device, reader, progress)?;
+            // SAFETY: the model keeps `ckpt` (through its reader) alive and mapped for as
+            // long as it holds the pin, which it drops first.
+            model.set_host_pin(unsafe { crate::device::HostPin::pin(device, &ckpt.mapped_regions()) });
+            Runner::Streamed(model)
         };
         let chat_template = ChatTemplate::select(template, tokenizer.as_ref(), bos, eos);
         Ok(Self { model, budget_bytes, tokenizer, chat_template, path: path.to_path_buf() })

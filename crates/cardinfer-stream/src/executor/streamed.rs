@@ -43,6 +43,8 @@ struct Filled {
 /// embedding) looked up in host memory. Output equals the resident model's: the same
 /// block code runs on the same weights, only where the bytes sit changes.
 pub struct StreamedModel {
+    /// Page-locked host regions; dropped (unlocked) before the reader unmaps them.
+    host_pin: Option<crate::device::HostPin>,
     decoder: Decoder,
     layout: ModelLayout,
     plan: StreamPlan,
@@ -83,6 +85,7 @@ impl StreamedModel {
         }
         let pool = SlotPool::new(plan.slots, plan.slot_bytes);
         Ok(Self {
+            host_pin: None,
             decoder,
             layout,
             plan,
@@ -93,6 +96,16 @@ impl StreamedModel {
             pool,
             timings: Mutex::new(StreamTimings::default()),
         })
+    }
+
+    /// Keeps `pin` (the page-locked host tier) alive as long as the model.
+    pub fn set_host_pin(&mut self, pin: crate::device::HostPin) {
+        self.host_pin = Some(pin);
+    }
+
+    /// Bytes of host memory page-locked for copies.
+    pub fn pinned_bytes(&self) -> u64 {
+        self.host_pin.as_ref().map_or(0, |p| p.bytes())
     }
 
     /// The placement this model runs with.
@@ -228,8 +241,8 @@ impl StreamedModel {
                 }
                 BlockId::Embed => Ok(()),
             };
-            // Make the compute finish before the slot's bytes may be overwritten.
-            let out = out.and_then(|()| Ok(self.device.synchronize()?));
+            // Slot memory is freed stream-ordered on the device, so no synchronization
+            // is needed before the slot is given back.
             timings.compute_secs += start.elapsed().as_secs_f64();
             if let Some(t) = ticket {
                 // "slot free".

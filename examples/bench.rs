@@ -1,0 +1,117 @@
+//! llama-bench-like speed test: prefill of `-p` tokens and decode of `-n` tokens,
+//! `-r` repetitions, median reported, with measured peak device memory.
+//!
+//! ```text
+//! cargo run --release --features cuda --example bench -- --model q14.gguf -p 512 -n 128 -r 3 \
+//!     --device cuda --vram-budget 6GiB --mode stream
+//! ```
+//! Prints one markdown row and one JSON line per test.
+
+#[path = "cli/mod.rs"]
+mod cli;
+
+use anyhow::Result;
+use cardinfer_stream::{Logits, TextModel};
+use clap::Parser;
+use std::time::Instant;
+
+#[derive(Parser)]
+#[command(about = "Measure prefill and decode speed")]
+struct Args {
+    /// GGUF file, Hugging Face checkpoint directory, or hf:org/repo[:file].
+    #[arg(long)]
+    model: Option<String>,
+    /// Prompt tokens for the prefill test (0 skips it).
+    #[arg(short = 'p', default_value_t = 512)]
+    prompt: usize,
+    /// Tokens for the decode test (0 skips it).
+    #[arg(short = 'n', default_value_t = 128)]
+    generate: usize,
+    /// Repetitions (the median is reported).
+    #[arg(short = 'r', default_value_t = 3)]
+    repetitions: usize,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    #[command(flatten)]
+    placement: cli::PlacementArgs,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let (loaded, device, mut watch, _) = cli::load(args.model.as_deref(), &args.device, &args.placement)?;
+    let model = &loaded.model;
+    let vocab = model.spec().vocab_size as u64;
+    let ids: Vec<u32> = (0..args.prompt.max(1) as u64).map(|i| ((i * 7919 + 13) % vocab) as u32).collect();
+    let name = loaded.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let reps = args.repetitions.max(1);
+    let mut rows = Vec::new();
+
+    // Warm-up: the first use of each kernel compiles or loads it.
+    let mut kv = model.new_cache();
+    model.forward(&ids[..ids.len().min(8)], &mut kv, Logits::Last)?.to_vec2::<f32>()?;
+
+    if args.prompt > 0 {
+        let mut rates = Vec::new();
+        for _ in 0..reps {
+            let mut kv = model.new_cache();
+            let start = Instant::now();
+            model.forward(&ids, &mut kv, Logits::Last)?.to_vec2::<f32>()?;
+            rates.push(args.prompt as f64 / start.elapsed().as_secs_f64());
+            watch.sample();
+        }
+        rows.push((format!("pp{}", args.prompt), median(rates), Vec::new()));
+    }
+    if args.generate > 0 {
+        let mut rates = Vec::new();
+        let mut generated = Vec::new();
+        for _ in 0..reps {
+            let mut kv = model.new_cache();
+            let mut next = ids[0];
+            generated.clear();
+            let start = Instant::now();
+            for _ in 0..args.generate {
+                let logits = model.forward(&[next], &mut kv, Logits::Last)?;
+                next = logits.squeeze(0)?.argmax(0)?.to_scalar::<u32>()?;
+                generated.push(next);
+                watch.sample();
+            }
+            rates.push(args.generate as f64 / start.elapsed().as_secs_f64());
+        }
+        rows.push((format!("tg{}", args.generate), median(rates), generated));
+    }
+
+    let metrics = model.metrics();
+    let peak = watch.peak_bytes().or(device.is_cpu().then_some(metrics.accounted_peak_bytes));
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    let budget = (loaded.budget_bytes != u64::MAX).then_some(loaded.budget_bytes);
+    println!("| model | device | mode | budget MiB | test | tok/s | peak MiB | streamed MB/token | h2d GB/s |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for (test, rate, _) in &rows {
+        println!(
+            "| {name} | {} | {} | {} | {test} | {rate:.2} | {} | {:.1} | {} |",
+            args.device,
+            metrics.mode,
+            budget.map_or("-".into(), |b| format!("{:.0}", mib(b))),
+            peak.map_or("-".into(), |p| format!("{:.0}", mib(p))),
+            metrics.bytes_streamed_per_token as f64 / 1e6,
+            metrics.h2d_gb_s.map_or("-".into(), |g| format!("{g:.1}")),
+        );
+    }
+    for (test, rate, generated) in &rows {
+        let checksum = generated.iter().fold(0u64, |h, &t| h.wrapping_mul(1_000_003).wrapping_add(t as u64));
+        let line = serde_json::json!({
+            "model": name, "device": args.device, "test": test, "tok_s": rate, "repetitions": reps,
+            "budget_bytes": budget, "peak_device_bytes": peak, "peak_measured": watch.peak_bytes().is_some(),
+            "metrics": metrics, "generated_first": generated.iter().take(16).collect::<Vec<_>>(),
+            "generated_checksum": checksum,
+        });
+        println!("{line}");
+    }
+    Ok(())
+}
