@@ -200,8 +200,9 @@ fn a_slow_reader_changes_nothing_and_stays_within_the_pool() {
     let path = model_file(Family::Mistral);
     let resident = ResidentModel::load(&Checkpoint::open(&path).unwrap(), &Device::Cpu, |_, _| {}).unwrap();
     let (ref_logits, ref_ids) = run(&resident, 4, 12);
-    for slots in [1, 2, 3] {
-        let (model, reader) = slow_model(&path, slots, None);
+    for (slots, thread) in [(1, true), (2, true), (3, true), (2, false)] {
+        let (mut model, reader) = slow_model(&path, slots, None);
+        model.set_prefetch_thread(thread);
         let (logits, ids) = run(&model, 4, 12);
         assert_eq!(ids, ref_ids);
         assert!(logits == ref_logits);
@@ -215,8 +216,9 @@ fn a_slow_reader_changes_nothing_and_stays_within_the_pool() {
 #[test]
 fn a_failing_reader_is_an_error_not_a_hang() {
     let path = model_file(Family::Llama);
-    for slots in [1, 2] {
-        let (model, _) = slow_model(&path, slots, Some(BlockId::Layer(2)));
+    for (slots, thread) in [(1, true), (2, true), (2, false)] {
+        let (mut model, _) = slow_model(&path, slots, Some(BlockId::Layer(2)));
+        model.set_prefetch_thread(thread);
         let mut kv = model.new_cache();
         let err = model.forward(&PROMPT, &mut kv, Logits::Last).unwrap_err().to_string();
         assert!(err.contains("injected failure at layer 2"), "{err}");

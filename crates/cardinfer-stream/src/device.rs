@@ -31,39 +31,47 @@ pub fn device_memory(device: &Device) -> Option<(u64, u64)> {
     memory::query(device)
 }
 
-/// Host memory page-locked for fast host → device copies; unlocked on drop.
-#[derive(Debug, Default)]
-pub struct HostPin {
-    regions: Vec<(usize, usize)>,
+/// Makes `device`'s context current on this thread (CUDA; a no-op elsewhere). Threads
+/// that issue device work, such as the prefetcher, call it first.
+pub fn bind_thread(device: &Device) {
+    memory::bind(device);
 }
 
-impl HostPin {
-    /// Page-locks `regions` (read-only) for `device`, best effort: on a CPU device, or
-    /// where the driver refuses, the regions stay pageable (slower copies, same result).
-    ///
-    /// # Safety
-    /// The regions must stay mapped, unmoved, until the returned value is dropped.
-    pub unsafe fn pin(device: &Device, regions: &[&[u8]]) -> Self {
-        let mut pinned = Vec::new();
-        for r in regions {
-            if memory::register(device, r.as_ptr() as usize, r.len()) {
-                pinned.push((r.as_ptr() as usize, r.len()));
-            }
-        }
-        Self { regions: pinned }
+/// Page-locked host memory allocated by the CUDA driver: the host tier of streamed
+/// blocks, copied to the device by DMA at full link speed.
+#[derive(Debug)]
+pub struct PinnedBuffer {
+    ptr: usize,
+    len: usize,
+}
+
+// SAFETY: the buffer is plain host memory owned by this value.
+unsafe impl Send for PinnedBuffer {}
+unsafe impl Sync for PinnedBuffer {}
+
+impl PinnedBuffer {
+    /// Allocates `len` bytes for copies to `device`; `None` on a non-CUDA device or
+    /// when the driver refuses (callers fall back to pageable memory).
+    pub fn alloc(device: &Device, len: usize) -> Option<Self> {
+        memory::alloc_pinned(device, len).map(|ptr| Self { ptr, len })
     }
 
-    /// Bytes page-locked.
-    pub fn bytes(&self) -> u64 {
-        self.regions.iter().map(|(_, len)| *len as u64).sum()
+    /// The bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: `ptr` points to `len` bytes owned by self.
+        unsafe { std::slice::from_raw_parts(self.ptr as *const u8, self.len) }
+    }
+
+    /// The bytes, writable.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as above, and `&mut self` makes the access exclusive.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr as *mut u8, self.len) }
     }
 }
 
-impl Drop for HostPin {
+impl Drop for PinnedBuffer {
     fn drop(&mut self) {
-        for &(ptr, _) in &self.regions {
-            memory::unregister(ptr);
-        }
+        memory::free_pinned(self.ptr);
     }
 }
 
@@ -82,19 +90,24 @@ mod memory {
         }
     }
 
-    pub fn register(device: &Device, ptr: usize, len: usize) -> bool {
-        let Device::Cuda(cuda) = device else { return false };
-        if cuda.cuda_stream().context().bind_to_thread().is_err() {
-            return false;
+    pub fn bind(device: &Device) {
+        if let Device::Cuda(cuda) = device {
+            let _ = cuda.cuda_stream().context().bind_to_thread();
         }
-        // SAFETY: the caller keeps the region mapped until `unregister`.
-        let status = unsafe { sys::cuMemHostRegister_v2(ptr as *mut _, len, sys::CU_MEMHOSTREGISTER_READ_ONLY) };
-        status == sys::CUresult::CUDA_SUCCESS
     }
 
-    pub fn unregister(ptr: usize) {
-        // SAFETY: `ptr` was registered by `register`.
-        let _ = unsafe { sys::cuMemHostUnregister(ptr as *mut _) };
+    pub fn alloc_pinned(device: &Device, len: usize) -> Option<usize> {
+        let Device::Cuda(cuda) = device else { return None };
+        cuda.cuda_stream().context().bind_to_thread().ok()?;
+        let mut ptr = std::ptr::null_mut();
+        // SAFETY: a plain allocation; flags 0 = ordinary (cached) page-locked memory.
+        let status = unsafe { sys::cuMemHostAlloc(&mut ptr, len.max(1), 0) };
+        (status == sys::CUresult::CUDA_SUCCESS && !ptr.is_null()).then_some(ptr as usize)
+    }
+
+    pub fn free_pinned(ptr: usize) {
+        // SAFETY: `ptr` came from `alloc_pinned`.
+        let _ = unsafe { sys::cuMemFreeHost(ptr as *mut _) };
     }
 }
 
@@ -104,10 +117,11 @@ mod memory {
     pub fn query(_device: &Device) -> Option<(u64, u64)> {
         None
     }
-    pub fn register(_device: &Device, _ptr: usize, _len: usize) -> bool {
-        false
+    pub fn bind(_device: &Device) {}
+    pub fn alloc_pinned(_device: &Device, _len: usize) -> Option<usize> {
+        None
     }
-    pub fn unregister(_ptr: usize) {}
+    pub fn free_pinned(_ptr: usize) {}
 }
 
 #[cfg(test)]

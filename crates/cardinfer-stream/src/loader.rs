@@ -2,7 +2,7 @@
 //! `hf:org/repo[:file]` through hf-hub's cache.
 
 use crate::chat_template::ChatTemplate;
-use crate::executor::{CheckpointReader, Mode, StreamPlan, StreamedModel};
+use crate::executor::{CheckpointReader, Mode, PinnedReader, Placement, StreamPlan, StreamedModel};
 use crate::family::Decoder;
 use crate::kv_cache::KvCache;
 use crate::model::{Logits, ResidentModel, TextModel};
@@ -274,11 +274,19 @@ impl LoadedModel {
         } else {
             let rope_factors = ResidentModel::rope_factors(&ckpt)?;
             let ckpt = Arc::new(ckpt);
-            let reader = Arc::new(CheckpointReader::new(ckpt.clone(), spec.clone()));
+            let streamed: Vec<_> = plan.blocks.iter().filter(|(_, p)| *p == Placement::Streamed).map(|(b, _)| *b).collect();
+            // On CUDA, streamed blocks are held once in page-locked host memory.
+            let pinned = match std::env::var_os("CARDINFER_NO_PIN") {
+                None => PinnedReader::new(ckpt.clone(), spec.clone(), &layout, &streamed, device),
+                Some(_) => None,
+            };
+            let pinned_bytes = pinned.as_ref().map_or(0, PinnedReader::pinned_bytes);
+            let reader: Arc<dyn crate::executor::BlockReader> = match pinned {
+                Some(p) => Arc::new(p),
+                None => Arc::new(CheckpointReader::new(ckpt, spec.clone())),
+            };
             let mut model = StreamedModel::new(Decoder::new(spec, rope_factors), layout, plan, device, reader, progress)?;
-            // SAFETY: the model keeps `ckpt` (through its reader) alive and mapped for as
-            // long as it holds the pin, which it drops first.
-            model.set_host_pin(unsafe { crate::device::HostPin::pin(device, &ckpt.mapped_regions()) });
+            model.set_pinned_bytes(pinned_bytes);
             Runner::Streamed(model)
         };
         let chat_template = ChatTemplate::select(template, tokenizer.as_ref(), bos, eos);

@@ -78,6 +78,18 @@ pub struct BlockWeights {
 impl BlockWeights {
     /// Loads block `block` of `ckpt` onto `device`, checking every shape against `spec`.
     pub fn load(ckpt: &Checkpoint, spec: &ModelSpec, block: BlockId, device: &Device) -> Result<Self> {
+        Self::load_with(ckpt, spec, block, device, &|info| ckpt.tensor_bytes(info))
+    }
+
+    /// Like [`BlockWeights::load`], taking each tensor's bytes from `bytes_of` (a copy
+    /// of the file's bytes elsewhere, such as page-locked host memory).
+    pub fn load_with<'a>(
+        ckpt: &Checkpoint,
+        spec: &ModelSpec,
+        block: BlockId,
+        device: &Device,
+        bytes_of: &dyn Fn(&cardinfer_core::TensorInfo) -> &'a [u8],
+    ) -> Result<Self> {
         let mut weights = HashMap::new();
         for role in Role::block_roles(spec, block) {
             let name = resolve_name(ckpt, spec, block, role);
@@ -86,7 +98,7 @@ impl BlockWeights {
             if info.shape != expected {
                 return Err(StreamError::ShapeMismatch { tensor: name, expected, found: info.shape.clone() });
             }
-            let bytes = ckpt.tensor_bytes(info);
+            let bytes = bytes_of(info);
             let is_matrix = info.shape.len() == 2;
             let weight = if is_matrix && info.storage.is_quantized() {
                 Weight::Quantized(Arc::new(load_qtensor(info, bytes, device)?))

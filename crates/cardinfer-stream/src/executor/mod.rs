@@ -9,5 +9,5 @@ mod streamed;
 
 pub use plan::{block_device_bytes, Mode, Placement, StreamPlan};
 pub use pool::{PoolStats, SlotPool, SlotTicket};
-pub use reader::{BlockReader, CheckpointReader};
+pub use reader::{BlockReader, CheckpointReader, PinnedReader};
 pub use streamed::{StreamTimings, StreamedModel};

@@ -141,22 +141,34 @@ impl StreamPlan {
             plan.resident_bytes = all_resident;
             return Ok(plan);
         }
-        let min_pool = largest;
-        if min_pool + fixed > budget_bytes {
+        let wanted_slots = slots.unwrap_or(2).max(1);
+        // Keep the head resident when that still leaves room for the layer pool: the
+        // head is often the largest block (a 150k vocabulary), and the slot size is set
+        // by the largest streamed block.
+        let head = bytes(BlockId::Head);
+        let largest_layer = candidates.iter().filter(|b| **b != BlockId::Head).map(|&b| bytes(b)).max().unwrap_or(0);
+        let head_resident = mode == Mode::Auto && fixed + head + largest_layer <= budget_bytes;
+        let slot = if head_resident { largest_layer } else { largest };
+        let reserved = fixed + if head_resident { head } else { 0 };
+        if slot + reserved > budget_bytes {
             return Err(infeasible(
-                min_pool + fixed,
-                min_pool,
+                slot + reserved,
+                slot,
                 "a shorter context (smaller KV cache), a smaller prefill chunk, or a smaller quant",
             ));
         }
-        let wanted_slots = slots.unwrap_or(2).max(1);
         // As many slots as asked for that fit, at least one.
-        let fitting_slots = ((budget_bytes - fixed) / largest.max(1)) as usize;
+        let fitting_slots = ((budget_bytes - reserved) / slot.max(1)) as usize;
         plan.slots = wanted_slots.min(fitting_slots).max(1);
-        plan.slot_bytes = largest;
-        let mut free = budget_bytes - fixed - plan.slots as u64 * largest;
+        plan.slot_bytes = slot;
+        let mut free = budget_bytes - reserved - plan.slots as u64 * slot;
+        if head_resident {
+            plan.resident_bytes += head;
+        }
         for &b in &candidates {
-            let placement = if mode == Mode::Auto && bytes(b) <= free {
+            let placement = if b == BlockId::Head && head_resident {
+                Placement::Resident
+            } else if mode == Mode::Auto && b != BlockId::Head && bytes(b) <= free {
                 free -= bytes(b);
                 plan.resident_bytes += bytes(b);
                 Placement::Resident

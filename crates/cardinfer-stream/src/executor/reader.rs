@@ -5,6 +5,9 @@ use crate::Result;
 use cardinfer_core::{BlockId, ModelSpec};
 use cardinfer_quant::Checkpoint;
 use candle_core::Device;
+use crate::device::PinnedBuffer;
+use cardinfer_core::ModelLayout;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Produces the weights of a block on a device. Runs on the prefetch thread.
@@ -30,5 +33,52 @@ impl CheckpointReader {
 impl BlockReader for CheckpointReader {
     fn read(&self, block: BlockId, device: &Device) -> Result<BlockWeights> {
         BlockWeights::load(&self.ckpt, &self.spec, block, device)
+    }
+}
+
+/// Reads streamed blocks from a page-locked host copy (the host tier): copies to a CUDA
+/// device run by DMA at link speed instead of through pageable memory.
+pub struct PinnedReader {
+    ckpt: Arc<Checkpoint>,
+    spec: ModelSpec,
+    buffer: PinnedBuffer,
+    offsets: HashMap<String, usize>,
+}
+
+impl PinnedReader {
+    /// Copies the tensors of `blocks` into one page-locked buffer for `device`. `None`
+    /// where the device has no page-locked memory (CPU) or the driver refuses.
+    pub fn new(ckpt: Arc<Checkpoint>, spec: ModelSpec, layout: &ModelLayout, blocks: &[BlockId], device: &Device) -> Option<Self> {
+        let tensors: Vec<_> = blocks.iter().flat_map(|b| layout.tensors(*b)).collect();
+        let total: u64 = tensors.iter().map(|t| t.len).sum();
+        let mut buffer = PinnedBuffer::alloc(device, usize::try_from(total).ok()?)?;
+        let mut offsets = HashMap::new();
+        let mut at = 0usize;
+        let dst = buffer.as_mut_slice();
+        for t in tensors {
+            if offsets.contains_key(&t.name) {
+                continue;
+            }
+            let bytes = ckpt.tensor_bytes(t);
+            dst[at..at + bytes.len()].copy_from_slice(bytes);
+            offsets.insert(t.name.clone(), at);
+            at += bytes.len();
+        }
+        Some(Self { ckpt, spec, buffer, offsets })
+    }
+
+    /// Bytes held in page-locked memory.
+    pub fn pinned_bytes(&self) -> u64 {
+        self.buffer.as_slice().len() as u64
+    }
+}
+
+impl BlockReader for PinnedReader {
+    fn read(&self, block: BlockId, device: &Device) -> Result<BlockWeights> {
+        let pinned = self.buffer.as_slice();
+        BlockWeights::load_with(&self.ckpt, &self.spec, block, device, &|info| match self.offsets.get(&info.name) {
+            Some(&at) => &pinned[at..at + info.len as usize],
+            None => self.ckpt.tensor_bytes(info),
+        })
     }
 }

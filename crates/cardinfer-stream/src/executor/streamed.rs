@@ -31,6 +31,23 @@ pub struct StreamTimings {
     pub passes: u64,
 }
 
+/// Where the compute loop gets its streamed blocks from.
+enum Source<'a> {
+    /// Filled by the prefetch thread.
+    Thread(&'a mpsc::Receiver<Filled>),
+    /// Read on demand by the compute thread.
+    Inline(&'a dyn Fn() -> Option<Filled>),
+}
+
+impl Source<'_> {
+    fn next(&self) -> Option<Filled> {
+        match self {
+            Source::Thread(rx) => rx.recv().ok(),
+            Source::Inline(read) => read(),
+        }
+    }
+}
+
 /// One streamed block handed from the prefetcher to the compute loop.
 struct Filled {
     block: BlockId,
@@ -43,8 +60,8 @@ struct Filled {
 /// embedding) looked up in host memory. Output equals the resident model's: the same
 /// block code runs on the same weights, only where the bytes sit changes.
 pub struct StreamedModel {
-    /// Page-locked host regions; dropped (unlocked) before the reader unmaps them.
-    host_pin: Option<crate::device::HostPin>,
+    pinned_bytes: u64,
+    prefetch_thread: Option<bool>,
     decoder: Decoder,
     layout: ModelLayout,
     plan: StreamPlan,
@@ -85,7 +102,8 @@ impl StreamedModel {
         }
         let pool = SlotPool::new(plan.slots, plan.slot_bytes);
         Ok(Self {
-            host_pin: None,
+            pinned_bytes: 0,
+            prefetch_thread: None,
             decoder,
             layout,
             plan,
@@ -98,14 +116,14 @@ impl StreamedModel {
         })
     }
 
-    /// Keeps `pin` (the page-locked host tier) alive as long as the model.
-    pub fn set_host_pin(&mut self, pin: crate::device::HostPin) {
-        self.host_pin = Some(pin);
+    /// Records how many bytes the reader holds in page-locked host memory (metrics).
+    pub fn set_pinned_bytes(&mut self, bytes: u64) {
+        self.pinned_bytes = bytes;
     }
 
     /// Bytes of host memory page-locked for copies.
     pub fn pinned_bytes(&self) -> u64 {
-        self.host_pin.as_ref().map_or(0, |p| p.bytes())
+        self.pinned_bytes
     }
 
     /// The placement this model runs with.
@@ -153,11 +171,24 @@ impl StreamedModel {
             .collect();
         let streamed: Vec<BlockId> =
             order.iter().copied().filter(|b| self.plan.placement(*b) == Placement::Streamed).collect();
+        if !self.prefetch_thread() {
+            // Inline reads: each streamed block is read into its slot just before use.
+            let reads = std::cell::RefCell::new(streamed.into_iter());
+            let next = || -> Option<Filled> {
+                let block = reads.borrow_mut().next()?;
+                let ticket = self.pool.acquire(block_device_bytes(&self.layout, block, &self.device));
+                let start = Instant::now();
+                let weights = self.reader.read(block, &self.device);
+                Some(Filled { block, weights, ticket, read_time: start.elapsed() })
+            };
+            return self.compute(&order, &Source::Inline(&next), x, kv, pos, tokens.len(), which);
+        }
         let abort = AtomicBool::new(false);
         let (tx, rx) = mpsc::channel::<Filled>();
         std::thread::scope(|scope| {
             let abort = &abort;
             scope.spawn(move || {
+                crate::device::bind_thread(&self.device);
                 for block in streamed {
                     if abort.load(Ordering::Acquire) {
                         break;
@@ -166,13 +197,16 @@ impl StreamedModel {
                     let ticket = self.pool.acquire(block_device_bytes(&self.layout, block, &self.device));
                     let start = Instant::now();
                     let weights = self.reader.read(block, &self.device);
+                    if trace() {
+                        eprintln!("[prefetch] {block} read in {:?}", start.elapsed());
+                    }
                     let filled = Filled { block, weights, ticket, read_time: start.elapsed() };
                     if tx.send(filled).is_err() {
                         break;
                     }
                 }
             });
-            let result = self.compute(&order, &rx, x, kv, pos, tokens.len(), which);
+            let result = self.compute(&order, &Source::Thread(&rx), x, kv, pos, tokens.len(), which);
             if result.is_err() {
                 abort.store(true, Ordering::Release);
             }
@@ -184,11 +218,26 @@ impl StreamedModel {
         })
     }
 
+    /// Whether streamed blocks are read on a background thread. On the CPU a thread
+    /// overlaps file reads with compute. On CUDA, copies from page-locked memory are
+    /// already asynchronous on the device's stream; reading inline keeps one host thread
+    /// issuing device work (`CARDINFER_PREFETCH_THREAD=1` forces the thread).
+    fn prefetch_thread(&self) -> bool {
+        self.prefetch_thread.unwrap_or_else(|| {
+            self.device.is_cpu() || std::env::var_os("CARDINFER_PREFETCH_THREAD").is_some()
+        })
+    }
+
+    /// Forces reads on a background thread (`true`) or inline (`false`).
+    pub fn set_prefetch_thread(&mut self, on: bool) {
+        self.prefetch_thread = Some(on);
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn compute(
         &self,
         order: &[BlockId],
-        rx: &mpsc::Receiver<Filled>,
+        source: &Source<'_>,
         mut x: Tensor,
         kv: &mut KvCache,
         pos: usize,
@@ -205,9 +254,9 @@ impl StreamedModel {
                 None => {
                     // "slot ready": the weights arrive only once fully read.
                     let wait = Instant::now();
-                    let filled = rx.recv().map_err(|_| StreamError::InvalidParameter {
+                    let filled = source.next().ok_or_else(|| StreamError::InvalidParameter {
                         name: "prefetch",
-                        reason: format!("the prefetch thread stopped before {block}"),
+                        reason: format!("the prefetcher stopped before {block}"),
                     })?;
                     timings.stall_secs += wait.elapsed().as_secs_f64();
                     timings.copy_secs += filled.read_time.as_secs_f64();
@@ -228,6 +277,9 @@ impl StreamedModel {
                 }
             };
             let start = Instant::now();
+            if trace() {
+                eprintln!("[compute] {block}");
+            }
             let out = match block {
                 BlockId::Layer(i) => self.decoder.block(i, weights, &x, kv.layer_mut(i), pos).map(|y| x = y),
                 BlockId::Head => {
@@ -283,4 +335,10 @@ impl TextModel for StreamedModel {
             Logits::Last => rows.pop().ok_or_else(|| StreamError::InvalidParameter { name: "tokens", reason: "empty".into() })?,
         })
     }
+}
+
+/// `CARDINFER_TRACE=1` prints every block read and computed (for diagnosing stalls).
+fn trace() -> bool {
+    static TRACE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *TRACE.get_or_init(|| std::env::var_os("CARDINFER_TRACE").is_some())
 }
