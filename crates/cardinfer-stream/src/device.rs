@@ -37,6 +37,28 @@ pub fn bind_thread(device: &Device) {
     memory::bind(device);
 }
 
+/// A point in a device's stream of work (a timing CUDA event), to time copies on the
+/// device itself: host-side timers only see when a copy was queued.
+pub struct DeviceMarker(memory::Marker);
+
+impl std::fmt::Debug for DeviceMarker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DeviceMarker")
+    }
+}
+
+impl DeviceMarker {
+    /// Marks the work queued on `device` so far; `None` where the device cannot (CPU).
+    pub fn now(device: &Device) -> Option<Self> {
+        memory::marker(device).map(Self)
+    }
+
+    /// Seconds between `self` and a later marker `end`, once both are reached (waits).
+    pub fn secs_until(&self, end: &DeviceMarker) -> Option<f64> {
+        memory::elapsed(&self.0, &end.0)
+    }
+}
+
 /// Page-locked host memory allocated by the CUDA driver: the host tier of streamed
 /// blocks, copied to the device by DMA at full link speed.
 #[derive(Debug)]
@@ -77,8 +99,19 @@ impl Drop for PinnedBuffer {
 
 #[cfg(feature = "cuda")]
 mod memory {
-    use candle_core::cuda_backend::cudarc::driver::sys;
+    use candle_core::cuda_backend::cudarc::driver::{sys, CudaEvent};
     use candle_core::Device;
+
+    pub type Marker = CudaEvent;
+
+    pub fn marker(device: &Device) -> Option<Marker> {
+        let Device::Cuda(cuda) = device else { return None };
+        cuda.cuda_stream().record_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT)).ok()
+    }
+
+    pub fn elapsed(start: &Marker, end: &Marker) -> Option<f64> {
+        start.elapsed_ms(end).ok().map(|ms| ms as f64 / 1e3)
+    }
 
     pub fn query(device: &Device) -> Option<(u64, u64)> {
         match device {
@@ -114,6 +147,13 @@ mod memory {
 #[cfg(not(feature = "cuda"))]
 mod memory {
     use candle_core::Device;
+    pub struct Marker;
+    pub fn marker(_device: &Device) -> Option<Marker> {
+        None
+    }
+    pub fn elapsed(_start: &Marker, _end: &Marker) -> Option<f64> {
+        None
+    }
     pub fn query(_device: &Device) -> Option<(u64, u64)> {
         None
     }

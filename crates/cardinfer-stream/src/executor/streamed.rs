@@ -4,6 +4,7 @@
 use super::plan::{block_device_bytes, Placement, StreamPlan};
 use super::pool::{PoolStats, SlotPool, SlotTicket};
 use super::reader::BlockReader;
+use crate::device::DeviceMarker;
 use crate::family::Decoder;
 use crate::kv_cache::KvCache;
 use crate::layer_stream::LayerStream;
@@ -54,6 +55,21 @@ struct Filled {
     weights: Result<BlockWeights>,
     ticket: SlotTicket,
     read_time: Duration,
+    /// Device-side start and end of the copy, where the device can time it.
+    markers: Option<(DeviceMarker, DeviceMarker)>,
+}
+
+/// Reads `block` into a slot, timing it on the host and, where possible, the device.
+fn read_block(model: &StreamedModel, block: BlockId) -> Filled {
+    let ticket = model.pool.acquire(block_device_bytes(&model.layout, block, &model.device));
+    let start = Instant::now();
+    let before = DeviceMarker::now(&model.device);
+    let weights = model.reader.read(block, &model.device);
+    let markers = before.zip(DeviceMarker::now(&model.device));
+    if trace() {
+        eprintln!("[read] {block} queued in {:?}", start.elapsed());
+    }
+    Filled { block, weights, ticket, read_time: start.elapsed(), markers }
 }
 
 /// A model whose blocks are placed by a [`StreamPlan`]: resident, streamed, or (the
@@ -176,10 +192,7 @@ impl StreamedModel {
             let reads = std::cell::RefCell::new(streamed.into_iter());
             let next = || -> Option<Filled> {
                 let block = reads.borrow_mut().next()?;
-                let ticket = self.pool.acquire(block_device_bytes(&self.layout, block, &self.device));
-                let start = Instant::now();
-                let weights = self.reader.read(block, &self.device);
-                Some(Filled { block, weights, ticket, read_time: start.elapsed() })
+                Some(read_block(self, block))
             };
             return self.compute(&order, &Source::Inline(&next), x, kv, pos, tokens.len(), which);
         }
@@ -193,15 +206,8 @@ impl StreamedModel {
                     if abort.load(Ordering::Acquire) {
                         break;
                     }
-                    // "slot free": wait for one before reading into it.
-                    let ticket = self.pool.acquire(block_device_bytes(&self.layout, block, &self.device));
-                    let start = Instant::now();
-                    let weights = self.reader.read(block, &self.device);
-                    if trace() {
-                        eprintln!("[prefetch] {block} read in {:?}", start.elapsed());
-                    }
-                    let filled = Filled { block, weights, ticket, read_time: start.elapsed() };
-                    if tx.send(filled).is_err() {
+                    // "slot free": `read_block` waits for one before reading into it.
+                    if tx.send(read_block(self, block)).is_err() {
                         break;
                     }
                 }
@@ -246,6 +252,7 @@ impl StreamedModel {
     ) -> Result<Option<Tensor>> {
         let mut timings = StreamTimings { passes: 1, ..Default::default() };
         let mut logits = None;
+        let mut copy_markers = Vec::new();
         for &block in order {
             let mut ticket = None;
             let streamed;
@@ -259,7 +266,10 @@ impl StreamedModel {
                         reason: format!("the prefetcher stopped before {block}"),
                     })?;
                     timings.stall_secs += wait.elapsed().as_secs_f64();
-                    timings.copy_secs += filled.read_time.as_secs_f64();
+                    match filled.markers {
+                        Some(markers) => copy_markers.push(markers),
+                        None => timings.copy_secs += filled.read_time.as_secs_f64(),
+                    }
                     debug_assert_eq!(filled.block, block);
                     ticket = Some(filled.ticket);
                     match filled.weights {
@@ -301,6 +311,10 @@ impl StreamedModel {
                 self.pool.release(t);
             }
             out?;
+        }
+        // Device-timed copies: read the events once the pass is queued (waits for them).
+        for (start, end) in &copy_markers {
+            timings.copy_secs += start.secs_until(end).unwrap_or(0.0);
         }
         let mut total = self.timings.lock().unwrap_or_else(|e| e.into_inner());
         total.copy_secs += timings.copy_secs;
