@@ -3,7 +3,9 @@
 //! slots, chunked prefill and a long generation; the pool never exceeds its budget;
 //! slow or failing readers neither change the result nor hang.
 
-use cardinfer_core::{BlockId, Family, ModelSpec, RopeStyle, StorageType};
+mod common;
+
+use cardinfer_core::{BlockId, Family, ModelSpec, StorageType};
 use cardinfer_plan::Budget;
 use cardinfer_quant::synth::SyntheticModel;
 use cardinfer_quant::Checkpoint;
@@ -19,26 +21,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 fn spec(family: Family) -> ModelSpec {
-    ModelSpec {
-        family,
-        vocab_size: 300,
-        hidden_size: 256,
-        intermediate_size: 512,
-        num_layers: 4,
-        num_heads: 4,
-        num_kv_heads: 2,
-        head_dim: 64,
-        rms_norm_eps: 1e-6,
-        rope_theta: 10_000.0,
-        rope_scaling: None,
-        rope_style: RopeStyle::Half,
-        context_length: 320,
-        tie_word_embeddings: family == Family::Qwen3,
-        qkv_bias: family == Family::Qwen2,
-        qk_norm: family == Family::Qwen3,
-        bos_token_id: None,
-        eos_token_ids: vec![],
-    }
+    common::tiny_spec(family, family == Family::Qwen3, 4, 320)
 }
 
 fn model_file(family: Family) -> PathBuf {

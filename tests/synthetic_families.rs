@@ -3,7 +3,9 @@
 //! the llama q/k permutation + interleaved RoPE path), and each quant type stays close
 //! to the f32 logits and generates end to end.
 
-use cardinfer_core::{Family, ModelSpec, RopeStyle, StorageType};
+mod common;
+
+use cardinfer_core::{Family, ModelSpec, StorageType};
 use cardinfer_quant::synth::SyntheticModel;
 use cardinfer_quant::Checkpoint;
 use cardinfer_stream::{GenerateOptions, Logits, ResidentModel, Session, TextModel};
@@ -11,26 +13,7 @@ use candle_core::Device;
 use std::path::PathBuf;
 
 fn spec(family: Family, tied: bool) -> ModelSpec {
-    ModelSpec {
-        family,
-        vocab_size: 300,
-        hidden_size: 256,
-        intermediate_size: 512,
-        num_layers: 2,
-        num_heads: 4,
-        num_kv_heads: 2,
-        head_dim: 64,
-        rms_norm_eps: 1e-6,
-        rope_theta: 10_000.0,
-        rope_scaling: None,
-        rope_style: RopeStyle::Half,
-        context_length: 512,
-        tie_word_embeddings: tied,
-        qkv_bias: family == Family::Qwen2,
-        qk_norm: family == Family::Qwen3,
-        bos_token_id: None,
-        eos_token_ids: vec![299],
-    }
+    ModelSpec { eos_token_ids: vec![299], ..common::tiny_spec(family, tied, 2, 512) }
 }
 
 fn work_dir(tag: &str) -> PathBuf {

@@ -205,16 +205,16 @@ impl ModelSpec {
                 return Err(invalid(key, "must be greater than zero"));
             }
         }
-        if self.num_heads % self.num_kv_heads != 0 {
+        if !self.num_heads.is_multiple_of(self.num_kv_heads) {
             return Err(invalid(
                 "num_key_value_heads",
                 format!("{} query heads are not a multiple of {} KV heads", self.num_heads, self.num_kv_heads),
             ));
         }
-        if self.head_dim % 2 != 0 {
+        if !self.head_dim.is_multiple_of(2) {
             return Err(invalid("head_dim", "RoPE needs an even head dimension"));
         }
-        if !(self.rope_theta > 0.0) {
+        if self.rope_theta.is_nan() || self.rope_theta <= 0.0 {
             return Err(invalid("rope_theta", "must be positive"));
         }
         Ok(())

@@ -130,7 +130,7 @@ impl StorageType {
     /// Fails when the row is not a whole number of blocks.
     pub fn tensor_bytes(self, name: &str, row_len: usize, rows: usize) -> Result<u64, CoreError> {
         let block = self.block_elems();
-        if row_len % block != 0 {
+        if !row_len.is_multiple_of(block) {
             return Err(CoreError::RowNotBlockAligned {
                 name: name.to_string(),
                 row_len,

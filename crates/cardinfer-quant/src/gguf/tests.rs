@@ -11,7 +11,10 @@ fn temp_dir(tag: &str) -> PathBuf {
     dir
 }
 
-fn sample_file(dir: &std::path::Path) -> (PathBuf, Vec<(String, Vec<usize>, StorageType, Vec<u8>)>) {
+/// Name, shape, storage type and stored bytes of a written tensor.
+type Written = (String, Vec<usize>, StorageType, Vec<u8>);
+
+fn sample_file(dir: &std::path::Path) -> (PathBuf, Vec<Written>) {
     let mut w = GgufWriter::new();
     w.metadata("general.architecture", GgufValue::String("qwen3".into()));
     w.metadata("test.u32", GgufValue::U32(7));
