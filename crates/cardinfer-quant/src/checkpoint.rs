@@ -59,14 +59,6 @@ impl Checkpoint {
         })
     }
 
-    /// Every mapped file's bytes (to page-lock them for fast device copies).
-    pub fn mapped_regions(&self) -> Vec<&[u8]> {
-        match self {
-            Self::Gguf(g) => vec![g.mapped_bytes()],
-            Self::Hf(h) => h.mapped_shards(),
-        }
-    }
-
     /// The stored bytes of a tensor of this checkpoint.
     pub fn tensor_bytes(&self, info: &TensorInfo) -> &[u8] {
         match self {

@@ -104,11 +104,6 @@ impl HfCheckpoint {
         &self.shards[info.file].1[info.offset as usize..info.end() as usize]
     }
 
-    /// Every mapped shard's bytes.
-    pub fn mapped_shards(&self) -> Vec<&[u8]> {
-        self.shards.iter().map(|(_, m)| &m[..]).collect()
-    }
-
     /// `tokenizer.json` beside the weights, if present.
     pub fn tokenizer_path(&self) -> Option<PathBuf> {
         Some(self.dir.join("tokenizer.json")).filter(|p| p.is_file())

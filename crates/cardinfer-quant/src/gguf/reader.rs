@@ -178,11 +178,6 @@ impl GgufFile {
         &self.mmap[info.offset as usize..info.end() as usize]
     }
 
-    /// The whole mapped file.
-    pub fn mapped_bytes(&self) -> &[u8] {
-        &self.mmap
-    }
-
     /// A metadata value, or an error naming the key.
     pub fn require(&self, key: &str) -> Result<&GgufValue, QuantError> {
         self.metadata.get(key).ok_or_else(|| QuantError::Metadata {
