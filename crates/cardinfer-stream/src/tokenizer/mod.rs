@@ -82,3 +82,42 @@ impl Tokenizer {
         self.inner.get_vocab_size(true)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tiny `tokenizer.json`: byte-level BPE with a post-processor that adds `<s>`.
+    const TOKENIZER_JSON: &str = r#"{
+      "version": "1.0", "truncation": null, "padding": null,
+      "added_tokens": [{"id": 0, "content": "<s>", "single_word": false, "lstrip": false,
+                        "rstrip": false, "normalized": false, "special": true}],
+      "normalizer": null,
+      "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true},
+      "post_processor": {"type": "TemplateProcessing",
+        "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+        "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
+        "special_tokens": {"<s>": {"id": "<s>", "ids": [0], "tokens": ["<s>"]}}},
+      "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+      "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+        "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
+        "vocab": {"<s>": 0, "h": 1, "i": 2, "hi": 3, "Ġ": 4, "Ġhi": 5},
+        "merges": ["h i", "Ġ hi"]}
+    }"#;
+
+    #[test]
+    fn tokenizer_json_uses_its_post_processor_for_prompts_only() {
+        let dir = std::env::temp_dir().join(format!("cardinfer-tokjson-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("tokenizer.json");
+        std::fs::write(&path, TOKENIZER_JSON).unwrap();
+        let tok = Tokenizer::from_file(&path).unwrap();
+        assert_eq!(tok.encode("hi hi").unwrap(), vec![0, 3, 5]);
+        assert_eq!(tok.encode_continuation("hi hi").unwrap(), vec![3, 5]);
+        assert_eq!(tok.decode(&[3, 5]).unwrap(), "hi hi");
+        assert_eq!(tok.token_to_id("<s>"), Some(0));
+        std::fs::write(&path, "{ not json").unwrap();
+        let err = Tokenizer::from_file(&path).unwrap_err().to_string();
+        assert!(err.contains("tokenizer.json"), "{err}");
+    }
+}
