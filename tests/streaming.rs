@@ -208,3 +208,26 @@ fn a_failing_reader_is_an_error_not_a_hang() {
         assert_eq!(model.pool_stats().in_use, 0, "slots released after the failure");
     }
 }
+
+#[test]
+fn a_head_larger_than_a_layer_streams_in_row_chunks_with_identical_logits() {
+    let dir = std::env::temp_dir().join(format!("cardinfer-stream-bighead-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("m.gguf");
+    // A 4000-token vocabulary: the Q8_0 head (~1.1 MB) is larger than a layer (~0.25 MB).
+    let spec = ModelSpec { vocab_size: 4000, ..common::tiny_spec(Family::Qwen2, false, 3, 128) };
+    SyntheticModel::random(&spec, 5).write_gguf(&path, StorageType::Q4_K, StorageType::Q8_0).unwrap();
+    let resident = ResidentModel::load(&Checkpoint::open(&path).unwrap(), &Device::Cpu, |_, _| {}).unwrap();
+    let (ref_logits, ref_ids) = run(&resident, 5, 10);
+    for slots in [1, 2] {
+        let loaded = streamed(&path, u64::MAX / 2, Mode::Stream, slots, 5);
+        let Runner::Streamed(m) = &loaded.model else { panic!("expected a streamed model") };
+        assert!(m.plan().head_chunks.len() > 1, "head should be chunked: {}", m.plan());
+        assert_eq!(m.plan().head_chunks.last().unwrap().end, 4000);
+        let (logits, ids) = run(&loaded.model, 5, 10);
+        assert_eq!(ids, ref_ids);
+        assert!(logits == ref_logits, "S={slots}: chunked head logits differ");
+        let stats = m.pool_stats();
+        assert!(stats.peak_bytes <= m.plan().slots as u64 * m.plan().slot_bytes, "{stats:?} vs {}", m.plan());
+    }
+}

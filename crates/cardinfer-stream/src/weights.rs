@@ -98,22 +98,44 @@ impl BlockWeights {
             if info.shape != expected {
                 return Err(StreamError::ShapeMismatch { tensor: name, expected, found: info.shape.clone() });
             }
-            let bytes = bytes_of(info);
-            let is_matrix = info.shape.len() == 2;
-            let weight = if is_matrix && info.storage.is_quantized() {
-                Weight::Quantized(Arc::new(load_qtensor(info, bytes, device)?))
-            } else {
-                // Matrices keep their stored float type on accelerators (half the memory
-                // for f16/bf16); on the CPU everything computes in f32.
-                let dtype = match (is_matrix, device, info.storage) {
-                    (true, Device::Cuda(_) | Device::Metal(_), StorageType::F16) => DType::F16,
-                    (true, Device::Cuda(_) | Device::Metal(_), StorageType::BF16) => DType::BF16,
-                    _ => DType::F32,
-                };
-                Weight::Dense(load_tensor(info, bytes, dtype, device)?)
-            };
+            let weight = load_weight(info, bytes_of(info), device)?;
             weights.insert(role, weight);
         }
+        Ok(Self { block, weights })
+    }
+
+    /// The head's final norm and the output rows `rows` only: one chunk of a head too
+    /// large for a pool slot. Logits of the chunks, concatenated, equal the whole head's.
+    pub fn load_head_rows<'a>(
+        ckpt: &Checkpoint,
+        spec: &ModelSpec,
+        rows: std::ops::Range<usize>,
+        device: &Device,
+        bytes_of: &dyn Fn(&cardinfer_core::TensorInfo) -> &'a [u8],
+    ) -> Result<Self> {
+        let block = BlockId::Head;
+        let norm_info = ckpt.require(&resolve_name(ckpt, spec, block, Role::OutputNorm))?;
+        let out_name = resolve_name(ckpt, spec, block, Role::Output);
+        let out_info = ckpt.require(&out_name)?;
+        let vocab = out_info.shape.first().copied().unwrap_or(0);
+        if rows.start >= rows.end || rows.end > vocab || out_info.shape.len() != 2 {
+            return Err(StreamError::InvalidParameter {
+                name: "head rows",
+                reason: format!("rows {rows:?} of `{out_name}` {:?}", out_info.shape),
+            });
+        }
+        let row_bytes = (out_info.len / vocab as u64) as usize;
+        let all = bytes_of(out_info);
+        let chunk = &all[rows.start * row_bytes..rows.end * row_bytes];
+        let chunk_info = cardinfer_core::TensorInfo {
+            shape: vec![rows.len(), out_info.shape[1]],
+            offset: out_info.offset + (rows.start * row_bytes) as u64,
+            len: chunk.len() as u64,
+            ..out_info.clone()
+        };
+        let mut weights = HashMap::new();
+        weights.insert(Role::OutputNorm, load_weight(norm_info, bytes_of(norm_info), device)?);
+        weights.insert(Role::Output, load_weight(&chunk_info, chunk, device)?);
         Ok(Self { block, weights })
     }
 
@@ -139,6 +161,22 @@ impl BlockWeights {
     pub fn device_bytes(&self) -> u64 {
         self.weights.values().map(Weight::device_bytes).sum()
     }
+}
+
+/// Loads one tensor: quantized matrices stay quantized; float matrices keep their type on
+/// accelerators (half the memory for f16/bf16) and compute in f32 on the CPU; vectors
+/// (norms, biases) are f32.
+fn load_weight(info: &cardinfer_core::TensorInfo, bytes: &[u8], device: &Device) -> Result<Weight> {
+    let is_matrix = info.shape.len() == 2;
+    if is_matrix && info.storage.is_quantized() {
+        return Ok(Weight::Quantized(Arc::new(load_qtensor(info, bytes, device)?)));
+    }
+    let dtype = match (is_matrix, device, info.storage) {
+        (true, Device::Cuda(_) | Device::Metal(_), StorageType::F16) => DType::F16,
+        (true, Device::Cuda(_) | Device::Metal(_), StorageType::BF16) => DType::BF16,
+        _ => DType::F32,
+    };
+    Ok(Weight::Dense(load_tensor(info, bytes, dtype, device)?))
 }
 
 /// Bytes `info` occupies once loaded on `device` by [`BlockWeights::load`]: quantized

@@ -63,6 +63,9 @@ pub struct StreamPlan {
     pub budget_bytes: u64,
     /// Tokens per prefill chunk (one weight pass per chunk).
     pub prefill_chunk: usize,
+    /// Row ranges of the output head streamed one slot at a time (empty when the head
+    /// is resident or fits one slot whole).
+    pub head_chunks: Vec<std::ops::Range<usize>>,
 }
 
 impl StreamPlan {
@@ -117,6 +120,7 @@ impl StreamPlan {
             workspace_bytes,
             budget_bytes,
             prefill_chunk,
+            head_chunks: Vec::new(),
         };
         let infeasible = |needed: u64, pool: u64, what: &str| StreamError::InfeasibleBudget {
             budget: ByteSize(budget_bytes),
@@ -148,7 +152,15 @@ impl StreamPlan {
         let head = bytes(BlockId::Head);
         let largest_layer = candidates.iter().filter(|b| **b != BlockId::Head).map(|&b| bytes(b)).max().unwrap_or(0);
         let head_resident = mode == Mode::Auto && fixed + head + largest_layer <= budget_bytes;
-        let slot = if head_resident { largest_layer } else { largest };
+        // A streamed head larger than a layer goes through the slots in row chunks.
+        let chunk_head = !head_resident && head > largest_layer && largest_layer > 0;
+        let slot = if head_resident || chunk_head { largest_layer } else { largest };
+        if chunk_head {
+            let vocab = spec.vocab_size;
+            let pieces = head.div_ceil(largest_layer) as usize + 1;
+            let rows = vocab.div_ceil(pieces);
+            plan.head_chunks = (0..vocab).step_by(rows.max(1)).map(|r| r..(r + rows).min(vocab)).collect();
+        }
         let reserved = fixed + if head_resident { head } else { 0 };
         if slot + reserved > budget_bytes {
             return Err(infeasible(

@@ -14,6 +14,13 @@ use std::sync::Arc;
 pub trait BlockReader: Send + Sync {
     /// Loads `block` onto `device`.
     fn read(&self, block: BlockId, device: &Device) -> Result<BlockWeights>;
+
+    /// Loads the final norm and output rows `rows` of the head (a chunk of a head larger
+    /// than a slot). Readers that cannot split the head return an error.
+    fn read_head_rows(&self, rows: std::ops::Range<usize>, device: &Device) -> Result<BlockWeights> {
+        let _ = device;
+        Err(crate::StreamError::InvalidParameter { name: "reader", reason: format!("cannot read head rows {rows:?}") })
+    }
 }
 
 /// Reads blocks from a mapped checkpoint file (the file/host tier).
@@ -33,6 +40,10 @@ impl CheckpointReader {
 impl BlockReader for CheckpointReader {
     fn read(&self, block: BlockId, device: &Device) -> Result<BlockWeights> {
         BlockWeights::load(&self.ckpt, &self.spec, block, device)
+    }
+
+    fn read_head_rows(&self, rows: std::ops::Range<usize>, device: &Device) -> Result<BlockWeights> {
+        BlockWeights::load_head_rows(&self.ckpt, &self.spec, rows, device, &|info| self.ckpt.tensor_bytes(info))
     }
 }
 
@@ -73,12 +84,22 @@ impl PinnedReader {
     }
 }
 
+impl PinnedReader {
+    /// The bytes of `info`: from the page-locked copy where it holds them.
+    fn bytes(&self, info: &cardinfer_core::TensorInfo) -> &[u8] {
+        match self.offsets.get(&info.name) {
+            Some(&at) => &self.buffer.as_slice()[at..at + info.len as usize],
+            None => self.ckpt.tensor_bytes(info),
+        }
+    }
+}
+
 impl BlockReader for PinnedReader {
     fn read(&self, block: BlockId, device: &Device) -> Result<BlockWeights> {
-        let pinned = self.buffer.as_slice();
-        BlockWeights::load_with(&self.ckpt, &self.spec, block, device, &|info| match self.offsets.get(&info.name) {
-            Some(&at) => &pinned[at..at + info.len as usize],
-            None => self.ckpt.tensor_bytes(info),
-        })
+        BlockWeights::load_with(&self.ckpt, &self.spec, block, device, &|info| self.bytes(info))
+    }
+
+    fn read_head_rows(&self, rows: std::ops::Range<usize>, device: &Device) -> Result<BlockWeights> {
+        BlockWeights::load_head_rows(&self.ckpt, &self.spec, rows, device, &|info| self.bytes(info))
     }
 }

@@ -11,8 +11,10 @@ use crate::layer_stream::LayerStream;
 use crate::model::{check_tokens, Logits, TextModel};
 use crate::weights::BlockWeights;
 use crate::{Result, StreamError};
-use cardinfer_core::{BlockId, ModelLayout, ModelSpec};
-use candle_core::{Device, IndexOp, Tensor};
+use cardinfer_core::{BlockId, ModelLayout, ModelSpec, TensorInfo};
+use crate::weights::device_bytes_of;
+use std::ops::Range;
+use candle_core::{Device, IndexOp, Tensor, D};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -51,7 +53,7 @@ impl Source<'_> {
 
 /// One streamed block handed from the prefetcher to the compute loop.
 struct Filled {
-    block: BlockId,
+    piece: Piece,
     weights: Result<BlockWeights>,
     ticket: SlotTicket,
     read_time: Duration,
@@ -59,17 +61,46 @@ struct Filled {
     markers: Option<(DeviceMarker, DeviceMarker)>,
 }
 
-/// Reads `block` into a slot, timing it on the host and, where possible, the device.
-fn read_block(model: &StreamedModel, block: BlockId) -> Filled {
-    let ticket = model.pool.acquire(block_device_bytes(&model.layout, block, &model.device));
+/// What one slot receives: a whole block, or a row range of the head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Piece {
+    block: BlockId,
+    rows: Option<Range<usize>>,
+}
+
+/// Reads `piece` into a slot, timing it on the host and, where possible, the device.
+fn read_piece(model: &StreamedModel, piece: Piece) -> Filled {
+    let bytes = match &piece.rows {
+        None => block_device_bytes(&model.layout, piece.block, &model.device),
+        Some(rows) => head_rows_bytes(&model.layout, rows, &model.device),
+    };
+    let ticket = model.pool.acquire(bytes);
     let start = Instant::now();
     let before = DeviceMarker::now(&model.device);
-    let weights = model.reader.read(block, &model.device);
+    let weights = match &piece.rows {
+        None => model.reader.read(piece.block, &model.device),
+        Some(rows) => model.reader.read_head_rows(rows.clone(), &model.device),
+    };
     let markers = before.zip(DeviceMarker::now(&model.device));
     if trace() {
-        eprintln!("[read] {block} queued in {:?}", start.elapsed());
+        eprintln!("[read] {piece:?} queued in {:?}", start.elapsed());
     }
-    Filled { block, weights, ticket, read_time: start.elapsed(), markers }
+    Filled { piece, weights, ticket, read_time: start.elapsed(), markers }
+}
+
+/// Device bytes of the head's norm plus output rows `rows`.
+fn head_rows_bytes(layout: &ModelLayout, rows: &Range<usize>, device: &Device) -> u64 {
+    layout
+        .tensors(BlockId::Head)
+        .iter()
+        .map(|t| match t.shape.as_slice() {
+            [vocab, hidden] => {
+                let part = TensorInfo { shape: vec![rows.len(), *hidden], len: t.len / *vocab as u64 * rows.len() as u64, ..t.clone() };
+                device_bytes_of(&part, device)
+            }
+            _ => device_bytes_of(t, device),
+        })
+        .sum()
 }
 
 /// A model whose blocks are placed by a [`StreamPlan`]: resident, streamed, or (the
@@ -185,14 +216,18 @@ impl StreamedModel {
             .map(|(b, _)| *b)
             .filter(|b| *b != BlockId::Embed && (which.is_some() || *b != BlockId::Head))
             .collect();
-        let streamed: Vec<BlockId> =
-            order.iter().copied().filter(|b| self.plan.placement(*b) == Placement::Streamed).collect();
+        let streamed: Vec<Piece> = order
+            .iter()
+            .copied()
+            .filter(|b| self.plan.placement(*b) == Placement::Streamed)
+            .flat_map(|block| self.pieces(block))
+            .collect();
         if !self.prefetch_thread() {
             // Inline reads: each streamed block is read into its slot just before use.
             let reads = std::cell::RefCell::new(streamed.into_iter());
             let next = || -> Option<Filled> {
-                let block = reads.borrow_mut().next()?;
-                Some(read_block(self, block))
+                let piece = reads.borrow_mut().next()?;
+                Some(read_piece(self, piece))
             };
             return self.compute(&order, &Source::Inline(&next), x, kv, pos, tokens.len(), which);
         }
@@ -202,12 +237,12 @@ impl StreamedModel {
             let abort = &abort;
             scope.spawn(move || {
                 crate::device::bind_thread(&self.device);
-                for block in streamed {
+                for piece in streamed {
                     if abort.load(Ordering::Acquire) {
                         break;
                     }
-                    // "slot free": `read_block` waits for one before reading into it.
-                    if tx.send(read_block(self, block)).is_err() {
+                    // "slot free": `read_piece` waits for one before reading into it.
+                    if tx.send(read_piece(self, piece)).is_err() {
                         break;
                     }
                 }
@@ -222,6 +257,39 @@ impl StreamedModel {
             }
             result
         })
+    }
+
+    /// The slot loads that make up streamed `block`: the block whole, or the head in the
+    /// plan's row chunks.
+    fn pieces(&self, block: BlockId) -> Vec<Piece> {
+        if block == BlockId::Head && !self.plan.head_chunks.is_empty() {
+            self.plan.head_chunks.iter().map(|r| Piece { block, rows: Some(r.clone()) }).collect()
+        } else {
+            vec![Piece { block, rows: None }]
+        }
+    }
+
+    /// Takes the next filled slot, which must hold `piece`; returns its weights and ticket.
+    fn receive(&self, source: &Source<'_>, piece: &Piece, timings: &mut StreamTimings, markers: &mut Vec<(DeviceMarker, DeviceMarker)>) -> Result<(BlockWeights, SlotTicket)> {
+        // "slot ready": the weights arrive only once fully read.
+        let wait = Instant::now();
+        let filled = source.next().ok_or_else(|| StreamError::InvalidParameter {
+            name: "prefetch",
+            reason: format!("the prefetcher stopped before {}", piece.block),
+        })?;
+        timings.stall_secs += wait.elapsed().as_secs_f64();
+        match filled.markers {
+            Some(m) => markers.push(m),
+            None => timings.copy_secs += filled.read_time.as_secs_f64(),
+        }
+        debug_assert_eq!(&filled.piece, piece);
+        match filled.weights {
+            Ok(w) => Ok((w, filled.ticket)),
+            Err(e) => {
+                self.pool.release(filled.ticket);
+                Err(e)
+            }
+        }
     }
 
     /// Whether streamed blocks are read on a background thread. On the CPU a thread
@@ -254,63 +322,44 @@ impl StreamedModel {
         let mut logits = None;
         let mut copy_markers = Vec::new();
         for &block in order {
-            let mut ticket = None;
-            let streamed;
-            let weights = match self.resident.get(&block) {
-                Some(w) => w,
-                None => {
-                    // "slot ready": the weights arrive only once fully read.
-                    let wait = Instant::now();
-                    let filled = source.next().ok_or_else(|| StreamError::InvalidParameter {
-                        name: "prefetch",
-                        reason: format!("the prefetcher stopped before {block}"),
-                    })?;
-                    timings.stall_secs += wait.elapsed().as_secs_f64();
-                    match filled.markers {
-                        Some(markers) => copy_markers.push(markers),
-                        None => timings.copy_secs += filled.read_time.as_secs_f64(),
-                    }
-                    debug_assert_eq!(filled.block, block);
-                    ticket = Some(filled.ticket);
-                    match filled.weights {
-                        Ok(w) => {
-                            streamed = w;
-                            &streamed
-                        }
-                        Err(e) => {
-                            if let Some(t) = ticket {
-                                self.pool.release(t);
-                            }
-                            return Err(e);
-                        }
-                    }
-                }
+            let last_rows = |x: &Tensor| -> Result<Tensor> {
+                Ok(match which {
+                    Some(Logits::All) => x.clone(),
+                    _ => x.i((.., len - 1..len, ..))?,
+                })
             };
-            let start = Instant::now();
-            if trace() {
-                eprintln!("[compute] {block}");
-            }
-            let out = match block {
-                BlockId::Layer(i) => self.decoder.block(i, weights, &x, kv.layer_mut(i), pos).map(|y| x = y),
-                BlockId::Head => {
-                    let h = match which {
-                        Some(Logits::All) => Ok(x.clone()),
-                        _ => x.i((.., len - 1..len, ..)),
-                    };
-                    h.map_err(StreamError::from)
-                        .and_then(|h| self.decoder.head(weights, &h))
-                        .map(|l| logits = Some(l))
+            if let Some(weights) = self.resident.get(&block) {
+                let start = Instant::now();
+                match block {
+                    BlockId::Layer(i) => x = self.decoder.block(i, weights, &x, kv.layer_mut(i), pos)?,
+                    BlockId::Head => logits = Some(self.decoder.head(weights, &last_rows(&x)?)?),
+                    BlockId::Embed => {}
                 }
-                BlockId::Embed => Ok(()),
-            };
-            // Slot memory is freed stream-ordered on the device, so no synchronization
-            // is needed before the slot is given back.
-            timings.compute_secs += start.elapsed().as_secs_f64();
-            if let Some(t) = ticket {
-                // "slot free".
-                self.pool.release(t);
+                timings.compute_secs += start.elapsed().as_secs_f64();
+                continue;
             }
-            out?;
+            let mut parts = Vec::new();
+            for piece in self.pieces(block) {
+                let (weights, ticket) = self.receive(source, &piece, &mut timings, &mut copy_markers)?;
+                let start = Instant::now();
+                if trace() {
+                    eprintln!("[compute] {piece:?}");
+                }
+                let out = match block {
+                    BlockId::Layer(i) => self.decoder.block(i, &weights, &x, kv.layer_mut(i), pos).map(|y| x = y),
+                    BlockId::Head => last_rows(&x).and_then(|h| self.decoder.head(&weights, &h)).map(|l| parts.push(l)),
+                    BlockId::Embed => Ok(()),
+                };
+                timings.compute_secs += start.elapsed().as_secs_f64();
+                // "slot free". Slot memory is freed stream-ordered on the device, so no
+                // synchronization is needed first.
+                drop(weights);
+                self.pool.release(ticket);
+                out?;
+            }
+            if block == BlockId::Head {
+                logits = Some(Tensor::cat(&parts, D::Minus1)?);
+            }
         }
         // Device-timed copies: read the events once the pass is queued (waits for them).
         for (start, end) in &copy_markers {
