@@ -9,7 +9,7 @@ use cardinfer_core::{BlockId, Family, ModelSpec, StorageType};
 use cardinfer_plan::Budget;
 use cardinfer_quant::synth::SyntheticModel;
 use cardinfer_quant::Checkpoint;
-use cardinfer_stream::executor::{BlockReader, CheckpointReader, Mode, Placement, StreamPlan, StreamedModel};
+use cardinfer_stream::executor::{BlockReader, CheckpointReader, Mode, Placement, PlanRequest, StreamPlan, StreamedModel};
 use cardinfer_stream::family::Decoder;
 use cardinfer_stream::loader::{LoadOptions, Runner};
 use cardinfer_stream::names::model_layout;
@@ -53,11 +53,15 @@ fn streamed(path: &Path, budget: u64, mode: Mode, slots: usize, chunk: usize) ->
     LoadedModel::load_with(path, &Device::Cpu, &options, |_, _| {}).unwrap()
 }
 
+fn request(budget_bytes: u64, mode: Mode, slots: usize) -> PlanRequest {
+    PlanRequest { budget_bytes, mode, slots: Some(slots), prefill_chunk: 4, runtime_bytes: 0 }
+}
+
 fn plan_of(path: &Path, budget: u64, mode: Mode, slots: usize) -> Result<StreamPlan, StreamError> {
     let ckpt = Checkpoint::open(path).unwrap();
     let spec = ckpt.spec().unwrap();
     let layout = model_layout(&ckpt, &spec).unwrap();
-    StreamPlan::new(&spec, &layout, &Device::Cpu, budget, mode, Some(slots), 4)
+    StreamPlan::new(&spec, &layout, &Device::Cpu, &request(budget, mode, slots))
 }
 
 #[test]
@@ -167,7 +171,7 @@ fn slow_model(path: &Path, slots: usize, fail_at: Option<BlockId>) -> (StreamedM
     let ckpt = Checkpoint::open(path).unwrap();
     let spec = ckpt.spec().unwrap();
     let layout = model_layout(&ckpt, &spec).unwrap();
-    let plan = StreamPlan::new(&spec, &layout, &Device::Cpu, u64::MAX / 2, Mode::Stream, Some(slots), 4).unwrap();
+    let plan = StreamPlan::new(&spec, &layout, &Device::Cpu, &request(u64::MAX / 2, Mode::Stream, slots)).unwrap();
     let reader = Arc::new(SlowReader {
         inner: CheckpointReader::new(Arc::new(ckpt), spec.clone()),
         in_flight: AtomicUsize::new(0),

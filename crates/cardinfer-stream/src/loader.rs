@@ -2,7 +2,7 @@
 //! `hf:org/repo[:file]` through hf-hub's cache.
 
 use crate::chat_template::ChatTemplate;
-use crate::executor::{CheckpointReader, Mode, PinnedReader, Placement, StreamPlan, StreamedModel};
+use crate::executor::{measure_runtime_bytes, CheckpointReader, Mode, PinnedReader, PlanRequest, Placement, StreamPlan, StreamedModel};
 use crate::family::Decoder;
 use crate::kv_cache::KvCache;
 use crate::model::{Logits, ResidentModel, TextModel};
@@ -268,7 +268,15 @@ impl LoadedModel {
             None => spec.context_length.min(DEFAULT_CONTEXT),
         };
         let layout = model_layout(&ckpt, &spec)?;
-        let plan = StreamPlan::new(&spec, &layout, device, budget_bytes, options.mode, options.slots, options.prefill_chunk)?;
+        // On CUDA, measure what the runtime itself takes (cuBLAS, kernel modules) with a
+        // tiny block of this family, and reserve it inside the budget.
+        let dominant = layout.tensors(cardinfer_core::BlockId::Layer(0)).iter().map(|t| t.storage).max_by_key(|s| s.is_quantized());
+        let runtime_bytes = match budget_bytes {
+            u64::MAX => 0,
+            _ => measure_runtime_bytes(&spec, device, dominant.unwrap_or(cardinfer_core::StorageType::Q8_0))?.unwrap_or(0),
+        };
+        let request = PlanRequest { budget_bytes, mode: options.mode, slots: options.slots, prefill_chunk: options.prefill_chunk, runtime_bytes };
+        let plan = StreamPlan::new(&spec, &layout, device, &request)?;
         let model = if plan.slots == 0 && options.mode != Mode::Stream {
             Runner::Resident(ResidentModel::load_spec(&ckpt, spec, device, progress)?)
         } else {

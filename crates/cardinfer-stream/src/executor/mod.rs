@@ -20,8 +20,10 @@ mod plan;
 mod pool;
 mod reader;
 mod streamed;
+mod warmup;
 
-pub use plan::{block_device_bytes, Mode, Placement, StreamPlan};
+pub use plan::{block_device_bytes, Mode, Placement, PlanRequest, StreamPlan};
 pub use pool::{PoolStats, SlotPool, SlotTicket};
 pub use reader::{BlockReader, CheckpointReader, PinnedReader};
 pub use streamed::{StreamTimings, StreamedModel};
+pub use warmup::measure_runtime_bytes;

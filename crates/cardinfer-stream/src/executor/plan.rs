@@ -44,6 +44,22 @@ pub enum Placement {
     Host,
 }
 
+/// What a plan is asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlanRequest {
+    /// Device bytes the whole run may use.
+    pub budget_bytes: u64,
+    /// Resident, streamed, or chosen by the budget.
+    pub mode: Mode,
+    /// Pool slots wanted (default 2).
+    pub slots: Option<usize>,
+    /// Tokens per prefill chunk.
+    pub prefill_chunk: usize,
+    /// Device bytes the runtime takes besides the model (see
+    /// [`super::measure_runtime_bytes`]); 0 on the CPU.
+    pub runtime_bytes: u64,
+}
+
 /// The placement of every block and the pool's shape.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StreamPlan {
@@ -63,6 +79,8 @@ pub struct StreamPlan {
     pub budget_bytes: u64,
     /// Tokens per prefill chunk (one weight pass per chunk).
     pub prefill_chunk: usize,
+    /// Device bytes the runtime itself holds (measured by [`super::measure_runtime_bytes`]).
+    pub runtime_bytes: u64,
     /// Row ranges of the output head streamed one slot at a time (empty when the head
     /// is resident or fits one slot whole).
     pub head_chunks: Vec<std::ops::Range<usize>>,
@@ -71,7 +89,7 @@ pub struct StreamPlan {
 impl StreamPlan {
     /// Device bytes the plan holds at most: resident + pool + KV + workspace.
     pub fn device_bytes(&self) -> u64 {
-        self.resident_bytes + self.slots as u64 * self.slot_bytes + self.kv_bytes + self.workspace_bytes
+        self.resident_bytes + self.slots as u64 * self.slot_bytes + self.kv_bytes + self.workspace_bytes + self.runtime_bytes
     }
 
     /// Bytes copied into the pool per weight pass (per decoded token).
@@ -94,19 +112,12 @@ impl StreamPlan {
     /// mode needs everything to fit. Otherwise the pool gets `slots` slots (2 by default:
     /// one computing, one filling) and as many blocks as still fit become resident,
     /// layers first, then the head.
-    pub fn new(
-        spec: &ModelSpec,
-        layout: &ModelLayout,
-        device: &Device,
-        budget_bytes: u64,
-        mode: Mode,
-        slots: Option<usize>,
-        prefill_chunk: usize,
-    ) -> Result<Self> {
+    pub fn new(spec: &ModelSpec, layout: &ModelLayout, device: &Device, request: &PlanRequest) -> Result<Self> {
+        let PlanRequest { budget_bytes, mode, slots, prefill_chunk, runtime_bytes } = *request;
         let prefill_chunk = prefill_chunk.max(1);
         let kv_bytes = spec.kv_bytes_per_token(4) * spec.context_length as u64;
         let workspace_bytes = workspace_bytes(spec, prefill_chunk);
-        let fixed = kv_bytes + workspace_bytes;
+        let fixed = kv_bytes + workspace_bytes + runtime_bytes;
         let candidates: Vec<BlockId> = layout.blocks.iter().map(|(b, _)| *b).filter(|b| *b != BlockId::Embed).collect();
         let bytes = |b: BlockId| block_device_bytes(layout, b, device);
         let all_resident: u64 = candidates.iter().map(|&b| bytes(b)).sum();
@@ -121,6 +132,7 @@ impl StreamPlan {
             budget_bytes,
             prefill_chunk,
             head_chunks: Vec::new(),
+            runtime_bytes,
         };
         let infeasible = |needed: u64, pool: u64, what: &str| StreamError::InfeasibleBudget {
             budget: ByteSize(budget_bytes),
@@ -219,13 +231,14 @@ impl fmt::Display for StreamPlan {
         let count = |p: Placement| self.blocks.iter().filter(|(_, q)| *q == p).count();
         write!(
             f,
-            "{} resident, {} streamed through {} slot(s) of {}; KV {}, workspace {}; {} of {} budget",
+            "{} resident, {} streamed through {} slot(s) of {}; KV {}, workspace {}, runtime {}; {} of {} budget",
             count(Placement::Resident),
             count(Placement::Streamed),
             self.slots,
             ByteSize(self.slot_bytes),
             ByteSize(self.kv_bytes),
             ByteSize(self.workspace_bytes),
+            ByteSize(self.runtime_bytes),
             ByteSize(self.device_bytes()),
             ByteSize(self.budget_bytes),
         )

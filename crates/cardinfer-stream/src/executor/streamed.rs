@@ -194,9 +194,13 @@ impl StreamedModel {
     }
 
     /// Device bytes by this executor's own accounting: resident blocks, the pool's peak,
-    /// the KV cache's reservation and the workspace.
+    /// the KV cache's reservation, the workspace and the measured runtime overhead.
     pub fn accounted_peak_bytes(&self) -> u64 {
-        self.plan.resident_bytes + self.pool.stats().peak_bytes + self.plan.kv_bytes + self.plan.workspace_bytes
+        self.plan.resident_bytes
+            + self.pool.stats().peak_bytes
+            + self.plan.kv_bytes
+            + self.plan.workspace_bytes
+            + self.plan.runtime_bytes
     }
 
     /// Bytes streamed per weight pass (per decoded token).
