@@ -21,6 +21,7 @@ B q4_resident 60 --model /tmp/q4.gguf -p 512 -n 32 -r 2 --mode resident --contex
 B q14_resident 90 --model /tmp/q14.gguf -p 512 -n 32 -r 2 --mode resident --context 1024
 B q4_stream_1500 60 --model /tmp/q4.gguf -p 512 -n 32 -r 2 --mode stream --vram-budget 1500MiB --context 1024
 B q4_auto_500 60 --model /tmp/q4.gguf -p 512 -n 32 -r 2 --mode auto --vram-budget 500MiB --context 640 --prefill-chunk 64
+B q4_auto_700 60 --model /tmp/q4.gguf -p 512 -n 32 -r 2 --mode auto --vram-budget 700MiB --context 640 --prefill-chunk 64
 B q14_auto_6g 120 --model /tmp/q14.gguf -p 512 -n 32 -r 2 --mode auto --vram-budget 6GiB --context 1024
 B q14_auto_6g_s3 120 --model /tmp/q14.gguf -p 512 -n 32 -r 2 --mode auto --vram-budget 6GiB --context 1024 --slots 3
 [ -f /tmp/q8.gguf ] || python3 .gpu/synth_gguf.py --preset qwen3-8b --out /tmp/q8.gguf >> $L 2>&1

@@ -122,7 +122,7 @@ pub enum Runner {
     /// Every block loaded once on the device.
     Resident(ResidentModel),
     /// Blocks placed by a plan, some streamed through the pool.
-    Streamed(StreamedModel),
+    Streamed(Box<StreamedModel>),
 }
 
 impl TextModel for Runner {
@@ -295,7 +295,7 @@ impl LoadedModel {
             };
             let mut model = StreamedModel::new(Decoder::new(spec, rope_factors), layout, plan, device, reader, progress)?;
             model.set_pinned_bytes(pinned_bytes);
-            Runner::Streamed(model)
+            Runner::Streamed(Box::new(model))
         };
         let chat_template = ChatTemplate::select(template, tokenizer.as_ref(), bos, eos);
         Ok(Self { model, budget_bytes, tokenizer, chat_template, path: path.to_path_buf() })
