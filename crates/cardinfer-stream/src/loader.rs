@@ -120,7 +120,7 @@ impl Default for LoadOptions {
 /// The model, resident or streamed.
 pub enum Runner {
     /// Every block loaded once on the device.
-    Resident(ResidentModel),
+    Resident(Box<ResidentModel>),
     /// Blocks placed by a plan, some streamed through the pool.
     Streamed(Box<StreamedModel>),
 }
@@ -278,7 +278,7 @@ impl LoadedModel {
         let request = PlanRequest { budget_bytes, mode: options.mode, slots: options.slots, prefill_chunk: options.prefill_chunk, runtime_bytes };
         let plan = StreamPlan::new(&spec, &layout, device, &request)?;
         let model = if plan.slots == 0 && options.mode != Mode::Stream {
-            Runner::Resident(ResidentModel::load_spec(&ckpt, spec, device, progress)?)
+            Runner::Resident(Box::new(ResidentModel::load_spec(&ckpt, spec, device, progress)?))
         } else {
             let rope_factors = ResidentModel::rope_factors(&ckpt)?;
             let ckpt = Arc::new(ckpt);
