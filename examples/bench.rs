@@ -18,9 +18,6 @@ use std::time::Instant;
 #[derive(Parser)]
 #[command(about = "Measure prefill and decode speed")]
 struct Args {
-    /// GGUF file, Hugging Face checkpoint directory, or hf:org/repo[:file].
-    #[arg(long)]
-    model: Option<String>,
     /// Prompt tokens for the prefill test (0 skips it).
     #[arg(short = 'p', default_value_t = 512)]
     prompt: usize,
@@ -30,11 +27,8 @@ struct Args {
     /// Repetitions (the median is reported).
     #[arg(short = 'r', default_value_t = 3)]
     repetitions: usize,
-    /// cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    device: String,
     #[command(flatten)]
-    placement: cli::PlacementArgs,
+    model: cli::ModelArgs,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -44,7 +38,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let (loaded, device, mut watch, _) = cli::load(args.model.as_deref(), &args.device, &args.placement)?;
+    let (loaded, device, mut watch, _) = cli::load(&args.model)?;
     let model = &loaded.model;
     let vocab = model.spec().vocab_size as u64;
     let ids: Vec<u32> = (0..args.prompt.max(1) as u64).map(|i| ((i * 7919 + 13) % vocab) as u32).collect();
@@ -95,7 +89,7 @@ fn main() -> Result<()> {
     for (test, rate, _) in &rows {
         println!(
             "| {name} | {} | {} | {} | {test} | {rate:.2} | {} | {:.1} | {} |",
-            args.device,
+            args.model.device,
             metrics.mode,
             budget.map_or("-".into(), |b| format!("{:.0}", mib(b))),
             peak.map_or("-".into(), |p| format!("{:.0}", mib(p))),
@@ -106,7 +100,7 @@ fn main() -> Result<()> {
     for (test, rate, generated) in &rows {
         let checksum = generated.iter().fold(0u64, |h, &t| h.wrapping_mul(1_000_003).wrapping_add(t as u64));
         let line = serde_json::json!({
-            "model": name, "device": args.device, "test": test, "tok_s": rate, "repetitions": reps,
+            "model": name, "device": args.model.device, "test": test, "tok_s": rate, "repetitions": reps,
             "budget_bytes": budget, "peak_device_bytes": peak, "peak_measured": watch.peak_bytes().is_some(),
             "metrics": metrics, "generated_first": generated.iter().take(16).collect::<Vec<_>>(),
             "generated_checksum": checksum,

@@ -16,9 +16,6 @@ use std::io::{BufRead, Write};
 #[derive(Parser)]
 #[command(about = "Chat with a model")]
 struct Args {
-    /// GGUF file, Hugging Face checkpoint directory, or hf:org/repo[:file]. Default: SmolLM2-135M-Instruct.
-    #[arg(long)]
-    model: Option<String>,
     /// System prompt.
     #[arg(long)]
     system: Option<String>,
@@ -34,16 +31,13 @@ struct Args {
     /// Random seed.
     #[arg(long, default_value_t = 299792458)]
     seed: u64,
-    /// cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    device: String,
     #[command(flatten)]
-    placement: cli::PlacementArgs,
+    model: cli::ModelArgs,
 }
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let (loaded, _device, _watch, _) = cli::load(args.model.as_deref(), &args.device, &args.placement)?;
+    let (loaded, _device, _watch, _) = cli::load(&args.model)?;
     let Some(tokenizer) = loaded.tokenizer.as_ref() else {
         bail!("{} has no tokenizer; chat needs one", loaded.path.display());
     };

@@ -16,9 +16,6 @@ use std::io::Write;
 #[derive(Parser)]
 #[command(about = "Generate text with CardInfer")]
 struct Args {
-    /// GGUF file, Hugging Face checkpoint directory, or hf:org/repo[:file]. Default: SmolLM2-135M-Instruct.
-    #[arg(long)]
-    model: Option<String>,
     /// Prompt text.
     #[arg(long, conflicts_with = "prompt_ids")]
     prompt: Option<String>,
@@ -49,11 +46,8 @@ struct Args {
     /// Stop when the text contains this (repeatable).
     #[arg(long)]
     stop: Vec<String>,
-    /// cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    device: String,
     #[command(flatten)]
-    placement: cli::PlacementArgs,
+    model: cli::ModelArgs,
     /// Print one JSON object with ids, text and timings at the end.
     #[arg(long)]
     json: bool,
@@ -61,7 +55,7 @@ struct Args {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let (loaded, device, mut watch, load_secs) = cli::load(args.model.as_deref(), &args.device, &args.placement)?;
+    let (loaded, device, mut watch, load_secs) = cli::load(&args.model)?;
     let tokenizer = loaded.tokenizer.as_ref();
     let prompt_ids = match (&args.prompt, &args.prompt_ids) {
         (_, Some(ids)) => cli::parse_ids(ids)?,

@@ -13,20 +13,14 @@ use clap::Parser;
 #[derive(Parser)]
 #[command(about = "Score a text or token ids with a model")]
 struct Args {
-    /// GGUF file, Hugging Face checkpoint directory, or hf:org/repo[:file]. Default: SmolLM2-135M-Instruct.
-    #[arg(long)]
-    model: Option<String>,
     /// A text file to score.
     #[arg(long, conflicts_with = "ids")]
     text: Option<String>,
     /// Comma-separated token ids to score.
     #[arg(long)]
     ids: Option<String>,
-    /// cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    device: String,
     #[command(flatten)]
-    placement: cli::PlacementArgs,
+    model: cli::ModelArgs,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -34,7 +28,7 @@ struct Args {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let (loaded, _device, _watch, _) = cli::load(args.model.as_deref(), &args.device, &args.placement)?;
+    let (loaded, _device, _watch, _) = cli::load(&args.model)?;
     let ids = match (&args.text, &args.ids) {
         (_, Some(ids)) => cli::parse_ids(ids)?,
         (Some(file), None) => {

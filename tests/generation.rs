@@ -8,7 +8,7 @@ use cardinfer_stream::{score, ChatTemplate, GenerateOptions, IncrementalDecoder,
 use candle_core::Device;
 
 fn smollm2() -> Option<LoadedModel> {
-    let path = common::model_cache().join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    let path = cardinfer_stream::loader::model_cache_dir().join("SmolLM2-135M-Instruct.Q4_1.gguf");
     if !path.is_file() {
         assert!(std::env::var("CI").is_err(), "CI must fetch SmolLM2 (scripts/fetch-model.sh)");
         eprintln!("SKIP: {} not cached; run scripts/fetch-model.sh", path.display());

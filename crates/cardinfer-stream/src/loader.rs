@@ -17,6 +17,15 @@ use cardinfer_quant::Checkpoint;
 use candle_core::Device;
 use std::path::{Path, PathBuf};
 
+/// Where `scripts/fetch-model.sh` caches models: `$CARDINFER_CACHE/models`, else
+/// `~/.cache/cardinfer/models`.
+pub fn model_cache_dir() -> PathBuf {
+    match std::env::var_os("CARDINFER_CACHE") {
+        Some(dir) => PathBuf::from(dir).join("models"),
+        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/cardinfer/models"),
+    }
+}
+
 /// Where a model comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ModelSource {

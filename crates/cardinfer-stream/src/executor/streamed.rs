@@ -108,7 +108,7 @@ fn head_rows_bytes(layout: &ModelLayout, rows: &Range<usize>, device: &Device) -
 /// block code runs on the same weights, only where the bytes sit changes.
 pub struct StreamedModel {
     pinned_bytes: u64,
-    prefetch_thread: Option<bool>,
+    prefetch_thread: bool,
     decoder: Decoder,
     layout: ModelLayout,
     plan: StreamPlan,
@@ -150,7 +150,9 @@ impl StreamedModel {
         let pool = SlotPool::new(plan.slots, plan.slot_bytes);
         Ok(Self {
             pinned_bytes: 0,
-            prefetch_thread: None,
+            // On CUDA uploads are issued inline unless CARDINFER_PREFETCH_THREAD is set
+            // (see `prefetch_thread`).
+            prefetch_thread: device.is_cpu() || std::env::var_os("CARDINFER_PREFETCH_THREAD").is_some(),
             decoder,
             layout,
             plan,
@@ -301,14 +303,12 @@ impl StreamedModel {
     /// already asynchronous on the device's stream; reading inline keeps one host thread
     /// issuing device work (`CARDINFER_PREFETCH_THREAD=1` forces the thread).
     fn prefetch_thread(&self) -> bool {
-        self.prefetch_thread.unwrap_or_else(|| {
-            self.device.is_cpu() || std::env::var_os("CARDINFER_PREFETCH_THREAD").is_some()
-        })
+        self.prefetch_thread
     }
 
     /// Forces reads on a background thread (`true`) or inline (`false`).
     pub fn set_prefetch_thread(&mut self, on: bool) {
-        self.prefetch_thread = Some(on);
+        self.prefetch_thread = on;
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -322,7 +322,7 @@ impl StreamedModel {
         len: usize,
         which: Option<Logits>,
     ) -> Result<Option<Tensor>> {
-        let mut timings = StreamTimings { passes: 1, ..Default::default() };
+        let mut timings = StreamTimings::default();
         let mut logits = None;
         let mut copy_markers = Vec::new();
         for &block in order {
