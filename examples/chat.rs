@@ -72,7 +72,12 @@ fn main() -> Result<()> {
         let new_ids = session.reuse_prefix(&ids)?;
         let options = GenerateOptions {
             max_tokens: args.max_tokens,
-            sampling: SamplingParams { temperature: args.temperature, top_p: Some(args.top_p), seed: args.seed + turn, ..Default::default() },
+            sampling: SamplingParams {
+                temperature: args.temperature,
+                top_p: Some(args.top_p),
+                seed: args.seed + turn,
+                ..Default::default()
+            },
             ..Default::default()
         };
         let reply = match session.generate(&new_ids, &options, |piece| {
@@ -87,7 +92,12 @@ fn main() -> Result<()> {
             }
         };
         println!();
-        eprintln!("[{} new prompt tokens, {} generated, {:.1} tok/s]", new_ids.len(), reply.generated_ids.len(), reply.decode_tok_s());
+        eprintln!(
+            "[{} new prompt tokens, {} generated, {:.1} tok/s]",
+            new_ids.len(),
+            reply.generated_ids.len(),
+            reply.decode_tok_s()
+        );
         messages.push(Message::new("assistant", reply.text.trim()));
         turn += 1;
     }

@@ -4,8 +4,10 @@
 
 mod common;
 
-use cardinfer_stream::{score, ChatTemplate, GenerateOptions, IncrementalDecoder, LoadedModel, Message, Session, StopReason};
 use candle_core::Device;
+use cardinfer_stream::{
+    score, ChatTemplate, GenerateOptions, IncrementalDecoder, LoadedModel, Message, Session, StopReason,
+};
 
 fn smollm2() -> Option<LoadedModel> {
     let path = cardinfer_stream::loader::model_cache_dir().join("SmolLM2-135M-Instruct.Q4_1.gguf");

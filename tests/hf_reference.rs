@@ -3,9 +3,9 @@
 
 mod common;
 
+use candle_core::Device;
 use cardinfer_quant::Checkpoint;
 use cardinfer_stream::{Logits, ResidentModel, TextModel};
-use candle_core::Device;
 use serde_json::Value;
 
 struct Reference {

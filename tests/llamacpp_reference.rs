@@ -5,9 +5,9 @@
 
 mod common;
 
+use candle_core::Device;
 use cardinfer_quant::Checkpoint;
 use cardinfer_stream::{Logits, ResidentModel, TextModel, Tokenizer};
-use candle_core::Device;
 use serde_json::Value;
 use std::path::PathBuf;
 
@@ -35,7 +35,8 @@ fn run_cases(file: &str, required: bool, strict: bool) {
     let model = ResidentModel::load(&ckpt, &Device::Cpu, |_, _| {}).unwrap();
     for case in cases {
         let prompt = case["prompt"].as_str().unwrap();
-        let expected_ids: Vec<u32> = case["prompt_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        let expected_ids: Vec<u32> =
+            case["prompt_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
         let ids = tokenizer.encode(prompt).unwrap();
         assert_eq!(ids, expected_ids, "prompt ids of {prompt:?}");
 

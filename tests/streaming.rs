@@ -5,17 +5,19 @@
 
 mod common;
 
+use candle_core::Device;
 use cardinfer_core::{BlockId, Family, ModelSpec, StorageType};
 use cardinfer_plan::Budget;
 use cardinfer_quant::synth::SyntheticModel;
 use cardinfer_quant::Checkpoint;
-use cardinfer_stream::executor::{BlockReader, CheckpointReader, Mode, Placement, PlanRequest, StreamPlan, StreamedModel};
+use cardinfer_stream::executor::{
+    BlockReader, CheckpointReader, Mode, Placement, PlanRequest, StreamPlan, StreamedModel,
+};
 use cardinfer_stream::family::Decoder;
 use cardinfer_stream::loader::{LoadOptions, Runner};
 use cardinfer_stream::names::model_layout;
 use cardinfer_stream::weights::BlockWeights;
 use cardinfer_stream::{GenerateOptions, LoadedModel, Logits, ResidentModel, Session, StreamError, TextModel};
-use candle_core::Device;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -49,7 +51,13 @@ fn run(model: &dyn TextModel, chunk: usize, n: usize) -> (Vec<Vec<f32>>, Vec<u32
 }
 
 fn streamed(path: &Path, budget: u64, mode: Mode, slots: usize, chunk: usize) -> LoadedModel {
-    let options = LoadOptions { budget: Budget::Bytes(cardinfer_core::ByteSize(budget)), mode, slots: Some(slots), prefill_chunk: chunk, context: None };
+    let options = LoadOptions {
+        budget: Budget::Bytes(cardinfer_core::ByteSize(budget)),
+        mode,
+        slots: Some(slots),
+        prefill_chunk: chunk,
+        context: None,
+    };
     LoadedModel::load_with(path, &Device::Cpu, &options, |_, _| {}).unwrap()
 }
 
@@ -133,8 +141,15 @@ fn long_generation_streamed_equals_resident() {
 #[test]
 fn infeasible_budget_is_an_error_naming_the_minimum() {
     let path = model_file(Family::Qwen2);
-    let options = LoadOptions { budget: Budget::Bytes(cardinfer_core::ByteSize(1 << 20)), mode: Mode::Auto, slots: None, prefill_chunk: 512, context: None };
-    let err = LoadedModel::load_with(&path, &Device::Cpu, &options, |_, _| {}).err().expect("1 MiB cannot hold a block");
+    let options = LoadOptions {
+        budget: Budget::Bytes(cardinfer_core::ByteSize(1 << 20)),
+        mode: Mode::Auto,
+        slots: None,
+        prefill_chunk: 512,
+        context: None,
+    };
+    let err =
+        LoadedModel::load_with(&path, &Device::Cpu, &options, |_, _| {}).err().expect("1 MiB cannot hold a block");
     let text = err.to_string();
     assert!(text.contains("at least") && text.contains("KV cache") && text.contains("1.00 MiB"), "{text}");
     let options = LoadOptions { mode: Mode::Resident, ..options };
@@ -178,7 +193,8 @@ fn slow_model(path: &Path, slots: usize, fail_at: Option<BlockId>) -> (StreamedM
         max_in_flight: AtomicUsize::new(0),
         fail_at,
     });
-    let model = StreamedModel::new(Decoder::new(spec, None), layout, plan, &Device::Cpu, reader.clone(), |_, _| {}).unwrap();
+    let model =
+        StreamedModel::new(Decoder::new(spec, None), layout, plan, &Device::Cpu, reader.clone(), |_, _| {}).unwrap();
     (model, reader)
 }
 

@@ -5,11 +5,11 @@
 
 mod common;
 
+use candle_core::Device;
 use cardinfer_core::{Family, ModelSpec, StorageType};
 use cardinfer_quant::synth::SyntheticModel;
 use cardinfer_quant::Checkpoint;
 use cardinfer_stream::{GenerateOptions, Logits, ResidentModel, Session, TextModel};
-use candle_core::Device;
 use std::path::PathBuf;
 
 fn spec(family: Family, tied: bool) -> ModelSpec {
@@ -50,7 +50,9 @@ fn correlation(a: &[Vec<f32>], b: &[Vec<f32>]) -> f64 {
 
 #[test]
 fn gguf_f32_equals_safetensors_for_every_family() {
-    for (family, tied) in [(Family::Llama, false), (Family::Mistral, true), (Family::Qwen2, false), (Family::Qwen3, true)] {
+    for (family, tied) in
+        [(Family::Llama, false), (Family::Mistral, true), (Family::Qwen2, false), (Family::Qwen3, true)]
+    {
         let dir = work_dir(&format!("{family:?}"));
         let synth = SyntheticModel::random(&spec(family, tied), 42);
         synth.write_hf(&dir.join("hf")).unwrap();

@@ -2,12 +2,12 @@
 #![allow(dead_code)]
 
 use anyhow::{bail, Context, Result};
-use cardinfer_stream::device::{device_memory, parse_device};
+use candle_core::Device;
 use cardinfer_plan::Budget;
+use cardinfer_stream::device::{device_memory, parse_device};
 use cardinfer_stream::executor::Mode;
 use cardinfer_stream::loader::{model_cache_dir, LoadOptions};
 use cardinfer_stream::{LoadedModel, ModelSource};
-use candle_core::Device;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -125,7 +125,12 @@ pub fn load(args: &ModelArgs) -> Result<(LoadedModel, Device, MemoryWatch, f64)>
         }
         let width = 30;
         let filled = done * width / total.max(1);
-        eprint!("\rloading {} [{}{}] {done}/{total} blocks", path.display(), "#".repeat(filled), " ".repeat(width - filled));
+        eprint!(
+            "\rloading {} [{}{}] {done}/{total} blocks",
+            path.display(),
+            "#".repeat(filled),
+            " ".repeat(width - filled)
+        );
         let _ = std::io::stderr().flush();
     })
     .with_context(|| format!("loading {}", path.display()))?;
@@ -141,7 +146,5 @@ pub fn load(args: &ModelArgs) -> Result<(LoadedModel, Device, MemoryWatch, f64)>
 
 /// Parses `1,2,3`.
 pub fn parse_ids(text: &str) -> Result<Vec<u32>> {
-    text.split(',')
-        .map(|s| s.trim().parse::<u32>().with_context(|| format!("`{s}` is not a token id")))
-        .collect()
+    text.split(',').map(|s| s.trim().parse::<u32>().with_context(|| format!("`{s}` is not a token id"))).collect()
 }

@@ -10,7 +10,12 @@ pub fn reference_dir() -> PathBuf {
 
 /// A tiny model of `family` whose rows suit every quant type (256 wide): 4 heads of 64,
 /// 2 KV heads, vocabulary 300.
-pub fn tiny_spec(family: cardinfer_core::Family, tied: bool, num_layers: usize, context: usize) -> cardinfer_core::ModelSpec {
+pub fn tiny_spec(
+    family: cardinfer_core::Family,
+    tied: bool,
+    num_layers: usize,
+    context: usize,
+) -> cardinfer_core::ModelSpec {
     use cardinfer_core::Family;
     cardinfer_core::ModelSpec {
         family,

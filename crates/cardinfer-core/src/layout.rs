@@ -69,11 +69,7 @@ impl ModelLayout {
 
     /// The tensors of block `id` (empty if there is no such block).
     pub fn tensors(&self, id: BlockId) -> &[TensorInfo] {
-        self.blocks
-            .iter()
-            .find(|(b, _)| *b == id)
-            .map(|(_, t)| t.as_slice())
-            .unwrap_or(&[])
+        self.blocks.iter().find(|(b, _)| *b == id).map(|(_, t)| t.as_slice()).unwrap_or(&[])
     }
 
     /// Bytes of the whole model.

@@ -125,12 +125,7 @@ impl ModelSpec {
         let arch = config
             .get("model_type")
             .and_then(Value::as_str)
-            .or_else(|| {
-                config
-                    .get("architectures")
-                    .and_then(|a| a.get(0))
-                    .and_then(Value::as_str)
-            })
+            .or_else(|| config.get("architectures").and_then(|a| a.get(0)).and_then(Value::as_str))
             .ok_or_else(|| CoreError::MissingField { key: "model_type".into() })?;
         let family = Family::from_name(arch)?;
         let hidden_size = req_usize(config, "hidden_size")?;
@@ -141,26 +136,17 @@ impl ModelSpec {
             None => hidden_size / num_heads.max(1),
         };
         let rope_params = config.get("rope_parameters").filter(|v| v.is_object());
-        let rope_scaling_value = config
-            .get("rope_scaling")
-            .filter(|v| v.is_object())
-            .or(rope_params);
+        let rope_scaling_value = config.get("rope_scaling").filter(|v| v.is_object()).or(rope_params);
         let rope_theta = match config.get("rope_theta").and_then(Value::as_f64) {
             Some(t) => t,
-            None => rope_params
-                .and_then(|p| p.get("rope_theta"))
-                .and_then(Value::as_f64)
-                .unwrap_or(10_000.0),
+            None => rope_params.and_then(|p| p.get("rope_theta")).and_then(Value::as_f64).unwrap_or(10_000.0),
         };
         let rope_scaling = match rope_scaling_value {
             Some(v) => parse_rope_scaling(v)?,
             None => None,
         };
         let default_bias = family == Family::Qwen2;
-        let qkv_bias = config
-            .get("attention_bias")
-            .and_then(Value::as_bool)
-            .unwrap_or(default_bias);
+        let qkv_bias = config.get("attention_bias").and_then(Value::as_bool).unwrap_or(default_bias);
         let spec = Self {
             family,
             vocab_size: req_usize(config, "vocab_size")?,
@@ -175,10 +161,7 @@ impl ModelSpec {
             rope_scaling,
             rope_style: RopeStyle::Half,
             context_length: opt_usize(config, "max_position_embeddings")?.unwrap_or(4096),
-            tie_word_embeddings: config
-                .get("tie_word_embeddings")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
+            tie_word_embeddings: config.get("tie_word_embeddings").and_then(Value::as_bool).unwrap_or(false),
             qkv_bias,
             qk_norm: family == Family::Qwen3,
             bos_token_id: opt_usize(config, "bos_token_id")?.map(|v| v as u32),
@@ -227,11 +210,7 @@ impl ModelSpec {
 }
 
 fn parse_rope_scaling(v: &Value) -> Result<Option<RopeScaling>, CoreError> {
-    let kind = v
-        .get("rope_type")
-        .or_else(|| v.get("type"))
-        .and_then(Value::as_str)
-        .unwrap_or("default");
+    let kind = v.get("rope_type").or_else(|| v.get("type")).and_then(Value::as_str).unwrap_or("default");
     match kind {
         "default" | "none" => Ok(None),
         "llama3" => {
@@ -303,10 +282,7 @@ mod tests {
 
     #[test]
     fn accepts_rope_parameters_spelling() {
-        let text = LLAMA31.replace("\"rope_theta\": 500000.0,", "").replace(
-            "\"rope_scaling\"",
-            "\"rope_parameters\"",
-        );
+        let text = LLAMA31.replace("\"rope_theta\": 500000.0,", "").replace("\"rope_scaling\"", "\"rope_parameters\"");
         let text = text.replace("\"rope_type\": \"llama3\"", "\"rope_type\": \"llama3\", \"rope_theta\": 500000.0");
         let spec = ModelSpec::from_hf_config_str(&text).unwrap();
         assert_eq!(spec.rope_theta, 500000.0);

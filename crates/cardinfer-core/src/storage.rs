@@ -84,10 +84,7 @@ impl StorageType {
 
     /// The type with GGUF id `id`.
     pub fn from_gguf_id(id: u32) -> Result<Self, CoreError> {
-        Self::ALL
-            .into_iter()
-            .find(|t| t.gguf_id() == id)
-            .ok_or(CoreError::UnknownStorageType { id })
+        Self::ALL.into_iter().find(|t| t.gguf_id() == id).ok_or(CoreError::UnknownStorageType { id })
     }
 
     /// Elements per block (1 for plain floats).
@@ -131,12 +128,7 @@ impl StorageType {
     pub fn tensor_bytes(self, name: &str, row_len: usize, rows: usize) -> Result<u64, CoreError> {
         let block = self.block_elems();
         if !row_len.is_multiple_of(block) {
-            return Err(CoreError::RowNotBlockAligned {
-                name: name.to_string(),
-                row_len,
-                storage: self,
-                block,
-            });
+            return Err(CoreError::RowNotBlockAligned { name: name.to_string(), row_len, storage: self, block });
         }
         Ok((row_len / block) as u64 * self.block_bytes() as u64 * rows as u64)
     }

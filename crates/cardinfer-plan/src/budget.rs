@@ -16,7 +16,9 @@ pub enum PlanError {
         reason: String,
     },
     /// A percentage budget needs the device's free memory, which this device cannot report.
-    #[error("budget {percent}% needs the device's free memory, which is unknown here: give an absolute size such as 6GiB")]
+    #[error(
+        "budget {percent}% needs the device's free memory, which is unknown here: give an absolute size such as 6GiB"
+    )]
     UnknownFreeMemory {
         /// The percentage asked for.
         percent: f64,

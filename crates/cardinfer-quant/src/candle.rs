@@ -1,9 +1,9 @@
 //! Turning stored bytes into Candle tensors, and quantizing floats into stored bytes.
 
 use crate::QuantError;
-use cardinfer_core::{StorageType, TensorInfo};
 use candle_core::quantized::{ggml_file::qtensor_from_ggml, GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
+use cardinfer_core::{StorageType, TensorInfo};
 
 /// Candle's name for a storage type.
 pub fn ggml_dtype(storage: StorageType) -> GgmlDType {

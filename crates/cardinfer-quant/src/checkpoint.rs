@@ -53,10 +53,8 @@ impl Checkpoint {
 
     /// The tensor called `name`, or an error naming it and the file.
     pub fn require(&self, name: &str) -> Result<&TensorInfo, QuantError> {
-        self.tensor(name).ok_or_else(|| QuantError::MissingTensor {
-            path: self.path().to_path_buf(),
-            tensor: name.to_string(),
-        })
+        self.tensor(name)
+            .ok_or_else(|| QuantError::MissingTensor { path: self.path().to_path_buf(), tensor: name.to_string() })
     }
 
     /// The stored bytes of a tensor of this checkpoint.

@@ -43,9 +43,7 @@ impl SyntheticModel {
         let mut tensors = BTreeMap::new();
         let mut add = |name: String, shape: Vec<usize>, norm: bool| {
             let n: usize = shape.iter().product();
-            let values = (0..n)
-                .map(|_| if norm { 1.0 + 0.1 * rng.unit() } else { 0.25 * rng.unit() })
-                .collect();
+            let values = (0..n).map(|_| if norm { 1.0 + 0.1 * rng.unit() } else { 0.25 * rng.unit() }).collect();
             tensors.insert(name, (shape, values));
         };
         let (h, hd, ff) = (spec.hidden_size, spec.head_dim, spec.intermediate_size);
@@ -102,7 +100,9 @@ impl SyntheticModel {
         let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = self
             .tensors
             .iter()
-            .map(|(name, (shape, values))| (name.clone(), values.iter().flat_map(|v| v.to_le_bytes()).collect(), shape.clone()))
+            .map(|(name, (shape, values))| {
+                (name.clone(), values.iter().flat_map(|v| v.to_le_bytes()).collect(), shape.clone())
+            })
             .collect();
         let views = bytes
             .iter()

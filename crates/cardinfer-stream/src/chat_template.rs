@@ -43,7 +43,12 @@ pub enum ChatTemplate {
 impl ChatTemplate {
     /// The model's template if it has one that renders, else the built-in one its
     /// vocabulary implies.
-    pub fn select(model_template: Option<String>, tokenizer: Option<&Tokenizer>, bos: Option<String>, eos: Option<String>) -> Self {
+    pub fn select(
+        model_template: Option<String>,
+        tokenizer: Option<&Tokenizer>,
+        bos: Option<String>,
+        eos: Option<String>,
+    ) -> Self {
         let builtin = match tokenizer {
             Some(t) if t.token_to_id("<|start_header_id|>").is_some() => Self::Llama3,
             _ => Self::ChatMl,

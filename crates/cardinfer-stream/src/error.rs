@@ -14,7 +14,9 @@ pub enum StreamError {
     #[error("compute error: {0}")]
     Candle(#[from] candle_core::Error),
     /// The prompt (plus what is already in the KV cache) does not fit the context.
-    #[error("prompt of {tokens} tokens (with {cached} already in context) exceeds the model's context of {context} tokens")]
+    #[error(
+        "prompt of {tokens} tokens (with {cached} already in context) exceeds the model's context of {context} tokens"
+    )]
     ContextOverflow {
         /// Tokens to add.
         tokens: usize,

@@ -70,7 +70,11 @@ impl Generation {
 }
 
 fn rate(tokens: usize, secs: f64) -> f64 {
-    if secs > 0.0 { tokens as f64 / secs } else { 0.0 }
+    if secs > 0.0 {
+        tokens as f64 / secs
+    } else {
+        0.0
+    }
 }
 
 /// A conversation with one model: its KV cache and the tokens it holds.
@@ -113,7 +117,12 @@ impl<'m> Session<'m> {
 
     /// Feeds `prompt_ids` after what the cache holds, then generates. `on_text` receives
     /// text pieces as they complete (never half a UTF-8 character).
-    pub fn generate(&mut self, prompt_ids: &[u32], options: &GenerateOptions, mut on_text: impl FnMut(&str)) -> Result<Generation> {
+    pub fn generate(
+        &mut self,
+        prompt_ids: &[u32],
+        options: &GenerateOptions,
+        mut on_text: impl FnMut(&str),
+    ) -> Result<Generation> {
         let spec = self.model.spec();
         check_tokens(spec, prompt_ids, self.kv.len())?;
         let mut sampler = Sampler::new(options.sampling.clone())?;
@@ -181,9 +190,7 @@ impl<'m> Session<'m> {
 
     /// Text of ids for callers without their own tokenizer handle.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
-        self.tokenizer
-            .ok_or_else(|| StreamError::Tokenizer("this model has no tokenizer".into()))?
-            .decode(ids)
+        self.tokenizer.ok_or_else(|| StreamError::Tokenizer("this model has no tokenizer".into()))?.decode(ids)
     }
 }
 

@@ -48,11 +48,7 @@ impl KvSlot {
 
     /// Bytes held.
     pub fn bytes(&self) -> u64 {
-        [&self.k, &self.v]
-            .into_iter()
-            .flatten()
-            .map(|t| (t.elem_count() * t.dtype().size_in_bytes()) as u64)
-            .sum()
+        [&self.k, &self.v].into_iter().flatten().map(|t| (t.elem_count() * t.dtype().size_in_bytes()) as u64).sum()
     }
 }
 

@@ -11,8 +11,8 @@
 use crate::kv_cache::KvSlot;
 use crate::weights::BlockWeights;
 use crate::Result;
-use cardinfer_core::ModelSpec;
 use candle_core::Tensor;
+use cardinfer_core::ModelSpec;
 
 /// A model whose blocks can be computed with weights supplied per call.
 pub trait LayerStream {

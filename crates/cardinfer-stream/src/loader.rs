@@ -2,20 +2,22 @@
 //! `hf:org/repo[:file]` through hf-hub's cache.
 
 use crate::chat_template::ChatTemplate;
-use crate::executor::{measure_runtime_bytes, CheckpointReader, Mode, PinnedReader, PlanRequest, Placement, StreamPlan, StreamedModel};
+use crate::executor::{
+    measure_runtime_bytes, CheckpointReader, Mode, PinnedReader, Placement, PlanRequest, StreamPlan, StreamedModel,
+};
 use crate::family::Decoder;
 use crate::kv_cache::KvCache;
 use crate::model::{Logits, ResidentModel, TextModel};
 use crate::names::model_layout;
-use cardinfer_core::ModelSpec;
-use cardinfer_plan::Budget;
-use candle_core::Tensor;
-use std::sync::Arc;
 use crate::tokenizer::Tokenizer;
 use crate::{Result, StreamError};
-use cardinfer_quant::Checkpoint;
 use candle_core::Device;
+use candle_core::Tensor;
+use cardinfer_core::ModelSpec;
+use cardinfer_plan::Budget;
+use cardinfer_quant::Checkpoint;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Where `scripts/fetch-model.sh` caches models: `$CARDINFER_CACHE/models`, else
 /// `~/.cache/cardinfer/models`.
@@ -246,7 +248,12 @@ impl LoadedModel {
     }
 
     /// Opens `path` and places it on `device` within `options.budget`.
-    pub fn load_with(path: &Path, device: &Device, options: &LoadOptions, progress: impl FnMut(usize, usize)) -> Result<Self> {
+    pub fn load_with(
+        path: &Path,
+        device: &Device,
+        options: &LoadOptions,
+        progress: impl FnMut(usize, usize),
+    ) -> Result<Self> {
         let ckpt = Checkpoint::open(path)?;
         let (tokenizer, template, bos, eos) = match &ckpt {
             Checkpoint::Gguf(g) => {
@@ -269,7 +276,9 @@ impl LoadedModel {
         let free = crate::device::device_memory(device).map(|(free, _)| free);
         let budget_bytes = match (options.budget, free) {
             (Budget::PercentOfFree(_), None) => u64::MAX,
-            (budget, free) => budget.resolve(free).map_err(|e| StreamError::InvalidParameter { name: "budget", reason: e.to_string() })?,
+            (budget, free) => budget
+                .resolve(free)
+                .map_err(|e| StreamError::InvalidParameter { name: "budget", reason: e.to_string() })?,
         };
         let mut spec = ckpt.spec()?;
         spec.context_length = match options.context {
@@ -279,19 +288,31 @@ impl LoadedModel {
         let layout = model_layout(&ckpt, &spec)?;
         // On CUDA, measure what the runtime itself takes (cuBLAS, kernel modules) with a
         // tiny block of this family, and reserve it inside the budget.
-        let dominant = layout.tensors(cardinfer_core::BlockId::Layer(0)).iter().map(|t| t.storage).max_by_key(|s| s.is_quantized());
+        let dominant = layout
+            .tensors(cardinfer_core::BlockId::Layer(0))
+            .iter()
+            .map(|t| t.storage)
+            .max_by_key(|s| s.is_quantized());
         let runtime_bytes = match budget_bytes {
             u64::MAX => 0,
-            _ => measure_runtime_bytes(&spec, device, dominant.unwrap_or(cardinfer_core::StorageType::Q8_0))?.unwrap_or(0),
+            _ => measure_runtime_bytes(&spec, device, dominant.unwrap_or(cardinfer_core::StorageType::Q8_0))?
+                .unwrap_or(0),
         };
-        let request = PlanRequest { budget_bytes, mode: options.mode, slots: options.slots, prefill_chunk: options.prefill_chunk, runtime_bytes };
+        let request = PlanRequest {
+            budget_bytes,
+            mode: options.mode,
+            slots: options.slots,
+            prefill_chunk: options.prefill_chunk,
+            runtime_bytes,
+        };
         let plan = StreamPlan::new(&spec, &layout, device, &request)?;
         let model = if plan.slots == 0 && options.mode != Mode::Stream {
             Runner::Resident(Box::new(ResidentModel::load_spec(&ckpt, spec, device, progress)?))
         } else {
             let rope_factors = ResidentModel::rope_factors(&ckpt)?;
             let ckpt = Arc::new(ckpt);
-            let streamed: Vec<_> = plan.blocks.iter().filter(|(_, p)| *p == Placement::Streamed).map(|(b, _)| *b).collect();
+            let streamed: Vec<_> =
+                plan.blocks.iter().filter(|(_, p)| *p == Placement::Streamed).map(|(b, _)| *b).collect();
             // On CUDA, streamed blocks are held once in page-locked host memory.
             let pinned = match std::env::var_os("CARDINFER_NO_PIN") {
                 None => PinnedReader::new(ckpt.clone(), spec.clone(), &layout, &streamed, device),
@@ -302,7 +323,8 @@ impl LoadedModel {
                 Some(p) => Arc::new(p),
                 None => Arc::new(CheckpointReader::new(ckpt, spec.clone())),
             };
-            let mut model = StreamedModel::new(Decoder::new(spec, rope_factors), layout, plan, device, reader, progress)?;
+            let mut model =
+                StreamedModel::new(Decoder::new(spec, rope_factors), layout, plan, device, reader, progress)?;
             model.set_pinned_bytes(pinned_bytes);
             Runner::Streamed(Box::new(model))
         };

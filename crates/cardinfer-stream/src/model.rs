@@ -6,10 +6,10 @@ use crate::layer_stream::LayerStream;
 use crate::names::model_layout;
 use crate::weights::BlockWeights;
 use crate::{Result, StreamError};
+use candle_core::{DType, Device, IndexOp, Tensor};
 use cardinfer_core::{BlockId, ModelLayout, ModelSpec};
 use cardinfer_quant::candle::load_tensor;
 use cardinfer_quant::Checkpoint;
-use candle_core::{DType, Device, IndexOp, Tensor};
 
 /// Which positions' logits a forward pass returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,7 +62,12 @@ impl ResidentModel {
     }
 
     /// Like [`ResidentModel::load`] with `spec` given (e.g. a shorter context).
-    pub fn load_spec(ckpt: &Checkpoint, spec: ModelSpec, device: &Device, mut progress: impl FnMut(usize, usize)) -> Result<Self> {
+    pub fn load_spec(
+        ckpt: &Checkpoint,
+        spec: ModelSpec,
+        device: &Device,
+        mut progress: impl FnMut(usize, usize),
+    ) -> Result<Self> {
         let layout = model_layout(ckpt, &spec)?;
         let rope_factors = Self::rope_factors(ckpt)?;
         let total = spec.num_layers + 2;
@@ -81,7 +86,11 @@ impl ResidentModel {
     /// RoPE frequency divisors stored in the file (GGUF `rope_freqs.weight`, Llama 3.1).
     pub fn rope_factors(ckpt: &Checkpoint) -> Result<Option<Vec<f32>>> {
         match ckpt.tensor("rope_freqs.weight") {
-            Some(info) => Ok(Some(load_tensor(info, ckpt.tensor_bytes(info), DType::F32, &Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?)),
+            Some(info) => Ok(Some(
+                load_tensor(info, ckpt.tensor_bytes(info), DType::F32, &Device::Cpu)?
+                    .flatten_all()?
+                    .to_vec1::<f32>()?,
+            )),
             None => Ok(None),
         }
     }
@@ -97,7 +106,6 @@ impl ResidentModel {
             + self.layers.iter().map(BlockWeights::device_bytes).sum::<u64>()
             + self.head.device_bytes()
     }
-
 }
 
 impl TextModel for ResidentModel {

@@ -2,8 +2,8 @@
 //! cos/sin tables for a range of positions.
 
 use crate::Result;
-use cardinfer_core::{ModelSpec, RopeScaling, RopeStyle};
 use candle_core::{Device, Tensor};
+use cardinfer_core::{ModelSpec, RopeScaling, RopeStyle};
 
 /// RoPE for one model: its inverse frequencies and pairing style.
 #[derive(Debug, Clone)]
@@ -18,10 +18,8 @@ impl Rope {
     pub fn new(spec: &ModelSpec, freq_factors: Option<Vec<f32>>) -> Self {
         let dim = spec.head_dim;
         // As transformers computes them: exponent in f32, then 1 / base^x.
-        let mut inv_freq: Vec<f32> = (0..dim)
-            .step_by(2)
-            .map(|i| 1.0 / (spec.rope_theta as f32).powf(i as f32 / dim as f32))
-            .collect();
+        let mut inv_freq: Vec<f32> =
+            (0..dim).step_by(2).map(|i| 1.0 / (spec.rope_theta as f32).powf(i as f32 / dim as f32)).collect();
         if let Some(factors) = freq_factors {
             for (f, d) in inv_freq.iter_mut().zip(factors) {
                 *f /= d;

@@ -79,7 +79,11 @@ impl Sampler {
         let logits = logits.flatten_all()?.to_device(&candle_core::Device::Cpu)?;
         let logits = if self.params.repetition_penalty != 1.0 {
             let start = history.len().saturating_sub(self.params.repeat_last_n);
-            candle_transformers::utils::apply_repeat_penalty(&logits, self.params.repetition_penalty, &history[start..])?
+            candle_transformers::utils::apply_repeat_penalty(
+                &logits,
+                self.params.repetition_penalty,
+                &history[start..],
+            )?
         } else {
             logits
         };

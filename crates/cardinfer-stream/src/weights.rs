@@ -2,11 +2,11 @@
 
 use crate::names::{resolve_name, Role};
 use crate::{Result, StreamError};
+use candle_core::quantized::{QMatMul, QTensor};
+use candle_core::{DType, Device, Module, Tensor};
 use cardinfer_core::{BlockId, ModelSpec, StorageType};
 use cardinfer_quant::candle::{load_qtensor, load_tensor};
 use cardinfer_quant::Checkpoint;
-use candle_core::quantized::{QMatMul, QTensor};
-use candle_core::{DType, Device, Module, Tensor};
 use std::collections::HashMap;
 use std::sync::Arc;
 

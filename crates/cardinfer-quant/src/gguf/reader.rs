@@ -102,8 +102,7 @@ impl GgufFile {
 
         let mut tensors = Vec::with_capacity(raw.len());
         for (name, dims, type_id, rel_offset) in raw {
-            let storage = StorageType::from_gguf_id(type_id)
-                .map_err(|e| tensor_err(&path, &name, e.to_string()))?;
+            let storage = StorageType::from_gguf_id(type_id).map_err(|e| tensor_err(&path, &name, e.to_string()))?;
             let mut elems: u64 = 1;
             for &d in &dims {
                 elems = elems
@@ -113,9 +112,8 @@ impl GgufFile {
             }
             let row_len = dims[0] as usize;
             let rows = (elems / dims[0].max(1)) as usize;
-            let len = storage
-                .tensor_bytes(&name, row_len, rows)
-                .map_err(|e| tensor_err(&path, &name, e.to_string()))?;
+            let len =
+                storage.tensor_bytes(&name, row_len, rows).map_err(|e| tensor_err(&path, &name, e.to_string()))?;
             if rel_offset % alignment != 0 {
                 return Err(tensor_err(&path, &name, format!("offset {rel_offset} is not aligned to {alignment}")));
             }
@@ -209,11 +207,7 @@ impl GgufFile {
     }
 
     pub(crate) fn wrong_type(&self, key: &str, expected: &str) -> QuantError {
-        QuantError::Metadata {
-            path: self.path.clone(),
-            key: key.to_string(),
-            reason: format!("expected {expected}"),
-        }
+        QuantError::Metadata { path: self.path.clone(), key: key.to_string(), reason: format!("expected {expected}") }
     }
 }
 

@@ -12,16 +12,13 @@ impl GgufFile {
         let family = Family::from_name(&arch).map_err(spec_err)?;
         let key = |k: &str| format!("{arch}.{k}");
         let req = |k: &str| -> Result<usize, QuantError> {
-            self.get_u64(&key(k))?
-                .map(|v| v as usize)
-                .ok_or_else(|| spec_err(CoreError::MissingField { key: key(k) }))
+            self.get_u64(&key(k))?.map(|v| v as usize).ok_or_else(|| spec_err(CoreError::MissingField { key: key(k) }))
         };
         let hidden_size = req("embedding_length")?;
         let num_heads = req("attention.head_count")?;
         let num_kv_heads = self.get_u64(&key("attention.head_count_kv"))?.map_or(num_heads, |v| v as usize);
-        let head_dim = self
-            .get_u64(&key("attention.key_length"))?
-            .map_or(hidden_size / num_heads.max(1), |v| v as usize);
+        let head_dim =
+            self.get_u64(&key("attention.key_length"))?.map_or(hidden_size / num_heads.max(1), |v| v as usize);
         let vocab_size = match self.get_u64(&key("vocab_size"))? {
             Some(v) => v as usize,
             None => match self.metadata().get("tokenizer.ggml.tokens").and_then(|v| v.as_array()) {

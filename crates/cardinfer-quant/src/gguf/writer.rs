@@ -80,7 +80,8 @@ impl<'a> GgufWriter<'a> {
         let mut tmp_name = path.as_os_str().to_owned();
         tmp_name.push(".tmp");
         let tmp = PathBuf::from(tmp_name);
-        let result = self.write_to(&tmp).and_then(|()| std::fs::rename(&tmp, path).map_err(|e| QuantError::io(path, e)));
+        let result =
+            self.write_to(&tmp).and_then(|()| std::fs::rename(&tmp, path).map_err(|e| QuantError::io(path, e)));
         if result.is_err() {
             let _ = std::fs::remove_file(&tmp);
         }

@@ -4,8 +4,8 @@
 
 use crate::weights::device_bytes_of;
 use crate::{Result, StreamError};
-use cardinfer_core::{BlockId, ByteSize, ModelLayout, ModelSpec};
 use candle_core::Device;
+use cardinfer_core::{BlockId, ByteSize, ModelLayout, ModelSpec};
 use std::fmt;
 use std::str::FromStr;
 
@@ -28,7 +28,10 @@ impl FromStr for Mode {
             "auto" => Ok(Self::Auto),
             "resident" => Ok(Self::Resident),
             "stream" => Ok(Self::Stream),
-            _ => Err(StreamError::InvalidParameter { name: "mode", reason: format!("`{s}`: expected auto, resident or stream") }),
+            _ => Err(StreamError::InvalidParameter {
+                name: "mode",
+                reason: format!("`{s}`: expected auto, resident or stream"),
+            }),
         }
     }
 }
@@ -89,7 +92,11 @@ pub struct StreamPlan {
 impl StreamPlan {
     /// Device bytes the plan holds at most: resident + pool + KV + workspace.
     pub fn device_bytes(&self) -> u64 {
-        self.resident_bytes + self.slots as u64 * self.slot_bytes + self.kv_bytes + self.workspace_bytes + self.runtime_bytes
+        self.resident_bytes
+            + self.slots as u64 * self.slot_bytes
+            + self.kv_bytes
+            + self.workspace_bytes
+            + self.runtime_bytes
     }
 
     /// Bytes copied into the pool per weight pass (per decoded token).
@@ -145,7 +152,11 @@ impl StreamPlan {
         let stream_all = match mode {
             Mode::Resident => {
                 if all_resident + fixed > budget_bytes {
-                    return Err(infeasible(all_resident + fixed, 0, "use --mode auto or stream to stream blocks through a pool"));
+                    return Err(infeasible(
+                        all_resident + fixed,
+                        0,
+                        "use --mode auto or stream to stream blocks through a pool",
+                    ));
                 }
                 false
             }

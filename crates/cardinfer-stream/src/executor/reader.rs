@@ -1,12 +1,12 @@
 //! Reading a block's weights onto a device: the host → device leg of the pipeline.
 
+use crate::device::PinnedBuffer;
 use crate::weights::BlockWeights;
 use crate::Result;
+use candle_core::Device;
+use cardinfer_core::ModelLayout;
 use cardinfer_core::{BlockId, ModelSpec};
 use cardinfer_quant::Checkpoint;
-use candle_core::Device;
-use crate::device::PinnedBuffer;
-use cardinfer_core::ModelLayout;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -59,7 +59,13 @@ pub struct PinnedReader {
 impl PinnedReader {
     /// Copies the tensors of `blocks` into one page-locked buffer for `device`. `None`
     /// where the device has no page-locked memory (CPU) or the driver refuses.
-    pub fn new(ckpt: Arc<Checkpoint>, spec: ModelSpec, layout: &ModelLayout, blocks: &[BlockId], device: &Device) -> Option<Self> {
+    pub fn new(
+        ckpt: Arc<Checkpoint>,
+        spec: ModelSpec,
+        layout: &ModelLayout,
+        blocks: &[BlockId],
+        device: &Device,
+    ) -> Option<Self> {
         let tensors: Vec<_> = blocks.iter().flat_map(|b| layout.tensors(*b)).collect();
         let total: u64 = tensors.iter().map(|t| t.len).sum();
         let mut buffer = PinnedBuffer::alloc(device, usize::try_from(total).ok()?)?;

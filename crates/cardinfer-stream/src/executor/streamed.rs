@@ -9,13 +9,13 @@ use crate::family::Decoder;
 use crate::kv_cache::KvCache;
 use crate::layer_stream::LayerStream;
 use crate::model::{check_tokens, Logits, TextModel};
+use crate::weights::device_bytes_of;
 use crate::weights::BlockWeights;
 use crate::{Result, StreamError};
-use cardinfer_core::{BlockId, ModelLayout, ModelSpec, TensorInfo};
-use crate::weights::device_bytes_of;
-use std::ops::Range;
 use candle_core::{Device, IndexOp, Tensor, D};
+use cardinfer_core::{BlockId, ModelLayout, ModelSpec, TensorInfo};
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -95,7 +95,11 @@ fn head_rows_bytes(layout: &ModelLayout, rows: &Range<usize>, device: &Device) -
         .iter()
         .map(|t| match t.shape.as_slice() {
             [vocab, hidden] => {
-                let part = TensorInfo { shape: vec![rows.len(), *hidden], len: t.len / *vocab as u64 * rows.len() as u64, ..t.clone() };
+                let part = TensorInfo {
+                    shape: vec![rows.len(), *hidden],
+                    len: t.len / *vocab as u64 * rows.len() as u64,
+                    ..t.clone()
+                };
                 device_bytes_of(&part, device)
             }
             _ => device_bytes_of(t, device),
@@ -276,7 +280,13 @@ impl StreamedModel {
     }
 
     /// Takes the next filled slot, which must hold `piece`; returns its weights and ticket.
-    fn receive(&self, source: &Source<'_>, piece: &Piece, timings: &mut StreamTimings, markers: &mut Vec<(DeviceMarker, DeviceMarker)>) -> Result<(BlockWeights, SlotTicket)> {
+    fn receive(
+        &self,
+        source: &Source<'_>,
+        piece: &Piece,
+        timings: &mut StreamTimings,
+        markers: &mut Vec<(DeviceMarker, DeviceMarker)>,
+    ) -> Result<(BlockWeights, SlotTicket)> {
         // "slot ready": the weights arrive only once fully read.
         let wait = Instant::now();
         let filled = source.next().ok_or_else(|| StreamError::InvalidParameter {
@@ -399,7 +409,9 @@ impl TextModel for StreamedModel {
         }
         Ok(match which {
             Logits::All => Tensor::cat(&rows, 0)?,
-            Logits::Last => rows.pop().ok_or_else(|| StreamError::InvalidParameter { name: "tokens", reason: "empty".into() })?,
+            Logits::Last => {
+                rows.pop().ok_or_else(|| StreamError::InvalidParameter { name: "tokens", reason: "empty".into() })?
+            }
         })
     }
 }

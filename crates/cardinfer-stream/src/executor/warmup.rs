@@ -9,10 +9,10 @@ use crate::layer_stream::LayerStream;
 use crate::names::Role;
 use crate::weights::{BlockWeights, Weight};
 use crate::Result;
-use cardinfer_core::{BlockId, ModelSpec, StorageType};
-use cardinfer_quant::candle::{ggml_dtype, quantize};
 use candle_core::quantized::{ggml_file::qtensor_from_ggml, QTensor};
 use candle_core::{Device, Tensor};
+use cardinfer_core::{BlockId, ModelSpec, StorageType};
+use cardinfer_quant::candle::{ggml_dtype, quantize};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -50,7 +50,8 @@ fn run_tiny_block(spec: &ModelSpec, device: &Device, storage: StorageType) -> Re
             let q: QTensor = qtensor_from_ggml(ggml_dtype(storage), &bytes, vec![rows, cols], device)?;
             Ok(Weight::Quantized(Arc::new(q)))
         };
-        let vector = |n: usize| -> Result<Weight> { Ok(Weight::Dense(Tensor::ones(n, candle_core::DType::F32, device)?)) };
+        let vector =
+            |n: usize| -> Result<Weight> { Ok(Weight::Dense(Tensor::ones(n, candle_core::DType::F32, device)?)) };
         let (h, q, kv, ff) = (256, 256, 128, 512);
         let mut layer = HashMap::new();
         for (role, w) in [

@@ -7,9 +7,9 @@ use crate::names::Role;
 use crate::rope::Rope;
 use crate::weights::BlockWeights;
 use crate::Result;
-use cardinfer_core::ModelSpec;
 use candle_core::{Device, Tensor};
 use candle_nn::ops::{rms_norm, silu, softmax_last_dim};
+use cardinfer_core::ModelSpec;
 
 /// Llama / Mistral / Qwen2 / Qwen3 as one parameterized family.
 #[derive(Debug, Clone)]
@@ -75,10 +75,11 @@ impl Decoder {
         };
         let probs = softmax_last_dim(&scores)?;
         let y = probs.matmul(&v)?; // [b, kv_heads, group * seq, d]
-        let y = y
-            .reshape((b, s.num_heads, seq, s.head_dim))?
-            .transpose(1, 2)?
-            .reshape((b, seq, s.num_heads * s.head_dim))?;
+        let y = y.reshape((b, s.num_heads, seq, s.head_dim))?.transpose(1, 2)?.reshape((
+            b,
+            seq,
+            s.num_heads * s.head_dim,
+        ))?;
         self.project(&y, w, Role::AttnOutput, None)
     }
 

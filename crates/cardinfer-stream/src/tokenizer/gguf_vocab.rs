@@ -12,7 +12,8 @@ const TOKEN_TYPE_CONTROL: u64 = 3;
 const TOKEN_TYPE_USER_DEFINED: u64 = 4;
 
 /// Pre-tokenizer regex of Qwen2 (llama.cpp `LLAMA_VOCAB_PRE_TYPE_QWEN2`).
-const QWEN2_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const QWEN2_REGEX: &str =
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 /// Pre-tokenizer regex of Llama 3 (llama.cpp `LLAMA_VOCAB_PRE_TYPE_LLAMA3`).
 const LLAMA3_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
@@ -87,9 +88,7 @@ pub fn from_gguf(gguf: &GgufFile) -> Result<Option<GgufVocab>> {
     pipeline.insert("added_tokens".into(), Value::Array(added_tokens));
     pipeline.insert("post_processor".into(), Value::Null);
     let text = Value::Object(pipeline).to_string();
-    let tokenizer = text
-        .parse::<tokenizers::Tokenizer>()
-        .map_err(|e| bad(&format!("cannot build tokenizer: {e}")))?;
+    let tokenizer = text.parse::<tokenizers::Tokenizer>().map_err(|e| bad(&format!("cannot build tokenizer: {e}")))?;
     let add_bos = flag("tokenizer.ggml.add_bos_token").unwrap_or(default_bos);
     Ok(Some(GgufVocab { tokenizer, add_bos }))
 }
@@ -116,7 +115,10 @@ fn byte_level_bpe(tokens: &[&str], merges: &[&str], pre: &str) -> Map<String, Va
     let mut m = Map::new();
     m.insert("normalizer".into(), Value::Null);
     m.insert("pre_tokenizer".into(), pre_tokenizer);
-    m.insert("decoder".into(), json!({"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true}));
+    m.insert(
+        "decoder".into(),
+        json!({"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true}),
+    );
     m.insert(
         "model".into(),
         json!({"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,

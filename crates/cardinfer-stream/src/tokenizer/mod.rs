@@ -51,10 +51,8 @@ impl Tokenizer {
     /// Token ids of `text`. Special tokens written in the text (`<|im_start|>`) become
     /// their ids; BOS is added where the model asks for it.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        let encoding = self
-            .inner
-            .encode(text, self.use_post_processor)
-            .map_err(|e| StreamError::Tokenizer(e.to_string()))?;
+        let encoding =
+            self.inner.encode(text, self.use_post_processor).map_err(|e| StreamError::Tokenizer(e.to_string()))?;
         let mut ids = Vec::with_capacity(encoding.len() + 1);
         ids.extend(self.bos_to_add);
         ids.extend_from_slice(encoding.get_ids());
