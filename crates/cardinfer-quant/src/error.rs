@@ -96,6 +96,30 @@ pub enum QuantError {
         /// The underlying error.
         source: cardinfer_core::CoreError,
     },
+    /// A quantization scheme name that is not known.
+    #[error("unknown quantization scheme `{name}` (known: {known})")]
+    UnknownScheme {
+        /// The name given.
+        name: String,
+        /// The schemes that exist.
+        known: String,
+    },
+    /// A model preset name that is not known.
+    #[error("unknown model preset `{name}` (known: {known})")]
+    UnknownPreset {
+        /// The name given.
+        name: String,
+        /// The presets that exist.
+        known: String,
+    },
+    /// Two inputs that must agree do not (e.g. logits of different vocabularies).
+    #[error("{what}: {reason}")]
+    Mismatch {
+        /// What was compared.
+        what: String,
+        /// How they differ.
+        reason: String,
+    },
     /// Candle failed to build or quantize a tensor.
     #[error("tensor `{tensor}`: {source}")]
     Candle {

@@ -5,7 +5,10 @@ pub mod candle;
 mod checkpoint;
 mod error;
 pub mod gguf;
+pub mod hf_to_gguf;
 mod safetensors;
+pub mod quant_math;
+pub mod scheme;
 pub mod synth;
 
 pub use checkpoint::Checkpoint;

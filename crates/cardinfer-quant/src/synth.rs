@@ -3,7 +3,8 @@
 //! a seed. For tests (tiny sizes) and benchmarks (speed does not depend on values).
 
 use crate::candle::quantize;
-use crate::gguf::{GgufValue, GgufWriter};
+use crate::gguf::GgufWriter;
+use crate::hf_to_gguf::{gguf_tensor_name, permute_qk_rows, qk_permutation_heads, write_model_metadata};
 use crate::QuantError;
 use cardinfer_core::{Family, ModelSpec, RopeStyle, StorageType};
 use std::collections::BTreeMap;
@@ -120,34 +121,17 @@ impl SyntheticModel {
     /// output head in `embed_type`), norms and biases in F32. For Llama/Mistral the q/k
     /// rows are permuted as llama.cpp's converter does, so the file uses interleaved RoPE.
     pub fn write_gguf(&self, path: &Path, matrix_type: StorageType, embed_type: StorageType) -> Result<(), QuantError> {
-        let s = &self.spec;
-        let arch = s.family.gguf_name();
         let mut w = GgufWriter::new();
-        let meta_u32 = |v: usize| GgufValue::U32(v as u32);
-        w.metadata("general.architecture", GgufValue::String(arch.into()));
-        w.metadata("general.name", GgufValue::String("cardinfer synthetic".into()));
-        w.metadata(format!("{arch}.context_length"), meta_u32(s.context_length));
-        w.metadata(format!("{arch}.embedding_length"), meta_u32(s.hidden_size));
-        w.metadata(format!("{arch}.feed_forward_length"), meta_u32(s.intermediate_size));
-        w.metadata(format!("{arch}.block_count"), meta_u32(s.num_layers));
-        w.metadata(format!("{arch}.attention.head_count"), meta_u32(s.num_heads));
-        w.metadata(format!("{arch}.attention.head_count_kv"), meta_u32(s.num_kv_heads));
-        w.metadata(format!("{arch}.attention.key_length"), meta_u32(s.head_dim));
-        w.metadata(format!("{arch}.attention.value_length"), meta_u32(s.head_dim));
-        w.metadata(format!("{arch}.rope.dimension_count"), meta_u32(s.head_dim));
-        w.metadata(format!("{arch}.attention.layer_norm_rms_epsilon"), GgufValue::F32(s.rms_norm_eps as f32));
-        w.metadata(format!("{arch}.rope.freq_base"), GgufValue::F32(s.rope_theta as f32));
-        w.metadata(format!("{arch}.vocab_size"), meta_u32(s.vocab_size));
-        if let Some(&eos) = s.eos_token_ids.first() {
-            w.metadata("tokenizer.ggml.eos_token_id", GgufValue::U32(eos));
-        }
-        let permute = matches!(s.family, Family::Llama | Family::Mistral);
+        write_model_metadata(&mut w, &self.spec, "cardinfer synthetic");
         for (hf_name, (shape, values)) in &self.tensors {
-            let name = gguf_name(hf_name);
-            let values = match (permute, hf_name.as_str()) {
-                (true, n) if n.ends_with("q_proj.weight") => permute_rows(values, shape, s.num_heads),
-                (true, n) if n.ends_with("k_proj.weight") => permute_rows(values, shape, s.num_kv_heads),
-                _ => values.clone(),
+            let name = gguf_tensor_name(hf_name).ok_or_else(|| QuantError::Tensor {
+                path: path.to_path_buf(),
+                tensor: hf_name.clone(),
+                reason: "no GGUF name for this tensor".into(),
+            })?;
+            let values = match qk_permutation_heads(&self.spec, hf_name) {
+                Some(heads) => permute_qk_rows(values, shape[0], values.len() / shape[0], heads),
+                None => values.clone(),
             };
             let storage = if shape.len() == 1 {
                 StorageType::F32
@@ -170,54 +154,4 @@ impl SyntheticModel {
         }
         spec
     }
-}
-
-/// llama.cpp's row permutation of q/k for interleaved RoPE (convert_hf_to_gguf.py).
-fn permute_rows(values: &[f32], shape: &[usize], heads: usize) -> Vec<f32> {
-    let (rows, cols) = (shape[0], shape[1]);
-    let half = rows / heads / 2;
-    let mut out = vec![0f32; values.len()];
-    for h in 0..heads {
-        for pair in 0..2 {
-            for i in 0..half {
-                // Source row (h, pair, i) goes to destination row (h, i, pair).
-                let src = (h * 2 + pair) * half + i;
-                let dst = (h * half + i) * 2 + pair;
-                out[dst * cols..(dst + 1) * cols].copy_from_slice(&values[src * cols..(src + 1) * cols]);
-            }
-        }
-    }
-    debug_assert_eq!(rows % (2 * heads), 0);
-    out
-}
-
-fn gguf_name(hf: &str) -> String {
-    let fixed = [
-        ("model.embed_tokens.weight", "token_embd.weight"),
-        ("model.norm.weight", "output_norm.weight"),
-        ("lm_head.weight", "output.weight"),
-    ];
-    if let Some((_, g)) = fixed.iter().find(|(h, _)| *h == hf) {
-        return g.to_string();
-    }
-    let rest = hf.strip_prefix("model.layers.").unwrap_or(hf);
-    let (layer, role) = rest.split_once('.').unwrap_or(("0", rest));
-    let role = match role {
-        "input_layernorm.weight" => "attn_norm.weight",
-        "post_attention_layernorm.weight" => "ffn_norm.weight",
-        "self_attn.q_proj.weight" => "attn_q.weight",
-        "self_attn.k_proj.weight" => "attn_k.weight",
-        "self_attn.v_proj.weight" => "attn_v.weight",
-        "self_attn.o_proj.weight" => "attn_output.weight",
-        "self_attn.q_proj.bias" => "attn_q.bias",
-        "self_attn.k_proj.bias" => "attn_k.bias",
-        "self_attn.v_proj.bias" => "attn_v.bias",
-        "self_attn.q_norm.weight" => "attn_q_norm.weight",
-        "self_attn.k_norm.weight" => "attn_k_norm.weight",
-        "mlp.gate_proj.weight" => "ffn_gate.weight",
-        "mlp.up_proj.weight" => "ffn_up.weight",
-        "mlp.down_proj.weight" => "ffn_down.weight",
-        other => other,
-    };
-    format!("blk.{layer}.{role}")
 }

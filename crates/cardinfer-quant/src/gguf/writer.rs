@@ -14,10 +14,18 @@ struct PendingTensor<'a> {
     name: String,
     shape: Vec<usize>,
     storage: StorageType,
-    data: Cow<'a, [u8]>,
+    /// Exact stored size, checked against `data` (or the produced bytes).
+    len: u64,
+    /// `None` for a tensor declared with [`GgufWriter::declare`]: produced while writing.
+    data: Option<Cow<'a, [u8]>>,
 }
 
 /// Collects metadata and tensors, then writes one GGUF file.
+///
+/// Tensors are written in the order they were added. Their bytes are either given up
+/// front ([`GgufWriter::tensor`]) or only declared ([`GgufWriter::declare`]) and produced
+/// one at a time while the file is written ([`GgufWriter::write_with`]), so a model larger
+/// than RAM can be converted.
 ///
 /// ```
 /// use cardinfer_quant::gguf::{GgufFile, GgufValue, GgufWriter};
@@ -63,32 +71,67 @@ impl<'a> GgufWriter<'a> {
     ) -> Result<(), QuantError> {
         let name = name.into();
         let data = data.into();
-        let bad = |reason: String| QuantError::Tensor { path: PathBuf::from("<writer>"), tensor: name.clone(), reason };
-        let row_len = *shape.last().ok_or_else(|| bad("empty shape".into()))?;
-        let rows = shape.iter().rev().skip(1).product();
-        let expected = storage.tensor_bytes(&name, row_len, rows).map_err(|e| bad(e.to_string()))?;
-        if expected != data.len() as u64 {
-            return Err(bad(format!("{} bytes given, {expected} expected for {shape:?} {storage:?}", data.len())));
+        let len = stored_len(&name, shape, storage)?;
+        if len != data.len() as u64 {
+            let reason = format!("{} bytes given, {len} expected for {shape:?} {storage:?}", data.len());
+            return Err(QuantError::Tensor { path: PathBuf::from("<writer>"), tensor: name, reason });
         }
-        self.tensors.push(PendingTensor { name, shape: shape.to_vec(), storage, data });
+        self.tensors.push(PendingTensor { name, shape: shape.to_vec(), storage, len, data: Some(data) });
         Ok(())
     }
 
-    /// Writes the file: to `<path>.tmp` first, renamed to `path` once complete.
+    /// Declares a tensor whose bytes are produced later, by the closure given to
+    /// [`GgufWriter::write_with`]. Returns its index in the file's tensor order.
+    pub fn declare(&mut self, name: impl Into<String>, shape: &[usize], storage: StorageType) -> Result<usize, QuantError> {
+        let name = name.into();
+        let len = stored_len(&name, shape, storage)?;
+        self.tensors.push(PendingTensor { name, shape: shape.to_vec(), storage, len, data: None });
+        Ok(self.tensors.len() - 1)
+    }
+
+    /// Total stored bytes of all tensors (without alignment padding).
+    pub fn tensor_bytes(&self) -> u64 {
+        self.tensors.iter().map(|t| t.len).sum()
+    }
+
+    /// Writes the file: to `<path>.tmp` first, renamed to `path` once complete. Every
+    /// tensor must have been given its bytes with [`GgufWriter::tensor`].
     pub fn write(&self, path: impl AsRef<Path>) -> Result<(), QuantError> {
+        self.write_with(path, |index| {
+            let t = &self.tensors[index];
+            Err(QuantError::Tensor {
+                path: PathBuf::from("<writer>"),
+                tensor: t.name.clone(),
+                reason: "declared without data and written without a producer".into(),
+            })
+        })
+    }
+
+    /// Writes the file like [`GgufWriter::write`], calling `produce(index)` for the bytes
+    /// of each declared tensor, in file order. If `produce` fails (or returns the wrong
+    /// number of bytes), the temporary file is removed and nothing is left at `path`.
+    pub fn write_with<F>(&self, path: impl AsRef<Path>, mut produce: F) -> Result<(), QuantError>
+    where
+        F: FnMut(usize) -> Result<Vec<u8>, QuantError>,
+    {
         let path = path.as_ref();
         let mut tmp_name = path.as_os_str().to_owned();
         tmp_name.push(".tmp");
         let tmp = PathBuf::from(tmp_name);
-        let result =
-            self.write_to(&tmp).and_then(|()| std::fs::rename(&tmp, path).map_err(|e| QuantError::io(path, e)));
+        let result = self
+            .write_to(&tmp, &mut produce)
+            .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| QuantError::io(path, e)));
         if result.is_err() {
             let _ = std::fs::remove_file(&tmp);
         }
         result
     }
 
-    fn write_to(&self, path: &Path) -> Result<(), QuantError> {
+    fn write_to(
+        &self,
+        path: &Path,
+        produce: &mut dyn FnMut(usize) -> Result<Vec<u8>, QuantError>,
+    ) -> Result<(), QuantError> {
         let io = |e| QuantError::io(path, e);
         let file = File::create(path).map_err(io)?;
         let mut out = Counting { inner: BufWriter::new(file), written: 0 };
@@ -116,17 +159,34 @@ impl<'a> GgufWriter<'a> {
             }
             out.put(&t.storage.gguf_id().to_le_bytes()).map_err(io)?;
             out.put(&offset.to_le_bytes()).map_err(io)?;
-            offset = align_up(offset + t.data.len() as u64, alignment);
+            offset = align_up(offset + t.len, alignment);
         }
         out.pad_to(alignment).map_err(io)?;
-        for t in &self.tensors {
-            out.put(&t.data).map_err(io)?;
+        for (index, t) in self.tensors.iter().enumerate() {
+            match &t.data {
+                Some(data) => out.put(data).map_err(io)?,
+                None => {
+                    let data = produce(index)?;
+                    if data.len() as u64 != t.len {
+                        let reason = format!("{} bytes produced, {} expected", data.len(), t.len);
+                        return Err(QuantError::Tensor { path: path.to_path_buf(), tensor: t.name.clone(), reason });
+                    }
+                    out.put(&data).map_err(io)?;
+                }
+            }
             out.pad_to(alignment).map_err(io)?;
         }
         out.inner.flush().map_err(io)?;
         out.inner.get_ref().sync_all().map_err(io)?;
         Ok(())
     }
+}
+
+fn stored_len(name: &str, shape: &[usize], storage: StorageType) -> Result<u64, QuantError> {
+    let bad = |reason: String| QuantError::Tensor { path: PathBuf::from("<writer>"), tensor: name.to_string(), reason };
+    let row_len = *shape.last().ok_or_else(|| bad("empty shape".into()))?;
+    let rows = shape.iter().rev().skip(1).product();
+    storage.tensor_bytes(name, row_len, rows).map_err(|e| bad(e.to_string()))
 }
 
 struct Counting<W: Write> {

@@ -1,0 +1,144 @@
+//! The mapping from a Hugging Face checkpoint to llama.cpp's GGUF conventions: tensor
+//! names, the q/k row permutation of Llama-style models, and architecture metadata.
+
+use crate::gguf::{GgufValue, GgufWriter};
+use cardinfer_core::{Family, ModelSpec, RopeScaling};
+
+/// llama.cpp's name for a Hugging Face tensor, or `None` for tensors GGUF files do not
+/// carry (e.g. `rotary_emb.inv_freq`) and names this mapping does not know.
+pub fn gguf_tensor_name(hf: &str) -> Option<String> {
+    let fixed = [
+        ("model.embed_tokens.weight", "token_embd.weight"),
+        ("model.norm.weight", "output_norm.weight"),
+        ("lm_head.weight", "output.weight"),
+    ];
+    if let Some((_, g)) = fixed.iter().find(|(h, _)| *h == hf) {
+        return Some(g.to_string());
+    }
+    let rest = hf.strip_prefix("model.layers.")?;
+    let (layer, role) = rest.split_once('.')?;
+    let layer: usize = layer.parse().ok()?;
+    let role = match role {
+        "input_layernorm.weight" => "attn_norm.weight",
+        "post_attention_layernorm.weight" => "ffn_norm.weight",
+        "self_attn.q_proj.weight" => "attn_q.weight",
+        "self_attn.k_proj.weight" => "attn_k.weight",
+        "self_attn.v_proj.weight" => "attn_v.weight",
+        "self_attn.o_proj.weight" => "attn_output.weight",
+        "self_attn.q_proj.bias" => "attn_q.bias",
+        "self_attn.k_proj.bias" => "attn_k.bias",
+        "self_attn.v_proj.bias" => "attn_v.bias",
+        "self_attn.q_norm.weight" => "attn_q_norm.weight",
+        "self_attn.k_norm.weight" => "attn_k_norm.weight",
+        "mlp.gate_proj.weight" => "ffn_gate.weight",
+        "mlp.up_proj.weight" => "ffn_up.weight",
+        "mlp.down_proj.weight" => "ffn_down.weight",
+        _ => return None,
+    };
+    Some(format!("blk.{layer}.{role}"))
+}
+
+/// How many heads' rows a Hugging Face tensor must be permuted by for GGUF (llama.cpp
+/// converts Llama/Mistral q/k projections to interleaved RoPE pairs), or `None`.
+pub fn qk_permutation_heads(spec: &ModelSpec, hf: &str) -> Option<usize> {
+    if !matches!(spec.family, Family::Llama | Family::Mistral) {
+        return None;
+    }
+    if hf.ends_with("q_proj.weight") || hf.ends_with("q_proj.bias") {
+        Some(spec.num_heads)
+    } else if hf.ends_with("k_proj.weight") || hf.ends_with("k_proj.bias") {
+        Some(spec.num_kv_heads)
+    } else {
+        None
+    }
+}
+
+/// llama.cpp's row permutation of q/k for interleaved RoPE (`convert_hf_to_gguf.py`):
+/// within each head, row `(pair, i)` moves to `(i, pair)`. `cols` is 1 for a bias.
+pub fn permute_qk_rows(values: &[f32], rows: usize, cols: usize, heads: usize) -> Vec<f32> {
+    let half = rows / heads / 2;
+    let mut out = vec![0f32; values.len()];
+    for h in 0..heads {
+        for pair in 0..2 {
+            for i in 0..half {
+                let src = (h * 2 + pair) * half + i;
+                let dst = (h * half + i) * 2 + pair;
+                out[dst * cols..(dst + 1) * cols].copy_from_slice(&values[src * cols..(src + 1) * cols]);
+            }
+        }
+    }
+    out
+}
+
+/// Writes the architecture metadata llama.cpp reads for `spec` (`general.architecture`,
+/// `<arch>.block_count`, head counts, RoPE, norms, context) into `w`.
+pub fn write_model_metadata(w: &mut GgufWriter<'_>, spec: &ModelSpec, name: &str) {
+    let arch = spec.family.gguf_name();
+    let u32_of = |v: usize| GgufValue::U32(v as u32);
+    w.metadata("general.architecture", GgufValue::String(arch.into()));
+    w.metadata("general.name", GgufValue::String(name.into()));
+    w.metadata(format!("{arch}.context_length"), u32_of(spec.context_length));
+    w.metadata(format!("{arch}.embedding_length"), u32_of(spec.hidden_size));
+    w.metadata(format!("{arch}.feed_forward_length"), u32_of(spec.intermediate_size));
+    w.metadata(format!("{arch}.block_count"), u32_of(spec.num_layers));
+    w.metadata(format!("{arch}.attention.head_count"), u32_of(spec.num_heads));
+    w.metadata(format!("{arch}.attention.head_count_kv"), u32_of(spec.num_kv_heads));
+    w.metadata(format!("{arch}.attention.key_length"), u32_of(spec.head_dim));
+    w.metadata(format!("{arch}.attention.value_length"), u32_of(spec.head_dim));
+    w.metadata(format!("{arch}.rope.dimension_count"), u32_of(spec.head_dim));
+    w.metadata(format!("{arch}.attention.layer_norm_rms_epsilon"), GgufValue::F32(spec.rms_norm_eps as f32));
+    w.metadata(format!("{arch}.rope.freq_base"), GgufValue::F32(spec.rope_theta as f32));
+    w.metadata(format!("{arch}.vocab_size"), u32_of(spec.vocab_size));
+    if let Some(&eos) = spec.eos_token_ids.first() {
+        w.metadata("tokenizer.ggml.eos_token_id", GgufValue::U32(eos));
+    }
+    if let Some(bos) = spec.bos_token_id {
+        w.metadata("tokenizer.ggml.bos_token_id", GgufValue::U32(bos));
+    }
+}
+
+/// The per-frequency divisors llama.cpp stores as `rope_freqs.weight` for Llama 3.1-style
+/// RoPE scaling (as `convert_hf_to_gguf.py` computes them), or `None` without scaling.
+pub fn rope_freq_divisors(spec: &ModelSpec) -> Option<Vec<f32>> {
+    let RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings } =
+        spec.rope_scaling?;
+    let original = original_max_position_embeddings as f64;
+    let (low_wavelen, high_wavelen) = (original / low_freq_factor, original / high_freq_factor);
+    let dim = spec.head_dim;
+    let divisors = (0..dim)
+        .step_by(2)
+        .map(|i| {
+            let freq = 1.0 / spec.rope_theta.powf(i as f64 / dim as f64);
+            let wavelen = 2.0 * std::f64::consts::PI / freq;
+            if wavelen < high_wavelen {
+                1.0
+            } else if wavelen > low_wavelen {
+                factor as f32
+            } else {
+                let smooth = (original / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
+                (1.0 / ((1.0 - smooth) / factor + smooth)) as f32
+            }
+        })
+        .collect();
+    Some(divisors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_map_to_llama_cpp_and_unknown_names_are_none() {
+        assert_eq!(gguf_tensor_name("model.layers.3.mlp.down_proj.weight").as_deref(), Some("blk.3.ffn_down.weight"));
+        assert_eq!(gguf_tensor_name("lm_head.weight").as_deref(), Some("output.weight"));
+        assert_eq!(gguf_tensor_name("model.layers.0.self_attn.rotary_emb.inv_freq"), None);
+        assert_eq!(gguf_tensor_name("model.layers.x.mlp.up_proj.weight"), None);
+    }
+
+    #[test]
+    fn permutation_interleaves_the_two_halves_of_each_head() {
+        // 2 heads × 4 rows, 1 column: head rows [a0 a1 b0 b1] become [a0 b0 a1 b1].
+        let rows: Vec<f32> = (0..8).map(|v| v as f32).collect();
+        assert_eq!(permute_qk_rows(&rows, 8, 1, 2), vec![0., 2., 1., 3., 4., 6., 5., 7.]);
+    }
+}
