@@ -118,30 +118,48 @@ pub fn load(args: &ModelArgs) -> Result<(LoadedModel, Device, MemoryWatch, f64)>
     let device = parse_device(device)?;
     let mut watch = MemoryWatch::start(&device);
     let start = Instant::now();
-    let interactive = std::io::stderr().is_terminal();
+    let bar = ProgressBar::new(format!("loading {}", path.display()));
     let loaded = LoadedModel::load_with(&path, &device, &options, |done, total| {
-        if !interactive {
-            return;
-        }
-        let width = 30;
-        let filled = done * width / total.max(1);
-        eprint!(
-            "\rloading {} [{}{}] {done}/{total} blocks",
-            path.display(),
-            "#".repeat(filled),
-            " ".repeat(width - filled)
-        );
-        let _ = std::io::stderr().flush();
+        bar.show(done as u64, total as u64, "blocks")
     })
     .with_context(|| format!("loading {}", path.display()))?;
     let secs = start.elapsed().as_secs_f64();
-    if interactive {
-        eprintln!(" ({secs:.1} s)");
-    } else {
-        eprintln!("loaded {} ({secs:.1} s)", path.display());
-    }
+    bar.finish(&format!("loaded {} ({secs:.1} s)", path.display()));
     watch.sample();
     Ok((loaded, device, watch, secs))
+}
+
+/// A one-line progress bar on stderr, drawn only when stderr is a terminal.
+pub struct ProgressBar {
+    label: String,
+    interactive: bool,
+}
+
+impl ProgressBar {
+    /// A bar titled `label`.
+    pub fn new(label: String) -> Self {
+        Self { label, interactive: std::io::stderr().is_terminal() }
+    }
+
+    /// Redraws the bar at `done` of `total` `unit`.
+    pub fn show(&self, done: u64, total: u64, unit: &str) {
+        if !self.interactive {
+            return;
+        }
+        let width = 30u64;
+        let filled = (done * width / total.max(1)).min(width) as usize;
+        let bar = format!("{}{}", "#".repeat(filled), " ".repeat(width as usize - filled));
+        eprint!("\r{} [{bar}] {done}/{total} {unit}", self.label);
+        let _ = std::io::stderr().flush();
+    }
+
+    /// Ends the bar's line and prints `message` (also when not interactive).
+    pub fn finish(&self, message: &str) {
+        if self.interactive {
+            eprintln!();
+        }
+        eprintln!("{message}");
+    }
 }
 
 /// Parses `1,2,3`.

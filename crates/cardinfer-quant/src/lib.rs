@@ -9,7 +9,10 @@ pub mod hf_to_gguf;
 mod safetensors;
 pub mod quant_math;
 pub mod scheme;
+pub mod slice;
 pub mod synth;
+pub mod synth_preset;
+pub mod tokenizer_meta;
 
 pub use checkpoint::Checkpoint;
 pub use error::QuantError;

@@ -5,6 +5,7 @@
 use crate::candle::quantize;
 use crate::gguf::GgufWriter;
 use crate::hf_to_gguf::{gguf_tensor_name, permute_qk_rows, qk_permutation_heads, write_model_metadata};
+use crate::synth_preset::SplitMix;
 use crate::QuantError;
 use cardinfer_core::{Family, ModelSpec, RopeStyle, StorageType};
 use std::collections::BTreeMap;
@@ -19,32 +20,15 @@ pub struct SyntheticModel {
     pub tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
 }
 
-/// A small deterministic generator (SplitMix64), so tests need no extra dependency.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [-1, 1).
-    fn unit(&mut self) -> f32 {
-        (self.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    }
-}
-
 impl SyntheticModel {
     /// Random weights for `spec` (matrices uniform with std ≈ 0.15·√3/√3, norms near 1).
     pub fn random(spec: &ModelSpec, seed: u64) -> Self {
         let mut rng = SplitMix(seed);
+        let mut unit = move || (rng.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0;
         let mut tensors = BTreeMap::new();
         let mut add = |name: String, shape: Vec<usize>, norm: bool| {
             let n: usize = shape.iter().product();
-            let values = (0..n).map(|_| if norm { 1.0 + 0.1 * rng.unit() } else { 0.25 * rng.unit() }).collect();
+            let values = (0..n).map(|_| if norm { 1.0 + 0.1 * unit() } else { 0.25 * unit() }).collect();
             tensors.insert(name, (shape, values));
         };
         let (h, hd, ff) = (spec.hidden_size, spec.head_dim, spec.intermediate_size);

@@ -1,0 +1,306 @@
+//! Synthetic GGUF files of real architectures, for benchmarks: the shapes and quant mix
+//! of a Q4_K_M file (Q4_K matrices, Q6_K for `attn_v`, `ffn_down` and the output head,
+//! F32 norms) filled with random but valid blocks. Speed does not depend on weight
+//! values, so such a file stands in for the real model in timing and memory runs; it
+//! says nothing about output quality. Same layout as `../shared/bench/synth_gguf.py`.
+
+use crate::gguf::{GgufValue, GgufWriter};
+use crate::QuantError;
+use cardinfer_core::StorageType;
+use std::path::Path;
+
+/// The shape of an architecture preset.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ArchPreset {
+    /// Preset name (`qwen3-4b`).
+    pub name: &'static str,
+    /// GGUF architecture (`qwen3`, `llama`, `qwen3moe`).
+    pub arch: &'static str,
+    /// Model width.
+    pub hidden: usize,
+    /// Transformer layers.
+    pub layers: usize,
+    /// Query heads.
+    pub heads: usize,
+    /// Key/value heads.
+    pub kv_heads: usize,
+    /// Width of one head.
+    pub head_dim: usize,
+    /// Feed-forward width (per expert for a mixture of experts).
+    pub ffn: usize,
+    /// Vocabulary size.
+    pub vocab: usize,
+    /// Output head tied to the embedding.
+    pub tied: bool,
+    /// RoPE base frequency.
+    pub rope_theta: f32,
+    /// RMSNorm epsilon.
+    pub rms_eps: f32,
+    /// Mixture of experts: (experts, experts used per token); `None` for a dense model.
+    pub experts: Option<(usize, usize)>,
+}
+
+const fn qwen3(name: &'static str, hidden: usize, layers: usize, heads: usize, ffn: usize, tied: bool) -> ArchPreset {
+    ArchPreset {
+        name,
+        arch: "qwen3",
+        hidden,
+        layers,
+        heads,
+        kv_heads: 8,
+        head_dim: 128,
+        ffn,
+        vocab: 151936,
+        tied,
+        rope_theta: 1e6,
+        rms_eps: 1e-6,
+        experts: None,
+    }
+}
+
+/// Every preset: Qwen3 0.6B to 32B, Llama-3-8B, and Qwen3-30B-A3B (a mixture of experts
+/// that llama.cpp runs and CardInfer does not yet).
+pub const PRESETS: [ArchPreset; 8] = [
+    qwen3("qwen3-0.6b", 1024, 28, 16, 3072, true),
+    qwen3("qwen3-1.7b", 2048, 28, 16, 6144, true),
+    qwen3("qwen3-4b", 2560, 36, 32, 9728, true),
+    qwen3("qwen3-8b", 4096, 36, 32, 12288, false),
+    qwen3("qwen3-14b", 5120, 40, 40, 17408, false),
+    qwen3("qwen3-32b", 5120, 64, 64, 25600, false),
+    ArchPreset {
+        name: "llama-3-8b",
+        arch: "llama",
+        hidden: 4096,
+        layers: 32,
+        heads: 32,
+        kv_heads: 8,
+        head_dim: 128,
+        ffn: 14336,
+        vocab: 128256,
+        tied: false,
+        rope_theta: 500000.0,
+        rms_eps: 1e-5,
+        experts: None,
+    },
+    ArchPreset {
+        name: "qwen3-30b-a3b",
+        arch: "qwen3moe",
+        hidden: 2048,
+        layers: 48,
+        heads: 32,
+        kv_heads: 4,
+        head_dim: 128,
+        ffn: 768,
+        vocab: 151936,
+        tied: false,
+        rope_theta: 1e6,
+        rms_eps: 1e-6,
+        experts: Some((128, 8)),
+    },
+];
+
+/// The preset called `name`.
+pub fn preset(name: &str) -> Result<ArchPreset, QuantError> {
+    PRESETS.iter().find(|p| p.name.eq_ignore_ascii_case(name)).copied().ok_or_else(|| QuantError::UnknownPreset {
+        name: name.to_string(),
+        known: PRESETS.iter().map(|p| p.name).collect::<Vec<_>>().join(", "),
+    })
+}
+
+/// One tensor of a synthetic file: name, shape (outermost first), storage.
+pub type SynthTensor = (String, Vec<usize>, StorageType);
+
+impl ArchPreset {
+    /// The tensors a GGUF of this preset holds, in streaming order.
+    pub fn tensors(&self) -> Vec<SynthTensor> {
+        use StorageType::{F32, Q4_K, Q6_K};
+        let (h, hd, ff) = (self.hidden, self.head_dim, self.ffn);
+        let (q, kv) = (self.heads * hd, self.kv_heads * hd);
+        let mut t: Vec<SynthTensor> = vec![("token_embd.weight".into(), vec![self.vocab, h], Q4_K)];
+        for i in 0..self.layers {
+            let b = |s: &str| format!("blk.{i}.{s}");
+            t.push((b("attn_norm.weight"), vec![h], F32));
+            t.push((b("attn_q.weight"), vec![q, h], Q4_K));
+            t.push((b("attn_k.weight"), vec![kv, h], Q4_K));
+            t.push((b("attn_v.weight"), vec![kv, h], Q6_K));
+            t.push((b("attn_output.weight"), vec![h, q], Q4_K));
+            if self.arch.starts_with("qwen3") {
+                t.push((b("attn_q_norm.weight"), vec![hd], F32));
+                t.push((b("attn_k_norm.weight"), vec![hd], F32));
+            }
+            t.push((b("ffn_norm.weight"), vec![h], F32));
+            match self.experts {
+                None => {
+                    t.push((b("ffn_gate.weight"), vec![ff, h], Q4_K));
+                    t.push((b("ffn_up.weight"), vec![ff, h], Q4_K));
+                    t.push((b("ffn_down.weight"), vec![h, ff], Q6_K));
+                }
+                Some((experts, _)) => {
+                    t.push((b("ffn_gate_inp.weight"), vec![experts, h], F32));
+                    t.push((b("ffn_gate_exps.weight"), vec![experts, ff, h], Q4_K));
+                    t.push((b("ffn_up_exps.weight"), vec![experts, ff, h], Q4_K));
+                    t.push((b("ffn_down_exps.weight"), vec![experts, h, ff], Q6_K));
+                }
+            }
+        }
+        t.push(("output_norm.weight".into(), vec![h], F32));
+        if !self.tied {
+            t.push(("output.weight".into(), vec![self.vocab, h], Q6_K));
+        }
+        t
+    }
+
+    /// Stored bytes of all tensors.
+    pub fn file_bytes(&self) -> u64 {
+        self.tensors()
+            .iter()
+            .map(|(n, s, st)| st.tensor_bytes(n, *s.last().unwrap_or(&1), s.iter().rev().skip(1).product()).unwrap_or(0))
+            .sum()
+    }
+
+    /// Writes a GGUF of this preset to `path` (temporary name, renamed at the end) with
+    /// random blocks from `seed`, a placeholder vocabulary (`t0`, `t1`, …) and
+    /// llama.cpp's metadata; reports `(bytes written, bytes in all)` after each tensor.
+    pub fn write_gguf(&self, path: &Path, seed: u64, progress: &mut dyn FnMut(u64, u64)) -> Result<(), QuantError> {
+        let arch = self.arch;
+        let mut w = GgufWriter::new();
+        let u32_of = |v: usize| GgufValue::U32(v as u32);
+        w.metadata("general.architecture", GgufValue::String(arch.into()));
+        w.metadata("general.name", GgufValue::String(format!("synthetic-{}", self.name)));
+        w.metadata("general.file_type", GgufValue::U32(15));
+        w.metadata("general.quantization_version", GgufValue::U32(2));
+        w.metadata(format!("{arch}.block_count"), u32_of(self.layers));
+        w.metadata(format!("{arch}.context_length"), u32_of(40960));
+        w.metadata(format!("{arch}.embedding_length"), u32_of(self.hidden));
+        w.metadata(format!("{arch}.feed_forward_length"), u32_of(self.ffn));
+        w.metadata(format!("{arch}.attention.head_count"), u32_of(self.heads));
+        w.metadata(format!("{arch}.attention.head_count_kv"), u32_of(self.kv_heads));
+        w.metadata(format!("{arch}.attention.key_length"), u32_of(self.head_dim));
+        w.metadata(format!("{arch}.attention.value_length"), u32_of(self.head_dim));
+        w.metadata(format!("{arch}.rope.dimension_count"), u32_of(self.head_dim));
+        w.metadata(format!("{arch}.rope.freq_base"), GgufValue::F32(self.rope_theta));
+        w.metadata(format!("{arch}.attention.layer_norm_rms_epsilon"), GgufValue::F32(self.rms_eps));
+        if let Some((experts, used)) = self.experts {
+            w.metadata(format!("{arch}.expert_count"), u32_of(experts));
+            w.metadata(format!("{arch}.expert_used_count"), u32_of(used));
+            w.metadata(format!("{arch}.expert_feed_forward_length"), u32_of(self.ffn));
+        }
+        let (tokens, types) = placeholder_vocab(self.vocab);
+        w.metadata("tokenizer.ggml.model", GgufValue::String("llama".into()));
+        w.metadata("tokenizer.ggml.tokens", GgufValue::Array(tokens));
+        w.metadata("tokenizer.ggml.scores", GgufValue::Array(vec![GgufValue::F32(0.0); self.vocab]));
+        w.metadata("tokenizer.ggml.token_type", GgufValue::Array(types));
+        w.metadata("tokenizer.ggml.bos_token_id", GgufValue::U32(1));
+        w.metadata("tokenizer.ggml.eos_token_id", GgufValue::U32(2));
+        let tensors = self.tensors();
+        for (name, shape, storage) in &tensors {
+            w.declare(name.clone(), shape, *storage)?;
+        }
+        let total = w.tensor_bytes();
+        let mut done = 0u64;
+        let mut rng = SplitMix(seed);
+        w.write_with(path, |index| {
+            let (name, shape, storage) = &tensors[index];
+            let bytes = random_tensor(&mut rng, name, shape, *storage)?;
+            done += bytes.len() as u64;
+            progress(done, total);
+            Ok(bytes)
+        })
+    }
+}
+
+/// A SentencePiece vocabulary that can tokenize any text: `<unk>`, `<s>`, `</s>`, the
+/// 256 byte tokens `<0x00>`…`<0xFF>`, then placeholders `t259`, `t260`, ….
+fn placeholder_vocab(vocab: usize) -> (Vec<GgufValue>, Vec<GgufValue>) {
+    const UNKNOWN: i32 = 2;
+    const CONTROL: i32 = 3;
+    const BYTE: i32 = 6;
+    (0..vocab)
+        .map(|i| {
+            let (token, kind) = match i {
+                0 => ("<unk>".to_string(), UNKNOWN),
+                1 => ("<s>".to_string(), CONTROL),
+                2 => ("</s>".to_string(), CONTROL),
+                3..=258 => (format!("<0x{:02X}>", i - 3), BYTE),
+                _ => (format!("t{i}"), 1),
+            };
+            (GgufValue::String(token), GgufValue::I32(kind))
+        })
+        .unzip()
+}
+
+/// Random valid bytes for a tensor: norms are 1.0; quantized blocks are random with
+/// their f16 super-scales set small (1e-4), as `synth_gguf.py` does, so activations stay finite.
+fn random_tensor(rng: &mut SplitMix, name: &str, shape: &[usize], storage: StorageType) -> Result<Vec<u8>, QuantError> {
+    let row_len = *shape.last().unwrap_or(&1);
+    let rows = shape.iter().rev().skip(1).product();
+    let len = storage
+        .tensor_bytes(name, row_len, rows)
+        .map_err(|e| QuantError::Tensor { path: "<synth>".into(), tensor: name.to_string(), reason: e.to_string() })?;
+    if storage == StorageType::F32 {
+        return Ok(1.0f32.to_le_bytes().repeat(len as usize / 4));
+    }
+    let mut bytes = vec![0u8; len as usize];
+    for chunk in bytes.chunks_mut(8) {
+        let r = rng.next_u64().to_le_bytes();
+        chunk.copy_from_slice(&r[..chunk.len()]);
+    }
+    let small = half::f16::from_f32(1e-4).to_le_bytes();
+    let (block, scale_offsets): (usize, &[usize]) = match storage {
+        StorageType::Q4_K => (144, &[0, 2]),
+        StorageType::Q6_K => (210, &[208]),
+        StorageType::Q8_0 => (34, &[0]),
+        other => {
+            return Err(QuantError::Tensor {
+                path: "<synth>".into(),
+                tensor: name.to_string(),
+                reason: format!("synthetic blocks of {other:?} are not supported"),
+            })
+        }
+    };
+    for b in bytes.chunks_mut(block) {
+        for &o in scale_offsets {
+            b[o..o + 2].copy_from_slice(&small);
+        }
+    }
+    Ok(bytes)
+}
+
+/// SplitMix64: fast, deterministic, no dependency.
+pub(crate) struct SplitMix(pub(crate) u64);
+
+impl SplitMix {
+    pub(crate) fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preset_sizes_match_the_q4_k_m_files_llama_cpp_was_timed_on() {
+        // ANCHORS.md: Qwen3-14B 8.83 GiB, Qwen3-4B 2.35 GiB (file sizes, metadata included).
+        let gib = |p: &str| preset(p).unwrap().file_bytes() as f64 / (1u64 << 30) as f64;
+        assert!((gib("qwen3-14b") - 8.83).abs() < 0.02, "{}", gib("qwen3-14b"));
+        assert!((gib("qwen3-4b") - 2.35).abs() < 0.02, "{}", gib("qwen3-4b"));
+    }
+
+    #[test]
+    fn unknown_presets_list_the_known_ones() {
+        let err = preset("qwen9-1t").unwrap_err().to_string();
+        assert!(err.contains("qwen9-1t") && err.contains("llama-3-8b"), "{err}");
+    }
+
+    #[test]
+    fn moe_presets_hold_expert_tensors() {
+        let names: Vec<String> = preset("qwen3-30b-a3b").unwrap().tensors().into_iter().map(|t| t.0).collect();
+        assert!(names.contains(&"blk.47.ffn_down_exps.weight".to_string()));
+        assert!(!names.iter().any(|n| n == "blk.0.ffn_down.weight"));
+    }
+}
