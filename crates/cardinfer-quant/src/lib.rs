@@ -7,6 +7,7 @@ mod error;
 pub mod gguf;
 pub mod hf_to_gguf;
 mod safetensors;
+pub mod quality;
 pub mod quant_math;
 pub mod scheme;
 pub mod slice;
