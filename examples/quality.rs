@@ -53,7 +53,8 @@ fn read_logits_file(path: &Path) -> Result<Reference> {
         input_ids: Option<Vec<u32>>,
         logits: Vec<Vec<f32>>,
     }
-    let file: File = serde_json::from_str(&text).with_context(|| format!("{}: expected {{input_ids, logits}}", path.display()))?;
+    let file: File =
+        serde_json::from_str(&text).with_context(|| format!("{}: expected {{input_ids, logits}}", path.display()))?;
     Ok(Reference::Logits { input_ids: file.input_ids, logits: file.logits })
 }
 
@@ -91,7 +92,9 @@ fn main() -> Result<()> {
         (_, Some(ids), _) => cli::parse_ids(ids)?,
         (Some(file), None, _) => {
             let text = std::fs::read_to_string(file).with_context(|| format!("reading {file}"))?;
-            let Some(tok) = loaded.tokenizer.as_ref() else { bail!("{} has no tokenizer: use --ids", loaded.path.display()) };
+            let Some(tok) = loaded.tokenizer.as_ref() else {
+                bail!("{} has no tokenizer: use --ids", loaded.path.display())
+            };
             tok.encode(&text)?
         }
         (None, None, Reference::Logits { input_ids: Some(ids), .. }) => ids.clone(),

@@ -167,7 +167,7 @@ fn embedded_tokenizer_encodes_like_tokenizer_json() {
     let out = tmp.path().join("with-tokenizer.gguf");
     slice_to(&hf, &out, Some(QuantScheme::Q8_0)).unwrap();
 
-    let from_json = Tokenizer::from_file(&hf.join("tokenizer.json")).unwrap();
+    let from_json = Tokenizer::from_file(hf.join("tokenizer.json")).unwrap();
     let gguf = GgufFile::open(&out).unwrap();
     let from_gguf = Tokenizer::from_gguf(&gguf).unwrap().expect("a tokenizer in the GGUF");
     for text in ["the cat", "hello there, the 2024 cats!", "  spaces\nand lines", "üñí çødé"] {
@@ -228,7 +228,16 @@ fn byte_level_tokenizer_json() -> Value {
 /// a vocabulary that tokenizes any text through its byte tokens.
 #[test]
 fn synthetic_preset_files_load_and_run() {
-    let tiny = ArchPreset { name: "tiny", hidden: 256, layers: 2, heads: 2, kv_heads: 1, ffn: 512, vocab: 300, ..preset("qwen3-4b").unwrap() };
+    let tiny = ArchPreset {
+        name: "tiny",
+        hidden: 256,
+        layers: 2,
+        heads: 2,
+        kv_heads: 1,
+        ffn: 512,
+        vocab: 300,
+        ..preset("qwen3-4b").unwrap()
+    };
     let tmp = tempdir("synth");
     let path = tmp.path().join("tiny.gguf");
     let mut last = (0, 0);
@@ -248,7 +257,16 @@ fn synthetic_preset_files_load_and_run() {
 /// Same seed, same bytes; different seed, different bytes.
 #[test]
 fn synthetic_files_are_deterministic() {
-    let tiny = ArchPreset { name: "tiny", hidden: 256, layers: 1, heads: 2, kv_heads: 1, ffn: 256, vocab: 260, ..preset("qwen3-8b").unwrap() };
+    let tiny = ArchPreset {
+        name: "tiny",
+        hidden: 256,
+        layers: 1,
+        heads: 2,
+        kv_heads: 1,
+        ffn: 256,
+        vocab: 260,
+        ..preset("qwen3-8b").unwrap()
+    };
     let tmp = tempdir("synth-seed");
     let write = |name: &str, seed| {
         let p = tmp.path().join(name);
@@ -310,7 +328,16 @@ fn corrupt_and_unsupported_inputs_are_clear_errors() {
     assert!(err.contains("model.layers.0.mlp.experts.0.weight"), "{err}");
 
     // An architecture CardInfer cannot run.
-    let moe = ArchPreset { layers: 1, hidden: 256, heads: 2, kv_heads: 1, ffn: 256, vocab: 260, experts: Some((2, 1)), ..preset("qwen3-30b-a3b").unwrap() };
+    let moe = ArchPreset {
+        layers: 1,
+        hidden: 256,
+        heads: 2,
+        kv_heads: 1,
+        ffn: 256,
+        vocab: 260,
+        experts: Some((2, 1)),
+        ..preset("qwen3-30b-a3b").unwrap()
+    };
     let moe_path = tmp.path().join("moe.gguf");
     moe.write_gguf(&moe_path, 0, &mut |_, _| {}).unwrap();
     let err = slice_to(&moe_path, &out, None).unwrap_err().to_string();

@@ -119,10 +119,9 @@ pub fn load(args: &ModelArgs) -> Result<(LoadedModel, Device, MemoryWatch, f64)>
     let mut watch = MemoryWatch::start(&device);
     let start = Instant::now();
     let bar = ProgressBar::new(format!("loading {}", path.display()));
-    let loaded = LoadedModel::load_with(&path, &device, &options, |done, total| {
-        bar.show(done as u64, total as u64, "blocks")
-    })
-    .with_context(|| format!("loading {}", path.display()))?;
+    let loaded =
+        LoadedModel::load_with(&path, &device, &options, |done, total| bar.show(done as u64, total as u64, "blocks"))
+            .with_context(|| format!("loading {}", path.display()))?;
     let secs = start.elapsed().as_secs_f64();
     bar.finish(&format!("loaded {} ({secs:.1} s)", path.display()));
     watch.sample();

@@ -25,7 +25,8 @@ pub fn dequantize(name: &str, bytes: &[u8], shape: &[usize], storage: StorageTyp
         StorageType::F16 => bytes.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
         StorageType::BF16 => bytes.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
         _ => {
-            let q: QTensor = qtensor_from_ggml(ggml_dtype(storage), bytes, shape.to_vec(), &Device::Cpu).map_err(err)?;
+            let q: QTensor =
+                qtensor_from_ggml(ggml_dtype(storage), bytes, shape.to_vec(), &Device::Cpu).map_err(err)?;
             q.dequantize(&Device::Cpu).map_err(err)?.flatten_all().map_err(err)?.to_vec1::<f32>().map_err(err)?
         }
     };
@@ -58,7 +59,10 @@ pub fn quantize_parallel(
             .into_iter()
             .map(|h| {
                 h.join().unwrap_or_else(|_| {
-                    Err(QuantError::Mismatch { what: name.to_string(), reason: "a quantization thread panicked".into() })
+                    Err(QuantError::Mismatch {
+                        what: name.to_string(),
+                        reason: "a quantization thread panicked".into(),
+                    })
                 })
             })
             .collect()
@@ -128,7 +132,8 @@ mod tests {
         };
         let gaussian: Vec<f32> = (0..n).map(|_| (0..4).map(|_| uniform()).sum::<f32>() * 0.5).collect();
         let flat: Vec<f32> = (0..n).map(|_| uniform()).collect();
-        let outliers: Vec<f32> = gaussian.iter().enumerate().map(|(i, &v)| if i % 64 == 7 { v * 12.0 } else { v }).collect();
+        let outliers: Vec<f32> =
+            gaussian.iter().enumerate().map(|(i, &v)| if i % 64 == 7 { v * 12.0 } else { v }).collect();
         vec![("gaussian", gaussian), ("uniform", flat), ("outliers", outliers)]
     }
 
@@ -174,7 +179,11 @@ mod tests {
                 let back = dequantize("t", &bytes, &[rows, cols], storage).unwrap();
                 let worst = worst_ratio(storage, &data, &back);
                 let rms = relative_rms_error(&data, &back);
-                eprintln!("{data_name:9} {:5} worst {worst:.4} bound {:.4} rms {rms:.4}", storage.name(), error_bound(storage));
+                eprintln!(
+                    "{data_name:9} {:5} worst {worst:.4} bound {:.4} rms {rms:.4}",
+                    storage.name(),
+                    error_bound(storage)
+                );
                 if worst > error_bound(storage) {
                     failures.push(format!("{storage:?} on {data_name}: {worst} > {}", error_bound(storage)));
                 }

@@ -96,8 +96,7 @@ pub fn use_more_bits(layer: usize, num_layers: usize) -> bool {
 
 impl QuantScheme {
     /// Every scheme, in order of decreasing size.
-    pub const ALL: [QuantScheme; 7] =
-        [Self::F16, Self::Q8_0, Self::Q6K, Self::Q5KM, Self::Q4KM, Self::Q3KM, Self::Q2K];
+    pub const ALL: [QuantScheme; 7] = [Self::F16, Self::Q8_0, Self::Q6K, Self::Q5KM, Self::Q4KM, Self::Q3KM, Self::Q2K];
 
     /// The scheme's name on the command line (`q4_k_m`).
     pub fn name(self) -> &'static str {
@@ -147,7 +146,7 @@ impl QuantScheme {
             (Self::F16, _) => F16,
             (Self::Q8_0, _) => Q8_0,
             (_, TensorRole::Output) => {
-                if row_len % Q6_K.block_elems() != 0 {
+                if !row_len.is_multiple_of(Q6_K.block_elems()) {
                     Q8_0
                 } else {
                     Q6_K
@@ -189,7 +188,7 @@ impl QuantScheme {
 
 fn fallback(storage: StorageType, row_len: usize) -> StorageType {
     use StorageType::*;
-    if row_len % storage.block_elems() == 0 {
+    if row_len.is_multiple_of(storage.block_elems()) {
         return storage;
     }
     let smaller = match storage {
@@ -199,7 +198,7 @@ fn fallback(storage: StorageType, row_len: usize) -> StorageType {
         Q6_K => Q8_0,
         other => other,
     };
-    if row_len % smaller.block_elems() == 0 {
+    if row_len.is_multiple_of(smaller.block_elems()) {
         smaller
     } else {
         F16

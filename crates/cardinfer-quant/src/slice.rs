@@ -4,7 +4,9 @@
 
 use crate::candle::quantize;
 use crate::gguf::{GgufFile, GgufValue, GgufWriter};
-use crate::hf_to_gguf::{gguf_tensor_name, permute_qk_rows, qk_permutation_heads, rope_freq_divisors, write_model_metadata};
+use crate::hf_to_gguf::{
+    gguf_tensor_name, permute_qk_rows, qk_permutation_heads, rope_freq_divisors, write_model_metadata,
+};
 use crate::quant_math::{dequantize, quantize_parallel};
 use crate::scheme::{QuantScheme, SchemeContext, TensorRole};
 use crate::tokenizer_meta::tokenizer_metadata;
@@ -13,7 +15,7 @@ use cardinfer_core::{BlockId, ModelSpec, StorageType, TensorInfo};
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// What [`slice`] does.
+/// What [`slice()`] does.
 #[derive(Debug, Clone)]
 pub struct SliceOptions {
     /// The quantization scheme; `None` keeps every tensor's stored type and bytes (a
@@ -32,7 +34,7 @@ impl Default for SliceOptions {
     }
 }
 
-/// Progress of a running [`slice`], reported after each tensor.
+/// Progress of a running [`slice()`], reported after each tensor.
 #[derive(Debug, Clone, Copy)]
 pub struct SliceProgress<'a> {
     /// The tensor just written.
@@ -47,7 +49,7 @@ pub struct SliceProgress<'a> {
     pub total_bytes: u64,
 }
 
-/// What [`slice`] wrote.
+/// What [`slice()`] wrote.
 #[derive(Debug, Clone)]
 pub struct SliceReport {
     /// Number of tensors.
@@ -136,7 +138,13 @@ fn scheme_context(spec: &ModelSpec) -> SchemeContext {
     SchemeContext { num_layers: spec.num_layers, gqa: spec.num_heads / spec.num_kv_heads.max(1) }
 }
 
-fn target_storage(options: &SliceOptions, spec: &ModelSpec, name: &str, shape: &[usize], stored: StorageType) -> StorageType {
+fn target_storage(
+    options: &SliceOptions,
+    spec: &ModelSpec,
+    name: &str,
+    shape: &[usize],
+    stored: StorageType,
+) -> StorageType {
     match options.scheme {
         None => stored,
         Some(scheme) => {
@@ -207,11 +215,21 @@ fn plan_hf<'a>(
         })?;
         let storage = target_storage(options, spec, &gguf_name, &info.shape, info.storage);
         let permute_heads = qk_permutation_heads(spec, &info.name);
-        planned.push(Planned { name: gguf_name, shape: info.shape.clone(), storage, source: Source::Input { info, permute_heads } });
+        planned.push(Planned {
+            name: gguf_name,
+            shape: info.shape.clone(),
+            storage,
+            source: Source::Input { info, permute_heads },
+        });
     }
     if let Some(divisors) = rope_freq_divisors(spec) {
         let shape = vec![divisors.len()];
-        planned.push(Planned { name: "rope_freqs.weight".into(), shape, storage: StorageType::F32, source: Source::Computed(divisors) });
+        planned.push(Planned {
+            name: "rope_freqs.weight".into(),
+            shape,
+            storage: StorageType::F32,
+            source: Source::Computed(divisors),
+        });
     }
     Ok((planned, tokenizer))
 }

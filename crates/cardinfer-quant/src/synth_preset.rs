@@ -154,7 +154,9 @@ impl ArchPreset {
     pub fn file_bytes(&self) -> u64 {
         self.tensors()
             .iter()
-            .map(|(n, s, st)| st.tensor_bytes(n, *s.last().unwrap_or(&1), s.iter().rev().skip(1).product()).unwrap_or(0))
+            .map(|(n, s, st)| {
+                st.tensor_bytes(n, *s.last().unwrap_or(&1), s.iter().rev().skip(1).product()).unwrap_or(0)
+            })
             .sum()
     }
 
@@ -234,9 +236,11 @@ fn placeholder_vocab(vocab: usize) -> (Vec<GgufValue>, Vec<GgufValue>) {
 fn random_tensor(rng: &mut SplitMix, name: &str, shape: &[usize], storage: StorageType) -> Result<Vec<u8>, QuantError> {
     let row_len = *shape.last().unwrap_or(&1);
     let rows = shape.iter().rev().skip(1).product();
-    let len = storage
-        .tensor_bytes(name, row_len, rows)
-        .map_err(|e| QuantError::Tensor { path: "<synth>".into(), tensor: name.to_string(), reason: e.to_string() })?;
+    let len = storage.tensor_bytes(name, row_len, rows).map_err(|e| QuantError::Tensor {
+        path: "<synth>".into(),
+        tensor: name.to_string(),
+        reason: e.to_string(),
+    })?;
     if storage == StorageType::F32 {
         return Ok(1.0f32.to_le_bytes().repeat(len as usize / 4));
     }

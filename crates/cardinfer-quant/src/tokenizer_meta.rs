@@ -29,13 +29,18 @@ pub fn tokenizer_metadata(
         return Err(bad(format!("tokenizer model {:?} is not supported (BPE is)", model.get("type"))));
     }
     if model.get("byte_fallback").and_then(Value::as_bool) == Some(true) {
-        return Err(bad("SentencePiece-style BPE (byte_fallback) is not supported yet; slice without the tokenizer".into()));
+        return Err(bad(
+            "SentencePiece-style BPE (byte_fallback) is not supported yet; slice without the tokenizer".into()
+        ));
     }
     let vocab = model.get("vocab").and_then(Value::as_object).ok_or_else(|| bad("no `model.vocab` object".into()))?;
 
     let mut tokens: Vec<Option<(String, i32)>> = Vec::new();
     let mut put = |id: u64, token: &str, kind: i32| -> Result<(), QuantError> {
-        let id = usize::try_from(id).ok().filter(|&id| id < 10_000_000).ok_or_else(|| bad(format!("token id {id} is too large")))?;
+        let id = usize::try_from(id)
+            .ok()
+            .filter(|&id| id < 10_000_000)
+            .ok_or_else(|| bad(format!("token id {id} is too large")))?;
         if tokens.len() <= id {
             tokens.resize(id + 1, None);
         }
@@ -47,7 +52,8 @@ pub fn tokenizer_metadata(
         put(id, token, TYPE_NORMAL)?;
     }
     for added in json.get("added_tokens").and_then(Value::as_array).into_iter().flatten() {
-        let (Some(id), Some(content)) = (added.get("id").and_then(Value::as_u64), added.get("content").and_then(Value::as_str))
+        let (Some(id), Some(content)) =
+            (added.get("id").and_then(Value::as_u64), added.get("content").and_then(Value::as_str))
         else {
             return Err(bad(format!("added token {added} lacks `id` or `content`")));
         };
@@ -55,7 +61,10 @@ pub fn tokenizer_metadata(
         put(id, content, if special { TYPE_CONTROL } else { TYPE_USER_DEFINED })?;
     }
     if tokens.len() > vocab_size {
-        return Err(bad(format!("the tokenizer has {} tokens, more than the model's {vocab_size} embedding rows", tokens.len())));
+        return Err(bad(format!(
+            "the tokenizer has {} tokens, more than the model's {vocab_size} embedding rows",
+            tokens.len()
+        )));
     }
     tokens.resize(vocab_size, None);
     let (names, types): (Vec<GgufValue>, Vec<GgufValue>) = tokens
@@ -92,8 +101,10 @@ pub fn tokenizer_metadata(
     ];
     if let Some(config_path) = tokenizer_config {
         let text = std::fs::read_to_string(config_path).map_err(|e| QuantError::io(config_path, e))?;
-        let config: Value = serde_json::from_str(&text)
-            .map_err(|e| QuantError::Checkpoint { path: config_path.to_path_buf(), reason: format!("invalid JSON: {e}") })?;
+        let config: Value = serde_json::from_str(&text).map_err(|e| QuantError::Checkpoint {
+            path: config_path.to_path_buf(),
+            reason: format!("invalid JSON: {e}"),
+        })?;
         let add_bos = config.get("add_bos_token").and_then(Value::as_bool).unwrap_or(false);
         meta.push(("tokenizer.ggml.add_bos_token".into(), GgufValue::Bool(add_bos)));
         if let Some(template) = config.get("chat_template").and_then(Value::as_str) {
@@ -176,8 +187,10 @@ mod tests {
 
     #[test]
     fn pre_tokenizers_are_recognized_by_their_digit_rule() {
-        let split = |regex: &str| json!({"type": "Sequence", "pretokenizers": [
-            {"type": "Split", "pattern": {"Regex": regex}}, {"type": "ByteLevel"}]});
+        let split = |regex: &str| {
+            json!({"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": regex}}, {"type": "ByteLevel"}]})
+        };
         let qwen = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
         let llama3 = qwen.replace(r"\p{N}|", r"\p{N}{1,3}|");
         assert_eq!(pre_tokenizer_name(Some(&split(qwen))), Some("qwen2"));

@@ -82,7 +82,12 @@ impl<'a> GgufWriter<'a> {
 
     /// Declares a tensor whose bytes are produced later, by the closure given to
     /// [`GgufWriter::write_with`]. Returns its index in the file's tensor order.
-    pub fn declare(&mut self, name: impl Into<String>, shape: &[usize], storage: StorageType) -> Result<usize, QuantError> {
+    pub fn declare(
+        &mut self,
+        name: impl Into<String>,
+        shape: &[usize],
+        storage: StorageType,
+    ) -> Result<usize, QuantError> {
         let name = name.into();
         let len = stored_len(&name, shape, storage)?;
         self.tensors.push(PendingTensor { name, shape: shape.to_vec(), storage, len, data: None });
