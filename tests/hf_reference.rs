@@ -22,12 +22,7 @@ fn load_reference(name: &str) -> (ResidentModel, Reference) {
     let text = std::fs::read_to_string(dir.join("reference.json")).expect("reference.json");
     let v: Value = serde_json::from_str(&text).expect("json");
     let ids = |key: &str| v[key].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect::<Vec<_>>();
-    let logits = v["logits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|row| row.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect())
-        .collect();
+    let (_, _, logits) = common::hf_reference(name);
     let reference = Reference {
         input_ids: ids("input_ids"),
         logits,

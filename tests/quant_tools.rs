@@ -16,6 +16,21 @@ use cardinfer_stream::{score, Logits, ResidentModel, TextModel, Tokenizer};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
+/// A preset shrunk to test size: width 256 (every k-quant fits), 2 heads sharing 1 KV
+/// head, a vocabulary of 300 (byte tokens included).
+fn shrunk(name: &str, layers: usize) -> ArchPreset {
+    ArchPreset {
+        name: "tiny",
+        hidden: 256,
+        layers,
+        heads: 2,
+        kv_heads: 1,
+        ffn: 256,
+        vocab: 300,
+        ..preset(name).unwrap()
+    }
+}
+
 fn tempdir(tag: &str) -> tempfile::TempDir {
     tempfile::Builder::new().prefix(&format!("cardinfer-{tag}-")).tempdir().expect("tempdir")
 }
@@ -36,19 +51,6 @@ fn all_logits(path: &Path, ids: &[u32]) -> Vec<Vec<f32>> {
     model.forward(ids, &mut kv, Logits::All).expect("forward").to_vec2::<f32>().expect("logits")
 }
 
-fn reference(name: &str) -> (PathBuf, Vec<u32>, Vec<Vec<f32>>) {
-    let dir = common::reference_dir().join("hf").join(name);
-    let v: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap()).unwrap();
-    let ids = v["input_ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
-    let logits = v["logits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|row| row.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect())
-        .collect();
-    (dir, ids, logits)
-}
-
 fn max_abs_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
     a.iter().zip(b).flat_map(|(x, y)| x.iter().zip(y).map(|(p, q)| (p - q).abs())).fold(0.0, f32::max)
 }
@@ -58,7 +60,7 @@ fn max_abs_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
 #[test]
 fn hf_checkpoints_sliced_as_stored_match_transformers() {
     for name in ["qwen3-tiny", "qwen2-tiny", "llama-tiny"] {
-        let (dir, ids, expected) = reference(name);
+        let (dir, ids, expected) = common::hf_reference(name);
         let tmp = tempdir("slice-keep");
         let out = tmp.path().join(format!("{name}.gguf"));
         slice_to(&dir, &out, None).unwrap();
@@ -74,7 +76,7 @@ fn hf_checkpoints_sliced_as_stored_match_transformers() {
 /// the KL divergence of the next-token distributions below 0.01 nats on average.
 #[test]
 fn qwen3_tiny_in_q8_0_scores_within_tolerance_of_f32() {
-    let (dir, ids, reference_logits) = reference("qwen3-tiny");
+    let (dir, ids, reference_logits) = common::hf_reference("qwen3-tiny");
     let tmp = tempdir("slice-q8");
     let out = tmp.path().join("qwen3-tiny-q8_0.gguf");
     slice_to(&dir, &out, Some(QuantScheme::Q8_0)).unwrap();
@@ -228,16 +230,7 @@ fn byte_level_tokenizer_json() -> Value {
 /// a vocabulary that tokenizes any text through its byte tokens.
 #[test]
 fn synthetic_preset_files_load_and_run() {
-    let tiny = ArchPreset {
-        name: "tiny",
-        hidden: 256,
-        layers: 2,
-        heads: 2,
-        kv_heads: 1,
-        ffn: 512,
-        vocab: 300,
-        ..preset("qwen3-4b").unwrap()
-    };
+    let tiny = shrunk("qwen3-4b", 2);
     let tmp = tempdir("synth");
     let path = tmp.path().join("tiny.gguf");
     let mut last = (0, 0);
@@ -257,16 +250,7 @@ fn synthetic_preset_files_load_and_run() {
 /// Same seed, same bytes; different seed, different bytes.
 #[test]
 fn synthetic_files_are_deterministic() {
-    let tiny = ArchPreset {
-        name: "tiny",
-        hidden: 256,
-        layers: 1,
-        heads: 2,
-        kv_heads: 1,
-        ffn: 256,
-        vocab: 260,
-        ..preset("qwen3-8b").unwrap()
-    };
+    let tiny = shrunk("qwen3-8b", 1);
     let tmp = tempdir("synth-seed");
     let write = |name: &str, seed| {
         let p = tmp.path().join(name);
@@ -328,16 +312,7 @@ fn corrupt_and_unsupported_inputs_are_clear_errors() {
     assert!(err.contains("model.layers.0.mlp.experts.0.weight"), "{err}");
 
     // An architecture CardInfer cannot run.
-    let moe = ArchPreset {
-        layers: 1,
-        hidden: 256,
-        heads: 2,
-        kv_heads: 1,
-        ffn: 256,
-        vocab: 260,
-        experts: Some((2, 1)),
-        ..preset("qwen3-30b-a3b").unwrap()
-    };
+    let moe = ArchPreset { experts: Some((2, 1)), ..shrunk("qwen3-30b-a3b", 1) };
     let moe_path = tmp.path().join("moe.gguf");
     moe.write_gguf(&moe_path, 0, &mut |_, _| {}).unwrap();
     let err = slice_to(&moe_path, &out, None).unwrap_err().to_string();

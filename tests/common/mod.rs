@@ -38,3 +38,19 @@ pub fn tiny_spec(
         eos_token_ids: vec![],
     }
 }
+
+/// A tiny transformers reference (`../shared/reference/hf/NAME`): its directory, the
+/// 24 input ids and the logits transformers computed for them.
+pub fn hf_reference(name: &str) -> (PathBuf, Vec<u32>, Vec<Vec<f32>>) {
+    let dir = reference_dir().join("hf").join(name);
+    let text = std::fs::read_to_string(dir.join("reference.json")).expect("reference.json");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("reference.json is JSON");
+    let ids = v["input_ids"].as_array().expect("input_ids").iter().map(|x| x.as_u64().unwrap() as u32).collect();
+    let logits = v["logits"]
+        .as_array()
+        .expect("logits")
+        .iter()
+        .map(|row| row.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect())
+        .collect();
+    (dir, ids, logits)
+}

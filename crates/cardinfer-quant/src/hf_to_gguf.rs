@@ -70,25 +70,70 @@ pub fn permute_qk_rows(values: &[f32], rows: usize, cols: usize, heads: usize) -
     out
 }
 
-/// Writes the architecture metadata llama.cpp reads for `spec` (`general.architecture`,
-/// `<arch>.block_count`, head counts, RoPE, norms, context) into `w`.
+/// The hyper-parameters llama.cpp reads from `<arch>.*` metadata keys.
+#[derive(Debug, Clone, Copy)]
+pub struct ArchMetadata<'a> {
+    /// GGUF architecture name (`qwen3`, `llama`, …).
+    pub arch: &'a str,
+    /// Context length the model was trained for.
+    pub context_length: usize,
+    /// Model width.
+    pub hidden: usize,
+    /// Feed-forward width.
+    pub ffn: usize,
+    /// Transformer layers.
+    pub layers: usize,
+    /// Query heads.
+    pub heads: usize,
+    /// Key/value heads.
+    pub kv_heads: usize,
+    /// Width of one head.
+    pub head_dim: usize,
+    /// RMSNorm epsilon.
+    pub rms_eps: f32,
+    /// RoPE base frequency.
+    pub rope_theta: f32,
+}
+
+impl ArchMetadata<'_> {
+    /// Writes `general.architecture`, `general.name` and the `<arch>.*` keys into `w`.
+    pub fn write(&self, w: &mut GgufWriter<'_>, name: &str) {
+        let arch = self.arch;
+        let u32_of = |v: usize| GgufValue::U32(v as u32);
+        w.metadata("general.architecture", GgufValue::String(arch.into()));
+        w.metadata("general.name", GgufValue::String(name.into()));
+        w.metadata(format!("{arch}.context_length"), u32_of(self.context_length));
+        w.metadata(format!("{arch}.embedding_length"), u32_of(self.hidden));
+        w.metadata(format!("{arch}.feed_forward_length"), u32_of(self.ffn));
+        w.metadata(format!("{arch}.block_count"), u32_of(self.layers));
+        w.metadata(format!("{arch}.attention.head_count"), u32_of(self.heads));
+        w.metadata(format!("{arch}.attention.head_count_kv"), u32_of(self.kv_heads));
+        w.metadata(format!("{arch}.attention.key_length"), u32_of(self.head_dim));
+        w.metadata(format!("{arch}.attention.value_length"), u32_of(self.head_dim));
+        w.metadata(format!("{arch}.rope.dimension_count"), u32_of(self.head_dim));
+        w.metadata(format!("{arch}.attention.layer_norm_rms_epsilon"), GgufValue::F32(self.rms_eps));
+        w.metadata(format!("{arch}.rope.freq_base"), GgufValue::F32(self.rope_theta));
+    }
+}
+
+/// Writes the architecture metadata llama.cpp reads for `spec` (see [`ArchMetadata`]),
+/// the vocabulary size and the BOS/EOS ids into `w`.
 pub fn write_model_metadata(w: &mut GgufWriter<'_>, spec: &ModelSpec, name: &str) {
     let arch = spec.family.gguf_name();
-    let u32_of = |v: usize| GgufValue::U32(v as u32);
-    w.metadata("general.architecture", GgufValue::String(arch.into()));
-    w.metadata("general.name", GgufValue::String(name.into()));
-    w.metadata(format!("{arch}.context_length"), u32_of(spec.context_length));
-    w.metadata(format!("{arch}.embedding_length"), u32_of(spec.hidden_size));
-    w.metadata(format!("{arch}.feed_forward_length"), u32_of(spec.intermediate_size));
-    w.metadata(format!("{arch}.block_count"), u32_of(spec.num_layers));
-    w.metadata(format!("{arch}.attention.head_count"), u32_of(spec.num_heads));
-    w.metadata(format!("{arch}.attention.head_count_kv"), u32_of(spec.num_kv_heads));
-    w.metadata(format!("{arch}.attention.key_length"), u32_of(spec.head_dim));
-    w.metadata(format!("{arch}.attention.value_length"), u32_of(spec.head_dim));
-    w.metadata(format!("{arch}.rope.dimension_count"), u32_of(spec.head_dim));
-    w.metadata(format!("{arch}.attention.layer_norm_rms_epsilon"), GgufValue::F32(spec.rms_norm_eps as f32));
-    w.metadata(format!("{arch}.rope.freq_base"), GgufValue::F32(spec.rope_theta as f32));
-    w.metadata(format!("{arch}.vocab_size"), u32_of(spec.vocab_size));
+    ArchMetadata {
+        arch,
+        context_length: spec.context_length,
+        hidden: spec.hidden_size,
+        ffn: spec.intermediate_size,
+        layers: spec.num_layers,
+        heads: spec.num_heads,
+        kv_heads: spec.num_kv_heads,
+        head_dim: spec.head_dim,
+        rms_eps: spec.rms_norm_eps as f32,
+        rope_theta: spec.rope_theta as f32,
+    }
+    .write(w, name);
+    w.metadata(format!("{arch}.vocab_size"), GgufValue::U32(spec.vocab_size as u32));
     if let Some(&eos) = spec.eos_token_ids.first() {
         w.metadata("tokenizer.ggml.eos_token_id", GgufValue::U32(eos));
     }

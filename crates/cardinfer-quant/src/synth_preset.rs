@@ -5,6 +5,7 @@
 //! says nothing about output quality. Same layout as `../shared/bench/synth_gguf.py`.
 
 use crate::gguf::{GgufValue, GgufWriter};
+use crate::hf_to_gguf::ArchMetadata;
 use crate::QuantError;
 use cardinfer_core::StorageType;
 use std::path::Path;
@@ -167,21 +168,21 @@ impl ArchPreset {
         let arch = self.arch;
         let mut w = GgufWriter::new();
         let u32_of = |v: usize| GgufValue::U32(v as u32);
-        w.metadata("general.architecture", GgufValue::String(arch.into()));
-        w.metadata("general.name", GgufValue::String(format!("synthetic-{}", self.name)));
+        ArchMetadata {
+            arch,
+            context_length: 40960,
+            hidden: self.hidden,
+            ffn: self.ffn,
+            layers: self.layers,
+            heads: self.heads,
+            kv_heads: self.kv_heads,
+            head_dim: self.head_dim,
+            rms_eps: self.rms_eps,
+            rope_theta: self.rope_theta,
+        }
+        .write(&mut w, &format!("synthetic-{}", self.name));
         w.metadata("general.file_type", GgufValue::U32(15));
         w.metadata("general.quantization_version", GgufValue::U32(2));
-        w.metadata(format!("{arch}.block_count"), u32_of(self.layers));
-        w.metadata(format!("{arch}.context_length"), u32_of(40960));
-        w.metadata(format!("{arch}.embedding_length"), u32_of(self.hidden));
-        w.metadata(format!("{arch}.feed_forward_length"), u32_of(self.ffn));
-        w.metadata(format!("{arch}.attention.head_count"), u32_of(self.heads));
-        w.metadata(format!("{arch}.attention.head_count_kv"), u32_of(self.kv_heads));
-        w.metadata(format!("{arch}.attention.key_length"), u32_of(self.head_dim));
-        w.metadata(format!("{arch}.attention.value_length"), u32_of(self.head_dim));
-        w.metadata(format!("{arch}.rope.dimension_count"), u32_of(self.head_dim));
-        w.metadata(format!("{arch}.rope.freq_base"), GgufValue::F32(self.rope_theta));
-        w.metadata(format!("{arch}.attention.layer_norm_rms_epsilon"), GgufValue::F32(self.rms_eps));
         if let Some((experts, used)) = self.experts {
             w.metadata(format!("{arch}.expert_count"), u32_of(experts));
             w.metadata(format!("{arch}.expert_used_count"), u32_of(used));
