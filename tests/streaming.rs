@@ -7,11 +7,11 @@ mod common;
 
 use candle_core::Device;
 use cardinfer_core::{BlockId, Family, ModelSpec, StorageType};
-use cardinfer_plan::Budget;
+use cardinfer_plan::{Budget, PlanError};
 use cardinfer_quant::synth::SyntheticModel;
 use cardinfer_quant::Checkpoint;
 use cardinfer_stream::executor::{
-    BlockReader, CheckpointReader, Mode, Placement, PlanRequest, StreamPlan, StreamedModel,
+    BlockReader, CheckpointReader, Mode, Placement, PlanRequest, StreamPlan, plan_on_device, StreamedModel,
 };
 use cardinfer_stream::family::Decoder;
 use cardinfer_stream::loader::{LoadOptions, Runner};
@@ -62,14 +62,14 @@ fn streamed(path: &Path, budget: u64, mode: Mode, slots: usize, chunk: usize) ->
 }
 
 fn request(budget_bytes: u64, mode: Mode, slots: usize) -> PlanRequest {
-    PlanRequest { budget_bytes, mode, slots: Some(slots), prefill_chunk: 4, runtime_bytes: 0 }
+    PlanRequest { budget_bytes, mode, slots: Some(slots), prefill_chunk: 4, runtime_bytes: 0, overlapped_copies: true }
 }
 
 fn plan_of(path: &Path, budget: u64, mode: Mode, slots: usize) -> Result<StreamPlan, StreamError> {
     let ckpt = Checkpoint::open(path).unwrap();
     let spec = ckpt.spec().unwrap();
     let layout = model_layout(&ckpt, &spec).unwrap();
-    StreamPlan::new(&spec, &layout, &Device::Cpu, &request(budget, mode, slots))
+    plan_on_device(&spec, &layout, &Device::Cpu, &request(budget, mode, slots))
 }
 
 #[test]
@@ -81,7 +81,7 @@ fn streamed_equals_resident_bit_for_bit_for_every_family_and_budget() {
         let (ref_logits, ref_ids) = run(&resident, chunk, 24);
         // The smallest feasible budget: one slot, everything streamed.
         let infeasible = match plan_of(&path, 1, Mode::Stream, 1) {
-            Err(StreamError::InfeasibleBudget { needed, .. }) => needed.bytes(),
+            Err(StreamError::Plan(PlanError::InfeasibleBudget { needed, .. })) => needed.bytes(),
             other => panic!("{family:?}: expected an infeasible budget, got {other:?}"),
         };
         let all_resident = plan_of(&path, u64::MAX / 2, Mode::Resident, 1).unwrap().device_bytes();
@@ -112,7 +112,7 @@ fn streamed_equals_resident_bit_for_bit_for_every_family_and_budget() {
 fn auto_mode_splits_between_resident_and_streamed() {
     let path = model_file(Family::Llama);
     let min = match plan_of(&path, 1, Mode::Stream, 2) {
-        Err(StreamError::InfeasibleBudget { needed, .. }) => needed.bytes(),
+        Err(StreamError::Plan(PlanError::InfeasibleBudget { needed, .. })) => needed.bytes(),
         other => panic!("{other:?}"),
     };
     let full = plan_of(&path, u64::MAX / 2, Mode::Resident, 1).unwrap().device_bytes();
@@ -186,7 +186,7 @@ fn slow_model(path: &Path, slots: usize, fail_at: Option<BlockId>) -> (StreamedM
     let ckpt = Checkpoint::open(path).unwrap();
     let spec = ckpt.spec().unwrap();
     let layout = model_layout(&ckpt, &spec).unwrap();
-    let plan = StreamPlan::new(&spec, &layout, &Device::Cpu, &request(u64::MAX / 2, Mode::Stream, slots)).unwrap();
+    let plan = plan_on_device(&spec, &layout, &Device::Cpu, &request(u64::MAX / 2, Mode::Stream, slots)).unwrap();
     let reader = Arc::new(SlowReader {
         inner: CheckpointReader::new(Arc::new(ckpt), spec.clone()),
         in_flight: AtomicUsize::new(0),

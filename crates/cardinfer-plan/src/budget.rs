@@ -1,29 +1,8 @@
 //! How much device memory CardInfer may use.
 
+use crate::PlanError;
 use cardinfer_core::ByteSize;
 use std::str::FromStr;
-
-/// Errors of the planner.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum PlanError {
-    /// The budget text is neither a size nor a percentage.
-    #[error("invalid budget `{text}`: {reason}")]
-    InvalidBudget {
-        /// What was given.
-        text: String,
-        /// Why it was rejected.
-        reason: String,
-    },
-    /// A percentage budget needs the device's free memory, which this device cannot report.
-    #[error(
-        "budget {percent}% needs the device's free memory, which is unknown here: give an absolute size such as 6GiB"
-    )]
-    UnknownFreeMemory {
-        /// The percentage asked for.
-        percent: f64,
-    },
-}
 
 /// A device memory budget.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -2,5 +2,15 @@
 #![deny(missing_docs)]
 
 mod budget;
+pub mod catalog;
+pub mod cost;
+mod error;
+pub mod placement;
+pub mod profile;
+pub mod table;
 
-pub use budget::{Budget, PlanError};
+pub use budget::Budget;
+pub use cost::{predict, Bound, Prediction};
+pub use error::PlanError;
+pub use placement::{Mode, Placement, PlanRequest, StreamPlan};
+pub use profile::Profile;

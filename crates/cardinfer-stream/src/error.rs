@@ -69,22 +69,9 @@ pub enum StreamError {
         /// Why.
         reason: String,
     },
-    /// The device memory budget cannot hold what the run needs.
-    #[error("budget {budget} is too small: at least {needed} is needed (pool {pool}, KV cache {kv}, workspace {workspace}); try {hint}")]
-    InfeasibleBudget {
-        /// The budget given.
-        budget: cardinfer_core::ByteSize,
-        /// The smallest budget that would work with these settings.
-        needed: cardinfer_core::ByteSize,
-        /// Bytes of the pool (largest streamed block × slots).
-        pool: cardinfer_core::ByteSize,
-        /// Bytes of the KV cache at full context.
-        kv: cardinfer_core::ByteSize,
-        /// Bytes of activations.
-        workspace: cardinfer_core::ByteSize,
-        /// The cheapest change that could make it fit.
-        hint: String,
-    },
+    /// The planner rejected the request (a budget too small, an unknown mode…).
+    #[error(transparent)]
+    Plan(#[from] cardinfer_plan::PlanError),
     /// A weight has a shape the model family does not expect.
     #[error("tensor `{tensor}`: expected shape {expected:?}, found {found:?}")]
     ShapeMismatch {

@@ -3,7 +3,7 @@
 
 use crate::chat_template::ChatTemplate;
 use crate::executor::{
-    measure_runtime_bytes, CheckpointReader, Mode, PinnedReader, Placement, PlanRequest, StreamPlan, StreamedModel,
+    measure_runtime_bytes, CheckpointReader, Mode, PinnedReader, Placement, PlanRequest, StreamedModel,
 };
 use crate::family::Decoder;
 use crate::kv_cache::KvCache;
@@ -304,8 +304,9 @@ impl LoadedModel {
             slots: options.slots,
             prefill_chunk: options.prefill_chunk,
             runtime_bytes,
+            overlapped_copies: crate::executor::copies_overlap(device),
         };
-        let plan = StreamPlan::new(&spec, &layout, device, &request)?;
+        let plan = crate::executor::plan_on_device(&spec, &layout, device, &request)?;
         let model = if plan.slots == 0 && options.mode != Mode::Stream {
             Runner::Resident(Box::new(ResidentModel::load_spec(&ckpt, spec, device, progress)?))
         } else {

@@ -156,7 +156,7 @@ impl StreamedModel {
             pinned_bytes: 0,
             // On CUDA uploads are issued inline unless CARDINFER_PREFETCH_THREAD is set
             // (see `prefetch_thread`).
-            prefetch_thread: device.is_cpu() || std::env::var_os("CARDINFER_PREFETCH_THREAD").is_some(),
+            prefetch_thread: super::copies_overlap(device),
             decoder,
             layout,
             plan,
@@ -211,7 +211,7 @@ impl StreamedModel {
 
     /// Bytes streamed per weight pass (per decoded token).
     pub fn bytes_streamed_per_pass(&self) -> u64 {
-        self.plan.streamed_bytes_per_pass(&self.layout, &self.device)
+        self.plan.streamed_bytes_per_pass()
     }
 
     /// One weight pass over `tokens` (one chunk); the head runs only if `which` is set.

@@ -1,0 +1,109 @@
+//! The cost model: predicted decode and prefill speed of a plan on a profiled machine,
+//! and which resource bounds it.
+//!
+//! Decode (batch 1), per token: host overhead per layer, resident weights read at the
+//! device's rate, streamed bytes over the link. The executor uploads streamed blocks in
+//! line on CUDA (no overlap yet), so link time adds to the rest; with overlapped copies
+//! (the CPU prefetch thread) the larger of link and compute counts.
+//! Prefill, per chunk: 2 FLOP per weight per token at the profile's rate for the model's
+//! width, plus one pass of streamed bytes per chunk.
+
+use crate::placement::StreamPlan;
+use crate::profile::Profile;
+use cardinfer_core::ModelSpec;
+use serde::Serialize;
+use std::fmt;
+
+/// The resource that bounds a prediction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Bound {
+    /// Host→device copies of streamed blocks.
+    Link,
+    /// Reading resident weights on the device.
+    DeviceMemory,
+    /// Device arithmetic (prefill).
+    DeviceCompute,
+    /// Host-side per-token overhead (kernel launches, synchronization).
+    Overhead,
+}
+
+impl fmt::Display for Bound {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Link => "host→device link",
+            Self::DeviceMemory => "device memory bandwidth",
+            Self::DeviceCompute => "device compute",
+            Self::Overhead => "per-token overhead",
+        })
+    }
+}
+
+/// Predicted speed of a plan.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Prediction {
+    /// Decode tokens per second at batch 1.
+    pub decode_tok_s: f64,
+    /// Prefill tokens per second for a prompt of whole chunks.
+    pub prefill_tok_s: f64,
+    /// Bytes copied over the link per decoded token.
+    pub streamed_bytes_per_token: u64,
+    /// Decode milliseconds per token: overhead, resident reads, link.
+    pub decode_ms: DecodeBreakdown,
+    /// What bounds decode.
+    pub decode_bound: Bound,
+    /// What bounds prefill.
+    pub prefill_bound: Bound,
+    /// Peak device bytes the plan holds.
+    pub peak_device_bytes: u64,
+}
+
+/// Where a decoded token's time goes, milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct DecodeBreakdown {
+    /// Host overhead (per layer × layers).
+    pub overhead: f64,
+    /// Reading resident weights.
+    pub resident_read: f64,
+    /// Copying streamed blocks.
+    pub link: f64,
+}
+
+/// Weights of a model, for FLOP counts: every parameter of every block but the
+/// embedding (a lookup).
+pub fn compute_params(spec: &ModelSpec) -> f64 {
+    let (h, hd, ff) = (spec.hidden_size as f64, spec.head_dim as f64, spec.intermediate_size as f64);
+    let attn = h * hd * (2.0 * spec.num_heads as f64 + 2.0 * spec.num_kv_heads as f64);
+    let mlp = 3.0 * h * ff;
+    spec.num_layers as f64 * (attn + mlp) + spec.vocab_size as f64 * h
+}
+
+/// Predicts the speed of `plan` for a model of `spec` on a machine of `profile`;
+/// `overlapped_copies` as in the plan request.
+pub fn predict(spec: &ModelSpec, plan: &StreamPlan, profile: &Profile, overlapped_copies: bool) -> Prediction {
+    let streamed = plan.streamed_bytes_per_pass();
+    let overhead = profile.decode_overhead_ms_per_layer * spec.num_layers as f64;
+    let resident_read = plan.resident_bytes as f64 / (profile.device_read_gb_s * 1e9) * 1e3;
+    let link = streamed as f64 / (profile.h2d_gb_s * 1e9) * 1e3;
+    // Streamed blocks are also read by the kernels once in the slot.
+    let compute = overhead + resident_read + streamed as f64 / (profile.device_read_gb_s * 1e9) * 1e3;
+    let decode_total = if overlapped_copies && plan.slots >= 2 { compute.max(link) } else { compute + link };
+    let decode_bound = if link >= overhead.max(resident_read) {
+        Bound::Link
+    } else if overhead >= resident_read {
+        Bound::Overhead
+    } else {
+        Bound::DeviceMemory
+    };
+    let chunk = plan.prefill_chunk.max(1) as f64;
+    let chunk_compute = chunk * 2.0 * compute_params(spec) / profile.prefill_flops(spec.hidden_size) * 1e3;
+    let chunk_total = if overlapped_copies && plan.slots >= 2 { chunk_compute.max(link) } else { chunk_compute + link };
+    Prediction {
+        decode_tok_s: 1e3 / decode_total,
+        prefill_tok_s: chunk * 1e3 / chunk_total,
+        streamed_bytes_per_token: streamed,
+        decode_ms: DecodeBreakdown { overhead, resident_read, link },
+        decode_bound,
+        prefill_bound: if link > chunk_compute { Bound::Link } else { Bound::DeviceCompute },
+        peak_device_bytes: plan.device_bytes(),
+    }
+}

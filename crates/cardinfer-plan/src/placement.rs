@@ -1,0 +1,304 @@
+//! Where each block lives for a run — resident on the device, streamed through the pool,
+//! or on the host — how many pool slots, and the prefill chunk. Pure: the caller gives the
+//! device bytes of every block (quant-aware, with the device's row padding), so the same
+//! plan can be computed for the real device or projected onto another.
+
+use crate::PlanError;
+use cardinfer_core::{BlockId, ByteSize, ModelSpec};
+use std::fmt;
+use std::str::FromStr;
+
+/// Execution mode asked for by the user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Resident if everything fits, else stream what does not fit.
+    #[default]
+    Auto,
+    /// Every block resident; an error if the budget is too small.
+    Resident,
+    /// Every transformer layer and the head streamed through the pool.
+    Stream,
+}
+
+impl FromStr for Mode {
+    type Err = PlanError;
+    fn from_str(s: &str) -> Result<Self, PlanError> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "resident" => Ok(Self::Resident),
+            "stream" => Ok(Self::Stream),
+            _ => Err(PlanError::InvalidParameter {
+                name: "mode",
+                reason: format!("`{s}`: expected auto, resident or stream"),
+            }),
+        }
+    }
+}
+
+/// Where one block's weights live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// Loaded once onto the device.
+    Resident,
+    /// Copied into a pool slot each time it runs.
+    Streamed,
+    /// Kept in host memory and computed there (the embedding lookup).
+    Host,
+}
+
+/// What a plan is asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlanRequest {
+    /// Device bytes the whole run may use.
+    pub budget_bytes: u64,
+    /// Resident, streamed, or chosen by the budget.
+    pub mode: Mode,
+    /// Pool slots wanted; `None` lets the planner choose (2 when copies overlap
+    /// compute, as the CPU prefetch thread does; 1 otherwise, which leaves more room
+    /// for resident blocks at the same speed).
+    pub slots: Option<usize>,
+    /// Tokens per prefill chunk.
+    pub prefill_chunk: usize,
+    /// Device bytes the runtime takes besides the model (measured by the executor); 0
+    /// on the CPU.
+    pub runtime_bytes: u64,
+    /// Whether the executor overlaps block copies with compute (then a second slot
+    /// hides copy time; without overlap it only costs memory).
+    pub overlapped_copies: bool,
+}
+
+/// The placement of every block and the pool's shape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamPlan {
+    /// Every block with its placement, in execution order.
+    pub blocks: Vec<(BlockId, Placement)>,
+    /// Device bytes of every block, as given to the planner.
+    pub block_bytes: Vec<(BlockId, u64)>,
+    /// Pool slots (0 when nothing streams).
+    pub slots: usize,
+    /// Bytes of one slot: the largest streamed block (or head chunk).
+    pub slot_bytes: u64,
+    /// Bytes of resident blocks on the device.
+    pub resident_bytes: u64,
+    /// Bytes reserved for the KV cache at the full context.
+    pub kv_bytes: u64,
+    /// Bytes reserved for activations of one prefill chunk.
+    pub workspace_bytes: u64,
+    /// The budget the plan was made for.
+    pub budget_bytes: u64,
+    /// Tokens per prefill chunk (one weight pass per chunk).
+    pub prefill_chunk: usize,
+    /// Device bytes the runtime itself holds.
+    pub runtime_bytes: u64,
+    /// Row ranges of the output head streamed one slot at a time (empty when the head
+    /// is resident or fits one slot whole).
+    pub head_chunks: Vec<std::ops::Range<usize>>,
+    /// Why the plan is what it is, one reason per line.
+    pub reasons: Vec<String>,
+}
+
+impl StreamPlan {
+    /// Device bytes the plan holds at most: resident + pool + KV + workspace + runtime.
+    pub fn device_bytes(&self) -> u64 {
+        self.resident_bytes
+            + self.slots as u64 * self.slot_bytes
+            + self.kv_bytes
+            + self.workspace_bytes
+            + self.runtime_bytes
+    }
+
+    /// Device bytes of `block`.
+    pub fn bytes_of(&self, block: BlockId) -> u64 {
+        self.block_bytes.iter().find(|(b, _)| *b == block).map_or(0, |(_, n)| *n)
+    }
+
+    /// Bytes copied into the pool per weight pass (per decoded token).
+    pub fn streamed_bytes_per_pass(&self) -> u64 {
+        self.blocks.iter().filter(|(_, p)| *p == Placement::Streamed).map(|(b, _)| self.bytes_of(*b)).sum()
+    }
+
+    /// The placement of `block`.
+    pub fn placement(&self, block: BlockId) -> Placement {
+        self.blocks.iter().find(|(b, _)| *b == block).map_or(Placement::Resident, |(_, p)| *p)
+    }
+
+    /// Plans a model of `spec` whose blocks take `block_bytes` on the device, within
+    /// `request.budget_bytes`.
+    ///
+    /// The embedding stays in host memory (a lookup needs a few KB per token). Resident
+    /// mode needs everything to fit. Otherwise the pool gets its slots and as many
+    /// blocks as still fit become resident, layers first; the head stays resident when
+    /// that still leaves room for a layer slot (it is often the largest block), and a
+    /// streamed head larger than a layer goes through the slots in row chunks. When the
+    /// workspace of the asked prefill chunk does not fit, the chunk is halved (down to
+    /// 16 tokens) before giving up.
+    pub fn place(spec: &ModelSpec, block_bytes: &[(BlockId, u64)], request: &PlanRequest) -> Result<Self, PlanError> {
+        let mut chunk = request.prefill_chunk.max(1);
+        loop {
+            match Self::place_with_chunk(spec, block_bytes, request, chunk) {
+                Ok(mut plan) => {
+                    if chunk != request.prefill_chunk.max(1) {
+                        plan.reasons.push(format!(
+                            "prefill chunk lowered from {} to {chunk} tokens so its workspace fits",
+                            request.prefill_chunk
+                        ));
+                    }
+                    return Ok(plan);
+                }
+                Err(e) if chunk <= 16 || request.mode == Mode::Resident => return Err(e),
+                Err(_) => chunk /= 2,
+            }
+        }
+    }
+
+    fn place_with_chunk(
+        spec: &ModelSpec,
+        block_bytes: &[(BlockId, u64)],
+        request: &PlanRequest,
+        prefill_chunk: usize,
+    ) -> Result<Self, PlanError> {
+        let PlanRequest { budget_bytes, mode, slots, runtime_bytes, .. } = *request;
+        let kv_bytes = spec.kv_bytes_per_token(4) * spec.context_length as u64;
+        let workspace_bytes = workspace_bytes(spec, prefill_chunk);
+        let fixed = kv_bytes + workspace_bytes + runtime_bytes;
+        let candidates: Vec<(BlockId, u64)> = block_bytes.iter().copied().filter(|(b, _)| *b != BlockId::Embed).collect();
+        let all_resident: u64 = candidates.iter().map(|(_, n)| n).sum();
+        let largest = candidates.iter().map(|(_, n)| *n).max().unwrap_or(0);
+        let mut plan = Self {
+            blocks: vec![(BlockId::Embed, Placement::Host)],
+            block_bytes: block_bytes.to_vec(),
+            slots: 0,
+            slot_bytes: 0,
+            resident_bytes: 0,
+            kv_bytes,
+            workspace_bytes,
+            budget_bytes,
+            prefill_chunk,
+            runtime_bytes,
+            head_chunks: Vec::new(),
+            reasons: vec!["embedding in host memory: a lookup moves a few KB per token".into()],
+        };
+        let infeasible = |needed: u64, pool: u64, hint: &str| PlanError::InfeasibleBudget {
+            budget: ByteSize(budget_bytes),
+            needed: ByteSize(needed),
+            pool: ByteSize(pool),
+            kv: ByteSize(kv_bytes),
+            workspace: ByteSize(workspace_bytes),
+            hint: hint.to_string(),
+        };
+        let stream_all = match mode {
+            Mode::Resident => {
+                if all_resident + fixed > budget_bytes {
+                    return Err(infeasible(
+                        all_resident + fixed,
+                        0,
+                        "--mode auto or stream to stream blocks through a pool",
+                    ));
+                }
+                false
+            }
+            Mode::Auto => all_resident + fixed > budget_bytes,
+            Mode::Stream => true,
+        };
+        if !stream_all {
+            plan.blocks.extend(candidates.iter().map(|&(b, _)| (b, Placement::Resident)));
+            plan.resident_bytes = all_resident;
+            plan.reasons.push(format!("everything fits: {} of weights resident", ByteSize(all_resident)));
+            return Ok(plan);
+        }
+        let head = candidates.iter().find(|(b, _)| *b == BlockId::Head).map_or(0, |(_, n)| *n);
+        let largest_layer = candidates.iter().filter(|(b, _)| *b != BlockId::Head).map(|(_, n)| *n).max().unwrap_or(0);
+        let head_resident = mode == Mode::Auto && fixed + head + largest_layer <= budget_bytes;
+        let chunk_head = !head_resident && head > largest_layer && largest_layer > 0;
+        let slot = if head_resident || chunk_head { largest_layer } else { largest };
+        if chunk_head {
+            let vocab = spec.vocab_size;
+            let pieces = head.div_ceil(largest_layer) as usize + 1;
+            let rows = vocab.div_ceil(pieces);
+            plan.head_chunks = (0..vocab).step_by(rows.max(1)).map(|r| r..(r + rows).min(vocab)).collect();
+            plan.reasons.push(format!(
+                "head ({}) streams in {} row chunks so a slot stays layer-sized",
+                ByteSize(head),
+                plan.head_chunks.len()
+            ));
+        }
+        let reserved = fixed + if head_resident { head } else { 0 };
+        if slot + reserved > budget_bytes {
+            return Err(infeasible(
+                slot + reserved,
+                slot,
+                "a shorter context (smaller KV cache), a smaller prefill chunk, or a smaller quant",
+            ));
+        }
+        let default_slots = if request.overlapped_copies { 2 } else { 1 };
+        let wanted_slots = slots.unwrap_or(default_slots).max(1);
+        let fitting_slots = ((budget_bytes - reserved) / slot.max(1)) as usize;
+        plan.slots = wanted_slots.min(fitting_slots).max(1);
+        plan.slot_bytes = slot;
+        plan.reasons.push(match slots {
+            Some(n) if n > plan.slots => format!("{} slot(s): only that many fit, {n} were asked", plan.slots),
+            Some(_) => format!("{} slot(s) as asked", plan.slots),
+            None if request.overlapped_copies => format!("{} slots: one computes while the next fills", plan.slots),
+            None => "1 slot: copies do not overlap compute here, so a second slot would only take room from resident blocks".into(),
+        });
+        let mut free = budget_bytes - reserved - plan.slots as u64 * slot;
+        if head_resident {
+            plan.resident_bytes += head;
+            plan.reasons.push(format!("head resident ({}): it is read every token", ByteSize(head)));
+        }
+        let mut resident_layers = 0;
+        for &(b, n) in &candidates {
+            let placement = if b == BlockId::Head && head_resident {
+                Placement::Resident
+            } else if mode == Mode::Auto && b != BlockId::Head && n <= free {
+                free -= n;
+                plan.resident_bytes += n;
+                resident_layers += 1;
+                Placement::Resident
+            } else {
+                Placement::Streamed
+            };
+            plan.blocks.push((b, placement));
+        }
+        if !plan.blocks.iter().any(|(_, p)| *p == Placement::Streamed) {
+            plan.slots = 0;
+            plan.slot_bytes = 0;
+        }
+        let streamed = plan.blocks.iter().filter(|(_, p)| *p == Placement::Streamed).count();
+        plan.reasons.push(format!(
+            "{resident_layers} layers resident in the room left; {streamed} block(s) stream ({} per token)",
+            ByteSize(plan.streamed_bytes_per_pass())
+        ));
+        Ok(plan)
+    }
+}
+
+/// Activations of one chunk: hidden states, q/k/v, MLP intermediates and attention
+/// scores over the full context, in f32, with a 2× margin for temporaries, plus the
+/// logits of the last position.
+pub fn workspace_bytes(spec: &ModelSpec, chunk: usize) -> u64 {
+    let per_token = spec.hidden_size * 4
+        + (spec.num_heads + 2 * spec.num_kv_heads) * spec.head_dim
+        + 3 * spec.intermediate_size
+        + 2 * spec.num_heads * spec.context_length;
+    2 * 4 * (chunk * per_token + spec.vocab_size) as u64
+}
+
+impl fmt::Display for StreamPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let count = |p: Placement| self.blocks.iter().filter(|(_, q)| *q == p).count();
+        write!(
+            f,
+            "{} resident, {} streamed through {} slot(s) of {}; KV {}, workspace {}, runtime {}; {} of {} budget",
+            count(Placement::Resident),
+            count(Placement::Streamed),
+            self.slots,
+            ByteSize(self.slot_bytes),
+            ByteSize(self.kv_bytes),
+            ByteSize(self.workspace_bytes),
+            ByteSize(self.runtime_bytes),
+            ByteSize(self.device_bytes()),
+            ByteSize(self.budget_bytes),
+        )
+    }
+}

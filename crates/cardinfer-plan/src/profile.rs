@@ -1,0 +1,151 @@
+//! What a machine can do, measured: link, device and CPU rates and the per-token
+//! overhead. The cost model turns a plan into predicted speed with these numbers.
+//!
+//! Profiles are measured by the `probe` example and fitted from benchmark runs; they
+//! are cached per machine and device as JSON. Without one, [`Profile::conservative`]
+//! stands in.
+
+use crate::PlanError;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Measured (or assumed) rates of one host + device pair.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Profile {
+    /// What was measured (device name, machine), for people reading the file.
+    pub device: String,
+    /// Host→device copy rate from page-locked memory, GB/s.
+    pub h2d_gb_s: f64,
+    /// Rate at which decode kernels read resident quantized weights, GB/s.
+    pub device_read_gb_s: f64,
+    /// Effective prefill matmul rate for a model of width 4096, TFLOP/s (2 FLOP per
+    /// weight per token).
+    pub prefill_tflops_at_4096: f64,
+    /// How the prefill rate scales with model width: `rate ∝ (hidden / 4096)^exponent`
+    /// (small matrices keep the device less busy).
+    pub prefill_width_exponent: f64,
+    /// Host-side cost per layer per decoded token (kernel launches, allocations,
+    /// synchronizations), milliseconds.
+    pub decode_overhead_ms_per_layer: f64,
+    /// CPU quantized matrix-vector rate over weights in RAM, GB/s (all cores).
+    pub cpu_matvec_gb_s: f64,
+    /// Sequential read rate of the model file from disk (page cache cold), GB/s.
+    pub disk_gb_s: f64,
+}
+
+impl Profile {
+    /// A deliberately modest machine: PCIe 3 ×16, a mid-range GPU, DDR4 dual channel.
+    /// Used when no measured profile exists; real machines are usually faster.
+    pub fn conservative() -> Self {
+        Self {
+            device: "conservative default (no profile measured)".into(),
+            h2d_gb_s: 11.0,
+            device_read_gb_s: 250.0,
+            prefill_tflops_at_4096: 10.0,
+            prefill_width_exponent: 1.2,
+            decode_overhead_ms_per_layer: 0.3,
+            cpu_matvec_gb_s: 20.0,
+            disk_gb_s: 1.0,
+        }
+    }
+
+    /// The profile fitted on the H100 machine of `BENCHMARKS.md` (2026-11-22 runs):
+    /// pinned h2d from the streamed runs, decode overhead and device read rate from the
+    /// resident 4B/14B decodes, prefill rate from the resident pp512 (chunk 512 and 64)
+    /// runs. CPU and disk figures from `../shared/bench/ANCHORS.md`.
+    pub fn h100_fitted() -> Self {
+        Self {
+            device: "NVIDIA H100 80GB HBM3, PCIe 5 x16, 16 vCPU (fitted 2026-11-23 from BENCHMARKS.md runs)".into(),
+            h2d_gb_s: 50.0,
+            device_read_gb_s: 2000.0,
+            prefill_tflops_at_4096: 88.0,
+            prefill_width_exponent: 1.2,
+            decode_overhead_ms_per_layer: 0.255,
+            cpu_matvec_gb_s: 50.0,
+            disk_gb_s: 2.0,
+        }
+    }
+
+    /// Reads a profile file.
+    pub fn load(path: &Path) -> Result<Self, PlanError> {
+        let err = |reason: String| PlanError::Profile { path: path.to_path_buf(), reason };
+        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        let profile: Self = serde_json::from_str(&text).map_err(|e| err(format!("invalid profile: {e}")))?;
+        profile.validate().map_err(err)?;
+        Ok(profile)
+    }
+
+    /// Writes the profile (to a temporary name, renamed when complete).
+    pub fn save(&self, path: &Path) -> Result<(), PlanError> {
+        let err = |reason: String| PlanError::Profile { path: path.to_path_buf(), reason };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
+        }
+        let text = serde_json::to_string_pretty(self).map_err(|e| err(e.to_string()))?;
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, text).map_err(|e| err(e.to_string()))?;
+        std::fs::rename(&tmp, path).map_err(|e| err(e.to_string()))
+    }
+
+    /// Where the profile of `device_key` (e.g. `cuda0-NVIDIA_H100`) is cached:
+    /// `$CARDINFER_CACHE/profiles/` or `~/.cache/cardinfer/profiles/`.
+    pub fn cache_path(device_key: &str) -> PathBuf {
+        let base = std::env::var_os("CARDINFER_CACHE").map(PathBuf::from).unwrap_or_else(|| {
+            std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(std::env::temp_dir).join(".cache/cardinfer")
+        });
+        let safe: String = device_key.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+        base.join("profiles").join(format!("{safe}.json"))
+    }
+
+    /// Every rate must be positive and finite.
+    pub fn validate(&self) -> Result<(), String> {
+        let rates = [
+            ("h2d_gb_s", self.h2d_gb_s),
+            ("device_read_gb_s", self.device_read_gb_s),
+            ("prefill_tflops_at_4096", self.prefill_tflops_at_4096),
+            ("cpu_matvec_gb_s", self.cpu_matvec_gb_s),
+            ("disk_gb_s", self.disk_gb_s),
+        ];
+        for (name, v) in rates {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(format!("{name} must be a positive number, found {v}"));
+            }
+        }
+        if !(self.decode_overhead_ms_per_layer.is_finite() && self.decode_overhead_ms_per_layer >= 0.0) {
+            return Err(format!("decode_overhead_ms_per_layer must be ≥ 0, found {}", self.decode_overhead_ms_per_layer));
+        }
+        Ok(())
+    }
+
+    /// Effective prefill rate (FLOP/s) for a model of width `hidden`.
+    pub fn prefill_flops(&self, hidden: usize) -> f64 {
+        self.prefill_tflops_at_4096 * 1e12 * (hidden as f64 / 4096.0).powf(self.prefill_width_exponent)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn profiles_round_trip_through_their_file() {
+        let dir = std::env::temp_dir().join(format!("cardinfer-profile-{}", std::process::id()));
+        let path = dir.join("p.json");
+        let p = Profile::h100_fitted();
+        p.save(&path).unwrap();
+        assert_eq!(Profile::load(&path).unwrap(), p);
+        std::fs::write(&path, r#"{"device": "x"}"#).unwrap();
+        let err = Profile::load(&path).unwrap_err().to_string();
+        assert!(err.contains("p.json") && err.contains("invalid profile"), "{err}");
+        let mut bad = Profile::conservative();
+        bad.h2d_gb_s = 0.0;
+        bad.save(&path).unwrap();
+        assert!(Profile::load(&path).unwrap_err().to_string().contains("h2d_gb_s"));
+    }
+
+    #[test]
+    fn cache_paths_are_file_name_safe() {
+        let p = Profile::cache_path("cuda:0 NVIDIA H100/80GB");
+        assert!(p.ends_with("profiles/cuda_0_NVIDIA_H100_80GB.json"), "{}", p.display());
+    }
+}
