@@ -11,7 +11,7 @@ use cardinfer_plan::{Budget, PlanError};
 use cardinfer_quant::synth::SyntheticModel;
 use cardinfer_quant::Checkpoint;
 use cardinfer_stream::executor::{
-    BlockReader, CheckpointReader, Mode, Placement, PlanRequest, StreamPlan, plan_on_device, StreamedModel,
+    plan_on_device, BlockReader, CheckpointReader, Mode, Placement, PlanRequest, StreamPlan, StreamedModel,
 };
 use cardinfer_stream::family::Decoder;
 use cardinfer_stream::loader::{LoadOptions, Runner};

@@ -39,7 +39,15 @@ pub const H100: GpuSpec = GpuSpec {
     host_ram_gib: 125.0,
 };
 
-const fn gpu(key: &'static str, name: &'static str, vram_gib: f64, pcie_gen: u32, mem_bw_gb_s: f64, fp16_tflops: f64, host_ram_gib: f64) -> GpuSpec {
+const fn gpu(
+    key: &'static str,
+    name: &'static str,
+    vram_gib: f64,
+    pcie_gen: u32,
+    mem_bw_gb_s: f64,
+    fp16_tflops: f64,
+    host_ram_gib: f64,
+) -> GpuSpec {
     GpuSpec { key, name, vram_gib, pcie_gen, lanes: 16, mem_bw_gb_s, fp16_tflops, host_ram_gib }
 }
 
@@ -132,7 +140,19 @@ pub struct ArchShape {
     pub moe: bool,
 }
 
-const fn arch(name: &'static str, params_b: f64, layers: usize, hidden: usize, heads: usize, kv_heads: usize, ffn: usize, vocab: usize, tied: bool, moe: bool) -> ArchShape {
+#[allow(clippy::too_many_arguments)] // one row of the preset table below
+const fn arch(
+    name: &'static str,
+    params_b: f64,
+    layers: usize,
+    hidden: usize,
+    heads: usize,
+    kv_heads: usize,
+    ffn: usize,
+    vocab: usize,
+    tied: bool,
+    moe: bool,
+) -> ArchShape {
     ArchShape { name, params_b, layers, hidden, heads, kv_heads, ffn, vocab, tied, moe }
 }
 

@@ -78,8 +78,21 @@ pub fn compute_params(spec: &ModelSpec) -> f64 {
 }
 
 /// Predicts the speed of `plan` for a model of `spec` on a machine of `profile`;
-/// `overlapped_copies` as in the plan request.
+/// `overlapped_copies` as in the plan request. Decode is at batch 1.
 pub fn predict(spec: &ModelSpec, plan: &StreamPlan, profile: &Profile, overlapped_copies: bool) -> Prediction {
+    predict_batch(spec, plan, profile, overlapped_copies, 1)
+}
+
+/// [`predict`] for a decode batch of `batch` sequences: one weight pass serves every
+/// sequence of the batch, so at small batches decode tok/s grows with the batch (the
+/// executor decodes batch 1 today; this is the planner's projection).
+pub fn predict_batch(
+    spec: &ModelSpec,
+    plan: &StreamPlan,
+    profile: &Profile,
+    overlapped_copies: bool,
+    batch: usize,
+) -> Prediction {
     let streamed = plan.streamed_bytes_per_pass();
     let overhead = profile.decode_overhead_ms_per_layer * spec.num_layers as f64;
     let resident_read = plan.resident_bytes as f64 / (profile.device_read_gb_s * 1e9) * 1e3;
@@ -97,8 +110,10 @@ pub fn predict(spec: &ModelSpec, plan: &StreamPlan, profile: &Profile, overlappe
     let chunk = plan.prefill_chunk.max(1) as f64;
     let chunk_compute = chunk * 2.0 * compute_params(spec) / profile.prefill_flops(spec.hidden_size) * 1e3;
     let chunk_total = if overlapped_copies && plan.slots >= 2 { chunk_compute.max(link) } else { chunk_compute + link };
+    let batch = batch.max(1) as f64;
+    let batch_compute = (batch - 1.0) * 2.0 * compute_params(spec) / profile.prefill_flops(spec.hidden_size) * 1e3;
     Prediction {
-        decode_tok_s: 1e3 / decode_total,
+        decode_tok_s: batch * 1e3 / (decode_total + batch_compute),
         prefill_tok_s: chunk * 1e3 / chunk_total,
         streamed_bytes_per_token: streamed,
         decode_ms: DecodeBreakdown { overhead, resident_read, link },

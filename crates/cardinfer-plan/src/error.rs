@@ -55,4 +55,3 @@ pub enum PlanError {
         percent: f64,
     },
 }
-

@@ -10,7 +10,7 @@ pub mod profile;
 pub mod table;
 
 pub use budget::Budget;
-pub use cost::{predict, Bound, Prediction};
+pub use cost::{predict, predict_batch, Bound, Prediction};
 pub use error::PlanError;
-pub use placement::{Mode, Placement, PlanRequest, StreamPlan};
+pub use placement::{Mode, Placement, PlanRequest, StreamPlan, Workload};
 pub use profile::Profile;

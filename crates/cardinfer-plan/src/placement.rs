@@ -151,17 +151,98 @@ impl StreamPlan {
         }
     }
 
+    /// In auto mode the head may stay resident or stream; both are planned and the one
+    /// that streams fewer bytes per token wins (the cost model's decode time falls with
+    /// streamed bytes; ties keep the head resident).
+    /// Plans like [`StreamPlan::place`], but when the asked prefill chunk does not fit,
+    /// chooses among the chunks that do (halvings down to 16 tokens) the one whose plan
+    /// the cost model predicts fastest for `workload`: a smaller chunk leaves room for
+    /// resident layers (faster decode) but costs a weight pass per fewer prompt tokens.
+    pub fn place_for_workload(
+        spec: &ModelSpec,
+        block_bytes: &[(BlockId, u64)],
+        request: &PlanRequest,
+        profile: &crate::Profile,
+        workload: Workload,
+    ) -> Result<(Self, crate::Prediction), PlanError> {
+        let time = |p: &crate::Prediction| {
+            workload.prompt_tokens as f64 / p.prefill_tok_s + workload.decode_tokens as f64 / p.decode_tok_s
+        };
+        let mut best: Option<(Self, crate::Prediction)> = None;
+        let mut first_err = None;
+        let mut chunk = request.prefill_chunk.max(1);
+        loop {
+            match Self::place_with_chunk(spec, block_bytes, request, chunk) {
+                Ok(plan) => {
+                    let prediction = crate::cost::predict(spec, &plan, profile, request.overlapped_copies);
+                    if best.as_ref().is_none_or(|(_, b)| time(&prediction) < time(b)) {
+                        best = Some((plan, prediction));
+                    }
+                }
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+            if chunk <= 16 || request.mode == Mode::Resident {
+                break;
+            }
+            chunk /= 2;
+        }
+        let Some((mut plan, prediction)) = best else {
+            return Err(first_err.unwrap_or_else(|| PlanError::InvalidParameter {
+                name: "prefill_chunk",
+                reason: "no chunk size could be tried".into(),
+            }));
+        };
+        if plan.prefill_chunk != request.prefill_chunk.max(1) {
+            plan.reasons.push(format!(
+                "prefill chunk {} tokens (asked {}): the fastest for {} prompt + {} decoded tokens that fits",
+                plan.prefill_chunk, request.prefill_chunk, workload.prompt_tokens, workload.decode_tokens
+            ));
+        }
+        Ok((plan, prediction))
+    }
+
+    /// Plans with exactly `request.prefill_chunk` (never lowered).
+    pub fn place_with_fixed_chunk(
+        spec: &ModelSpec,
+        block_bytes: &[(BlockId, u64)],
+        request: &PlanRequest,
+    ) -> Result<Self, PlanError> {
+        Self::place_with_chunk(spec, block_bytes, request, request.prefill_chunk.max(1))
+    }
+
     fn place_with_chunk(
         spec: &ModelSpec,
         block_bytes: &[(BlockId, u64)],
         request: &PlanRequest,
         prefill_chunk: usize,
     ) -> Result<Self, PlanError> {
+        let with_head = Self::place_head(spec, block_bytes, request, prefill_chunk, true);
+        if request.mode != Mode::Auto {
+            return with_head;
+        }
+        let without_head = Self::place_head(spec, block_bytes, request, prefill_chunk, false);
+        match (with_head, without_head) {
+            (Ok(a), Ok(b)) if b.streamed_bytes_per_pass() < a.streamed_bytes_per_pass() => Ok(b),
+            (Ok(a), _) => Ok(a),
+            (Err(_), b) => b,
+        }
+    }
+
+    fn place_head(
+        spec: &ModelSpec,
+        block_bytes: &[(BlockId, u64)],
+        request: &PlanRequest,
+        prefill_chunk: usize,
+        try_head_resident: bool,
+    ) -> Result<Self, PlanError> {
         let PlanRequest { budget_bytes, mode, slots, runtime_bytes, .. } = *request;
         let kv_bytes = spec.kv_bytes_per_token(4) * spec.context_length as u64;
         let workspace_bytes = workspace_bytes(spec, prefill_chunk);
         let fixed = kv_bytes + workspace_bytes + runtime_bytes;
-        let candidates: Vec<(BlockId, u64)> = block_bytes.iter().copied().filter(|(b, _)| *b != BlockId::Embed).collect();
+        let candidates: Vec<(BlockId, u64)> =
+            block_bytes.iter().copied().filter(|(b, _)| *b != BlockId::Embed).collect();
         let all_resident: u64 = candidates.iter().map(|(_, n)| n).sum();
         let largest = candidates.iter().map(|(_, n)| *n).max().unwrap_or(0);
         let mut plan = Self {
@@ -208,7 +289,7 @@ impl StreamPlan {
         }
         let head = candidates.iter().find(|(b, _)| *b == BlockId::Head).map_or(0, |(_, n)| *n);
         let largest_layer = candidates.iter().filter(|(b, _)| *b != BlockId::Head).map(|(_, n)| *n).max().unwrap_or(0);
-        let head_resident = mode == Mode::Auto && fixed + head + largest_layer <= budget_bytes;
+        let head_resident = try_head_resident && mode == Mode::Auto && fixed + head + largest_layer <= budget_bytes;
         let chunk_head = !head_resident && head > largest_layer && largest_layer > 0;
         let slot = if head_resident || chunk_head { largest_layer } else { largest };
         if chunk_head {
@@ -239,7 +320,10 @@ impl StreamPlan {
             Some(n) if n > plan.slots => format!("{} slot(s): only that many fit, {n} were asked", plan.slots),
             Some(_) => format!("{} slot(s) as asked", plan.slots),
             None if request.overlapped_copies => format!("{} slots: one computes while the next fills", plan.slots),
-            None => "1 slot: copies do not overlap compute here, so a second slot would only take room from resident blocks".into(),
+            None => {
+                "1 slot: copies do not overlap compute here, so a second slot would only take room from resident blocks"
+                    .into()
+            }
         });
         let mut free = budget_bytes - reserved - plan.slots as u64 * slot;
         if head_resident {
@@ -270,6 +354,22 @@ impl StreamPlan {
             ByteSize(plan.streamed_bytes_per_pass())
         ));
         Ok(plan)
+    }
+}
+
+/// The work a plan is chosen for: a prompt and a number of decoded tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Workload {
+    /// Prompt tokens (prefilled in chunks).
+    pub prompt_tokens: usize,
+    /// Tokens decoded one at a time.
+    pub decode_tokens: usize,
+}
+
+impl Default for Workload {
+    /// 512 prompt tokens and 128 decoded: llama-bench's pp512 / tg128.
+    fn default() -> Self {
+        Self { prompt_tokens: 512, decode_tokens: 128 }
     }
 }
 

@@ -93,7 +93,8 @@ impl Profile {
         let base = std::env::var_os("CARDINFER_CACHE").map(PathBuf::from).unwrap_or_else(|| {
             std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(std::env::temp_dir).join(".cache/cardinfer")
         });
-        let safe: String = device_key.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+        let safe: String =
+            device_key.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
         base.join("profiles").join(format!("{safe}.json"))
     }
 
@@ -112,7 +113,10 @@ impl Profile {
             }
         }
         if !(self.decode_overhead_ms_per_layer.is_finite() && self.decode_overhead_ms_per_layer >= 0.0) {
-            return Err(format!("decode_overhead_ms_per_layer must be ≥ 0, found {}", self.decode_overhead_ms_per_layer));
+            return Err(format!(
+                "decode_overhead_ms_per_layer must be ≥ 0, found {}",
+                self.decode_overhead_ms_per_layer
+            ));
         }
         Ok(())
     }

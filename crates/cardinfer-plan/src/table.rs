@@ -1,11 +1,12 @@
 //! The adaptation table: for each catalogued GPU, the largest model that runs at a given
 //! decode speed or faster, as the cost model predicts it with a projected profile.
 
-use crate::catalog::{ArchShape, GpuSpec, QuantShape, ARCHS, QUANTS};
-use crate::cost::{predict, Prediction};
-use crate::placement::{Mode, PlanRequest, StreamPlan};
+use crate::catalog::{ArchShape, GpuSpec, QuantShape, ARCHS, GPUS, H100, QUANTS};
+use crate::cost::Prediction;
+use crate::placement::{Mode, PlanRequest, StreamPlan, Workload};
 use crate::profile::Profile;
-use cardinfer_core::BlockId;
+use cardinfer_core::{BlockId, ByteSize};
+use std::fmt::Write;
 
 /// Device bytes the CUDA runtime and a display take besides the model.
 pub const RUNTIME_RESERVE: u64 = 400 << 20;
@@ -28,7 +29,13 @@ pub struct Projection {
 /// Plans and predicts `arch` in `quant` on `gpu` with `profile` (already projected onto
 /// it), the budget being the GPU's memory less [`RUNTIME_RESERVE`]. `None` when it does
 /// not fit the device or the host's RAM.
-pub fn project(arch: &ArchShape, quant: &QuantShape, gpu: &GpuSpec, profile: &Profile, context: usize) -> Option<Projection> {
+pub fn project(
+    arch: &ArchShape,
+    quant: &QuantShape,
+    gpu: &GpuSpec,
+    profile: &Profile,
+    context: usize,
+) -> Option<Projection> {
     let spec = arch.spec(context);
     let blocks = arch.block_bytes(quant);
     let request = PlanRequest {
@@ -39,13 +46,13 @@ pub fn project(arch: &ArchShape, quant: &QuantShape, gpu: &GpuSpec, profile: &Pr
         runtime_bytes: 0,
         overlapped_copies: false,
     };
-    let plan = StreamPlan::place(&spec, &blocks, &request).ok()?;
+    let (plan, prediction) =
+        StreamPlan::place_for_workload(&spec, &blocks, &request, profile, Workload::default()).ok()?;
     let embed = blocks.iter().find(|(b, _)| *b == BlockId::Embed).map_or(0, |(_, n)| *n);
     let host_bytes = plan.streamed_bytes_per_pass() + embed;
     if host_bytes as f64 > gpu.host_ram_gib * 0.8 * (1u64 << 30) as f64 {
         return None;
     }
-    let prediction = predict(&spec, &plan, profile, false);
     Some(Projection { arch: *arch, quant: *quant, plan, prediction, host_bytes })
 }
 
@@ -60,4 +67,40 @@ pub fn largest_model(gpu: &GpuSpec, profile: &Profile, min_tok_s: f64, context: 
             .filter_map(|q| project(arch, q, gpu, profile, context))
             .find(|p| p.prediction.decode_tok_s >= min_tok_s)
     })
+}
+
+/// The table as markdown: each catalogued GPU with the largest dense model predicted at
+/// `min_tok_s` or faster, the measured profile (taken on the H100) projected onto it.
+pub fn markdown(measured: &Profile, min_tok_s: f64) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "Largest dense model predicted at ≥ {min_tok_s} tok/s decode (context 4096, batch 1).\n");
+    let _ =
+        writeln!(out, "| GPU | largest model | decode tok/s | prefill tok/s | resident / streamed per token | bound |");
+    let _ = writeln!(out, "|---|---|---:|---:|---|---|");
+    for gpu in GPUS {
+        let profile = gpu.project(measured, &H100);
+        let _ = match largest_model(&gpu, &profile, min_tok_s, 4096) {
+            Some(p) => writeln!(
+                out,
+                "| {} | {} {} | {:.1} | {:.0} | {} / {} | {} |",
+                gpu.name,
+                p.arch.name,
+                p.quant.name,
+                p.prediction.decode_tok_s,
+                p.prediction.prefill_tok_s,
+                ByteSize(p.plan.resident_bytes),
+                ByteSize(p.prediction.streamed_bytes_per_token),
+                p.prediction.decode_bound
+            ),
+            None => writeln!(out, "| {} | none | - | - | - | - |", gpu.name),
+        };
+    }
+    let moe: Vec<&str> = ARCHS.iter().filter(|a| a.moe).map(|a| a.name).collect();
+    let _ = writeln!(out, "\nNot executable until mixture-of-experts is supported: {}.", moe.join(", "));
+    let _ = writeln!(
+        out,
+        "Profile: {}; projected per GPU from PCIe generation, memory bandwidth and FP16 rate.",
+        measured.device
+    );
+    out
 }

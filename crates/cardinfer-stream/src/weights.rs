@@ -183,8 +183,13 @@ fn load_weight(info: &cardinfer_core::TensorInfo, bytes: &[u8], device: &Device)
 /// storage as stored (plus Candle's 512-element row padding on CUDA), float matrices in
 /// f32 on the CPU and in their stored type on accelerators, vectors in f32.
 pub fn device_bytes_of(info: &cardinfer_core::TensorInfo, device: &Device) -> u64 {
+    device_bytes_for(info, !device.is_cpu())
+}
+
+/// [`device_bytes_of`] for a CPU (`accel = false`) or an accelerator (`true`), for
+/// planning on a device that is not present.
+pub fn device_bytes_for(info: &cardinfer_core::TensorInfo, accel: bool) -> u64 {
     let is_matrix = info.shape.len() == 2;
-    let accel = !device.is_cpu();
     if is_matrix && info.storage.is_quantized() {
         let padding = if accel { (512 / info.storage.block_elems() * info.storage.block_bytes()) as u64 } else { 0 };
         info.len + padding

@@ -22,7 +22,9 @@ mod reader;
 mod streamed;
 mod warmup;
 
-pub use plan::{block_device_bytes, copies_overlap, device_block_bytes, plan_on_device, Mode, Placement, PlanRequest, StreamPlan};
+pub use plan::{
+    block_device_bytes, copies_overlap, device_block_bytes, plan_on_device, Mode, Placement, PlanRequest, StreamPlan,
+};
 pub use pool::{PoolStats, SlotPool, SlotTicket};
 pub use reader::{BlockReader, CheckpointReader, PinnedReader};
 pub use streamed::{StreamTimings, StreamedModel};

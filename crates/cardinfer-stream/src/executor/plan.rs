@@ -5,8 +5,8 @@
 use crate::weights::device_bytes_of;
 use crate::Result;
 use candle_core::Device;
-pub use cardinfer_plan::{Mode, Placement, PlanRequest, StreamPlan};
 use cardinfer_core::{BlockId, ModelLayout, ModelSpec};
+pub use cardinfer_plan::{Mode, Placement, PlanRequest, StreamPlan};
 
 /// Device bytes of `block` once loaded on `device` (quant-aware, with Candle's CUDA row
 /// padding).
@@ -20,7 +20,12 @@ pub fn device_block_bytes(layout: &ModelLayout, device: &Device) -> Vec<(BlockId
 }
 
 /// Plans `layout` for `request` on `device`.
-pub fn plan_on_device(spec: &ModelSpec, layout: &ModelLayout, device: &Device, request: &PlanRequest) -> Result<StreamPlan> {
+pub fn plan_on_device(
+    spec: &ModelSpec,
+    layout: &ModelLayout,
+    device: &Device,
+    request: &PlanRequest,
+) -> Result<StreamPlan> {
     Ok(StreamPlan::place(spec, &device_block_bytes(layout, device), request)?)
 }
 

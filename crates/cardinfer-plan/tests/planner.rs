@@ -1,0 +1,198 @@
+//! Properties of the planner and cost model, snapshots of its output for a fixed
+//! profile, the seeds' VRAM arithmetic, and every error case.
+
+use cardinfer_core::{BlockId, ByteSize};
+use cardinfer_plan::catalog::{gpu_by_key, ArchShape, QuantShape, ARCHS, QUANTS};
+use cardinfer_plan::table::markdown;
+use cardinfer_plan::{predict, Mode, Placement, PlanError, PlanRequest, Profile, StreamPlan, Workload};
+
+fn arch(name: &str) -> ArchShape {
+    *ARCHS.iter().find(|a| a.name == name).unwrap()
+}
+
+fn q4() -> QuantShape {
+    QUANTS[2]
+}
+
+fn request(budget_bytes: u64) -> PlanRequest {
+    PlanRequest {
+        budget_bytes,
+        mode: Mode::Auto,
+        slots: None,
+        prefill_chunk: 512,
+        runtime_bytes: 0,
+        overlapped_copies: false,
+    }
+}
+
+/// Budgets from just feasible to everything resident, in 64 MiB steps.
+fn budgets(a: &ArchShape, context: usize) -> impl Iterator<Item = (u64, StreamPlan)> + '_ {
+    let blocks = a.block_bytes(&q4());
+    let spec = a.spec(context);
+    (1..400u64)
+        .map(|i| i * (64 << 20))
+        .filter_map(move |b| StreamPlan::place(&spec, &blocks, &request(b)).ok().map(|p| (b, p)))
+}
+
+#[test]
+fn a_plan_never_exceeds_its_budget() {
+    for a in ARCHS.iter().filter(|a| !a.moe && a.params_b < 40.0) {
+        let mut seen = 0;
+        for (budget, plan) in budgets(a, 2048) {
+            assert!(plan.device_bytes() <= budget, "{}: {} > {}", a.name, plan.device_bytes(), budget);
+            seen += 1;
+        }
+        assert!(seen > 0, "{}: no feasible budget", a.name);
+    }
+}
+
+/// With the chunk fixed, more budget never predicts a slower decode; when the planner
+/// chooses the chunk for a workload, that workload's predicted time never grows.
+#[test]
+fn more_budget_never_predicts_slower() {
+    let profile = Profile::h100_fitted();
+    let workload = Workload::default();
+    for name in ["Qwen3-4B", "Qwen3-14B"] {
+        let a = arch(name);
+        let (spec, blocks) = (a.spec(2048), a.block_bytes(&q4()));
+        let (mut last_decode, mut last_time) = (0.0, f64::INFINITY);
+        for budget in (1..400u64).map(|i| i * (64 << 20)) {
+            let fixed_chunk = PlanRequest { prefill_chunk: 64, ..request(budget) };
+            if let Ok(plan) = StreamPlan::place_with_fixed_chunk(&spec, &blocks, &fixed_chunk) {
+                let p = predict(&spec, &plan, &profile, false);
+                assert!(
+                    p.decode_tok_s >= last_decode - 1e-9,
+                    "{name} at {}: {} < {last_decode}",
+                    ByteSize(budget),
+                    p.decode_tok_s
+                );
+                last_decode = p.decode_tok_s;
+            }
+            if let Ok((_, p)) = StreamPlan::place_for_workload(&spec, &blocks, &request(budget), &profile, workload) {
+                let time =
+                    workload.prompt_tokens as f64 / p.prefill_tok_s + workload.decode_tokens as f64 / p.decode_tok_s;
+                assert!(time <= last_time + 1e-9, "{name} at {}: {time} s > {last_time} s", ByteSize(budget));
+                last_time = time;
+            }
+        }
+        assert!(last_decode > 0.0 && last_time.is_finite());
+    }
+}
+
+#[test]
+fn more_context_never_needs_less_memory() {
+    let a = arch("Qwen3-8B");
+    let blocks = a.block_bytes(&q4());
+    let mut last = 0;
+    for context in [256, 512, 1024, 2048, 4096, 8192, 16384] {
+        let plan = StreamPlan::place(&a.spec(context), &blocks, &request(u64::MAX / 4)).unwrap();
+        let fixed = plan.kv_bytes + plan.workspace_bytes;
+        assert!(fixed >= last, "context {context}: {fixed} < {last}");
+        last = fixed;
+    }
+}
+
+#[test]
+fn placements_are_deterministic() {
+    let a = arch("Qwen3-14B");
+    let (spec, blocks) = (a.spec(4096), a.block_bytes(&q4()));
+    let first = StreamPlan::place(&spec, &blocks, &request(6 << 30)).unwrap();
+    for _ in 0..10 {
+        assert_eq!(StreamPlan::place(&spec, &blocks, &request(6 << 30)).unwrap(), first);
+    }
+}
+
+#[test]
+fn slots_follow_overlap_unless_asked() {
+    let a = arch("Qwen3-14B");
+    let (spec, blocks) = (a.spec(4096), a.block_bytes(&q4()));
+    let inline = StreamPlan::place(&spec, &blocks, &request(6 << 30)).unwrap();
+    let overlapped =
+        StreamPlan::place(&spec, &blocks, &PlanRequest { overlapped_copies: true, ..request(6 << 30) }).unwrap();
+    let asked = StreamPlan::place(&spec, &blocks, &PlanRequest { slots: Some(3), ..request(6 << 30) }).unwrap();
+    assert_eq!((inline.slots, overlapped.slots, asked.slots), (1, 2, 3));
+    let resident = |p: &StreamPlan| p.blocks.iter().filter(|(_, q)| *q == Placement::Resident).count();
+    assert!(resident(&inline) > resident(&overlapped), "the room of a slot goes to resident layers");
+}
+
+#[test]
+fn a_chunk_too_large_for_the_budget_is_lowered() {
+    let a = arch("Qwen3-4B");
+    let (spec, blocks) = (a.spec(4096), a.block_bytes(&q4()));
+    let plan = StreamPlan::place(&spec, &blocks, &PlanRequest { prefill_chunk: 4096, ..request(1600 << 20) }).unwrap();
+    assert!(plan.prefill_chunk < 4096 && plan.device_bytes() <= 1600 << 20);
+    assert!(plan.reasons.iter().any(|r| r.contains("prefill chunk lowered")), "{:?}", plan.reasons);
+}
+
+/// The seeds' arithmetic: a Qwen2-1.5B layer in f32 is ~150-250 MB.
+#[test]
+fn qwen2_1_5b_f32_layers_weigh_what_the_seeds_say() {
+    let qwen2_1_5b = ArchShape {
+        name: "Qwen2-1.5B",
+        params_b: 1.5,
+        layers: 28,
+        hidden: 1536,
+        heads: 12,
+        kv_heads: 2,
+        ffn: 8960,
+        vocab: 151936,
+        tied: true,
+        moe: false,
+    };
+    let f32 = QuantShape { name: "F32", layer_bpw: 32.0, head_bpw: 32.0 };
+    let layer = qwen2_1_5b.block_bytes(&f32).into_iter().find(|(b, _)| *b == BlockId::Layer(0)).unwrap().1;
+    assert!((150_000_000..250_000_000).contains(&layer), "{layer}");
+}
+
+#[test]
+fn infeasible_budgets_name_the_parts_and_a_cheaper_change() {
+    let a = arch("Qwen3-14B");
+    let (spec, blocks) = (a.spec(4096), a.block_bytes(&q4()));
+    let err = StreamPlan::place(&spec, &blocks, &request(100 << 20)).unwrap_err();
+    let PlanError::InfeasibleBudget { needed, pool, kv, .. } = &err else { panic!("{err:?}") };
+    assert!(needed.bytes() > 100 << 20 && pool.bytes() > 0 && kv.bytes() > 0);
+    let text = err.to_string();
+    assert!(text.contains("shorter context") && text.contains("smaller quant"), "{text}");
+    let err = StreamPlan::place(&spec, &blocks, &PlanRequest { mode: Mode::Resident, ..request(6 << 30) }).unwrap_err();
+    assert!(err.to_string().contains("--mode auto"), "{err}");
+    assert!("fast".parse::<Mode>().unwrap_err().to_string().contains("auto, resident or stream"));
+    assert!(gpu_by_key("rtx9090").unwrap_err().to_string().contains("rtx4090"));
+}
+
+#[test]
+fn predictions_follow_the_bound_resource() {
+    let profile = Profile::h100_fitted();
+    let a = arch("Qwen3-14B");
+    let (spec, blocks) = (a.spec(1024), a.block_bytes(&q4()));
+    let resident = StreamPlan::place(&spec, &blocks, &request(40 << 30)).unwrap();
+    let streamed = StreamPlan::place(&spec, &blocks, &request(6 << 30)).unwrap();
+    let (pr, ps) = (predict(&spec, &resident, &profile, false), predict(&spec, &streamed, &profile, false));
+    assert_eq!(pr.streamed_bytes_per_token, 0);
+    assert!(ps.decode_tok_s < pr.decode_tok_s && ps.streamed_bytes_per_token > 0);
+    assert_eq!(ps.decode_bound, cardinfer_plan::Bound::Link);
+    let link_ms = ps.streamed_bytes_per_token as f64 / (profile.h2d_gb_s * 1e9) * 1e3;
+    assert!((ps.decode_ms.link - link_ms).abs() < 1e-9);
+}
+
+/// Snapshot: the adaptation table for the built-in fitted profile. Regenerate with
+/// `cargo run --example plan -- --table > crates/cardinfer-plan/tests/snapshots/table_5tok_s.md`
+/// when the model or catalogue changes on purpose.
+#[test]
+fn adaptation_table_snapshot() {
+    let expected = include_str!("snapshots/table_5tok_s.md");
+    assert_eq!(markdown(&Profile::h100_fitted(), 5.0), expected);
+}
+
+/// Snapshot: the 14B at 6 GiB on the fitted H100 profile.
+#[test]
+fn qwen3_14b_at_6_gib_snapshot() {
+    let a = arch("Qwen3-14B");
+    let spec = a.spec(1024);
+    let plan = StreamPlan::place(&spec, &a.block_bytes(&q4()), &request(6 << 30)).unwrap();
+    let p = predict(&spec, &plan, &Profile::h100_fitted(), false);
+    let summary = format!(
+        "{plan}\ndecode {:.2} tok/s, prefill {:.0} tok/s, bound {}",
+        p.decode_tok_s, p.prefill_tok_s, p.decode_bound
+    );
+    assert_eq!(summary, include_str!("snapshots/qwen3_14b_6gib.txt").trim_end(), "got:\n{summary}");
+}

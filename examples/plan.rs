@@ -1,0 +1,204 @@
+//! Where every block of a model would live for a budget, what moves per token, and the
+//! predicted speed — on this machine's profile, or projected onto a catalogued GPU.
+//!
+//! ```text
+//! cargo run --release --example plan -- --model qwen3-14b.gguf --vram-budget 6GiB --gpu h100
+//! cargo run --release --example plan -- --model qwen3-14b.gguf --gpu rtx3060-12gb --json
+//! cargo run --release --example plan -- --table --min-tok-s 5
+//! ```
+
+#[path = "cli/mod.rs"]
+mod cli;
+
+use anyhow::{bail, Context, Result};
+use cardinfer_core::{BlockId, ByteSize};
+use cardinfer_plan::catalog::{gpu_by_key, GpuSpec, H100};
+use cardinfer_plan::table::{markdown, RUNTIME_RESERVE};
+use cardinfer_plan::{predict_batch, Budget, Mode, Placement, PlanRequest, Profile, StreamPlan};
+use cardinfer_quant::Checkpoint;
+use cardinfer_stream::names::model_layout;
+use cardinfer_stream::weights::device_bytes_for;
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(about = "Plan a model's placement for a memory budget and predict its speed")]
+struct Args {
+    /// GGUF file or Hugging Face checkpoint directory.
+    #[arg(long, required_unless_present = "table")]
+    model: Option<String>,
+    /// Device memory budget (500MiB, 6GiB); default: the GPU's memory less 400 MiB.
+    #[arg(long)]
+    vram_budget: Option<String>,
+    /// Context to reserve the KV cache for (default: the model's, at most 4096).
+    #[arg(long)]
+    context: Option<usize>,
+    /// Decode batch (sequences decoded together).
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Tokens per prefill chunk (lowered when its workspace does not fit).
+    #[arg(long, default_value_t = 512)]
+    prefill_chunk: usize,
+    /// Pool slots (default: the planner's choice).
+    #[arg(long)]
+    slots: Option<usize>,
+    /// auto, resident or stream.
+    #[arg(long, default_value = "auto")]
+    mode: String,
+    /// Project onto a catalogued GPU (h100 = the machine the built-in profile was fitted on).
+    #[arg(long, default_value = "h100")]
+    gpu: String,
+    /// A measured profile (JSON) instead of the built-in fitted one.
+    #[arg(long)]
+    profile: Option<String>,
+    /// Print "GPU → largest model at ≥ --min-tok-s" for every catalogued GPU.
+    #[arg(long)]
+    table: bool,
+    /// Decode speed the table asks for.
+    #[arg(long, default_value_t = 5.0)]
+    min_tok_s: f64,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn profile_for(args: &Args, gpu: &GpuSpec) -> Result<Profile> {
+    let measured = match &args.profile {
+        Some(path) => Profile::load(path.as_ref())?,
+        None => Profile::h100_fitted(),
+    };
+    Ok(if gpu.key == H100.key { measured } else { gpu.project(&measured, &H100) })
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    if args.table {
+        return print_table(&args);
+    }
+    let gpu = gpu_by_key(&args.gpu)?;
+    let profile = profile_for(&args, &gpu)?;
+    let Some(model) = args.model.as_deref() else { bail!("give --model (or --table)") };
+    let ckpt = Checkpoint::open(model).with_context(|| format!("opening {model}"))?;
+    let mut spec = ckpt.spec()?;
+    spec.context_length = args.context.unwrap_or(spec.context_length.min(4096)).min(spec.context_length);
+    let layout = model_layout(&ckpt, &spec)?;
+    let blocks: Vec<(BlockId, u64)> = layout
+        .blocks
+        .iter()
+        .map(|(b, _)| (*b, layout.tensors(*b).iter().map(|t| device_bytes_for(t, true)).sum()))
+        .collect();
+    let budget_bytes = match &args.vram_budget {
+        Some(text) => text.parse::<Budget>()?.resolve(Some(gpu.vram_bytes()))?,
+        None => gpu.vram_bytes().saturating_sub(RUNTIME_RESERVE),
+    };
+    let request = PlanRequest {
+        budget_bytes,
+        mode: args.mode.parse::<Mode>()?,
+        slots: args.slots,
+        prefill_chunk: args.prefill_chunk,
+        runtime_bytes: 0,
+        overlapped_copies: false,
+    };
+    // The placement the executor makes for these flags (`StreamPlan::place`), so the
+    // prediction is of the run `generate`/`bench` would do.
+    let plan = StreamPlan::place(&spec, &blocks, &request)?;
+    let prediction = predict_batch(&spec, &plan, &profile, false, args.batch);
+    if args.json {
+        let ranges: Vec<_> = ranges(&plan)
+            .into_iter()
+            .map(|(what, placement, bytes)| serde_json::json!({"blocks": what, "placement": placement, "bytes": bytes}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({
+                "model": model, "gpu": gpu.name, "profile": profile, "budget_bytes": budget_bytes,
+                "context": spec.context_length, "batch": args.batch, "slots": plan.slots,
+                "slot_bytes": plan.slot_bytes, "kv_bytes": plan.kv_bytes, "workspace_bytes": plan.workspace_bytes,
+                "prefill_chunk": plan.prefill_chunk, "placement": ranges, "prediction": prediction,
+                "reasons": plan.reasons,
+            })
+        );
+        return Ok(());
+    }
+    println!(
+        "{model} on {} within {} (context {}, batch {})",
+        gpu.name,
+        ByteSize(budget_bytes),
+        spec.context_length,
+        args.batch
+    );
+    println!("profile: {}", profile.device);
+    println!();
+    println!("| blocks | placement | bytes |");
+    println!("|---|---|---:|");
+    for (what, placement, bytes) in ranges(&plan) {
+        println!("| {what} | {placement} | {} |", ByteSize(bytes));
+    }
+    println!(
+        "| pool | {} slot(s) × {} | {} |",
+        plan.slots,
+        ByteSize(plan.slot_bytes),
+        ByteSize(plan.slots as u64 * plan.slot_bytes)
+    );
+    println!("| KV cache | device | {} |", ByteSize(plan.kv_bytes));
+    println!("| workspace | chunk of {} | {} |", plan.prefill_chunk, ByteSize(plan.workspace_bytes));
+    println!("| **device total** | of {} | **{}** |", ByteSize(budget_bytes), ByteSize(plan.device_bytes()));
+    println!();
+    let d = prediction.decode_ms;
+    println!("moved per token: {} over the link", ByteSize(prediction.streamed_bytes_per_token));
+    println!(
+        "predicted decode {:.1} tok/s ({:.1} ms: overhead {:.1}, resident reads {:.1}, link {:.1}); bound: {}",
+        prediction.decode_tok_s,
+        d.overhead + d.resident_read + d.link,
+        d.overhead,
+        d.resident_read,
+        d.link,
+        prediction.decode_bound
+    );
+    println!("predicted prefill {:.0} tok/s; bound: {}", prediction.prefill_tok_s, prediction.prefill_bound);
+    println!("why:");
+    for reason in &plan.reasons {
+        println!("  - {reason}");
+    }
+    Ok(())
+}
+
+/// Consecutive blocks with the same placement, as (blocks, placement, bytes).
+fn ranges(plan: &StreamPlan) -> Vec<(String, &'static str, u64)> {
+    let name = |p: Placement| match p {
+        Placement::Resident => "resident",
+        Placement::Streamed => "streamed",
+        Placement::Host => "host",
+    };
+    let mut out: Vec<(Vec<BlockId>, Placement, u64)> = Vec::new();
+    for &(block, placement) in &plan.blocks {
+        let bytes = plan.bytes_of(block);
+        match out.last_mut() {
+            Some((blocks, p, total))
+                if *p == placement && matches!((blocks[0], block), (BlockId::Layer(_), BlockId::Layer(_))) =>
+            {
+                blocks.push(block);
+                *total += bytes;
+            }
+            _ => out.push((vec![block], placement, bytes)),
+        }
+    }
+    out.into_iter()
+        .map(|(blocks, p, bytes)| {
+            let what = match (blocks.first(), blocks.last()) {
+                (Some(BlockId::Layer(a)), Some(BlockId::Layer(b))) if a != b => format!("layers {a}-{b}"),
+                (Some(first), _) => first.to_string(),
+                (None, _) => String::new(),
+            };
+            (what, name(p), bytes)
+        })
+        .collect()
+}
+
+fn print_table(args: &Args) -> Result<()> {
+    let measured = match &args.profile {
+        Some(path) => Profile::load(path.as_ref())?,
+        None => Profile::h100_fitted(),
+    };
+    print!("{}", markdown(&measured, args.min_tok_s));
+    Ok(())
+}
