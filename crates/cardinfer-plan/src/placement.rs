@@ -53,9 +53,7 @@ pub struct PlanRequest {
     pub budget_bytes: u64,
     /// Resident, streamed, or chosen by the budget.
     pub mode: Mode,
-    /// Pool slots wanted; `None` lets the planner choose (2 when copies overlap
-    /// compute, as the CPU prefetch thread does; 1 otherwise, which leaves more room
-    /// for resident blocks at the same speed).
+    /// Pool slots wanted; `None` means 2 (fewer if only fewer fit).
     pub slots: Option<usize>,
     /// Tokens per prefill chunk.
     pub prefill_chunk: usize,
@@ -311,8 +309,12 @@ impl StreamPlan {
                 "a shorter context (smaller KV cache), a smaller prefill chunk, or a smaller quant",
             ));
         }
-        let default_slots = if request.overlapped_copies { 2 } else { 1 };
-        let wanted_slots = slots.unwrap_or(default_slots).max(1);
+        // Two slots by default, also where copies do not overlap compute (CUDA today),
+        // where one slot is as fast and leaves room for more resident layers: measured
+        // on the H100 (BENCHMARKS.md, 2026-11-23), one slot put the 4B at 582 MiB under a
+        // 500 MiB budget, because the device accounting still undercounts by ~90 MiB
+        // and the second slot's room was what absorbed it.
+        let wanted_slots = slots.unwrap_or(2).max(1);
         let fitting_slots = ((budget_bytes - reserved) / slot.max(1)) as usize;
         plan.slots = wanted_slots.min(fitting_slots).max(1);
         plan.slot_bytes = slot;

@@ -103,16 +103,15 @@ fn placements_are_deterministic() {
 }
 
 #[test]
-fn slots_follow_overlap_unless_asked() {
+fn slots_default_to_two_unless_asked() {
     let a = arch("Qwen3-14B");
     let (spec, blocks) = (a.spec(4096), a.block_bytes(&q4()));
-    let inline = StreamPlan::place(&spec, &blocks, &request(6 << 30)).unwrap();
-    let overlapped =
-        StreamPlan::place(&spec, &blocks, &PlanRequest { overlapped_copies: true, ..request(6 << 30) }).unwrap();
-    let asked = StreamPlan::place(&spec, &blocks, &PlanRequest { slots: Some(3), ..request(6 << 30) }).unwrap();
-    assert_eq!((inline.slots, overlapped.slots, asked.slots), (1, 2, 3));
+    let default = StreamPlan::place(&spec, &blocks, &request(6 << 30)).unwrap();
+    let one = StreamPlan::place(&spec, &blocks, &PlanRequest { slots: Some(1), ..request(6 << 30) }).unwrap();
+    let three = StreamPlan::place(&spec, &blocks, &PlanRequest { slots: Some(3), ..request(6 << 30) }).unwrap();
+    assert_eq!((default.slots, one.slots, three.slots), (2, 1, 3));
     let resident = |p: &StreamPlan| p.blocks.iter().filter(|(_, q)| *q == Placement::Resident).count();
-    assert!(resident(&inline) > resident(&overlapped), "the room of a slot goes to resident layers");
+    assert!(resident(&one) > resident(&default), "the room of a slot goes to resident layers");
 }
 
 #[test]
