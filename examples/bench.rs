@@ -11,7 +11,10 @@
 mod cli;
 
 use anyhow::Result;
-use cardinfer_stream::{Logits, TextModel};
+use cardinfer_plan::{predict, Mode, PlanRequest, Profile, StreamPlan};
+use cardinfer_stream::device::device_key;
+use cardinfer_stream::executor::{copies_overlap, device_block_bytes};
+use cardinfer_stream::{Logits, Runner, TextModel};
 use clap::Parser;
 use std::time::Instant;
 
@@ -48,7 +51,12 @@ fn main() -> Result<()> {
 
     // Warm-up: the first use of each kernel compiles or loads it.
     let mut kv = model.new_cache();
+    let after_load = watch.peak_bytes();
     model.forward(&ids[..ids.len().min(8)], &mut kv, Logits::Last)?.to_vec2::<f32>()?;
+    watch.sample();
+    if let (Some(load), Some(warm)) = (after_load, watch.peak_bytes()) {
+        eprintln!("device memory: {} MiB after load, {} MiB after the first forward pass", load >> 20, warm >> 20);
+    }
 
     if args.prompt > 0 {
         let mut rates = Vec::new();
@@ -81,6 +89,29 @@ fn main() -> Result<()> {
     }
 
     let metrics = model.metrics();
+    // The cost model's prediction for this run: the plan the executor made, the device's
+    // profile from `probe` (cached) or else the built-in fit.
+    let profile = Profile::load(&Profile::cache_path(&device_key(&device))).unwrap_or_else(|_| Profile::h100_fitted());
+    let plan = match model {
+        Runner::Streamed(m) => m.plan().clone(),
+        Runner::Resident(m) => {
+            let request = PlanRequest {
+                budget_bytes: u64::MAX / 4,
+                mode: Mode::Resident,
+                slots: None,
+                prefill_chunk: args.model.placement.prefill_chunk,
+                runtime_bytes: 0,
+                measured_workspace_bytes: None,
+                overlapped_copies: false,
+            };
+            StreamPlan::place(model.spec(), &device_block_bytes(m.layout(), &device), &request)?
+        }
+    };
+    let predicted = predict(model.spec(), &plan, &profile, copies_overlap(&device));
+    eprintln!(
+        "predicted: decode {:.2} tok/s, prefill {:.0} tok/s (profile: {})",
+        predicted.decode_tok_s, predicted.prefill_tok_s, profile.device
+    );
     let peak = watch.peak_bytes().or(device.is_cpu().then_some(metrics.accounted_peak_bytes));
     let mib = |b: u64| b as f64 / (1 << 20) as f64;
     let budget = (loaded.budget_bytes != u64::MAX).then_some(loaded.budget_bytes);
@@ -104,6 +135,7 @@ fn main() -> Result<()> {
             "budget_bytes": budget, "peak_device_bytes": peak, "peak_measured": watch.peak_bytes().is_some(),
             "metrics": metrics, "generated_first": generated.iter().take(16).collect::<Vec<_>>(),
             "generated_checksum": checksum,
+            "predicted_tok_s": if test.starts_with("pp") { predicted.prefill_tok_s } else { predicted.decode_tok_s },
         });
         println!("{line}");
     }

@@ -47,7 +47,8 @@ struct Args {
     /// Project onto a catalogued GPU (h100 = the machine the built-in profile was fitted on).
     #[arg(long, default_value = "h100")]
     gpu: String,
-    /// A measured profile (JSON) instead of the built-in fitted one.
+    /// A measured profile: a JSON file, or a device key whose cached profile `probe`
+    /// wrote (e.g. `cuda0-NVIDIA_H100_80GB_HBM3`). Default: the built-in H100 fit.
     #[arg(long)]
     profile: Option<String>,
     /// Print "GPU → largest model at ≥ --min-tok-s" for every catalogued GPU.
@@ -62,10 +63,7 @@ struct Args {
 }
 
 fn profile_for(args: &Args, gpu: &GpuSpec) -> Result<Profile> {
-    let measured = match &args.profile {
-        Some(path) => Profile::load(path.as_ref())?,
-        None => Profile::h100_fitted(),
-    };
+    let measured = load_profile(args.profile.as_deref())?;
     Ok(if gpu.key == H100.key { measured } else { gpu.project(&measured, &H100) })
 }
 
@@ -96,6 +94,7 @@ fn main() -> Result<()> {
         slots: args.slots,
         prefill_chunk: args.prefill_chunk,
         runtime_bytes: 0,
+        measured_workspace_bytes: None,
         overlapped_copies: false,
     };
     // The placement the executor makes for these flags (`StreamPlan::place`), so the
@@ -194,11 +193,17 @@ fn ranges(plan: &StreamPlan) -> Vec<(String, &'static str, u64)> {
         .collect()
 }
 
-fn print_table(args: &Args) -> Result<()> {
-    let measured = match &args.profile {
-        Some(path) => Profile::load(path.as_ref())?,
+/// `--profile`: a file, a cached device key, or the built-in H100 fit.
+fn load_profile(arg: Option<&str>) -> Result<Profile> {
+    Ok(match arg {
         None => Profile::h100_fitted(),
-    };
+        Some(text) if std::path::Path::new(text).is_file() => Profile::load(text.as_ref())?,
+        Some(key) => Profile::load(&Profile::cache_path(key))?,
+    })
+}
+
+fn print_table(args: &Args) -> Result<()> {
+    let measured = load_profile(args.profile.as_deref())?;
     print!("{}", markdown(&measured, args.min_tok_s));
     Ok(())
 }

@@ -62,7 +62,15 @@ fn streamed(path: &Path, budget: u64, mode: Mode, slots: usize, chunk: usize) ->
 }
 
 fn request(budget_bytes: u64, mode: Mode, slots: usize) -> PlanRequest {
-    PlanRequest { budget_bytes, mode, slots: Some(slots), prefill_chunk: 4, runtime_bytes: 0, overlapped_copies: true }
+    PlanRequest {
+        budget_bytes,
+        mode,
+        slots: Some(slots),
+        prefill_chunk: 4,
+        runtime_bytes: 0,
+        measured_workspace_bytes: None,
+        overlapped_copies: true,
+    }
 }
 
 fn plan_of(path: &Path, budget: u64, mode: Mode, slots: usize) -> Result<StreamPlan, StreamError> {

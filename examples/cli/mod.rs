@@ -165,3 +165,28 @@ impl ProgressBar {
 pub fn parse_ids(text: &str) -> Result<Vec<u32>> {
     text.split(',').map(|s| s.trim().parse::<u32>().with_context(|| format!("`{s}` is not a token id"))).collect()
 }
+
+/// A small model for probes: width 1024, 8 heads of 128 sharing 2 KV heads, vocabulary
+/// 512 (all rows fit the k-quants).
+pub fn probe_spec(family: cardinfer_core::Family, num_layers: usize) -> cardinfer_core::ModelSpec {
+    cardinfer_core::ModelSpec {
+        family,
+        vocab_size: 512,
+        hidden_size: 1024,
+        intermediate_size: 3072,
+        num_layers,
+        num_heads: 8,
+        num_kv_heads: 2,
+        head_dim: 128,
+        rms_norm_eps: 1e-6,
+        rope_theta: 1e6,
+        rope_scaling: None,
+        rope_style: cardinfer_core::RopeStyle::Half,
+        context_length: 256,
+        tie_word_embeddings: true,
+        qkv_bias: false,
+        qk_norm: family == cardinfer_core::Family::Qwen3,
+        bos_token_id: None,
+        eos_token_ids: vec![],
+    }
+}

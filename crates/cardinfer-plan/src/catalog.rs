@@ -94,7 +94,8 @@ impl GpuSpec {
 
     /// Projects `measured` (taken on `on`) onto this GPU: each rate keeps the share of
     /// its datasheet ceiling that was achieved on the measured machine (link, memory
-    /// bandwidth, FP16 throughput); the host-side overhead per layer is kept; the CPU
+    /// bandwidth, FP16 throughput; the non-matmul prefill work by memory bandwidth); the
+    /// host-side overhead per layer is kept; the CPU
     /// rate becomes a typical desktop's (dual-channel RAM, ~25 GB/s effective).
     pub fn project(&self, measured: &Profile, on: &GpuSpec) -> Profile {
         Profile {
@@ -103,9 +104,12 @@ impl GpuSpec {
             device_read_gb_s: measured.device_read_gb_s / on.mem_bw_gb_s * self.mem_bw_gb_s,
             prefill_tflops_at_4096: measured.prefill_tflops_at_4096 / on.fp16_tflops * self.fp16_tflops,
             prefill_width_exponent: measured.prefill_width_exponent,
+            // Attention, norms and activations are bound by memory bandwidth.
+            prefill_ms_per_layer_token: measured.prefill_ms_per_layer_token * on.mem_bw_gb_s / self.mem_bw_gb_s,
             decode_overhead_ms_per_layer: measured.decode_overhead_ms_per_layer,
             cpu_matvec_gb_s: 25.0,
             disk_gb_s: measured.disk_gb_s,
+            cpu_best_threads: None,
         }
     }
 

@@ -6,7 +6,7 @@
 //! line on CUDA (no overlap yet), so link time adds to the rest; with overlapped copies
 //! (the CPU prefetch thread) the larger of link and compute counts.
 //! Prefill, per chunk: 2 FLOP per weight per token at the profile's rate for the model's
-//! width, plus one pass of streamed bytes per chunk.
+//! width, the non-matmul work per layer per token, plus one pass of streamed bytes per chunk.
 
 use crate::placement::StreamPlan;
 use crate::profile::Profile;
@@ -108,7 +108,8 @@ pub fn predict_batch(
         Bound::DeviceMemory
     };
     let chunk = plan.prefill_chunk.max(1) as f64;
-    let chunk_compute = chunk * 2.0 * compute_params(spec) / profile.prefill_flops(spec.hidden_size) * 1e3;
+    let chunk_compute = chunk * 2.0 * compute_params(spec) / profile.prefill_flops(spec.hidden_size) * 1e3
+        + chunk * spec.num_layers as f64 * profile.prefill_ms_per_layer_token;
     let chunk_total = if overlapped_copies && plan.slots >= 2 { chunk_compute.max(link) } else { chunk_compute + link };
     let batch = batch.max(1) as f64;
     let batch_compute = (batch - 1.0) * 2.0 * compute_params(spec) / profile.prefill_flops(spec.hidden_size) * 1e3;

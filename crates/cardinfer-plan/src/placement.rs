@@ -60,6 +60,9 @@ pub struct PlanRequest {
     /// Device bytes the runtime takes besides the model (measured by the executor); 0
     /// on the CPU.
     pub runtime_bytes: u64,
+    /// Activation bytes measured on the device for `prefill_chunk` (see the executor's
+    /// `measure_device_overheads`); `None` uses the estimate of [`workspace_bytes`].
+    pub measured_workspace_bytes: Option<u64>,
     /// Whether the executor overlaps block copies with compute (then a second slot
     /// hides copy time; without overlap it only costs memory).
     pub overlapped_copies: bool,
@@ -237,7 +240,15 @@ impl StreamPlan {
     ) -> Result<Self, PlanError> {
         let PlanRequest { budget_bytes, mode, slots, runtime_bytes, .. } = *request;
         let kv_bytes = spec.kv_bytes_per_token(4) * spec.context_length as u64;
-        let workspace_bytes = workspace_bytes(spec, prefill_chunk);
+        // A measurement is for the asked chunk; a lowered chunk scales it down, never below
+        // the estimate.
+        let estimate = workspace_bytes(spec, prefill_chunk);
+        let asked = request.prefill_chunk.max(1) as u64;
+        let workspace_bytes = match request.measured_workspace_bytes {
+            Some(measured) if prefill_chunk as u64 == asked => measured,
+            Some(measured) => estimate.max(measured * prefill_chunk as u64 / asked),
+            None => estimate,
+        };
         let fixed = kv_bytes + workspace_bytes + runtime_bytes;
         let candidates: Vec<(BlockId, u64)> =
             block_bytes.iter().copied().filter(|(b, _)| *b != BlockId::Embed).collect();

@@ -24,6 +24,10 @@ pub struct Profile {
     /// How the prefill rate scales with model width: `rate ∝ (hidden / 4096)^exponent`
     /// (small matrices keep the device less busy).
     pub prefill_width_exponent: f64,
+    /// Prefill work besides the weight matmuls (attention, norms, RoPE, activations), per
+    /// layer per prompt token, milliseconds.
+    #[serde(default)]
+    pub prefill_ms_per_layer_token: f64,
     /// Host-side cost per layer per decoded token (kernel launches, allocations,
     /// synchronizations), milliseconds.
     pub decode_overhead_ms_per_layer: f64,
@@ -31,6 +35,9 @@ pub struct Profile {
     pub cpu_matvec_gb_s: f64,
     /// Sequential read rate of the model file from disk (page cache cold), GB/s.
     pub disk_gb_s: f64,
+    /// CPU threads at which `cpu_matvec_gb_s` was reached (`None` when not probed).
+    #[serde(default)]
+    pub cpu_best_threads: Option<usize>,
 }
 
 impl Profile {
@@ -43,9 +50,11 @@ impl Profile {
             device_read_gb_s: 250.0,
             prefill_tflops_at_4096: 10.0,
             prefill_width_exponent: 1.2,
+            prefill_ms_per_layer_token: 0.0,
             decode_overhead_ms_per_layer: 0.3,
             cpu_matvec_gb_s: 20.0,
             disk_gb_s: 1.0,
+            cpu_best_threads: None,
         }
     }
 
@@ -60,9 +69,11 @@ impl Profile {
             device_read_gb_s: 2000.0,
             prefill_tflops_at_4096: 88.0,
             prefill_width_exponent: 1.2,
+            prefill_ms_per_layer_token: 0.0,
             decode_overhead_ms_per_layer: 0.255,
             cpu_matvec_gb_s: 50.0,
             disk_gb_s: 2.0,
+            cpu_best_threads: Some(16),
         }
     }
 
@@ -111,6 +122,9 @@ impl Profile {
             if !(v.is_finite() && v > 0.0) {
                 return Err(format!("{name} must be a positive number, found {v}"));
             }
+        }
+        if !(self.prefill_ms_per_layer_token.is_finite() && self.prefill_ms_per_layer_token >= 0.0) {
+            return Err(format!("prefill_ms_per_layer_token must be ≥ 0, found {}", self.prefill_ms_per_layer_token));
         }
         if !(self.decode_overhead_ms_per_layer.is_finite() && self.decode_overhead_ms_per_layer >= 0.0) {
             return Err(format!(

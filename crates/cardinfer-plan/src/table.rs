@@ -44,6 +44,7 @@ pub fn project(
         slots: None,
         prefill_chunk: 512,
         runtime_bytes: 0,
+        measured_workspace_bytes: None,
         overlapped_copies: false,
     };
     let (plan, prediction) =

@@ -21,6 +21,7 @@ fn request(budget_bytes: u64) -> PlanRequest {
         slots: None,
         prefill_chunk: 512,
         runtime_bytes: 0,
+        measured_workspace_bytes: None,
         overlapped_copies: false,
     }
 }

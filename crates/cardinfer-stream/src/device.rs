@@ -59,6 +59,14 @@ impl DeviceMarker {
     }
 }
 
+/// A name for `device` that keys its cached profile: `cpu`, or `cuda<N>-<model name>`.
+pub fn device_key(device: &Device) -> String {
+    match memory::name(device) {
+        Some(name) => name,
+        None => "cpu".to_string(),
+    }
+}
+
 /// Page-locked host memory allocated by the CUDA driver: the host tier of streamed
 /// blocks, copied to the device by DMA at full link speed.
 #[derive(Debug)]
@@ -123,6 +131,13 @@ mod memory {
         }
     }
 
+    pub fn name(device: &Device) -> Option<String> {
+        let Device::Cuda(cuda) = device else { return None };
+        let stream = cuda.cuda_stream();
+        let ctx = stream.context();
+        Some(format!("cuda{}-{}", ctx.ordinal(), ctx.name().ok()?))
+    }
+
     pub fn bind(device: &Device) {
         if let Device::Cuda(cuda) = device {
             let _ = cuda.cuda_stream().context().bind_to_thread();
@@ -158,6 +173,9 @@ mod memory {
         None
     }
     pub fn bind(_device: &Device) {}
+    pub fn name(_device: &Device) -> Option<String> {
+        None
+    }
     pub fn alloc_pinned(_device: &Device, _len: usize) -> Option<usize> {
         None
     }

@@ -3,7 +3,7 @@
 
 use crate::chat_template::ChatTemplate;
 use crate::executor::{
-    measure_runtime_bytes, CheckpointReader, Mode, PinnedReader, Placement, PlanRequest, StreamedModel,
+    measure_device_overheads, CheckpointReader, Mode, PinnedReader, Placement, PlanRequest, StreamedModel,
 };
 use crate::family::Decoder;
 use crate::kv_cache::KvCache;
@@ -293,17 +293,22 @@ impl LoadedModel {
             .iter()
             .map(|t| t.storage)
             .max_by_key(|s| s.is_quantized());
-        let runtime_bytes = match budget_bytes {
-            u64::MAX => 0,
-            _ => measure_runtime_bytes(&spec, device, dominant.unwrap_or(cardinfer_core::StorageType::Q8_0))?
-                .unwrap_or(0),
+        let overheads = match budget_bytes {
+            u64::MAX => None,
+            _ => measure_device_overheads(
+                &spec,
+                device,
+                dominant.unwrap_or(cardinfer_core::StorageType::Q8_0),
+                options.prefill_chunk,
+            )?,
         };
         let request = PlanRequest {
             budget_bytes,
             mode: options.mode,
             slots: options.slots,
             prefill_chunk: options.prefill_chunk,
-            runtime_bytes,
+            runtime_bytes: overheads.map_or(0, |o| o.runtime_bytes),
+            measured_workspace_bytes: overheads.map(|o| o.workspace_bytes),
             overlapped_copies: crate::executor::copies_overlap(device),
         };
         let plan = crate::executor::plan_on_device(&spec, &layout, device, &request)?;

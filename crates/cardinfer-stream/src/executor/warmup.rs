@@ -1,5 +1,7 @@
-//! Measuring the device memory the runtime itself takes (cuBLAS workspace, loaded kernel
-//! modules, the memory pool's rounding), so a plan can reserve it: a budget is what the
+//! Measuring, on the device, the memory a run takes besides its weights and KV cache:
+//! the runtime itself (cuBLAS workspace, loaded kernel modules, the matmul kernels'
+//! scratch) and the activations of a prefill chunk at the model's real size, so a plan
+//! reserves what the device actually uses instead of an estimate. A budget is what the
 //! whole process may use on the device, not only the weights.
 
 use crate::device::device_memory;
@@ -16,16 +18,102 @@ use cardinfer_quant::candle::{ggml_dtype, quantize};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// Runs one tiny block and head of `spec`'s family on `device` (a prefill of 8 tokens and
-/// one decode step, so every kernel family and cuBLAS are initialized) and returns how
-/// much free device memory that cost once its tensors are dropped. `None` where the device
-/// cannot report memory (CPU).
+/// Device memory a run needs besides weights and KV cache, measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceOverheads {
+    /// Held for good once the kernels ran (cuBLAS, modules, matmul scratch).
+    pub runtime_bytes: u64,
+    /// The peak of one block's activations over a whole context of prefill chunks and
+    /// a decode step, beyond its weights and its own KV cache.
+    pub workspace_bytes: u64,
+}
+
+/// Runs one tiny block and head of `spec`'s family on `device` (a prefill of 16 tokens,
+/// which takes the batched matmul path, and one decode step, so every kernel family and
+/// cuBLAS are initialized) and returns how much free device memory that cost once its
+/// tensors are dropped. `None` where the device cannot report memory (CPU).
 pub fn measure_runtime_bytes(spec: &ModelSpec, device: &Device, storage: StorageType) -> Result<Option<u64>> {
     let Some((free_before, _)) = device_memory(device) else { return Ok(None) };
     run_tiny_block(spec, device, storage)?;
     device.synchronize()?;
     let free_after = device_memory(device).map_or(free_before, |(f, _)| f);
     Ok(Some(free_before.saturating_sub(free_after)))
+}
+
+/// [`measure_runtime_bytes`], then one transformer block of `spec`'s real size (zeroed
+/// weights in `storage`) run over the whole context in chunks of `chunk` tokens and one
+/// decode step, sampling free memory after each: the workspace is the lowest free memory
+/// seen, less the block's own weights and its KV cache at full context. `None` on the CPU.
+pub fn measure_device_overheads(
+    spec: &ModelSpec,
+    device: &Device,
+    storage: StorageType,
+    chunk: usize,
+) -> Result<Option<DeviceOverheads>> {
+    let Some(runtime_bytes) = measure_runtime_bytes(spec, device, storage)? else { return Ok(None) };
+    let Some((free_start, _)) = device_memory(device) else { return Ok(None) };
+    let workspace_bytes = {
+        let decoder = Decoder::new(spec.clone(), None);
+        let layer = zero_layer(spec, device, storage)?;
+        device.synchronize()?;
+        let free_loaded = device_memory(device).map_or(free_start, |(f, _)| f);
+        let mut lowest = free_loaded;
+        let mut slot = KvSlot::default();
+        let chunk = chunk.clamp(1, spec.context_length.max(1));
+        let h = spec.hidden_size;
+        let mut pos = 0;
+        while pos < spec.context_length {
+            let len = chunk.min(spec.context_length - pos);
+            let x = Tensor::zeros((1, len, h), candle_core::DType::F32, device)?;
+            decoder.block(0, &layer, &x, &mut slot, pos)?.sum_all()?.to_vec0::<f32>()?;
+            lowest = lowest.min(device_memory(device).map_or(lowest, |(f, _)| f));
+            pos += len;
+        }
+        let kv_bytes = spec.kv_bytes_per_token(4) / spec.num_layers.max(1) as u64 * spec.context_length as u64;
+        let logits = 2 * 4 * spec.vocab_size as u64;
+        free_loaded.saturating_sub(lowest).saturating_sub(kv_bytes) + logits
+    };
+    device.synchronize()?;
+    Ok(Some(DeviceOverheads { runtime_bytes, workspace_bytes }))
+}
+
+/// A transformer block of `spec`'s size with zeroed quantized matrices (valid blocks,
+/// all scales 0) and unit vectors, on `device`.
+fn zero_layer(spec: &ModelSpec, device: &Device, storage: StorageType) -> Result<BlockWeights> {
+    let storage = if storage.is_quantized() { storage } else { StorageType::Q8_0 };
+    // Rows a type's blocks do not divide fall back as the files do: to Q8_0, else f32.
+    let matrix = |rows: usize, cols: usize| -> Result<Weight> {
+        let fits = |s: StorageType| cols.is_multiple_of(s.block_elems());
+        let Some(storage) = [storage, StorageType::Q8_0].into_iter().find(|s| fits(*s)) else {
+            return Ok(Weight::Dense(Tensor::zeros((rows, cols), candle_core::DType::F32, device)?));
+        };
+        let len = storage.tensor_bytes("workspace probe", cols, rows)? as usize;
+        let q: QTensor = qtensor_from_ggml(ggml_dtype(storage), &vec![0u8; len], vec![rows, cols], device)?;
+        Ok(Weight::Quantized(Arc::new(q)))
+    };
+    let vector = |n: usize| -> Result<Weight> { Ok(Weight::Dense(Tensor::ones(n, candle_core::DType::F32, device)?)) };
+    let (h, hd, ff) = (spec.hidden_size, spec.head_dim, spec.intermediate_size);
+    let (q, kv) = (spec.num_heads * hd, spec.num_kv_heads * hd);
+    let mut layer = HashMap::new();
+    for (role, w) in [
+        (Role::AttnNorm, vector(h)?),
+        (Role::AttnQ, matrix(q, h)?),
+        (Role::AttnK, matrix(kv, h)?),
+        (Role::AttnV, matrix(kv, h)?),
+        (Role::AttnQBias, vector(q)?),
+        (Role::AttnKBias, vector(kv)?),
+        (Role::AttnVBias, vector(kv)?),
+        (Role::AttnQNorm, vector(hd)?),
+        (Role::AttnKNorm, vector(hd)?),
+        (Role::AttnOutput, matrix(h, q)?),
+        (Role::FfnNorm, vector(h)?),
+        (Role::FfnGate, matrix(ff, h)?),
+        (Role::FfnUp, matrix(ff, h)?),
+        (Role::FfnDown, matrix(h, ff)?),
+    ] {
+        layer.insert(role, w);
+    }
+    Ok(BlockWeights::from_parts(BlockId::Layer(0), layer))
 }
 
 /// One tiny block and head of `spec`'s family in `storage`, prefill then decode.
@@ -39,7 +127,7 @@ fn run_tiny_block(spec: &ModelSpec, device: &Device, storage: StorageType) -> Re
             num_heads: 4,
             num_kv_heads: 2,
             head_dim: 64,
-            context_length: 16,
+            context_length: 32,
             ..spec.clone()
         };
         let decoder = Decoder::new(tiny.clone(), None);
@@ -78,7 +166,7 @@ fn run_tiny_block(spec: &ModelSpec, device: &Device, storage: StorageType) -> Re
         head.insert(Role::Output, matrix(64, h)?);
         let head = BlockWeights::from_parts(BlockId::Head, head);
         let mut slot = KvSlot::default();
-        for (pos, len) in [(0usize, 8usize), (8, 1)] {
+        for (pos, len) in [(0usize, 16usize), (16, 1)] {
             let x = Tensor::ones((1, len, h), candle_core::DType::F32, device)?;
             let y = decoder.block(0, &layer, &x, &mut slot, pos)?;
             let logits = decoder.head(&head, &y)?;
@@ -121,6 +209,12 @@ mod tests {
                 run_tiny_block(&spec, &Device::Cpu, storage).unwrap();
             }
             assert_eq!(measure_runtime_bytes(&spec, &Device::Cpu, StorageType::Q4_K).unwrap(), None);
+            assert_eq!(measure_device_overheads(&spec, &Device::Cpu, StorageType::Q4_K, 4).unwrap(), None);
+            // The real-size block runs on the CPU too (its memory is just not measurable).
+            let layer = zero_layer(&spec, &Device::Cpu, StorageType::Q8_0).unwrap();
+            let x = Tensor::zeros((1, 3, spec.hidden_size), candle_core::DType::F32, &Device::Cpu).unwrap();
+            let y = Decoder::new(spec.clone(), None).block(0, &layer, &x, &mut KvSlot::default(), 0).unwrap();
+            assert_eq!(y.dims(), &[1, 3, spec.hidden_size]);
         }
     }
 }

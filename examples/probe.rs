@@ -1,0 +1,257 @@
+//! Measure this machine's profile for the planner: host→device copies (page-locked and
+//! pageable), the device's decode and prefill rates on Q4_K weights, the per-layer
+//! decode overhead, the CPU's quantized matvec rate by thread count, and a file read
+//! rate. Saves it where `plan` and the loader look for it (see `Profile::cache_path`).
+//!
+//! ```text
+//! cargo run --release --features cuda --example probe -- --device cuda
+//! ```
+
+#[path = "cli/mod.rs"]
+mod cli;
+
+use anyhow::{Context, Result};
+use candle_core::quantized::{ggml_file::qtensor_from_ggml, GgmlDType, QMatMul, QTensor};
+use candle_core::{Device, Module, Tensor};
+use cardinfer_core::{Family, StorageType};
+use cardinfer_plan::Profile;
+use cardinfer_quant::synth::SyntheticModel;
+use cardinfer_stream::device::{device_key, parse_device, DeviceMarker, PinnedBuffer};
+use cardinfer_stream::{LoadedModel, Logits, TextModel};
+use clap::Parser;
+use std::io::Read;
+use std::time::Instant;
+
+#[derive(Parser)]
+#[command(about = "Measure the rates the planner's cost model needs and save them as a profile")]
+struct Args {
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// A large file to time sequential reads on (e.g. a model); skipped when absent.
+    #[arg(long)]
+    file: Option<String>,
+    /// Where to write the profile (default: the cache path for this device).
+    #[arg(long)]
+    output: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Seconds of `f`, median of `reps` runs after one warm-up.
+fn time<F: FnMut() -> Result<()>>(reps: usize, mut f: F) -> Result<f64> {
+    f()?;
+    let mut times = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let start = Instant::now();
+        f()?;
+        times.push(start.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
+/// Host→device GB/s for uploads of `bytes` (Q8_0 blocks) the way the executor uploads a
+/// streamed block, timed with device events around the copy (allocation excluded), best
+/// of 5.
+fn h2d_rate(device: &Device, bytes: &[u8]) -> Result<f64> {
+    let rows = bytes.len() / 34 / 128;
+    let mut best = 0f64;
+    for _ in 0..6 {
+        let start = DeviceMarker::now(device);
+        let q = qtensor_from_ggml(GgmlDType::Q8_0, &bytes[..rows * 128 * 34], vec![rows, 4096], device)?;
+        let end = DeviceMarker::now(device);
+        device.synchronize()?;
+        if let Some(secs) = start.zip(end).and_then(|(s, e)| s.secs_until(&e)) {
+            best = best.max((rows * 128 * 34) as f64 / secs / 1e9);
+        }
+        drop(q);
+    }
+    Ok(best)
+}
+
+/// A Q4_K matrix of `rows × cols` with random values, on `device`.
+fn q4k_matrix(rows: usize, cols: usize, device: &Device) -> Result<QMatMul> {
+    let w = Tensor::randn(0f32, 0.05, (rows, cols), &Device::Cpu)?;
+    let q = QTensor::quantize(&w, GgmlDType::Q4K)?;
+    let q = if device.is_cpu() { q } else { QTensor::quantize_onto(&w, GgmlDType::Q4K, device)? };
+    Ok(QMatMul::from_qtensor(q)?)
+}
+
+/// Milliseconds per decoded token, and per prompt token of a 256-token prefill, of a
+/// resident synthetic Qwen3 with `layers` layers.
+fn model_ms(device: &Device, layers: usize, dir: &std::path::Path) -> Result<(f64, f64)> {
+    let mut spec = cli::probe_spec(Family::Qwen3, layers);
+    spec.context_length = 256;
+    let path = dir.join(format!("probe-{layers}.gguf"));
+    SyntheticModel::random(&spec, 1).write_gguf(&path, StorageType::Q4_K, StorageType::Q8_0)?;
+    let loaded = LoadedModel::load(&path, device, |_, _| {})?;
+    let model = &loaded.model;
+    let prompt: Vec<u32> = (0..128).map(|i| (i * 7 % 500 + 1) as u32).collect();
+    let mut prefill = f64::INFINITY;
+    for _ in 0..3 {
+        let mut kv = model.new_cache();
+        let start = Instant::now();
+        model.forward(&prompt, &mut kv, Logits::Last)?.to_vec2::<f32>()?;
+        prefill = prefill.min(start.elapsed().as_secs_f64() * 1e3 / prompt.len() as f64);
+    }
+    let mut kv = model.new_cache();
+    model.forward(&[1, 2, 3, 4], &mut kv, Logits::Last)?.to_vec2::<f32>()?;
+    let tokens = 48;
+    let start = Instant::now();
+    let mut next = 5u32;
+    for _ in 0..tokens {
+        let logits = model.forward(&[next], &mut kv, Logits::Last)?;
+        next = logits.squeeze(0)?.argmax(0)?.to_scalar::<u32>()? % 200 + 1;
+    }
+    Ok((start.elapsed().as_secs_f64() * 1e3 / tokens as f64, prefill))
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let device = parse_device(&args.device)?;
+    let key = device_key(&device);
+    let mut profile = Profile { device: key.clone(), ..Profile::conservative() };
+    let steps = 6;
+    let bar = cli::ProgressBar::new(format!("probing {key}"));
+    let mut rows: Vec<(String, String)> = Vec::new();
+
+    // 1. Host→device copies.
+    bar.show(0, steps, "probes");
+    let len = 256 << 20;
+    if !device.is_cpu() {
+        let pageable = vec![0u8; len];
+        let pageable_rate = h2d_rate(&device, &pageable)?;
+        rows.push(("h2d, pageable".into(), format!("{pageable_rate:.1} GB/s")));
+        if let Some(mut pinned) = PinnedBuffer::alloc(&device, len) {
+            pinned.as_mut_slice().fill(0);
+            profile.h2d_gb_s = h2d_rate(&device, pinned.as_slice())?;
+            rows.push(("h2d, page-locked".into(), format!("{:.1} GB/s", profile.h2d_gb_s)));
+        } else {
+            profile.h2d_gb_s = pageable_rate;
+        }
+    }
+
+    // 2. Decode matvec and 3. prefill matmul on Q4_K weights of width 4096.
+    bar.show(1, steps, "probes");
+    // Eight distinct 14336×4096 matrices (264 MB, more than any cache), read in turn.
+    let (rows_w, cols) = (14336, 4096);
+    let mats: Vec<QMatMul> = (0..8).map(|_| q4k_matrix(rows_w, cols, &device)).collect::<Result<_>>()?;
+    let w = &mats[0];
+    let weight_bytes = (rows_w * cols / 256 * 144) as f64;
+    let x1 = Tensor::randn(0f32, 1.0, (1, cols), &Device::Cpu)?.to_device(&device)?;
+    let gemv = time(10, || {
+        for _ in 0..4 {
+            for m in &mats {
+                m.forward(&x1)?;
+            }
+        }
+        device.synchronize()?;
+        Ok(())
+    })?;
+    profile.device_read_gb_s = 32.0 * weight_bytes / gemv / 1e9;
+    rows.push(("Q4_K matvec (weights read)".into(), format!("{:.0} GB/s", profile.device_read_gb_s)));
+    bar.show(2, steps, "probes");
+    let m = if device.is_cpu() { 64 } else { 512 };
+    let xm = Tensor::randn(0f32, 1.0, (m, cols), &Device::Cpu)?.to_device(&device)?;
+    let gemm = time(5, || {
+        w.forward(&xm)?;
+        device.synchronize()?;
+        Ok(())
+    })?;
+    profile.prefill_tflops_at_4096 = 2.0 * (m * rows_w * cols) as f64 / gemm / 1e12;
+    rows.push((format!("Q4_K matmul, {m} tokens"), format!("{:.1} TFLOP/s", profile.prefill_tflops_at_4096)));
+
+    // 4. Decode overhead per layer: slope of ms/token between 2 and 10 layers.
+    bar.show(3, steps, "probes");
+    let dir = std::env::temp_dir().join(format!("cardinfer-probe-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    // Each size twice, alternating, keeping the faster: the first run loads kernels.
+    let (mut small, mut large) = (f64::INFINITY, f64::INFINITY);
+    let (mut small_prefill, mut large_prefill) = (f64::INFINITY, f64::INFINITY);
+    for _ in 0..2 {
+        let (d, p) = model_ms(&device, 2, &dir)?;
+        (small, small_prefill) = (small.min(d), small_prefill.min(p));
+        let (d, p) = model_ms(&device, 10, &dir)?;
+        (large, large_prefill) = (large.min(d), large_prefill.min(p));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    // The slope also holds reading one layer's weights; take that out at the measured rate.
+    let probe = cli::probe_spec(Family::Qwen3, 1);
+    let layer_params = probe.hidden_size * probe.head_dim * (2 * probe.num_heads + 2 * probe.num_kv_heads)
+        + 3 * probe.hidden_size * probe.intermediate_size;
+    let layer_read_ms = (layer_params / 256 * 144) as f64 / (profile.device_read_gb_s * 1e9) * 1e3;
+    profile.decode_overhead_ms_per_layer = ((large - small) / 8.0 - layer_read_ms).max(0.0);
+    // Prefill: what a layer costs per token beyond its weight matmuls at the measured rate.
+    let matmul_ms = 2.0 * layer_params as f64 / (profile.prefill_tflops_at_4096 * 1e12) * 1e3;
+    profile.prefill_ms_per_layer_token = ((large_prefill - small_prefill) / 8.0 - matmul_ms).max(0.0);
+    // The matmul rate was measured at width 4096 directly: no width scaling.
+    profile.prefill_width_exponent = 0.0;
+    rows.push(("prefill, non-matmul work".into(), format!("{:.5} ms/layer/token", profile.prefill_ms_per_layer_token)));
+    rows.push((
+        "decode overhead".into(),
+        format!("{:.3} ms/layer ({small:.2} ms at 2 layers, {large:.2} at 10)", profile.decode_overhead_ms_per_layer),
+    ));
+
+    // 5. CPU quantized matvec by thread count.
+    bar.show(4, steps, "probes");
+    let cpu_mats: Vec<QMatMul> = (0..8).map(|_| q4k_matrix(rows_w, cols, &Device::Cpu)).collect::<Result<_>>()?;
+    let xc = Tensor::randn(0f32, 1.0, (1, cols), &Device::Cpu)?;
+    let max_threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let mut threads = 1;
+    let mut best = (0.0, 1);
+    let mut by_threads = Vec::new();
+    while threads <= max_threads {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build()?;
+        let secs = pool.install(|| {
+            time(5, || {
+                for mat in &cpu_mats {
+                    mat.forward(&xc)?;
+                }
+                Ok(())
+            })
+        })?;
+        let rate = cpu_mats.len() as f64 * weight_bytes / secs / 1e9;
+        by_threads.push(format!("{threads}: {rate:.1}"));
+        if rate > best.0 {
+            best = (rate, threads);
+        }
+        threads = if threads == max_threads { max_threads + 1 } else { (threads * 2).min(max_threads) };
+    }
+    profile.cpu_matvec_gb_s = best.0;
+    profile.cpu_best_threads = Some(best.1);
+    rows.push(("CPU Q4_K matvec, GB/s by threads".into(), by_threads.join(", ")));
+
+    // 6. File read.
+    bar.show(5, steps, "probes");
+    if let Some(file) = &args.file {
+        let mut f = std::fs::File::open(file).with_context(|| format!("opening {file}"))?;
+        let mut buf = vec![0u8; 8 << 20];
+        let (mut total, start) = (0usize, Instant::now());
+        loop {
+            let n = f.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            total += n;
+        }
+        profile.disk_gb_s = total as f64 / start.elapsed().as_secs_f64() / 1e9;
+        rows.push((format!("read {file}"), format!("{:.2} GB/s (page cache may be warm)", profile.disk_gb_s)));
+    }
+    bar.show(steps, steps, "probes");
+
+    let path = args.output.map(std::path::PathBuf::from).unwrap_or_else(|| Profile::cache_path(&key));
+    profile.save(&path)?;
+    bar.finish(&format!("saved {}", path.display()));
+    if args.json {
+        println!("{}", serde_json::to_string(&profile)?);
+    } else {
+        println!("| probe | measured |");
+        println!("|---|---|");
+        for (what, value) in rows {
+            println!("| {what} | {value} |");
+        }
+    }
+    Ok(())
+}
