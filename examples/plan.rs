@@ -51,6 +51,9 @@ struct Args {
     /// wrote (e.g. `cuda0-NVIDIA_H100_80GB_HBM3`). Default: the built-in H100 fit.
     #[arg(long)]
     profile: Option<String>,
+    /// Hybrid decode: place part of the streamed layers on the host (CPU compute).
+    #[arg(long)]
+    hybrid: bool,
     /// Print "GPU → largest model at ≥ --min-tok-s" for every catalogued GPU.
     #[arg(long)]
     table: bool,
@@ -99,7 +102,10 @@ fn main() -> Result<()> {
     };
     // The placement the executor makes for these flags (`StreamPlan::place`), so the
     // prediction is of the run `generate`/`bench` would do.
-    let plan = StreamPlan::place(&spec, &blocks, &request)?;
+    let mut plan = StreamPlan::place(&spec, &blocks, &request)?;
+    if args.hybrid {
+        plan.assign_host_layers(profile.cpu_matvec_gb_s, profile.h2d_gb_s);
+    }
     let prediction = predict_batch(&spec, &plan, &profile, false, args.batch);
     if args.json {
         let ranges: Vec<_> = ranges(&plan)
@@ -145,12 +151,12 @@ fn main() -> Result<()> {
     let d = prediction.decode_ms;
     println!("moved per token: {} over the link", ByteSize(prediction.streamed_bytes_per_token));
     println!(
-        "predicted decode {:.1} tok/s ({:.1} ms: overhead {:.1}, resident reads {:.1}, link {:.1}); bound: {}",
+        "predicted decode {:.1} tok/s (overhead {:.1} ms, resident reads {:.1} ms, link {:.1} ms, host {:.1} ms); bound: {}",
         prediction.decode_tok_s,
-        d.overhead + d.resident_read + d.link,
         d.overhead,
         d.resident_read,
         d.link,
+        d.host,
         prediction.decode_bound
     );
     println!("predicted prefill {:.0} tok/s; bound: {}", prediction.prefill_tok_s, prediction.prefill_bound);

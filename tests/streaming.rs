@@ -57,6 +57,7 @@ fn streamed(path: &Path, budget: u64, mode: Mode, slots: usize, chunk: usize) ->
         slots: Some(slots),
         prefill_chunk: chunk,
         context: None,
+        hybrid: false,
     };
     LoadedModel::load_with(path, &Device::Cpu, &options, |_, _| {}).unwrap()
 }
@@ -155,6 +156,7 @@ fn infeasible_budget_is_an_error_naming_the_minimum() {
         slots: None,
         prefill_chunk: 512,
         context: None,
+        hybrid: false,
     };
     let err =
         LoadedModel::load_with(&path, &Device::Cpu, &options, |_, _| {}).err().expect("1 MiB cannot hold a block");
@@ -257,5 +259,58 @@ fn a_head_larger_than_a_layer_streams_in_row_chunks_with_identical_logits() {
         assert!(logits == ref_logits, "S={slots}: chunked head logits differ");
         let stats = m.pool_stats();
         assert!(stats.peak_bytes <= m.plan().slots as u64 * m.plan().slot_bytes, "{stats:?} vs {}", m.plan());
+    }
+}
+
+/// Hybrid decode with CPU devices standing in for both sides: a share of the streamed
+/// layers is placed on the host, computed there for decode steps and streamed for
+/// prefill chunks; logits and generated ids equal the resident run, and the pool stays
+/// within its slots.
+#[test]
+fn hybrid_decode_equals_resident_for_every_family() {
+    for family in [Family::Llama, Family::Mistral, Family::Qwen2, Family::Qwen3] {
+        let path = model_file(family);
+        let resident = ResidentModel::load(&Checkpoint::open(&path).unwrap(), &Device::Cpu, |_, _| {}).unwrap();
+        let expected = run(&resident, 5, 24);
+        let options = LoadOptions {
+            budget: Budget::Bytes(cardinfer_core::ByteSize(u64::MAX / 2)),
+            mode: Mode::Stream,
+            slots: Some(2),
+            prefill_chunk: 5,
+            context: None,
+            hybrid: true,
+        };
+        let mut loaded = LoadedModel::load_with(&path, &Device::Cpu, &options, |_, _| {}).unwrap();
+        // Inline reads (as on CUDA) on odd families, the prefetch thread on even ones:
+        // inline, host layers queue the next uploads before computing.
+        if let Runner::Streamed(model) = &mut loaded.model {
+            model.set_prefetch_thread(matches!(family, Family::Llama | Family::Qwen2));
+        }
+        let Runner::Streamed(model) = &loaded.model else { panic!("{family:?}: expected a streamed runner") };
+        let host_layers =
+            model.plan().blocks.iter().filter(|(b, p)| *p == Placement::Host && *b != BlockId::Embed).count();
+        let streamed_layers = model.plan().blocks.iter().filter(|(_, p)| *p == Placement::Streamed).count();
+        assert!(host_layers > 0 && streamed_layers > 0, "{family:?}: {host_layers} host, {streamed_layers} streamed");
+        // Prompt pieces of 1 token (host compute) and 5 tokens (host layers streamed).
+        let mut kv = loaded.model.new_cache();
+        let mut rows = Vec::new();
+        for piece in PROMPT.chunks(5) {
+            for token in piece.chunks(if rows.len() % 2 == 0 { 1 } else { 5 }) {
+                rows.extend(loaded.model.forward(token, &mut kv, Logits::All).unwrap().to_vec2::<f32>().unwrap());
+            }
+        }
+        let mut kv = resident.new_cache();
+        let mut expected_rows = Vec::new();
+        for piece in PROMPT.chunks(5) {
+            for token in piece.chunks(if expected_rows.len() % 2 == 0 { 1 } else { 5 }) {
+                expected_rows.extend(resident.forward(token, &mut kv, Logits::All).unwrap().to_vec2::<f32>().unwrap());
+            }
+        }
+        assert_eq!(rows, expected_rows, "{family:?}: logits differ");
+        let (_, generated) = run(&loaded.model, 5, 24);
+        assert_eq!(generated, expected.1, "{family:?}: generated ids differ");
+        let stats = model.pool_stats();
+        assert!(stats.peak_in_use <= 2, "{family:?}: {stats:?}");
+        assert!(model.timings().host_secs > 0.0, "{family:?}: no layer ran on the host");
     }
 }

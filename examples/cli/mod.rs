@@ -95,6 +95,9 @@ pub struct PlacementArgs {
     /// Context length to reserve the KV cache for (default: the model's, at most 4096).
     #[arg(long)]
     pub context: Option<usize>,
+    /// Hybrid decode: compute part of the non-resident layers on the CPU while the rest stream.
+    #[arg(long)]
+    pub hybrid: bool,
 }
 
 impl PlacementArgs {
@@ -106,6 +109,7 @@ impl PlacementArgs {
             slots: self.slots,
             prefill_chunk: self.prefill_chunk,
             context: self.context,
+            hybrid: self.hybrid,
         })
     }
 }

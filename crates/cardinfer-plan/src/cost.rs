@@ -23,6 +23,8 @@ pub enum Bound {
     DeviceMemory,
     /// Device arithmetic (prefill).
     DeviceCompute,
+    /// Host computation of layers placed on the host (hybrid decode).
+    HostCompute,
     /// Host-side per-token overhead (kernel launches, synchronization).
     Overhead,
 }
@@ -33,6 +35,7 @@ impl fmt::Display for Bound {
             Self::Link => "host→device link",
             Self::DeviceMemory => "device memory bandwidth",
             Self::DeviceCompute => "device compute",
+            Self::HostCompute => "host compute",
             Self::Overhead => "per-token overhead",
         })
     }
@@ -66,6 +69,8 @@ pub struct DecodeBreakdown {
     pub resident_read: f64,
     /// Copying streamed blocks.
     pub link: f64,
+    /// Computing host-placed layers on the CPU (overlapped with the link).
+    pub host: f64,
 }
 
 /// Weights of a model, for FLOP counts: every parameter of every block but the
@@ -99,8 +104,14 @@ pub fn predict_batch(
     let link = streamed as f64 / (profile.h2d_gb_s * 1e9) * 1e3;
     // Streamed blocks are also read by the kernels once in the slot.
     let compute = overhead + resident_read + streamed as f64 / (profile.device_read_gb_s * 1e9) * 1e3;
-    let decode_total = if overlapped_copies && plan.slots >= 2 { compute.max(link) } else { compute + link };
-    let decode_bound = if link >= overhead.max(resident_read) {
+    // Host layers run on the CPU while uploads for the next streamed layers are in flight.
+    let host = plan.host_bytes_per_pass() as f64 / (profile.cpu_matvec_gb_s * 1e9) * 1e3;
+    let link_or_host = if host > 0.0 { link.max(host) } else { link };
+    let decode_total =
+        if overlapped_copies && plan.slots >= 2 { compute.max(link_or_host) } else { compute + link_or_host };
+    let decode_bound = if host > link && host >= overhead.max(resident_read) {
+        Bound::HostCompute
+    } else if link >= overhead.max(resident_read) {
         Bound::Link
     } else if overhead >= resident_read {
         Bound::Overhead
@@ -110,16 +121,22 @@ pub fn predict_batch(
     let chunk = plan.prefill_chunk.max(1) as f64;
     let chunk_compute = chunk * 2.0 * compute_params(spec) / profile.prefill_flops(spec.hidden_size) * 1e3
         + chunk * spec.num_layers as f64 * profile.prefill_ms_per_layer_token;
-    let chunk_total = if overlapped_copies && plan.slots >= 2 { chunk_compute.max(link) } else { chunk_compute + link };
+    // Prefill chunks stream the host layers as well.
+    let prefill_link = (streamed + plan.host_bytes_per_pass()) as f64 / (profile.h2d_gb_s * 1e9) * 1e3;
+    let chunk_total = if overlapped_copies && plan.slots >= 2 {
+        chunk_compute.max(prefill_link)
+    } else {
+        chunk_compute + prefill_link
+    };
     let batch = batch.max(1) as f64;
     let batch_compute = (batch - 1.0) * 2.0 * compute_params(spec) / profile.prefill_flops(spec.hidden_size) * 1e3;
     Prediction {
         decode_tok_s: batch * 1e3 / (decode_total + batch_compute),
         prefill_tok_s: chunk * 1e3 / chunk_total,
         streamed_bytes_per_token: streamed,
-        decode_ms: DecodeBreakdown { overhead, resident_read, link },
+        decode_ms: DecodeBreakdown { overhead, resident_read, link, host },
         decode_bound,
-        prefill_bound: if link > chunk_compute { Bound::Link } else { Bound::DeviceCompute },
+        prefill_bound: if prefill_link > chunk_compute { Bound::Link } else { Bound::DeviceCompute },
         peak_device_bytes: plan.device_bytes(),
     }
 }

@@ -118,6 +118,49 @@ impl StreamPlan {
         self.blocks.iter().filter(|(_, p)| *p == Placement::Streamed).map(|(b, _)| self.bytes_of(*b)).sum()
     }
 
+    /// Bytes of layers computed on the host per weight pass.
+    pub fn host_bytes_per_pass(&self) -> u64 {
+        self.blocks
+            .iter()
+            .filter(|(b, p)| *p == Placement::Host && *b != BlockId::Embed)
+            .map(|(b, _)| self.bytes_of(*b))
+            .sum()
+    }
+
+    /// Hybrid decode: moves a share of the streamed layers to the host, to be computed
+    /// there while the link fills slots for the others. With the CPU reading weights at
+    /// `cpu_gb_s` and the link at `h2d_gb_s`, both finish together when the host takes
+    /// `cpu / (cpu + h2d)` of the streamed bytes; the host layers are spread evenly
+    /// between the streamed ones, so each CPU block overlaps the upload of the next.
+    pub fn assign_host_layers(&mut self, cpu_gb_s: f64, h2d_gb_s: f64) {
+        let streamed: Vec<usize> = self
+            .blocks
+            .iter()
+            .enumerate()
+            .filter(|(_, (b, p))| *p == Placement::Streamed && matches!(b, BlockId::Layer(_)))
+            .map(|(i, _)| i)
+            .collect();
+        if streamed.is_empty() || !(cpu_gb_s > 0.0 && h2d_gb_s > 0.0) {
+            return;
+        }
+        let share = cpu_gb_s / (cpu_gb_s + h2d_gb_s);
+        let count = (streamed.len() as f64 * share).round() as usize;
+        let n = streamed.len();
+        for (j, &index) in streamed.iter().enumerate() {
+            if (j + 1) * count / n > j * count / n {
+                self.blocks[index].1 = Placement::Host;
+            }
+        }
+        // The slots stay: prefill chunks stream the host layers too (the device is far
+        // faster at many tokens).
+        self.reasons.push(format!(
+            "hybrid: {count} of {n} streamed layers computed on the host ({} per token at {cpu_gb_s:.0} GB/s) \
+             while the link streams the rest ({} at {h2d_gb_s:.0} GB/s)",
+            ByteSize(self.host_bytes_per_pass()),
+            ByteSize(self.streamed_bytes_per_pass()),
+        ));
+    }
+
     /// The placement of `block`.
     pub fn placement(&self, block: BlockId) -> Placement {
         self.blocks.iter().find(|(b, _)| *b == block).map_or(Placement::Resident, |(_, p)| *p)
@@ -320,11 +363,10 @@ impl StreamPlan {
                 "a shorter context (smaller KV cache), a smaller prefill chunk, or a smaller quant",
             ));
         }
-        // Two slots by default, also where copies do not overlap compute (CUDA today),
-        // where one slot is as fast and leaves room for more resident layers: measured
-        // on the H100 (BENCHMARKS.md, 2026-11-23), one slot put the 4B at 582 MiB under a
-        // 500 MiB budget, because the device accounting still undercounts by ~90 MiB
-        // and the second slot's room was what absorbed it.
+        // Two slots by default: one computes while the next fills (the prefetch thread on
+        // the CPU; on CUDA, uploads queued ahead while a host layer computes). Where copies
+        // are issued in line, one slot is as fast (H100, BENCHMARKS.md) and `--slots 1`
+        // gives its room to resident layers.
         let wanted_slots = slots.unwrap_or(2).max(1);
         let fitting_slots = ((budget_bytes - reserved) / slot.max(1)) as usize;
         plan.slots = wanted_slots.min(fitting_slots).max(1);
@@ -332,11 +374,7 @@ impl StreamPlan {
         plan.reasons.push(match slots {
             Some(n) if n > plan.slots => format!("{} slot(s): only that many fit, {n} were asked", plan.slots),
             Some(_) => format!("{} slot(s) as asked", plan.slots),
-            None if request.overlapped_copies => format!("{} slots: one computes while the next fills", plan.slots),
-            None => {
-                "1 slot: copies do not overlap compute here, so a second slot would only take room from resident blocks"
-                    .into()
-            }
+            None => format!("{} slot(s): one computes while the next fills", plan.slots),
         });
         let mut free = budget_bytes - reserved - plan.slots as u64 * slot;
         if head_resident {

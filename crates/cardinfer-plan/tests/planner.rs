@@ -196,3 +196,29 @@ fn qwen3_14b_at_6_gib_snapshot() {
     );
     assert_eq!(summary, include_str!("snapshots/qwen3_14b_6gib.txt").trim_end(), "got:\n{summary}");
 }
+
+/// Hybrid placement moves about cpu/(cpu+link) of the streamed bytes to the host, spread
+/// between streamed layers; it costs no device memory and predicts a faster decode.
+#[test]
+fn hybrid_splits_streamed_layers_by_the_rates() {
+    let profile = Profile::h100_fitted();
+    let a = arch("Qwen3-14B");
+    let (spec, blocks) = (a.spec(1024), a.block_bytes(&q4()));
+    let stream_only = StreamPlan::place(&spec, &blocks, &request(6 << 30)).unwrap();
+    let mut hybrid = stream_only.clone();
+    hybrid.assign_host_layers(50.0, 50.0);
+    let streamed_before = stream_only.streamed_bytes_per_pass();
+    let (host, streamed) = (hybrid.host_bytes_per_pass(), hybrid.streamed_bytes_per_pass());
+    assert_eq!(host + streamed, streamed_before);
+    assert!((host as f64 / streamed_before as f64 - 0.5).abs() < 0.1, "{host} of {streamed_before}");
+    assert_eq!(hybrid.device_bytes(), stream_only.device_bytes());
+    // Spread between the streamed layers: never three host layers in a row.
+    let order: Vec<Placement> =
+        hybrid.blocks.iter().filter(|(b, _)| matches!(b, BlockId::Layer(_))).map(|(_, p)| *p).collect();
+    assert!(!order.windows(3).any(|w| w.iter().all(|p| *p == Placement::Host)), "{order:?}");
+    let (before, after) = (predict(&spec, &stream_only, &profile, false), predict(&spec, &hybrid, &profile, false));
+    assert!(after.decode_tok_s > before.decode_tok_s * 1.3, "{} vs {}", after.decode_tok_s, before.decode_tok_s);
+    assert!(after.decode_ms.host > 0.0);
+    // Prefill streams the host layers too: the same link bytes per chunk as before.
+    assert!((after.prefill_tok_s - before.prefill_tok_s).abs() < 1e-6);
+}

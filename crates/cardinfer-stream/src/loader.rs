@@ -117,6 +117,9 @@ pub struct LoadOptions {
     /// Context length to reserve the KV cache for (default: the model's, at most 4096).
     /// Prompts beyond it are an error.
     pub context: Option<usize>,
+    /// Hybrid decode: compute a share of the non-resident layers on the CPU while the
+    /// link streams the rest (rates from the device's profile, see the `probe` example).
+    pub hybrid: bool,
 }
 
 /// Context used when none is asked for: the model's, capped like llama.cpp's default.
@@ -124,7 +127,14 @@ pub const DEFAULT_CONTEXT: usize = 4096;
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { budget: Budget::default(), mode: Mode::Auto, slots: None, prefill_chunk: 512, context: None }
+        Self {
+            budget: Budget::default(),
+            mode: Mode::Auto,
+            slots: None,
+            prefill_chunk: 512,
+            context: None,
+            hybrid: false,
+        }
     }
 }
 
@@ -178,6 +188,10 @@ pub struct RunMetrics {
     pub compute_secs: f64,
     /// Seconds compute waited for a slot.
     pub stall_secs: f64,
+    /// Seconds the CPU computed host-placed layers (hybrid decode).
+    pub host_secs: f64,
+    /// Bytes of layers computed on the host per decoded token (hybrid).
+    pub host_bytes_per_token: u64,
     /// Achieved streaming rate: bytes streamed ÷ copy time, GB/s.
     pub h2d_gb_s: Option<f64>,
     /// Host bytes page-locked for copies (0 on the CPU).
@@ -197,6 +211,8 @@ impl Runner {
                 copy_secs: 0.0,
                 compute_secs: 0.0,
                 stall_secs: 0.0,
+                host_secs: 0.0,
+                host_bytes_per_token: 0,
                 h2d_gb_s: None,
                 pinned_bytes: 0,
             },
@@ -212,6 +228,8 @@ impl Runner {
                     copy_secs: t.copy_secs,
                     compute_secs: t.compute_secs,
                     stall_secs: t.stall_secs,
+                    host_secs: t.host_secs,
+                    host_bytes_per_token: m.plan().host_bytes_per_pass(),
                     h2d_gb_s: (t.copy_secs > 0.0).then(|| stats.bytes_streamed as f64 / t.copy_secs / 1e9),
                     pinned_bytes: m.pinned_bytes(),
                 }
@@ -311,14 +329,27 @@ impl LoadedModel {
             measured_workspace_bytes: overheads.map(|o| o.workspace_bytes),
             overlapped_copies: crate::executor::copies_overlap(device),
         };
-        let plan = crate::executor::plan_on_device(&spec, &layout, device, &request)?;
+        let mut plan = crate::executor::plan_on_device(&spec, &layout, device, &request)?;
+        if options.hybrid {
+            let profile =
+                cardinfer_plan::Profile::load(&cardinfer_plan::Profile::cache_path(&crate::device::device_key(device)))
+                    .unwrap_or_else(|_| cardinfer_plan::Profile::h100_fitted());
+            plan.assign_host_layers(profile.cpu_matvec_gb_s, profile.h2d_gb_s);
+        }
         let model = if plan.slots == 0 && options.mode != Mode::Stream {
             Runner::Resident(Box::new(ResidentModel::load_spec(&ckpt, spec, device, progress)?))
         } else {
             let rope_factors = ResidentModel::rope_factors(&ckpt)?;
             let ckpt = Arc::new(ckpt);
-            let streamed: Vec<_> =
-                plan.blocks.iter().filter(|(_, p)| *p == Placement::Streamed).map(|(b, _)| *b).collect();
+            // Host-placed layers are also streamed by prefill chunks: page-lock them too.
+            let streamed: Vec<_> = plan
+                .blocks
+                .iter()
+                .filter(|(b, p)| {
+                    *p == Placement::Streamed || (*p == Placement::Host && *b != cardinfer_core::BlockId::Embed)
+                })
+                .map(|(b, _)| *b)
+                .collect();
             // On CUDA, streamed blocks are held once in page-locked host memory.
             let pinned = match std::env::var_os("CARDINFER_NO_PIN") {
                 None => PinnedReader::new(ckpt.clone(), spec.clone(), &layout, &streamed, device),

@@ -14,7 +14,7 @@ use crate::weights::BlockWeights;
 use crate::{Result, StreamError};
 use candle_core::{Device, IndexOp, Tensor, D};
 use cardinfer_core::{BlockId, ModelLayout, ModelSpec, TensorInfo};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -30,9 +30,15 @@ pub struct StreamTimings {
     pub compute_secs: f64,
     /// Seconds the compute thread waited for a slot to be filled.
     pub stall_secs: f64,
+    /// Seconds the CPU spent computing host-placed layers (hybrid decode).
+    pub host_secs: f64,
     /// Weight passes run (one per decoded token or prefill chunk).
     pub passes: u64,
 }
+
+/// Passes of at most this many tokens compute host-placed layers on the CPU; wider
+/// passes (prefill chunks) stream them, since the device is far faster at many tokens.
+pub const HOST_COMPUTE_MAX_TOKENS: usize = 4;
 
 /// Where the compute loop gets its streamed blocks from.
 enum Source<'a> {
@@ -120,6 +126,9 @@ pub struct StreamedModel {
     reader: Arc<dyn BlockReader>,
     host_embed: BlockWeights,
     resident: HashMap<BlockId, BlockWeights>,
+    /// Layers placed on the host: their weights in host memory, computed by the CPU
+    /// during decode (hybrid); prefill chunks stream them through the pool instead.
+    host: HashMap<BlockId, BlockWeights>,
     pool: SlotPool,
     timings: Mutex<StreamTimings>,
 }
@@ -145,9 +154,16 @@ impl StreamedModel {
         let host_embed = reader.read(BlockId::Embed, &Device::Cpu)?;
         progress(1, total);
         let mut resident = HashMap::new();
+        let mut host = HashMap::new();
         for (i, (block, placement)) in plan.blocks.iter().enumerate() {
-            if *placement == Placement::Resident {
-                resident.insert(*block, reader.read(*block, device)?);
+            match placement {
+                Placement::Resident => {
+                    resident.insert(*block, reader.read(*block, device)?);
+                }
+                Placement::Host if *block != BlockId::Embed => {
+                    host.insert(*block, reader.read(*block, &Device::Cpu)?);
+                }
+                _ => {}
             }
             progress(i + 1, total);
         }
@@ -164,6 +180,7 @@ impl StreamedModel {
             reader,
             host_embed,
             resident,
+            host,
             pool,
             timings: Mutex::new(StreamTimings::default()),
         })
@@ -226,10 +243,11 @@ impl StreamedModel {
             .map(|(b, _)| *b)
             .filter(|b| *b != BlockId::Embed && (which.is_some() || *b != BlockId::Head))
             .collect();
+        let on_host = |b: BlockId| tokens.len() <= HOST_COMPUTE_MAX_TOKENS && self.host.contains_key(&b);
         let streamed: Vec<Piece> = order
             .iter()
             .copied()
-            .filter(|b| self.plan.placement(*b) == Placement::Streamed)
+            .filter(|b| !self.resident.contains_key(b) && !on_host(*b))
             .flat_map(|block| self.pieces(block))
             .collect();
         if !self.prefetch_thread() {
@@ -283,13 +301,14 @@ impl StreamedModel {
     fn receive(
         &self,
         source: &Source<'_>,
+        ahead: &mut VecDeque<Filled>,
         piece: &Piece,
         timings: &mut StreamTimings,
         markers: &mut Vec<(DeviceMarker, DeviceMarker)>,
     ) -> Result<(BlockWeights, SlotTicket)> {
         // "slot ready": the weights arrive only once fully read.
         let wait = Instant::now();
-        let filled = source.next().ok_or_else(|| StreamError::InvalidParameter {
+        let filled = ahead.pop_front().or_else(|| source.next()).ok_or_else(|| StreamError::InvalidParameter {
             name: "prefetch",
             reason: format!("the prefetcher stopped before {}", piece.block),
         })?;
@@ -326,6 +345,27 @@ impl StreamedModel {
         &self,
         order: &[BlockId],
         source: &Source<'_>,
+        x: Tensor,
+        kv: &mut KvCache,
+        pos: usize,
+        len: usize,
+        which: Option<Logits>,
+    ) -> Result<Option<Tensor>> {
+        let mut ahead = VecDeque::new();
+        let result = self.compute_blocks(order, source, &mut ahead, x, kv, pos, len, which);
+        // Slots filled ahead of an error are given back.
+        for filled in ahead {
+            self.pool.release(filled.ticket);
+        }
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn compute_blocks(
+        &self,
+        order: &[BlockId],
+        source: &Source<'_>,
+        ahead: &mut VecDeque<Filled>,
         mut x: Tensor,
         kv: &mut KvCache,
         pos: usize,
@@ -352,9 +392,29 @@ impl StreamedModel {
                 timings.compute_secs += start.elapsed().as_secs_f64();
                 continue;
             }
+            if let (Some(weights), BlockId::Layer(i), true) =
+                (self.host.get(&block), block, len <= HOST_COMPUTE_MAX_TOKENS)
+            {
+                // Queue the uploads of the next streamed blocks first (inline reads are
+                // asynchronous copies from page-locked memory): the link works while the
+                // CPU computes this layer.
+                if let Source::Inline(_) = source {
+                    while ahead.len() < self.plan.slots {
+                        match source.next() {
+                            Some(filled) => ahead.push_back(filled),
+                            None => break,
+                        }
+                    }
+                }
+                let start = Instant::now();
+                let y = self.decoder.block(i, weights, &x.to_device(&Device::Cpu)?, kv.layer_mut(i), pos)?;
+                x = y.to_device(&self.device)?;
+                timings.host_secs += start.elapsed().as_secs_f64();
+                continue;
+            }
             let mut parts = Vec::new();
             for piece in self.pieces(block) {
-                let (weights, ticket) = self.receive(source, &piece, &mut timings, &mut copy_markers)?;
+                let (weights, ticket) = self.receive(source, ahead, &piece, &mut timings, &mut copy_markers)?;
                 let start = Instant::now();
                 if trace() {
                     eprintln!("[compute] {piece:?}");
@@ -383,6 +443,7 @@ impl StreamedModel {
         total.copy_secs += timings.copy_secs;
         total.compute_secs += timings.compute_secs;
         total.stall_secs += timings.stall_secs;
+        total.host_secs += timings.host_secs;
         total.passes += 1;
         logits.map(|l| l.squeeze(0)).transpose().map_err(StreamError::from)
     }
