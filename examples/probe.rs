@@ -108,6 +108,25 @@ fn model_ms(device: &Device, layers: usize, dir: &std::path::Path) -> Result<(f6
     Ok((start.elapsed().as_secs_f64() * 1e3 / tokens as f64, prefill))
 }
 
+/// Seconds per decoded token of one zero-weight Q4_K block of `spec` on the CPU, and its
+/// weight bytes.
+fn cpu_block_secs(spec: &cardinfer_core::ModelSpec) -> Result<(f64, u64)> {
+    use cardinfer_stream::LayerStream;
+    let layer = cardinfer_stream::executor::zero_layer(spec, &Device::Cpu, StorageType::Q4_K)?;
+    let decoder = cardinfer_stream::family::Decoder::new(spec.clone(), None);
+    let mut slot = cardinfer_stream::KvSlot::default();
+    let x = Tensor::zeros((1, 1, spec.hidden_size), candle_core::DType::F32, &Device::Cpu)?;
+    let mut pos = 0;
+    let secs = time(20, || {
+        decoder.block(0, &layer, &x, &mut slot, pos)?;
+        pos += 1;
+        Ok(())
+    })?;
+    let (h, hd, ff) = (spec.hidden_size, spec.head_dim, spec.intermediate_size);
+    let params = h * hd * (2 * spec.num_heads + 2 * spec.num_kv_heads) + 3 * h * ff;
+    Ok((secs, (params / 256 * 144) as u64))
+}
+
 fn main() -> Result<()> {
     let args = Args::parse();
     let device = parse_device(&args.device)?;
@@ -194,34 +213,24 @@ fn main() -> Result<()> {
         format!("{:.3} ms/layer ({small:.2} ms at 2 layers, {large:.2} at 10)", profile.decode_overhead_ms_per_layer),
     ));
 
-    // 5. CPU quantized matvec by thread count.
+    // 5. The CPU computing a whole transformer block of width 4096 (Q4_K, zeroed
+    //    weights) for one token, as hybrid decode does: weight bytes read per second.
     bar.show(4, steps, "probes");
-    let cpu_mats: Vec<QMatMul> = (0..8).map(|_| q4k_matrix(rows_w, cols, &Device::Cpu)).collect::<Result<_>>()?;
-    let xc = Tensor::randn(0f32, 1.0, (1, cols), &Device::Cpu)?;
-    let max_threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let mut threads = 1;
-    let mut best = (0.0, 1);
-    let mut by_threads = Vec::new();
-    while threads <= max_threads {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build()?;
-        let secs = pool.install(|| {
-            time(5, || {
-                for mat in &cpu_mats {
-                    mat.forward(&xc)?;
-                }
-                Ok(())
-            })
-        })?;
-        let rate = cpu_mats.len() as f64 * weight_bytes / secs / 1e9;
-        by_threads.push(format!("{threads}: {rate:.1}"));
-        if rate > best.0 {
-            best = (rate, threads);
-        }
-        threads = if threads == max_threads { max_threads + 1 } else { (threads * 2).min(max_threads) };
-    }
-    profile.cpu_matvec_gb_s = best.0;
-    profile.cpu_best_threads = Some(best.1);
-    rows.push(("CPU Q4_K matvec, GB/s by threads".into(), by_threads.join(", ")));
+    let cpu_spec = cardinfer_core::ModelSpec {
+        hidden_size: 4096,
+        intermediate_size: 12288,
+        num_heads: 32,
+        num_kv_heads: 8,
+        context_length: 512,
+        ..cli::probe_spec(Family::Qwen3, 1)
+    };
+    let (cpu_secs, cpu_bytes) = cpu_block_secs(&cpu_spec)?;
+    profile.cpu_matvec_gb_s = cpu_bytes as f64 / cpu_secs / 1e9;
+    profile.cpu_best_threads = Some(candle_core::utils::get_num_threads());
+    rows.push((
+        "CPU, one Q4_K block of width 4096 per token".into(),
+        format!("{:.1} GB/s ({:.1} ms for {:.0} MB, {} threads)", profile.cpu_matvec_gb_s, cpu_secs * 1e3, cpu_bytes as f64 / 1e6, candle_core::utils::get_num_threads()),
+    ));
 
     // 6. File read.
     bar.show(5, steps, "probes");

@@ -28,4 +28,4 @@ pub use plan::{
 pub use pool::{PoolStats, SlotPool, SlotTicket};
 pub use reader::{BlockReader, CheckpointReader, PinnedReader};
 pub use streamed::{StreamTimings, StreamedModel};
-pub use warmup::{measure_device_overheads, measure_runtime_bytes, DeviceOverheads};
+pub use warmup::{measure_device_overheads, measure_runtime_bytes, zero_layer, DeviceOverheads};

@@ -395,9 +395,12 @@ impl StreamedModel {
             if let (Some(weights), BlockId::Layer(i), true) =
                 (self.host.get(&block), block, len <= HOST_COMPUTE_MAX_TOKENS)
             {
-                // Queue the uploads of the next streamed blocks first (inline reads are
-                // asynchronous copies from page-locked memory): the link works while the
-                // CPU computes this layer.
+                // Bring the hidden state to the host first (a copy on the device's stream
+                // would otherwise wait behind queued uploads), then queue the uploads of
+                // the next streamed blocks (asynchronous copies from page-locked memory):
+                // the link works while the CPU computes this layer.
+                let start = Instant::now();
+                let x_host = x.to_device(&Device::Cpu)?;
                 if let Source::Inline(_) = source {
                     while ahead.len() < self.plan.slots {
                         match source.next() {
@@ -406,8 +409,7 @@ impl StreamedModel {
                         }
                     }
                 }
-                let start = Instant::now();
-                let y = self.decoder.block(i, weights, &x.to_device(&Device::Cpu)?, kv.layer_mut(i), pos)?;
+                let y = self.decoder.block(i, weights, &x_host, kv.layer_mut(i), pos)?;
                 x = y.to_device(&self.device)?;
                 timings.host_secs += start.elapsed().as_secs_f64();
                 continue;

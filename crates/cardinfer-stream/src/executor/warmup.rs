@@ -79,7 +79,7 @@ pub fn measure_device_overheads(
 
 /// A transformer block of `spec`'s size with zeroed quantized matrices (valid blocks,
 /// all scales 0) and unit vectors, on `device`.
-fn zero_layer(spec: &ModelSpec, device: &Device, storage: StorageType) -> Result<BlockWeights> {
+pub fn zero_layer(spec: &ModelSpec, device: &Device, storage: StorageType) -> Result<BlockWeights> {
     let storage = if storage.is_quantized() { storage } else { StorageType::Q8_0 };
     // Rows a type's blocks do not divide fall back as the files do: to Q8_0, else f32.
     let matrix = |rows: usize, cols: usize| -> Result<Weight> {
