@@ -229,7 +229,13 @@ fn main() -> Result<()> {
     profile.cpu_best_threads = Some(candle_core::utils::get_num_threads());
     rows.push((
         "CPU, one Q4_K block of width 4096 per token".into(),
-        format!("{:.1} GB/s ({:.1} ms for {:.0} MB, {} threads)", profile.cpu_matvec_gb_s, cpu_secs * 1e3, cpu_bytes as f64 / 1e6, candle_core::utils::get_num_threads()),
+        format!(
+            "{:.1} GB/s ({:.1} ms for {:.0} MB, {} threads)",
+            profile.cpu_matvec_gb_s,
+            cpu_secs * 1e3,
+            cpu_bytes as f64 / 1e6,
+            candle_core::utils::get_num_threads()
+        ),
     ));
 
     // 6. File read.

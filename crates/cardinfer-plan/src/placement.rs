@@ -68,6 +68,22 @@ pub struct PlanRequest {
     pub overlapped_copies: bool,
 }
 
+impl PlanRequest {
+    /// Auto mode within `budget_bytes`: default slots, 512-token chunks, no measured
+    /// overheads, copies in line.
+    pub fn auto(budget_bytes: u64) -> Self {
+        Self {
+            budget_bytes,
+            mode: Mode::Auto,
+            slots: None,
+            prefill_chunk: 512,
+            runtime_bytes: 0,
+            measured_workspace_bytes: None,
+            overlapped_copies: false,
+        }
+    }
+}
+
 /// The placement of every block and the pool's shape.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StreamPlan {

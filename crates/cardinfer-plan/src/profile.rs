@@ -31,7 +31,8 @@ pub struct Profile {
     /// Host-side cost per layer per decoded token (kernel launches, allocations,
     /// synchronizations), milliseconds.
     pub decode_overhead_ms_per_layer: f64,
-    /// CPU quantized matrix-vector rate over weights in RAM, GB/s (all cores).
+    /// CPU rate computing a quantized transformer block for one token, in weight bytes
+    /// read per second, GB/s (all cores; `probe` measures a Q4_K block of width 4096).
     pub cpu_matvec_gb_s: f64,
     /// Sequential read rate of the model file from disk (page cache cold), GB/s.
     pub disk_gb_s: f64,

@@ -3,7 +3,7 @@
 
 use crate::catalog::{ArchShape, GpuSpec, QuantShape, ARCHS, GPUS, H100, QUANTS};
 use crate::cost::Prediction;
-use crate::placement::{Mode, PlanRequest, StreamPlan, Workload};
+use crate::placement::{PlanRequest, StreamPlan, Workload};
 use crate::profile::Profile;
 use cardinfer_core::{BlockId, ByteSize};
 use std::fmt::Write;
@@ -38,15 +38,7 @@ pub fn project(
 ) -> Option<Projection> {
     let spec = arch.spec(context);
     let blocks = arch.block_bytes(quant);
-    let request = PlanRequest {
-        budget_bytes: gpu.vram_bytes().saturating_sub(RUNTIME_RESERVE),
-        mode: Mode::Auto,
-        slots: None,
-        prefill_chunk: 512,
-        runtime_bytes: 0,
-        measured_workspace_bytes: None,
-        overlapped_copies: false,
-    };
+    let request = PlanRequest::auto(gpu.vram_bytes().saturating_sub(RUNTIME_RESERVE));
     let (plan, prediction) =
         StreamPlan::place_for_workload(&spec, &blocks, &request, profile, Workload::default()).ok()?;
     let embed = blocks.iter().find(|(b, _)| *b == BlockId::Embed).map_or(0, |(_, n)| *n);

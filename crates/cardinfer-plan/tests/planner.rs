@@ -15,15 +15,7 @@ fn q4() -> QuantShape {
 }
 
 fn request(budget_bytes: u64) -> PlanRequest {
-    PlanRequest {
-        budget_bytes,
-        mode: Mode::Auto,
-        slots: None,
-        prefill_chunk: 512,
-        runtime_bytes: 0,
-        measured_workspace_bytes: None,
-        overlapped_copies: false,
-    }
+    PlanRequest::auto(budget_bytes)
 }
 
 /// Budgets from just feasible to everything resident, in 64 MiB steps.

@@ -92,6 +92,16 @@ pub fn zero_layer(spec: &ModelSpec, device: &Device, storage: StorageType) -> Re
         Ok(Weight::Quantized(Arc::new(q)))
     };
     let vector = |n: usize| -> Result<Weight> { Ok(Weight::Dense(Tensor::ones(n, candle_core::DType::F32, device)?)) };
+    layer_of(spec, matrix, vector)
+}
+
+/// A layer of `spec`'s shape (every role any family uses) from a matrix and a vector
+/// maker.
+fn layer_of(
+    spec: &ModelSpec,
+    matrix: impl Fn(usize, usize) -> Result<Weight>,
+    vector: impl Fn(usize) -> Result<Weight>,
+) -> Result<BlockWeights> {
     let (h, hd, ff) = (spec.hidden_size, spec.head_dim, spec.intermediate_size);
     let (q, kv) = (spec.num_heads * hd, spec.num_kv_heads * hd);
     let mut layer = HashMap::new();
@@ -140,27 +150,8 @@ fn run_tiny_block(spec: &ModelSpec, device: &Device, storage: StorageType) -> Re
         };
         let vector =
             |n: usize| -> Result<Weight> { Ok(Weight::Dense(Tensor::ones(n, candle_core::DType::F32, device)?)) };
-        let (h, q, kv, ff) = (256, 256, 128, 512);
-        let mut layer = HashMap::new();
-        for (role, w) in [
-            (Role::AttnNorm, vector(h)?),
-            (Role::AttnQ, matrix(q, h)?),
-            (Role::AttnK, matrix(kv, h)?),
-            (Role::AttnV, matrix(kv, h)?),
-            (Role::AttnQBias, vector(q)?),
-            (Role::AttnKBias, vector(kv)?),
-            (Role::AttnVBias, vector(kv)?),
-            (Role::AttnQNorm, vector(64)?),
-            (Role::AttnKNorm, vector(64)?),
-            (Role::AttnOutput, matrix(h, q)?),
-            (Role::FfnNorm, vector(h)?),
-            (Role::FfnGate, matrix(ff, h)?),
-            (Role::FfnUp, matrix(ff, h)?),
-            (Role::FfnDown, matrix(h, ff)?),
-        ] {
-            layer.insert(role, w);
-        }
-        let layer = BlockWeights::from_parts(BlockId::Layer(0), layer);
+        let h = tiny.hidden_size;
+        let layer = layer_of(&tiny, matrix, vector)?;
         let mut head = HashMap::new();
         head.insert(Role::OutputNorm, vector(h)?);
         head.insert(Role::Output, matrix(64, h)?);
