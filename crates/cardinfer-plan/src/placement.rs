@@ -373,11 +373,8 @@ impl StreamPlan {
         }
         let reserved = fixed + if head_resident { head } else { 0 };
         if slot + reserved > budget_bytes {
-            return Err(infeasible(
-                slot + reserved,
-                slot,
-                "a shorter context (smaller KV cache), a smaller prefill chunk, or a smaller quant",
-            ));
+            let needed = slot + reserved;
+            return Err(infeasible(needed, slot, &cheapest_change(spec, budget_bytes, needed, kv_bytes, slot)));
         }
         // Two slots by default: one computes while the next fills (the prefetch thread on
         // the CPU; on CUDA, uploads queued ahead while a host layer computes). Where copies
@@ -422,6 +419,28 @@ impl StreamPlan {
         ));
         Ok(plan)
     }
+}
+
+/// The cheapest change that makes a plan needing `needed` bytes fit `budget`: the longest
+/// context whose KV cache fits, else a quantization that shrinks the largest block.
+fn cheapest_change(spec: &ModelSpec, budget: u64, needed: u64, kv_bytes: u64, slot: u64) -> String {
+    let per_token = spec.kv_bytes_per_token(4).max(1);
+    let without_kv = needed - kv_bytes;
+    if budget > without_kv && (budget - without_kv) / per_token >= 16 {
+        let context = (budget - without_kv) / per_token;
+        return format!(
+            "--context {context} (a KV cache of {} instead of {} for {} tokens), or a smaller quant",
+            ByteSize(context * per_token),
+            ByteSize(kv_bytes),
+            spec.context_length
+        );
+    }
+    let short = needed - budget;
+    format!(
+        "a smaller quant: even at a 16-token context the plan is {} over, and the largest block alone takes {}",
+        ByteSize(short.saturating_sub(kv_bytes.saturating_sub(16 * per_token))),
+        ByteSize(slot)
+    )
 }
 
 /// The work a plan is chosen for: a prompt and a number of decoded tokens.

@@ -13,8 +13,15 @@ pub struct KvSlot {
 
 impl KvSlot {
     /// Appends `k`, `v` for new positions and returns the keys and values of all positions.
+    /// The cache follows the computation: if the new keys are on another device (a layer
+    /// computed on the host for decode after a prefill on the device, in hybrid runs),
+    /// the held positions move there first.
     pub fn append(&mut self, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
         let (k, v) = match (&self.k, &self.v) {
+            (Some(pk), Some(pv)) if !pk.device().same_device(k.device()) => {
+                let (pk, pv) = (pk.to_device(k.device())?, pv.to_device(k.device())?);
+                (Tensor::cat(&[&pk, k], 2)?, Tensor::cat(&[&pv, v], 2)?)
+            }
             (Some(pk), Some(pv)) => (Tensor::cat(&[pk, k], 2)?, Tensor::cat(&[pv, v], 2)?),
             _ => (k.contiguous()?, v.contiguous()?),
         };
