@@ -121,6 +121,8 @@ fn main() -> Result<()> {
             "copy_secs": metrics.copy_secs,
             "compute_secs": metrics.compute_secs,
             "stall_secs": metrics.stall_secs,
+            "host_secs": metrics.host_secs,
+            "host_bytes_per_token": metrics.host_bytes_per_token,
         });
         println!("{report}");
     } else {

@@ -117,7 +117,8 @@ fn main() -> Result<()> {
             serde_json::json!({
                 "model": model, "gpu": gpu.name, "profile": profile, "budget_bytes": budget_bytes,
                 "context": spec.context_length, "batch": args.batch, "slots": plan.slots,
-                "slot_bytes": plan.slot_bytes, "kv_bytes": plan.kv_bytes, "workspace_bytes": plan.workspace_bytes,
+                "slot_bytes": plan.slot_bytes, "kv_bytes": plan.kv_bytes, "kv_on_host": plan.kv_on_host,
+                "workspace_bytes": plan.workspace_bytes,
                 "prefill_chunk": plan.prefill_chunk, "placement": ranges, "prediction": prediction,
                 "reasons": plan.reasons,
             })
@@ -144,7 +145,8 @@ fn main() -> Result<()> {
         ByteSize(plan.slot_bytes),
         ByteSize(plan.slots as u64 * plan.slot_bytes)
     );
-    println!("| KV cache | device | {} |", ByteSize(plan.kv_bytes));
+    let kv_where = if plan.kv_on_host { "host (one layer at a time on the device)" } else { "device" };
+    println!("| KV cache | {kv_where} | {} |", ByteSize(plan.kv_bytes));
     println!("| workspace | chunk of {} | {} |", plan.prefill_chunk, ByteSize(plan.workspace_bytes));
     println!("| **device total** | of {} | **{}** |", ByteSize(budget_bytes), ByteSize(plan.device_bytes()));
     println!();

@@ -314,3 +314,19 @@ fn hybrid_decode_equals_resident_for_every_family() {
         assert!(model.timings().host_secs > 0.0, "{family:?}: no layer ran on the host");
     }
 }
+
+/// A budget that holds one layer's KV cache but not the whole cache: the plan keeps the
+/// cache in host memory, each layer's part visiting the device, and output is unchanged.
+#[test]
+fn a_kv_cache_in_host_memory_changes_nothing() {
+    let path = model_file(Family::Qwen3);
+    let full = plan_of(&path, u64::MAX / 2, Mode::Stream, 1).unwrap();
+    let budget = full.slot_bytes + full.workspace_bytes + full.kv_bytes / 2;
+    let plan = plan_of(&path, budget, Mode::Auto, 1).unwrap();
+    assert!(plan.kv_on_host && plan.device_bytes() <= budget, "{plan}");
+    let resident = ResidentModel::load(&Checkpoint::open(&path).unwrap(), &Device::Cpu, |_, _| {}).unwrap();
+    let loaded = streamed(&path, budget, Mode::Auto, 1, 4);
+    let Runner::Streamed(model) = &loaded.model else { panic!("expected a streamed runner") };
+    assert!(model.plan().kv_on_host);
+    assert_eq!(run(&loaded.model, 4, 16), run(&resident, 4, 16));
+}

@@ -101,7 +101,10 @@ pub fn predict_batch(
     let streamed = plan.streamed_bytes_per_pass();
     let overhead = profile.decode_overhead_ms_per_layer * spec.num_layers as f64;
     let resident_read = plan.resident_bytes as f64 / (profile.device_read_gb_s * 1e9) * 1e3;
-    let link = streamed as f64 / (profile.h2d_gb_s * 1e9) * 1e3;
+    // A KV cache in host memory crosses the link both ways every pass (at most its
+    // full-context size).
+    let kv_traffic = if plan.kv_on_host { 2 * spec.kv_bytes_per_token(4) * spec.context_length as u64 } else { 0 };
+    let link = (streamed + kv_traffic) as f64 / (profile.h2d_gb_s * 1e9) * 1e3;
     // Streamed blocks are also read by the kernels once in the slot.
     let compute = overhead + resident_read + streamed as f64 / (profile.device_read_gb_s * 1e9) * 1e3;
     // Host layers run on the CPU while uploads for the next streamed layers are in flight.
@@ -122,7 +125,7 @@ pub fn predict_batch(
     let chunk_compute = chunk * 2.0 * compute_params(spec) / profile.prefill_flops(spec.hidden_size) * 1e3
         + chunk * spec.num_layers as f64 * profile.prefill_ms_per_layer_token;
     // Prefill chunks stream the host layers as well.
-    let prefill_link = (streamed + plan.host_bytes_per_pass()) as f64 / (profile.h2d_gb_s * 1e9) * 1e3;
+    let prefill_link = (streamed + plan.host_bytes_per_pass() + kv_traffic) as f64 / (profile.h2d_gb_s * 1e9) * 1e3;
     let chunk_total = if overlapped_copies && plan.slots >= 2 {
         chunk_compute.max(prefill_link)
     } else {

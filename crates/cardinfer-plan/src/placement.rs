@@ -97,8 +97,12 @@ pub struct StreamPlan {
     pub slot_bytes: u64,
     /// Bytes of resident blocks on the device.
     pub resident_bytes: u64,
-    /// Bytes reserved for the KV cache at the full context.
+    /// Device bytes reserved for the KV cache: the whole cache at the full context, or,
+    /// with `kv_on_host`, room for one layer's cache (and its copy while appending).
     pub kv_bytes: u64,
+    /// The KV cache lives in host memory; each layer's part visits the device for its
+    /// block (chosen in auto mode when the cache would not fit beside one slot).
+    pub kv_on_host: bool,
     /// Bytes reserved for activations of one prefill chunk.
     pub workspace_bytes: u64,
     /// The budget the plan was made for.
@@ -278,11 +282,28 @@ impl StreamPlan {
         request: &PlanRequest,
         prefill_chunk: usize,
     ) -> Result<Self, PlanError> {
-        let with_head = Self::place_head(spec, block_bytes, request, prefill_chunk, true);
+        let on_device = Self::place_kv(spec, block_bytes, request, prefill_chunk, false);
+        if request.mode != Mode::Auto || on_device.is_ok() {
+            return on_device;
+        }
+        // The cache does not fit beside a slot: keep it in host memory if that fits.
+        Self::place_kv(spec, block_bytes, request, prefill_chunk, true).map_err(|_| {
+            on_device.err().unwrap_or_else(|| PlanError::InvalidParameter { name: "budget", reason: "no plan".into() })
+        })
+    }
+
+    fn place_kv(
+        spec: &ModelSpec,
+        block_bytes: &[(BlockId, u64)],
+        request: &PlanRequest,
+        prefill_chunk: usize,
+        kv_on_host: bool,
+    ) -> Result<Self, PlanError> {
+        let with_head = Self::place_head(spec, block_bytes, request, prefill_chunk, true, kv_on_host);
         if request.mode != Mode::Auto {
             return with_head;
         }
-        let without_head = Self::place_head(spec, block_bytes, request, prefill_chunk, false);
+        let without_head = Self::place_head(spec, block_bytes, request, prefill_chunk, false, kv_on_host);
         match (with_head, without_head) {
             (Ok(a), Ok(b)) if b.streamed_bytes_per_pass() < a.streamed_bytes_per_pass() => Ok(b),
             (Ok(a), _) => Ok(a),
@@ -296,9 +317,11 @@ impl StreamPlan {
         request: &PlanRequest,
         prefill_chunk: usize,
         try_head_resident: bool,
+        kv_on_host: bool,
     ) -> Result<Self, PlanError> {
         let PlanRequest { budget_bytes, mode, slots, runtime_bytes, .. } = *request;
-        let kv_bytes = spec.kv_bytes_per_token(4) * spec.context_length as u64;
+        let full_kv = spec.kv_bytes_per_token(4) * spec.context_length as u64;
+        let kv_bytes = if kv_on_host { 2 * full_kv / spec.num_layers.max(1) as u64 } else { full_kv };
         // A measurement is for the asked chunk; a lowered chunk scales it down, never below
         // the estimate.
         let estimate = workspace_bytes(spec, prefill_chunk);
@@ -320,6 +343,7 @@ impl StreamPlan {
             slot_bytes: 0,
             resident_bytes: 0,
             kv_bytes,
+            kv_on_host,
             workspace_bytes,
             budget_bytes,
             prefill_chunk,
@@ -327,6 +351,12 @@ impl StreamPlan {
             head_chunks: Vec::new(),
             reasons: vec!["embedding in host memory: a lookup moves a few KB per token".into()],
         };
+        if kv_on_host {
+            plan.reasons.push(format!(
+                "KV cache in host memory ({} at full context does not fit beside a slot); each layer's part visits the device",
+                ByteSize(full_kv)
+            ));
+        }
         let infeasible = |needed: u64, pool: u64, hint: &str| PlanError::InfeasibleBudget {
             budget: ByteSize(budget_bytes),
             needed: ByteSize(needed),

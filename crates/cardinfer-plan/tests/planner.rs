@@ -225,3 +225,24 @@ fn hybrid_splits_streamed_layers_by_the_rates() {
     // Prefill streams the host layers too: the same link bytes per chunk as before.
     assert!((after.prefill_tok_s - before.prefill_tok_s).abs() < 1e-6);
 }
+
+/// A KV cache too large for the device beside a slot goes to host memory (auto mode):
+/// the plan fits, says why, and the predicted link time includes the cache's traffic.
+#[test]
+fn a_kv_cache_that_does_not_fit_moves_to_the_host() {
+    let a = arch("Qwen3-4B");
+    let blocks = a.block_bytes(&q4());
+    let long = a.spec(32768);
+    let plan = StreamPlan::place(&long, &blocks, &request(2 << 30)).unwrap();
+    assert!(plan.kv_on_host && plan.device_bytes() <= 2 << 30, "{plan}");
+    assert!(plan.reasons.iter().any(|r| r.contains("KV cache in host memory")), "{:?}", plan.reasons);
+    let short = a.spec(1024);
+    let short_plan = StreamPlan::place(&short, &blocks, &request(2 << 30)).unwrap();
+    assert!(!short_plan.kv_on_host);
+    let profile = Profile::h100_fitted();
+    let (p_long, p_short) = (predict(&long, &plan, &profile, false), predict(&short, &short_plan, &profile, false));
+    assert!(p_long.decode_ms.link > p_short.decode_ms.link);
+    // Resident mode never moves the cache: it is an error instead.
+    let resident = PlanRequest { mode: Mode::Resident, ..request(2 << 30) };
+    assert!(StreamPlan::place(&long, &blocks, &resident).is_err());
+}

@@ -30,6 +30,16 @@ impl KvSlot {
         Ok((k, v))
     }
 
+    /// Moves the held keys and values to `device` (no copy if they are there already).
+    pub fn move_to(&mut self, device: &candle_core::Device) -> Result<()> {
+        for t in [&mut self.k, &mut self.v].into_iter().flatten() {
+            if !t.device().same_device(device) {
+                *t = t.to_device(device)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Positions held.
     pub fn len(&self) -> usize {
         self.k.as_ref().and_then(|k| k.dim(2).ok()).unwrap_or(0)

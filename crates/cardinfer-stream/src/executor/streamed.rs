@@ -385,7 +385,7 @@ impl StreamedModel {
             if let Some(weights) = self.resident.get(&block) {
                 let start = Instant::now();
                 match block {
-                    BlockId::Layer(i) => x = self.decoder.block(i, weights, &x, kv.layer_mut(i), pos)?,
+                    BlockId::Layer(i) => x = self.device_block(i, weights, &x, kv, pos)?,
                     BlockId::Head => logits = Some(self.decoder.head(weights, &last_rows(&x)?)?),
                     BlockId::Embed => {}
                 }
@@ -422,7 +422,7 @@ impl StreamedModel {
                     eprintln!("[compute] {piece:?}");
                 }
                 let out = match block {
-                    BlockId::Layer(i) => self.decoder.block(i, &weights, &x, kv.layer_mut(i), pos).map(|y| x = y),
+                    BlockId::Layer(i) => self.device_block(i, &weights, &x, kv, pos).map(|y| x = y),
                     BlockId::Head => last_rows(&x).and_then(|h| self.decoder.head(&weights, &h)).map(|l| parts.push(l)),
                     BlockId::Embed => Ok(()),
                 };
@@ -448,6 +448,28 @@ impl StreamedModel {
         total.host_secs += timings.host_secs;
         total.passes += 1;
         logits.map(|l| l.squeeze(0)).transpose().map_err(StreamError::from)
+    }
+}
+
+impl StreamedModel {
+    /// Layer `i` on the device; with the KV cache in host memory, its part visits the
+    /// device for the block and goes back after.
+    fn device_block(
+        &self,
+        i: usize,
+        weights: &BlockWeights,
+        x: &Tensor,
+        kv: &mut KvCache,
+        pos: usize,
+    ) -> Result<Tensor> {
+        if !self.plan.kv_on_host {
+            return self.decoder.block(i, weights, x, kv.layer_mut(i), pos);
+        }
+        let slot = kv.layer_mut(i);
+        slot.move_to(&self.device)?;
+        let y = self.decoder.block(i, weights, x, slot, pos)?;
+        slot.move_to(&Device::Cpu)?;
+        Ok(y)
     }
 }
 
