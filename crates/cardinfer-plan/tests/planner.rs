@@ -145,9 +145,11 @@ fn infeasible_budgets_name_the_parts_and_a_cheaper_change() {
     assert!(needed.bytes() > 100 << 20 && pool.bytes() > 0 && kv.bytes() > 0);
     let text = err.to_string();
     assert!(text.contains("smaller quant") && text.contains("largest block"), "{text}");
-    // Where a shorter context would fit, the hint names it, and it does fit.
+    // Where a shorter context would fit, the hint names it, and it does fit (stream mode:
+    // auto mode would move the cache to host memory instead).
+    let stream = PlanRequest { mode: Mode::Stream, ..request(6 << 30) };
     let spec_long = a.spec(32768);
-    let err = StreamPlan::place(&spec_long, &blocks, &request(6 << 30)).unwrap_err().to_string();
+    let err = StreamPlan::place(&spec_long, &blocks, &stream).unwrap_err().to_string();
     let context: usize = err
         .split("--context ")
         .nth(1)
@@ -155,7 +157,7 @@ fn infeasible_budgets_name_the_parts_and_a_cheaper_change() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no context in {err}"));
     assert!(context < 32768, "{err}");
-    assert!(StreamPlan::place(&a.spec(context), &blocks, &request(6 << 30)).is_ok(), "{err}");
+    assert!(StreamPlan::place(&a.spec(context), &blocks, &stream).is_ok(), "{err}");
     let err = StreamPlan::place(&spec, &blocks, &PlanRequest { mode: Mode::Resident, ..request(6 << 30) }).unwrap_err();
     assert!(err.to_string().contains("--mode auto"), "{err}");
     assert!("fast".parse::<Mode>().unwrap_err().to_string().contains("auto, resident or stream"));
