@@ -8,66 +8,21 @@ use crate::rope::Rope;
 use crate::weights::BlockWeights;
 use crate::Result;
 use candle_core::{Device, Tensor};
-use std::sync::Mutex;
 use candle_nn::ops::{rms_norm, silu, softmax_last_dim};
 use cardinfer_core::ModelSpec;
 
 /// Llama / Mistral / Qwen2 / Qwen3 as one parameterized family.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Decoder {
     spec: ModelSpec,
     rope: Rope,
-    /// RoPE tables of the current pass, per device: every layer of a pass asks for the
-    /// same positions, so they are built and copied to the device once per pass instead
-    /// of once per layer (one host→device copy pair per token instead of one per layer).
-    rope_tables: Mutex<Vec<RopeTables>>,
-}
-
-/// cos/sin for positions `pos..pos + len` on one device.
-#[derive(Debug)]
-struct RopeTables {
-    pos: usize,
-    len: usize,
-    device: Device,
-    cos: Tensor,
-    sin: Tensor,
-}
-
-impl Clone for Decoder {
-    fn clone(&self) -> Self {
-        Self { spec: self.spec.clone(), rope: self.rope.clone(), rope_tables: Mutex::new(Vec::new()) }
-    }
-}
-
-/// `CARDINFER_NO_ROPE_CACHE=1` rebuilds the RoPE tables in every layer (the plain path,
-/// for debugging and before/after measurements).
-fn rope_cache_enabled() -> bool {
-    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ENABLED.get_or_init(|| std::env::var_os("CARDINFER_NO_ROPE_CACHE").is_none())
 }
 
 impl Decoder {
     /// A decoder for `spec`, with RoPE frequency divisors from the file if it has them.
     pub fn new(spec: ModelSpec, rope_freq_factors: Option<Vec<f32>>) -> Self {
         let rope = Rope::new(&spec, rope_freq_factors);
-        Self { spec, rope, rope_tables: Mutex::new(Vec::new()) }
-    }
-
-    /// The RoPE tables for `pos..pos + len` on `device`, from the pass cache when the
-    /// previous layer asked for the same.
-    fn rope_tables(&self, pos: usize, len: usize, device: &Device) -> Result<(Tensor, Tensor)> {
-        if !rope_cache_enabled() {
-            return self.rope.tables(pos, len, device);
-        }
-        let mut cache = self.rope_tables.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(t) = cache.iter().find(|t| t.pos == pos && t.len == len && t.device.same_device(device)) {
-            return Ok((t.cos.clone(), t.sin.clone()));
-        }
-        let (cos, sin) = self.rope.tables(pos, len, device)?;
-        // One entry per device (a hybrid pass uses two).
-        cache.retain(|t| !t.device.same_device(device));
-        cache.push(RopeTables { pos, len, device: device.clone(), cos: cos.clone(), sin: sin.clone() });
-        Ok((cos, sin))
+        Self { spec, rope }
     }
 
     fn norm(&self, x: &Tensor, weights: &BlockWeights, role: Role) -> Result<Tensor> {
@@ -101,7 +56,7 @@ impl Decoder {
             q = self.norm(&q, w, Role::AttnQNorm)?;
             k = self.norm(&k, w, Role::AttnKNorm)?;
         }
-        let (cos, sin) = self.rope_tables(pos, seq, x.device())?;
+        let (cos, sin) = self.rope.tables(pos, seq, x.device())?;
         let q = self.rope.apply(&q, &cos, &sin)?;
         let k = self.rope.apply(&k, &cos, &sin)?;
         let (k, v) = kv.append(&k, &v)?;
@@ -167,47 +122,5 @@ impl LayerStream for Decoder {
     fn head(&self, weights: &BlockWeights, x: &Tensor) -> Result<Tensor> {
         let h = self.norm(x, weights, Role::OutputNorm)?;
         weights.get(Role::Output)?.matmul_t(&h)
-    }
-}
-
-#[cfg(test)]
-mod rope_cache_tests {
-    use super::*;
-    use cardinfer_core::{Family, RopeStyle};
-
-    #[test]
-    fn a_pass_builds_its_rope_tables_once_and_they_equal_fresh_ones() {
-        let spec = ModelSpec {
-            family: Family::Qwen3,
-            vocab_size: 16,
-            hidden_size: 32,
-            intermediate_size: 32,
-            num_layers: 2,
-            num_heads: 2,
-            num_kv_heads: 1,
-            head_dim: 16,
-            rms_norm_eps: 1e-6,
-            rope_theta: 1e4,
-            rope_scaling: None,
-            rope_style: RopeStyle::Half,
-            context_length: 64,
-            tie_word_embeddings: true,
-            qkv_bias: false,
-            qk_norm: true,
-            bos_token_id: None,
-            eos_token_ids: vec![],
-        };
-        let decoder = Decoder::new(spec.clone(), None);
-        let (cos, sin) = decoder.rope_tables(5, 3, &Device::Cpu).unwrap();
-        let (cos2, _) = decoder.rope_tables(5, 3, &Device::Cpu).unwrap();
-        let (fresh_cos, fresh_sin) = Rope::new(&spec, None).tables(5, 3, &Device::Cpu).unwrap();
-        let v = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        assert_eq!((v(&cos), v(&sin)), (v(&fresh_cos), v(&fresh_sin)));
-        assert_eq!(v(&cos2), v(&cos));
-        assert_eq!(decoder.rope_tables.lock().unwrap().len(), 1);
-        // The next position replaces the entry of that device.
-        decoder.rope_tables(8, 1, &Device::Cpu).unwrap();
-        let cache = decoder.rope_tables.lock().unwrap();
-        assert_eq!((cache.len(), cache[0].pos, cache[0].len), (1, 8, 1));
     }
 }
