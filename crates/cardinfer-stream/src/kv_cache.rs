@@ -17,11 +17,8 @@ impl KvSlot {
     /// computed on the host for decode after a prefill on the device, in hybrid runs),
     /// the held positions move there first.
     pub fn append(&mut self, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
+        self.move_to(k.device())?;
         let (k, v) = match (&self.k, &self.v) {
-            (Some(pk), Some(pv)) if !pk.device().same_device(k.device()) => {
-                let (pk, pv) = (pk.to_device(k.device())?, pv.to_device(k.device())?);
-                (Tensor::cat(&[&pk, k], 2)?, Tensor::cat(&[&pv, v], 2)?)
-            }
             (Some(pk), Some(pv)) => (Tensor::cat(&[pk, k], 2)?, Tensor::cat(&[pv, v], 2)?),
             _ => (k.contiguous()?, v.contiguous()?),
         };
