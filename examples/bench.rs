@@ -91,7 +91,7 @@ fn main() -> Result<()> {
     let metrics = model.metrics();
     // The cost model's prediction for this run: the plan the executor made, the device's
     // profile from `probe` (cached) or else the built-in fit.
-    let profile = Profile::load(&Profile::cache_path(&device_key(&device))).unwrap_or_else(|_| Profile::h100_fitted());
+    let profile = Profile::for_device(&device_key(&device));
     let plan = match model {
         Runner::Streamed(m) => m.plan().clone(),
         Runner::Resident(m) => {

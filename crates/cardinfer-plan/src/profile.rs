@@ -78,6 +78,12 @@ impl Profile {
         }
     }
 
+    /// The profile `probe` cached for `device_key` (see [`Profile::cache_path`]), or the
+    /// built-in H100 fit when none was measured (or the cached file is unreadable).
+    pub fn for_device(device_key: &str) -> Self {
+        Self::load(&Self::cache_path(device_key)).unwrap_or_else(|_| Self::h100_fitted())
+    }
+
     /// Reads a profile file.
     pub fn load(path: &Path) -> Result<Self, PlanError> {
         let err = |reason: String| PlanError::Profile { path: path.to_path_buf(), reason };

@@ -331,9 +331,7 @@ impl LoadedModel {
         };
         let mut plan = crate::executor::plan_on_device(&spec, &layout, device, &request)?;
         if options.hybrid {
-            let profile =
-                cardinfer_plan::Profile::load(&cardinfer_plan::Profile::cache_path(&crate::device::device_key(device)))
-                    .unwrap_or_else(|_| cardinfer_plan::Profile::h100_fitted());
+            let profile = cardinfer_plan::Profile::for_device(&crate::device::device_key(device));
             plan.assign_host_layers(profile.cpu_matvec_gb_s, profile.h2d_gb_s);
         }
         let model = if plan.slots == 0 && options.mode != Mode::Stream {
