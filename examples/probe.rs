@@ -14,6 +14,7 @@ use anyhow::{Context, Result};
 use candle_core::quantized::{ggml_file::qtensor_from_ggml, GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor};
 use cardinfer_core::{Family, StorageType};
+use cardinfer_plan::cost::layer_params;
 use cardinfer_plan::Profile;
 use cardinfer_quant::synth::SyntheticModel;
 use cardinfer_stream::device::{device_key, parse_device, DeviceMarker, PinnedBuffer};
@@ -122,9 +123,7 @@ fn cpu_block_secs(spec: &cardinfer_core::ModelSpec) -> Result<(f64, u64)> {
         pos += 1;
         Ok(())
     })?;
-    let (h, hd, ff) = (spec.hidden_size, spec.head_dim, spec.intermediate_size);
-    let params = h * hd * (2 * spec.num_heads + 2 * spec.num_kv_heads) + 3 * h * ff;
-    Ok((secs, (params / 256 * 144) as u64))
+    Ok((secs, layer_params(spec) / 256 * 144))
 }
 
 fn main() -> Result<()> {
@@ -197,13 +196,11 @@ fn main() -> Result<()> {
     }
     let _ = std::fs::remove_dir_all(&dir);
     // The slope also holds reading one layer's weights; take that out at the measured rate.
-    let probe = cli::probe_spec(Family::Qwen3, 1);
-    let layer_params = probe.hidden_size * probe.head_dim * (2 * probe.num_heads + 2 * probe.num_kv_heads)
-        + 3 * probe.hidden_size * probe.intermediate_size;
-    let layer_read_ms = (layer_params / 256 * 144) as f64 / (profile.device_read_gb_s * 1e9) * 1e3;
+    let probe_layer_params = layer_params(&cli::probe_spec(Family::Qwen3, 1));
+    let layer_read_ms = (probe_layer_params / 256 * 144) as f64 / (profile.device_read_gb_s * 1e9) * 1e3;
     profile.decode_overhead_ms_per_layer = ((large - small) / 8.0 - layer_read_ms).max(0.0);
     // Prefill: what a layer costs per token beyond its weight matmuls at the measured rate.
-    let matmul_ms = 2.0 * layer_params as f64 / (profile.prefill_tflops_at_4096 * 1e12) * 1e3;
+    let matmul_ms = 2.0 * probe_layer_params as f64 / (profile.prefill_tflops_at_4096 * 1e12) * 1e3;
     profile.prefill_ms_per_layer_token = ((large_prefill - small_prefill) / 8.0 - matmul_ms).max(0.0);
     // The matmul rate was measured at width 4096 directly: no width scaling.
     profile.prefill_width_exponent = 0.0;

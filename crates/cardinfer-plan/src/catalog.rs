@@ -1,6 +1,7 @@
 //! Consumer GPUs to project a measured profile onto, and the architecture presets and
 //! quantizations the adaptation table ranges over.
 
+use crate::cost::layer_params;
 use crate::profile::Profile;
 use crate::PlanError;
 use cardinfer_core::{BlockId, Family, ModelSpec, RopeStyle};
@@ -223,9 +224,8 @@ impl ArchShape {
     /// Estimated device bytes of every block in `quant` (embedding, layers, head).
     pub fn block_bytes(&self, quant: &QuantShape) -> Vec<(BlockId, u64)> {
         let spec = self.spec(4096);
-        let (h, hd) = (self.hidden as f64, 128.0);
-        let layer_params = h * hd * (2.0 * self.heads as f64 + 2.0 * self.kv_heads as f64) + 3.0 * h * self.ffn as f64;
-        let layer = (layer_params * quant.layer_bpw / 8.0) as u64;
+        let h = self.hidden as f64;
+        let layer = (layer_params(&spec) as f64 * quant.layer_bpw / 8.0) as u64;
         let embed = (self.vocab as f64 * h * quant.layer_bpw / 8.0) as u64;
         let head = (self.vocab as f64 * h * quant.head_bpw / 8.0) as u64 + 4 * self.hidden as u64;
         let mut blocks = vec![(BlockId::Embed, embed)];

@@ -73,13 +73,17 @@ pub struct DecodeBreakdown {
     pub host: f64,
 }
 
+/// Weight matrix parameters of one transformer layer: q/k/v/o projections and the
+/// three MLP matrices (norms and biases are negligible).
+pub fn layer_params(spec: &ModelSpec) -> u64 {
+    let (h, hd, ff) = (spec.hidden_size as u64, spec.head_dim as u64, spec.intermediate_size as u64);
+    h * hd * (2 * spec.num_heads as u64 + 2 * spec.num_kv_heads as u64) + 3 * h * ff
+}
+
 /// Weights of a model, for FLOP counts: every parameter of every block but the
 /// embedding (a lookup).
 pub fn compute_params(spec: &ModelSpec) -> f64 {
-    let (h, hd, ff) = (spec.hidden_size as f64, spec.head_dim as f64, spec.intermediate_size as f64);
-    let attn = h * hd * (2.0 * spec.num_heads as f64 + 2.0 * spec.num_kv_heads as f64);
-    let mlp = 3.0 * h * ff;
-    spec.num_layers as f64 * (attn + mlp) + spec.vocab_size as f64 * h
+    spec.num_layers as f64 * layer_params(spec) as f64 + spec.vocab_size as f64 * spec.hidden_size as f64
 }
 
 /// Predicts the speed of `plan` for a model of `spec` on a machine of `profile`;
