@@ -243,11 +243,10 @@ impl StreamedModel {
             .map(|(b, _)| *b)
             .filter(|b| *b != BlockId::Embed && (which.is_some() || *b != BlockId::Head))
             .collect();
-        let on_host = |b: BlockId| tokens.len() <= HOST_COMPUTE_MAX_TOKENS && self.host.contains_key(&b);
         let streamed: Vec<Piece> = order
             .iter()
             .copied()
-            .filter(|b| !self.resident.contains_key(b) && !on_host(*b))
+            .filter(|b| !self.resident.contains_key(b) && self.host_weights(*b, tokens.len()).is_none())
             .flat_map(|block| self.pieces(block))
             .collect();
         if !self.prefetch_thread() {
@@ -392,9 +391,7 @@ impl StreamedModel {
                 timings.compute_secs += start.elapsed().as_secs_f64();
                 continue;
             }
-            if let (Some(weights), BlockId::Layer(i), true) =
-                (self.host.get(&block), block, len <= HOST_COMPUTE_MAX_TOKENS)
-            {
+            if let (Some(weights), BlockId::Layer(i)) = (self.host_weights(block, len), block) {
                 // Bring the hidden state to the host first (a copy on the device's stream
                 // would otherwise wait behind queued uploads), then queue the uploads of
                 // the next streamed blocks (asynchronous copies from page-locked memory):
@@ -452,6 +449,13 @@ impl StreamedModel {
 }
 
 impl StreamedModel {
+    /// The host weights of `block` when a pass of `tokens` tokens computes it on the CPU:
+    /// host-placed layers in passes of at most [`HOST_COMPUTE_MAX_TOKENS`] tokens (wider
+    /// passes stream them like any other block).
+    fn host_weights(&self, block: BlockId, tokens: usize) -> Option<&BlockWeights> {
+        self.host.get(&block).filter(|_| tokens <= HOST_COMPUTE_MAX_TOKENS)
+    }
+
     /// Layer `i` on the device; with the KV cache in host memory, its part visits the
     /// device for the block and goes back after.
     fn device_block(
