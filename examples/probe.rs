@@ -75,9 +75,7 @@ fn h2d_rate(device: &Device, bytes: &[u8]) -> Result<f64> {
 /// A Q4_K matrix of `rows × cols` with random values, on `device`.
 fn q4k_matrix(rows: usize, cols: usize, device: &Device) -> Result<QMatMul> {
     let w = Tensor::randn(0f32, 0.05, (rows, cols), &Device::Cpu)?;
-    let q = QTensor::quantize(&w, GgmlDType::Q4K)?;
-    let q = if device.is_cpu() { q } else { QTensor::quantize_onto(&w, GgmlDType::Q4K, device)? };
-    Ok(QMatMul::from_qtensor(q)?)
+    Ok(QMatMul::from_qtensor(QTensor::quantize_onto(&w, GgmlDType::Q4K, device)?)?)
 }
 
 /// Milliseconds per decoded token, and per prompt token of a 256-token prefill, of a
