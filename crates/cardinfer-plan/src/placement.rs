@@ -197,8 +197,8 @@ impl StreamPlan {
     /// workspace of the asked prefill chunk does not fit, the chunk is halved (down to
     /// 16 tokens) before giving up.
     pub fn place(spec: &ModelSpec, block_bytes: &[(BlockId, u64)], request: &PlanRequest) -> Result<Self, PlanError> {
-        let mut chunk = request.prefill_chunk.max(1);
-        loop {
+        let mut last_err = None;
+        for chunk in chunk_candidates(request) {
             match Self::place_with_chunk(spec, block_bytes, request, chunk) {
                 Ok(mut plan) => {
                     if chunk != request.prefill_chunk.max(1) {
@@ -209,15 +209,12 @@ impl StreamPlan {
                     }
                     return Ok(plan);
                 }
-                Err(e) if chunk <= 16 || request.mode == Mode::Resident => return Err(e),
-                Err(_) => chunk /= 2,
+                Err(e) => last_err = Some(e),
             }
         }
+        Err(last_err.unwrap_or_else(no_chunk_tried))
     }
 
-    /// In auto mode the head may stay resident or stream; both are planned and the one
-    /// that streams fewer bytes per token wins (the cost model's decode time falls with
-    /// streamed bytes; ties keep the head resident).
     /// Plans like [`StreamPlan::place`], but when the asked prefill chunk does not fit,
     /// chooses among the chunks that do (halvings down to 16 tokens) the one whose plan
     /// the cost model predicts fastest for `workload`: a smaller chunk leaves room for
@@ -234,8 +231,7 @@ impl StreamPlan {
         };
         let mut best: Option<(Self, crate::Prediction)> = None;
         let mut first_err = None;
-        let mut chunk = request.prefill_chunk.max(1);
-        loop {
+        for chunk in chunk_candidates(request) {
             match Self::place_with_chunk(spec, block_bytes, request, chunk) {
                 Ok(plan) => {
                     let prediction = crate::cost::predict(spec, &plan, profile, request.overlapped_copies);
@@ -247,16 +243,9 @@ impl StreamPlan {
                     first_err.get_or_insert(e);
                 }
             }
-            if chunk <= 16 || request.mode == Mode::Resident {
-                break;
-            }
-            chunk /= 2;
         }
         let Some((mut plan, prediction)) = best else {
-            return Err(first_err.unwrap_or_else(|| PlanError::InvalidParameter {
-                name: "prefill_chunk",
-                reason: "no chunk size could be tried".into(),
-            }));
+            return Err(first_err.unwrap_or_else(no_chunk_tried));
         };
         if plan.prefill_chunk != request.prefill_chunk.max(1) {
             plan.reasons.push(format!(
@@ -292,6 +281,9 @@ impl StreamPlan {
         })
     }
 
+    /// In auto mode the head may stay resident or stream; both are planned and the one
+    /// that streams fewer bytes per token wins (the cost model's decode time falls with
+    /// streamed bytes; ties keep the head resident).
     fn place_kv(
         spec: &ModelSpec,
         block_bytes: &[(BlockId, u64)],
@@ -449,6 +441,18 @@ impl StreamPlan {
         ));
         Ok(plan)
     }
+}
+
+/// The prefill chunks a plan may use: the asked one, then (except in resident mode,
+/// where the chunk does not decide placement) halvings down to 16 tokens.
+fn chunk_candidates(request: &PlanRequest) -> impl Iterator<Item = usize> {
+    let asked = request.prefill_chunk.max(1);
+    let lower = request.mode != Mode::Resident;
+    std::iter::successors(Some(asked), move |&c| (lower && c > 16).then_some(c / 2))
+}
+
+fn no_chunk_tried() -> PlanError {
+    PlanError::InvalidParameter { name: "prefill_chunk", reason: "no chunk size could be tried".into() }
 }
 
 /// The cheapest change that makes a plan needing `needed` bytes fit `budget`: the longest
