@@ -88,17 +88,10 @@ fn main() -> Result<()> {
             .with_context(|| format!("loading reference {}", reference_path.display()))?;
         Reference::Model(Box::new(model))
     };
-    let ids = match (&args.text, &args.ids, &reference) {
-        (_, Some(ids), _) => cli::parse_ids(ids)?,
-        (Some(file), None, _) => {
-            let text = std::fs::read_to_string(file).with_context(|| format!("reading {file}"))?;
-            let Some(tok) = loaded.tokenizer.as_ref() else {
-                bail!("{} has no tokenizer: use --ids", loaded.path.display())
-            };
-            tok.encode(&text)?
-        }
-        (None, None, Reference::Logits { input_ids: Some(ids), .. }) => ids.clone(),
-        (None, None, _) => bail!("give --text FILE or --ids 1,2,3"),
+    let ids = match (cli::text_or_ids(args.text.as_deref(), args.ids.as_deref(), &loaded)?, &reference) {
+        (Some(ids), _) => ids,
+        (None, Reference::Logits { input_ids: Some(ids), .. }) => ids.clone(),
+        (None, _) => bail!("give --text FILE or --ids 1,2,3"),
     };
     if ids.len() < 2 {
         bail!("need at least 2 tokens to compare, got {}", ids.len());

@@ -7,7 +7,7 @@
 #[path = "cli/mod.rs"]
 mod cli;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Parser;
 
 #[derive(Parser)]
@@ -29,16 +29,8 @@ struct Args {
 fn main() -> Result<()> {
     let args = Args::parse();
     let (loaded, _device, _watch, _) = cli::load(&args.model)?;
-    let ids = match (&args.text, &args.ids) {
-        (_, Some(ids)) => cli::parse_ids(ids)?,
-        (Some(file), None) => {
-            let text = std::fs::read_to_string(file).with_context(|| format!("reading {file}"))?;
-            let Some(tok) = loaded.tokenizer.as_ref() else {
-                bail!("{} has no tokenizer: use --ids", loaded.path.display());
-            };
-            tok.encode(&text)?
-        }
-        (None, None) => bail!("give --text FILE or --ids 1,2,3"),
+    let Some(ids) = cli::text_or_ids(args.text.as_deref(), args.ids.as_deref(), &loaded)? else {
+        bail!("give --text FILE or --ids 1,2,3");
     };
     let score = cardinfer_stream::score(&loaded.model, &ids)?;
     if args.json {

@@ -165,6 +165,22 @@ impl ProgressBar {
     }
 }
 
+/// The tokens of `--ids 1,2,3`, or of the text file `--text FILE` encoded with the
+/// model's tokenizer; `None` when neither is given.
+pub fn text_or_ids(text: Option<&str>, ids: Option<&str>, loaded: &LoadedModel) -> Result<Option<Vec<u32>>> {
+    match (text, ids) {
+        (_, Some(ids)) => parse_ids(ids).map(Some),
+        (Some(file), None) => {
+            let text = std::fs::read_to_string(file).with_context(|| format!("reading {file}"))?;
+            let Some(tok) = loaded.tokenizer.as_ref() else {
+                bail!("{} has no tokenizer: use --ids", loaded.path.display());
+            };
+            Ok(Some(tok.encode(&text)?))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
 /// Parses `1,2,3`.
 pub fn parse_ids(text: &str) -> Result<Vec<u32>> {
     text.split(',').map(|s| s.trim().parse::<u32>().with_context(|| format!("`{s}` is not a token id"))).collect()
