@@ -10,7 +10,7 @@
 mod cli;
 
 use anyhow::Result;
-use cardinfer_quant::synth_preset::{preset, PRESETS};
+use cardinfer_quant::synth_preset::{preset, presets, SynthGguf};
 use clap::Parser;
 use std::time::Instant;
 
@@ -39,7 +39,7 @@ fn main() -> Result<()> {
     if args.list {
         println!("| preset | arch | layers | d | heads/kv | ffn | vocab | GiB |");
         println!("|---|---|---:|---:|---:|---:|---:|---:|");
-        for p in PRESETS {
+        for p in presets() {
             let gib = p.file_bytes() as f64 / (1u64 << 30) as f64;
             let ffn = match p.experts {
                 Some((e, used)) => format!("{}×{e} ({used} used)", p.ffn),
@@ -47,7 +47,7 @@ fn main() -> Result<()> {
             };
             println!(
                 "| {} | {} | {} | {} | {}/{} | {ffn} | {} | {gib:.2} |",
-                p.name, p.arch, p.layers, p.hidden, p.heads, p.kv_heads, p.vocab
+                p.key, p.arch, p.layers, p.hidden, p.heads, p.kv_heads, p.vocab
             );
         }
         return Ok(());
@@ -66,7 +66,7 @@ fn main() -> Result<()> {
     let secs = start.elapsed().as_secs_f64();
     bar.finish(&format!(
         "wrote {output}: {} ({} layers), {:.2} GiB in {secs:.1} s",
-        p.name,
+        p.key,
         p.layers,
         p.file_bytes() as f64 / (1u64 << 30) as f64
     ));

@@ -10,7 +10,7 @@ use cardinfer_quant::quality::QualityStats;
 use cardinfer_quant::scheme::QuantScheme;
 use cardinfer_quant::slice::{block_ranges, slice, SliceOptions};
 use cardinfer_quant::synth::SyntheticModel;
-use cardinfer_quant::synth_preset::{preset, ArchPreset};
+use cardinfer_quant::synth_preset::{preset, ArchPreset, SynthGguf};
 use cardinfer_quant::{Checkpoint, QuantError};
 use cardinfer_stream::{score, Logits, ResidentModel, TextModel, Tokenizer};
 use serde_json::Value;
@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 /// head, a vocabulary of 300 (byte tokens included).
 fn shrunk(name: &str, layers: usize) -> ArchPreset {
     ArchPreset {
-        name: "tiny",
+        key: "tiny",
         hidden: 256,
         layers,
         heads: 2,

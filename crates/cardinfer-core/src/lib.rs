@@ -4,6 +4,7 @@
 mod bytesize;
 mod error;
 mod layout;
+pub mod presets;
 mod spec;
 mod storage;
 

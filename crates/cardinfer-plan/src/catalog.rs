@@ -1,10 +1,10 @@
-//! Consumer GPUs to project a measured profile onto, and the architecture presets and
-//! quantizations the adaptation table ranges over.
+//! Consumer GPUs to project a measured profile onto, and the quantizations the
+//! adaptation table ranges over (with `cardinfer_core`'s architecture presets).
 
 use crate::cost::layer_params;
 use crate::profile::Profile;
 use crate::PlanError;
-use cardinfer_core::{BlockId, Family, ModelSpec, RopeStyle};
+use cardinfer_core::BlockId;
 
 /// A GPU and the typical host it sits in.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -120,60 +120,7 @@ impl GpuSpec {
     }
 }
 
-/// An architecture preset for projections.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ArchShape {
-    /// Name (`Qwen3-14B`).
-    pub name: &'static str,
-    /// Parameters, billions (for sorting and display).
-    pub params_b: f64,
-    /// Layers.
-    pub layers: usize,
-    /// Width.
-    pub hidden: usize,
-    /// Query heads.
-    pub heads: usize,
-    /// KV heads.
-    pub kv_heads: usize,
-    /// Feed-forward width.
-    pub ffn: usize,
-    /// Vocabulary.
-    pub vocab: usize,
-    /// Tied embeddings.
-    pub tied: bool,
-    /// A mixture of experts (CardInfer cannot run these yet).
-    pub moe: bool,
-}
-
-#[allow(clippy::too_many_arguments)] // one row of the preset table below
-const fn arch(
-    name: &'static str,
-    params_b: f64,
-    layers: usize,
-    hidden: usize,
-    heads: usize,
-    kv_heads: usize,
-    ffn: usize,
-    vocab: usize,
-    tied: bool,
-    moe: bool,
-) -> ArchShape {
-    ArchShape { name, params_b, layers, hidden, heads, kv_heads, ffn, vocab, tied, moe }
-}
-
-/// Presets from 0.6B to 235B. MoE shapes are listed for the table only.
-pub const ARCHS: [ArchShape; 10] = [
-    arch("Qwen3-0.6B", 0.6, 28, 1024, 16, 8, 3072, 151936, true, false),
-    arch("Qwen3-1.7B", 1.7, 28, 2048, 16, 8, 6144, 151936, true, false),
-    arch("Qwen3-4B", 4.0, 36, 2560, 32, 8, 9728, 151936, true, false),
-    arch("Qwen3-8B", 8.2, 36, 4096, 32, 8, 12288, 151936, false, false),
-    arch("Qwen3-14B", 14.8, 40, 5120, 40, 8, 17408, 151936, false, false),
-    arch("Qwen3-32B", 32.8, 64, 5120, 64, 8, 25600, 151936, false, false),
-    arch("Llama-3-70B", 70.6, 80, 8192, 64, 8, 28672, 128256, false, false),
-    arch("Qwen3-30B-A3B (MoE)", 30.5, 48, 2048, 32, 4, 768, 151936, false, true),
-    arch("gpt-oss-120b (MoE)", 117.0, 36, 2880, 64, 8, 2880, 201088, false, true),
-    arch("Qwen3-235B-A22B (MoE)", 235.0, 94, 4096, 64, 4, 1536, 151936, false, true),
-];
+pub use cardinfer_core::presets::{ArchPreset, PRESETS};
 
 /// A whole-model quantization for projections: bits per weight of the layers (the
 /// scheme's mix averaged) and of the output head.
@@ -196,33 +143,14 @@ pub const QUANTS: [QuantShape; 5] = [
     QuantShape { name: "Q2_K", layer_bpw: 3.35, head_bpw: 6.5625 },
 ];
 
-impl ArchShape {
-    /// The spec of this preset with `context` tokens of context.
-    pub fn spec(&self, context: usize) -> ModelSpec {
-        ModelSpec {
-            family: Family::Qwen3,
-            vocab_size: self.vocab,
-            hidden_size: self.hidden,
-            intermediate_size: self.ffn,
-            num_layers: self.layers,
-            num_heads: self.heads,
-            num_kv_heads: self.kv_heads,
-            head_dim: 128,
-            rms_norm_eps: 1e-6,
-            rope_theta: 1e6,
-            rope_scaling: None,
-            rope_style: RopeStyle::Half,
-            context_length: context,
-            tie_word_embeddings: self.tied,
-            qkv_bias: false,
-            qk_norm: true,
-            bos_token_id: None,
-            eos_token_ids: vec![],
-        }
-    }
-
+/// Block sizes of an [`ArchPreset`] in a [`QuantShape`], for projections.
+pub trait PresetBytes {
     /// Estimated device bytes of every block in `quant` (embedding, layers, head).
-    pub fn block_bytes(&self, quant: &QuantShape) -> Vec<(BlockId, u64)> {
+    fn block_bytes(&self, quant: &QuantShape) -> Vec<(BlockId, u64)>;
+}
+
+impl PresetBytes for ArchPreset {
+    fn block_bytes(&self, quant: &QuantShape) -> Vec<(BlockId, u64)> {
         let spec = self.spec(4096);
         let h = self.hidden as f64;
         let layer = (layer_params(&spec) as f64 * quant.layer_bpw / 8.0) as u64;

@@ -1,7 +1,7 @@
 //! The adaptation table: for each catalogued GPU, the largest model that runs at a given
 //! decode speed or faster, as the cost model predicts it with a projected profile.
 
-use crate::catalog::{ArchShape, GpuSpec, QuantShape, ARCHS, GPUS, H100, QUANTS};
+use crate::catalog::{ArchPreset, GpuSpec, PresetBytes, QuantShape, GPUS, H100, PRESETS, QUANTS};
 use crate::cost::Prediction;
 use crate::placement::{PlanRequest, StreamPlan, Workload};
 use crate::profile::Profile;
@@ -15,7 +15,7 @@ pub const RUNTIME_RESERVE: u64 = 400 << 20;
 #[derive(Debug, Clone)]
 pub struct Projection {
     /// The model.
-    pub arch: ArchShape,
+    pub arch: ArchPreset,
     /// The quantization.
     pub quant: QuantShape,
     /// The plan made for the GPU's memory.
@@ -30,7 +30,7 @@ pub struct Projection {
 /// it), the budget being the GPU's memory less [`RUNTIME_RESERVE`]. `None` when it does
 /// not fit the device or the host's RAM.
 pub fn project(
-    arch: &ArchShape,
+    arch: &ArchPreset,
     quant: &QuantShape,
     gpu: &GpuSpec,
     profile: &Profile,
@@ -52,7 +52,7 @@ pub fn project(
 /// The largest dense model (most parameters, then most bits) predicted to decode at
 /// `min_tok_s` or faster on `gpu`.
 pub fn largest_model(gpu: &GpuSpec, profile: &Profile, min_tok_s: f64, context: usize) -> Option<Projection> {
-    let mut archs: Vec<&ArchShape> = ARCHS.iter().filter(|a| !a.moe).collect();
+    let mut archs: Vec<&ArchPreset> = PRESETS.iter().filter(|a| !a.is_moe()).collect();
     archs.sort_by(|a, b| b.params_b.total_cmp(&a.params_b));
     archs.into_iter().find_map(|arch| {
         QUANTS
@@ -88,7 +88,7 @@ pub fn markdown(measured: &Profile, min_tok_s: f64) -> String {
             None => writeln!(out, "| {} | none | - | - | - | - |", gpu.name),
         };
     }
-    let moe: Vec<&str> = ARCHS.iter().filter(|a| a.moe).map(|a| a.name).collect();
+    let moe: Vec<&str> = PRESETS.iter().filter(|a| a.is_moe()).map(|a| a.name).collect();
     let _ = writeln!(out, "\nNot executable until mixture-of-experts is supported: {}.", moe.join(", "));
     let _ = writeln!(
         out,

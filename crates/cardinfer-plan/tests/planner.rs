@@ -2,12 +2,12 @@
 //! profile, the seeds' VRAM arithmetic, and every error case.
 
 use cardinfer_core::{BlockId, ByteSize};
-use cardinfer_plan::catalog::{gpu_by_key, ArchShape, QuantShape, ARCHS, QUANTS};
+use cardinfer_plan::catalog::{gpu_by_key, ArchPreset, PresetBytes, QuantShape, PRESETS, QUANTS};
 use cardinfer_plan::table::markdown;
 use cardinfer_plan::{predict, Mode, Placement, PlanError, PlanRequest, Profile, StreamPlan, Workload};
 
-fn arch(name: &str) -> ArchShape {
-    *ARCHS.iter().find(|a| a.name == name).unwrap()
+fn arch(name: &str) -> ArchPreset {
+    *PRESETS.iter().find(|a| a.name == name).unwrap()
 }
 
 fn q4() -> QuantShape {
@@ -19,7 +19,7 @@ fn request(budget_bytes: u64) -> PlanRequest {
 }
 
 /// Budgets from just feasible to everything resident, in 64 MiB steps.
-fn budgets(a: &ArchShape, context: usize) -> impl Iterator<Item = (u64, StreamPlan)> + '_ {
+fn budgets(a: &ArchPreset, context: usize) -> impl Iterator<Item = (u64, StreamPlan)> + '_ {
     let blocks = a.block_bytes(&q4());
     let spec = a.spec(context);
     (1..400u64)
@@ -29,7 +29,7 @@ fn budgets(a: &ArchShape, context: usize) -> impl Iterator<Item = (u64, StreamPl
 
 #[test]
 fn a_plan_never_exceeds_its_budget() {
-    for a in ARCHS.iter().filter(|a| !a.moe && a.params_b < 40.0) {
+    for a in PRESETS.iter().filter(|a| !a.is_moe() && a.params_b < 40.0) {
         let mut seen = 0;
         for (budget, plan) in budgets(a, 2048) {
             assert!(plan.device_bytes() <= budget, "{}: {} > {}", a.name, plan.device_bytes(), budget);
@@ -119,7 +119,8 @@ fn a_chunk_too_large_for_the_budget_is_lowered() {
 /// The seeds' arithmetic: a Qwen2-1.5B layer in f32 is ~150-250 MB.
 #[test]
 fn qwen2_1_5b_f32_layers_weigh_what_the_seeds_say() {
-    let qwen2_1_5b = ArchShape {
+    let qwen2_1_5b = ArchPreset {
+        key: "qwen2-1.5b",
         name: "Qwen2-1.5B",
         params_b: 1.5,
         layers: 28,
@@ -129,7 +130,7 @@ fn qwen2_1_5b_f32_layers_weigh_what_the_seeds_say() {
         ffn: 8960,
         vocab: 151936,
         tied: true,
-        moe: false,
+        ..arch("Qwen3-1.7B")
     };
     let f32 = QuantShape { name: "F32", layer_bpw: 32.0, head_bpw: 32.0 };
     let layer = qwen2_1_5b.block_bytes(&f32).into_iter().find(|(b, _)| *b == BlockId::Layer(0)).unwrap().1;

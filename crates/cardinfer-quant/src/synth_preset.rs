@@ -10,110 +10,42 @@ use crate::QuantError;
 use cardinfer_core::StorageType;
 use std::path::Path;
 
-/// The shape of an architecture preset.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ArchPreset {
-    /// Preset name (`qwen3-4b`).
-    pub name: &'static str,
-    /// GGUF architecture (`qwen3`, `llama`, `qwen3moe`).
-    pub arch: &'static str,
-    /// Model width.
-    pub hidden: usize,
-    /// Transformer layers.
-    pub layers: usize,
-    /// Query heads.
-    pub heads: usize,
-    /// Key/value heads.
-    pub kv_heads: usize,
-    /// Width of one head.
-    pub head_dim: usize,
-    /// Feed-forward width (per expert for a mixture of experts).
-    pub ffn: usize,
-    /// Vocabulary size.
-    pub vocab: usize,
-    /// Output head tied to the embedding.
-    pub tied: bool,
-    /// RoPE base frequency.
-    pub rope_theta: f32,
-    /// RMSNorm epsilon.
-    pub rms_eps: f32,
-    /// Mixture of experts: (experts, experts used per token); `None` for a dense model.
-    pub experts: Option<(usize, usize)>,
+pub use cardinfer_core::presets::ArchPreset;
+use cardinfer_core::presets::PRESETS;
+
+/// GGUF architectures this writer lays out (gpt-oss has tensors it does not write).
+const WRITABLE: [&str; 3] = ["qwen3", "llama", "qwen3moe"];
+
+/// The presets this writer can write, from `cardinfer_core::presets::PRESETS`.
+pub fn presets() -> impl Iterator<Item = ArchPreset> {
+    PRESETS.into_iter().filter(|p| WRITABLE.contains(&p.arch))
 }
 
-const fn qwen3(name: &'static str, hidden: usize, layers: usize, heads: usize, ffn: usize, tied: bool) -> ArchPreset {
-    ArchPreset {
-        name,
-        arch: "qwen3",
-        hidden,
-        layers,
-        heads,
-        kv_heads: 8,
-        head_dim: 128,
-        ffn,
-        vocab: 151936,
-        tied,
-        rope_theta: 1e6,
-        rms_eps: 1e-6,
-        experts: None,
-    }
-}
-
-/// Every preset: Qwen3 0.6B to 32B, Llama-3-8B, and Qwen3-30B-A3B (a mixture of experts
-/// that llama.cpp runs and CardInfer does not yet).
-pub const PRESETS: [ArchPreset; 8] = [
-    qwen3("qwen3-0.6b", 1024, 28, 16, 3072, true),
-    qwen3("qwen3-1.7b", 2048, 28, 16, 6144, true),
-    qwen3("qwen3-4b", 2560, 36, 32, 9728, true),
-    qwen3("qwen3-8b", 4096, 36, 32, 12288, false),
-    qwen3("qwen3-14b", 5120, 40, 40, 17408, false),
-    qwen3("qwen3-32b", 5120, 64, 64, 25600, false),
-    ArchPreset {
-        name: "llama-3-8b",
-        arch: "llama",
-        hidden: 4096,
-        layers: 32,
-        heads: 32,
-        kv_heads: 8,
-        head_dim: 128,
-        ffn: 14336,
-        vocab: 128256,
-        tied: false,
-        rope_theta: 500000.0,
-        rms_eps: 1e-5,
-        experts: None,
-    },
-    ArchPreset {
-        name: "qwen3-30b-a3b",
-        arch: "qwen3moe",
-        hidden: 2048,
-        layers: 48,
-        heads: 32,
-        kv_heads: 4,
-        head_dim: 128,
-        ffn: 768,
-        vocab: 151936,
-        tied: false,
-        rope_theta: 1e6,
-        rms_eps: 1e-6,
-        experts: Some((128, 8)),
-    },
-];
-
-/// The preset called `name`.
-pub fn preset(name: &str) -> Result<ArchPreset, QuantError> {
-    PRESETS.iter().find(|p| p.name.eq_ignore_ascii_case(name)).copied().ok_or_else(|| QuantError::UnknownPreset {
-        name: name.to_string(),
-        known: PRESETS.iter().map(|p| p.name).collect::<Vec<_>>().join(", "),
+/// The writable preset whose key is `key` (case-insensitive).
+pub fn preset(key: &str) -> Result<ArchPreset, QuantError> {
+    presets().find(|p| p.key.eq_ignore_ascii_case(key)).ok_or_else(|| QuantError::UnknownPreset {
+        name: key.to_string(),
+        known: presets().map(|p| p.key).collect::<Vec<_>>().join(", "),
     })
 }
 
 /// One tensor of a synthetic file: name, shape (outermost first), storage.
 pub type SynthTensor = (String, Vec<usize>, StorageType);
 
-impl ArchPreset {
+/// Writing a synthetic GGUF of an [`ArchPreset`].
+pub trait SynthGguf {
     /// The tensors a GGUF of this preset holds, in streaming order.
-    pub fn tensors(&self) -> Vec<SynthTensor> {
+    fn tensors(&self) -> Vec<SynthTensor>;
+    /// Stored bytes of all tensors.
+    fn file_bytes(&self) -> u64;
+    /// Writes a GGUF of this preset to `path` (temporary name, renamed at the end) with
+    /// random blocks from `seed`, a placeholder vocabulary and llama.cpp's metadata;
+    /// reports `(bytes written, bytes in all)` after each tensor.
+    fn write_gguf(&self, path: &Path, seed: u64, progress: &mut dyn FnMut(u64, u64)) -> Result<(), QuantError>;
+}
+
+impl SynthGguf for ArchPreset {
+    fn tensors(&self) -> Vec<SynthTensor> {
         use StorageType::{F32, Q4_K, Q6_K};
         let (h, hd, ff) = (self.hidden, self.head_dim, self.ffn);
         let (q, kv) = (self.heads * hd, self.kv_heads * hd);
@@ -151,8 +83,7 @@ impl ArchPreset {
         t
     }
 
-    /// Stored bytes of all tensors.
-    pub fn file_bytes(&self) -> u64 {
+    fn file_bytes(&self) -> u64 {
         self.tensors()
             .iter()
             .map(|(n, s, st)| {
@@ -161,10 +92,7 @@ impl ArchPreset {
             .sum()
     }
 
-    /// Writes a GGUF of this preset to `path` (temporary name, renamed at the end) with
-    /// random blocks from `seed`, a placeholder vocabulary (`t0`, `t1`, …) and
-    /// llama.cpp's metadata; reports `(bytes written, bytes in all)` after each tensor.
-    pub fn write_gguf(&self, path: &Path, seed: u64, progress: &mut dyn FnMut(u64, u64)) -> Result<(), QuantError> {
+    fn write_gguf(&self, path: &Path, seed: u64, progress: &mut dyn FnMut(u64, u64)) -> Result<(), QuantError> {
         let arch = self.arch;
         let mut w = GgufWriter::new();
         let u32_of = |v: usize| GgufValue::U32(v as u32);
@@ -180,7 +108,7 @@ impl ArchPreset {
             rms_eps: self.rms_eps,
             rope_theta: self.rope_theta,
         }
-        .write(&mut w, &format!("synthetic-{}", self.name));
+        .write(&mut w, &format!("synthetic-{}", self.key));
         w.metadata("general.file_type", GgufValue::U32(15));
         w.metadata("general.quantization_version", GgufValue::U32(2));
         if let Some((experts, used)) = self.experts {
