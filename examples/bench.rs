@@ -108,6 +108,10 @@ fn main() -> Result<()> {
         }
     };
     let predicted = predict(model.spec(), &plan, &profile, copies_overlap(&device));
+    eprintln!("plan: {} slots, prefill chunk {}", plan.slots, plan.prefill_chunk);
+    for reason in &plan.reasons {
+        eprintln!("plan: {reason}");
+    }
     eprintln!(
         "predicted: decode {:.2} tok/s, prefill {:.0} tok/s (profile: {})",
         predicted.decode_tok_s, predicted.prefill_tok_s, profile.device

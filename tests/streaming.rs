@@ -167,14 +167,20 @@ fn infeasible_budget_is_an_error_naming_the_minimum() {
 }
 
 /// A reader that does extra work per block (a slow link) and counts reads in flight.
+/// `overlapping` makes it claim a copy stream, so the inline executor reads ahead.
 struct SlowReader {
     inner: CheckpointReader,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
     fail_at: Option<BlockId>,
+    overlapping: bool,
 }
 
 impl BlockReader for SlowReader {
+    fn overlaps_copies(&self) -> bool {
+        self.overlapping
+    }
+
     fn read(&self, block: BlockId, device: &Device) -> cardinfer_stream::Result<BlockWeights> {
         let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         self.max_in_flight.fetch_max(now, Ordering::SeqCst);
@@ -192,7 +198,12 @@ impl BlockReader for SlowReader {
     }
 }
 
-fn slow_model(path: &Path, slots: usize, fail_at: Option<BlockId>) -> (StreamedModel, Arc<SlowReader>) {
+fn slow_model(
+    path: &Path,
+    slots: usize,
+    fail_at: Option<BlockId>,
+    overlapping: bool,
+) -> (StreamedModel, Arc<SlowReader>) {
     let ckpt = Checkpoint::open(path).unwrap();
     let spec = ckpt.spec().unwrap();
     let layout = model_layout(&ckpt, &spec).unwrap();
@@ -202,6 +213,7 @@ fn slow_model(path: &Path, slots: usize, fail_at: Option<BlockId>) -> (StreamedM
         in_flight: AtomicUsize::new(0),
         max_in_flight: AtomicUsize::new(0),
         fail_at,
+        overlapping,
     });
     let model =
         StreamedModel::new(Decoder::new(spec, None), layout, plan, &Device::Cpu, reader.clone(), |_, _| {}).unwrap();
@@ -213,8 +225,10 @@ fn a_slow_reader_changes_nothing_and_stays_within_the_pool() {
     let path = model_file(Family::Mistral);
     let resident = ResidentModel::load(&Checkpoint::open(&path).unwrap(), &Device::Cpu, |_, _| {}).unwrap();
     let (ref_logits, ref_ids) = run(&resident, 4, 12);
-    for (slots, thread) in [(1, true), (2, true), (3, true), (2, false)] {
-        let (mut model, reader) = slow_model(&path, slots, None);
+    let cases =
+        [(1, true, false), (2, true, false), (3, true, false), (2, false, false), (2, false, true), (3, false, true)];
+    for (slots, thread, overlapping) in cases {
+        let (mut model, reader) = slow_model(&path, slots, None, overlapping);
         model.set_prefetch_thread(thread);
         let (logits, ids) = run(&model, 4, 12);
         assert_eq!(ids, ref_ids);
@@ -223,14 +237,20 @@ fn a_slow_reader_changes_nothing_and_stays_within_the_pool() {
         let stats = model.pool_stats();
         assert!(stats.peak_in_use <= slots, "S={slots}: {stats:?}");
         assert_eq!(stats.in_use, 0, "every slot given back");
+        if overlapping {
+            // Inline reads ran ahead into every slot (what lets a copy stream overlap).
+            assert_eq!(stats.peak_in_use, slots, "S={slots}: {stats:?}");
+        } else if !thread {
+            assert_eq!(stats.peak_in_use, 1, "inline reads without overlap read just before use");
+        }
     }
 }
 
 #[test]
 fn a_failing_reader_is_an_error_not_a_hang() {
     let path = model_file(Family::Llama);
-    for (slots, thread) in [(1, true), (2, true), (2, false)] {
-        let (mut model, _) = slow_model(&path, slots, Some(BlockId::Layer(2)));
+    for (slots, thread, overlapping) in [(1, true, false), (2, true, false), (2, false, false), (3, false, true)] {
+        let (mut model, _) = slow_model(&path, slots, Some(BlockId::Layer(2)), overlapping);
         model.set_prefetch_thread(thread);
         let mut kv = model.new_cache();
         let err = model.forward(&PROMPT, &mut kv, Logits::Last).unwrap_err().to_string();

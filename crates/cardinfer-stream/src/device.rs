@@ -39,7 +39,8 @@ pub fn bind_thread(device: &Device) {
 
 /// A point in a device's stream of work (a timing CUDA event), to time copies on the
 /// device itself: host-side timers only see when a copy was queued.
-pub struct DeviceMarker(memory::Marker);
+#[derive(Clone)]
+pub struct DeviceMarker(std::sync::Arc<memory::Marker>);
 
 impl std::fmt::Debug for DeviceMarker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -50,14 +51,26 @@ impl std::fmt::Debug for DeviceMarker {
 impl DeviceMarker {
     /// Marks the work queued on `device` so far; `None` where the device cannot (CPU).
     pub fn now(device: &Device) -> Option<Self> {
-        memory::marker(device).map(Self)
+        memory::marker(device).map(|m| Self(std::sync::Arc::new(m)))
     }
 
     /// Seconds between `self` and a later marker `end`, once both are reached (waits).
     pub fn secs_until(&self, end: &DeviceMarker) -> Option<f64> {
         memory::elapsed(&self.0, &end.0)
     }
+
+    pub(crate) fn from_event(event: MarkerEvent) -> Self {
+        Self(std::sync::Arc::new(event))
+    }
+
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    pub(crate) fn event(&self) -> &MarkerEvent {
+        &self.0
+    }
 }
+
+/// The device's event type behind a [`DeviceMarker`].
+pub(crate) type MarkerEvent = memory::Marker;
 
 /// A name for `device` that keys its cached profile: `cpu`, or `cuda<N>-<model name>`.
 pub fn device_key(device: &Device) -> String {

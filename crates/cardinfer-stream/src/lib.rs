@@ -2,6 +2,7 @@
 #![deny(missing_docs)]
 
 pub mod chat_template;
+pub mod copy_stream;
 pub mod device;
 mod error;
 pub mod executor;
@@ -15,6 +16,9 @@ pub mod names;
 pub mod rope;
 pub mod sampling;
 pub mod scoring;
+#[cfg(feature = "cuda")]
+pub mod slot_kernels;
+pub mod slots;
 pub mod tokenizer;
 pub mod weights;
 

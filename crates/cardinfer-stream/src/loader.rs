@@ -320,12 +320,19 @@ impl LoadedModel {
                 options.prefill_chunk,
             )?,
         };
+        // Slot buffers used in place need the kernels' scratch (and alignment slack).
+        let max_cols = spec.hidden_size.max(spec.intermediate_size).max(spec.num_heads * spec.head_dim);
+        let in_place = !device.is_cpu() && crate::copy_stream::copy_stream_enabled();
+        let arena_overhead = match in_place {
+            true => crate::slots::arena_overhead_bytes(options.slots.unwrap_or(2), max_cols, options.prefill_chunk),
+            false => 0,
+        };
         let request = PlanRequest {
             budget_bytes,
             mode: options.mode,
             slots: options.slots,
             prefill_chunk: options.prefill_chunk,
-            runtime_bytes: overheads.map_or(0, |o| o.runtime_bytes),
+            runtime_bytes: overheads.map_or(0, |o| o.runtime_bytes) + arena_overhead,
             measured_workspace_bytes: overheads.map(|o| o.workspace_bytes),
             overlapped_copies: crate::executor::copies_overlap(device),
         };
@@ -349,10 +356,13 @@ impl LoadedModel {
                 .map(|(b, _)| *b)
                 .collect();
             // On CUDA, streamed blocks are held once in page-locked host memory.
-            let pinned = match std::env::var_os("CARDINFER_NO_PIN") {
+            let mut pinned = match std::env::var_os("CARDINFER_NO_PIN") {
                 None => PinnedReader::new(ckpt.clone(), spec.clone(), &layout, &streamed, device),
                 Some(_) => None,
             };
+            if let Some(reader) = pinned.as_mut().filter(|_| in_place) {
+                reader.allocate_slots(device, plan.slots, plan.slot_bytes, max_cols, plan.prefill_chunk);
+            }
             let pinned_bytes = pinned.as_ref().map_or(0, PinnedReader::pinned_bytes);
             let reader: Arc<dyn crate::executor::BlockReader> = match pinned {
                 Some(p) => Arc::new(p),

@@ -1,6 +1,9 @@
 //! A block's weights, loaded onto a device, looked up by role.
 
+use crate::copy_stream::{alloc_destination, CopyJob, CopyStream, UploadEvents};
+use crate::device::DeviceMarker;
 use crate::names::{resolve_name, Role};
+use crate::slots::{SlotCursor, SlotTensor};
 use crate::{Result, StreamError};
 use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
@@ -17,6 +20,8 @@ pub enum Weight {
     Quantized(Arc<QTensor>),
     /// Plain floats (norms and biases always; matrices of F32/F16/BF16 checkpoints).
     Dense(Tensor),
+    /// Block-quantized, in a slot buffer of the pool, used in place (CUDA).
+    InSlot(SlotTensor),
 }
 
 impl Weight {
@@ -24,6 +29,7 @@ impl Weight {
     pub fn matmul_t(&self, x: &Tensor) -> Result<Tensor> {
         let y = match self {
             Weight::Quantized(q) => QMatMul::QTensor(q.clone()).forward(x)?,
+            Weight::InSlot(t) => t.matmul_t(x)?,
             Weight::Dense(w) => {
                 let xs = x.to_dtype(w.dtype())?;
                 xs.broadcast_matmul(&w.t()?)?.to_dtype(DType::F32)?
@@ -36,6 +42,12 @@ impl Weight {
     pub fn embedding(&self, ids: &Tensor) -> Result<Tensor> {
         let rows = match self {
             Weight::Quantized(q) => q.embedding(ids)?,
+            Weight::InSlot(t) => {
+                return Err(StreamError::InvalidParameter {
+                    name: "weight",
+                    reason: format!("an embedding table cannot be streamed through a slot ({t:?})"),
+                })
+            }
             Weight::Dense(w) => {
                 let hidden = w.dim(1)?;
                 let flat = ids.flatten_all()?;
@@ -55,6 +67,10 @@ impl Weight {
                 name: "weight",
                 reason: format!("expected a float tensor, found {:?}", q.dtype()),
             }),
+            Weight::InSlot(t) => Err(StreamError::InvalidParameter {
+                name: "weight",
+                reason: format!("expected a float tensor, found {:?}", t.dtype),
+            }),
         }
     }
 
@@ -62,6 +78,7 @@ impl Weight {
     pub fn device_bytes(&self) -> u64 {
         match self {
             Weight::Quantized(q) => q.storage_size_in_bytes() as u64,
+            Weight::InSlot(t) => t.device_bytes(),
             Weight::Dense(t) => (t.elem_count() * t.dtype().size_in_bytes()) as u64,
         }
     }
@@ -73,24 +90,31 @@ pub struct BlockWeights {
     /// Which block these are.
     pub block: BlockId,
     weights: HashMap<Role, Weight>,
+    /// The copy-stream upload still filling these weights, if any ("slot ready").
+    upload: Option<Arc<UploadEvents>>,
 }
 
 impl BlockWeights {
     /// Loads block `block` of `ckpt` onto `device`, checking every shape against `spec`.
     pub fn load(ckpt: &Checkpoint, spec: &ModelSpec, block: BlockId, device: &Device) -> Result<Self> {
-        Self::load_with(ckpt, spec, block, device, &|info| ckpt.tensor_bytes(info))
+        Self::load_with(ckpt, spec, block, device, &|info| ckpt.tensor_bytes(info), None)
     }
 
     /// Like [`BlockWeights::load`], taking each tensor's bytes from `bytes_of` (a copy
-    /// of the file's bytes elsewhere, such as page-locked host memory).
+    /// of the file's bytes elsewhere, such as page-locked host memory). With an `upload`
+    /// the matrices are copied on its copy stream, overlapping the compute stream's work,
+    /// into its slot where they fit; call [`BlockWeights::wait_ready`] before computing
+    /// with them.
     pub fn load_with<'a>(
         ckpt: &Checkpoint,
         spec: &ModelSpec,
         block: BlockId,
         device: &Device,
         bytes_of: &dyn Fn(&cardinfer_core::TensorInfo) -> &'a [u8],
+        mut upload: Option<&mut Upload<'_>>,
     ) -> Result<Self> {
         let mut weights = HashMap::new();
+        let mut jobs = Vec::new();
         for role in Role::block_roles(spec, block) {
             let name = resolve_name(ckpt, spec, block, role);
             let info = ckpt.require(&name)?;
@@ -98,10 +122,11 @@ impl BlockWeights {
             if info.shape != expected {
                 return Err(StreamError::ShapeMismatch { tensor: name, expected, found: info.shape.clone() });
             }
-            let weight = load_weight(info, bytes_of(info), device)?;
+            let weight = load_or_queue(info, bytes_of(info), device, upload.as_deref_mut(), &mut jobs)?;
             weights.insert(role, weight);
         }
-        Ok(Self { block, weights })
+        let upload = queue_upload(upload.as_deref(), &jobs)?;
+        Ok(Self { block, weights, upload })
     }
 
     /// The head's final norm and the output rows `rows` only: one chunk of a head too
@@ -112,6 +137,7 @@ impl BlockWeights {
         rows: std::ops::Range<usize>,
         device: &Device,
         bytes_of: &dyn Fn(&cardinfer_core::TensorInfo) -> &'a [u8],
+        mut upload: Option<&mut Upload<'_>>,
     ) -> Result<Self> {
         let block = BlockId::Head;
         let norm_info = ckpt.require(&resolve_name(ckpt, spec, block, Role::OutputNorm))?;
@@ -134,14 +160,30 @@ impl BlockWeights {
             ..out_info.clone()
         };
         let mut weights = HashMap::new();
+        let mut jobs = Vec::new();
         weights.insert(Role::OutputNorm, load_weight(norm_info, bytes_of(norm_info), device)?);
-        weights.insert(Role::Output, load_weight(&chunk_info, chunk, device)?);
-        Ok(Self { block, weights })
+        weights.insert(Role::Output, load_or_queue(&chunk_info, chunk, device, upload.as_deref_mut(), &mut jobs)?);
+        let upload = queue_upload(upload.as_deref(), &jobs)?;
+        Ok(Self { block, weights, upload })
     }
 
     /// Builds block weights from tensors already on a device (tests, adapters).
     pub fn from_parts(block: BlockId, weights: HashMap<Role, Weight>) -> Self {
-        Self { block, weights }
+        Self { block, weights, upload: None }
+    }
+
+    /// Makes the device's compute stream wait until a copy-stream upload of these weights
+    /// has finished ("slot ready"); nothing to do for weights loaded otherwise.
+    pub fn wait_ready(&self) -> Result<()> {
+        match &self.upload {
+            Some(upload) => upload.wait(),
+            None => Ok(()),
+        }
+    }
+
+    /// The device-side start and end of the copy-stream upload, if there was one.
+    pub fn upload_span(&self) -> Option<(DeviceMarker, DeviceMarker)> {
+        self.upload.as_deref().map(UploadEvents::span)
     }
 
     /// The weight of `role`.
@@ -160,6 +202,49 @@ impl BlockWeights {
     /// Bytes the block occupies on its device.
     pub fn device_bytes(&self) -> u64 {
         self.weights.values().map(Weight::device_bytes).sum()
+    }
+}
+
+/// A block's upload through a copy stream: matrices are copied there, into `slot` where
+/// one is given and the matrix fits it, else into an allocation of their own.
+pub struct Upload<'c> {
+    /// The copy stream.
+    pub copy: &'c CopyStream,
+    /// The slot this block fills, where the device has slot buffers.
+    pub slot: Option<SlotCursor>,
+}
+
+/// Loads `info` now, or — matrices, with an upload — places or allocates it and queues
+/// the copy of `bytes` into `jobs`.
+fn load_or_queue<'a>(
+    info: &cardinfer_core::TensorInfo,
+    bytes: &'a [u8],
+    device: &Device,
+    upload: Option<&mut Upload<'_>>,
+    jobs: &mut Vec<CopyJob<'a>>,
+) -> Result<Weight> {
+    let Some(upload) = upload.filter(|_| info.shape.len() == 2) else {
+        return load_weight(info, bytes, device);
+    };
+    if let Some((tensor, dst, zero_after)) = upload.slot.as_mut().and_then(|slot| slot.place(info)) {
+        jobs.push(CopyJob { dst, src: bytes, zero_after });
+        return Ok(Weight::InSlot(tensor));
+    }
+    let (weight, dst) = alloc_destination(info, device)?;
+    jobs.push(CopyJob { dst, src: bytes, zero_after: 0 });
+    Ok(weight)
+}
+
+/// Issues the queued copies of one block on the copy stream.
+fn queue_upload(upload: Option<&Upload<'_>>, jobs: &[CopyJob<'_>]) -> Result<Option<Arc<UploadEvents>>> {
+    match upload {
+        // SAFETY: the sources are the reader's page-locked buffer, alive as long as the
+        // model; the destinations belong to the returned weights (their own allocations,
+        // or a slot that the pool hands to no other block until these weights' kernels
+        // are queued), which the executor keeps until the compute stream has waited on
+        // the upload (`wait_ready`) and queued its kernels.
+        Some(upload) if !jobs.is_empty() => Ok(Some(Arc::new(unsafe { upload.copy.upload(jobs)? }))),
+        _ => Ok(None),
     }
 }
 

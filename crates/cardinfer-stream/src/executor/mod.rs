@@ -6,15 +6,17 @@
 //! - [`StreamPlan`] lives here rather than in `cardinfer-plan`: it is a fixed,
 //!   deterministic policy (head resident if it fits, then layers in order) that the
 //!   cost-model planner will replace; the executor only consumes the placement.
-//! - Slots are accounted, not preallocated: a streamed block is uploaded into a fresh
-//!   allocation from the device's stream-ordered memory pool and freed after use, and the
-//!   [`SlotPool`] bounds how many exist at once. Using preallocated slot buffers in place
-//!   needs Candle's quantized kernels called on raw pointers (its `QTensor` cannot be
-//!   built over existing device memory); that is the next step.
-//! - On CUDA, uploads are issued inline on the compute stream from page-locked memory
-//!   ([`PinnedReader`]); they are asynchronous but share the stream with compute, so copy
-//!   and compute do not overlap yet. A second copy stream with events is the next step.
-//!   On the CPU a background thread reads ahead.
+//! - On CUDA, slots are buffers allocated once ([`crate::slots::SlotArena`]): a streamed
+//!   block's quantized matrices are copied into its slot and multiplied in place by
+//!   Candle's own kernels launched on the raw pointer ([`crate::slot_kernels`]), since a
+//!   Candle `QTensor` cannot be built over existing device memory. Tensors those kernels
+//!   do not take (float matrices of f16/bf16 checkpoints, norms) get allocations of their
+//!   own per pass. On the CPU, slots are accounted by the [`SlotPool`] only.
+//! - On CUDA, uploads from page-locked memory ([`PinnedReader`]) run on a copy stream
+//!   of their own ([`crate::copy_stream`]), synchronized with events; the compute loop,
+//!   which issues all device work from one thread, reads up to `slots - 1` blocks ahead
+//!   so the copy engine fills them while the current block computes. On the CPU a
+//!   background thread reads ahead.
 
 mod plan;
 mod pool;

@@ -30,8 +30,7 @@ pub fn plan_on_device(
 }
 
 /// Whether the executor overlaps block copies with compute on `device`: the CPU runs a
-/// prefetch thread; CUDA uploads in line on the compute stream (for now) unless
-/// `CARDINFER_PREFETCH_THREAD` is set.
+/// prefetch thread; CUDA uploads on a copy stream (unless `CARDINFER_COPY_STREAM=0`).
 pub fn copies_overlap(device: &Device) -> bool {
-    device.is_cpu() || std::env::var_os("CARDINFER_PREFETCH_THREAD").is_some()
+    device.is_cpu() || crate::copy_stream::copy_stream_enabled()
 }

@@ -1,13 +1,16 @@
 //! Reading a block's weights onto a device: the host → device leg of the pipeline.
 
+use crate::copy_stream::{copy_stream_enabled, CopyStream};
 use crate::device::PinnedBuffer;
+use crate::slots::SlotArena;
 use crate::weights::BlockWeights;
+use crate::weights::Upload;
 use crate::Result;
 use candle_core::Device;
 use cardinfer_core::ModelLayout;
 use cardinfer_core::{BlockId, ModelSpec};
 use cardinfer_quant::Checkpoint;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 /// Produces the weights of a block on a device. Runs on the prefetch thread.
@@ -20,6 +23,13 @@ pub trait BlockReader: Send + Sync {
     fn read_head_rows(&self, rows: std::ops::Range<usize>, device: &Device) -> Result<BlockWeights> {
         let _ = device;
         Err(crate::StreamError::InvalidParameter { name: "reader", reason: format!("cannot read head rows {rows:?}") })
+    }
+
+    /// Whether reads return before their copies finish (a copy stream), so reading the
+    /// next blocks ahead overlaps them with compute. Readers that copy on the compute
+    /// stream gain nothing from reading ahead, and would only hold more memory.
+    fn overlaps_copies(&self) -> bool {
+        false
     }
 }
 
@@ -43,17 +53,21 @@ impl BlockReader for CheckpointReader {
     }
 
     fn read_head_rows(&self, rows: std::ops::Range<usize>, device: &Device) -> Result<BlockWeights> {
-        BlockWeights::load_head_rows(&self.ckpt, &self.spec, rows, device, &|info| self.ckpt.tensor_bytes(info))
+        BlockWeights::load_head_rows(&self.ckpt, &self.spec, rows, device, &|info| self.ckpt.tensor_bytes(info), None)
     }
 }
 
 /// Reads streamed blocks from a page-locked host copy (the host tier): copies to a CUDA
-/// device run by DMA at link speed instead of through pageable memory.
+/// device run by DMA at link speed instead of through pageable memory, on a copy stream
+/// of their own where the device has one, so they overlap compute.
 pub struct PinnedReader {
     ckpt: Arc<Checkpoint>,
     spec: ModelSpec,
     buffer: PinnedBuffer,
     offsets: HashMap<String, usize>,
+    pinned_blocks: HashSet<BlockId>,
+    copy: Option<CopyStream>,
+    arena: Option<SlotArena>,
 }
 
 impl PinnedReader {
@@ -81,7 +95,39 @@ impl PinnedReader {
             offsets.insert(t.name.clone(), at);
             at += bytes.len();
         }
-        Some(Self { ckpt, spec, buffer, offsets })
+        let copy = if copy_stream_enabled() { CopyStream::new(device) } else { None };
+        Some(Self { ckpt, spec, buffer, offsets, pinned_blocks: blocks.iter().copied().collect(), copy, arena: None })
+    }
+
+    /// Whether uploads run on a copy stream of their own (overlapping compute).
+    pub fn has_copy_stream(&self) -> bool {
+        self.copy.is_some()
+    }
+
+    /// Gives streamed blocks slot buffers allocated once (`slots` of `slot_bytes`), their
+    /// quantized matrices used in place; returns the device bytes it allocated, or `None`
+    /// where there is no copy stream or the device has no in-place kernels.
+    pub fn allocate_slots(
+        &mut self,
+        device: &Device,
+        slots: usize,
+        slot_bytes: u64,
+        max_cols: usize,
+        max_rows: usize,
+    ) -> Option<u64> {
+        self.copy.as_ref()?;
+        let arena = SlotArena::new(device, slots, slot_bytes, max_cols, max_rows)?;
+        let bytes = arena.device_bytes();
+        self.arena = Some(arena);
+        Some(bytes)
+    }
+
+    /// The upload of `block` to `device`: a copy stream only for page-locked blocks going
+    /// to the accelerator (host-computed layers are read onto the CPU), with the next
+    /// slot where there are slot buffers.
+    fn upload_for(&self, block: BlockId, device: &Device) -> Option<Upload<'_>> {
+        let copy = self.copy.as_ref().filter(|_| !device.is_cpu() && self.pinned_blocks.contains(&block))?;
+        Some(Upload { copy, slot: self.arena.as_ref().map(SlotArena::next_slot) })
     }
 
     /// Bytes held in page-locked memory.
@@ -101,11 +147,17 @@ impl PinnedReader {
 }
 
 impl BlockReader for PinnedReader {
+    fn overlaps_copies(&self) -> bool {
+        self.copy.is_some()
+    }
+
     fn read(&self, block: BlockId, device: &Device) -> Result<BlockWeights> {
-        BlockWeights::load_with(&self.ckpt, &self.spec, block, device, &|info| self.bytes(info))
+        let mut upload = self.upload_for(block, device);
+        BlockWeights::load_with(&self.ckpt, &self.spec, block, device, &|info| self.bytes(info), upload.as_mut())
     }
 
     fn read_head_rows(&self, rows: std::ops::Range<usize>, device: &Device) -> Result<BlockWeights> {
-        BlockWeights::load_head_rows(&self.ckpt, &self.spec, rows, device, &|info| self.bytes(info))
+        let mut upload = self.upload_for(BlockId::Head, device);
+        BlockWeights::load_head_rows(&self.ckpt, &self.spec, rows, device, &|info| self.bytes(info), upload.as_mut())
     }
 }

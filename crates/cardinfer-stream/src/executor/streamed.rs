@@ -87,7 +87,11 @@ fn read_piece(model: &StreamedModel, piece: Piece) -> Filled {
         None => model.reader.read(piece.block, &model.device),
         Some(rows) => model.reader.read_head_rows(rows.clone(), &model.device),
     };
-    let markers = before.zip(DeviceMarker::now(&model.device));
+    // A copy-stream upload is timed by its own events; an inline one by markers around it.
+    let markers = match weights.as_ref().ok().and_then(BlockWeights::upload_span) {
+        Some(span) => Some(span),
+        None => before.zip(DeviceMarker::now(&model.device)),
+    };
     if trace() {
         eprintln!("[read] {piece:?} queued in {:?}", start.elapsed());
     }
@@ -158,7 +162,9 @@ impl StreamedModel {
         for (i, (block, placement)) in plan.blocks.iter().enumerate() {
             match placement {
                 Placement::Resident => {
-                    resident.insert(*block, reader.read(*block, device)?);
+                    let weights = reader.read(*block, device)?;
+                    weights.wait_ready()?;
+                    resident.insert(*block, weights);
                 }
                 Placement::Host if *block != BlockId::Embed => {
                     host.insert(*block, reader.read(*block, &Device::Cpu)?);
@@ -170,9 +176,8 @@ impl StreamedModel {
         let pool = SlotPool::new(plan.slots, plan.slot_bytes);
         Ok(Self {
             pinned_bytes: 0,
-            // On CUDA uploads are issued inline unless CARDINFER_PREFETCH_THREAD is set
-            // (see `prefetch_thread`).
-            prefetch_thread: super::copies_overlap(device),
+            // See `prefetch_thread`.
+            prefetch_thread: device.is_cpu(),
             decoder,
             layout,
             plan,
@@ -305,19 +310,31 @@ impl StreamedModel {
         timings: &mut StreamTimings,
         markers: &mut Vec<(DeviceMarker, DeviceMarker)>,
     ) -> Result<(BlockWeights, SlotTicket)> {
-        // "slot ready": the weights arrive only once fully read.
+        // "slot ready": the weights arrive only once fully read (or, on a copy stream,
+        // the compute stream waits for the copy's event before using them).
         let wait = Instant::now();
         let filled = ahead.pop_front().or_else(|| source.next()).ok_or_else(|| StreamError::InvalidParameter {
             name: "prefetch",
             reason: format!("the prefetcher stopped before {}", piece.block),
         })?;
+        if matches!(source, Source::Inline(_)) && self.reader.overlaps_copies() {
+            // Read ahead into the other free slots: on the copy stream those uploads run
+            // while this block computes. Holding at most `slots` tickets, `acquire` never
+            // waits here.
+            while ahead.len() + 1 < self.plan.slots {
+                match source.next() {
+                    Some(next) => ahead.push_back(next),
+                    None => break,
+                }
+            }
+        }
         timings.stall_secs += wait.elapsed().as_secs_f64();
         match filled.markers {
             Some(m) => markers.push(m),
             None => timings.copy_secs += filled.read_time.as_secs_f64(),
         }
         debug_assert_eq!(&filled.piece, piece);
-        match filled.weights {
+        match filled.weights.and_then(|w| w.wait_ready().map(|_| w)) {
             Ok(w) => Ok((w, filled.ticket)),
             Err(e) => {
                 self.pool.release(filled.ticket);
@@ -327,9 +344,10 @@ impl StreamedModel {
     }
 
     /// Whether streamed blocks are read on a background thread. On the CPU a thread
-    /// overlaps file reads with compute. On CUDA, copies from page-locked memory are
-    /// already asynchronous on the device's stream; reading inline keeps one host thread
-    /// issuing device work (`CARDINFER_PREFETCH_THREAD=1` forces the thread).
+    /// overlaps file reads with compute. On CUDA, reads only queue asynchronous copies
+    /// (on the copy stream), and all device work is issued from the compute thread:
+    /// Candle's device stream is the per-thread default stream, so work queued from
+    /// another thread would land on a different stream.
     fn prefetch_thread(&self) -> bool {
         self.prefetch_thread
     }

@@ -1,0 +1,329 @@
+//! Slot buffers: the device memory of the pool, allocated once. A streamed block's
+//! quantized matrices are copied into the slot it was given and multiplied in place
+//! (see [`crate::slot_kernels`]), so a pass allocates no device memory for weights and
+//! what the device holds for streamed blocks is exactly `slots × slot bytes`.
+//!
+//! Slots are handed out round-robin: the pool lets at most `slots` blocks be in flight
+//! and gives them back in order, so the slot a block gets was last used by the block
+//! `slots` places earlier, whose kernels were queued before this block's copy — and the
+//! copy stream waits for them ([`crate::copy_stream`]).
+
+use candle_core::quantized::GgmlDType;
+use cardinfer_core::{StorageType, TensorInfo};
+
+pub(crate) const MATRIX_ROW_PADDING: usize = 512;
+pub(crate) const QK8_1: usize = 32;
+pub(crate) const Q8_1_TYPE_SIZE: usize = 36;
+pub(crate) const BLOCK_Q8_1_MMQ_SIZE: usize = 4 * QK8_1 + 4 * 4;
+pub(crate) const MMVQ_MAX_BATCH: usize = 8;
+pub(crate) const MMQ_FIXUP_BYTES: usize = 256 * 128 * 128 * 4;
+
+/// Alignment of each tensor inside a slot.
+pub const SLOT_ALIGN: u64 = 256;
+
+/// Most tensors one block places in a slot (alignment slack is reserved for this many).
+pub const MAX_TENSORS_PER_SLOT: u64 = 16;
+
+pub(crate) fn pad(p: usize, q: usize) -> usize {
+    p.div_ceil(q) * q
+}
+
+/// Whether the in-place kernels handle a `[rows, cols]` matrix of `dtype`.
+pub fn supports_ggml(dtype: GgmlDType, cols: usize) -> bool {
+    let qk = match dtype {
+        GgmlDType::Q4_0 | GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1 | GgmlDType::Q8_0 => 32,
+        GgmlDType::Q2K | GgmlDType::Q3K | GgmlDType::Q4K | GgmlDType::Q5K | GgmlDType::Q6K => 256,
+        _ => return false,
+    };
+    cols.is_multiple_of(qk)
+}
+
+/// Whether a tensor stored as `info` is placed in a slot (a quantized matrix the
+/// in-place kernels handle); other tensors of a streamed block get their own allocation.
+pub fn in_slot(info: &TensorInfo) -> bool {
+    info.shape.len() == 2 && info.storage.is_quantized() && supports_ggml(ggml(info.storage), info.shape[1])
+}
+
+fn ggml(storage: StorageType) -> GgmlDType {
+    cardinfer_quant::candle::ggml_dtype(storage)
+}
+
+/// Bytes `info` takes in a slot: its bytes plus the zeroed row padding the kernels read.
+pub fn slot_tensor_bytes(info: &TensorInfo) -> u64 {
+    info.len + (MATRIX_ROW_PADDING / info.storage.block_elems() * info.storage.block_bytes()) as u64
+}
+
+/// Scratch bytes the kernels need for inputs of up to `max_cols` columns and `max_rows`
+/// activation rows: the quantized activations (MMVQ or MMQ layout) and MMQ's stream-k
+/// fixup buffer, sized as Candle sizes them.
+pub fn kernel_workspace_bytes(max_cols: usize, max_rows: usize) -> u64 {
+    let k_padded = pad(max_cols, MATRIX_ROW_PADDING);
+    let mmvq = MMVQ_MAX_BATCH * (k_padded / QK8_1) * Q8_1_TYPE_SIZE;
+    let k_mmq = pad(k_padded, 4 * QK8_1);
+    let mmq = max_rows.max(1) * (k_mmq / (4 * QK8_1)) * BLOCK_Q8_1_MMQ_SIZE + 128 * BLOCK_Q8_1_MMQ_SIZE;
+    (mmvq.max(mmq) + MMQ_FIXUP_BYTES) as u64
+}
+
+/// Device bytes an arena adds beyond `slots × slot_bytes`: alignment slack per slot and
+/// the kernels' scratch.
+pub fn arena_overhead_bytes(slots: usize, max_cols: usize, max_rows: usize) -> u64 {
+    slots as u64 * SLOT_ALIGN * MAX_TENSORS_PER_SLOT + kernel_workspace_bytes(max_cols, max_rows)
+}
+
+/// Where a tensor of `bytes` goes in a slot of `capacity` whose first `used` bytes are
+/// taken: the next [`SLOT_ALIGN`]ed offset, or `None` if it does not fit.
+pub fn place_at(used: u64, bytes: u64, capacity: u64) -> Option<u64> {
+    let offset = used.div_ceil(SLOT_ALIGN).checked_mul(SLOT_ALIGN)?;
+    (offset.checked_add(bytes)? <= capacity).then_some(offset)
+}
+
+/// The slot buffers of one device, with the kernels' scratch.
+pub struct SlotArena(imp::Arena);
+
+impl std::fmt::Debug for SlotArena {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SlotArena")
+    }
+}
+
+/// A quantized matrix living in a slot, multiplied in place.
+#[derive(Clone)]
+pub struct SlotTensor {
+    slot: std::sync::Arc<imp::Slot>,
+    offset: u64,
+    /// Quantization of the matrix.
+    pub dtype: GgmlDType,
+    /// `[rows, cols]`.
+    pub shape: (usize, usize),
+    bytes: u64,
+}
+
+impl std::fmt::Debug for SlotTensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SlotTensor({:?} {:?} at +{})", self.dtype, self.shape, self.offset)
+    }
+}
+
+impl SlotTensor {
+    /// Device bytes the matrix occupies in its slot (with padding).
+    pub fn device_bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Device address of the matrix.
+    pub fn address(&self) -> u64 {
+        self.slot.base() + self.offset
+    }
+
+    /// `x @ Wᵀ`, `x` f32 and contiguous.
+    pub fn matmul_t(&self, x: &candle_core::Tensor) -> candle_core::Result<candle_core::Tensor> {
+        imp::matmul_t(self, x)
+    }
+}
+
+impl SlotArena {
+    /// `slots` buffers of `slot_bytes` (plus alignment slack) and scratch for inputs of up
+    /// to `max_cols` columns and `max_rows` rows, on `device`. `None` on a device without
+    /// the in-place kernels (CPU) or when the allocation fails.
+    pub fn new(
+        device: &candle_core::Device,
+        slots: usize,
+        slot_bytes: u64,
+        max_cols: usize,
+        max_rows: usize,
+    ) -> Option<Self> {
+        let capacity = slot_bytes + SLOT_ALIGN * MAX_TENSORS_PER_SLOT;
+        imp::Arena::new(device, slots.max(1), capacity, max_cols, max_rows).map(Self)
+    }
+
+    /// The next slot, round-robin.
+    pub fn next_slot(&self) -> SlotCursor {
+        SlotCursor { slot: self.0.next(), used: 0 }
+    }
+
+    /// Device bytes the arena holds.
+    pub fn device_bytes(&self) -> u64 {
+        self.0.bytes()
+    }
+}
+
+/// A slot being filled with one block's matrices.
+pub struct SlotCursor {
+    slot: std::sync::Arc<imp::Slot>,
+    used: u64,
+}
+
+impl SlotCursor {
+    /// Places `info` in the slot: the tensor, its device address and the bytes of row
+    /// padding after it (to be zeroed). `None` when it does not fit or is not handled.
+    pub fn place(&mut self, info: &TensorInfo) -> Option<(SlotTensor, u64, usize)> {
+        if !in_slot(info) {
+            return None;
+        }
+        let bytes = slot_tensor_bytes(info);
+        let offset = place_at(self.used, bytes, self.slot.capacity())?;
+        self.used = offset + bytes;
+        let tensor = SlotTensor {
+            slot: self.slot.clone(),
+            offset,
+            dtype: ggml(info.storage),
+            shape: (info.shape[0], info.shape[1]),
+            bytes,
+        };
+        let address = tensor.address();
+        Some((tensor, address, (bytes - info.len) as usize))
+    }
+}
+
+#[cfg(feature = "cuda")]
+mod imp {
+    use crate::slot_kernels::{SlotMatMul, Workspace};
+    use candle_core::cuda_backend::cudarc::driver::{CudaSlice, DevicePtr};
+    use candle_core::{Device, Tensor};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    pub struct Slot {
+        buffer: CudaSlice<u8>,
+        base: u64,
+        capacity: u64,
+        workspace: Arc<Workspace>,
+    }
+
+    impl Slot {
+        pub fn base(&self) -> u64 {
+            self.base
+        }
+        pub fn capacity(&self) -> u64 {
+            self.capacity
+        }
+    }
+
+    pub struct Arena {
+        slots: Vec<Arc<Slot>>,
+        next: AtomicUsize,
+        workspace_bytes: u64,
+    }
+
+    impl Arena {
+        pub fn new(device: &Device, slots: usize, capacity: u64, max_cols: usize, max_rows: usize) -> Option<Self> {
+            let Device::Cuda(cuda) = device else { return None };
+            let workspace = Arc::new(Workspace::new(cuda, max_cols, max_rows).ok()?);
+            let stream = cuda.cuda_stream();
+            let slots = (0..slots)
+                .map(|_| {
+                    // SAFETY: every tensor placed in a slot is copied in before use.
+                    let buffer = unsafe { cuda.alloc::<u8>(capacity as usize) }.ok()?;
+                    let base = buffer.device_ptr(&stream).0;
+                    Some(Arc::new(Slot { buffer, base, capacity, workspace: workspace.clone() }))
+                })
+                .collect::<Option<Vec<_>>>()?;
+            let workspace_bytes = crate::slots::kernel_workspace_bytes(max_cols, max_rows);
+            Some(Self { slots, next: AtomicUsize::new(0), workspace_bytes })
+        }
+
+        pub fn next(&self) -> Arc<Slot> {
+            let i = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
+            self.slots[i].clone()
+        }
+
+        pub fn bytes(&self) -> u64 {
+            self.slots.iter().map(|s| s.buffer.len() as u64).sum::<u64>() + self.workspace_bytes
+        }
+    }
+
+    pub fn matmul_t(t: &super::SlotTensor, x: &Tensor) -> candle_core::Result<Tensor> {
+        let op = SlotMatMul {
+            weight: t.address(),
+            dtype: t.dtype,
+            rows: t.shape.0,
+            cols: t.shape.1,
+            workspace: &t.slot.workspace,
+        };
+        x.contiguous()?.apply_op1_no_bwd(&op)
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+mod imp {
+    use candle_core::{Device, Tensor};
+
+    pub enum Slot {}
+
+    impl Slot {
+        pub fn base(&self) -> u64 {
+            match *self {}
+        }
+        pub fn capacity(&self) -> u64 {
+            match *self {}
+        }
+    }
+
+    pub enum Arena {}
+
+    impl Arena {
+        pub fn new(_device: &Device, _slots: usize, _capacity: u64, _cols: usize, _rows: usize) -> Option<Self> {
+            None
+        }
+        pub fn next(&self) -> std::sync::Arc<Slot> {
+            match *self {}
+        }
+        pub fn bytes(&self) -> u64 {
+            match *self {}
+        }
+    }
+
+    pub fn matmul_t(_t: &super::SlotTensor, _x: &Tensor) -> candle_core::Result<Tensor> {
+        candle_core::bail!("slot tensors exist on CUDA devices only")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(storage: StorageType, shape: [usize; 2]) -> TensorInfo {
+        let elems = shape[0] * shape[1];
+        TensorInfo {
+            name: "t".into(),
+            shape: shape.to_vec(),
+            storage,
+            file: 0,
+            offset: 0,
+            len: (elems / storage.block_elems() * storage.block_bytes()) as u64,
+        }
+    }
+
+    #[test]
+    fn slot_bytes_match_the_planners_device_bytes() {
+        for (storage, shape) in [(StorageType::Q4_K, [1024, 2560]), (StorageType::Q8_0, [896, 4864])] {
+            let t = info(storage, shape);
+            assert_eq!(slot_tensor_bytes(&t), crate::weights::device_bytes_for(&t, true));
+        }
+    }
+
+    #[test]
+    fn placement_aligns_every_tensor_and_respects_capacity() {
+        assert_eq!(place_at(0, 100, 100), Some(0));
+        assert_eq!(place_at(1, 100, 1000), Some(SLOT_ALIGN));
+        assert_eq!(place_at(SLOT_ALIGN, 100, SLOT_ALIGN + 100), Some(SLOT_ALIGN));
+        assert_eq!(place_at(SLOT_ALIGN + 1, 100, 2 * SLOT_ALIGN + 99), None);
+        assert_eq!(place_at(u64::MAX - 10, 100, u64::MAX), None);
+    }
+
+    #[test]
+    fn only_quantized_matrices_with_whole_blocks_go_in_slots() {
+        assert!(in_slot(&info(StorageType::Q4_K, [8, 512])));
+        assert!(!in_slot(&info(StorageType::Q4_K, [8, 544])), "row not a multiple of 256");
+        assert!(!in_slot(&info(StorageType::F16, [8, 512])));
+        assert!(!in_slot(&TensorInfo { shape: vec![512], ..info(StorageType::Q8_0, [1, 512]) }));
+    }
+
+    #[test]
+    fn workspace_covers_decode_and_prefill_shapes() {
+        let small = kernel_workspace_bytes(2560, 8);
+        let large = kernel_workspace_bytes(9728, 512);
+        assert!(large > small && small > MMQ_FIXUP_BYTES as u64);
+        assert!(arena_overhead_bytes(2, 2560, 8) > small);
+    }
+}
