@@ -1,13 +1,15 @@
 //! Slot buffers: the device memory of the pool, allocated once. A streamed block's
-//! quantized matrices are copied into the slot it was given and multiplied in place
-//! (see [`crate::slot_kernels`]), so a pass allocates no device memory for weights and
-//! what the device holds for streamed blocks is exactly `slots × slot bytes`.
+//! matrices are copied into the slot it was given and used in place — quantized ones by
+//! Candle's kernels launched on the raw pointer ([`crate::slot_kernels`]), float ones as
+//! Candle tensors viewing the slot's memory — so a pass allocates no device memory for
+//! weight matrices and what the device holds for them is exactly `slots × slot bytes`.
 //!
 //! Slots are handed out round-robin: the pool lets at most `slots` blocks be in flight
 //! and gives them back in order, so the slot a block gets was last used by the block
 //! `slots` places earlier, whose kernels were queued before this block's copy — and the
 //! copy stream waits for them ([`crate::copy_stream`]).
 
+use crate::weights::Weight;
 use candle_core::quantized::GgmlDType;
 use cardinfer_core::{StorageType, TensorInfo};
 
@@ -38,19 +40,28 @@ pub fn supports_ggml(dtype: GgmlDType, cols: usize) -> bool {
     cols.is_multiple_of(qk)
 }
 
-/// Whether a tensor stored as `info` is placed in a slot (a quantized matrix the
-/// in-place kernels handle); other tensors of a streamed block get their own allocation.
+/// Whether a tensor stored as `info` is placed in a slot: a float matrix, or a quantized
+/// one the in-place kernels handle. Other tensors of a streamed block (norms, biases)
+/// get small allocations of their own.
 pub fn in_slot(info: &TensorInfo) -> bool {
-    info.shape.len() == 2 && info.storage.is_quantized() && supports_ggml(ggml(info.storage), info.shape[1])
+    info.shape.len() == 2
+        && match info.storage {
+            StorageType::F32 | StorageType::F16 | StorageType::BF16 => true,
+            s => supports_ggml(ggml(s), info.shape[1]),
+        }
 }
 
 fn ggml(storage: StorageType) -> GgmlDType {
     cardinfer_quant::candle::ggml_dtype(storage)
 }
 
-/// Bytes `info` takes in a slot: its bytes plus the zeroed row padding the kernels read.
+/// Bytes `info` takes in a slot: float matrices as stored; quantized ones plus the
+/// zeroed row padding the kernels read.
 pub fn slot_tensor_bytes(info: &TensorInfo) -> u64 {
-    info.len + (MATRIX_ROW_PADDING / info.storage.block_elems() * info.storage.block_bytes()) as u64
+    match info.storage.is_quantized() {
+        true => info.len + (MATRIX_ROW_PADDING / info.storage.block_elems() * info.storage.block_bytes()) as u64,
+        false => info.len,
+    }
 }
 
 /// Scratch bytes the kernels need for inputs of up to `max_cols` columns and `max_rows`
@@ -154,41 +165,57 @@ pub struct SlotCursor {
 }
 
 impl SlotCursor {
-    /// Places `info` in the slot: the tensor, its device address and the bytes of row
+    /// Places `info` in the slot: the weight, its device address and the bytes of row
     /// padding after it (to be zeroed). `None` when it does not fit or is not handled.
-    pub fn place(&mut self, info: &TensorInfo) -> Option<(SlotTensor, u64, usize)> {
+    pub fn place(&mut self, info: &TensorInfo) -> Option<(Weight, u64, usize)> {
         if !in_slot(info) {
             return None;
         }
         let bytes = slot_tensor_bytes(info);
         let offset = place_at(self.used, bytes, self.slot.capacity())?;
         self.used = offset + bytes;
-        let tensor = SlotTensor {
-            slot: self.slot.clone(),
-            offset,
-            dtype: ggml(info.storage),
-            shape: (info.shape[0], info.shape[1]),
-            bytes,
+        let address = self.slot.base() + offset;
+        let shape = (info.shape[0], info.shape[1]);
+        let weight = match info.storage {
+            StorageType::F32 | StorageType::F16 | StorageType::BF16 => {
+                let dtype = match info.storage {
+                    StorageType::F16 => candle_core::DType::F16,
+                    StorageType::BF16 => candle_core::DType::BF16,
+                    _ => candle_core::DType::F32,
+                };
+                Weight::Dense(self.slot.view(offset, dtype, shape)?)
+            }
+            storage => {
+                Weight::InSlot(SlotTensor { slot: self.slot.clone(), offset, dtype: ggml(storage), shape, bytes })
+            }
         };
-        let address = tensor.address();
-        Some((tensor, address, (bytes - info.len) as usize))
+        Some((weight, address, (bytes - info.len) as usize))
     }
 }
 
 #[cfg(feature = "cuda")]
 mod imp {
     use crate::slot_kernels::{SlotMatMul, Workspace};
+    use candle_core::op::BackpropOp;
     use candle_core::cuda_backend::cudarc::driver::{CudaSlice, DevicePtr};
-    use candle_core::{Device, Tensor};
+    use candle_core::{CudaDevice, CudaStorage, DType, Device, Storage, Tensor};
+    use std::collections::HashMap;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
+    use std::sync::{Arc, Mutex};
 
     pub struct Slot {
         buffer: CudaSlice<u8>,
         base: u64,
         capacity: u64,
         workspace: Arc<Workspace>,
+        device: CudaDevice,
+        /// Float tensors viewing this slot's memory, made once per (offset, type, shape):
+        /// every block of a uniform model lays its matrices out the same way.
+        views: Mutex<HashMap<ViewKey, Tensor>>,
     }
+
+    /// Offset in the slot, element type, `[rows, cols]`.
+    type ViewKey = (u64, DType, (usize, usize));
 
     impl Slot {
         pub fn base(&self) -> u64 {
@@ -196,6 +223,49 @@ mod imp {
         }
         pub fn capacity(&self) -> u64 {
             self.capacity
+        }
+
+        /// A `shape` tensor of `dtype` over this slot's bytes at `offset`.
+        pub fn view(&self, offset: u64, dtype: DType, shape: (usize, usize)) -> Option<Tensor> {
+            let mut views = self.views.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(t) = views.get(&(offset, dtype, shape)) {
+                return Some(t.clone());
+            }
+            let (address, len, stream) = (self.base + offset, shape.0 * shape.1, self.device.cuda_stream());
+            // SAFETY: the range lies inside this slot's allocation (placed by `place_at`
+            // within its capacity). The view does not own it: views are never dropped
+            // while the slot lives, and are forgotten when it goes (see `Drop`).
+            let storage = unsafe {
+                match dtype {
+                    DType::F16 => CudaStorage::wrap_cuda_slice(
+                        stream.upgrade_device_ptr::<half::f16>(address, len),
+                        self.device.clone(),
+                    ),
+                    DType::BF16 => CudaStorage::wrap_cuda_slice(
+                        stream.upgrade_device_ptr::<half::bf16>(address, len),
+                        self.device.clone(),
+                    ),
+                    DType::F32 => CudaStorage::wrap_cuda_slice(
+                        stream.upgrade_device_ptr::<f32>(address, len),
+                        self.device.clone(),
+                    ),
+                    _ => return None,
+                }
+            };
+            let tensor = Tensor::from_storage(Storage::Cuda(storage), shape, BackpropOp::none(), false);
+            views.insert((offset, dtype, shape), tensor.clone());
+            Some(tensor)
+        }
+    }
+
+    impl Drop for Slot {
+        fn drop(&mut self) {
+            // The views' slices do not own their memory: freeing them would free inside
+            // the slot's allocation. Leak their small host-side handles instead.
+            let views = std::mem::take(self.views.get_mut().unwrap_or_else(|e| e.into_inner()));
+            for (_, view) in views {
+                std::mem::forget(view);
+            }
         }
     }
 
@@ -215,7 +285,14 @@ mod imp {
                     // SAFETY: every tensor placed in a slot is copied in before use.
                     let buffer = unsafe { cuda.alloc::<u8>(capacity as usize) }.ok()?;
                     let base = buffer.device_ptr(&stream).0;
-                    Some(Arc::new(Slot { buffer, base, capacity, workspace: workspace.clone() }))
+                    Some(Arc::new(Slot {
+                        buffer,
+                        base,
+                        capacity,
+                        workspace: workspace.clone(),
+                        device: cuda.clone(),
+                        views: Mutex::new(HashMap::new()),
+                    }))
                 })
                 .collect::<Option<Vec<_>>>()?;
             let workspace_bytes = crate::slots::kernel_workspace_bytes(max_cols, max_rows);
@@ -257,6 +334,9 @@ mod imp {
         pub fn capacity(&self) -> u64 {
             match *self {}
         }
+        pub fn view(&self, _offset: u64, _dtype: candle_core::DType, _shape: (usize, usize)) -> Option<Tensor> {
+            match *self {}
+        }
     }
 
     pub enum Arena {}
@@ -296,7 +376,9 @@ mod tests {
 
     #[test]
     fn slot_bytes_match_the_planners_device_bytes() {
-        for (storage, shape) in [(StorageType::Q4_K, [1024, 2560]), (StorageType::Q8_0, [896, 4864])] {
+        for (storage, shape) in
+            [(StorageType::Q4_K, [1024, 2560]), (StorageType::Q8_0, [896, 4864]), (StorageType::BF16, [896, 4864])]
+        {
             let t = info(storage, shape);
             assert_eq!(slot_tensor_bytes(&t), crate::weights::device_bytes_for(&t, true));
         }
@@ -312,10 +394,11 @@ mod tests {
     }
 
     #[test]
-    fn only_quantized_matrices_with_whole_blocks_go_in_slots() {
+    fn matrices_go_in_slots_where_the_kernels_take_them() {
         assert!(in_slot(&info(StorageType::Q4_K, [8, 512])));
         assert!(!in_slot(&info(StorageType::Q4_K, [8, 544])), "row not a multiple of 256");
-        assert!(!in_slot(&info(StorageType::F16, [8, 512])));
+        assert!(in_slot(&info(StorageType::BF16, [8, 544])));
+        assert!(!in_slot(&info(StorageType::Q8_K, [8, 512])), "no in-place kernel");
         assert!(!in_slot(&TensorInfo { shape: vec![512], ..info(StorageType::Q8_0, [1, 512]) }));
     }
 

@@ -226,9 +226,9 @@ fn load_or_queue<'a>(
     let Some(upload) = upload.filter(|_| info.shape.len() == 2) else {
         return load_weight(info, bytes, device);
     };
-    if let Some((tensor, dst, zero_after)) = upload.slot.as_mut().and_then(|slot| slot.place(info)) {
+    if let Some((weight, dst, zero_after)) = upload.slot.as_mut().and_then(|slot| slot.place(info)) {
         jobs.push(CopyJob { dst, src: bytes, zero_after });
-        return Ok(Weight::InSlot(tensor));
+        return Ok(weight);
     }
     let (weight, dst) = alloc_destination(info, device)?;
     jobs.push(CopyJob { dst, src: bytes, zero_after: 0 });
