@@ -29,3 +29,21 @@ pub trait LayerStream {
     /// Final norm and output projection: `[batch, seq, hidden]` → logits `[batch, seq, vocab]`.
     fn head(&self, weights: &BlockWeights, x: &Tensor) -> Result<Tensor>;
 }
+
+impl<T: LayerStream + ?Sized> LayerStream for Box<T> {
+    fn spec(&self) -> &ModelSpec {
+        (**self).spec()
+    }
+
+    fn embed(&self, weights: &BlockWeights, tokens: &Tensor) -> Result<Tensor> {
+        (**self).embed(weights, tokens)
+    }
+
+    fn block(&self, layer: usize, weights: &BlockWeights, x: &Tensor, kv: &mut KvSlot, pos: usize) -> Result<Tensor> {
+        (**self).block(layer, weights, x, kv, pos)
+    }
+
+    fn head(&self, weights: &BlockWeights, x: &Tensor) -> Result<Tensor> {
+        (**self).head(weights, x)
+    }
+}

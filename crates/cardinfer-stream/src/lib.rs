@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
 
+pub mod block_adapter;
 pub mod chat_template;
 pub mod copy_stream;
 pub mod device;

@@ -1,12 +1,14 @@
 //! Finding and loading a model: a local path (GGUF file or Hugging Face directory) or
 //! `hf:org/repo[:file]` through hf-hub's cache.
 
+use crate::block_adapter::{BlockAdapter, StreamableBlock};
 use crate::chat_template::ChatTemplate;
 use crate::executor::{
     measure_device_overheads, CheckpointReader, Mode, PinnedReader, Placement, PlanRequest, StreamedModel,
 };
 use crate::family::Decoder;
 use crate::kv_cache::KvCache;
+use crate::layer_stream::LayerStream;
 use crate::model::{Logits, ResidentModel, TextModel};
 use crate::names::model_layout;
 use crate::tokenizer::Tokenizer;
@@ -238,6 +240,9 @@ impl Runner {
     }
 }
 
+/// Builds the block computation for a model's spec and RoPE frequency divisors.
+type FamilyFactory = Box<dyn FnOnce(ModelSpec, Option<Vec<f32>>) -> Box<dyn LayerStream + Send + Sync>>;
+
 /// A model with its tokenizer and chat template, ready to generate.
 pub struct LoadedModel {
     /// The weights, resident or streamed.
@@ -270,6 +275,30 @@ impl LoadedModel {
         path: &Path,
         device: &Device,
         options: &LoadOptions,
+        progress: impl FnMut(usize, usize),
+    ) -> Result<Self> {
+        Self::load_family(path, device, options, None, progress)
+    }
+
+    /// Like [`LoadedModel::load_with`], computing every transformer block with a block
+    /// type of your own (see [`crate::block_adapter`]); the embedding and the head are the
+    /// built-in decoder's. The model always runs through the streaming executor, which
+    /// keeps blocks resident where the budget allows.
+    pub fn load_with_block<B: StreamableBlock + 'static>(
+        path: &Path,
+        device: &Device,
+        options: &LoadOptions,
+        progress: impl FnMut(usize, usize),
+    ) -> Result<Self> {
+        let family: FamilyFactory = Box::new(|spec, rope| Box::new(BlockAdapter::<B>::new(spec, rope)));
+        Self::load_family(path, device, options, Some(family), progress)
+    }
+
+    fn load_family(
+        path: &Path,
+        device: &Device,
+        options: &LoadOptions,
+        family: Option<FamilyFactory>,
         progress: impl FnMut(usize, usize),
     ) -> Result<Self> {
         let ckpt = Checkpoint::open(path)?;
@@ -341,7 +370,7 @@ impl LoadedModel {
             let profile = cardinfer_plan::Profile::for_device(&crate::device::device_key(device));
             plan.assign_host_layers(profile.cpu_matvec_gb_s, profile.h2d_gb_s);
         }
-        let model = if plan.slots == 0 && options.mode != Mode::Stream {
+        let model = if plan.slots == 0 && options.mode != Mode::Stream && family.is_none() {
             Runner::Resident(Box::new(ResidentModel::load_spec(&ckpt, spec, device, progress)?))
         } else {
             let rope_factors = ResidentModel::rope_factors(&ckpt)?;
@@ -368,8 +397,11 @@ impl LoadedModel {
                 Some(p) => Arc::new(p),
                 None => Arc::new(CheckpointReader::new(ckpt, spec.clone())),
             };
-            let mut model =
-                StreamedModel::new(Decoder::new(spec, rope_factors), layout, plan, device, reader, progress)?;
+            let family = match family {
+                Some(make) => make(spec, rope_factors),
+                None => Box::new(Decoder::new(spec, rope_factors)),
+            };
+            let mut model = StreamedModel::new(family, layout, plan, device, reader, progress)?;
             model.set_pinned_bytes(pinned_bytes);
             Runner::Streamed(Box::new(model))
         };

@@ -68,30 +68,75 @@ impl Role {
 
     /// The name of this role's tensor in layer `layer` (ignored for global roles).
     pub fn tensor_name(self, format: Format, layer: usize) -> String {
-        let (gguf, hf) = match self {
+        let hf = match self {
             Role::TokenEmbedding => return format.pick("token_embd.weight", "model.embed_tokens.weight"),
             Role::OutputNorm => return format.pick("output_norm.weight", "model.norm.weight"),
             Role::Output => return format.pick("output.weight", "lm_head.weight"),
-            Role::AttnNorm => ("attn_norm.weight", "input_layernorm.weight"),
-            Role::AttnQ => ("attn_q.weight", "self_attn.q_proj.weight"),
-            Role::AttnK => ("attn_k.weight", "self_attn.k_proj.weight"),
-            Role::AttnV => ("attn_v.weight", "self_attn.v_proj.weight"),
-            Role::AttnQBias => ("attn_q.bias", "self_attn.q_proj.bias"),
-            Role::AttnKBias => ("attn_k.bias", "self_attn.k_proj.bias"),
-            Role::AttnVBias => ("attn_v.bias", "self_attn.v_proj.bias"),
-            Role::AttnQNorm => ("attn_q_norm.weight", "self_attn.q_norm.weight"),
-            Role::AttnKNorm => ("attn_k_norm.weight", "self_attn.k_norm.weight"),
-            Role::AttnOutput => ("attn_output.weight", "self_attn.o_proj.weight"),
-            Role::FfnNorm => ("ffn_norm.weight", "post_attention_layernorm.weight"),
-            Role::FfnGate => ("ffn_gate.weight", "mlp.gate_proj.weight"),
-            Role::FfnUp => ("ffn_up.weight", "mlp.up_proj.weight"),
-            Role::FfnDown => ("ffn_down.weight", "mlp.down_proj.weight"),
+            Role::AttnNorm => "input_layernorm.weight",
+            Role::AttnQ => "self_attn.q_proj.weight",
+            Role::AttnK => "self_attn.k_proj.weight",
+            Role::AttnV => "self_attn.v_proj.weight",
+            Role::AttnQBias => "self_attn.q_proj.bias",
+            Role::AttnKBias => "self_attn.k_proj.bias",
+            Role::AttnVBias => "self_attn.v_proj.bias",
+            Role::AttnQNorm => "self_attn.q_norm.weight",
+            Role::AttnKNorm => "self_attn.k_norm.weight",
+            Role::AttnOutput => "self_attn.o_proj.weight",
+            Role::FfnNorm => "post_attention_layernorm.weight",
+            Role::FfnGate => "mlp.gate_proj.weight",
+            Role::FfnUp => "mlp.up_proj.weight",
+            Role::FfnDown => "mlp.down_proj.weight",
         };
         match format {
-            Format::Gguf => format!("blk.{layer}.{gguf}"),
+            Format::Gguf => format!("blk.{layer}.{}", self.short_name()),
             Format::Hf => format!("model.layers.{layer}.{hf}"),
         }
     }
+
+    /// The tensor's name within its block, as llama.cpp spells it without the
+    /// `blk.N.` prefix (`attn_q.weight`, `output_norm.weight`), whatever the file format.
+    pub fn short_name(self) -> &'static str {
+        match self {
+            Role::TokenEmbedding => "token_embd.weight",
+            Role::OutputNorm => "output_norm.weight",
+            Role::Output => "output.weight",
+            Role::AttnNorm => "attn_norm.weight",
+            Role::AttnQ => "attn_q.weight",
+            Role::AttnK => "attn_k.weight",
+            Role::AttnV => "attn_v.weight",
+            Role::AttnQBias => "attn_q.bias",
+            Role::AttnKBias => "attn_k.bias",
+            Role::AttnVBias => "attn_v.bias",
+            Role::AttnQNorm => "attn_q_norm.weight",
+            Role::AttnKNorm => "attn_k_norm.weight",
+            Role::AttnOutput => "attn_output.weight",
+            Role::FfnNorm => "ffn_norm.weight",
+            Role::FfnGate => "ffn_gate.weight",
+            Role::FfnUp => "ffn_up.weight",
+            Role::FfnDown => "ffn_down.weight",
+        }
+    }
+
+    /// Every role, in declaration order.
+    pub const ALL: [Role; 17] = [
+        Role::TokenEmbedding,
+        Role::AttnNorm,
+        Role::AttnQ,
+        Role::AttnK,
+        Role::AttnV,
+        Role::AttnQBias,
+        Role::AttnKBias,
+        Role::AttnVBias,
+        Role::AttnQNorm,
+        Role::AttnKNorm,
+        Role::AttnOutput,
+        Role::FfnNorm,
+        Role::FfnGate,
+        Role::FfnUp,
+        Role::FfnDown,
+        Role::OutputNorm,
+        Role::Output,
+    ];
 }
 
 /// File naming convention.

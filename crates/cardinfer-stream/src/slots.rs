@@ -1,6 +1,6 @@
 //! Slot buffers: the device memory of the pool, allocated once. A streamed block's
 //! matrices are copied into the slot it was given and used in place — quantized ones by
-//! Candle's kernels launched on the raw pointer ([`crate::slot_kernels`]), float ones as
+//! Candle's kernels launched on the raw pointer (`slot_kernels`, `cuda` feature), float ones as
 //! Candle tensors viewing the slot's memory — so a pass allocates no device memory for
 //! weight matrices and what the device holds for them is exactly `slots × slot bytes`.
 //!
@@ -196,8 +196,8 @@ impl SlotCursor {
 #[cfg(feature = "cuda")]
 mod imp {
     use crate::slot_kernels::{SlotMatMul, Workspace};
-    use candle_core::op::BackpropOp;
     use candle_core::cuda_backend::cudarc::driver::{CudaSlice, DevicePtr};
+    use candle_core::op::BackpropOp;
     use candle_core::{CudaDevice, CudaStorage, DType, Device, Storage, Tensor};
     use std::collections::HashMap;
     use std::sync::atomic::{AtomicUsize, Ordering};

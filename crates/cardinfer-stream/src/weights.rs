@@ -194,6 +194,11 @@ impl BlockWeights {
         })
     }
 
+    /// Every weight of the block with its role.
+    pub fn iter(&self) -> impl Iterator<Item = (Role, &Weight)> {
+        self.weights.iter().map(|(role, weight)| (*role, weight))
+    }
+
     /// Whether the block has a weight for `role`.
     pub fn has(&self, role: Role) -> bool {
         self.weights.contains_key(&role)

@@ -8,7 +8,7 @@
 //!   cost-model planner will replace; the executor only consumes the placement.
 //! - On CUDA, slots are buffers allocated once ([`crate::slots::SlotArena`]): a streamed
 //!   block's quantized matrices are copied into its slot and multiplied in place by
-//!   Candle's own kernels launched on the raw pointer ([`crate::slot_kernels`]), since a
+//!   Candle's own kernels launched on the raw pointer (`slot_kernels`, `cuda` feature), since a
 //!   Candle `QTensor` cannot be built over existing device memory. Tensors those kernels
 //!   do not take (float matrices of f16/bf16 checkpoints, norms) get allocations of their
 //!   own per pass. On the CPU, slots are accounted by the [`SlotPool`] only.
@@ -22,6 +22,7 @@ mod plan;
 mod pool;
 mod reader;
 mod streamed;
+mod timeline;
 mod warmup;
 
 pub use plan::{

@@ -4,8 +4,8 @@
 use super::plan::{block_device_bytes, Placement, StreamPlan};
 use super::pool::{PoolStats, SlotPool, SlotTicket};
 use super::reader::BlockReader;
+use super::timeline::Timeline;
 use crate::device::DeviceMarker;
-use crate::family::Decoder;
 use crate::kv_cache::KvCache;
 use crate::layer_stream::LayerStream;
 use crate::model::{check_tokens, Logits, TextModel};
@@ -123,7 +123,7 @@ fn head_rows_bytes(layout: &ModelLayout, rows: &Range<usize>, device: &Device) -
 pub struct StreamedModel {
     pinned_bytes: u64,
     prefetch_thread: bool,
-    decoder: Decoder,
+    family: Box<dyn LayerStream + Send + Sync>,
     layout: ModelLayout,
     plan: StreamPlan,
     device: Device,
@@ -146,8 +146,10 @@ impl std::fmt::Debug for StreamedModel {
 impl StreamedModel {
     /// Builds the model: loads the embedding into host memory and resident blocks onto
     /// `device` (reporting `progress(done, total)`); streamed blocks are read per pass.
+    /// `family` computes the blocks: the built-in [`crate::family::Decoder`], or a block
+    /// type of your own through [`crate::block_adapter::BlockAdapter`].
     pub fn new(
-        decoder: Decoder,
+        family: impl LayerStream + Send + Sync + 'static,
         layout: ModelLayout,
         plan: StreamPlan,
         device: &Device,
@@ -178,7 +180,7 @@ impl StreamedModel {
             pinned_bytes: 0,
             // See `prefetch_thread`.
             prefetch_thread: device.is_cpu(),
-            decoder,
+            family: Box::new(family),
             layout,
             plan,
             device: device.clone(),
@@ -240,7 +242,7 @@ impl StreamedModel {
     fn pass(&self, tokens: &[u32], kv: &mut KvCache, which: Option<Logits>) -> Result<Option<Tensor>> {
         let pos = kv.len();
         let ids = Tensor::new(tokens, &Device::Cpu)?.unsqueeze(0)?;
-        let x = self.decoder.embed(&self.host_embed, &ids)?.to_device(&self.device)?;
+        let x = self.family.embed(&self.host_embed, &ids)?.to_device(&self.device)?;
         let order: Vec<BlockId> = self
             .plan
             .blocks
@@ -392,6 +394,7 @@ impl StreamedModel {
         let mut timings = StreamTimings::default();
         let mut logits = None;
         let mut copy_markers = Vec::new();
+        let mut timeline = Timeline::start(&self.device);
         for &block in order {
             let last_rows = |x: &Tensor| -> Result<Tensor> {
                 Ok(match which {
@@ -401,11 +404,13 @@ impl StreamedModel {
             };
             if let Some(weights) = self.resident.get(&block) {
                 let start = Instant::now();
+                timeline.begin();
                 match block {
                     BlockId::Layer(i) => x = self.device_block(i, weights, &x, kv, pos)?,
-                    BlockId::Head => logits = Some(self.decoder.head(weights, &last_rows(&x)?)?),
+                    BlockId::Head => logits = Some(self.family.head(weights, &last_rows(&x)?)?),
                     BlockId::Embed => {}
                 }
+                timeline.end(block, None);
                 timings.compute_secs += start.elapsed().as_secs_f64();
                 continue;
             }
@@ -424,7 +429,7 @@ impl StreamedModel {
                         }
                     }
                 }
-                let y = self.decoder.block(i, weights, &x_host, kv.layer_mut(i), pos)?;
+                let y = self.family.block(i, weights, &x_host, kv.layer_mut(i), pos)?;
                 x = y.to_device(&self.device)?;
                 timings.host_secs += start.elapsed().as_secs_f64();
                 continue;
@@ -436,14 +441,18 @@ impl StreamedModel {
                 if trace() {
                     eprintln!("[compute] {piece:?}");
                 }
+                timeline.begin();
                 let out = match block {
                     BlockId::Layer(i) => self.device_block(i, &weights, &x, kv, pos).map(|y| x = y),
-                    BlockId::Head => last_rows(&x).and_then(|h| self.decoder.head(&weights, &h)).map(|l| parts.push(l)),
+                    BlockId::Head => last_rows(&x).and_then(|h| self.family.head(&weights, &h)).map(|l| parts.push(l)),
                     BlockId::Embed => Ok(()),
                 };
+                timeline.end(block, copy_markers.last().cloned());
                 timings.compute_secs += start.elapsed().as_secs_f64();
-                // "slot free". Slot memory is freed stream-ordered on the device, so no
-                // synchronization is needed first.
+                // "slot free": nothing to wait for here. A slot buffer is refilled only by
+                // a copy that waits for the compute stream's work queued before it (this
+                // block's kernels included); memory of a block's own allocations is freed
+                // stream-ordered.
                 drop(weights);
                 self.pool.release(ticket);
                 out?;
@@ -452,6 +461,7 @@ impl StreamedModel {
                 logits = Some(Tensor::cat(&parts, D::Minus1)?);
             }
         }
+        timeline.print(len);
         // Device-timed copies: read the events once the pass is queued (waits for them).
         for (start, end) in &copy_markers {
             timings.copy_secs += start.secs_until(end).unwrap_or(0.0);
@@ -485,11 +495,11 @@ impl StreamedModel {
         pos: usize,
     ) -> Result<Tensor> {
         if !self.plan.kv_on_host {
-            return self.decoder.block(i, weights, x, kv.layer_mut(i), pos);
+            return self.family.block(i, weights, x, kv.layer_mut(i), pos);
         }
         let slot = kv.layer_mut(i);
         slot.move_to(&self.device)?;
-        let y = self.decoder.block(i, weights, x, slot, pos)?;
+        let y = self.family.block(i, weights, x, slot, pos)?;
         slot.move_to(&Device::Cpu)?;
         Ok(y)
     }
@@ -497,7 +507,7 @@ impl StreamedModel {
 
 impl TextModel for StreamedModel {
     fn spec(&self) -> &ModelSpec {
-        self.decoder.spec()
+        self.family.spec()
     }
 
     fn device(&self) -> &Device {

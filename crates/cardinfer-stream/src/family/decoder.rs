@@ -91,8 +91,8 @@ impl Decoder {
 }
 
 /// Additive mask `[group * seq, total]`: query row `r` (position `pos + r % seq`) sees keys
-/// `0..=pos + r % seq`.
-fn causal_mask(group: usize, seq: usize, pos: usize, total: usize, device: &Device) -> Result<Tensor> {
+/// `0..=pos + r % seq`. `group` query heads share each KV head and are stacked as rows.
+pub fn causal_mask(group: usize, seq: usize, pos: usize, total: usize, device: &Device) -> Result<Tensor> {
     let mut mask = Vec::with_capacity(group * seq * total);
     for _ in 0..group {
         for i in 0..seq {

@@ -2,4 +2,4 @@
 
 mod decoder;
 
-pub use decoder::Decoder;
+pub use decoder::{causal_mask, Decoder};
