@@ -411,22 +411,27 @@ impl StreamPlan {
             Some(_) => format!("{} slot(s) as asked", plan.slots),
             None => format!("{} slot(s): one computes while the next fills", plan.slots),
         });
-        let mut free = budget_bytes - reserved - plan.slots as u64 * slot;
+        let free = budget_bytes - reserved - plan.slots as u64 * slot;
         if head_resident {
             plan.resident_bytes += head;
             plan.reasons.push(format!("head resident ({}): it is read every token", ByteSize(head)));
         }
-        let mut resident_layers = 0;
+        let layers: Vec<u64> = candidates.iter().filter(|(b, _)| *b != BlockId::Head).map(|(_, n)| *n).collect();
+        let keep = match mode {
+            Mode::Auto => spread_resident_layers(&layers, free),
+            _ => vec![false; layers.len()],
+        };
+        let resident_layers = keep.iter().filter(|k| **k).count();
+        let mut keep = keep.into_iter();
         for &(b, n) in &candidates {
-            let placement = if b == BlockId::Head && head_resident {
-                Placement::Resident
-            } else if mode == Mode::Auto && b != BlockId::Head && n <= free {
-                free -= n;
-                plan.resident_bytes += n;
-                resident_layers += 1;
-                Placement::Resident
-            } else {
-                Placement::Streamed
+            let placement = match b {
+                BlockId::Head if head_resident => Placement::Resident,
+                BlockId::Head => Placement::Streamed,
+                _ if keep.next() == Some(true) => {
+                    plan.resident_bytes += n;
+                    Placement::Resident
+                }
+                _ => Placement::Streamed,
             };
             plan.blocks.push((b, placement));
         }
@@ -441,6 +446,24 @@ impl StreamPlan {
         ));
         Ok(plan)
     }
+}
+
+/// Which layers stay resident in `free` bytes, given each layer's bytes in order: as many
+/// as fit, spread evenly among the streamed ones (layer `i` is resident when
+/// `⌊(i+1)k/n⌋ > ⌊ik/n⌋`). Spread out, every streamed block's copy can run while a
+/// resident layer before it computes; with the resident layers first, the link would idle
+/// through all of them and then the streamed ones would queue behind it (measured on the
+/// 14B at 6 GiB: BENCHMARKS.md).
+pub fn spread_resident_layers(layers: &[u64], free: u64) -> Vec<bool> {
+    let n = layers.len();
+    let pattern = |k: usize| -> Vec<bool> { (0..n).map(|i| (i + 1) * k / n > i * k / n).collect() };
+    let bytes = |keep: &[bool]| -> u64 { layers.iter().zip(keep).filter(|(_, k)| **k).map(|(b, _)| b).sum() };
+    // The most layers that could fit: the smallest ones first.
+    let mut sorted = layers.to_vec();
+    sorted.sort_unstable();
+    let mut room = free;
+    let most = sorted.iter().take_while(|b| room.checked_sub(**b).map(|r| room = r).is_some()).count();
+    (0..=most).rev().map(pattern).find(|keep| bytes(keep) <= free).unwrap_or_else(|| vec![false; n])
 }
 
 /// The prefill chunks a plan may use: the asked one, then (except in resident mode,

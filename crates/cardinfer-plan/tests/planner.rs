@@ -249,3 +249,26 @@ fn a_kv_cache_that_does_not_fit_moves_to_the_host() {
     let resident = PlanRequest { mode: Mode::Resident, ..request(2 << 30) };
     assert!(StreamPlan::place(&long, &blocks, &resident).is_err());
 }
+
+#[test]
+fn resident_layers_are_spread_among_the_streamed() {
+    // Uniform layers: the pattern alternates, and exactly as many as fit are kept.
+    let keep = cardinfer_plan::placement::spread_resident_layers(&[10; 8], 40);
+    assert_eq!(keep, [false, true, false, true, false, true, false, true]);
+    assert_eq!(cardinfer_plan::placement::spread_resident_layers(&[10; 8], 80), [true; 8]);
+    assert_eq!(cardinfer_plan::placement::spread_resident_layers(&[10; 8], 9), [false; 8]);
+    // Uneven layers: the chosen ones always fit.
+    let layers = [12, 9, 9, 12, 9, 9, 12, 9, 9, 12];
+    for free in 0..120 {
+        let keep = cardinfer_plan::placement::spread_resident_layers(&layers, free);
+        let used: u64 = layers.iter().zip(&keep).filter(|(_, k)| **k).map(|(b, _)| b).sum();
+        assert!(used <= free, "free {free}: {keep:?}");
+    }
+    // The 14B at 6 GiB: no two streamed layers in a row while at least half are resident.
+    let a = arch("Qwen3-14B");
+    let plan = StreamPlan::place(&a.spec(1024), &a.block_bytes(&q4()), &request(6 << 30)).unwrap();
+    let layers: Vec<_> = plan.blocks.iter().filter(|(b, _)| matches!(b, BlockId::Layer(_))).map(|(_, p)| *p).collect();
+    let resident = layers.iter().filter(|p| **p == Placement::Resident).count();
+    assert!(resident * 2 >= layers.len(), "{resident} of {}", layers.len());
+    assert!(!layers.windows(2).any(|w| w == [Placement::Streamed, Placement::Streamed]), "{layers:?}");
+}

@@ -3,19 +3,20 @@
 //! loop, so a model larger than the budget still runs with unchanged output.
 //!
 //! Where this departs from `DESIGN.md`, and why:
-//! - [`StreamPlan`] lives here rather than in `cardinfer-plan`: it is a fixed,
-//!   deterministic policy (head resident if it fits, then layers in order) that the
-//!   cost-model planner will replace; the executor only consumes the placement.
+//! - The placement ([`StreamPlan`]) is made by `cardinfer-plan` from the device bytes of
+//!   every block ([`plan_on_device`]); resident layers are spread among the streamed ones
+//!   so that copies overlap resident compute.
 //! - On CUDA, slots are buffers allocated once ([`crate::slots::SlotArena`]): a streamed
 //!   block's quantized matrices are copied into its slot and multiplied in place by
-//!   Candle's own kernels launched on the raw pointer (`slot_kernels`, `cuda` feature), since a
-//!   Candle `QTensor` cannot be built over existing device memory. Tensors those kernels
-//!   do not take (float matrices of f16/bf16 checkpoints, norms) get allocations of their
-//!   own per pass. On the CPU, slots are accounted by the [`SlotPool`] only.
+//!   Candle's own kernels launched on the raw pointer (`slot_kernels`, `cuda` feature),
+//!   since a Candle `QTensor` cannot be built over existing device memory; float
+//!   matrices are Candle tensors viewing the slot. Norms and biases get small allocations
+//!   of their own per pass. On the CPU, slots are accounted by the [`SlotPool`] only.
 //! - On CUDA, uploads from page-locked memory ([`PinnedReader`]) run on a copy stream
 //!   of their own ([`crate::copy_stream`]), synchronized with events; the compute loop,
-//!   which issues all device work from one thread, reads up to `slots - 1` blocks ahead
-//!   so the copy engine fills them while the current block computes. On the CPU a
+//!   which issues all device work from one thread, reads streamed blocks ahead into every
+//!   free slot (also while resident blocks compute), so the copy engine fills them while
+//!   the current block computes. On the CPU a
 //!   background thread reads ahead.
 
 mod plan;

@@ -319,16 +319,8 @@ impl StreamedModel {
             name: "prefetch",
             reason: format!("the prefetcher stopped before {}", piece.block),
         })?;
-        if matches!(source, Source::Inline(_)) && self.reader.overlaps_copies() {
-            // Read ahead into the other free slots: on the copy stream those uploads run
-            // while this block computes. Holding at most `slots` tickets, `acquire` never
-            // waits here.
-            while ahead.len() + 1 < self.plan.slots {
-                match source.next() {
-                    Some(next) => ahead.push_back(next),
-                    None => break,
-                }
-            }
+        if self.reader.overlaps_copies() {
+            self.read_ahead(source, ahead, 1);
         }
         timings.stall_secs += wait.elapsed().as_secs_f64();
         match filled.markers {
@@ -341,6 +333,21 @@ impl StreamedModel {
             Err(e) => {
                 self.pool.release(filled.ticket);
                 Err(e)
+            }
+        }
+    }
+
+    /// Inline reads only: reads the next streamed blocks into free slots, so that at most
+    /// `slots` are held counting the `held` one(s) in use. With a copy stream (or while the
+    /// CPU computes a host layer) those copies run in the background; `acquire` never waits
+    /// here, since this thread holds every ticket taken.
+    fn read_ahead(&self, source: &Source<'_>, ahead: &mut VecDeque<Filled>, held: usize) {
+        if let Source::Inline(_) = source {
+            while ahead.len() + held < self.plan.slots {
+                match source.next() {
+                    Some(next) => ahead.push_back(next),
+                    None => break,
+                }
             }
         }
     }
@@ -403,6 +410,10 @@ impl StreamedModel {
                 })
             };
             if let Some(weights) = self.resident.get(&block) {
+                if self.reader.overlaps_copies() {
+                    // The next streamed blocks copy while this resident one computes.
+                    self.read_ahead(source, ahead, 0);
+                }
                 let start = Instant::now();
                 timeline.begin();
                 match block {
@@ -421,14 +432,7 @@ impl StreamedModel {
                 // the link works while the CPU computes this layer.
                 let start = Instant::now();
                 let x_host = x.to_device(&Device::Cpu)?;
-                if let Source::Inline(_) = source {
-                    while ahead.len() < self.plan.slots {
-                        match source.next() {
-                            Some(filled) => ahead.push_back(filled),
-                            None => break,
-                        }
-                    }
-                }
+                self.read_ahead(source, ahead, 0);
                 let y = self.family.block(i, weights, &x_host, kv.layer_mut(i), pos)?;
                 x = y.to_device(&self.device)?;
                 timings.host_secs += start.elapsed().as_secs_f64();

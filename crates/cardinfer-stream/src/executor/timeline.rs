@@ -12,11 +12,14 @@ pub(crate) fn enabled() -> bool {
     *ON.get_or_init(|| std::env::var_os("CARDINFER_TIMELINE").is_some())
 }
 
-/// One pass's events.
+/// A span on the device: its start and end markers.
+type Span = (DeviceMarker, DeviceMarker);
+
+/// One pass's events: per block, its copy (if streamed) and its compute.
 pub(crate) struct Timeline {
     origin: Option<DeviceMarker>,
     device: Device,
-    rows: Vec<(BlockId, Option<(DeviceMarker, DeviceMarker)>, DeviceMarker, DeviceMarker)>,
+    rows: Vec<(BlockId, Option<Span>, Span)>,
     open: Option<DeviceMarker>,
 }
 
@@ -35,9 +38,9 @@ impl Timeline {
     }
 
     /// Marks the end of `block`'s compute; `copy` is its upload's span, if streamed.
-    pub(crate) fn end(&mut self, block: BlockId, copy: Option<(DeviceMarker, DeviceMarker)>) {
+    pub(crate) fn end(&mut self, block: BlockId, copy: Option<Span>) {
         if let (Some(start), Some(end)) = (self.open.take(), DeviceMarker::now(&self.device)) {
-            self.rows.push((block, copy, start, end));
+            self.rows.push((block, copy, (start, end)));
         }
     }
 
@@ -46,7 +49,7 @@ impl Timeline {
         let Some(origin) = self.origin else { return };
         let ms = |m: &DeviceMarker| origin.secs_until(m).map_or(f64::NAN, |s| s * 1e3);
         let mut line = format!("[timeline] {tokens} tokens:");
-        for (block, copy, start, end) in &self.rows {
+        for (block, copy, (start, end)) in &self.rows {
             let copy = copy.as_ref().map_or(String::new(), |(a, b)| format!(" copy {:.1}-{:.1}", ms(a), ms(b)));
             line.push_str(&format!(" | {block}{copy} run {:.1}-{:.1}", ms(start), ms(end)));
         }
