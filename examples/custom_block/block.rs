@@ -7,7 +7,6 @@ use candle_core::{DType, Module, Tensor};
 use candle_nn::ops::{rms_norm, silu, softmax_last_dim};
 use cardinfer_core::ModelSpec;
 use cardinfer_stream::block_adapter::{BlockVars, StreamableBlock, StreamedLinear};
-use cardinfer_stream::family::causal_mask;
 use cardinfer_stream::rope::Rope;
 use cardinfer_stream::{KvSlot, Result};
 
@@ -45,7 +44,7 @@ impl StreamableBlock for LlamaStyleBlock {
             false => None,
         };
         Ok(Self {
-            rope: Rope::new(&spec, None),
+            rope: vars.rope().clone(),
             attn_norm: vb.get(h, "attn_norm.weight")?,
             q: vars.linear("attn_q.weight")?,
             k: vars.linear("attn_k.weight")?,
@@ -92,7 +91,7 @@ impl LlamaStyleBlock {
         let q = q.reshape((b, s.num_kv_heads, group * seq, s.head_dim))?;
         let scores = (q.matmul(&k.t()?)? * (1.0 / (s.head_dim as f64).sqrt()))?;
         let scores = match seq > 1 {
-            true => scores.broadcast_add(&causal_mask(group, seq, pos, k.dim(2)?, x.device())?)?,
+            true => scores.broadcast_add(&self.rope.causal_mask(group, seq, pos, k.dim(2)?, x.device())?)?,
             false => scores,
         };
         let y = softmax_last_dim(&scores)?.matmul(&v)?;

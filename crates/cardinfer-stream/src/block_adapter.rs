@@ -37,6 +37,7 @@
 use crate::family::Decoder;
 use crate::kv_cache::KvSlot;
 use crate::layer_stream::LayerStream;
+use crate::rope::Rope;
 use crate::weights::{BlockWeights, Weight};
 use crate::{Result, StreamError};
 use candle_core::{DType, Device, Module, Tensor};
@@ -60,21 +61,28 @@ pub trait StreamableBlock: Sized {
 #[derive(Debug)]
 pub struct BlockVars<'a> {
     spec: &'a ModelSpec,
+    rope: &'a Rope,
     layer: usize,
     weights: HashMap<&'static str, &'a Weight>,
     device: Device,
 }
 
 impl<'a> BlockVars<'a> {
-    /// The variables of `weights`, layer `layer` of a model with `spec`.
-    pub fn new(spec: &'a ModelSpec, layer: usize, weights: &'a BlockWeights, device: &Device) -> Self {
+    /// The variables of `weights`, layer `layer` of a model with `spec` and `rope`.
+    pub fn new(spec: &'a ModelSpec, rope: &'a Rope, layer: usize, weights: &'a BlockWeights, device: &Device) -> Self {
         let weights = weights.iter().map(|(role, w)| (role.short_name(), w)).collect();
-        Self { spec, layer, weights, device: device.clone() }
+        Self { spec, rope, layer, weights, device: device.clone() }
     }
 
     /// The model's hyper-parameters.
     pub fn spec(&self) -> &ModelSpec {
         self.spec
+    }
+
+    /// The model's rotary embeddings (with the file's frequency divisors) and causal
+    /// mask, their tables cached on the device across blocks and passes.
+    pub fn rope(&self) -> &'a Rope {
+        self.rope
     }
 
     /// Which layer this is.
@@ -157,7 +165,7 @@ impl<B: StreamableBlock> LayerStream for BlockAdapter<B> {
     }
 
     fn block(&self, layer: usize, weights: &BlockWeights, x: &Tensor, kv: &mut KvSlot, pos: usize) -> Result<Tensor> {
-        let vars = BlockVars::new(self.base.spec(), layer, weights, x.device());
+        let vars = BlockVars::new(self.base.spec(), self.base.rope(), layer, weights, x.device());
         B::load(&vars)?.forward(x, kv, pos)
     }
 

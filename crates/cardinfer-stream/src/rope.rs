@@ -1,15 +1,35 @@
 //! Rotary position embeddings: inverse frequencies (with Llama 3 scaling) and the
-//! cos/sin tables for a range of positions.
+//! cos/sin tables for a range of positions; the causal mask.
+//!
+//! The tables of the whole context are built once per device and sliced per call, and the
+//! mask is computed on the device from a cached position vector: a pass makes no
+//! host → device copies of its own. (On CUDA such small copies would queue behind the
+//! copy engine's block uploads and stall every layer's compute until the upload ends —
+//! measured with `CARDINFER_TIMELINE`, BENCHMARKS.md.) The values are exactly those the
+//! host would compute.
 
 use crate::Result;
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use cardinfer_core::{ModelSpec, RopeScaling, RopeStyle};
+use std::sync::{Arc, Mutex};
 
 /// RoPE for one model: its inverse frequencies and pairing style.
 #[derive(Debug, Clone)]
 pub struct Rope {
     inv_freq: Vec<f32>,
     style: RopeStyle,
+    context: usize,
+    cached: Arc<Mutex<Option<DeviceTables>>>,
+}
+
+/// The tables of positions `0..context` on one device.
+#[derive(Debug)]
+struct DeviceTables {
+    device: Device,
+    cos: Tensor,
+    sin: Tensor,
+    /// Positions `0..context` as f32, for masks.
+    positions: Tensor,
 }
 
 impl Rope {
@@ -27,7 +47,7 @@ impl Rope {
         } else if let Some(scaling) = spec.rope_scaling {
             inv_freq = scale(inv_freq, scaling);
         }
-        Self { inv_freq, style: spec.rope_style }
+        Self { inv_freq, style: spec.rope_style, context: spec.context_length, cached: Arc::default() }
     }
 
     /// The inverse frequencies (head_dim / 2 of them).
@@ -37,6 +57,49 @@ impl Rope {
 
     /// cos and sin tables `[len, head_dim / 2]` for positions `start..start + len`.
     pub fn tables(&self, start: usize, len: usize, device: &Device) -> Result<(Tensor, Tensor)> {
+        if start + len > self.context {
+            return self.host_tables(start, len, device);
+        }
+        self.with_tables(device, |t| Ok((t.cos.narrow(0, start, len)?, t.sin.narrow(0, start, len)?)))
+    }
+
+    /// Additive mask `[group * seq, total]`: query row `r` (position `pos + r % seq`) sees
+    /// keys `0..=pos + r % seq` (0), not the later ones (−∞). `group` query heads share
+    /// each KV head and are stacked as rows.
+    pub fn causal_mask(&self, group: usize, seq: usize, pos: usize, total: usize, device: &Device) -> Result<Tensor> {
+        if pos + seq > self.context || total > self.context {
+            return crate::family::causal_mask(group, seq, pos, total, device);
+        }
+        self.with_tables(device, |t| {
+            let keys = t.positions.narrow(0, 0, total)?.unsqueeze(0)?;
+            let queries = t.positions.narrow(0, pos, seq)?.unsqueeze(1)?;
+            let visible = keys.broadcast_le(&queries)?;
+            let open = Tensor::zeros((seq, total), DType::F32, device)?;
+            let closed = Tensor::full(f32::NEG_INFINITY, (seq, total), device)?;
+            let mask = visible.where_cond(&open, &closed)?;
+            Ok(mask.unsqueeze(0)?.broadcast_as((group, seq, total))?.contiguous()?.reshape((group * seq, total))?)
+        })
+    }
+
+    /// Runs `f` on this device's tables, building them first if needed.
+    fn with_tables<T>(&self, device: &Device, f: impl FnOnce(&DeviceTables) -> Result<T>) -> Result<T> {
+        let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
+        let tables = match cached.take() {
+            Some(tables) if tables.device.same_device(device) => tables,
+            _ => {
+                let (cos, sin) = self.host_tables(0, self.context, device)?;
+                let positions: Vec<f32> = (0..self.context).map(|p| p as f32).collect();
+                let positions = Tensor::from_vec(positions, self.context, device)?;
+                DeviceTables { device: device.clone(), cos, sin, positions }
+            }
+        };
+        let out = f(&tables);
+        *cached = Some(tables);
+        out
+    }
+
+    /// The tables computed on the host and copied to `device`.
+    fn host_tables(&self, start: usize, len: usize, device: &Device) -> Result<(Tensor, Tensor)> {
         let half = self.inv_freq.len();
         let mut cos = Vec::with_capacity(len * half);
         let mut sin = Vec::with_capacity(len * half);
@@ -143,6 +206,26 @@ mod tests {
         let scaled = Rope::new(&spec(None), Some(factors.clone()));
         for ((p, s), d) in plain.inv_freq().iter().zip(scaled.inv_freq()).zip(factors) {
             assert_eq!(*s, *p / d);
+        }
+    }
+
+    #[test]
+    fn cached_tables_and_device_mask_equal_the_host_ones() {
+        let rope = Rope::new(&spec(None), None);
+        let cpu = Device::Cpu;
+        let vec2 = |t: Tensor| t.to_vec2::<f32>().unwrap();
+        for (start, len) in [(0, 8), (3, 1), (7, 1), (2, 5)] {
+            let (cos, sin) = rope.tables(start, len, &cpu).unwrap();
+            let (hcos, hsin) = rope.host_tables(start, len, &cpu).unwrap();
+            assert_eq!(vec2(cos), vec2(hcos), "cos {start}+{len}");
+            assert_eq!(vec2(sin), vec2(hsin), "sin {start}+{len}");
+        }
+        // Beyond the context the host path still answers.
+        assert_eq!(rope.tables(6, 4, &cpu).unwrap().0.dims(), &[4, 64]);
+        for (group, seq, pos, total) in [(1, 4, 0, 4), (2, 3, 2, 5), (4, 1, 7, 8), (3, 8, 0, 8)] {
+            let device = vec2(rope.causal_mask(group, seq, pos, total, &cpu).unwrap());
+            let host = vec2(crate::family::causal_mask(group, seq, pos, total, &cpu).unwrap());
+            assert_eq!(device, host, "group {group} seq {seq} pos {pos} total {total}");
         }
     }
 }

@@ -228,7 +228,11 @@ fn load_or_queue<'a>(
     upload: Option<&mut Upload<'_>>,
     jobs: &mut Vec<CopyJob<'a>>,
 ) -> Result<Weight> {
-    let Some(upload) = upload.filter(|_| info.shape.len() == 2) else {
+    // Matrices, and f32 vectors (norms, biases) as stored, go through the copy stream: a
+    // small copy on the compute stream would wait behind the copy engine's uploads.
+    // Vectors stored in f16/bf16 are converted to f32 here, on the compute stream.
+    let by_copy = info.shape.len() == 2 || info.storage == StorageType::F32;
+    let Some(upload) = upload.filter(|_| by_copy) else {
         return load_weight(info, bytes, device);
     };
     if let Some((weight, dst, zero_after)) = upload.slot.as_mut().and_then(|slot| slot.place(info)) {

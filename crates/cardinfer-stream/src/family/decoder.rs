@@ -25,6 +25,11 @@ impl Decoder {
         Self { spec, rope }
     }
 
+    /// The model's rotary embeddings (tables cached per device) and causal mask.
+    pub fn rope(&self) -> &Rope {
+        &self.rope
+    }
+
     fn norm(&self, x: &Tensor, weights: &BlockWeights, role: Role) -> Result<Tensor> {
         Ok(rms_norm(&x.contiguous()?, weights.get(role)?.dense()?, self.spec.rms_norm_eps as f32)?)
     }
@@ -68,7 +73,7 @@ impl Decoder {
         let scale = 1.0 / (s.head_dim as f64).sqrt();
         let scores = (q.matmul(&k.t()?)? * scale)?;
         let scores = if seq > 1 {
-            let mask = causal_mask(group, seq, pos, total, x.device())?;
+            let mask = self.rope.causal_mask(group, seq, pos, total, x.device())?;
             scores.broadcast_add(&mask)?
         } else {
             scores
@@ -92,6 +97,7 @@ impl Decoder {
 
 /// Additive mask `[group * seq, total]`: query row `r` (position `pos + r % seq`) sees keys
 /// `0..=pos + r % seq`. `group` query heads share each KV head and are stacked as rows.
+/// Built on the host; [`Rope::causal_mask`] builds the same on the device.
 pub fn causal_mask(group: usize, seq: usize, pos: usize, total: usize, device: &Device) -> Result<Tensor> {
     let mut mask = Vec::with_capacity(group * seq * total);
     for _ in 0..group {
