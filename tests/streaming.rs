@@ -11,10 +11,11 @@ use cardinfer_plan::{Budget, PlanError};
 use cardinfer_quant::synth::SyntheticModel;
 use cardinfer_quant::Checkpoint;
 use cardinfer_stream::executor::{
-    plan_on_device, BlockReader, CheckpointReader, Mode, Placement, PlanRequest, StreamPlan, StreamedModel,
+    plan_on_device, BlockReader, CheckpointReader, Mode, Placement, PlanRequest, StagedReader, StreamPlan,
+    StreamedModel,
 };
 use cardinfer_stream::family::Decoder;
-use cardinfer_stream::loader::{LoadOptions, Runner};
+use cardinfer_stream::loader::{HostTier, LoadOptions, Runner};
 use cardinfer_stream::names::model_layout;
 use cardinfer_stream::weights::BlockWeights;
 use cardinfer_stream::{GenerateOptions, LoadedModel, Logits, ResidentModel, Session, StreamError, TextModel};
@@ -51,6 +52,10 @@ fn run(model: &dyn TextModel, chunk: usize, n: usize) -> (Vec<Vec<f32>>, Vec<u32
 }
 
 fn streamed(path: &Path, budget: u64, mode: Mode, slots: usize, chunk: usize) -> LoadedModel {
+    streamed_from(path, budget, mode, slots, chunk, HostTier::Auto)
+}
+
+fn streamed_from(path: &Path, budget: u64, mode: Mode, slots: usize, chunk: usize, tier: HostTier) -> LoadedModel {
     let options = LoadOptions {
         budget: Budget::Bytes(cardinfer_core::ByteSize(budget)),
         mode,
@@ -58,6 +63,7 @@ fn streamed(path: &Path, budget: u64, mode: Mode, slots: usize, chunk: usize) ->
         prefill_chunk: chunk,
         context: None,
         hybrid: false,
+        host_tier: tier,
     };
     LoadedModel::load_with(path, &Device::Cpu, &options, |_, _| {}).unwrap()
 }
@@ -157,6 +163,7 @@ fn infeasible_budget_is_an_error_naming_the_minimum() {
         prefill_chunk: 512,
         context: None,
         hybrid: false,
+        host_tier: HostTier::Auto,
     };
     let err =
         LoadedModel::load_with(&path, &Device::Cpu, &options, |_, _| {}).err().expect("1 MiB cannot hold a block");
@@ -269,8 +276,8 @@ fn a_head_larger_than_a_layer_streams_in_row_chunks_with_identical_logits() {
     SyntheticModel::random(&spec, 5).write_gguf(&path, StorageType::Q4_K, StorageType::Q8_0).unwrap();
     let resident = ResidentModel::load(&Checkpoint::open(&path).unwrap(), &Device::Cpu, |_, _| {}).unwrap();
     let (ref_logits, ref_ids) = run(&resident, 5, 10);
-    for slots in [1, 2] {
-        let loaded = streamed(&path, u64::MAX / 2, Mode::Stream, slots, 5);
+    for (slots, tier) in [(1, HostTier::Auto), (2, HostTier::Auto), (2, HostTier::Disk)] {
+        let loaded = streamed_from(&path, u64::MAX / 2, Mode::Stream, slots, 5, tier);
         let Runner::Streamed(m) = &loaded.model else { panic!("expected a streamed model") };
         assert!(m.plan().head_chunks.len() > 1, "head should be chunked: {}", m.plan());
         assert_eq!(m.plan().head_chunks.last().unwrap().end, 4000);
@@ -299,6 +306,7 @@ fn hybrid_decode_equals_resident_for_every_family() {
             prefill_chunk: 5,
             context: None,
             hybrid: true,
+            host_tier: HostTier::Auto,
         };
         let mut loaded = LoadedModel::load_with(&path, &Device::Cpu, &options, |_, _| {}).unwrap();
         // Inline reads (as on CUDA) on odd families, the prefetch thread on even ones:
@@ -349,4 +357,83 @@ fn a_kv_cache_in_host_memory_changes_nothing() {
     let Runner::Streamed(model) = &loaded.model else { panic!("expected a streamed runner") };
     assert!(model.plan().kv_on_host);
     assert_eq!(run(&loaded.model, 4, 16), run(&resident, 4, 16));
+}
+
+#[test]
+fn the_disk_tier_equals_resident_for_every_family() {
+    for family in [Family::Llama, Family::Mistral, Family::Qwen2, Family::Qwen3] {
+        let path = model_file(family);
+        let resident = ResidentModel::load(&Checkpoint::open(&path).unwrap(), &Device::Cpu, |_, _| {}).unwrap();
+        let (ref_logits, ref_ids) = run(&resident, 4, 12);
+        for (slots, chunk) in [(1, 4), (2, 13)] {
+            let options = LoadOptions {
+                budget: Budget::Bytes(cardinfer_core::ByteSize(u64::MAX / 2)),
+                mode: Mode::Stream,
+                slots: Some(slots),
+                prefill_chunk: chunk,
+                host_tier: HostTier::Disk,
+                ..Default::default()
+            };
+            let loaded = LoadedModel::load_with(&path, &Device::Cpu, &options, |_, _| {}).unwrap();
+            assert_eq!(loaded.model.metrics().host_tier, "disk");
+            let (logits, ids) = run(&loaded.model, chunk.min(4), 12);
+            assert!(logits == ref_logits, "{family:?} S={slots}");
+            assert_eq!(ids, ref_ids, "{family:?} S={slots}");
+        }
+    }
+}
+
+/// The disk tier's reader, failing once at one block (a pass that ends early).
+struct FailOnce {
+    inner: StagedReader,
+    fail_at: BlockId,
+    failed: std::sync::atomic::AtomicBool,
+}
+
+impl BlockReader for FailOnce {
+    fn read(&self, block: BlockId, device: &Device) -> cardinfer_stream::Result<BlockWeights> {
+        if block == self.fail_at && !self.failed.swap(true, Ordering::SeqCst) {
+            return Err(StreamError::InvalidParameter { name: "test", reason: "injected".into() });
+        }
+        self.inner.read(block, device)
+    }
+
+    fn read_head_rows(&self, rows: std::ops::Range<usize>, device: &Device) -> cardinfer_stream::Result<BlockWeights> {
+        self.inner.read_head_rows(rows, device)
+    }
+
+    fn prepare(&self, pieces: &[(BlockId, Option<std::ops::Range<usize>>)]) {
+        self.inner.prepare(pieces)
+    }
+}
+
+#[test]
+fn the_staging_ring_stays_bounded_and_recovers_from_a_pass_that_ended_early() {
+    let path = model_file(Family::Qwen3);
+    let resident = ResidentModel::load(&Checkpoint::open(&path).unwrap(), &Device::Cpu, |_, _| {}).unwrap();
+    let (ref_logits, ref_ids) = run(&resident, 4, 12);
+    for thread in [false, true] {
+        let ckpt = Checkpoint::open(&path).unwrap();
+        let spec = ckpt.spec().unwrap();
+        let layout = model_layout(&ckpt, &spec).unwrap();
+        let plan = plan_on_device(&spec, &layout, &Device::Cpu, &request(u64::MAX / 2, Mode::Stream, 2)).unwrap();
+        let streamed: Vec<BlockId> =
+            plan.blocks.iter().filter(|(_, p)| *p == Placement::Streamed).map(|(b, _)| *b).collect();
+        let staged = StagedReader::new(Arc::new(ckpt), spec.clone(), &layout, &streamed, &Device::Cpu, 3);
+        let reader = Arc::new(FailOnce { inner: staged, fail_at: BlockId::Layer(2), failed: false.into() });
+        let mut model =
+            StreamedModel::new(Decoder::new(spec, None), layout, plan, &Device::Cpu, reader.clone(), |_, _| {})
+                .unwrap();
+        model.set_prefetch_thread(thread);
+        let mut kv = model.new_cache();
+        let err = model.forward(&PROMPT, &mut kv, Logits::Last).unwrap_err().to_string();
+        assert!(err.contains("injected"), "{err}");
+        // The next passes read through the same ring: pieces staged for the failed pass
+        // are dropped, and the output is the resident model's.
+        let (logits, ids) = run(&model, 4, 12);
+        assert!(logits == ref_logits, "thread {thread}");
+        assert_eq!(ids, ref_ids, "thread {thread}");
+        assert!(reader.inner.peak_buffers_held() <= 3, "{}", reader.inner.peak_buffers_held());
+        assert!(reader.inner.peak_buffers_held() >= 1);
+    }
 }

@@ -98,6 +98,10 @@ pub struct PlacementArgs {
     /// Hybrid decode: compute part of the non-resident layers on the CPU while the rest stream.
     #[arg(long)]
     pub hybrid: bool,
+    /// Where streamed blocks wait in host memory: auto, pinned (all page-locked), or disk
+    /// (read from the file on demand through a small staging ring).
+    #[arg(long, default_value = "auto")]
+    pub host_tier: String,
 }
 
 impl PlacementArgs {
@@ -110,6 +114,7 @@ impl PlacementArgs {
             prefill_chunk: self.prefill_chunk,
             context: self.context,
             hybrid: self.hybrid,
+            host_tier: self.host_tier.parse()?,
         })
     }
 }

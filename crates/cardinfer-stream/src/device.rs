@@ -31,6 +31,15 @@ pub fn device_memory(device: &Device) -> Option<(u64, u64)> {
     memory::query(device)
 }
 
+/// Bytes of host memory available to new allocations (`MemAvailable` on Linux); `None`
+/// where the system does not say.
+pub fn host_memory_available() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 /// Makes `device`'s context current on this thread (CUDA; a no-op elsewhere). Threads
 /// that issue device work, such as the prefetcher, call it first.
 pub fn bind_thread(device: &Device) {
@@ -57,6 +66,11 @@ impl DeviceMarker {
     /// Seconds between `self` and a later marker `end`, once both are reached (waits).
     pub fn secs_until(&self, end: &DeviceMarker) -> Option<f64> {
         memory::elapsed(&self.0, &end.0)
+    }
+
+    /// Blocks the calling thread until the device has reached this marker.
+    pub fn wait_host(&self) {
+        memory::synchronize(&self.0);
     }
 
     pub(crate) fn from_event(event: MarkerEvent) -> Self {
@@ -134,6 +148,10 @@ mod memory {
         start.elapsed_ms(end).ok().map(|ms| ms as f64 / 1e3)
     }
 
+    pub fn synchronize(marker: &Marker) {
+        let _ = marker.synchronize();
+    }
+
     pub fn query(device: &Device) -> Option<(u64, u64)> {
         match device {
             Device::Cuda(cuda) => {
@@ -182,6 +200,7 @@ mod memory {
     pub fn elapsed(_start: &Marker, _end: &Marker) -> Option<f64> {
         None
     }
+    pub fn synchronize(_marker: &Marker) {}
     pub fn query(_device: &Device) -> Option<(u64, u64)> {
         None
     }

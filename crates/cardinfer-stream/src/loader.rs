@@ -4,7 +4,7 @@
 use crate::block_adapter::{BlockAdapter, StreamableBlock};
 use crate::chat_template::ChatTemplate;
 use crate::executor::{
-    measure_device_overheads, CheckpointReader, Mode, PinnedReader, Placement, PlanRequest, StreamedModel,
+    measure_device_overheads, CheckpointReader, Mode, PinnedReader, Placement, PlanRequest, StagedReader, StreamedModel,
 };
 use crate::family::Decoder;
 use crate::kv_cache::KvCache;
@@ -122,6 +122,37 @@ pub struct LoadOptions {
     /// Hybrid decode: compute a share of the non-resident layers on the CPU while the
     /// link streams the rest (rates from the device's profile, see the `probe` example).
     pub hybrid: bool,
+    /// Where streamed blocks wait in host memory.
+    pub host_tier: HostTier,
+}
+
+/// Where streamed blocks wait in host memory between their uploads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HostTier {
+    /// Page-locked when host memory can hold them (CUDA), else the disk tier; on a CPU
+    /// device, read from the mapped file.
+    #[default]
+    Auto,
+    /// Every streamed block copied once into page-locked memory (CUDA).
+    Pinned,
+    /// Read on demand from the file through a small ring of staging buffers.
+    Disk,
+}
+
+impl std::str::FromStr for HostTier {
+    type Err = StreamError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(Self::Auto),
+            "pinned" => Ok(Self::Pinned),
+            "disk" => Ok(Self::Disk),
+            _ => Err(StreamError::InvalidParameter {
+                name: "host tier",
+                reason: format!("`{s}`: expected auto, pinned or disk"),
+            }),
+        }
+    }
 }
 
 /// Context used when none is asked for: the model's, capped like llama.cpp's default.
@@ -136,6 +167,7 @@ impl Default for LoadOptions {
             prefill_chunk: 512,
             context: None,
             hybrid: false,
+            host_tier: HostTier::Auto,
         }
     }
 }
@@ -198,6 +230,9 @@ pub struct RunMetrics {
     pub h2d_gb_s: Option<f64>,
     /// Host bytes page-locked for copies (0 on the CPU).
     pub pinned_bytes: u64,
+    /// Where streamed blocks wait in host memory: `pinned` (all page-locked), `disk` (read
+    /// on demand through a staging ring), `file` (the mapped file), or `-` (resident).
+    pub host_tier: &'static str,
 }
 
 impl Runner {
@@ -217,6 +252,7 @@ impl Runner {
                 host_bytes_per_token: 0,
                 h2d_gb_s: None,
                 pinned_bytes: 0,
+                host_tier: "-",
             },
             Self::Streamed(m) => {
                 let t = m.timings();
@@ -234,6 +270,7 @@ impl Runner {
                     host_bytes_per_token: m.plan().host_bytes_per_pass(),
                     h2d_gb_s: (t.copy_secs > 0.0).then(|| stats.bytes_streamed as f64 / t.copy_secs / 1e9),
                     pinned_bytes: m.pinned_bytes(),
+                    host_tier: m.host_tier(),
                 }
             }
         }
@@ -242,6 +279,55 @@ impl Runner {
 
 /// Builds the block computation for a model's spec and RoPE frequency divisors.
 type FamilyFactory = Box<dyn FnOnce(ModelSpec, Option<Vec<f32>>) -> Box<dyn LayerStream + Send + Sync>>;
+
+/// The reader of the streamed blocks for `tier` (see [`HostTier`]), its name and the host
+/// bytes it page-locked. `slots` (count, bytes, widest input, most rows) gives the reader
+/// slot buffers for in-place use.
+fn host_reader(
+    ckpt: &Arc<Checkpoint>,
+    spec: &ModelSpec,
+    layout: &cardinfer_core::ModelLayout,
+    streamed: &[cardinfer_core::BlockId],
+    device: &Device,
+    tier: HostTier,
+    slots: Option<(usize, u64, usize, usize)>,
+) -> (Arc<dyn crate::executor::BlockReader>, &'static str, u64) {
+    let streamed_bytes: u64 = streamed.iter().flat_map(|b| layout.tensors(*b)).map(|t| t.len).sum();
+    // Keep a quarter of the available memory for everything else.
+    let ram_short = crate::device::host_memory_available().is_some_and(|free| streamed_bytes > free / 4 * 3);
+    let disk = match tier {
+        HostTier::Disk => true,
+        HostTier::Pinned => false,
+        HostTier::Auto => !device.is_cpu() && ram_short,
+    };
+    let staged = || {
+        let mut reader = StagedReader::new(ckpt.clone(), spec.clone(), layout, streamed, device, 3);
+        if let Some((count, bytes, cols, rows)) = slots {
+            reader.allocate_slots(device, count, bytes, cols, rows);
+        }
+        let bytes = if device.is_cpu() { 0 } else { reader.ring_bytes() };
+        (Arc::new(reader) as Arc<dyn crate::executor::BlockReader>, "disk", bytes)
+    };
+    if disk {
+        return staged();
+    }
+    let pinned = match std::env::var_os("CARDINFER_NO_PIN") {
+        None => PinnedReader::new(ckpt.clone(), spec.clone(), layout, streamed, device),
+        Some(_) => None,
+    };
+    match pinned {
+        Some(mut reader) => {
+            if let Some((count, bytes, cols, rows)) = slots {
+                reader.allocate_slots(device, count, bytes, cols, rows);
+            }
+            let bytes = reader.pinned_bytes();
+            (Arc::new(reader), "pinned", bytes)
+        }
+        // Page-locking refused (host memory short): the disk tier, on an accelerator.
+        None if !device.is_cpu() && tier == HostTier::Auto => staged(),
+        None => (Arc::new(CheckpointReader::new(ckpt.clone(), spec.clone())), "file", 0),
+    }
+}
 
 /// A model with its tokenizer and chat template, ready to generate.
 pub struct LoadedModel {
@@ -384,25 +470,21 @@ impl LoadedModel {
                 })
                 .map(|(b, _)| *b)
                 .collect();
-            // On CUDA, streamed blocks are held once in page-locked host memory.
-            let mut pinned = match std::env::var_os("CARDINFER_NO_PIN") {
-                None => PinnedReader::new(ckpt.clone(), spec.clone(), &layout, &streamed, device),
-                Some(_) => None,
-            };
-            if let Some(reader) = pinned.as_mut().filter(|_| in_place) {
-                reader.allocate_slots(device, plan.slots, plan.slot_bytes, max_cols, plan.prefill_chunk);
-            }
-            let pinned_bytes = pinned.as_ref().map_or(0, PinnedReader::pinned_bytes);
-            let reader: Arc<dyn crate::executor::BlockReader> = match pinned {
-                Some(p) => Arc::new(p),
-                None => Arc::new(CheckpointReader::new(ckpt, spec.clone())),
-            };
+            let (reader, tier, host_bytes) = host_reader(
+                &ckpt,
+                &spec,
+                &layout,
+                &streamed,
+                device,
+                options.host_tier,
+                in_place.then_some((plan.slots, plan.slot_bytes, max_cols, plan.prefill_chunk)),
+            );
             let family = match family {
                 Some(make) => make(spec, rope_factors),
                 None => Box::new(Decoder::new(spec, rope_factors)),
             };
             let mut model = StreamedModel::new(family, layout, plan, device, reader, progress)?;
-            model.set_pinned_bytes(pinned_bytes);
+            model.set_host_tier(tier, host_bytes);
             Runner::Streamed(Box::new(model))
         };
         let chat_template = ChatTemplate::select(template, tokenizer.as_ref(), bos, eos);

@@ -131,6 +131,8 @@ impl BlockWeights {
 
     /// The head's final norm and the output rows `rows` only: one chunk of a head too
     /// large for a pool slot. Logits of the chunks, concatenated, equal the whole head's.
+    /// `bytes_of` is asked for the norm and for the rows' part of the output tensor
+    /// ([`head_rows_info`]: same name, the rows' offset and length).
     pub fn load_head_rows<'a>(
         ckpt: &Checkpoint,
         spec: &ModelSpec,
@@ -150,15 +152,8 @@ impl BlockWeights {
                 reason: format!("rows {rows:?} of `{out_name}` {:?}", out_info.shape),
             });
         }
-        let row_bytes = (out_info.len / vocab as u64) as usize;
-        let all = bytes_of(out_info);
-        let chunk = &all[rows.start * row_bytes..rows.end * row_bytes];
-        let chunk_info = cardinfer_core::TensorInfo {
-            shape: vec![rows.len(), out_info.shape[1]],
-            offset: out_info.offset + (rows.start * row_bytes) as u64,
-            len: chunk.len() as u64,
-            ..out_info.clone()
-        };
+        let chunk_info = head_rows_info(out_info, &rows);
+        let chunk = bytes_of(&chunk_info);
         let mut weights = HashMap::new();
         let mut jobs = Vec::new();
         weights.insert(Role::OutputNorm, load_weight(norm_info, bytes_of(norm_info), device)?);
@@ -207,6 +202,19 @@ impl BlockWeights {
     /// Bytes the block occupies on its device.
     pub fn device_bytes(&self) -> u64 {
         self.weights.values().map(Weight::device_bytes).sum()
+    }
+}
+
+/// The part of the output head `out` (`[vocab, hidden]`) holding rows `rows`, as a tensor
+/// of its own: its shape, file offset and length.
+pub fn head_rows_info(out: &cardinfer_core::TensorInfo, rows: &std::ops::Range<usize>) -> cardinfer_core::TensorInfo {
+    let vocab = out.shape.first().copied().unwrap_or(1).max(1);
+    let row_bytes = out.len / vocab as u64;
+    cardinfer_core::TensorInfo {
+        shape: vec![rows.len(), out.shape.get(1).copied().unwrap_or(0)],
+        offset: out.offset + rows.start as u64 * row_bytes,
+        len: rows.len() as u64 * row_bytes,
+        ..out.clone()
     }
 }
 

@@ -22,6 +22,7 @@
 mod plan;
 mod pool;
 mod reader;
+mod staged;
 mod streamed;
 mod timeline;
 mod warmup;
@@ -31,5 +32,6 @@ pub use plan::{
 };
 pub use pool::{PoolStats, SlotPool, SlotTicket};
 pub use reader::{BlockReader, CheckpointReader, PinnedReader};
+pub use staged::StagedReader;
 pub use streamed::{StreamTimings, StreamedModel};
 pub use warmup::{measure_device_overheads, measure_runtime_bytes, zero_layer, DeviceOverheads};

@@ -25,6 +25,12 @@ pub trait BlockReader: Send + Sync {
         Err(crate::StreamError::InvalidParameter { name: "reader", reason: format!("cannot read head rows {rows:?}") })
     }
 
+    /// Announces the pieces (a block, or rows of the head) the next pass will read, in
+    /// order; readers that stage ahead (the disk tier) start on them.
+    fn prepare(&self, pieces: &[(BlockId, Option<std::ops::Range<usize>>)]) {
+        let _ = pieces;
+    }
+
     /// Whether reads return before their copies finish (a copy stream), so reading the
     /// next blocks ahead overlaps them with compute. Readers that copy on the compute
     /// stream gain nothing from reading ahead, and would only hold more memory.
@@ -64,7 +70,8 @@ pub struct PinnedReader {
     ckpt: Arc<Checkpoint>,
     spec: ModelSpec,
     buffer: PinnedBuffer,
-    offsets: HashMap<String, usize>,
+    /// Tensor name → (offset in the buffer, offset in the file).
+    offsets: HashMap<String, (usize, u64)>,
     pinned_blocks: HashSet<BlockId>,
     copy: Option<CopyStream>,
     arena: Option<SlotArena>,
@@ -92,7 +99,7 @@ impl PinnedReader {
             }
             let bytes = ckpt.tensor_bytes(t);
             dst[at..at + bytes.len()].copy_from_slice(bytes);
-            offsets.insert(t.name.clone(), at);
+            offsets.insert(t.name.clone(), (at, t.offset));
             at += bytes.len();
         }
         let copy = if copy_stream_enabled() { CopyStream::new(device) } else { None };
@@ -137,10 +144,14 @@ impl PinnedReader {
 }
 
 impl PinnedReader {
-    /// The bytes of `info`: from the page-locked copy where it holds them.
+    /// The bytes of `info` (a tensor, or a part of one such as head rows): from the
+    /// page-locked copy where it holds them.
     fn bytes(&self, info: &cardinfer_core::TensorInfo) -> &[u8] {
         match self.offsets.get(&info.name) {
-            Some(&at) => &self.buffer.as_slice()[at..at + info.len as usize],
+            Some(&(at, file_offset)) => {
+                let start = at + (info.offset - file_offset) as usize;
+                &self.buffer.as_slice()[start..start + info.len as usize]
+            }
             None => self.ckpt.tensor_bytes(info),
         }
     }

@@ -122,6 +122,7 @@ fn head_rows_bytes(layout: &ModelLayout, rows: &Range<usize>, device: &Device) -
 /// block code runs on the same weights, only where the bytes sit changes.
 pub struct StreamedModel {
     pinned_bytes: u64,
+    host_tier: &'static str,
     prefetch_thread: bool,
     family: Box<dyn LayerStream + Send + Sync>,
     layout: ModelLayout,
@@ -178,6 +179,7 @@ impl StreamedModel {
         let pool = SlotPool::new(plan.slots, plan.slot_bytes);
         Ok(Self {
             pinned_bytes: 0,
+            host_tier: "file",
             // See `prefetch_thread`.
             prefetch_thread: device.is_cpu(),
             family: Box::new(family),
@@ -193,9 +195,16 @@ impl StreamedModel {
         })
     }
 
-    /// Records how many bytes the reader holds in page-locked host memory (metrics).
-    pub fn set_pinned_bytes(&mut self, bytes: u64) {
-        self.pinned_bytes = bytes;
+    /// Records where the reader keeps streamed blocks (`pinned`, `disk`, `file`) and how
+    /// many bytes it holds page-locked (metrics).
+    pub fn set_host_tier(&mut self, tier: &'static str, pinned_bytes: u64) {
+        self.host_tier = tier;
+        self.pinned_bytes = pinned_bytes;
+    }
+
+    /// Where the reader keeps streamed blocks (see [`StreamedModel::set_host_tier`]).
+    pub fn host_tier(&self) -> &'static str {
+        self.host_tier
     }
 
     /// Bytes of host memory page-locked for copies.
@@ -256,6 +265,7 @@ impl StreamedModel {
             .filter(|b| !self.resident.contains_key(b) && self.host_weights(*b, tokens.len()).is_none())
             .flat_map(|block| self.pieces(block))
             .collect();
+        self.reader.prepare(&streamed.iter().map(|p| (p.block, p.rows.clone())).collect::<Vec<_>>());
         if !self.prefetch_thread() {
             // Inline reads: each streamed block is read into its slot just before use.
             let reads = std::cell::RefCell::new(streamed.into_iter());
