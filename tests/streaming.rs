@@ -12,7 +12,7 @@ use cardinfer_quant::synth::SyntheticModel;
 use cardinfer_quant::Checkpoint;
 use cardinfer_stream::executor::{
     plan_on_device, BlockReader, CheckpointReader, Mode, Placement, PlanRequest, StagedReader, StreamPlan,
-    StreamedModel,
+    StreamedModel, Uploader,
 };
 use cardinfer_stream::family::Decoder;
 use cardinfer_stream::loader::{HostTier, LoadOptions, Runner};
@@ -419,7 +419,8 @@ fn the_staging_ring_stays_bounded_and_recovers_from_a_pass_that_ended_early() {
         let plan = plan_on_device(&spec, &layout, &Device::Cpu, &request(u64::MAX / 2, Mode::Stream, 2)).unwrap();
         let streamed: Vec<BlockId> =
             plan.blocks.iter().filter(|(_, p)| *p == Placement::Streamed).map(|(b, _)| *b).collect();
-        let staged = StagedReader::new(Arc::new(ckpt), spec.clone(), &layout, &streamed, &Device::Cpu, 3);
+        let uploads = Uploader::new(&Device::Cpu);
+        let staged = StagedReader::new(Arc::new(ckpt), spec.clone(), &layout, &streamed, &Device::Cpu, 3, uploads);
         let reader = Arc::new(FailOnce { inner: staged, fail_at: BlockId::Layer(2), failed: false.into() });
         let mut model =
             StreamedModel::new(Decoder::new(spec, None), layout, plan, &Device::Cpu, reader.clone(), |_, _| {})

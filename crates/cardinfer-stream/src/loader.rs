@@ -4,7 +4,8 @@
 use crate::block_adapter::{BlockAdapter, StreamableBlock};
 use crate::chat_template::ChatTemplate;
 use crate::executor::{
-    measure_device_overheads, CheckpointReader, Mode, PinnedReader, Placement, PlanRequest, StagedReader, StreamedModel,
+    measure_device_overheads, CheckpointReader, Mode, PinnedReader, Placement, PlanRequest, StagedReader,
+    StreamedModel, Uploader,
 };
 use crate::family::Decoder;
 use crate::kv_cache::KvCache;
@@ -300,11 +301,15 @@ fn host_reader(
         HostTier::Pinned => false,
         HostTier::Auto => !device.is_cpu() && ram_short,
     };
-    let staged = || {
-        let mut reader = StagedReader::new(ckpt.clone(), spec.clone(), layout, streamed, device, 3);
+    let uploads = || {
+        let mut uploads = Uploader::new(device);
         if let Some((count, bytes, cols, rows)) = slots {
-            reader.allocate_slots(device, count, bytes, cols, rows);
+            uploads.allocate_slots(device, count, bytes, cols, rows);
         }
+        uploads
+    };
+    let staged = || {
+        let reader = StagedReader::new(ckpt.clone(), spec.clone(), layout, streamed, device, 3, uploads());
         let bytes = if device.is_cpu() { 0 } else { reader.ring_bytes() };
         (Arc::new(reader) as Arc<dyn crate::executor::BlockReader>, "disk", bytes)
     };
@@ -312,14 +317,11 @@ fn host_reader(
         return staged();
     }
     let pinned = match std::env::var_os("CARDINFER_NO_PIN") {
-        None => PinnedReader::new(ckpt.clone(), spec.clone(), layout, streamed, device),
-        Some(_) => None,
+        None if !device.is_cpu() => PinnedReader::new(ckpt.clone(), spec.clone(), layout, streamed, device, uploads()),
+        _ => None,
     };
     match pinned {
-        Some(mut reader) => {
-            if let Some((count, bytes, cols, rows)) = slots {
-                reader.allocate_slots(device, count, bytes, cols, rows);
-            }
+        Some(reader) => {
             let bytes = reader.pinned_bytes();
             (Arc::new(reader), "pinned", bytes)
         }

@@ -31,7 +31,7 @@ pub use plan::{
     block_device_bytes, copies_overlap, device_block_bytes, plan_on_device, Mode, Placement, PlanRequest, StreamPlan,
 };
 pub use pool::{PoolStats, SlotPool, SlotTicket};
-pub use reader::{BlockReader, CheckpointReader, PinnedReader};
+pub use reader::{BlockReader, CheckpointReader, PinnedReader, Uploader};
 pub use staged::StagedReader;
 pub use streamed::{StreamTimings, StreamedModel};
 pub use warmup::{measure_device_overheads, measure_runtime_bytes, zero_layer, DeviceOverheads};

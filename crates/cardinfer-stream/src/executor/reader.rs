@@ -73,19 +73,64 @@ pub struct PinnedReader {
     /// Tensor name → (offset in the buffer, offset in the file).
     offsets: HashMap<String, (usize, u64)>,
     pinned_blocks: HashSet<BlockId>,
+    uploads: Uploader,
+}
+
+/// How a reader's uploads reach an accelerator: on a copy stream (where enabled and the
+/// device has one), into slot buffers used in place (where allocated).
+pub struct Uploader {
     copy: Option<CopyStream>,
     arena: Option<SlotArena>,
 }
 
+impl Uploader {
+    /// A copy stream for `device` unless `CARDINFER_COPY_STREAM=0`; no slot buffers yet.
+    pub fn new(device: &Device) -> Self {
+        Self { copy: if copy_stream_enabled() { CopyStream::new(device) } else { None }, arena: None }
+    }
+
+    /// Slot buffers allocated once (`slots` of `slot_bytes`, kernels' scratch for inputs
+    /// up to `max_cols` × `max_rows`); the device bytes allocated, or `None` where there
+    /// is no copy stream or the device has no in-place kernels.
+    pub fn allocate_slots(
+        &mut self,
+        device: &Device,
+        slots: usize,
+        slot_bytes: u64,
+        max_cols: usize,
+        max_rows: usize,
+    ) -> Option<u64> {
+        self.copy.as_ref()?;
+        let arena = SlotArena::new(device, slots, slot_bytes, max_cols, max_rows)?;
+        let bytes = arena.device_bytes();
+        self.arena = Some(arena);
+        Some(bytes)
+    }
+
+    /// The upload of one block to `device`, with the next slot; `None` on a CPU device
+    /// or without a copy stream (weights are then loaded on the compute stream).
+    pub fn upload_for(&self, device: &Device) -> Option<Upload<'_>> {
+        let copy = self.copy.as_ref().filter(|_| !device.is_cpu())?;
+        Some(Upload { copy, slot: self.arena.as_ref().map(SlotArena::next_slot) })
+    }
+
+    /// Whether uploads overlap compute (a copy stream).
+    pub fn overlaps(&self) -> bool {
+        self.copy.is_some()
+    }
+}
+
 impl PinnedReader {
-    /// Copies the tensors of `blocks` into one page-locked buffer for `device`. `None`
-    /// where the device has no page-locked memory (CPU) or the driver refuses.
+    /// Copies the tensors of `blocks` into one page-locked buffer for `device`, to be
+    /// uploaded through `uploads`. `None` where the device has no page-locked memory (CPU)
+    /// or the driver refuses.
     pub fn new(
         ckpt: Arc<Checkpoint>,
         spec: ModelSpec,
         layout: &ModelLayout,
         blocks: &[BlockId],
         device: &Device,
+        uploads: Uploader,
     ) -> Option<Self> {
         let tensors: Vec<_> = blocks.iter().flat_map(|b| layout.tensors(*b)).collect();
         let total: u64 = tensors.iter().map(|t| t.len).sum();
@@ -102,39 +147,14 @@ impl PinnedReader {
             offsets.insert(t.name.clone(), (at, t.offset));
             at += bytes.len();
         }
-        let copy = if copy_stream_enabled() { CopyStream::new(device) } else { None };
-        Some(Self { ckpt, spec, buffer, offsets, pinned_blocks: blocks.iter().copied().collect(), copy, arena: None })
+        let pinned_blocks = blocks.iter().copied().collect();
+        Some(Self { ckpt, spec, buffer, offsets, pinned_blocks, uploads })
     }
 
-    /// Whether uploads run on a copy stream of their own (overlapping compute).
-    pub fn has_copy_stream(&self) -> bool {
-        self.copy.is_some()
-    }
-
-    /// Gives streamed blocks slot buffers allocated once (`slots` of `slot_bytes`), their
-    /// quantized matrices used in place; returns the device bytes it allocated, or `None`
-    /// where there is no copy stream or the device has no in-place kernels.
-    pub fn allocate_slots(
-        &mut self,
-        device: &Device,
-        slots: usize,
-        slot_bytes: u64,
-        max_cols: usize,
-        max_rows: usize,
-    ) -> Option<u64> {
-        self.copy.as_ref()?;
-        let arena = SlotArena::new(device, slots, slot_bytes, max_cols, max_rows)?;
-        let bytes = arena.device_bytes();
-        self.arena = Some(arena);
-        Some(bytes)
-    }
-
-    /// The upload of `block` to `device`: a copy stream only for page-locked blocks going
-    /// to the accelerator (host-computed layers are read onto the CPU), with the next
-    /// slot where there are slot buffers.
+    /// The upload of `block` to `device`: through the copy stream only for page-locked
+    /// blocks going to the accelerator (host-computed layers are read onto the CPU).
     fn upload_for(&self, block: BlockId, device: &Device) -> Option<Upload<'_>> {
-        let copy = self.copy.as_ref().filter(|_| !device.is_cpu() && self.pinned_blocks.contains(&block))?;
-        Some(Upload { copy, slot: self.arena.as_ref().map(SlotArena::next_slot) })
+        self.uploads.upload_for(device).filter(|_| self.pinned_blocks.contains(&block))
     }
 
     /// Bytes held in page-locked memory.
@@ -159,7 +179,7 @@ impl PinnedReader {
 
 impl BlockReader for PinnedReader {
     fn overlaps_copies(&self) -> bool {
-        self.copy.is_some()
+        self.uploads.overlaps()
     }
 
     fn read(&self, block: BlockId, device: &Device) -> Result<BlockWeights> {

@@ -11,11 +11,9 @@
 //! buffer again. A pass that ends early (an error) leaves staged pieces behind: the next
 //! announcement starts a new generation and older pieces are dropped unread.
 
-use super::reader::BlockReader;
-use crate::copy_stream::{copy_stream_enabled, CopyStream};
+use super::reader::{BlockReader, Uploader};
 use crate::device::{DeviceMarker, PinnedBuffer};
-use crate::slots::SlotArena;
-use crate::weights::{head_rows_info, BlockWeights, Upload};
+use crate::weights::{head_rows_info, BlockWeights};
 use crate::{Result, StreamError};
 use candle_core::Device;
 use cardinfer_core::{BlockId, ModelLayout, ModelSpec, TensorInfo};
@@ -102,8 +100,7 @@ pub struct StagedReader {
     layout: ModelLayout,
     streamed: std::collections::HashSet<BlockId>,
     ring: Arc<Ring>,
-    copy: Option<CopyStream>,
-    arena: Option<SlotArena>,
+    uploads: Uploader,
     generation: Arc<AtomicU64>,
     pending: Mutex<VecDeque<PieceKey>>,
     jobs: Mutex<mpsc::Sender<Job>>,
@@ -115,7 +112,8 @@ pub struct StagedReader {
 
 impl StagedReader {
     /// A reader for `blocks` of `ckpt` with a ring of `buffers` staging buffers, each large
-    /// enough for the largest of them; its thread stages for `device`.
+    /// enough for the largest of them; its thread stages for `device`, and reads upload
+    /// through `uploads`.
     pub fn new(
         ckpt: Arc<Checkpoint>,
         spec: ModelSpec,
@@ -123,6 +121,7 @@ impl StagedReader {
         blocks: &[BlockId],
         device: &Device,
         buffers: usize,
+        uploads: Uploader,
     ) -> Self {
         let bytes = blocks
             .iter()
@@ -131,7 +130,6 @@ impl StagedReader {
             .unwrap_or(0)
             .max(1);
         let ring = Arc::new(Ring::new(device, buffers.max(1), bytes));
-        let copy = if copy_stream_enabled() { CopyStream::new(device) } else { None };
         let (jobs, job_rx) = mpsc::channel::<Job>();
         let (staged_tx, staged) = mpsc::channel::<Staged>();
         let (releases, release_rx) = mpsc::channel::<(usize, Option<DeviceMarker>)>();
@@ -156,8 +154,7 @@ impl StagedReader {
             layout: layout.clone(),
             streamed: blocks.iter().copied().collect(),
             ring,
-            copy,
-            arena: None,
+            uploads,
             generation,
             pending: Mutex::new(VecDeque::new()),
             jobs: Mutex::new(jobs),
@@ -176,22 +173,6 @@ impl StagedReader {
     /// Most staging buffers held by staged-but-unread pieces at once (never above the ring).
     pub fn peak_buffers_held(&self) -> usize {
         self.peak_held.load(Ordering::SeqCst)
-    }
-
-    /// Slot buffers for in-place use, as [`super::PinnedReader::allocate_slots`].
-    pub fn allocate_slots(
-        &mut self,
-        device: &Device,
-        slots: usize,
-        slot_bytes: u64,
-        max_cols: usize,
-        max_rows: usize,
-    ) -> Option<u64> {
-        self.copy.as_ref()?;
-        let arena = SlotArena::new(device, slots, slot_bytes, max_cols, max_rows)?;
-        let bytes = arena.device_bytes();
-        self.arena = Some(arena);
-        Some(bytes)
     }
 
     /// The tensors (or parts) piece `piece` stages.
@@ -268,8 +249,7 @@ impl StagedReader {
                 None => self.ckpt.tensor_bytes(info),
             }
         };
-        let copy = self.copy.as_ref().filter(|_| !device.is_cpu());
-        let mut upload = copy.map(|copy| Upload { copy, slot: self.arena.as_ref().map(SlotArena::next_slot) });
+        let mut upload = self.uploads.upload_for(device);
         let weights = match &piece.1 {
             None => BlockWeights::load_with(&self.ckpt, &self.spec, piece.0, device, &bytes_of, upload.as_mut()),
             Some(rows) => {
@@ -332,7 +312,7 @@ impl BlockReader for StagedReader {
     }
 
     fn overlaps_copies(&self) -> bool {
-        self.copy.is_some()
+        self.uploads.overlaps()
     }
 }
 
