@@ -18,6 +18,9 @@
 //!   free slot (also while resident blocks compute), so the copy engine fills them while
 //!   the current block computes. On the CPU a
 //!   background thread reads ahead.
+//! - Host tier: page-locked copies of every streamed block ([`PinnedReader`]), or, where
+//!   host memory cannot hold them, the disk tier ([`StagedReader`]): blocks read from the
+//!   file on demand into a ring of staging buffers by a background thread.
 
 mod plan;
 mod pool;
