@@ -1,5 +1,6 @@
 //! A fully resident model: every block loaded once onto one device.
 
+use crate::executor::Timeline;
 use crate::family::Decoder;
 use crate::kv_cache::KvCache;
 use crate::layer_stream::LayerStream;
@@ -123,16 +124,23 @@ impl TextModel for ResidentModel {
         let spec = self.spec();
         check_tokens(spec, tokens, kv.len())?;
         let pos = kv.len();
+        let mut timeline = Timeline::start(&self.device);
         let ids = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
         let mut x = self.decoder.embed(&self.embed, &ids)?;
         for (i, layer) in self.layers.iter().enumerate() {
+            timeline.begin();
             x = self.decoder.block(i, layer, &x, kv.layer_mut(i), pos)?;
+            timeline.end(BlockId::Layer(i), None);
         }
         let x = match which {
             Logits::Last => x.i((.., tokens.len() - 1..tokens.len(), ..))?,
             Logits::All => x,
         };
-        Ok(self.decoder.head(&self.head, &x)?.squeeze(0)?)
+        timeline.begin();
+        let logits = self.decoder.head(&self.head, &x)?.squeeze(0)?;
+        timeline.end(BlockId::Head, None);
+        timeline.print(tokens.len());
+        Ok(logits)
     }
 }
 

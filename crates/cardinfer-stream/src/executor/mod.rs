@@ -28,6 +28,8 @@ mod reader;
 mod staged;
 mod streamed;
 mod timeline;
+
+pub(crate) use timeline::Timeline;
 mod warmup;
 
 pub use plan::{

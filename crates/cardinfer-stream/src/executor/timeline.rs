@@ -1,6 +1,7 @@
 //! `CARDINFER_TIMELINE=1`: device-side timeline of each weight pass (when every block's
-//! copy and compute ran, from CUDA events), printed to stderr. For diagnosing how copies
-//! and compute overlap; off by default (the events cost a little).
+//! copy and compute ran, from CUDA events, and how long the host took to queue it),
+//! printed to stderr. For diagnosing how copies and compute overlap and whether the
+//! device waits for the host; off by default (the events cost a little).
 
 use crate::device::DeviceMarker;
 use candle_core::Device;
@@ -19,39 +20,49 @@ type Span = (DeviceMarker, DeviceMarker);
 pub(crate) struct Timeline {
     origin: Option<DeviceMarker>,
     device: Device,
-    rows: Vec<(BlockId, Option<Span>, Span)>,
-    open: Option<DeviceMarker>,
+    rows: Vec<(BlockId, Option<Span>, Span, f64)>,
+    open: Option<(DeviceMarker, std::time::Instant)>,
+    started: std::time::Instant,
 }
 
 impl Timeline {
     /// Starts a pass on `device` (records nothing unless [`enabled`]).
     pub(crate) fn start(device: &Device) -> Self {
         let origin = enabled().then(|| DeviceMarker::now(device)).flatten();
-        Self { origin, device: device.clone(), rows: Vec::new(), open: None }
+        Self { origin, device: device.clone(), rows: Vec::new(), open: None, started: std::time::Instant::now() }
     }
 
     /// Marks the start of a block's compute.
     pub(crate) fn begin(&mut self) {
         if self.origin.is_some() {
-            self.open = DeviceMarker::now(&self.device);
+            self.open = DeviceMarker::now(&self.device).map(|m| (m, std::time::Instant::now()));
         }
     }
 
     /// Marks the end of `block`'s compute; `copy` is its upload's span, if streamed.
     pub(crate) fn end(&mut self, block: BlockId, copy: Option<Span>) {
-        if let (Some(start), Some(end)) = (self.open.take(), DeviceMarker::now(&self.device)) {
-            self.rows.push((block, copy, (start, end)));
+        if let (Some((start, queued)), Some(end)) = (self.open.take(), DeviceMarker::now(&self.device)) {
+            self.rows.push((block, copy, (start, end), queued.elapsed().as_secs_f64() * 1e3));
         }
     }
 
-    /// Prints the pass (waits for its events).
+    /// Prints the pass (waits for its events): every block for passes of more than 4
+    /// tokens, a summary line otherwise (device time of the pass, the host's time to queue
+    /// its blocks, and the wall time).
     pub(crate) fn print(self, tokens: usize) {
         let Some(origin) = self.origin else { return };
         let ms = |m: &DeviceMarker| origin.secs_until(m).map_or(f64::NAN, |s| s * 1e3);
-        let mut line = format!("[timeline] {tokens} tokens:");
-        for (block, copy, (start, end)) in &self.rows {
-            let copy = copy.as_ref().map_or(String::new(), |(a, b)| format!(" copy {:.1}-{:.1}", ms(a), ms(b)));
-            line.push_str(&format!(" | {block}{copy} run {:.1}-{:.1}", ms(start), ms(end)));
+        let device_ms = self.rows.last().map_or(0.0, |(_, _, (_, end), _)| ms(end));
+        let queue_ms: f64 = self.rows.iter().map(|r| r.3).sum();
+        let wall_ms = self.started.elapsed().as_secs_f64() * 1e3;
+        let mut line = format!(
+            "[timeline] {tokens} tokens: device {device_ms:.2} ms, host queued blocks in {queue_ms:.2} ms, wall {wall_ms:.2} ms"
+        );
+        if tokens > 4 {
+            for (block, copy, (start, end), queued) in &self.rows {
+                let copy = copy.as_ref().map_or(String::new(), |(a, b)| format!(" copy {:.1}-{:.1}", ms(a), ms(b)));
+                line.push_str(&format!(" | {block}{copy} run {:.1}-{:.1} (queued in {queued:.1})", ms(start), ms(end)));
+            }
         }
         eprintln!("{line}");
     }
