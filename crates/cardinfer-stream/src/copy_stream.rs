@@ -18,10 +18,10 @@
 //! three rules above are the synchronization the copies need.
 
 use crate::device::DeviceMarker;
-use crate::weights::Weight;
+use crate::weights::{float_dtype, Weight};
 use crate::{Result, StreamError};
-use candle_core::{DType, Device, Tensor};
-use cardinfer_core::{StorageType, TensorInfo};
+use candle_core::{Device, Tensor};
+use cardinfer_core::TensorInfo;
 use cardinfer_quant::candle::ggml_dtype;
 use std::sync::Arc;
 
@@ -115,11 +115,7 @@ pub fn alloc_destination(info: &TensorInfo, device: &Device) -> Result<(Weight, 
         let address = q.device_ptr().map_err(|e| err(e.to_string()))? as u64;
         (Weight::Quantized(Arc::new(q)), address)
     } else {
-        let dtype = match info.storage {
-            StorageType::F16 => DType::F16,
-            StorageType::BF16 => DType::BF16,
-            _ => DType::F32,
-        };
+        let dtype = float_dtype(info.storage);
         if (info.elem_count() * dtype.size_in_bytes()) as u64 != info.len {
             return Err(err(format!("`{}`: {} bytes stored for {:?} {dtype:?}", info.name, info.len, info.shape)));
         }

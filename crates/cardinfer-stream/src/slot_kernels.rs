@@ -15,8 +15,8 @@ use candle_core::{CpuStorage, CudaDevice, CudaStorage, CustomOp1, Layout, Result
 use std::ffi::c_void;
 
 pub use crate::slots::{kernel_workspace_bytes as workspace_bytes, supports_ggml as supports};
-use crate::slots::{pad, MATRIX_ROW_PADDING, MMQ_FIXUP_BYTES, MMVQ_MAX_BATCH, QK8_1};
-use crate::slots::{BLOCK_Q8_1_MMQ_SIZE, Q8_1_TYPE_SIZE};
+use crate::slots::{mmq_scratch_bytes, mmvq_scratch_bytes, pad};
+use crate::slots::{MATRIX_ROW_PADDING, MMQ_FIXUP_BYTES, MMVQ_MAX_BATCH, QK8_1};
 
 /// Device scratch for the kernels, allocated once.
 pub struct Workspace {
@@ -114,7 +114,7 @@ impl CustomOp1 for SlotMatMul<'_> {
         let weight = self.weight as *const c_void;
         let k_padded = pad(k, MATRIX_ROW_PADDING);
         if b_size <= MMVQ_MAX_BATCH {
-            if b_size * (k_padded / QK8_1) * Q8_1_TYPE_SIZE > ws.scratch_bytes {
+            if mmvq_scratch_bytes(b_size, k) > ws.scratch_bytes {
                 candle_core::bail!("slot matmul: scratch too small for {b_size}×{k}");
             }
             let launch = mmvq_launcher(self.dtype).ok_or_else(|| unsupported(self.dtype))?;
@@ -143,19 +143,12 @@ impl CustomOp1 for SlotMatMul<'_> {
             }
         } else {
             let k_mmq = pad(k_padded, 4 * QK8_1);
-            if b_size * (k_mmq / (4 * QK8_1)) * BLOCK_Q8_1_MMQ_SIZE + 128 * BLOCK_Q8_1_MMQ_SIZE > ws.scratch_bytes {
+            if mmq_scratch_bytes(b_size, k) > ws.scratch_bytes {
                 candle_core::bail!("slot matmul: scratch too small for {b_size}×{k}");
             }
             let (quantize, launch) = mmq_launchers(self.dtype).ok_or_else(|| unsupported(self.dtype))?;
             let fixup = ws.fixup.device_ptr(&stream).0 as *mut c_void;
-            let qk = if matches!(
-                self.dtype,
-                GgmlDType::Q2K | GgmlDType::Q3K | GgmlDType::Q4K | GgmlDType::Q5K | GgmlDType::Q6K
-            ) {
-                256
-            } else {
-                32
-            };
+            let qk = self.dtype.block_size();
             let di = ws.info;
             // SAFETY: as above.
             unsafe {

@@ -30,14 +30,12 @@ pub(crate) fn pad(p: usize, q: usize) -> usize {
     p.div_ceil(q) * q
 }
 
-/// Whether the in-place kernels handle a `[rows, cols]` matrix of `dtype`.
+/// Whether the in-place kernels handle a `[rows, cols]` matrix of `dtype`: a type they
+/// have a kernel for, rows of whole blocks.
 pub fn supports_ggml(dtype: GgmlDType, cols: usize) -> bool {
-    let qk = match dtype {
-        GgmlDType::Q4_0 | GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1 | GgmlDType::Q8_0 => 32,
-        GgmlDType::Q2K | GgmlDType::Q3K | GgmlDType::Q4K | GgmlDType::Q5K | GgmlDType::Q6K => 256,
-        _ => return false,
-    };
-    cols.is_multiple_of(qk)
+    use GgmlDType::*;
+    matches!(dtype, Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q2K | Q3K | Q4K | Q5K | Q6K)
+        && cols.is_multiple_of(dtype.block_size())
 }
 
 /// Whether a tensor stored as `info` is placed in a slot: a float matrix, or a quantized
@@ -55,23 +53,32 @@ fn ggml(storage: StorageType) -> GgmlDType {
     cardinfer_quant::candle::ggml_dtype(storage)
 }
 
-/// Bytes `info` takes in a slot: float matrices as stored; quantized ones plus the
-/// zeroed row padding the kernels read.
+/// Bytes a matrix stored as `info` takes in a slot: what it takes on an accelerator
+/// anyway ([`crate::weights::device_bytes_for`]) — float matrices as stored, quantized ones
+/// plus the zeroed row padding the kernels read.
 pub fn slot_tensor_bytes(info: &TensorInfo) -> u64 {
-    match info.storage.is_quantized() {
-        true => info.len + (MATRIX_ROW_PADDING / info.storage.block_elems() * info.storage.block_bytes()) as u64,
-        false => info.len,
-    }
+    crate::weights::device_bytes_for(info, true)
+}
+
+/// Scratch bytes MMVQ needs for `rows` (at most 8) activation rows of `cols` columns,
+/// quantized to Q8_1.
+pub(crate) fn mmvq_scratch_bytes(rows: usize, cols: usize) -> usize {
+    rows * (pad(cols, MATRIX_ROW_PADDING) / QK8_1) * Q8_1_TYPE_SIZE
+}
+
+/// Scratch bytes MMQ needs for `rows` activation rows of `cols` columns, in its Q8_1
+/// layout (with the kernel's padding), as Candle sizes it.
+pub(crate) fn mmq_scratch_bytes(rows: usize, cols: usize) -> usize {
+    let k_mmq = pad(pad(cols, MATRIX_ROW_PADDING), 4 * QK8_1);
+    rows * (k_mmq / (4 * QK8_1)) * BLOCK_Q8_1_MMQ_SIZE + 128 * BLOCK_Q8_1_MMQ_SIZE
 }
 
 /// Scratch bytes the kernels need for inputs of up to `max_cols` columns and `max_rows`
 /// activation rows: the quantized activations (MMVQ or MMQ layout) and MMQ's stream-k
 /// fixup buffer, sized as Candle sizes them.
 pub fn kernel_workspace_bytes(max_cols: usize, max_rows: usize) -> u64 {
-    let k_padded = pad(max_cols, MATRIX_ROW_PADDING);
-    let mmvq = MMVQ_MAX_BATCH * (k_padded / QK8_1) * Q8_1_TYPE_SIZE;
-    let k_mmq = pad(k_padded, 4 * QK8_1);
-    let mmq = max_rows.max(1) * (k_mmq / (4 * QK8_1)) * BLOCK_Q8_1_MMQ_SIZE + 128 * BLOCK_Q8_1_MMQ_SIZE;
+    let mmvq = mmvq_scratch_bytes(MMVQ_MAX_BATCH, max_cols);
+    let mmq = mmq_scratch_bytes(max_rows.max(1), max_cols);
     (mmvq.max(mmq) + MMQ_FIXUP_BYTES) as u64
 }
 
@@ -178,12 +185,7 @@ impl SlotCursor {
         let shape = (info.shape[0], info.shape[1]);
         let weight = match info.storage {
             StorageType::F32 | StorageType::F16 | StorageType::BF16 => {
-                let dtype = match info.storage {
-                    StorageType::F16 => candle_core::DType::F16,
-                    StorageType::BF16 => candle_core::DType::BF16,
-                    _ => candle_core::DType::F32,
-                };
-                Weight::Dense(self.slot.view(offset, dtype, shape)?)
+                Weight::Dense(self.slot.view(offset, crate::weights::float_dtype(info.storage), shape)?)
             }
             storage => {
                 Weight::InSlot(SlotTensor { slot: self.slot.clone(), offset, dtype: ggml(storage), shape, bytes })

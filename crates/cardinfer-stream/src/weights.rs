@@ -273,12 +273,21 @@ fn load_weight(info: &cardinfer_core::TensorInfo, bytes: &[u8], device: &Device)
     if is_matrix && info.storage.is_quantized() {
         return Ok(Weight::Quantized(Arc::new(load_qtensor(info, bytes, device)?)));
     }
-    let dtype = match (is_matrix, device, info.storage) {
-        (true, Device::Cuda(_) | Device::Metal(_), StorageType::F16) => DType::F16,
-        (true, Device::Cuda(_) | Device::Metal(_), StorageType::BF16) => DType::BF16,
+    let dtype = match (is_matrix, device) {
+        (true, Device::Cuda(_) | Device::Metal(_)) => float_dtype(info.storage),
         _ => DType::F32,
     };
     Ok(Weight::Dense(load_tensor(info, bytes, dtype, device)?))
+}
+
+/// The Candle type a float matrix keeps on an accelerator: f16 and bf16 as stored, f32
+/// for everything else.
+pub(crate) fn float_dtype(storage: StorageType) -> DType {
+    match storage {
+        StorageType::F16 => DType::F16,
+        StorageType::BF16 => DType::BF16,
+        _ => DType::F32,
+    }
 }
 
 /// Bytes `info` occupies once loaded on `device` by [`BlockWeights::load`]: quantized
@@ -293,7 +302,10 @@ pub fn device_bytes_of(info: &cardinfer_core::TensorInfo, device: &Device) -> u6
 pub fn device_bytes_for(info: &cardinfer_core::TensorInfo, accel: bool) -> u64 {
     let is_matrix = info.shape.len() == 2;
     if is_matrix && info.storage.is_quantized() {
-        let padding = if accel { (512 / info.storage.block_elems() * info.storage.block_bytes()) as u64 } else { 0 };
+        let padding = match accel {
+            true => (crate::slots::MATRIX_ROW_PADDING / info.storage.block_elems() * info.storage.block_bytes()) as u64,
+            false => 0,
+        };
         info.len + padding
     } else if is_matrix && accel && matches!(info.storage, StorageType::F16 | StorageType::BF16) {
         info.len
