@@ -218,6 +218,20 @@ pub fn head_rows_info(out: &cardinfer_core::TensorInfo, rows: &std::ops::Range<u
     }
 }
 
+/// What one chunk of the head holds: its matrices cut to rows `rows`
+/// ([`head_rows_info`]), its vectors (the final norm) whole.
+pub fn head_rows_parts(
+    head: &[cardinfer_core::TensorInfo],
+    rows: &std::ops::Range<usize>,
+) -> Vec<cardinfer_core::TensorInfo> {
+    head.iter()
+        .map(|t| match t.shape.len() {
+            2 => head_rows_info(t, rows),
+            _ => t.clone(),
+        })
+        .collect()
+}
+
 /// A block's upload through a copy stream: matrices are copied there, into `slot` where
 /// one is given and the matrix fits it, else into an allocation of their own.
 pub struct Upload<'c> {

@@ -13,7 +13,7 @@
 
 use super::reader::{BlockReader, Uploader};
 use crate::device::{DeviceMarker, PinnedBuffer};
-use crate::weights::{head_rows_info, BlockWeights};
+use crate::weights::{head_rows_parts, BlockWeights};
 use crate::{Result, StreamError};
 use candle_core::Device;
 use cardinfer_core::{BlockId, ModelLayout, ModelSpec, TensorInfo};
@@ -180,13 +180,7 @@ impl StagedReader {
         let tensors = self.layout.tensors(piece.0);
         match &piece.1 {
             None => tensors.to_vec(),
-            Some(rows) => tensors
-                .iter()
-                .map(|t| match t.shape.len() {
-                    2 => head_rows_info(t, rows),
-                    _ => t.clone(),
-                })
-                .collect(),
+            Some(rows) => head_rows_parts(tensors, rows),
         }
     }
 

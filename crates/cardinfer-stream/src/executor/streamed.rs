@@ -9,11 +9,11 @@ use crate::device::DeviceMarker;
 use crate::kv_cache::KvCache;
 use crate::layer_stream::LayerStream;
 use crate::model::{check_tokens, Logits, TextModel};
-use crate::weights::device_bytes_of;
 use crate::weights::BlockWeights;
+use crate::weights::{device_bytes_of, head_rows_parts};
 use crate::{Result, StreamError};
 use candle_core::{Device, IndexOp, Tensor, D};
-use cardinfer_core::{BlockId, ModelLayout, ModelSpec, TensorInfo};
+use cardinfer_core::{BlockId, ModelLayout, ModelSpec};
 use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -100,21 +100,7 @@ fn read_piece(model: &StreamedModel, piece: Piece) -> Filled {
 
 /// Device bytes of the head's norm plus output rows `rows`.
 fn head_rows_bytes(layout: &ModelLayout, rows: &Range<usize>, device: &Device) -> u64 {
-    layout
-        .tensors(BlockId::Head)
-        .iter()
-        .map(|t| match t.shape.as_slice() {
-            [vocab, hidden] => {
-                let part = TensorInfo {
-                    shape: vec![rows.len(), *hidden],
-                    len: t.len / *vocab as u64 * rows.len() as u64,
-                    ..t.clone()
-                };
-                device_bytes_of(&part, device)
-            }
-            _ => device_bytes_of(t, device),
-        })
-        .sum()
+    head_rows_parts(layout.tensors(BlockId::Head), rows).iter().map(|t| device_bytes_of(t, device)).sum()
 }
 
 /// A model whose blocks are placed by a [`StreamPlan`]: resident, streamed, or (the
