@@ -2,16 +2,13 @@
 //! run on the copy engine while the compute stream works on the current one.
 //!
 //! Synchronization, per block (all issued from the one thread that drives the device):
-//! 1. the block's tensors are allocated on the compute stream (stream-ordered, so the
-//!    memory of a block freed there earlier is reused only after that block's kernels);
-//! 2. the copy stream waits for an event recorded on the compute stream after those
-//!    allocations, then copies every tensor from page-locked host memory;
+//! 1. the copy stream waits for an event recorded on the compute stream after everything
+//!    queued there so far: the kernels of the block that last used the destination slot
+//!    ("slot free"; see [`crate::slots`]), or the stream-ordered allocation of a
+//!    destination of its own;
+//! 2. it copies every tensor from page-locked host memory;
 //! 3. an event recorded on the copy stream after the copies ("slot ready") is waited on
 //!    by the compute stream before the block's first kernel ([`UploadEvents::wait`]).
-//!
-//! "Slot free" needs no event of its own: the block's memory is freed on the compute
-//! stream after its kernels, and the next allocation that reuses it is ordered after
-//! that free (step 1).
 //!
 //! Candle's per-tensor event tracking is switched off for the device when the copy
 //! stream is created: it would add an event record to every kernel launch, and the
@@ -87,9 +84,9 @@ impl CopyStream {
     ///
     /// # Safety
     /// Every `src` must stay valid and unchanged until the copies finish (page-locked
-    /// memory owned by the reader), and every `dst` must be a device allocation of at
-    /// least `src.len() + zero_after` bytes that is not freed before the compute stream has waited on
-    /// the returned events.
+    /// memory owned by the reader), and every `dst` must be device memory of at least
+    /// `src.len() + zero_after` bytes that is neither freed nor reused before the compute
+    /// stream has waited on the returned events.
     pub unsafe fn upload(&self, jobs: &[CopyJob<'_>]) -> Result<UploadEvents> {
         let (start, ready, compute) = self.0.upload(jobs).map_err(copy_error)?;
         Ok(UploadEvents { start: DeviceMarker::from_event(start), ready: DeviceMarker::from_event(ready), compute })
