@@ -11,7 +11,7 @@
 //! buffer again. A pass that ends early (an error) leaves staged pieces behind: the next
 //! announcement starts a new generation and older pieces are dropped unread.
 
-use super::reader::{BlockReader, Uploader};
+use super::reader::{parallel_copy, BlockReader, Uploader};
 use crate::device::{DeviceMarker, PinnedBuffer};
 use crate::weights::{head_rows_parts, BlockWeights};
 use crate::{Result, StreamError};
@@ -255,23 +255,6 @@ impl StagedReader {
         self.release(buffer, after);
         weights
     }
-}
-
-/// `dst.copy_from_slice(src)`, split over threads for large copies: one thread reads a
-/// file's pages from the page cache at a fraction of the link's speed.
-fn parallel_copy(dst: &mut [u8], src: &[u8]) {
-    const PIECE: usize = 8 << 20;
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
-    if src.len() < 2 * PIECE || threads < 2 {
-        dst.copy_from_slice(src);
-        return;
-    }
-    let chunk = src.len().div_ceil(threads);
-    std::thread::scope(|scope| {
-        for (d, s) in dst.chunks_mut(chunk).zip(src.chunks(chunk)) {
-            scope.spawn(move || d.copy_from_slice(s));
-        }
-    });
 }
 
 fn stopped() -> StreamError {
