@@ -8,6 +8,7 @@ pub mod device;
 mod error;
 pub mod executor;
 pub mod family;
+pub mod fused;
 pub mod generator;
 pub mod kv_cache;
 pub mod layer_stream;
