@@ -109,6 +109,9 @@ fn main() -> Result<()> {
     };
     let predicted = predict(model.spec(), &plan, &profile, copies_overlap(&device));
     eprintln!("plan: {} slots, prefill chunk {}", plan.slots, plan.prefill_chunk);
+    if let Runner::Resident(m) = model {
+        eprintln!("decode path: {}", m.decode_path());
+    }
     for reason in &plan.reasons {
         eprintln!("plan: {reason}");
     }

@@ -25,6 +25,10 @@ use std::sync::Arc;
 /// A copy stream on a CUDA device.
 pub struct CopyStream(imp::CopyStream);
 
+/// Device address of a dense CUDA tensor's first element (f32, f16 or bf16).
+#[cfg(feature = "cuda")]
+pub(crate) use imp::dense_address;
+
 impl std::fmt::Debug for CopyStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("CopyStream")

@@ -202,6 +202,13 @@ impl TextModel for Runner {
             Self::Streamed(m) => m.forward(tokens, kv, which),
         }
     }
+
+    fn new_cache(&self) -> KvCache {
+        match self {
+            Self::Resident(m) => m.new_cache(),
+            Self::Streamed(m) => m.new_cache(),
+        }
+    }
 }
 
 /// What a run cost, for reports (`generate --json`, `bench`).

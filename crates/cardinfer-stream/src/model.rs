@@ -47,6 +47,11 @@ pub struct ResidentModel {
     layers: Vec<BlockWeights>,
     head: BlockWeights,
     device: Device,
+    /// The fused decode path, where the model and device allow it (see [`crate::fused`]).
+    #[cfg(feature = "cuda")]
+    fused: Option<std::sync::Mutex<crate::fused::cuda::FusedDecoder>>,
+    /// Which path decodes single tokens, and why when it is not the fused one.
+    decode_status: String,
 }
 
 impl std::fmt::Debug for ResidentModel {
@@ -81,7 +86,80 @@ impl ResidentModel {
         }
         let head = BlockWeights::load(ckpt, &spec, BlockId::Head, device)?;
         progress(total, total);
-        Ok(Self { decoder: Decoder::new(spec, rope_factors), layout, embed, layers, head, device: device.clone() })
+        let decoder = Decoder::new(spec, rope_factors);
+        let mut model = Self {
+            decoder,
+            layout,
+            embed,
+            layers,
+            head,
+            device: device.clone(),
+            #[cfg(feature = "cuda")]
+            fused: None,
+            decode_status: "plain".into(),
+        };
+        model.prepare_decode_path(crate::fused::DecodePath::from_env()?);
+        Ok(model)
+    }
+
+    /// Chooses how single tokens are decoded: the fused path where asked for and
+    /// possible, else the plain one ([`ResidentModel::decode_path`] says which and why).
+    pub fn prepare_decode_path(&mut self, path: crate::fused::DecodePath) {
+        #[cfg(feature = "cuda")]
+        {
+            self.fused = None;
+        }
+        self.decode_status = match path {
+            crate::fused::DecodePath::Plain => "plain (asked for)".into(),
+            crate::fused::DecodePath::Fused => self.try_fused(),
+        };
+    }
+
+    #[cfg(feature = "cuda")]
+    fn try_fused(&mut self) -> String {
+        use crate::fused::cuda::FusedDecoder;
+        let spec = self.decoder.spec();
+        match FusedDecoder::new(spec, self.decoder.rope(), &self.layers, &self.head, &self.device) {
+            Ok(fused) => {
+                let graph = std::env::var("CARDINFER_GRAPH").map_or(true, |v| v != "0");
+                self.fused = Some(std::sync::Mutex::new(fused));
+                if graph {
+                    "fused (CUDA graph)".into()
+                } else {
+                    "fused (no graph)".into()
+                }
+            }
+            Err(e) => format!("plain ({e})"),
+        }
+    }
+
+    #[cfg(not(feature = "cuda"))]
+    fn try_fused(&mut self) -> String {
+        "plain (the fused path needs the `cuda` feature)".into()
+    }
+
+    /// How single tokens are decoded: `fused (CUDA graph)`, `fused (no graph)`, or
+    /// `plain (<why>)`.
+    pub fn decode_path(&self) -> &str {
+        &self.decode_status
+    }
+
+    /// The fused path's decode of one token, when it applies to this call.
+    #[cfg(feature = "cuda")]
+    fn fused_decode(&self, tokens: &[u32], kv: &mut KvCache) -> Result<Option<Tensor>> {
+        let Some(fused) = &self.fused else { return Ok(None) };
+        if tokens.len() != 1 {
+            return Ok(None);
+        }
+        let ids = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
+        let x = self.decoder.embed(&self.embed, &ids)?;
+        let mut fused = fused.lock().unwrap_or_else(|e| e.into_inner());
+        fused.decode(&x, kv)
+    }
+
+    #[cfg(not(feature = "cuda"))]
+    fn fused_decode(&self, _tokens: &[u32], _kv: &mut KvCache) -> Result<Option<Tensor>> {
+        Ok(None)
     }
 
     /// RoPE frequency divisors stored in the file (GGUF `rope_freqs.weight`, Llama 3.1).
@@ -123,6 +201,9 @@ impl TextModel for ResidentModel {
     fn forward(&self, tokens: &[u32], kv: &mut KvCache, which: Logits) -> Result<Tensor> {
         let spec = self.spec();
         check_tokens(spec, tokens, kv.len())?;
+        if let Some(logits) = self.fused_decode(tokens, kv)? {
+            return Ok(logits);
+        }
         let pos = kv.len();
         let mut timeline = Timeline::start(&self.device);
         let ids = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
@@ -141,6 +222,16 @@ impl TextModel for ResidentModel {
         timeline.end(BlockId::Head, None);
         timeline.print(tokens.len());
         Ok(logits)
+    }
+
+    /// A cache with buffers preallocated for the whole context when the fused path is
+    /// on (it writes into them in place), else one that grows.
+    fn new_cache(&self) -> KvCache {
+        #[cfg(feature = "cuda")]
+        if self.fused.is_some() {
+            return KvCache::with_capacity(self.spec().num_layers, self.spec().context_length);
+        }
+        KvCache::new(self.spec().num_layers)
     }
 }
 

@@ -20,7 +20,10 @@ use crate::slots::{MATRIX_ROW_PADDING, MMQ_FIXUP_BYTES, MMVQ_MAX_BATCH, QK8_1};
 
 /// Device scratch for the kernels, allocated once.
 pub struct Workspace {
-    scratch: CudaSlice<u8>,
+    _scratch: CudaSlice<u8>,
+    /// Device address of `scratch`, taken once: launches recorded into a CUDA graph must
+    /// not touch Candle's event tracking.
+    scratch_address: u64,
     scratch_bytes: usize,
     fixup: CudaSlice<u8>,
     device: CudaDevice,
@@ -42,7 +45,15 @@ impl Workspace {
         // SAFETY: scratch is written by the quantize kernels before it is read.
         let scratch = unsafe { device.alloc::<u8>(scratch_bytes)? };
         let fixup = unsafe { device.alloc::<u8>(MMQ_FIXUP_BYTES)? };
-        Ok(Self { scratch, scratch_bytes, fixup, device: device.clone(), info: device_info(device) })
+        let scratch_address = scratch.device_ptr(&device.cuda_stream()).0;
+        Ok(Self {
+            _scratch: scratch,
+            scratch_address,
+            scratch_bytes,
+            fixup,
+            device: device.clone(),
+            info: device_info(device),
+        })
     }
 }
 
@@ -110,36 +121,18 @@ impl CustomOp1 for SlotMatMul<'_> {
         // SAFETY: every element is written by the kernel below.
         let out = unsafe { ws.device.alloc::<f32>(self.rows * b_size)? };
         let out_ptr = out.device_ptr(&stream).0 as *mut c_void;
-        let scratch = ws.scratch.device_ptr(&stream).0 as *mut c_void;
+        let scratch = ws.scratch_address as *mut c_void;
         let weight = self.weight as *const c_void;
         let k_padded = pad(k, MATRIX_ROW_PADDING);
         if b_size <= MMVQ_MAX_BATCH {
             if mmvq_scratch_bytes(b_size, k) > ws.scratch_bytes {
                 candle_core::bail!("slot matmul: scratch too small for {b_size}×{k}");
             }
-            let launch = mmvq_launcher(self.dtype).ok_or_else(|| unsupported(self.dtype))?;
             // SAFETY: pointers are live device buffers of the sizes checked above; all
             // launches are on the device's stream, in order.
             unsafe {
-                candle_kernels::ffi::launch_mmvq_gguf_quantize_q8_1_f32(
-                    input_ptr,
-                    scratch,
-                    k as i32,
-                    k_padded as i32,
-                    b_size as i32,
-                    stream_ptr,
-                );
-                launch(
-                    weight,
-                    scratch,
-                    out_ptr,
-                    k as i32,
-                    self.rows as i32,
-                    (k_padded / QK8_1) as i32,
-                    self.rows as i32,
-                    b_size as i32,
-                    stream_ptr,
-                );
+                quantize_q8_1(ws, input_ptr as u64, k, b_size, stream_ptr);
+                mmvq(ws, self.dtype, self.weight, self.rows, k, b_size, out_ptr as u64, stream_ptr)?;
             }
         } else {
             let k_mmq = pad(k_padded, 4 * QK8_1);
@@ -190,6 +183,59 @@ impl CustomOp1 for SlotMatMul<'_> {
         shape.push(self.rows);
         Ok((CudaStorage::wrap_cuda_slice(out, ws.device.clone()), shape.into()))
     }
+}
+
+/// Quantizes `b_size` rows of `k` f32 values at device address `input` into Q8_1 blocks in
+/// the workspace's scratch, as MMVQ reads them.
+///
+/// # Safety
+/// `input` must hold `b_size × k` f32 on the device, the scratch must be large enough
+/// ([`mmvq_scratch_bytes`]), and `stream` must be a stream of the workspace's context.
+pub(crate) unsafe fn quantize_q8_1(ws: &Workspace, input: u64, k: usize, b_size: usize, stream: *mut c_void) {
+    let scratch = ws.scratch_address as *mut c_void;
+    let k_padded = pad(k, MATRIX_ROW_PADDING);
+    candle_kernels::ffi::launch_mmvq_gguf_quantize_q8_1_f32(
+        input as *const c_void,
+        scratch,
+        k as i32,
+        k_padded as i32,
+        b_size as i32,
+        stream,
+    );
+}
+
+/// `out = W · x` for the `b_size` Q8_1 rows in the scratch ([`quantize_q8_1`]) and the
+/// quantized `rows × cols` matrix at device address `weight`; `out` gets `b_size × rows` f32.
+///
+/// # Safety
+/// As [`quantize_q8_1`]; `weight` must hold the whole matrix (plus row padding) and `out`
+/// `b_size × rows` f32.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn mmvq(
+    ws: &Workspace,
+    dtype: GgmlDType,
+    weight: u64,
+    rows: usize,
+    cols: usize,
+    b_size: usize,
+    out: u64,
+    stream: *mut c_void,
+) -> Result<()> {
+    let launch = mmvq_launcher(dtype).ok_or_else(|| unsupported(dtype))?;
+    let scratch = ws.scratch_address as *const c_void;
+    let k_padded = pad(cols, MATRIX_ROW_PADDING);
+    launch(
+        weight as *const c_void,
+        scratch,
+        out as *mut c_void,
+        cols as i32,
+        rows as i32,
+        (k_padded / QK8_1) as i32,
+        rows as i32,
+        b_size as i32,
+        stream,
+    );
+    Ok(())
 }
 
 fn unsupported(dtype: GgmlDType) -> candle_core::Error {

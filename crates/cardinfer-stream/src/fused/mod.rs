@@ -21,6 +21,8 @@
 //! [`reference`] holds CPU versions of the kernels; the tests check that a decode step
 //! composed of them equals the plain block.
 
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod reference;
 
 use crate::{Result, StreamError};

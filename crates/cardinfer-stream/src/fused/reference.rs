@@ -1,15 +1,18 @@
 //! CPU reference implementations of the fused decode kernels (`kernels/decode.cu`), one
-//! function per kernel, written in the same order of operations. The tests below check
-//! that a decode step composed of them equals [`Decoder::block`](crate::family::Decoder)
-//! (the plain, unfused path), so the composition the CUDA path records is tested
-//! without a GPU.
+//! function per kernel, with the same sequence of operations. Arithmetic follows Candle's
+//! CPU kernels (the norm divides by the root mean square) where the CUDA kernels follow
+//! Candle's CUDA ones (they multiply by its reciprocal and sum in Candle's block order);
+//! the two forms differ in the last bit. So a decode step composed of these functions
+//! reproduces the plain CPU path bit for bit, which `tests/fused_reference.rs` checks on
+//! a real model and the unit tests on tiny ones: the composition the CUDA path records
+//! is tested without a GPU.
 
 use cardinfer_core::RopeStyle;
 
 /// Keys handled by one attention block before the partial results are combined (the
 /// split of "flash decoding"): the CUDA grid has `heads × ceil(capacity / ATTENTION_CHUNK)`
 /// blocks, those past the current length return at once.
-pub const ATTENTION_CHUNK: usize = 128;
+pub const ATTENTION_CHUNK: usize = 64;
 
 /// `x += delta` (when given), then `out = x / rms(x) * weight`.
 /// Kernel `add_rms_norm`: the residual add of the previous sub-block fused with the next norm.
@@ -17,15 +20,16 @@ pub fn add_rms_norm(x: &mut [f32], delta: Option<&[f32]>, weight: &[f32], eps: f
     if let Some(delta) = delta {
         x.iter_mut().zip(delta).for_each(|(x, d)| *x += d);
     }
-    let scale = rms_scale(x, eps);
-    for ((o, x), w) in out.iter_mut().zip(x.iter()).zip(weight) {
-        *o = scale * x * w;
-    }
+    rms_norm(x, weight, eps, out);
 }
 
-fn rms_scale(x: &[f32], eps: f32) -> f32 {
+/// `out = x / sqrt(mean(x²) + eps) * weight`, as Candle's CPU `rms_norm`.
+fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
     let sum: f32 = x.iter().map(|v| v * v).sum();
-    1.0 / (sum / x.len() as f32 + eps).sqrt()
+    let rms = (sum / x.len() as f32 + eps).sqrt();
+    for ((o, x), w) in out.iter_mut().zip(x).zip(weight) {
+        *o = x / rms * w;
+    }
 }
 
 /// The rotation of one position: `cos`/`sin` rows of the RoPE tables (`head_dim / 2`).
@@ -54,8 +58,8 @@ pub fn head_norm_rope(
         dst.iter_mut().zip(bias).for_each(|(x, b)| *x += b);
     }
     if let Some((weight, eps)) = norm {
-        let scale = rms_scale(dst, eps);
-        dst.iter_mut().zip(weight).for_each(|(x, w)| *x = *x * scale * w);
+        let x = dst.to_vec();
+        rms_norm(&x, weight, eps, dst);
     }
     if let Some(r) = rotation {
         let half = dst.len() / 2;
@@ -147,8 +151,8 @@ pub fn decode_block(
     x: &mut [f32],
     kv: &mut crate::kv_cache::KvSlot,
 ) -> crate::Result<()> {
-    use crate::names::Role;
     use crate::layer_stream::LayerStream;
+    use crate::names::Role;
     use candle_core::{Device, Tensor};
     let spec = decoder.spec();
     let (d, heads, kv_heads) = (spec.head_dim, spec.num_heads, spec.num_kv_heads);
@@ -172,7 +176,8 @@ pub fn decode_block(
     add_rms_norm(x, None, &norm(Role::AttnNorm)?, eps, &mut h);
     let (q, k, v) = (matvec(Role::AttnQ, &h)?, matvec(Role::AttnK, &h)?, matvec(Role::AttnV, &h)?);
     let (q_bias, k_bias, v_bias) = (vector(Role::AttnQBias)?, vector(Role::AttnKBias)?, vector(Role::AttnVBias)?);
-    let (q_norm, k_norm) = if spec.qk_norm { (vector(Role::AttnQNorm)?, vector(Role::AttnKNorm)?) } else { (None, None) };
+    let (q_norm, k_norm) =
+        if spec.qk_norm { (vector(Role::AttnQNorm)?, vector(Role::AttnKNorm)?) } else { (None, None) };
     let (cos, sin) = decoder.rope().tables(pos, 1, &Device::Cpu)?;
     let (cos, sin) = (cos.flatten_all()?.to_vec1::<f32>()?, sin.flatten_all()?.to_vec1::<f32>()?);
     let rotation = Rotation { cos: &cos, sin: &sin, style: spec.rope_style };

@@ -1,0 +1,221 @@
+// Fused kernels of the decode path (one token, batch 1). CPU references of each kernel,
+// with the same order of operations, are in src/fused/reference.rs; the tests there
+// check them against the plain Candle block.
+//
+// Nothing here takes the position or the KV buffers as launch arguments: the position is
+// read from `pos_ptr`, a device word written before each replay, and the KV buffers of
+// layer `l` from `kv_table[2l]` (keys) and `kv_table[2l + 1]` (values), so one recorded
+// CUDA graph serves every token and every KV cache.
+
+#include <stdint.h>
+
+#define WARP 32
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+    for (int o = WARP / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
+    return v;
+}
+
+// Sum over the whole block (blockDim.x a multiple of 32, at most 1024).
+__device__ float block_sum(float v) {
+    __shared__ float partial[WARP];
+    const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP;
+    v = warp_sum(v);
+    if (lane == 0) partial[warp] = v;
+    __syncthreads();
+    const int warps = blockDim.x / WARP;
+    v = (lane < warps) ? partial[lane] : 0.f;
+    v = warp_sum(v);
+    __syncthreads();  // `partial` may be reused by the caller's next block_sum
+    return v;
+}
+
+// x += delta (when delta is not null); out = x * rsqrt(mean(x²) + eps) * w.
+// One block, of 32 threads under 1024 elements and 1024 threads from there on: the
+// block sizes Candle's rmsnorm kernel uses, so the sum is added in the same order.
+extern "C" __global__ void add_rms_norm(float* x, const float* delta, const float* w, float* out, int n, float eps) {
+    float ss = 0.f;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        float v = x[i];
+        if (delta) {
+            v += delta[i];
+            x[i] = v;
+        }
+        ss += v * v;
+    }
+    const float scale = rsqrtf(block_sum(ss) / n + eps);
+    for (int i = threadIdx.x; i < n; i += blockDim.x) out[i] = scale * x[i] * w[i];
+}
+
+// One block per head: `heads` query heads, then `kv_heads` key heads, then `kv_heads`
+// value heads; blockDim.x = head_dim / 2 (one thread per rotated pair).
+// q/k/v: + bias (when given), q/k: per-head RMS norm (when given) and RoPE at *pos_ptr;
+// queries go to q_out [heads, d], keys and values into the caches [kv_heads, cap, d].
+extern "C" __global__ void qk_norm_rope_append(
+    const float* q, const float* k, const float* v,
+    const float* q_bias, const float* k_bias, const float* v_bias,
+    const float* q_norm, const float* k_norm,
+    const float* cos_table, const float* sin_table, const uint32_t* pos_ptr,
+    float* q_out, const uint64_t* kv_table, int layer,
+    int heads, int kv_heads, int d, int cap, int interleaved, float eps) {
+    const int h = blockIdx.x, i = threadIdx.x, half = d / 2;
+    const int pos = (int)*pos_ptr;
+    float* k_cache = (float*)kv_table[2 * layer];
+    float* v_cache = (float*)kv_table[2 * layer + 1];
+    const float *src, *bias, *norm;
+    float* dst;
+    bool rotate = true;
+    if (h < heads) {
+        src = q + h * d;
+        bias = q_bias ? q_bias + h * d : nullptr;
+        norm = q_norm;
+        dst = q_out + h * d;
+    } else if (h < heads + kv_heads) {
+        const int kh = h - heads;
+        src = k + kh * d;
+        bias = k_bias ? k_bias + kh * d : nullptr;
+        norm = k_norm;
+        dst = k_cache + ((size_t)kh * cap + pos) * d;
+    } else {
+        const int kh = h - heads - kv_heads;
+        src = v + kh * d;
+        bias = v_bias ? v_bias + kh * d : nullptr;
+        norm = nullptr;
+        rotate = false;
+        dst = v_cache + ((size_t)kh * cap + pos) * d;
+    }
+    const int a = interleaved ? 2 * i : i;
+    const int b = interleaved ? 2 * i + 1 : i + half;
+    float xa = src[a], xb = src[b];
+    if (bias) {
+        xa += bias[a];
+        xb += bias[b];
+    }
+    if (norm) {  // the same for the whole block: every thread reaches the barriers
+        // Sum of squares in the order of Candle's rmsnorm kernel for rows under 1024
+        // (one warp, lane l adds elements l, l+32, ...), so the result matches the plain path.
+        __shared__ float vals[512];
+        __shared__ float scale;
+        vals[a] = xa;
+        vals[b] = xb;
+        __syncthreads();
+        if (threadIdx.x < WARP) {
+            float ss = 0.f;
+            for (int col = threadIdx.x; col < d; col += WARP) ss += vals[col] * vals[col];
+            ss = warp_sum(ss);
+            if (threadIdx.x == 0) scale = rsqrtf(ss / d + eps);
+        }
+        __syncthreads();
+        xa = scale * xa * norm[a];
+        xb = scale * xb * norm[b];
+    }
+    if (rotate) {
+        const float c = cos_table[(size_t)pos * half + i], s = sin_table[(size_t)pos * half + i];
+        const float ra = xa * c - xb * s;
+        const float rb = xb * c + xa * s;
+        xa = ra;
+        xb = rb;
+    }
+    dst[a] = xa;
+    dst[b] = xb;
+}
+
+#define MAX_DIMS_PER_LANE 8  // head_dim up to 256
+
+// Grid (heads, chunks); blockDim.x = 128 (4 warps). Block (h, c) reads keys
+// [c*chunk, min((c+1)*chunk, len)) of its KV head, len = *pos_ptr + 1, and writes the
+// partial max score, sum of exponentials and weighted value sum of its chunk.
+// Lane `l` of a warp holds dims l*per .. l*per+per-1 (per = d / 32).
+extern "C" __global__ void decode_attention_partial(
+    const float* q, const uint64_t* kv_table, int layer, const uint32_t* pos_ptr,
+    float* part_max, float* part_sum, float* part_acc,
+    int heads, int kv_heads, int d, int cap, int chunk, int chunks, float scale) {
+    const int h = blockIdx.x, c = blockIdx.y;
+    const int len = (int)*pos_ptr + 1;
+    const int start = c * chunk;
+    if (start >= len) return;
+    const int end = min(start + chunk, len);
+    const int kh = h / (heads / kv_heads);
+    const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP, warps = blockDim.x / WARP;
+    const int per = d / WARP;
+    float qv[MAX_DIMS_PER_LANE], acc[MAX_DIMS_PER_LANE];
+#pragma unroll
+    for (int j = 0; j < MAX_DIMS_PER_LANE; j++) {
+        qv[j] = j < per ? q[h * d + lane * per + j] : 0.f;
+        acc[j] = 0.f;
+    }
+    const float* kb = (const float*)kv_table[2 * layer] + (size_t)kh * cap * d;
+    const float* vb = (const float*)kv_table[2 * layer + 1] + (size_t)kh * cap * d;
+    float m = -INFINITY, l = 0.f;
+    for (int t = start + warp; t < end; t += warps) {
+        const float* kt = kb + (size_t)t * d + lane * per;
+        const float* vt = vb + (size_t)t * d + lane * per;
+        float s = 0.f;
+#pragma unroll
+        for (int j = 0; j < MAX_DIMS_PER_LANE; j++)
+            if (j < per) s += qv[j] * kt[j];
+        s = warp_sum(s) * scale;
+        const float m_new = fmaxf(m, s);
+        const float correction = expf(m - m_new), p = expf(s - m_new);
+        l = l * correction + p;
+#pragma unroll
+        for (int j = 0; j < MAX_DIMS_PER_LANE; j++)
+            if (j < per) acc[j] = acc[j] * correction + p * vt[j];
+        m = m_new;
+    }
+    // Combine the warps of this block.
+    __shared__ float w_max[WARP], w_sum[WARP];
+    __shared__ float w_acc[4][MAX_DIMS_PER_LANE * WARP];
+    if (lane == 0) {
+        w_max[warp] = m;
+        w_sum[warp] = l;
+    }
+#pragma unroll
+    for (int j = 0; j < MAX_DIMS_PER_LANE; j++)
+        if (j < per && warp < 4) w_acc[warp][lane * per + j] = acc[j];
+    __syncthreads();
+    float mm = -INFINITY;
+    for (int w = 0; w < warps; w++) mm = fmaxf(mm, w_max[w]);
+    const size_t slot = (size_t)h * chunks + c;
+    for (int i = threadIdx.x; i < d; i += blockDim.x) {
+        float a = 0.f;
+        for (int w = 0; w < warps; w++)
+            if (w_max[w] > -INFINITY) a += w_acc[w][i] * expf(w_max[w] - mm);
+        part_acc[slot * d + i] = a;
+    }
+    if (threadIdx.x == 0) {
+        float total = 0.f;
+        for (int w = 0; w < warps; w++)
+            if (w_max[w] > -INFINITY) total += w_sum[w] * expf(w_max[w] - mm);
+        part_max[slot] = mm;
+        part_sum[slot] = total;
+    }
+}
+
+// One block per head, blockDim.x = d: out[h] = Σ_c acc_c e^(m_c - M) / Σ_c l_c e^(m_c - M).
+extern "C" __global__ void decode_attention_combine(
+    const float* part_max, const float* part_sum, const float* part_acc, const uint32_t* pos_ptr,
+    float* out, int d, int chunk, int chunks) {
+    const int h = blockIdx.x, i = threadIdx.x;
+    const int used = ((int)*pos_ptr + 1 + chunk - 1) / chunk;
+    const size_t base = (size_t)h * chunks;
+    float mm = -INFINITY;
+    for (int c = 0; c < used; c++) mm = fmaxf(mm, part_max[base + c]);
+    float total = 0.f, a = 0.f;
+    for (int c = 0; c < used; c++) {
+        const float e = expf(part_max[base + c] - mm);
+        total += part_sum[base + c] * e;
+        a += part_acc[(base + c) * d + i] * e;
+    }
+    out[h * d + i] = a / total;
+}
+
+// out = silu(gate) * up.
+extern "C" __global__ void silu_mul(const float* gate, const float* up, float* out, int n) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) {
+        const float g = gate[i];
+        out[i] = g / (1.f + expf(-g)) * up[i];
+    }
+}

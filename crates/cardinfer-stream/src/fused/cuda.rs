@@ -1,0 +1,611 @@
+//! The fused decode path on CUDA: preallocated activations, the kernels of
+//! `kernels/decode.cu` and Candle's MMVQ kernels launched on raw addresses, recorded into
+//! one CUDA graph per KV cache and replayed for every token.
+//!
+//! Every address a launch uses is taken once, when the decoder is built, so nothing
+//! recorded touches Candle's allocator or its event tracking. What changes between tokens
+//! is read by the kernels from device memory written before each replay: the position,
+//! and a table of the KV buffers' addresses (rewritten only when a new cache is used). So
+//! the graph is recorded once, at the first decoded token, and replayed for all others.
+
+use super::reference::ATTENTION_CHUNK;
+use crate::copy_stream::dense_address;
+use crate::kv_cache::KvCache;
+use crate::names::Role;
+use crate::rope::Rope;
+use crate::slot_kernels::{self, Workspace};
+use crate::weights::{BlockWeights, Weight};
+use crate::{Result, StreamError};
+use candle_core::cuda_backend::cudarc::driver::{
+    result, sys, CudaFunction, CudaGraph, CudaModule, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg,
+};
+use candle_core::cuda_backend::cudarc::nvrtc::Ptx;
+use candle_core::op::BackpropOp;
+use candle_core::quantized::GgmlDType;
+use candle_core::{CudaDevice, CudaStorage, DType, Device, Storage, Tensor};
+use cardinfer_core::{ModelSpec, RopeStyle};
+use std::ffi::c_void;
+use std::sync::Arc;
+
+mod ptx {
+    include!(concat!(env!("OUT_DIR"), "/ptx.rs"));
+}
+
+/// Threads of the attention partial kernel (it combines exactly 4 warps).
+const ATTENTION_THREADS: u32 = 128;
+/// Threads of the whole-vector RMS norm kernel: Candle's choice for its rmsnorm kernel
+/// (one warp under 1024 elements), so both add the squares in the same order.
+fn norm_threads(n: usize) -> u32 {
+    if n < 1024 {
+        32
+    } else {
+        1024
+    }
+}
+
+/// A block-quantized matrix on the device.
+#[derive(Debug, Clone, Copy)]
+struct Matrix {
+    address: u64,
+    dtype: GgmlDType,
+    rows: usize,
+    cols: usize,
+}
+
+/// Addresses of one layer's weights (0 where the family has no such tensor).
+#[derive(Debug, Clone, Copy)]
+struct LayerAddresses {
+    attn_norm: u64,
+    q: Matrix,
+    k: Matrix,
+    v: Matrix,
+    q_bias: u64,
+    k_bias: u64,
+    v_bias: u64,
+    q_norm: u64,
+    k_norm: u64,
+    o: Matrix,
+    ffn_norm: u64,
+    gate: Matrix,
+    up: Matrix,
+    down: Matrix,
+}
+
+/// The model's sizes as the kernels take them.
+#[derive(Debug, Clone, Copy)]
+struct Dims {
+    hidden: usize,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    ffn: usize,
+    vocab: usize,
+    capacity: usize,
+    chunks: usize,
+    eps: f32,
+    interleaved: bool,
+}
+
+struct Kernels {
+    add_rms_norm: CudaFunction,
+    qk_norm_rope_append: CudaFunction,
+    attention_partial: CudaFunction,
+    attention_combine: CudaFunction,
+    silu_mul: CudaFunction,
+    _module: Arc<CudaModule>,
+}
+
+/// The activations of one token, allocated once.
+struct Buffers {
+    slices: Vec<CudaSlice<f32>>,
+    _pos: CudaSlice<u32>,
+    _kv_table: CudaSlice<u64>,
+    kv_table_address: u64,
+    x: u64,
+    h: u64,
+    q: u64,
+    k: u64,
+    v: u64,
+    q_rot: u64,
+    attn: u64,
+    o: u64,
+    gate: u64,
+    up: u64,
+    act: u64,
+    down: u64,
+    logits: u64,
+    part_max: u64,
+    part_sum: u64,
+    part_acc: u64,
+    pos_address: u64,
+}
+
+/// Decodes one token through a resident model with fused kernels and a CUDA graph.
+pub struct FusedDecoder {
+    device: CudaDevice,
+    stream: Arc<CudaStream>,
+    kernels: Kernels,
+    buffers: Buffers,
+    workspace: Workspace,
+    layers: Vec<LayerAddresses>,
+    output_norm: u64,
+    output: Matrix,
+    rope: (u64, u64),
+    _rope_tables: (Tensor, Tensor),
+    dims: Dims,
+    use_graph: bool,
+    /// Benchmarks only (`CARDINFER_FUSED_MATVEC_ONLY=1`): launch just the quantized matrix
+    /// products, so a token's time is what reading the weights costs and the difference
+    /// to a full token is the overhead. The output is meaningless.
+    matvec_only: bool,
+    graph: Option<CudaGraph>,
+    pos_host: Box<[u32; 1]>,
+    /// What the device's KV table holds: keys and values addresses, layer by layer.
+    kv_table_host: Vec<u64>,
+}
+
+fn unsupported(reason: impl Into<String>) -> StreamError {
+    StreamError::InvalidParameter { name: "fused decode", reason: reason.into() }
+}
+
+fn cuda_err(e: impl std::fmt::Display) -> StreamError {
+    StreamError::Device { device: "cuda".into(), reason: format!("fused decode: {e}") }
+}
+
+fn matrix(weights: &BlockWeights, role: Role) -> Result<Matrix> {
+    match weights.get(role)? {
+        Weight::Quantized(q) => {
+            let (rows, cols) = q.shape().dims2()?;
+            if !slot_kernels::supports(q.dtype(), cols) {
+                return Err(unsupported(format!("no MMVQ kernel for {role:?} ({:?}, {cols} columns)", q.dtype())));
+            }
+            Ok(Matrix { address: q.device_ptr()? as u64, dtype: q.dtype(), rows, cols })
+        }
+        _ => Err(unsupported(format!("{role:?} is not block-quantized"))),
+    }
+}
+
+fn vector(weights: &BlockWeights, role: Role, len: usize) -> Result<u64> {
+    if !weights.has(role) {
+        return Ok(0);
+    }
+    let t = weights.get(role)?.dense()?;
+    if t.dtype() != DType::F32 || t.elem_count() != len || !t.is_contiguous() {
+        return Err(unsupported(format!("{role:?} is not {len} contiguous f32")));
+    }
+    dense_address(t).ok_or_else(|| unsupported(format!("{role:?} is not on the CUDA device")))
+}
+
+impl FusedDecoder {
+    /// Prepares the fused path for a resident model: checks that every matrix has an MMVQ
+    /// kernel and the head size suits the kernels, loads the kernels, allocates the
+    /// activations. Errors say why the model cannot take this path (it then decodes
+    /// through the plain one).
+    pub fn new(
+        spec: &ModelSpec,
+        rope: &Rope,
+        layers: &[BlockWeights],
+        head: &BlockWeights,
+        device: &Device,
+    ) -> Result<Self> {
+        let Device::Cuda(cuda) = device else { return Err(unsupported("not a CUDA device")) };
+        let d = spec.head_dim;
+        if !d.is_multiple_of(64)
+            || d > 256
+            || spec.num_kv_heads == 0
+            || !spec.num_heads.is_multiple_of(spec.num_kv_heads)
+        {
+            return Err(unsupported(format!(
+                "head size {d} with {}/{} heads (the kernels take multiples of 64 up to 256)",
+                spec.num_heads, spec.num_kv_heads
+            )));
+        }
+        let (hidden, q_dim, kv_dim, ffn) =
+            (spec.hidden_size, spec.num_heads * d, spec.num_kv_heads * d, spec.intermediate_size);
+        let layers = layers
+            .iter()
+            .map(|w| {
+                Ok(LayerAddresses {
+                    attn_norm: vector(w, Role::AttnNorm, hidden)?,
+                    q: matrix(w, Role::AttnQ)?,
+                    k: matrix(w, Role::AttnK)?,
+                    v: matrix(w, Role::AttnV)?,
+                    q_bias: vector(w, Role::AttnQBias, q_dim)?,
+                    k_bias: vector(w, Role::AttnKBias, kv_dim)?,
+                    v_bias: vector(w, Role::AttnVBias, kv_dim)?,
+                    q_norm: if spec.qk_norm { vector(w, Role::AttnQNorm, d)? } else { 0 },
+                    k_norm: if spec.qk_norm { vector(w, Role::AttnKNorm, d)? } else { 0 },
+                    o: matrix(w, Role::AttnOutput)?,
+                    ffn_norm: vector(w, Role::FfnNorm, hidden)?,
+                    gate: matrix(w, Role::FfnGate)?,
+                    up: matrix(w, Role::FfnUp)?,
+                    down: matrix(w, Role::FfnDown)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let output_norm = vector(head, Role::OutputNorm, hidden)?;
+        let output = matrix(head, Role::Output)?;
+        let capacity = spec.context_length;
+        let dims = Dims {
+            hidden,
+            heads: spec.num_heads,
+            kv_heads: spec.num_kv_heads,
+            head_dim: d,
+            ffn,
+            vocab: output.rows,
+            capacity,
+            chunks: capacity.div_ceil(ATTENTION_CHUNK),
+            eps: spec.rms_norm_eps as f32,
+            interleaved: spec.rope_style == RopeStyle::Interleaved,
+        };
+        let (cos, sin) = rope.tables(0, capacity, device)?;
+        let rope_addresses = (
+            dense_address(&cos).ok_or_else(|| unsupported("RoPE tables not on the device"))?,
+            dense_address(&sin).ok_or_else(|| unsupported("RoPE tables not on the device"))?,
+        );
+        let stream = cuda.cuda_stream();
+        let kernels = load_kernels(&stream)?;
+        let buffers = Buffers::new(cuda, &dims, q_dim, kv_dim, layers.len())?;
+        let workspace = Workspace::new(cuda, hidden.max(q_dim).max(ffn), 1)?;
+        let use_graph = std::env::var("CARDINFER_GRAPH").map_or(true, |v| v != "0");
+        Ok(Self {
+            device: cuda.clone(),
+            stream,
+            kernels,
+            buffers,
+            workspace,
+            layers,
+            output_norm,
+            output,
+            rope: rope_addresses,
+            _rope_tables: (cos, sin),
+            dims,
+            use_graph,
+            matvec_only: std::env::var("CARDINFER_FUSED_MATVEC_ONLY").is_ok_and(|v| v == "1"),
+            graph: None,
+            pos_host: Box::new([0]),
+            kv_table_host: Vec::new(),
+        })
+    }
+
+    /// Positions the KV cache must hold ([`KvCache::with_capacity`]) for this path.
+    pub fn capacity(&self) -> usize {
+        self.dims.capacity
+    }
+
+    /// Device bytes of the activations and scratch this path allocated.
+    pub fn device_bytes(&self) -> u64 {
+        let floats: usize = self.buffers.slices.iter().map(|s| s.len()).sum();
+        (floats * 4) as u64 + slot_kernels::workspace_bytes(self.dims.hidden.max(self.dims.ffn), 1)
+    }
+
+    /// Runs the token whose embedding is `x` (`[1, 1, hidden]` f32) at position
+    /// `kv.len()`, appending its keys and values, and returns the logits `[1, vocab]`.
+    /// `Ok(None)` when `kv` has no preallocated buffers of this path's capacity yet (the
+    /// first token after a reset): the caller runs it through the plain path.
+    pub fn decode(&mut self, x: &Tensor, kv: &mut KvCache) -> Result<Option<Tensor>> {
+        let Some(kv_table) = self.kv_addresses(kv)? else { return Ok(None) };
+        let source = dense_address(&x.contiguous()?).ok_or_else(|| unsupported("embedding not on the device"))?;
+        self.pos_host[0] = kv.len() as u32;
+        let stream = self.stream.cu_stream();
+        // SAFETY: the device buffers hold `hidden` f32, one u32 and 2 × layers u64; the
+        // host data lives in `self` and the copies are ordered before the launches below.
+        unsafe {
+            result::memcpy_dtod_async(self.buffers.x, source, self.dims.hidden * 4, stream).map_err(cuda_err)?;
+            result::memcpy_htod_async(self.buffers.pos_address, &self.pos_host[..], stream).map_err(cuda_err)?;
+            if kv_table != self.kv_table_host {
+                self.kv_table_host = kv_table;
+                result::memcpy_htod_async(self.buffers.kv_table_address, &self.kv_table_host[..], stream)
+                    .map_err(cuda_err)?;
+            }
+        }
+        if !self.use_graph {
+            self.enqueue()?;
+        } else {
+            if self.graph.is_none() {
+                self.graph = Some(self.record()?);
+            }
+            if let Some(graph) = &self.graph {
+                graph.launch().map_err(cuda_err)?;
+            }
+        }
+        for i in 0..kv.num_layers() {
+            kv.layer_mut(i).commit(1)?;
+        }
+        self.logits()
+    }
+
+    fn kv_addresses(&self, kv: &KvCache) -> Result<Option<Vec<u64>>> {
+        if kv.num_layers() != self.layers.len() {
+            return Err(unsupported(format!("KV cache of {} layers for {}", kv.num_layers(), self.layers.len())));
+        }
+        let want = [1, self.dims.kv_heads, self.dims.capacity, self.dims.head_dim];
+        let mut addresses = Vec::with_capacity(2 * self.layers.len());
+        for i in 0..kv.num_layers() {
+            let Some((k, v)) = kv.layer(i).buffers() else { return Ok(None) };
+            if k.dims() != want || v.dims() != want || k.dtype() != DType::F32 {
+                return Ok(None);
+            }
+            match (dense_address(k), dense_address(v)) {
+                (Some(k), Some(v)) => addresses.extend([k, v]),
+                _ => return Ok(None),
+            }
+        }
+        Ok(Some(addresses))
+    }
+
+    fn record(&self) -> Result<CudaGraph> {
+        self.stream.begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED).map_err(cuda_err)?;
+        let enqueued = self.enqueue();
+        // The capture must end whatever happened, or the stream stays unusable.
+        let graph = self.stream.end_capture(sys::CUgraphInstantiate_flags(0)).map_err(cuda_err);
+        enqueued?;
+        graph?.ok_or_else(|| cuda_err("stream capture recorded nothing"))
+    }
+
+    /// Launches one token: every block, then the head. Recorded or run as is.
+    fn enqueue(&self) -> Result<()> {
+        let b = &self.buffers;
+        let dims = self.dims;
+        if self.matvec_only {
+            return self.enqueue_matvecs();
+        }
+        for (i, layer) in self.layers.iter().enumerate() {
+            let residual = if i == 0 { 0 } else { b.down };
+            self.add_rms_norm(residual, layer.attn_norm)?;
+            self.quantize(b.h, dims.hidden);
+            self.matvec(&layer.q, b.q)?;
+            self.matvec(&layer.k, b.k)?;
+            self.matvec(&layer.v, b.v)?;
+            self.qk_norm_rope_append(layer, i)?;
+            self.attention(i)?;
+            self.quantize(b.attn, dims.heads * dims.head_dim);
+            self.matvec(&layer.o, b.o)?;
+            self.add_rms_norm(b.o, layer.ffn_norm)?;
+            self.quantize(b.h, dims.hidden);
+            self.matvec(&layer.gate, b.gate)?;
+            self.matvec(&layer.up, b.up)?;
+            self.silu_mul()?;
+            self.quantize(b.act, dims.ffn);
+            self.matvec(&layer.down, b.down)?;
+        }
+        let residual = if self.layers.is_empty() { 0 } else { b.down };
+        self.add_rms_norm(residual, self.output_norm)?;
+        self.quantize(b.h, dims.hidden);
+        self.matvec(&self.output, b.logits)
+    }
+
+    /// The matrix products of a token alone (see `matvec_only`).
+    fn enqueue_matvecs(&self) -> Result<()> {
+        let (b, dims) = (&self.buffers, self.dims);
+        for layer in &self.layers {
+            self.quantize(b.h, dims.hidden);
+            for (m, out) in [(&layer.q, b.q), (&layer.k, b.k), (&layer.v, b.v)] {
+                self.matvec(m, out)?;
+            }
+            self.quantize(b.attn, dims.heads * dims.head_dim);
+            self.matvec(&layer.o, b.o)?;
+            self.quantize(b.h, dims.hidden);
+            self.matvec(&layer.gate, b.gate)?;
+            self.matvec(&layer.up, b.up)?;
+            self.quantize(b.act, dims.ffn);
+            self.matvec(&layer.down, b.down)?;
+        }
+        self.quantize(b.h, dims.hidden);
+        self.matvec(&self.output, b.logits)
+    }
+
+    fn launch(
+        &self,
+        f: &CudaFunction,
+        grid: (u32, u32),
+        block: u32,
+        args: &[&u64],
+        ints: &[i32],
+        floats: &[f32],
+    ) -> Result<()> {
+        let mut builder = self.stream.launch_builder(f);
+        for a in args {
+            builder.arg(*a);
+        }
+        for i in ints {
+            builder.arg(i);
+        }
+        for x in floats {
+            builder.arg(x);
+        }
+        let config = LaunchConfig { grid_dim: (grid.0, grid.1, 1), block_dim: (block, 1, 1), shared_mem_bytes: 0 };
+        // SAFETY: the argument lists match the kernels' signatures in decode.cu, and every
+        // address is a live device buffer of the size the kernel reads or writes.
+        unsafe { builder.launch(config) }.map_err(cuda_err)?;
+        Ok(())
+    }
+
+    /// `x += residual` (unless 0), `h = norm(x) · weight`.
+    fn add_rms_norm(&self, residual: u64, weight: u64) -> Result<()> {
+        let b = &self.buffers;
+        self.launch(
+            &self.kernels.add_rms_norm,
+            (1, 1),
+            norm_threads(self.dims.hidden),
+            &[&b.x, &residual, &weight, &b.h],
+            &[self.dims.hidden as i32],
+            &[self.dims.eps],
+        )
+    }
+
+    fn quantize(&self, input: u64, k: usize) {
+        // SAFETY: `input` holds `k` f32; the workspace was sized for the widest input.
+        unsafe { slot_kernels::quantize_q8_1(&self.workspace, input, k, 1, self.stream_ptr()) }
+    }
+
+    fn matvec(&self, m: &Matrix, out: u64) -> Result<()> {
+        // SAFETY: the matrix is a resident QTensor of `rows × cols`; `out` holds `rows` f32.
+        unsafe { slot_kernels::mmvq(&self.workspace, m.dtype, m.address, m.rows, m.cols, 1, out, self.stream_ptr()) }?;
+        Ok(())
+    }
+
+    fn qk_norm_rope_append(&self, l: &LayerAddresses, layer: usize) -> Result<()> {
+        let (b, d) = (&self.buffers, self.dims);
+        self.launch(
+            &self.kernels.qk_norm_rope_append,
+            ((d.heads + 2 * d.kv_heads) as u32, 1),
+            (d.head_dim / 2) as u32,
+            &[
+                &b.q,
+                &b.k,
+                &b.v,
+                &l.q_bias,
+                &l.k_bias,
+                &l.v_bias,
+                &l.q_norm,
+                &l.k_norm,
+                &self.rope.0,
+                &self.rope.1,
+                &b.pos_address,
+                &b.q_rot,
+                &b.kv_table_address,
+            ],
+            &[
+                layer as i32,
+                d.heads as i32,
+                d.kv_heads as i32,
+                d.head_dim as i32,
+                d.capacity as i32,
+                d.interleaved as i32,
+            ],
+            &[d.eps],
+        )
+    }
+
+    fn attention(&self, layer: usize) -> Result<()> {
+        let (b, d) = (&self.buffers, self.dims);
+        let scale = 1.0 / (d.head_dim as f32).sqrt();
+        let mut builder = self.stream.launch_builder(&self.kernels.attention_partial);
+        let ints = [d.heads as i32, d.kv_heads as i32, d.head_dim as i32, d.capacity as i32];
+        let (chunk, chunks) = (ATTENTION_CHUNK as i32, d.chunks as i32);
+        let layer = layer as i32;
+        builder.arg(&b.q_rot).arg(&b.kv_table_address).arg(&layer);
+        for a in [&b.pos_address, &b.part_max, &b.part_sum, &b.part_acc] {
+            builder.arg(a);
+        }
+        for i in &ints {
+            builder.arg(i);
+        }
+        builder.arg(&chunk).arg(&chunks).arg(&scale);
+        let config = LaunchConfig {
+            grid_dim: (d.heads as u32, d.chunks as u32, 1),
+            block_dim: (ATTENTION_THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: as in `launch`; the partial buffers hold heads × chunks entries.
+        unsafe { builder.launch(config) }.map_err(cuda_err)?;
+        self.launch(
+            &self.kernels.attention_combine,
+            (d.heads as u32, 1),
+            d.head_dim as u32,
+            &[&b.part_max, &b.part_sum, &b.part_acc, &b.pos_address, &b.attn],
+            &[d.head_dim as i32, chunk, chunks],
+            &[],
+        )
+    }
+
+    fn silu_mul(&self) -> Result<()> {
+        let b = &self.buffers;
+        let n = self.dims.ffn;
+        self.launch(
+            &self.kernels.silu_mul,
+            (n.div_ceil(256) as u32, 1),
+            256,
+            &[&b.gate, &b.up, &b.act],
+            &[n as i32],
+            &[],
+        )
+    }
+
+    fn stream_ptr(&self) -> *mut c_void {
+        self.stream.cu_stream() as *mut c_void
+    }
+
+    /// A copy of the logits buffer as a Candle tensor `[1, vocab]`.
+    fn logits(&self) -> Result<Option<Tensor>> {
+        let vocab = self.dims.vocab;
+        // SAFETY: every element is written by the copy below, ordered on the stream.
+        let out = unsafe { self.device.alloc::<f32>(vocab)? };
+        let (dst, _guard) = out.device_ptr(&self.stream);
+        // SAFETY: both hold `vocab` f32 on this device.
+        unsafe { result::memcpy_dtod_async(dst, self.buffers.logits, vocab * 4, self.stream.cu_stream()) }
+            .map_err(cuda_err)?;
+        drop(_guard);
+        let storage = CudaStorage::wrap_cuda_slice(out, self.device.clone());
+        Ok(Some(Tensor::from_storage(Storage::Cuda(storage), (1, vocab), BackpropOp::none(), false)))
+    }
+}
+
+fn load_kernels(stream: &Arc<CudaStream>) -> Result<Kernels> {
+    let module = stream.context().load_module(Ptx::from_src(ptx::DECODE)).map_err(cuda_err)?;
+    let f = |name: &str| module.load_function(name).map_err(cuda_err);
+    Ok(Kernels {
+        add_rms_norm: f("add_rms_norm")?,
+        qk_norm_rope_append: f("qk_norm_rope_append")?,
+        attention_partial: f("decode_attention_partial")?,
+        attention_combine: f("decode_attention_combine")?,
+        silu_mul: f("silu_mul")?,
+        _module: module,
+    })
+}
+
+impl Buffers {
+    fn new(device: &CudaDevice, d: &Dims, q_dim: usize, kv_dim: usize, layers: usize) -> Result<Self> {
+        let stream = device.cuda_stream();
+        let partials = d.heads * d.chunks;
+        let sizes = [
+            d.hidden,
+            d.hidden,
+            q_dim,
+            kv_dim,
+            kv_dim,
+            q_dim,
+            q_dim,
+            d.hidden,
+            d.ffn,
+            d.ffn,
+            d.ffn,
+            d.hidden,
+            d.vocab,
+            partials,
+            partials,
+            partials * d.head_dim,
+        ];
+        let slices =
+            sizes.iter().map(|&n| stream.alloc_zeros::<f32>(n).map_err(cuda_err)).collect::<Result<Vec<_>>>()?;
+        let pos = stream.alloc_zeros::<u32>(1).map_err(cuda_err)?;
+        let a: Vec<u64> = slices.iter().map(|s| s.device_ptr(&stream).0).collect();
+        let pos_address = pos.device_ptr(&stream).0;
+        let kv_table = stream.alloc_zeros::<u64>(2 * layers).map_err(cuda_err)?;
+        let kv_table_address = kv_table.device_ptr(&stream).0;
+        Ok(Self {
+            x: a[0],
+            h: a[1],
+            q: a[2],
+            k: a[3],
+            v: a[4],
+            q_rot: a[5],
+            attn: a[6],
+            o: a[7],
+            gate: a[8],
+            up: a[9],
+            act: a[10],
+            down: a[11],
+            logits: a[12],
+            part_max: a[13],
+            part_sum: a[14],
+            part_acc: a[15],
+            pos_address,
+            slices,
+            _pos: pos,
+            _kv_table: kv_table,
+            kv_table_address,
+        })
+    }
+}
