@@ -112,8 +112,10 @@ extern "C" __global__ void qk_norm_rope_append(
     }
     if (rotate) {
         const float c = cos_table[(size_t)pos * half + i], s = sin_table[(size_t)pos * half + i];
+        // Written as Candle's rope kernels write it, so contraction into fused
+        // multiply-adds rounds the same way.
         const float ra = xa * c - xb * s;
-        const float rb = xb * c + xa * s;
+        const float rb = xa * s + xb * c;
         xa = ra;
         xb = rb;
     }
@@ -218,4 +220,55 @@ extern "C" __global__ void silu_mul(const float* gate, const float* up, float* o
         const float g = gate[i];
         out[i] = g / (1.f + expf(-g)) * up[i];
     }
+}
+
+// Prefill attention: scores → probabilities. Each row is one query at position
+// pos + row % seq; keys after it are masked. The same arithmetic, in the same order, as
+// Candle's affine (x * scale), the causal mask add and softmax_last_dim (one warp per
+// row, lane l taking columns l, l+32, ...), so the result is the same bits in one pass
+// instead of three (and without materializing the broadcast mask).
+extern "C" __global__ void scale_mask_softmax(const float* x, float* dst, int ncols, int seq, int pos, float scale) {
+    const int row = blockIdx.x, lane = threadIdx.x;
+    const int visible = pos + row % seq;
+    const float* xr = x + (size_t)row * ncols;
+    float* dr = dst + (size_t)row * ncols;
+    float max_val = -INFINITY;
+    for (int col = lane; col < ncols; col += WARP)
+        max_val = fmaxf(max_val, col <= visible ? __fmul_rn(xr[col], scale) : -INFINITY);
+#pragma unroll
+    for (int mask = 16; mask > 0; mask >>= 1) max_val = fmaxf(max_val, __shfl_xor_sync(0xffffffff, max_val, mask, 32));
+    float tmp = 0.f;
+    for (int col = lane; col < ncols; col += WARP) {
+        // __fmul_rn: the scaled score is rounded before the subtraction (no fused
+        // multiply-add), as when Candle stores it between kernels.
+        const float val = expf((col <= visible ? __fmul_rn(xr[col], scale) : -INFINITY) - max_val);
+        tmp += val;
+        dr[col] = val;
+    }
+#pragma unroll
+    for (int mask = 16; mask > 0; mask >>= 1) tmp += __shfl_xor_sync(0xffffffff, tmp, mask, 32);
+    const float inv_tmp = 1. / tmp;  // as Candle writes it: a double division, rounded
+    for (int col = lane; col < ncols; col += WARP) dr[col] *= inv_tmp;
+}
+
+// RoPE of a prefill chunk fused with the head transpose: x is [b, t, h, d] (the
+// projection's layout, per-head norms already applied), out is [b, h, t, d] as attention
+// reads it; cos/sin are [t, d/2]. One thread per rotated pair; the arithmetic is Candle's
+// rope / rope_i kernels', so the result is the same bits as transposing first.
+extern "C" __global__ void rope_transpose(const float* x, const float* cos_table, const float* sin_table, float* out,
+                                          int b, int t, int h, int d, int interleaved) {
+    const int half = d / 2;
+    const size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= (size_t)b * t * h * half) return;
+    const int i = idx % half;
+    const int hh = (idx / half) % h;
+    const int tt = (idx / ((size_t)half * h)) % t;
+    const int bb = idx / ((size_t)half * h * t);
+    const int a = interleaved ? 2 * i : i;
+    const int bi = interleaved ? 2 * i + 1 : i + half;
+    const float* src = x + (((size_t)bb * t + tt) * h + hh) * d;
+    float* dst = out + (((size_t)bb * h + hh) * t + tt) * d;
+    const float c = cos_table[(size_t)tt * half + i], s = sin_table[(size_t)tt * half + i];
+    dst[a] = src[a] * c - src[bi] * s;
+    dst[bi] = src[a] * s + src[bi] * c;
 }

@@ -109,6 +109,7 @@ impl ResidentModel {
         {
             self.fused = None;
         }
+        self.decoder.set_fused_ops(path == crate::fused::DecodePath::Fused);
         self.decode_status = match path {
             crate::fused::DecodePath::Plain => "plain (asked for)".into(),
             crate::fused::DecodePath::Fused => self.try_fused(),

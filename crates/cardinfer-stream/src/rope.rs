@@ -50,6 +50,11 @@ impl Rope {
         Self { inv_freq, style: spec.rope_style, context: spec.context_length, cached: Arc::default() }
     }
 
+    /// Which elements are rotated together.
+    pub fn style(&self) -> RopeStyle {
+        self.style
+    }
+
     /// The inverse frequencies (head_dim / 2 of them).
     pub fn inv_freq(&self) -> &[f32] {
         &self.inv_freq

@@ -8,7 +8,7 @@ use crate::rope::Rope;
 use crate::weights::BlockWeights;
 use crate::Result;
 use candle_core::{Device, Tensor};
-use candle_nn::ops::{rms_norm, silu, softmax_last_dim};
+use candle_nn::ops::{rms_norm, softmax_last_dim};
 use cardinfer_core::ModelSpec;
 
 /// Llama / Mistral / Qwen2 / Qwen3 as one parameterized family.
@@ -16,13 +16,22 @@ use cardinfer_core::ModelSpec;
 pub struct Decoder {
     spec: ModelSpec,
     rope: Rope,
+    /// One-kernel versions of the masked softmax and SwiGLU on CUDA ([`crate::fused::ops`]).
+    fused_ops: bool,
 }
 
 impl Decoder {
     /// A decoder for `spec`, with RoPE frequency divisors from the file if it has them.
     pub fn new(spec: ModelSpec, rope_freq_factors: Option<Vec<f32>>) -> Self {
         let rope = Rope::new(&spec, rope_freq_factors);
-        Self { spec, rope }
+        let fused_ops = crate::fused::DecodePath::from_env().map_or(true, |p| p == crate::fused::DecodePath::Fused);
+        Self { spec, rope, fused_ops }
+    }
+
+    /// Switches the one-kernel masked softmax and SwiGLU on or off (on by default, off
+    /// with `CARDINFER_DECODE=plain`); both give the same bits as the Candle ops.
+    pub fn set_fused_ops(&mut self, on: bool) {
+        self.fused_ops = on;
     }
 
     /// The model's rotary embeddings (tables cached per device) and causal mask.
@@ -54,16 +63,18 @@ impl Decoder {
         let q = self.project(x, w, Role::AttnQ, Some(Role::AttnQBias))?;
         let k = self.project(x, w, Role::AttnK, Some(Role::AttnKBias))?;
         let v = self.project(x, w, Role::AttnV, Some(Role::AttnVBias))?;
-        let mut q = Self::split_heads(&q, s.num_heads, s.head_dim)?;
-        let mut k = Self::split_heads(&k, s.num_kv_heads, s.head_dim)?;
+        // q and k stay in the projection's layout [b, seq, heads, d] through the per-head
+        // norm (a per-row op: any layout gives the same bits) and are transposed by RoPE.
+        let mut q = q.reshape((b, seq, s.num_heads, s.head_dim))?;
+        let mut k = k.reshape((b, seq, s.num_kv_heads, s.head_dim))?;
         let v = Self::split_heads(&v, s.num_kv_heads, s.head_dim)?;
         if s.qk_norm {
             q = self.norm(&q, w, Role::AttnQNorm)?;
             k = self.norm(&k, w, Role::AttnKNorm)?;
         }
         let (cos, sin) = self.rope.tables(pos, seq, x.device())?;
-        let q = self.rope.apply(&q, &cos, &sin)?;
-        let k = self.rope.apply(&k, &cos, &sin)?;
+        let q = crate::fused::ops::rope_heads(&q, &self.rope, &cos, &sin, self.fused_ops)?;
+        let k = crate::fused::ops::rope_heads(&k, &self.rope, &cos, &sin, self.fused_ops)?;
         let (k, v) = kv.append(&k, &v)?;
         let total = k.dim(2)?;
 
@@ -71,14 +82,13 @@ impl Decoder {
         let group = s.num_heads / s.num_kv_heads;
         let q = q.reshape((b, s.num_kv_heads, group * seq, s.head_dim))?;
         let scale = 1.0 / (s.head_dim as f64).sqrt();
-        let scores = (q.matmul(&k.t()?)? * scale)?;
-        let scores = if seq > 1 {
-            let mask = self.rope.causal_mask(group, seq, pos, total, x.device())?;
-            scores.broadcast_add(&mask)?
+        let scores = q.matmul(&k.t()?)?;
+        let probs = if seq > 1 {
+            let mask = || self.rope.causal_mask(group, seq, pos, total, x.device());
+            crate::fused::ops::masked_softmax(&scores, scale, seq, pos, self.fused_ops, mask)?
         } else {
-            scores
+            softmax_last_dim(&(scores * scale)?)?
         };
-        let probs = softmax_last_dim(&scores)?;
         let y = probs.matmul(&v)?; // [b, kv_heads, group * seq, d]
         let y = y.reshape((b, s.num_heads, seq, s.head_dim))?.transpose(1, 2)?.reshape((
             b,
@@ -89,9 +99,10 @@ impl Decoder {
     }
 
     fn mlp(&self, w: &BlockWeights, x: &Tensor) -> Result<Tensor> {
-        let gate = silu(&self.project(x, w, Role::FfnGate, None)?)?;
+        let gate = self.project(x, w, Role::FfnGate, None)?;
         let up = self.project(x, w, Role::FfnUp, None)?;
-        self.project(&(gate * up)?, w, Role::FfnDown, None)
+        let act = crate::fused::ops::silu_mul(&gate, &up, self.fused_ops)?;
+        self.project(&act, w, Role::FfnDown, None)
     }
 }
 

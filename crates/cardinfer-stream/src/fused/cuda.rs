@@ -17,19 +17,14 @@ use crate::slot_kernels::{self, Workspace};
 use crate::weights::{BlockWeights, Weight};
 use crate::{Result, StreamError};
 use candle_core::cuda_backend::cudarc::driver::{
-    result, sys, CudaFunction, CudaGraph, CudaModule, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg,
+    result, sys, CudaFunction, CudaGraph, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg,
 };
-use candle_core::cuda_backend::cudarc::nvrtc::Ptx;
 use candle_core::op::BackpropOp;
 use candle_core::quantized::GgmlDType;
 use candle_core::{CudaDevice, CudaStorage, DType, Device, Storage, Tensor};
 use cardinfer_core::{ModelSpec, RopeStyle};
 use std::ffi::c_void;
 use std::sync::Arc;
-
-mod ptx {
-    include!(concat!(env!("OUT_DIR"), "/ptx.rs"));
-}
 
 /// Threads of the attention partial kernel (it combines exactly 4 warps).
 const ATTENTION_THREADS: u32 = 128;
@@ -92,7 +87,6 @@ struct Kernels {
     attention_partial: CudaFunction,
     attention_combine: CudaFunction,
     silu_mul: CudaFunction,
-    _module: Arc<CudaModule>,
 }
 
 /// The activations of one token, allocated once.
@@ -244,7 +238,7 @@ impl FusedDecoder {
             dense_address(&sin).ok_or_else(|| unsupported("RoPE tables not on the device"))?,
         );
         let stream = cuda.cuda_stream();
-        let kernels = load_kernels(&stream)?;
+        let kernels = load_kernels(cuda)?;
         let buffers = Buffers::new(cuda, &dims, q_dim, kv_dim, layers.len())?;
         let workspace = Workspace::new(cuda, hidden.max(q_dim).max(ffn), 1)?;
         let use_graph = std::env::var("CARDINFER_GRAPH").map_or(true, |v| v != "0");
@@ -542,16 +536,17 @@ impl FusedDecoder {
     }
 }
 
-fn load_kernels(stream: &Arc<CudaStream>) -> Result<Kernels> {
-    let module = stream.context().load_module(Ptx::from_src(ptx::DECODE)).map_err(cuda_err)?;
-    let f = |name: &str| module.load_function(name).map_err(cuda_err);
+fn load_kernels(device: &CudaDevice) -> Result<Kernels> {
+    use super::ptx::{DECODE, MODULE};
+    let f = |name: &str| -> Result<CudaFunction> {
+        Ok(device.get_or_load_custom_func(name, MODULE, DECODE)?.into_cuda_function())
+    };
     Ok(Kernels {
         add_rms_norm: f("add_rms_norm")?,
         qk_norm_rope_append: f("qk_norm_rope_append")?,
         attention_partial: f("decode_attention_partial")?,
         attention_combine: f("decode_attention_combine")?,
         silu_mul: f("silu_mul")?,
-        _module: module,
     })
 }
 

@@ -17,13 +17,24 @@
 //!   CUDA graph on the first decode step and replayed afterwards.
 //!
 //! The plain path (Candle ops per block) stays for prefill, for other devices and for
-//! debugging: [`DecodePath::from_env`] reads `CARDINFER_DECODE=plain|fused`.
+//! debugging; on CUDA its attention softmax (scale, causal mask and softmax) and SwiGLU
+//! each run as one kernel giving the same bits ([`ops`]). [`DecodePath::from_env`] reads
+//! `CARDINFER_DECODE=plain|fused`; `plain` switches all of this off.
 //! [`reference`] holds CPU versions of the kernels; the tests check that a decode step
 //! composed of them equals the plain block.
 
 #[cfg(feature = "cuda")]
 pub mod cuda;
+pub mod ops;
 pub mod reference;
+
+/// The kernels of `kernels/decode.cu`, compiled to PTX by the build script.
+#[cfg(feature = "cuda")]
+pub(crate) mod ptx {
+    include!(concat!(env!("OUT_DIR"), "/ptx.rs"));
+    /// The name the module is cached under on each device.
+    pub const MODULE: &str = "cardinfer_decode";
+}
 
 use crate::{Result, StreamError};
 

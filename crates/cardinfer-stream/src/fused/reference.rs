@@ -215,3 +215,14 @@ pub fn decode_block(
     x.iter_mut().zip(&down).for_each(|(x, d)| *x += d);
     Ok(())
 }
+
+/// One row of prefill attention scores → probabilities: `softmax(row · scale)` over keys
+/// `0..=visible`, zero after. Kernel `scale_mask_softmax` ([`crate::fused::ops::masked_softmax`]).
+pub fn scale_mask_softmax(row: &[f32], visible: usize, scale: f32) -> Vec<f32> {
+    let scaled: Vec<f32> =
+        row.iter().enumerate().map(|(j, s)| if j <= visible { s * scale } else { f32::NEG_INFINITY }).collect();
+    let max = scaled.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let exp: Vec<f32> = scaled.iter().map(|s| (s - max).exp()).collect();
+    let inv = 1.0 / exp.iter().sum::<f32>();
+    exp.into_iter().map(|e| e * inv).collect()
+}

@@ -183,3 +183,40 @@ fn decode_path_parses_and_names_what_it_accepts() {
     let err = "fast".parse::<DecodePath>().unwrap_err().to_string();
     assert!(err.contains("fast") && err.contains("plain"), "{err}");
 }
+
+#[test]
+fn scale_mask_softmax_reference_equals_the_composition() {
+    use crate::fused::ops::masked_softmax;
+    // [batch 1, kv_heads 2, group 3 × seq 4, total 9]: a chunk of 4 at position 5.
+    let (kv_heads, group, seq, pos, total) = (2, 3, 4, 5, 9);
+    let scores = Tensor::from_vec(
+        values(kv_heads * group * seq * total, 5, 3.0),
+        (1, kv_heads, group * seq, total),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let decoder = Decoder::new(spec(Family::Qwen3, RopeStyle::Half), None);
+    let mask = || decoder.rope().causal_mask(group, seq, pos, total, &Device::Cpu);
+    let probs = masked_softmax(&scores, 0.125, seq, pos, false, mask).unwrap();
+    let probs = probs.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let scores = scores.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    for row in 0..kv_heads * group * seq {
+        let want = reference::scale_mask_softmax(&scores[row * total..][..total], pos + row % seq, 0.125);
+        let got = &probs[row * total..][..total];
+        assert!(max_abs_diff(got, &want) < 1e-6, "row {row}: {got:?} vs {want:?}");
+        assert!(got[pos + row % seq + 1..].iter().all(|&p| p == 0.0), "row {row} sees a later key");
+    }
+}
+
+#[test]
+fn silu_mul_equals_the_composition() {
+    use crate::fused::ops;
+    let gate = Tensor::from_vec(values(64, 11, 4.0), (2, 32), &Device::Cpu).unwrap();
+    let up = Tensor::from_vec(values(64, 12, 4.0), (2, 32), &Device::Cpu).unwrap();
+    let got = ops::silu_mul(&gate, &up, true).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let mut want = vec![0f32; 64];
+    let (g, u) =
+        (gate.flatten_all().unwrap().to_vec1::<f32>().unwrap(), up.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+    reference::silu_mul(&g, &u, &mut want);
+    assert!(max_abs_diff(&got, &want) < 1e-6);
+}

@@ -1,0 +1,205 @@
+//! Fused operations of the plain (per-block) path, used for prefill chunks: each gives the
+//! same bits as the Candle composition it replaces, in one kernel on CUDA. Elsewhere, or
+//! when switched off (`CARDINFER_DECODE=plain`), the composition itself runs.
+
+use crate::Result;
+use candle_core::Tensor;
+use candle_nn::ops::{silu, softmax_last_dim};
+
+/// Attention probabilities of a prefill chunk: `softmax(scores · scale + causal mask)`.
+/// `scores` is `[batch, kv_heads, group · seq, total]`; row `r` of a KV head is the query
+/// at position `pos + r % seq`, which sees keys `0..=pos + r % seq`. `mask` builds the
+/// additive mask for the composition (`[group · seq, total]`).
+pub fn masked_softmax(
+    scores: &Tensor,
+    scale: f64,
+    seq: usize,
+    pos: usize,
+    fused: bool,
+    mask: impl FnOnce() -> Result<Tensor>,
+) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if fused && scores.device().is_cuda() && scores.dtype() == candle_core::DType::F32 {
+        return Ok(scores.contiguous()?.apply_op1_no_bwd(&cuda::ScaleMaskSoftmax { scale: scale as f32, seq, pos })?);
+    }
+    let _ = (fused, seq, pos);
+    Ok(softmax_last_dim(&(scores * scale)?.broadcast_add(&mask()?)?)?)
+}
+
+/// RoPE of `x` in the projection's layout `[batch, seq, heads, head_dim]` (per-head norms
+/// already applied), returned in attention's layout `[batch, heads, seq, head_dim]`:
+/// one kernel on CUDA instead of a transposing copy and the rotation.
+pub fn rope_heads(x: &Tensor, rope: &crate::rope::Rope, cos: &Tensor, sin: &Tensor, fused: bool) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if fused && x.device().is_cuda() && x.dtype() == candle_core::DType::F32 {
+        let op = cuda::RopeTranspose { interleaved: rope.style() == cardinfer_core::RopeStyle::Interleaved };
+        return Ok(x.contiguous()?.apply_op3_no_bwd(&cos.contiguous()?, &sin.contiguous()?, &op)?);
+    }
+    let _ = fused;
+    rope.apply(&x.transpose(1, 2)?.contiguous()?, cos, sin)
+}
+
+/// `silu(gate) · up`.
+pub fn silu_mul(gate: &Tensor, up: &Tensor, fused: bool) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if fused && gate.device().is_cuda() && gate.dtype() == candle_core::DType::F32 && gate.shape() == up.shape() {
+        return Ok(gate.contiguous()?.apply_op2_no_bwd(&up.contiguous()?, &cuda::SiluMul)?);
+    }
+    let _ = fused;
+    Ok((silu(gate)? * up)?)
+}
+
+#[cfg(feature = "cuda")]
+mod cuda {
+    use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
+    use candle_core::{CpuStorage, CudaStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape};
+
+    use crate::fused::ptx::MODULE;
+
+    fn launch_error(e: impl std::fmt::Display) -> candle_core::Error {
+        candle_core::Error::Msg(format!("fused kernel launch: {e}"))
+    }
+
+    fn contiguous<'a>(
+        s: &'a CudaStorage,
+        l: &Layout,
+    ) -> candle_core::Result<candle_core::cuda_backend::cudarc::driver::CudaView<'a, f32>> {
+        let Some((o1, o2)) = l.contiguous_offsets() else { candle_core::bail!("fused op: input must be contiguous") };
+        Ok(s.as_cuda_slice::<f32>()?.slice(o1..o2))
+    }
+
+    /// Kernel `scale_mask_softmax`.
+    pub struct ScaleMaskSoftmax {
+        pub scale: f32,
+        pub seq: usize,
+        pub pos: usize,
+    }
+
+    impl CustomOp1 for ScaleMaskSoftmax {
+        fn name(&self) -> &'static str {
+            "cardinfer-scale-mask-softmax"
+        }
+
+        fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+            candle_core::bail!("scale-mask-softmax runs on CUDA only (the CPU uses the composition)")
+        }
+
+        fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
+            let device = s.device.clone();
+            let src = contiguous(s, l)?;
+            let ncols = *l.dims().last().unwrap_or(&1);
+            let n_rows = l.shape().elem_count() / ncols.max(1);
+            // SAFETY: every element is written by the kernel.
+            let dst = unsafe { device.alloc::<f32>(l.shape().elem_count())? };
+            let func = device.get_or_load_custom_func("scale_mask_softmax", MODULE, crate::fused::ptx::DECODE)?;
+            let (ncols_i, seq, pos) = (ncols as i32, self.seq as i32, self.pos as i32);
+            let mut b = func.builder();
+            b.arg(&src).arg(&dst).arg(&ncols_i).arg(&seq).arg(&pos).arg(&self.scale);
+            let config = LaunchConfig { grid_dim: (n_rows as u32, 1, 1), block_dim: (32, 1, 1), shared_mem_bytes: 0 };
+            // SAFETY: argument list as in decode.cu; both buffers hold n_rows × ncols f32.
+            unsafe { b.launch(config) }.map_err(launch_error)?;
+            Ok((CudaStorage::wrap_cuda_slice(dst, device), l.shape().clone()))
+        }
+    }
+
+    /// Kernel `silu_mul`.
+    pub struct SiluMul;
+
+    impl CustomOp2 for SiluMul {
+        fn name(&self) -> &'static str {
+            "cardinfer-silu-mul"
+        }
+
+        fn cpu_fwd(
+            &self,
+            _: &CpuStorage,
+            _: &Layout,
+            _: &CpuStorage,
+            _: &Layout,
+        ) -> candle_core::Result<(CpuStorage, Shape)> {
+            candle_core::bail!("silu-mul runs on CUDA only (the CPU uses the composition)")
+        }
+
+        fn cuda_fwd(
+            &self,
+            g: &CudaStorage,
+            gl: &Layout,
+            u: &CudaStorage,
+            ul: &Layout,
+        ) -> candle_core::Result<(CudaStorage, Shape)> {
+            let device = g.device.clone();
+            let (gate, up) = (contiguous(g, gl)?, contiguous(u, ul)?);
+            let n = gl.shape().elem_count();
+            // SAFETY: every element is written by the kernel.
+            let dst = unsafe { device.alloc::<f32>(n)? };
+            let func = device.get_or_load_custom_func("silu_mul", MODULE, crate::fused::ptx::DECODE)?;
+            let n_i = n as i32;
+            let mut b = func.builder();
+            b.arg(&gate).arg(&up).arg(&dst).arg(&n_i);
+            let config =
+                LaunchConfig { grid_dim: (n.div_ceil(256) as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+            // SAFETY: argument list as in decode.cu; all three hold n f32.
+            unsafe { b.launch(config) }.map_err(launch_error)?;
+            Ok((CudaStorage::wrap_cuda_slice(dst, device), gl.shape().clone()))
+        }
+    }
+
+    /// Kernel `rope_transpose`.
+    pub struct RopeTranspose {
+        pub interleaved: bool,
+    }
+
+    impl CustomOp3 for RopeTranspose {
+        fn name(&self) -> &'static str {
+            "cardinfer-rope-transpose"
+        }
+
+        fn cpu_fwd(
+            &self,
+            _: &CpuStorage,
+            _: &Layout,
+            _: &CpuStorage,
+            _: &Layout,
+            _: &CpuStorage,
+            _: &Layout,
+        ) -> candle_core::Result<(CpuStorage, Shape)> {
+            candle_core::bail!("rope-transpose runs on CUDA only (the CPU uses the composition)")
+        }
+
+        fn cuda_fwd(
+            &self,
+            x: &CudaStorage,
+            xl: &Layout,
+            c: &CudaStorage,
+            cl: &Layout,
+            s: &CudaStorage,
+            sl: &Layout,
+        ) -> candle_core::Result<(CudaStorage, Shape)> {
+            let device = x.device.clone();
+            let [b, t, h, d] = *xl.dims() else { candle_core::bail!("rope-transpose: expected [b, t, h, d]") };
+            if cl.dims() != [t, d / 2] || sl.dims() != [t, d / 2] {
+                candle_core::bail!("rope-transpose: tables {:?} for {t} positions of {d}", cl.dims());
+            }
+            let (src, cos, sin) = (contiguous(x, xl)?, contiguous(c, cl)?, contiguous(s, sl)?);
+            let n = xl.shape().elem_count();
+            // SAFETY: every element is written by the kernel.
+            let dst = unsafe { device.alloc::<f32>(n)? };
+            let func = device.get_or_load_custom_func("rope_transpose", MODULE, crate::fused::ptx::DECODE)?;
+            let dims = [b as i32, t as i32, h as i32, d as i32, i32::from(self.interleaved)];
+            let mut builder = func.builder();
+            builder.arg(&src).arg(&cos).arg(&sin).arg(&dst);
+            for v in &dims {
+                builder.arg(v);
+            }
+            let pairs = n / 2;
+            let config = LaunchConfig {
+                grid_dim: (pairs.div_ceil(256) as u32, 1, 1),
+                block_dim: (256, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            // SAFETY: argument list as in decode.cu; sizes checked above.
+            unsafe { builder.launch(config) }.map_err(launch_error)?;
+            Ok((CudaStorage::wrap_cuda_slice(dst, device), Shape::from((b, h, t, d))))
+        }
+    }
+}
