@@ -20,7 +20,7 @@
 //! debugging; on CUDA its attention softmax (scale, causal mask and softmax) and SwiGLU
 //! each run as one kernel giving the same bits ([`ops`]). [`DecodePath::from_env`] reads
 //! `CARDINFER_DECODE=plain|fused`; `plain` switches all of this off.
-//! [`reference`] holds CPU versions of the kernels; the tests check that a decode step
+//! [`reference`](mod@reference) holds CPU versions of the kernels; the tests check that a decode step
 //! composed of them equals the plain block.
 
 #[cfg(feature = "cuda")]
