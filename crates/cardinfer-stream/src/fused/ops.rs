@@ -51,21 +51,33 @@ pub fn silu_mul(gate: &Tensor, up: &Tensor, fused: bool) -> Result<Tensor> {
 
 #[cfg(feature = "cuda")]
 mod cuda {
-    use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
-    use candle_core::{CpuStorage, CudaStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape};
+    use candle_core::cuda_backend::cudarc::driver::{
+        CudaFunction, CudaSlice, CudaView, LaunchArgs, LaunchConfig, PushKernelArg,
+    };
+    use candle_core::{CpuStorage, CudaDevice, CudaStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape};
 
-    use crate::fused::ptx::MODULE;
+    use crate::fused::ptx::{DECODE, MODULE};
 
-    fn launch_error(e: impl std::fmt::Display) -> candle_core::Error {
-        candle_core::Error::Msg(format!("fused kernel launch: {e}"))
-    }
-
-    fn contiguous<'a>(
-        s: &'a CudaStorage,
-        l: &Layout,
-    ) -> candle_core::Result<candle_core::cuda_backend::cudarc::driver::CudaView<'a, f32>> {
+    fn contiguous<'a>(s: &'a CudaStorage, l: &Layout) -> candle_core::Result<CudaView<'a, f32>> {
         let Some((o1, o2)) = l.contiguous_offsets() else { candle_core::bail!("fused op: input must be contiguous") };
         Ok(s.as_cuda_slice::<f32>()?.slice(o1..o2))
+    }
+
+    /// Kernel `name` of `kernels/decode.cu` and a new output buffer of `len` f32 for it.
+    fn prepare(device: &CudaDevice, name: &str, len: usize) -> candle_core::Result<(CudaFunction, CudaSlice<f32>)> {
+        // SAFETY: every element is written by the kernel (each kernel writes its whole output).
+        let dst = unsafe { device.alloc::<f32>(len)? };
+        Ok((device.get_or_load_custom_func(name, MODULE, DECODE)?.into_cuda_function(), dst))
+    }
+
+    /// Launches a kernel whose arguments `builder` holds on `grid × block` threads.
+    fn launch(mut builder: LaunchArgs<'_>, name: &str, (grid, block): (usize, u32)) -> candle_core::Result<()> {
+        let config = LaunchConfig { grid_dim: (grid as u32, 1, 1), block_dim: (block, 1, 1), shared_mem_bytes: 0 };
+        // SAFETY: the callers push the arguments of the kernel's signature in decode.cu, on
+        // buffers of the sizes it reads and writes.
+        unsafe { builder.launch(config) }
+            .map_err(|e| candle_core::Error::Msg(format!("fused kernel `{name}`: {e}")))?;
+        Ok(())
     }
 
     /// Kernel `scale_mask_softmax`.
@@ -85,20 +97,17 @@ mod cuda {
         }
 
         fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
-            let device = s.device.clone();
             let src = contiguous(s, l)?;
             let ncols = *l.dims().last().unwrap_or(&1);
-            let n_rows = l.shape().elem_count() / ncols.max(1);
-            // SAFETY: every element is written by the kernel.
-            let dst = unsafe { device.alloc::<f32>(l.shape().elem_count())? };
-            let func = device.get_or_load_custom_func("scale_mask_softmax", MODULE, crate::fused::ptx::DECODE)?;
+            let len = l.shape().elem_count();
             let (ncols_i, seq, pos) = (ncols as i32, self.seq as i32, self.pos as i32);
-            let mut b = func.builder();
+            // One warp per row, as Candle's softmax.
+            let (func, dst) = prepare(&s.device, "scale_mask_softmax", len)?;
+            let stream = s.device.cuda_stream();
+            let mut b = stream.launch_builder(&func);
             b.arg(&src).arg(&dst).arg(&ncols_i).arg(&seq).arg(&pos).arg(&self.scale);
-            let config = LaunchConfig { grid_dim: (n_rows as u32, 1, 1), block_dim: (32, 1, 1), shared_mem_bytes: 0 };
-            // SAFETY: argument list as in decode.cu; both buffers hold n_rows × ncols f32.
-            unsafe { b.launch(config) }.map_err(launch_error)?;
-            Ok((CudaStorage::wrap_cuda_slice(dst, device), l.shape().clone()))
+            launch(b, "scale_mask_softmax", (len / ncols.max(1), 32))?;
+            Ok((CudaStorage::wrap_cuda_slice(dst, s.device.clone()), l.shape().clone()))
         }
     }
 
@@ -127,20 +136,15 @@ mod cuda {
             u: &CudaStorage,
             ul: &Layout,
         ) -> candle_core::Result<(CudaStorage, Shape)> {
-            let device = g.device.clone();
             let (gate, up) = (contiguous(g, gl)?, contiguous(u, ul)?);
             let n = gl.shape().elem_count();
-            // SAFETY: every element is written by the kernel.
-            let dst = unsafe { device.alloc::<f32>(n)? };
-            let func = device.get_or_load_custom_func("silu_mul", MODULE, crate::fused::ptx::DECODE)?;
             let n_i = n as i32;
-            let mut b = func.builder();
+            let (func, dst) = prepare(&g.device, "silu_mul", n)?;
+            let stream = g.device.cuda_stream();
+            let mut b = stream.launch_builder(&func);
             b.arg(&gate).arg(&up).arg(&dst).arg(&n_i);
-            let config =
-                LaunchConfig { grid_dim: (n.div_ceil(256) as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
-            // SAFETY: argument list as in decode.cu; all three hold n f32.
-            unsafe { b.launch(config) }.map_err(launch_error)?;
-            Ok((CudaStorage::wrap_cuda_slice(dst, device), gl.shape().clone()))
+            launch(b, "silu_mul", (n.div_ceil(256), 256))?;
+            Ok((CudaStorage::wrap_cuda_slice(dst, g.device.clone()), gl.shape().clone()))
         }
     }
 
@@ -175,31 +179,22 @@ mod cuda {
             s: &CudaStorage,
             sl: &Layout,
         ) -> candle_core::Result<(CudaStorage, Shape)> {
-            let device = x.device.clone();
             let [b, t, h, d] = *xl.dims() else { candle_core::bail!("rope-transpose: expected [b, t, h, d]") };
             if cl.dims() != [t, d / 2] || sl.dims() != [t, d / 2] {
                 candle_core::bail!("rope-transpose: tables {:?} for {t} positions of {d}", cl.dims());
             }
             let (src, cos, sin) = (contiguous(x, xl)?, contiguous(c, cl)?, contiguous(s, sl)?);
             let n = xl.shape().elem_count();
-            // SAFETY: every element is written by the kernel.
-            let dst = unsafe { device.alloc::<f32>(n)? };
-            let func = device.get_or_load_custom_func("rope_transpose", MODULE, crate::fused::ptx::DECODE)?;
             let dims = [b as i32, t as i32, h as i32, d as i32, i32::from(self.interleaved)];
-            let mut builder = func.builder();
-            builder.arg(&src).arg(&cos).arg(&sin).arg(&dst);
+            let (func, dst) = prepare(&x.device, "rope_transpose", n)?;
+            let stream = x.device.cuda_stream();
+            let mut args = stream.launch_builder(&func);
+            args.arg(&src).arg(&cos).arg(&sin).arg(&dst);
             for v in &dims {
-                builder.arg(v);
+                args.arg(v);
             }
-            let pairs = n / 2;
-            let config = LaunchConfig {
-                grid_dim: (pairs.div_ceil(256) as u32, 1, 1),
-                block_dim: (256, 1, 1),
-                shared_mem_bytes: 0,
-            };
-            // SAFETY: argument list as in decode.cu; sizes checked above.
-            unsafe { builder.launch(config) }.map_err(launch_error)?;
-            Ok((CudaStorage::wrap_cuda_slice(dst, device), Shape::from((b, h, t, d))))
+            launch(args, "rope_transpose", ((n / 2).div_ceil(256), 256))?;
+            Ok((CudaStorage::wrap_cuda_slice(dst, x.device.clone()), Shape::from((b, h, t, d))))
         }
     }
 }
