@@ -122,6 +122,7 @@ fn main() -> Result<()> {
             "compute_secs": metrics.compute_secs,
             "stall_secs": metrics.stall_secs,
             "host_secs": metrics.host_secs,
+            "hop_wait_secs": metrics.hop_wait_secs,
             "host_bytes_per_token": metrics.host_bytes_per_token,
         });
         println!("{report}");

@@ -232,6 +232,8 @@ pub struct RunMetrics {
     pub stall_secs: f64,
     /// Seconds the CPU computed host-placed layers (hybrid decode).
     pub host_secs: f64,
+    /// Seconds the host waited for the device's queued work before host-placed layers.
+    pub hop_wait_secs: f64,
     /// Bytes of layers computed on the host per decoded token (hybrid).
     pub host_bytes_per_token: u64,
     /// Achieved streaming rate: bytes streamed ÷ copy time, GB/s.
@@ -257,6 +259,7 @@ impl Runner {
                 compute_secs: 0.0,
                 stall_secs: 0.0,
                 host_secs: 0.0,
+                hop_wait_secs: 0.0,
                 host_bytes_per_token: 0,
                 h2d_gb_s: None,
                 pinned_bytes: 0,
@@ -275,6 +278,7 @@ impl Runner {
                     compute_secs: t.compute_secs,
                     stall_secs: t.stall_secs,
                     host_secs: t.host_secs,
+                    hop_wait_secs: t.hop_wait_secs,
                     host_bytes_per_token: m.plan().host_bytes_per_pass(),
                     h2d_gb_s: (t.copy_secs > 0.0).then(|| stats.bytes_streamed as f64 / t.copy_secs / 1e9),
                     pinned_bytes: m.pinned_bytes(),

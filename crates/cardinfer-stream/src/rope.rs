@@ -1,7 +1,9 @@
 //! Rotary position embeddings: inverse frequencies (with Llama 3 scaling) and the
 //! cos/sin tables for a range of positions; the causal mask.
 //!
-//! The tables of the whole context are built once per device and sliced per call, and the
+//! The tables of the whole context are built once per device (kept for every device used:
+//! hybrid runs alternate between the CPU and the GPU layer by layer, and rebuilding them
+//! at each switch cost more than the layers' own arithmetic) and sliced per call, and the
 //! mask is computed on the device from a cached position vector: a pass makes no
 //! host → device copies of its own. (On CUDA such small copies would queue behind the
 //! copy engine's block uploads and stall every layer's compute until the upload ends —
@@ -19,7 +21,7 @@ pub struct Rope {
     inv_freq: Vec<f32>,
     style: RopeStyle,
     context: usize,
-    cached: Arc<Mutex<Option<DeviceTables>>>,
+    cached: Arc<Mutex<Vec<DeviceTables>>>,
 }
 
 /// The tables of positions `0..context` on one device.
@@ -89,17 +91,15 @@ impl Rope {
     /// Runs `f` on this device's tables, building them first if needed.
     fn with_tables<T>(&self, device: &Device, f: impl FnOnce(&DeviceTables) -> Result<T>) -> Result<T> {
         let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
-        let tables = match cached.take() {
-            Some(tables) if tables.device.same_device(device) => tables,
-            _ => {
-                let (cos, sin) = self.host_tables(0, self.context, device)?;
-                let positions: Vec<f32> = (0..self.context).map(|p| p as f32).collect();
-                let positions = Tensor::from_vec(positions, self.context, device)?;
-                DeviceTables { device: device.clone(), cos, sin, positions }
-            }
-        };
+        if let Some(tables) = cached.iter().find(|t| t.device.same_device(device)) {
+            return f(tables);
+        }
+        let (cos, sin) = self.host_tables(0, self.context, device)?;
+        let positions: Vec<f32> = (0..self.context).map(|p| p as f32).collect();
+        let positions = Tensor::from_vec(positions, self.context, device)?;
+        let tables = DeviceTables { device: device.clone(), cos, sin, positions };
         let out = f(&tables);
-        *cached = Some(tables);
+        cached.push(tables);
         out
     }
 
@@ -232,5 +232,7 @@ mod tests {
             let host = vec2(crate::family::causal_mask(group, seq, pos, total, &cpu).unwrap());
             assert_eq!(device, host, "group {group} seq {seq} pos {pos} total {total}");
         }
+        // Built once per device, however many calls.
+        assert_eq!(rope.cached.lock().unwrap().len(), 1);
     }
 }

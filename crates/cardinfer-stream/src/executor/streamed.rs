@@ -32,6 +32,9 @@ pub struct StreamTimings {
     pub stall_secs: f64,
     /// Seconds the CPU spent computing host-placed layers (hybrid decode).
     pub host_secs: f64,
+    /// Seconds the host waited, before each host-placed layer, for the hidden state: the
+    /// device's queued work up to that layer (earlier blocks' uploads and compute).
+    pub hop_wait_secs: f64,
     /// Weight passes run (one per decoded token or prefill chunk).
     pub passes: u64,
 }
@@ -428,7 +431,9 @@ impl StreamedModel {
                 // the link works while the CPU computes this layer.
                 let start = Instant::now();
                 let x_host = x.to_device(&Device::Cpu)?;
+                timings.hop_wait_secs += start.elapsed().as_secs_f64();
                 self.read_ahead(source, ahead, 0);
+                let start = Instant::now();
                 let y = self.family.block(i, weights, &x_host, kv.layer_mut(i), pos)?;
                 x = y.to_device(&self.device)?;
                 timings.host_secs += start.elapsed().as_secs_f64();
@@ -471,6 +476,7 @@ impl StreamedModel {
         total.compute_secs += timings.compute_secs;
         total.stall_secs += timings.stall_secs;
         total.host_secs += timings.host_secs;
+        total.hop_wait_secs += timings.hop_wait_secs;
         total.passes += 1;
         logits.map(|l| l.squeeze(0)).transpose().map_err(StreamError::from)
     }
