@@ -146,10 +146,19 @@ fn cuda_err(e: impl std::fmt::Display) -> StreamError {
     StreamError::Device { device: "cuda".into(), reason: format!("fused decode: {e}") }
 }
 
-fn matrix(weights: &BlockWeights, role: Role) -> Result<Matrix> {
+/// The quantized matrix of `role`, checked to be `rows × cols` (`rows` 0: any) — the
+/// kernels read exactly that many bytes from its address.
+fn matrix(weights: &BlockWeights, role: Role, want_rows: usize, want_cols: usize) -> Result<Matrix> {
     match weights.get(role)? {
         Weight::Quantized(q) => {
             let (rows, cols) = q.shape().dims2()?;
+            if cols != want_cols || (want_rows != 0 && rows != want_rows) {
+                return Err(StreamError::ShapeMismatch {
+                    tensor: format!("{role:?} (fused decode path)"),
+                    expected: vec![want_rows, want_cols],
+                    found: vec![rows, cols],
+                });
+            }
             if !slot_kernels::supports(q.dtype(), cols) {
                 return Err(unsupported(format!("no MMVQ kernel for {role:?} ({:?}, {cols} columns)", q.dtype())));
             }
@@ -201,24 +210,24 @@ impl FusedDecoder {
             .map(|w| {
                 Ok(LayerAddresses {
                     attn_norm: vector(w, Role::AttnNorm, hidden)?,
-                    q: matrix(w, Role::AttnQ)?,
-                    k: matrix(w, Role::AttnK)?,
-                    v: matrix(w, Role::AttnV)?,
+                    q: matrix(w, Role::AttnQ, q_dim, hidden)?,
+                    k: matrix(w, Role::AttnK, kv_dim, hidden)?,
+                    v: matrix(w, Role::AttnV, kv_dim, hidden)?,
                     q_bias: vector(w, Role::AttnQBias, q_dim)?,
                     k_bias: vector(w, Role::AttnKBias, kv_dim)?,
                     v_bias: vector(w, Role::AttnVBias, kv_dim)?,
                     q_norm: if spec.qk_norm { vector(w, Role::AttnQNorm, d)? } else { 0 },
                     k_norm: if spec.qk_norm { vector(w, Role::AttnKNorm, d)? } else { 0 },
-                    o: matrix(w, Role::AttnOutput)?,
+                    o: matrix(w, Role::AttnOutput, hidden, q_dim)?,
                     ffn_norm: vector(w, Role::FfnNorm, hidden)?,
-                    gate: matrix(w, Role::FfnGate)?,
-                    up: matrix(w, Role::FfnUp)?,
-                    down: matrix(w, Role::FfnDown)?,
+                    gate: matrix(w, Role::FfnGate, ffn, hidden)?,
+                    up: matrix(w, Role::FfnUp, ffn, hidden)?,
+                    down: matrix(w, Role::FfnDown, hidden, ffn)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
         let output_norm = vector(head, Role::OutputNorm, hidden)?;
-        let output = matrix(head, Role::Output)?;
+        let output = matrix(head, Role::Output, 0, hidden)?;
         let capacity = spec.context_length;
         let dims = Dims {
             hidden,
@@ -267,10 +276,15 @@ impl FusedDecoder {
         self.dims.capacity
     }
 
-    /// Device bytes of the activations and scratch this path allocated.
+    /// Device bytes of the activations and scratch this path allocated: a few MiB, most
+    /// of it the attention partials (`heads × ceil(context / 64) × (head_dim + 2)` f32;
+    /// 13 MiB for the 14B at a 40960-token context). The planner does not count them apart:
+    /// they fit in the slot kernels' scratch every CUDA plan reserves, which a fully
+    /// resident run leaves unused.
     pub fn device_bytes(&self) -> u64 {
         let floats: usize = self.buffers.slices.iter().map(|s| s.len()).sum();
-        (floats * 4) as u64 + slot_kernels::workspace_bytes(self.dims.hidden.max(self.dims.ffn), 1)
+        let widest = self.dims.hidden.max(self.dims.ffn).max(self.dims.heads * self.dims.head_dim);
+        (floats * 4) as u64 + slot_kernels::workspace_bytes(widest, 1)
     }
 
     /// Runs the token whose embedding is `x` (`[1, 1, hidden]` f32) at position
@@ -279,7 +293,15 @@ impl FusedDecoder {
     /// first token after a reset): the caller runs it through the plain path.
     pub fn decode(&mut self, x: &Tensor, kv: &mut KvCache) -> Result<Option<Tensor>> {
         let Some(kv_table) = self.kv_addresses(kv)? else { return Ok(None) };
-        let source = dense_address(&x.contiguous()?).ok_or_else(|| unsupported("embedding not on the device"))?;
+        let x = x.contiguous()?;
+        if x.elem_count() != self.dims.hidden || x.dtype() != DType::F32 {
+            return Err(StreamError::ShapeMismatch {
+                tensor: "embedding of the token to decode".into(),
+                expected: vec![1, 1, self.dims.hidden],
+                found: x.dims().to_vec(),
+            });
+        }
+        let source = dense_address(&x).ok_or_else(|| unsupported("embedding not on the device"))?;
         self.pos_host[0] = kv.len() as u32;
         let stream = self.stream.cu_stream();
         // SAFETY: the device buffers hold `hidden` f32, one u32 and 2 × layers u64; the
