@@ -278,9 +278,10 @@ impl FusedDecoder {
 
     /// Device bytes of the activations and scratch this path allocated: a few MiB, most
     /// of it the attention partials (`heads × ceil(context / 64) × (head_dim + 2)` f32;
-    /// 13 MiB for the 14B at a 40960-token context). The planner does not count them apart:
-    /// they fit in the slot kernels' scratch every CUDA plan reserves, which a fully
-    /// resident run leaves unused.
+    /// 13 MiB for the 14B at a 40960-token context). The planner does not count them apart;
+    /// every CUDA plan reserves the slot kernels' scratch (17–25 MiB for these models),
+    /// which a fully resident run leaves unused and which has held them in every run so
+    /// far — a model with many more heads at a long context would need them counted.
     pub fn device_bytes(&self) -> u64 {
         let floats: usize = self.buffers.slices.iter().map(|s| s.len()).sum();
         let widest = self.dims.hidden.max(self.dims.ffn).max(self.dims.heads * self.dims.head_dim);
