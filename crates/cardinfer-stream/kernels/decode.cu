@@ -130,8 +130,8 @@ extern "C" __global__ void qk_norm_rope_append(
 // partial max score, sum of exponentials and weighted value sum of its chunk.
 // Lane `l` of a warp holds dims l*per .. l*per+per-1 (per = d / 32).
 extern "C" __global__ void decode_attention_partial(
-    const float* q, const uint64_t* kv_table, int layer, const uint32_t* pos_ptr,
-    float* part_max, float* part_sum, float* part_acc,
+    const float* q, const uint64_t* kv_table, const uint32_t* pos_ptr,
+    float* part_max, float* part_sum, float* part_acc, int layer,
     int heads, int kv_heads, int d, int cap, int chunk, int chunks, float scale) {
     const int h = blockIdx.x, c = blockIdx.y;
     const int len = (int)*pos_ptr + 1;

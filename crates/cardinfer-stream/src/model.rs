@@ -122,13 +122,9 @@ impl ResidentModel {
         let spec = self.decoder.spec();
         match FusedDecoder::new(spec, self.decoder.rope(), &self.layers, &self.head, &self.device) {
             Ok(fused) => {
-                let graph = std::env::var("CARDINFER_GRAPH").map_or(true, |v| v != "0");
+                let status = if fused.uses_graph() { "fused (CUDA graph)" } else { "fused (no graph)" };
                 self.fused = Some(std::sync::Mutex::new(fused));
-                if graph {
-                    "fused (CUDA graph)".into()
-                } else {
-                    "fused (no graph)".into()
-                }
+                status.into()
             }
             Err(e) => format!("plain ({e})"),
         }
@@ -229,8 +225,9 @@ impl TextModel for ResidentModel {
     /// on (it writes into them in place), else one that grows.
     fn new_cache(&self) -> KvCache {
         #[cfg(feature = "cuda")]
-        if self.fused.is_some() {
-            return KvCache::with_capacity(self.spec().num_layers, self.spec().context_length);
+        if let Some(fused) = &self.fused {
+            let capacity = fused.lock().unwrap_or_else(|e| e.into_inner()).capacity();
+            return KvCache::with_capacity(self.spec().num_layers, capacity);
         }
         KvCache::new(self.spec().num_layers)
     }

@@ -16,7 +16,7 @@ use cardinfer_core::ModelSpec;
 pub struct Decoder {
     spec: ModelSpec,
     rope: Rope,
-    /// One-kernel versions of the masked softmax and SwiGLU on CUDA ([`crate::fused::ops`]).
+    /// One-kernel versions of the masked softmax, RoPE and SwiGLU on CUDA ([`crate::fused::ops`]).
     fused_ops: bool,
 }
 
@@ -28,8 +28,8 @@ impl Decoder {
         Self { spec, rope, fused_ops }
     }
 
-    /// Switches the one-kernel masked softmax and SwiGLU on or off (on by default, off
-    /// with `CARDINFER_DECODE=plain`); both give the same bits as the Candle ops.
+    /// Switches the one-kernel masked softmax, RoPE and SwiGLU on or off (on by default,
+    /// off with `CARDINFER_DECODE=plain`); they give the same bits as the Candle ops.
     pub fn set_fused_ops(&mut self, on: bool) {
         self.fused_ops = on;
     }

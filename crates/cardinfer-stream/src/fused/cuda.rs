@@ -89,9 +89,15 @@ struct Kernels {
     silu_mul: CudaFunction,
 }
 
-/// The activations of one token, allocated once.
+/// The activations of one token, allocated once: a few MiB, most of it the attention
+/// partials (`heads × ceil(context / 64) × (head_dim + 2)` f32; 13 MiB for the 14B at a
+/// 40960-token context). The planner does not count them apart; every CUDA plan reserves
+/// the slot kernels' scratch (17–25 MiB for these models), which a fully resident run
+/// leaves unused and which has held them in every run so far — a model with many more
+/// heads at a long context would need them counted.
 struct Buffers {
-    slices: Vec<CudaSlice<f32>>,
+    /// Owns the memory the addresses below point into.
+    _slices: Vec<CudaSlice<f32>>,
     _pos: CudaSlice<u32>,
     _kv_table: CudaSlice<u64>,
     kv_table_address: u64,
@@ -276,16 +282,10 @@ impl FusedDecoder {
         self.dims.capacity
     }
 
-    /// Device bytes of the activations and scratch this path allocated: a few MiB, most
-    /// of it the attention partials (`heads × ceil(context / 64) × (head_dim + 2)` f32;
-    /// 13 MiB for the 14B at a 40960-token context). The planner does not count them apart;
-    /// every CUDA plan reserves the slot kernels' scratch (17–25 MiB for these models),
-    /// which a fully resident run leaves unused and which has held them in every run so
-    /// far — a model with many more heads at a long context would need them counted.
-    pub fn device_bytes(&self) -> u64 {
-        let floats: usize = self.buffers.slices.iter().map(|s| s.len()).sum();
-        let widest = self.dims.hidden.max(self.dims.ffn).max(self.dims.heads * self.dims.head_dim);
-        (floats * 4) as u64 + slot_kernels::workspace_bytes(widest, 1)
+    /// Whether tokens are replayed from a CUDA graph (`CARDINFER_GRAPH=0` launches the
+    /// kernels one by one instead).
+    pub fn uses_graph(&self) -> bool {
+        self.use_graph
     }
 
     /// Runs the token whose embedding is `x` (`[1, 1, hidden]` f32) at position
@@ -360,58 +360,47 @@ impl FusedDecoder {
         graph?.ok_or_else(|| cuda_err("stream capture recorded nothing"))
     }
 
-    /// Launches one token: every block, then the head. Recorded or run as is.
+    /// Launches one token: every block, then the head. Recorded or run as is. With
+    /// `matvec_only` only the quantizations and matrix products are launched.
     fn enqueue(&self) -> Result<()> {
         let b = &self.buffers;
         let dims = self.dims;
-        if self.matvec_only {
-            return self.enqueue_matvecs();
-        }
+        let full = !self.matvec_only;
         for (i, layer) in self.layers.iter().enumerate() {
-            let residual = if i == 0 { 0 } else { b.down };
-            self.add_rms_norm(residual, layer.attn_norm)?;
+            if full {
+                self.add_rms_norm(if i == 0 { 0 } else { b.down }, layer.attn_norm)?;
+            }
             self.quantize(b.h, dims.hidden);
             self.matvec(&layer.q, b.q)?;
             self.matvec(&layer.k, b.k)?;
             self.matvec(&layer.v, b.v)?;
-            self.qk_norm_rope_append(layer, i)?;
-            self.attention(i)?;
-            self.quantize(b.attn, dims.heads * dims.head_dim);
-            self.matvec(&layer.o, b.o)?;
-            self.add_rms_norm(b.o, layer.ffn_norm)?;
-            self.quantize(b.h, dims.hidden);
-            self.matvec(&layer.gate, b.gate)?;
-            self.matvec(&layer.up, b.up)?;
-            self.silu_mul()?;
-            self.quantize(b.act, dims.ffn);
-            self.matvec(&layer.down, b.down)?;
-        }
-        let residual = if self.layers.is_empty() { 0 } else { b.down };
-        self.add_rms_norm(residual, self.output_norm)?;
-        self.quantize(b.h, dims.hidden);
-        self.matvec(&self.output, b.logits)
-    }
-
-    /// The matrix products of a token alone (see `matvec_only`).
-    fn enqueue_matvecs(&self) -> Result<()> {
-        let (b, dims) = (&self.buffers, self.dims);
-        for layer in &self.layers {
-            self.quantize(b.h, dims.hidden);
-            for (m, out) in [(&layer.q, b.q), (&layer.k, b.k), (&layer.v, b.v)] {
-                self.matvec(m, out)?;
+            if full {
+                self.qk_norm_rope_append(layer, i)?;
+                self.attention(i)?;
             }
             self.quantize(b.attn, dims.heads * dims.head_dim);
             self.matvec(&layer.o, b.o)?;
+            if full {
+                self.add_rms_norm(b.o, layer.ffn_norm)?;
+            }
             self.quantize(b.h, dims.hidden);
             self.matvec(&layer.gate, b.gate)?;
             self.matvec(&layer.up, b.up)?;
+            if full {
+                self.silu_mul()?;
+            }
             self.quantize(b.act, dims.ffn);
             self.matvec(&layer.down, b.down)?;
+        }
+        if full {
+            self.add_rms_norm(if self.layers.is_empty() { 0 } else { b.down }, self.output_norm)?;
         }
         self.quantize(b.h, dims.hidden);
         self.matvec(&self.output, b.logits)
     }
 
+    /// Launches `f` with its arguments in the order the kernels of decode.cu take them:
+    /// device addresses, then integers, then floats.
     fn launch(
         &self,
         f: &CudaFunction,
@@ -497,26 +486,15 @@ impl FusedDecoder {
 
     fn attention(&self, layer: usize) -> Result<()> {
         let (b, d) = (&self.buffers, self.dims);
-        let scale = 1.0 / (d.head_dim as f32).sqrt();
-        let mut builder = self.stream.launch_builder(&self.kernels.attention_partial);
-        let ints = [d.heads as i32, d.kv_heads as i32, d.head_dim as i32, d.capacity as i32];
         let (chunk, chunks) = (ATTENTION_CHUNK as i32, d.chunks as i32);
-        let layer = layer as i32;
-        builder.arg(&b.q_rot).arg(&b.kv_table_address).arg(&layer);
-        for a in [&b.pos_address, &b.part_max, &b.part_sum, &b.part_acc] {
-            builder.arg(a);
-        }
-        for i in &ints {
-            builder.arg(i);
-        }
-        builder.arg(&chunk).arg(&chunks).arg(&scale);
-        let config = LaunchConfig {
-            grid_dim: (d.heads as u32, d.chunks as u32, 1),
-            block_dim: (ATTENTION_THREADS, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        // SAFETY: as in `launch`; the partial buffers hold heads × chunks entries.
-        unsafe { builder.launch(config) }.map_err(cuda_err)?;
+        self.launch(
+            &self.kernels.attention_partial,
+            (d.heads as u32, d.chunks as u32),
+            ATTENTION_THREADS,
+            &[&b.q_rot, &b.kv_table_address, &b.pos_address, &b.part_max, &b.part_sum, &b.part_acc],
+            &[layer as i32, d.heads as i32, d.kv_heads as i32, d.head_dim as i32, d.capacity as i32, chunk, chunks],
+            &[1.0 / (d.head_dim as f32).sqrt()],
+        )?;
         self.launch(
             &self.kernels.attention_combine,
             (d.heads as u32, 1),
@@ -620,7 +598,7 @@ impl Buffers {
             part_sum: a[14],
             part_acc: a[15],
             pos_address,
-            slices,
+            _slices: slices,
             _pos: pos,
             _kv_table: kv_table,
             kv_table_address,

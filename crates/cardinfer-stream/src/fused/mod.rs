@@ -17,8 +17,8 @@
 //!   CUDA graph on the first decode step and replayed afterwards.
 //!
 //! The plain path (Candle ops per block) stays for prefill, for other devices and for
-//! debugging; on CUDA its attention softmax (scale, causal mask and softmax) and SwiGLU
-//! each run as one kernel giving the same bits ([`ops`]). [`DecodePath::from_env`] reads
+//! debugging; on CUDA its attention softmax (scale, causal mask and softmax), RoPE (with
+//! the head transpose) and SwiGLU each run as one kernel giving the same bits ([`ops`]). [`DecodePath::from_env`] reads
 //! `CARDINFER_DECODE=plain|fused`; `plain` switches all of this off.
 //! [`reference`](mod@reference) holds CPU versions of the kernels; the tests check that a decode step
 //! composed of them equals the plain block.

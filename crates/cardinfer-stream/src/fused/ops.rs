@@ -1,6 +1,7 @@
-//! Fused operations of the plain (per-block) path, used for prefill chunks: each gives the
-//! same bits as the Candle composition it replaces, in one kernel on CUDA. Elsewhere, or
-//! when switched off (`CARDINFER_DECODE=plain`), the composition itself runs.
+//! Fused operations of the plain (per-block) path, which runs prefill chunks and every
+//! pass of streamed models: each gives the same bits as the Candle composition it
+//! replaces, in one kernel on CUDA. Elsewhere, or when switched off
+//! (`CARDINFER_DECODE=plain`), the composition itself runs.
 
 use crate::Result;
 use candle_core::Tensor;
@@ -19,7 +20,7 @@ pub fn masked_softmax(
     mask: impl FnOnce() -> Result<Tensor>,
 ) -> Result<Tensor> {
     #[cfg(feature = "cuda")]
-    if fused && scores.device().is_cuda() && scores.dtype() == candle_core::DType::F32 {
+    if kernel_applies(fused, scores) {
         return Ok(scores.contiguous()?.apply_op1_no_bwd(&cuda::ScaleMaskSoftmax { scale: scale as f32, seq, pos })?);
     }
     let _ = (fused, seq, pos);
@@ -31,7 +32,7 @@ pub fn masked_softmax(
 /// one kernel on CUDA instead of a transposing copy and the rotation.
 pub fn rope_heads(x: &Tensor, rope: &crate::rope::Rope, cos: &Tensor, sin: &Tensor, fused: bool) -> Result<Tensor> {
     #[cfg(feature = "cuda")]
-    if fused && x.device().is_cuda() && x.dtype() == candle_core::DType::F32 {
+    if kernel_applies(fused, x) {
         let op = cuda::RopeTranspose { interleaved: rope.style() == cardinfer_core::RopeStyle::Interleaved };
         return Ok(x.contiguous()?.apply_op3_no_bwd(&cos.contiguous()?, &sin.contiguous()?, &op)?);
     }
@@ -42,11 +43,18 @@ pub fn rope_heads(x: &Tensor, rope: &crate::rope::Rope, cos: &Tensor, sin: &Tens
 /// `silu(gate) · up`.
 pub fn silu_mul(gate: &Tensor, up: &Tensor, fused: bool) -> Result<Tensor> {
     #[cfg(feature = "cuda")]
-    if fused && gate.device().is_cuda() && gate.dtype() == candle_core::DType::F32 && gate.shape() == up.shape() {
+    if kernel_applies(fused, gate) && gate.shape() == up.shape() {
         return Ok(gate.contiguous()?.apply_op2_no_bwd(&up.contiguous()?, &cuda::SiluMul)?);
     }
     let _ = fused;
     Ok((silu(gate)? * up)?)
+}
+
+/// Whether the one-kernel version runs for `x`: switched on, on CUDA, f32 (the kernels'
+/// type).
+#[cfg(feature = "cuda")]
+fn kernel_applies(fused: bool, x: &Tensor) -> bool {
+    fused && x.device().is_cuda() && x.dtype() == candle_core::DType::F32
 }
 
 #[cfg(feature = "cuda")]
