@@ -400,6 +400,9 @@ impl LoadedModel {
         family: Option<FamilyFactory>,
         progress: impl FnMut(usize, usize),
     ) -> Result<Self> {
+        // The decoder reads `CARDINFER_DECODE` where it is built; a bad value is an error
+        // for every placement, not only for resident models.
+        crate::fused::DecodePath::from_env()?;
         let ckpt = Checkpoint::open(path)?;
         let (tokenizer, template, bos, eos) = match &ckpt {
             Checkpoint::Gguf(g) => {
