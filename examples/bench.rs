@@ -57,6 +57,8 @@ fn main() -> Result<()> {
     if let (Some(load), Some(warm)) = (after_load, watch.peak_bytes()) {
         eprintln!("device memory: {} MiB after load, {} MiB after the first forward pass", load >> 20, warm >> 20);
     }
+    // One cache at a time, as a generator holds (the plan reserves room for one).
+    drop(kv);
 
     if args.prompt > 0 {
         let mut rates = Vec::new();
@@ -109,9 +111,7 @@ fn main() -> Result<()> {
     };
     let predicted = predict(model.spec(), &plan, &profile, copies_overlap(&device));
     eprintln!("plan: {} slots, prefill chunk {}", plan.slots, plan.prefill_chunk);
-    if let Runner::Resident(m) = model {
-        eprintln!("decode path: {}", m.decode_path());
-    }
+    eprintln!("decode path: {}", model.decode_path());
     for reason in &plan.reasons {
         eprintln!("plan: {reason}");
     }

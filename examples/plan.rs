@@ -14,7 +14,7 @@ use anyhow::{bail, Context, Result};
 use cardinfer_core::{BlockId, ByteSize};
 use cardinfer_plan::catalog::{gpu_by_key, GpuSpec, H100};
 use cardinfer_plan::table::{markdown, RUNTIME_RESERVE};
-use cardinfer_plan::{predict_batch, Budget, Mode, Placement, PlanRequest, Profile, StreamPlan};
+use cardinfer_plan::{predict_batch, Budget, DecodeRates, Mode, Placement, PlanRequest, Profile, StreamPlan};
 use cardinfer_quant::Checkpoint;
 use cardinfer_stream::names::model_layout;
 use cardinfer_stream::weights::device_bytes_for;
@@ -104,7 +104,7 @@ fn main() -> Result<()> {
     // prediction is of the run `generate`/`bench` would do.
     let mut plan = StreamPlan::place(&spec, &blocks, &request)?;
     if args.hybrid {
-        plan.assign_host_layers(profile.cpu_matvec_gb_s, profile.h2d_gb_s);
+        plan.assign_host_layers(&DecodeRates::from_profile(&profile), None);
     }
     let prediction = predict_batch(&spec, &plan, &profile, false, args.batch);
     if args.json {

@@ -154,6 +154,15 @@ fn main() -> Result<()> {
         } else {
             profile.h2d_gb_s = pageable_rate;
         }
+        // A hybrid hop: one hidden state (width 5120) to the host and back.
+        let hidden = Tensor::zeros((1, 1, 5120), candle_core::DType::F32, &device)?;
+        let hop = time(50, || {
+            hidden.to_device(&Device::Cpu)?.to_device(&device)?;
+            device.synchronize()?;
+            Ok(())
+        })?;
+        profile.host_hop_ms = hop * 1e3;
+        rows.push(("hidden state to the host and back (hybrid hop)".into(), format!("{:.3} ms", profile.host_hop_ms)));
     }
 
     // 2. Decode matvec and 3. prefill matmul on Q4_K weights of width 4096.

@@ -63,6 +63,7 @@ fn streamed_from(path: &Path, budget: u64, mode: Mode, slots: usize, chunk: usiz
         prefill_chunk: chunk,
         context: None,
         hybrid: false,
+        host_layers: None,
         host_tier: tier,
     };
     LoadedModel::load_with(path, &Device::Cpu, &options, |_, _| {}).unwrap()
@@ -163,6 +164,7 @@ fn infeasible_budget_is_an_error_naming_the_minimum() {
         prefill_chunk: 512,
         context: None,
         hybrid: false,
+        host_layers: None,
         host_tier: HostTier::Auto,
     };
     let err =
@@ -290,7 +292,7 @@ fn a_head_larger_than_a_layer_streams_in_row_chunks_with_identical_logits() {
 }
 
 /// Hybrid decode with CPU devices standing in for both sides: a share of the streamed
-/// layers is placed on the host, computed there for decode steps and streamed for
+/// layers (two, as asked) is placed on the host, computed there for decode steps and streamed for
 /// prefill chunks; logits and generated ids equal the resident run, and the pool stays
 /// within its slots.
 #[test]
@@ -306,6 +308,7 @@ fn hybrid_decode_equals_resident_for_every_family() {
             prefill_chunk: 5,
             context: None,
             hybrid: true,
+            host_layers: Some(2),
             host_tier: HostTier::Auto,
         };
         let mut loaded = LoadedModel::load_with(&path, &Device::Cpu, &options, |_, _| {}).unwrap();

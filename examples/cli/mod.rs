@@ -98,6 +98,10 @@ pub struct PlacementArgs {
     /// Hybrid decode: compute part of the non-resident layers on the CPU while the rest stream.
     #[arg(long)]
     pub hybrid: bool,
+    /// Hybrid decode with exactly this many layers on the CPU (instead of the count the
+    /// planner's schedule simulation finds fastest); implies --hybrid.
+    #[arg(long)]
+    pub host_layers: Option<usize>,
     /// Where streamed blocks wait in host memory: auto, pinned (all page-locked), or disk
     /// (read from the file on demand through a small staging ring).
     #[arg(long, default_value = "auto")]
@@ -114,6 +118,7 @@ impl PlacementArgs {
             prefill_chunk: self.prefill_chunk,
             context: self.context,
             hybrid: self.hybrid,
+            host_layers: self.host_layers,
             host_tier: self.host_tier.parse()?,
         })
     }

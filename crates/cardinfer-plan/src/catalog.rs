@@ -111,6 +111,7 @@ impl GpuSpec {
             cpu_matvec_gb_s: 25.0,
             disk_gb_s: measured.disk_gb_s,
             cpu_best_threads: None,
+            host_hop_ms: measured.host_hop_ms,
         }
     }
 

@@ -2,9 +2,9 @@
 //! and which resource bounds it.
 //!
 //! Decode (batch 1), per token: host overhead per layer, resident weights read at the
-//! device's rate, streamed bytes over the link. The executor uploads streamed blocks in
-//! line on CUDA (no overlap yet), so link time adds to the rest; with overlapped copies
-//! (the CPU prefetch thread) the larger of link and compute counts.
+//! device's rate, streamed bytes over the link. Without overlapped copies link time adds
+//! to the rest; with them the larger of link and compute counts. Hybrid plans (layers
+//! computed on the host) are timed by the schedule simulation ([`crate::schedule`]).
 //! Prefill, per chunk: 2 FLOP per weight per token at the profile's rate for the model's
 //! width, the non-matmul work per layer per token, plus one pass of streamed bytes per chunk.
 
@@ -113,9 +113,15 @@ pub fn predict_batch(
     let compute = overhead + resident_read + streamed as f64 / (profile.device_read_gb_s * 1e9) * 1e3;
     // Host layers run on the CPU while uploads for the next streamed layers are in flight.
     let host = plan.host_bytes_per_pass() as f64 / (profile.cpu_matvec_gb_s * 1e9) * 1e3;
-    let link_or_host = if host > 0.0 { link.max(host) } else { link };
-    let decode_total =
-        if overlapped_copies && plan.slots >= 2 { compute.max(link_or_host) } else { compute + link_or_host };
+    let decode_total = if host > 0.0 {
+        // Hybrid: the CPU's blocks, hops and device work share the hidden state's path
+        // while the link fills slots; the schedule simulation counts what overlaps.
+        crate::schedule::simulate_decode(plan, &crate::schedule::DecodeRates::from_profile(profile)).token_ms
+    } else if overlapped_copies && plan.slots >= 2 {
+        compute.max(link)
+    } else {
+        compute + link
+    };
     let decode_bound = if host > link && host >= overhead.max(resident_read) {
         Bound::HostCompute
     } else if link >= overhead.max(resident_read) {

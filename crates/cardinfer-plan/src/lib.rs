@@ -7,6 +7,7 @@ pub mod cost;
 mod error;
 pub mod placement;
 pub mod profile;
+pub mod schedule;
 pub mod table;
 
 pub use budget::Budget;
@@ -14,3 +15,4 @@ pub use cost::{predict, predict_batch, Bound, Prediction};
 pub use error::PlanError;
 pub use placement::{Mode, Placement, PlanRequest, StreamPlan, Workload};
 pub use profile::Profile;
+pub use schedule::{simulate_decode, DecodeRates, TokenSchedule};

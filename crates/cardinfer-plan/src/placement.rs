@@ -3,6 +3,7 @@
 //! device bytes of every block (quant-aware, with the device's row padding), so the same
 //! plan can be computed for the real device or projected onto another.
 
+use crate::schedule::{simulate_decode, spread, DecodeRates};
 use crate::PlanError;
 use cardinfer_core::{BlockId, ByteSize, ModelSpec};
 use std::fmt;
@@ -147,12 +148,13 @@ impl StreamPlan {
             .sum()
     }
 
-    /// Hybrid decode: moves a share of the streamed layers to the host, to be computed
-    /// there while the link fills slots for the others. With the CPU reading weights at
-    /// `cpu_gb_s` and the link at `h2d_gb_s`, both finish together when the host takes
-    /// `cpu / (cpu + h2d)` of the streamed bytes; the host layers are spread evenly
-    /// between the streamed ones, so each CPU block overlaps the upload of the next.
-    pub fn assign_host_layers(&mut self, cpu_gb_s: f64, h2d_gb_s: f64) {
+    /// Hybrid decode: moves some of the streamed layers to the host, to be computed there
+    /// while the link fills slots for the others. Each count of host layers from none to
+    /// all of them, spread evenly between the streamed ones (so each CPU block overlaps
+    /// the copy of the next streamed one), is simulated at `rates`
+    /// ([`crate::schedule::simulate_decode`]); the fastest count is kept, or `host_layers`
+    /// when given (at most the streamed layers).
+    pub fn assign_host_layers(&mut self, rates: &DecodeRates, host_layers: Option<usize>) {
         let streamed: Vec<usize> = self
             .blocks
             .iter()
@@ -160,24 +162,38 @@ impl StreamPlan {
             .filter(|(_, (b, p))| *p == Placement::Streamed && matches!(b, BlockId::Layer(_)))
             .map(|(i, _)| i)
             .collect();
-        if streamed.is_empty() || !(cpu_gb_s > 0.0 && h2d_gb_s > 0.0) {
+        let n = streamed.len();
+        if n == 0 {
             return;
         }
-        let share = cpu_gb_s / (cpu_gb_s + h2d_gb_s);
-        let count = (streamed.len() as f64 * share).round() as usize;
-        let n = streamed.len();
-        for (j, &index) in streamed.iter().enumerate() {
-            if (j + 1) * count / n > j * count / n {
-                self.blocks[index].1 = Placement::Host;
+        let with_count = |count: usize| -> StreamPlan {
+            let mut plan = self.clone();
+            for (&index, host) in streamed.iter().zip(spread(n, count)) {
+                if host {
+                    plan.blocks[index].1 = Placement::Host;
+                }
             }
-        }
+            plan
+        };
+        let stream_only = simulate_decode(self, rates).token_ms;
+        let (count, token_ms) = match host_layers {
+            Some(count) => (count.min(n), simulate_decode(&with_count(count.min(n)), rates).token_ms),
+            None => (0..=n)
+                .map(|count| (count, simulate_decode(&with_count(count), rates).token_ms))
+                .fold((0, stream_only), |best, c| if c.1 < best.1 { c } else { best }),
+        };
+        *self = with_count(count);
         // The slots stay: prefill chunks stream the host layers too (the device is far
         // faster at many tokens).
         self.reasons.push(format!(
-            "hybrid: {count} of {n} streamed layers computed on the host ({} per token at {cpu_gb_s:.0} GB/s) \
-             while the link streams the rest ({} at {h2d_gb_s:.0} GB/s)",
+            "hybrid: {count} of {n} streamed layers computed on the host ({} per token at {:.0} GB/s) \
+             while the link streams the rest ({} at {:.0} GB/s); simulated {token_ms:.1} ms per token \
+             ({stream_only:.1} streaming all){}",
             ByteSize(self.host_bytes_per_pass()),
+            rates.cpu_gb_s,
             ByteSize(self.streamed_bytes_per_pass()),
+            rates.link_gb_s,
+            if host_layers.is_some() { ", count as asked" } else { "" },
         ));
     }
 
@@ -456,7 +472,7 @@ impl StreamPlan {
 /// 14B at 6 GiB: BENCHMARKS.md).
 pub fn spread_resident_layers(layers: &[u64], free: u64) -> Vec<bool> {
     let n = layers.len();
-    let pattern = |k: usize| -> Vec<bool> { (0..n).map(|i| (i + 1) * k / n > i * k / n).collect() };
+    let pattern = |k: usize| -> Vec<bool> { spread(n, k).collect() };
     let bytes = |keep: &[bool]| -> u64 { layers.iter().zip(keep).filter(|(_, k)| **k).map(|(b, _)| b).sum() };
     // The most layers that could fit: the smallest ones first.
     let mut sorted = layers.to_vec();

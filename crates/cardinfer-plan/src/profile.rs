@@ -39,6 +39,15 @@ pub struct Profile {
     /// CPU threads at which `cpu_matvec_gb_s` was reached (`None` when not probed).
     #[serde(default)]
     pub cpu_best_threads: Option<usize>,
+    /// Hybrid decode: moving the hidden state to the host and back around one host-placed
+    /// block (waits and copies besides the device's own work), milliseconds.
+    #[serde(default = "default_host_hop_ms")]
+    pub host_hop_ms: f64,
+}
+
+/// [`Profile::host_hop_ms`] of profiles written before it was measured.
+fn default_host_hop_ms() -> f64 {
+    0.1
 }
 
 impl Profile {
@@ -56,6 +65,7 @@ impl Profile {
             cpu_matvec_gb_s: 20.0,
             disk_gb_s: 1.0,
             cpu_best_threads: None,
+            host_hop_ms: default_host_hop_ms(),
         }
     }
 
@@ -75,6 +85,7 @@ impl Profile {
             cpu_matvec_gb_s: 50.0,
             disk_gb_s: 2.0,
             cpu_best_threads: Some(16),
+            host_hop_ms: default_host_hop_ms(),
         }
     }
 

@@ -123,6 +123,9 @@ pub struct LoadOptions {
     /// Hybrid decode: compute a share of the non-resident layers on the CPU while the
     /// link streams the rest (rates from the device's profile, see the `probe` example).
     pub hybrid: bool,
+    /// Hybrid decode with exactly this many host-placed layers (at most the streamed
+    /// ones) instead of the count the schedule simulation finds fastest; implies `hybrid`.
+    pub host_layers: Option<usize>,
     /// Where streamed blocks wait in host memory.
     pub host_tier: HostTier,
 }
@@ -168,6 +171,7 @@ impl Default for LoadOptions {
             prefill_chunk: 512,
             context: None,
             hybrid: false,
+            host_layers: None,
             host_tier: HostTier::Auto,
         }
     }
@@ -179,6 +183,17 @@ pub enum Runner {
     Resident(Box<ResidentModel>),
     /// Blocks placed by a plan, some streamed through the pool.
     Streamed(Box<StreamedModel>),
+}
+
+impl Runner {
+    /// How single tokens are decoded on the device: `fused (CUDA graph)`, `fused (no
+    /// graph)`, `fused (layer by layer)` for streamed and hybrid models, or `plain (why)`.
+    pub fn decode_path(&self) -> &str {
+        match self {
+            Self::Resident(m) => m.decode_path(),
+            Self::Streamed(m) => m.decode_path(),
+        }
+    }
 }
 
 impl TextModel for Runner {
@@ -468,9 +483,9 @@ impl LoadedModel {
             overlapped_copies: crate::executor::copies_overlap(device),
         };
         let mut plan = crate::executor::plan_on_device(&spec, &layout, device, &request)?;
-        if options.hybrid {
+        if options.hybrid || options.host_layers.is_some() {
             let profile = cardinfer_plan::Profile::for_device(&crate::device::device_key(device));
-            plan.assign_host_layers(profile.cpu_matvec_gb_s, profile.h2d_gb_s);
+            plan.assign_host_layers(&cardinfer_plan::DecodeRates::from_profile(&profile), options.host_layers);
         }
         let model = if plan.slots == 0 && options.mode != Mode::Stream && family.is_none() {
             Runner::Resident(Box::new(ResidentModel::load_spec(&ckpt, spec, device, progress)?))
@@ -495,12 +510,19 @@ impl LoadedModel {
                 options.host_tier,
                 in_place.then_some((plan.slots, plan.slot_bytes, max_cols, plan.prefill_chunk)),
             );
-            let family = match family {
-                Some(make) => make(spec, rope_factors),
-                None => Box::new(Decoder::new(spec, rope_factors)),
+            let (family, rope) = match family {
+                Some(make) => (make(spec, rope_factors), None),
+                None => {
+                    let decoder = Decoder::new(spec, rope_factors);
+                    let rope = decoder.rope().clone();
+                    (Box::new(decoder) as Box<dyn crate::layer_stream::LayerStream + Send + Sync>, Some(rope))
+                }
             };
             let mut model = StreamedModel::new(family, layout, plan, device, reader, progress)?;
             model.set_host_tier(tier, host_bytes);
+            if let Some(rope) = rope {
+                model.prepare_decode_path(crate::fused::DecodePath::from_env()?, &rope);
+            }
             Runner::Streamed(Box::new(model))
         };
         let chat_template = ChatTemplate::select(template, tokenizer.as_ref(), bos, eos);

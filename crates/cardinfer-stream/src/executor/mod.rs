@@ -22,6 +22,8 @@
 //!   host memory cannot hold them, the disk tier ([`StagedReader`]): blocks read from the
 //!   file on demand into a ring of staging buffers by a background thread.
 
+mod hidden;
+mod hop;
 mod plan;
 mod pool;
 mod reader;

@@ -1,6 +1,8 @@
 //! The streaming executor: resident blocks stay on the device, streamed blocks pass
 //! through the bounded pool, filled ahead of use by a prefetch thread.
 
+use super::hidden::{FusedLayers, HiddenState};
+use super::hop::HiddenUpload;
 use super::plan::{block_device_bytes, Placement, StreamPlan};
 use super::pool::{PoolStats, SlotPool, SlotTicket};
 use super::reader::BlockReader;
@@ -125,6 +127,10 @@ pub struct StreamedModel {
     host: HashMap<BlockId, BlockWeights>,
     pool: SlotPool,
     timings: Mutex<StreamTimings>,
+    /// The fused decode kernels for the device layers, where they apply.
+    fused: FusedLayers,
+    /// Hidden states back to the device after host-placed layers.
+    hop: HiddenUpload,
 }
 
 impl std::fmt::Debug for StreamedModel {
@@ -181,7 +187,23 @@ impl StreamedModel {
             host,
             pool,
             timings: Mutex::new(StreamTimings::default()),
+            fused: FusedLayers::off("not prepared: a custom block family"),
+            hop: HiddenUpload::new(device),
         })
+    }
+
+    /// Chooses how single tokens are decoded for a model of the built-in decoder with
+    /// `rope`: the fused kernels layer by layer on the device where `path` asks for them
+    /// and the model suits them, the plain blocks otherwise. Layers on the CPU (hybrid)
+    /// always run the plain block.
+    pub fn prepare_decode_path(&mut self, path: crate::fused::DecodePath, rope: &crate::rope::Rope) {
+        self.fused = FusedLayers::new(path, self.family.spec(), rope, &self.device, self.plan.kv_on_host);
+    }
+
+    /// How single tokens are decoded on the device: `fused (layer by layer)` or
+    /// `plain (reason)`.
+    pub fn decode_path(&self) -> &str {
+        self.fused.status()
     }
 
     /// Records where the reader keeps streamed blocks (`pinned`, `disk`, `file`) and how
@@ -391,7 +413,7 @@ impl StreamedModel {
         order: &[BlockId],
         source: &Source<'_>,
         ahead: &mut VecDeque<Filled>,
-        mut x: Tensor,
+        x: Tensor,
         kv: &mut KvCache,
         pos: usize,
         len: usize,
@@ -401,10 +423,13 @@ impl StreamedModel {
         let mut logits = None;
         let mut copy_markers = Vec::new();
         let mut timeline = Timeline::start(&self.device);
+        let on_device = |i: usize| self.host_weights(BlockId::Layer(i), len).is_none();
+        let mut hidden = self.fused.start(x, len, kv, &on_device)?;
         for &block in order {
-            let last_rows = |x: &Tensor| -> Result<Tensor> {
+            let last_rows = |hidden: &mut HiddenState<'_>| -> Result<Tensor> {
+                let x = hidden.get()?;
                 Ok(match which {
-                    Some(Logits::All) => x.clone(),
+                    Some(Logits::All) => x,
                     _ => x.i((.., len - 1..len, ..))?,
                 })
             };
@@ -416,8 +441,10 @@ impl StreamedModel {
                 let start = Instant::now();
                 timeline.begin();
                 match block {
-                    BlockId::Layer(i) => x = self.device_block(i, weights, &x, kv, pos)?,
-                    BlockId::Head => logits = Some(self.family.head(weights, &last_rows(&x)?)?),
+                    BlockId::Layer(i) => {
+                        hidden.device_layer(i, weights, kv, |x, kv| self.device_block(i, weights, x, kv, pos))?
+                    }
+                    BlockId::Head => logits = Some(self.family.head(weights, &last_rows(&mut hidden)?)?),
                     BlockId::Embed => {}
                 }
                 timeline.end(block, None);
@@ -430,12 +457,12 @@ impl StreamedModel {
                 // the next streamed blocks (asynchronous copies from page-locked memory):
                 // the link works while the CPU computes this layer.
                 let start = Instant::now();
-                let x_host = x.to_device(&Device::Cpu)?;
+                let x_host = hidden.get()?.to_device(&Device::Cpu)?;
                 timings.hop_wait_secs += start.elapsed().as_secs_f64();
                 self.read_ahead(source, ahead, 0);
                 let start = Instant::now();
                 let y = self.family.block(i, weights, &x_host, kv.layer_mut(i), pos)?;
-                x = y.to_device(&self.device)?;
+                hidden.set(self.hop.upload(&y)?)?;
                 timings.host_secs += start.elapsed().as_secs_f64();
                 continue;
             }
@@ -448,8 +475,12 @@ impl StreamedModel {
                 }
                 timeline.begin();
                 let out = match block {
-                    BlockId::Layer(i) => self.device_block(i, &weights, &x, kv, pos).map(|y| x = y),
-                    BlockId::Head => last_rows(&x).and_then(|h| self.family.head(&weights, &h)).map(|l| parts.push(l)),
+                    BlockId::Layer(i) => {
+                        hidden.device_layer(i, &weights, kv, |x, kv| self.device_block(i, &weights, x, kv, pos))
+                    }
+                    BlockId::Head => {
+                        last_rows(&mut hidden).and_then(|h| self.family.head(&weights, &h)).map(|l| parts.push(l))
+                    }
                     BlockId::Embed => Ok(()),
                 };
                 timeline.end(block, copy_markers.last().cloned());
@@ -518,6 +549,15 @@ impl TextModel for StreamedModel {
 
     fn device(&self) -> &Device {
         &self.device
+    }
+
+    /// A cache with buffers preallocated for the whole context when the fused kernels
+    /// decode (they write keys and values in place).
+    fn new_cache(&self) -> KvCache {
+        match self.fused.capacity() {
+            Some(capacity) => KvCache::with_capacity(self.spec().num_layers, capacity),
+            None => KvCache::new(self.spec().num_layers),
+        }
     }
 
     /// Runs the prompt in chunks of `plan.prefill_chunk` tokens, one weight pass each.

@@ -26,6 +26,8 @@ use cardinfer_core::{ModelSpec, RopeStyle};
 use std::ffi::c_void;
 use std::sync::Arc;
 
+mod layerwise;
+
 /// Threads of the attention partial kernel (it combines exactly 4 warps).
 const ATTENTION_THREADS: u32 = 128;
 /// Threads of the whole-vector RMS norm kernel: Candle's choice for its rmsnorm kernel
@@ -77,6 +79,7 @@ struct Dims {
     vocab: usize,
     capacity: usize,
     chunks: usize,
+    layers: usize,
     eps: f32,
     interleaved: bool,
 }
@@ -122,6 +125,7 @@ struct Buffers {
 
 /// Decodes one token through a resident model with fused kernels and a CUDA graph.
 pub struct FusedDecoder {
+    spec: ModelSpec,
     device: CudaDevice,
     stream: Arc<CudaStream>,
     kernels: Kernels,
@@ -142,6 +146,51 @@ pub struct FusedDecoder {
     pos_host: Box<[u32; 1]>,
     /// What the device's KV table holds: keys and values addresses, layer by layer.
     kv_table_host: Vec<u64>,
+    /// Layer by layer only: the last layer's MLP output still waits in `down` to be added
+    /// to the residual stream `x` (the next norm kernel adds it).
+    residual_pending: bool,
+}
+
+// SAFETY: the only members that are not `Send` are the CUDA graph's driver handles. The
+// driver allows a graph to be launched and destroyed from any thread of the process, and
+// the decoder is used by one thread at a time (the models keep it behind a `Mutex`).
+unsafe impl Send for FusedDecoder {}
+
+/// The head layouts the kernels take: head size a multiple of 64 up to 256, whole groups.
+fn check_heads(spec: &ModelSpec) -> Result<()> {
+    let d = spec.head_dim;
+    if !d.is_multiple_of(64) || d > 256 || spec.num_kv_heads == 0 || !spec.num_heads.is_multiple_of(spec.num_kv_heads) {
+        return Err(unsupported(format!(
+            "head size {d} with {}/{} heads (the kernels take multiples of 64 up to 256)",
+            spec.num_heads, spec.num_kv_heads
+        )));
+    }
+    Ok(())
+}
+
+impl LayerAddresses {
+    /// The addresses of layer weights `w`, each checked against the spec's shapes.
+    fn of(spec: &ModelSpec, w: &BlockWeights) -> Result<Self> {
+        let d = spec.head_dim;
+        let (hidden, q_dim, kv_dim, ffn) =
+            (spec.hidden_size, spec.num_heads * d, spec.num_kv_heads * d, spec.intermediate_size);
+        Ok(Self {
+            attn_norm: vector(w, Role::AttnNorm, hidden)?,
+            q: matrix(w, Role::AttnQ, q_dim, hidden)?,
+            k: matrix(w, Role::AttnK, kv_dim, hidden)?,
+            v: matrix(w, Role::AttnV, kv_dim, hidden)?,
+            q_bias: vector(w, Role::AttnQBias, q_dim)?,
+            k_bias: vector(w, Role::AttnKBias, kv_dim)?,
+            v_bias: vector(w, Role::AttnVBias, kv_dim)?,
+            q_norm: if spec.qk_norm { vector(w, Role::AttnQNorm, d)? } else { 0 },
+            k_norm: if spec.qk_norm { vector(w, Role::AttnKNorm, d)? } else { 0 },
+            o: matrix(w, Role::AttnOutput, hidden, q_dim)?,
+            ffn_norm: vector(w, Role::FfnNorm, hidden)?,
+            gate: matrix(w, Role::FfnGate, ffn, hidden)?,
+            up: matrix(w, Role::FfnUp, ffn, hidden)?,
+            down: matrix(w, Role::FfnDown, hidden, ffn)?,
+        })
+    }
 }
 
 fn unsupported(reason: impl Into<String>) -> StreamError {
@@ -155,23 +204,23 @@ fn cuda_err(e: impl std::fmt::Display) -> StreamError {
 /// The quantized matrix of `role`, checked to be `rows × cols` (`rows` 0: any) — the
 /// kernels read exactly that many bytes from its address.
 fn matrix(weights: &BlockWeights, role: Role, want_rows: usize, want_cols: usize) -> Result<Matrix> {
-    match weights.get(role)? {
-        Weight::Quantized(q) => {
-            let (rows, cols) = q.shape().dims2()?;
-            if cols != want_cols || (want_rows != 0 && rows != want_rows) {
-                return Err(StreamError::ShapeMismatch {
-                    tensor: format!("{role:?} (fused decode path)"),
-                    expected: vec![want_rows, want_cols],
-                    found: vec![rows, cols],
-                });
-            }
-            if !slot_kernels::supports(q.dtype(), cols) {
-                return Err(unsupported(format!("no MMVQ kernel for {role:?} ({:?}, {cols} columns)", q.dtype())));
-            }
-            Ok(Matrix { address: q.device_ptr()? as u64, dtype: q.dtype(), rows, cols })
-        }
-        _ => Err(unsupported(format!("{role:?} is not block-quantized"))),
+    let (address, dtype, (rows, cols)) = match weights.get(role)? {
+        Weight::Quantized(q) => (q.device_ptr()? as u64, q.dtype(), q.shape().dims2()?),
+        // Streamed blocks: the matrix in its slot, laid out as Candle's MMVQ reads it.
+        Weight::InSlot(t) => (t.address(), t.dtype, t.shape),
+        Weight::Dense(_) => return Err(unsupported(format!("{role:?} is not block-quantized"))),
+    };
+    if cols != want_cols || (want_rows != 0 && rows != want_rows) {
+        return Err(StreamError::ShapeMismatch {
+            tensor: format!("{role:?} (fused decode path)"),
+            expected: vec![want_rows, want_cols],
+            found: vec![rows, cols],
+        });
     }
+    if !slot_kernels::supports(dtype, cols) {
+        return Err(unsupported(format!("no MMVQ kernel for {role:?} ({dtype:?}, {cols} columns)")));
+    }
+    Ok(Matrix { address, dtype, rows, cols })
 }
 
 fn vector(weights: &BlockWeights, role: Role, len: usize) -> Result<u64> {
@@ -197,43 +246,33 @@ impl FusedDecoder {
         head: &BlockWeights,
         device: &Device,
     ) -> Result<Self> {
+        let layers = layers.iter().map(|w| LayerAddresses::of(spec, w)).collect::<Result<Vec<_>>>()?;
+        let output_norm = vector(head, Role::OutputNorm, spec.hidden_size)?;
+        let output = matrix(head, Role::Output, 0, spec.hidden_size)?;
+        Self::build(spec, rope, device, layers, output_norm, output)
+    }
+
+    /// The decoder without weights of its own, for models whose blocks move (streamed and
+    /// hybrid): each token is run layer by layer with the weights where they are at that
+    /// moment ([`FusedDecoder::layer`]); see `fused/layerwise.rs`.
+    pub fn layerwise(spec: &ModelSpec, rope: &Rope, device: &Device) -> Result<Self> {
+        let no_head = Matrix { address: 0, dtype: GgmlDType::Q8_0, rows: 1, cols: spec.hidden_size };
+        Self::build(spec, rope, device, Vec::new(), 0, no_head)
+    }
+
+    fn build(
+        spec: &ModelSpec,
+        rope: &Rope,
+        device: &Device,
+        layers: Vec<LayerAddresses>,
+        output_norm: u64,
+        output: Matrix,
+    ) -> Result<Self> {
         let Device::Cuda(cuda) = device else { return Err(unsupported("not a CUDA device")) };
+        check_heads(spec)?;
         let d = spec.head_dim;
-        if !d.is_multiple_of(64)
-            || d > 256
-            || spec.num_kv_heads == 0
-            || !spec.num_heads.is_multiple_of(spec.num_kv_heads)
-        {
-            return Err(unsupported(format!(
-                "head size {d} with {}/{} heads (the kernels take multiples of 64 up to 256)",
-                spec.num_heads, spec.num_kv_heads
-            )));
-        }
         let (hidden, q_dim, kv_dim, ffn) =
             (spec.hidden_size, spec.num_heads * d, spec.num_kv_heads * d, spec.intermediate_size);
-        let layers = layers
-            .iter()
-            .map(|w| {
-                Ok(LayerAddresses {
-                    attn_norm: vector(w, Role::AttnNorm, hidden)?,
-                    q: matrix(w, Role::AttnQ, q_dim, hidden)?,
-                    k: matrix(w, Role::AttnK, kv_dim, hidden)?,
-                    v: matrix(w, Role::AttnV, kv_dim, hidden)?,
-                    q_bias: vector(w, Role::AttnQBias, q_dim)?,
-                    k_bias: vector(w, Role::AttnKBias, kv_dim)?,
-                    v_bias: vector(w, Role::AttnVBias, kv_dim)?,
-                    q_norm: if spec.qk_norm { vector(w, Role::AttnQNorm, d)? } else { 0 },
-                    k_norm: if spec.qk_norm { vector(w, Role::AttnKNorm, d)? } else { 0 },
-                    o: matrix(w, Role::AttnOutput, hidden, q_dim)?,
-                    ffn_norm: vector(w, Role::FfnNorm, hidden)?,
-                    gate: matrix(w, Role::FfnGate, ffn, hidden)?,
-                    up: matrix(w, Role::FfnUp, ffn, hidden)?,
-                    down: matrix(w, Role::FfnDown, hidden, ffn)?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let output_norm = vector(head, Role::OutputNorm, hidden)?;
-        let output = matrix(head, Role::Output, 0, hidden)?;
         let capacity = spec.context_length;
         let dims = Dims {
             hidden,
@@ -244,6 +283,7 @@ impl FusedDecoder {
             vocab: output.rows,
             capacity,
             chunks: capacity.div_ceil(ATTENTION_CHUNK),
+            layers: spec.num_layers,
             eps: spec.rms_norm_eps as f32,
             interleaved: spec.rope_style == RopeStyle::Interleaved,
         };
@@ -254,10 +294,11 @@ impl FusedDecoder {
         );
         let stream = cuda.cuda_stream();
         let kernels = load_kernels(cuda)?;
-        let buffers = Buffers::new(cuda, &dims, q_dim, kv_dim, layers.len())?;
+        let buffers = Buffers::new(cuda, &dims, q_dim, kv_dim, spec.num_layers)?;
         let workspace = Workspace::new(cuda, hidden.max(q_dim).max(ffn), 1)?;
         let use_graph = std::env::var("CARDINFER_GRAPH").map_or(true, |v| v != "0");
         Ok(Self {
+            spec: spec.clone(),
             device: cuda.clone(),
             stream,
             kernels,
@@ -274,6 +315,7 @@ impl FusedDecoder {
             graph: None,
             pos_host: Box::new([0]),
             kv_table_host: Vec::new(),
+            residual_pending: false,
         })
     }
 
@@ -293,29 +335,11 @@ impl FusedDecoder {
     /// `Ok(None)` when `kv` has no preallocated buffers of this path's capacity yet (the
     /// first token after a reset): the caller runs it through the plain path.
     pub fn decode(&mut self, x: &Tensor, kv: &mut KvCache) -> Result<Option<Tensor>> {
-        let Some(kv_table) = self.kv_addresses(kv)? else { return Ok(None) };
-        let x = x.contiguous()?;
-        if x.elem_count() != self.dims.hidden || x.dtype() != DType::F32 {
-            return Err(StreamError::ShapeMismatch {
-                tensor: "embedding of the token to decode".into(),
-                expected: vec![1, 1, self.dims.hidden],
-                found: x.dims().to_vec(),
-            });
+        if kv.num_layers() != self.layers.len() {
+            return Err(unsupported(format!("KV cache of {} layers for {}", kv.num_layers(), self.layers.len())));
         }
-        let source = dense_address(&x).ok_or_else(|| unsupported("embedding not on the device"))?;
-        self.pos_host[0] = kv.len() as u32;
-        let stream = self.stream.cu_stream();
-        // SAFETY: the device buffers hold `hidden` f32, one u32 and 2 × layers u64; the
-        // host data lives in `self` and the copies are ordered before the launches below.
-        unsafe {
-            result::memcpy_dtod_async(self.buffers.x, source, self.dims.hidden * 4, stream).map_err(cuda_err)?;
-            result::memcpy_htod_async(self.buffers.pos_address, &self.pos_host[..], stream).map_err(cuda_err)?;
-            if kv_table != self.kv_table_host {
-                self.kv_table_host = kv_table;
-                result::memcpy_htod_async(self.buffers.kv_table_address, &self.kv_table_host[..], stream)
-                    .map_err(cuda_err)?;
-            }
-        }
+        let Some(kv_table) = self.kv_addresses(kv, &|_| true)? else { return Ok(None) };
+        self.load_token(x, kv.len(), kv_table)?;
         if !self.use_graph {
             self.enqueue()?;
         } else {
@@ -332,13 +356,51 @@ impl FusedDecoder {
         self.logits()
     }
 
-    fn kv_addresses(&self, kv: &KvCache) -> Result<Option<Vec<u64>>> {
-        if kv.num_layers() != self.layers.len() {
-            return Err(unsupported(format!("KV cache of {} layers for {}", kv.num_layers(), self.layers.len())));
+    /// Copies the token's embedding `x` into the residual stream and writes its position
+    /// and the KV table (when it changed) where the kernels read them.
+    pub(super) fn load_token(&mut self, x: &Tensor, pos: usize, kv_table: Vec<u64>) -> Result<()> {
+        let x = x.contiguous()?;
+        let source = self.checked_hidden(&x)?;
+        self.pos_host[0] = pos as u32;
+        let stream = self.stream.cu_stream();
+        // SAFETY: the device buffers hold `hidden` f32, one u32 and 2 × layers u64; the
+        // host data lives in `self` and the copies are ordered before the launches below.
+        unsafe {
+            result::memcpy_dtod_async(self.buffers.x, source, self.dims.hidden * 4, stream).map_err(cuda_err)?;
+            result::memcpy_htod_async(self.buffers.pos_address, &self.pos_host[..], stream).map_err(cuda_err)?;
+            if kv_table != self.kv_table_host {
+                self.kv_table_host = kv_table;
+                result::memcpy_htod_async(self.buffers.kv_table_address, &self.kv_table_host[..], stream)
+                    .map_err(cuda_err)?;
+            }
         }
+        self.residual_pending = false;
+        Ok(())
+    }
+
+    /// Checks that `x` is one f32 hidden state on the device; returns its address.
+    fn checked_hidden(&self, x: &Tensor) -> Result<u64> {
+        if x.elem_count() != self.dims.hidden || x.dtype() != DType::F32 {
+            return Err(StreamError::ShapeMismatch {
+                tensor: "hidden state (fused decode path)".into(),
+                expected: vec![1, 1, self.dims.hidden],
+                found: x.dims().to_vec(),
+            });
+        }
+        dense_address(x).ok_or_else(|| unsupported("hidden state not on the device"))
+    }
+
+    /// The device addresses of the keys and values of every layer `on_device` (0 for the
+    /// others), or `None` when one of them has no preallocated buffers of this path's
+    /// capacity on the device (then the plain path runs the token).
+    pub(super) fn kv_addresses(&self, kv: &KvCache, on_device: &dyn Fn(usize) -> bool) -> Result<Option<Vec<u64>>> {
         let want = [1, self.dims.kv_heads, self.dims.capacity, self.dims.head_dim];
-        let mut addresses = Vec::with_capacity(2 * self.layers.len());
+        let mut addresses = Vec::with_capacity(2 * kv.num_layers());
         for i in 0..kv.num_layers() {
+            if !on_device(i) {
+                addresses.extend([0, 0]);
+                continue;
+            }
             let Some((k, v)) = kv.layer(i).buffers() else { return Ok(None) };
             if k.dims() != want || v.dims() != want || k.dtype() != DType::F32 {
                 return Ok(None);
@@ -363,12 +425,26 @@ impl FusedDecoder {
     /// Launches one token: every block, then the head. Recorded or run as is. With
     /// `matvec_only` only the quantizations and matrix products are launched.
     fn enqueue(&self) -> Result<()> {
+        for (i, layer) in self.layers.iter().enumerate() {
+            self.enqueue_layer(i, layer, i > 0)?;
+        }
+        let b = &self.buffers;
+        if !self.matvec_only {
+            self.add_rms_norm(if self.layers.is_empty() { 0 } else { b.down }, self.output_norm)?;
+        }
+        self.quantize(b.h, self.dims.hidden);
+        self.matvec(&self.output, b.logits)
+    }
+
+    /// Launches layer `i`; `residual_pending`: the previous layer's MLP output in `down`
+    /// is still to be added to `x` (the first norm adds it).
+    fn enqueue_layer(&self, i: usize, layer: &LayerAddresses, residual_pending: bool) -> Result<()> {
         let b = &self.buffers;
         let dims = self.dims;
         let full = !self.matvec_only;
-        for (i, layer) in self.layers.iter().enumerate() {
+        {
             if full {
-                self.add_rms_norm(if i == 0 { 0 } else { b.down }, layer.attn_norm)?;
+                self.add_rms_norm(if residual_pending { b.down } else { 0 }, layer.attn_norm)?;
             }
             self.quantize(b.h, dims.hidden);
             self.matvec(&layer.q, b.q)?;
@@ -392,11 +468,7 @@ impl FusedDecoder {
             self.quantize(b.act, dims.ffn);
             self.matvec(&layer.down, b.down)?;
         }
-        if full {
-            self.add_rms_norm(if self.layers.is_empty() { 0 } else { b.down }, self.output_norm)?;
-        }
-        self.quantize(b.h, dims.hidden);
-        self.matvec(&self.output, b.logits)
+        Ok(())
     }
 
     /// Launches `f` with its arguments in the order the kernels of decode.cu take them:

@@ -1,0 +1,208 @@
+//! The decode schedule of a plan, simulated: when each block's weights arrive, when the
+//! device, the CPU and the link are busy, and so how long a token takes in steady state.
+//!
+//! One token walks the blocks in order; the hidden state is the critical path:
+//! - a resident block costs the device `overhead + bytes / device rate`;
+//! - a streamed block waits for its copy, then costs the device the same. Its copy starts
+//!   when the link is free and a slot is: the slot of the block `slots` copies earlier,
+//!   freed once the device computed it (so the link runs at most `slots` blocks ahead);
+//! - a host block costs a hop (hidden state to the host and back) plus
+//!   `bytes / CPU rate`, while the link keeps copying into free slots.
+//!
+//! Tokens follow each other (the next token's first copies start as soon as slots free
+//! up), so the steady-state time is the last of a few simulated tokens. The planner uses
+//! it to choose the hybrid split: a formula that lets the link and the CPU overlap
+//! perfectly overestimates hybrid speed, since device work and hops sit on the same path
+//! as the CPU's blocks.
+
+use crate::placement::{Placement, StreamPlan};
+use crate::profile::Profile;
+use cardinfer_core::BlockId;
+
+/// The rates a simulated token runs at.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DecodeRates {
+    /// Host→device copy rate, GB/s.
+    pub link_gb_s: f64,
+    /// Rate at which the CPU computes a block for one token, weight GB/s.
+    pub cpu_gb_s: f64,
+    /// Rate at which the device reads weights while decoding, GB/s.
+    pub device_gb_s: f64,
+    /// Fixed device-side cost of one block, milliseconds (launches, small kernels).
+    pub device_block_ms: f64,
+    /// One hop of the hidden state to the host and back around a host block, milliseconds.
+    pub hop_ms: f64,
+}
+
+impl DecodeRates {
+    /// The rates of `profile`.
+    pub fn from_profile(profile: &Profile) -> Self {
+        Self {
+            link_gb_s: profile.h2d_gb_s,
+            cpu_gb_s: profile.cpu_matvec_gb_s,
+            device_gb_s: profile.device_read_gb_s,
+            device_block_ms: profile.decode_overhead_ms_per_layer,
+            hop_ms: profile.host_hop_ms,
+        }
+    }
+
+    fn ms(bytes: u64, gb_s: f64) -> f64 {
+        bytes as f64 / (gb_s * 1e9) * 1e3
+    }
+}
+
+/// What a simulated token costs.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct TokenSchedule {
+    /// Milliseconds per token in steady state.
+    pub token_ms: f64,
+    /// Of which the device computed, milliseconds.
+    pub device_ms: f64,
+    /// Of which the CPU computed host blocks (hops included), milliseconds.
+    pub host_ms: f64,
+    /// Milliseconds the link was busy per token.
+    pub link_ms: f64,
+    /// Milliseconds the device's path waited for copies per token.
+    pub wait_ms: f64,
+}
+
+/// Tokens simulated to reach the steady state (the first one starts with empty slots).
+const TOKENS: usize = 3;
+
+/// Simulates decoding with `plan` at `rates` (blocks in plan order; the embedding is a
+/// lookup and costs nothing).
+pub fn simulate_decode(plan: &StreamPlan, rates: &DecodeRates) -> TokenSchedule {
+    let slots = plan.slots.max(1);
+    let mut slot_free_at: Vec<f64> = Vec::new();
+    let (mut t, mut link_free) = (0.0f64, 0.0f64);
+    let mut last = TokenSchedule::default();
+    for _ in 0..TOKENS {
+        let start = t;
+        let mut token = TokenSchedule::default();
+        for &(block, placement) in &plan.blocks {
+            if block == BlockId::Embed {
+                continue;
+            }
+            let bytes = plan.bytes_of(block);
+            match placement {
+                Placement::Resident => {
+                    let ms = rates.device_block_ms + DecodeRates::ms(bytes, rates.device_gb_s);
+                    t += ms;
+                    token.device_ms += ms;
+                }
+                Placement::Host => {
+                    let ms = rates.hop_ms + DecodeRates::ms(bytes, rates.cpu_gb_s);
+                    t += ms;
+                    token.host_ms += ms;
+                }
+                Placement::Streamed => {
+                    // The head may stream in row chunks, one slot each.
+                    let pieces = if block == BlockId::Head { plan.head_chunks.len().max(1) } else { 1 };
+                    for _ in 0..pieces {
+                        let piece = bytes / pieces as u64;
+                        let copies = slot_free_at.len();
+                        let slot_free = if copies >= slots { slot_free_at[copies - slots] } else { 0.0 };
+                        let copy_start = link_free.max(slot_free);
+                        link_free = copy_start + DecodeRates::ms(piece, rates.link_gb_s);
+                        token.link_ms += link_free - copy_start;
+                        if link_free > t {
+                            token.wait_ms += link_free - t;
+                            t = link_free;
+                        }
+                        let ms = rates.device_block_ms + DecodeRates::ms(piece, rates.device_gb_s);
+                        t += ms;
+                        token.device_ms += ms;
+                        slot_free_at.push(t);
+                    }
+                }
+            }
+        }
+        token.token_ms = t - start;
+        last = token;
+    }
+    last
+}
+
+/// Layers `0..n` of which `count` are picked, spread evenly (`⌊(j+1)k/n⌋ > ⌊jk/n⌋`).
+pub fn spread(n: usize, count: usize) -> impl Iterator<Item = bool> {
+    (0..n).map(move |j| (j + 1) * count / n > j * count / n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::placement::StreamPlan;
+
+    fn plan(placements: &[Placement], bytes: u64, slots: usize) -> StreamPlan {
+        let mut blocks = vec![(BlockId::Embed, Placement::Host)];
+        blocks.extend(placements.iter().enumerate().map(|(i, p)| (BlockId::Layer(i), *p)));
+        let block_bytes = blocks.iter().map(|(b, _)| (*b, bytes)).collect();
+        StreamPlan {
+            blocks,
+            block_bytes,
+            slots,
+            slot_bytes: bytes,
+            resident_bytes: 0,
+            kv_bytes: 0,
+            kv_on_host: false,
+            workspace_bytes: 0,
+            budget_bytes: u64::MAX,
+            prefill_chunk: 1,
+            runtime_bytes: 0,
+            head_chunks: Vec::new(),
+            reasons: Vec::new(),
+        }
+    }
+
+    const RATES: DecodeRates =
+        DecodeRates { link_gb_s: 1.0, cpu_gb_s: 1.0, device_gb_s: 1000.0, device_block_ms: 0.0, hop_ms: 0.0 };
+
+    #[test]
+    fn resident_blocks_cost_the_device_alone() {
+        let p = plan(&[Placement::Resident; 4], 1_000_000_000, 0);
+        let s = simulate_decode(&p, &RATES);
+        assert!((s.token_ms - 4.0).abs() < 1e-9, "{s:?}");
+        assert_eq!(s.link_ms, 0.0);
+    }
+
+    #[test]
+    fn a_stream_only_token_is_bound_by_the_link() {
+        // 1 MB per block at 1 GB/s: 1 ms per copy; the device is almost free.
+        let p = plan(&[Placement::Streamed; 8], 1_000_000, 2);
+        let s = simulate_decode(&p, &RATES);
+        assert!((s.link_ms - 8.0).abs() < 1e-9, "{s:?}");
+        assert!(s.token_ms >= 8.0 && s.token_ms < 8.1, "{s:?}");
+    }
+
+    #[test]
+    fn host_blocks_overlap_the_link_only_up_to_the_slots() {
+        // Alternating host and streamed blocks, CPU as fast as the link: the copies of
+        // the streamed blocks hide behind the CPU's blocks, so a token takes about
+        // what the CPU takes plus one copy it cannot hide.
+        let alternating = [Placement::Host, Placement::Streamed].repeat(4);
+        let s = simulate_decode(&plan(&alternating, 1_000_000, 2), &RATES);
+        assert!(s.token_ms < 4.0 + 1.0 + 1e-6, "{s:?}");
+        assert!(s.token_ms >= 4.0, "{s:?}");
+        // All host blocks first: two copies overlap them, the other two wait.
+        let grouped = [[Placement::Host; 4], [Placement::Streamed; 4]].concat();
+        let g = simulate_decode(&plan(&grouped, 1_000_000, 2), &RATES);
+        assert!(g.token_ms > s.token_ms + 0.5, "grouped {g:?} alternating {s:?}");
+    }
+
+    #[test]
+    fn hops_and_device_time_add_to_the_host_path() {
+        let alternating = [Placement::Host, Placement::Streamed].repeat(4);
+        let slow = DecodeRates { hop_ms: 0.5, device_block_ms: 0.25, ..RATES };
+        let fast = simulate_decode(&plan(&alternating, 1_000_000, 2), &RATES);
+        let s = simulate_decode(&plan(&alternating, 1_000_000, 2), &slow);
+        assert!(s.token_ms >= fast.token_ms + 4.0 * 0.5, "{s:?} vs {fast:?}");
+    }
+
+    #[test]
+    fn spread_picks_the_count_asked_for_evenly() {
+        let picked: Vec<bool> = spread(6, 2).collect();
+        assert_eq!(picked, [false, false, true, false, false, true]);
+        assert_eq!(spread(7, 0).filter(|p| *p).count(), 0);
+        assert_eq!(spread(7, 7).filter(|p| *p).count(), 7);
+    }
+}

@@ -1,0 +1,81 @@
+//! The fused kernels layer by layer, for models whose blocks move: resident layers, layers
+//! in a slot of the pool (streamed) and layers the CPU computes (hybrid) alternate within
+//! one token, so no graph can hold the whole token. Each device layer is launched with the
+//! addresses of its weights where they are at that moment, through the same launch
+//! sequence as the resident path's graph — so a streamed model's device layers give the
+//! same bits as the resident model's.
+//!
+//! A token: [`FusedDecoder::begin_token`], then for each layer either
+//! [`FusedDecoder::layer`] (device) or [`FusedDecoder::hidden`] → the CPU's block →
+//! [`FusedDecoder::set_hidden`], and [`FusedDecoder::hidden`] for the head.
+
+use super::{cuda_err, unsupported, FusedDecoder, LayerAddresses};
+use crate::kv_cache::KvCache;
+use crate::weights::BlockWeights;
+use crate::Result;
+use candle_core::cuda_backend::cudarc::driver::{result, DevicePtr};
+use candle_core::op::BackpropOp;
+use candle_core::{CudaStorage, Storage, Tensor};
+
+impl FusedDecoder {
+    /// Starts a token whose embedding is `x` (`[1, 1, hidden]` f32 on the device) at
+    /// position `kv.len()`. `on_device(i)`: whether layer `i` runs on the device this
+    /// token (its keys and values must then sit in preallocated device buffers).
+    /// `Ok(false)` when they do not (a cache without them): the caller runs the token
+    /// through the plain path.
+    pub fn begin_token(&mut self, x: &Tensor, kv: &KvCache, on_device: &dyn Fn(usize) -> bool) -> Result<bool> {
+        if kv.num_layers() != self.dims.layers {
+            return Err(unsupported(format!("KV cache of {} layers for {}", kv.num_layers(), self.dims.layers)));
+        }
+        let Some(kv_table) = self.kv_addresses(kv, on_device)? else { return Ok(false) };
+        self.load_token(x, kv.len(), kv_table)?;
+        Ok(true)
+    }
+
+    /// Queues layer `i` with `weights` (resident or in a slot) on the residual stream and
+    /// appends the token's keys and values to `kv`'s layer `i`.
+    pub fn layer(&mut self, i: usize, weights: &BlockWeights, kv: &mut KvCache) -> Result<()> {
+        let addresses = LayerAddresses::of(&self.spec, weights)?;
+        self.enqueue_layer(i, &addresses, self.residual_pending)?;
+        self.residual_pending = true;
+        kv.layer_mut(i).commit(1)
+    }
+
+    /// The residual stream after the layers queued so far, as a `[1, 1, hidden]` tensor
+    /// on the device (for a layer on the CPU, or the head).
+    pub fn hidden(&mut self) -> Result<Tensor> {
+        let x = self.copy_buffer(self.buffers.x)?;
+        if !self.residual_pending {
+            return Ok(x);
+        }
+        // The same single f32 addition the plain block's residual add makes.
+        let x = (x + self.copy_buffer(self.buffers.down)?)?;
+        self.set_hidden(&x)?;
+        Ok(x)
+    }
+
+    /// Replaces the residual stream with `x` (`[1, 1, hidden]` f32 on the device): the
+    /// output of a layer computed elsewhere.
+    pub fn set_hidden(&mut self, x: &Tensor) -> Result<()> {
+        let x = x.contiguous()?;
+        let address = self.checked_hidden(&x)?;
+        // SAFETY: both hold `hidden` f32 on this device; the copy is ordered on the stream.
+        unsafe { result::memcpy_dtod_async(self.buffers.x, address, self.dims.hidden * 4, self.stream.cu_stream()) }
+            .map_err(cuda_err)?;
+        self.residual_pending = false;
+        Ok(())
+    }
+
+    /// A copy of `hidden` f32 at `address` as a `[1, 1, hidden]` tensor.
+    fn copy_buffer(&self, address: u64) -> Result<Tensor> {
+        let n = self.dims.hidden;
+        // SAFETY: every element is written by the copy below, ordered on the stream.
+        let out = unsafe { self.device.alloc::<f32>(n)? };
+        let (dst, guard) = out.device_ptr(&self.stream);
+        // SAFETY: both hold `n` f32 on this device.
+        unsafe { result::memcpy_dtod_async(dst, address, n * 4, self.stream.cu_stream()) }.map_err(cuda_err)?;
+        drop(guard);
+        let storage = CudaStorage::wrap_cuda_slice(out, self.device.clone());
+        Ok(Tensor::from_storage(Storage::Cuda(storage), (1, 1, n), BackpropOp::none(), false))
+    }
+}
