@@ -272,10 +272,3 @@ extern "C" __global__ void rope_transpose(const float* x, const float* cos_table
     dst[a] = src[a] * c - src[bi] * s;
     dst[bi] = src[a] * s + src[bi] * c;
 }
-
-// dst[i] = src[i] for n floats: the hybrid hop's upload of a hidden state, read by the
-// SMs from page-locked host memory mapped into the device (no copy engine involved).
-extern "C" __global__ void copy_f32(const float* src, float* dst, int n) {
-    const int i = blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < n) dst[i] = src[i];
-}

@@ -23,7 +23,6 @@
 //!   file on demand into a ring of staging buffers by a background thread.
 
 mod hidden;
-mod hop;
 mod plan;
 mod pool;
 mod reader;

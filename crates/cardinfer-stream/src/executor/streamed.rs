@@ -2,7 +2,6 @@
 //! through the bounded pool, filled ahead of use by a prefetch thread.
 
 use super::hidden::{FusedLayers, HiddenState};
-use super::hop::HiddenUpload;
 use super::plan::{block_device_bytes, Placement, StreamPlan};
 use super::pool::{PoolStats, SlotPool, SlotTicket};
 use super::reader::BlockReader;
@@ -129,8 +128,6 @@ pub struct StreamedModel {
     timings: Mutex<StreamTimings>,
     /// The fused decode kernels for the device layers, where they apply.
     fused: FusedLayers,
-    /// Hidden states back to the device after host-placed layers.
-    hop: HiddenUpload,
 }
 
 impl std::fmt::Debug for StreamedModel {
@@ -188,7 +185,6 @@ impl StreamedModel {
             pool,
             timings: Mutex::new(StreamTimings::default()),
             fused: FusedLayers::off("not prepared: a custom block family"),
-            hop: HiddenUpload::new(device),
         })
     }
 
@@ -462,7 +458,7 @@ impl StreamedModel {
                 self.read_ahead(source, ahead, 0);
                 let start = Instant::now();
                 let y = self.family.block(i, weights, &x_host, kv.layer_mut(i), pos)?;
-                hidden.set(self.hop.upload(&y)?)?;
+                hidden.set(y.to_device(&self.device)?)?;
                 timings.host_secs += start.elapsed().as_secs_f64();
                 continue;
             }
