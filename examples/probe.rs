@@ -131,31 +131,6 @@ fn cpu_block_secs(spec: &cardinfer_core::ModelSpec) -> Result<(f64, u64)> {
     Ok((secs, bytes))
 }
 
-/// [`cpu_block_secs`] while another thread uploads `pinned` to `device` over and over;
-/// returns the CPU's seconds per block and the uploads' GB/s meanwhile.
-fn cpu_block_beside_link(spec: &cardinfer_core::ModelSpec, device: &Device, pinned: &[u8]) -> Result<(f64, f64)> {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    let rows = pinned.len() / 34 / 128;
-    let stop = AtomicBool::new(false);
-    std::thread::scope(|scope| {
-        let uploads = scope.spawn(|| -> Result<f64> {
-            cardinfer_stream::device::bind_thread(device);
-            let (mut bytes, start) = (0usize, Instant::now());
-            while !stop.load(Ordering::Acquire) {
-                let q = qtensor_from_ggml(GgmlDType::Q8_0, &pinned[..rows * 128 * 34], vec![rows, 4096], device)?;
-                device.synchronize()?;
-                drop(q);
-                bytes += rows * 128 * 34;
-            }
-            Ok(bytes as f64 / start.elapsed().as_secs_f64() / 1e9)
-        });
-        let cpu = cpu_block_secs(spec);
-        stop.store(true, Ordering::Release);
-        let link = uploads.join().map_err(|_| anyhow::anyhow!("the upload thread panicked"))?;
-        Ok((cpu?.0, link?))
-    })
-}
-
 fn main() -> Result<()> {
     let args = Args::parse();
     let device = parse_device(&args.device)?;
@@ -168,15 +143,12 @@ fn main() -> Result<()> {
     // 1. Host→device copies.
     bar.show(0, steps, "probes");
     let len = 256 << 20;
-    let pinned = PinnedBuffer::alloc(&device, len).map(|mut p| {
-        p.as_mut_slice().fill(0);
-        p
-    });
     if !device.is_cpu() {
         let pageable = vec![0u8; len];
         let pageable_rate = h2d_rate(&device, &pageable)?;
         rows.push(("h2d, pageable".into(), format!("{pageable_rate:.1} GB/s")));
-        if let Some(pinned) = &pinned {
+        if let Some(mut pinned) = PinnedBuffer::alloc(&device, len) {
+            pinned.as_mut_slice().fill(0);
             profile.h2d_gb_s = h2d_rate(&device, pinned.as_slice())?;
             rows.push(("h2d, page-locked".into(), format!("{:.1} GB/s", profile.h2d_gb_s)));
         } else {
@@ -276,18 +248,6 @@ fn main() -> Result<()> {
             candle_core::utils::get_num_threads()
         ),
     ));
-
-    // 5b. The same CPU block while the link copies page-locked blocks in the background,
-    //     as in a hybrid token: both read host memory, and they share its bandwidth.
-    if let Some(pinned) = pinned.as_ref().filter(|_| !device.is_cpu()) {
-        let (secs, link) = cpu_block_beside_link(&cpu_spec, &device, pinned.as_slice())?;
-        profile.cpu_gb_s_beside_link = Some(cpu_bytes as f64 / secs / 1e9);
-        profile.h2d_gb_s_beside_cpu = Some(link);
-        rows.push((
-            "CPU block and link together (hybrid)".into(),
-            format!("CPU {:.1} GB/s, link {link:.1} GB/s", cpu_bytes as f64 / secs / 1e9),
-        ));
-    }
 
     // 6. File read.
     bar.show(5, steps, "probes");

@@ -112,8 +112,6 @@ impl GpuSpec {
             disk_gb_s: measured.disk_gb_s,
             cpu_best_threads: None,
             host_hop_ms: measured.host_hop_ms,
-            cpu_gb_s_beside_link: None,
-            h2d_gb_s_beside_cpu: None,
         }
     }
 

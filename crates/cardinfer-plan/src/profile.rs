@@ -43,13 +43,6 @@ pub struct Profile {
     /// block (waits and copies besides the device's own work), milliseconds.
     #[serde(default = "default_host_hop_ms")]
     pub host_hop_ms: f64,
-    /// CPU block rate (as `cpu_matvec_gb_s`) while the link copies page-locked memory at
-    /// the same time: both read host memory and share its bandwidth, as in a hybrid token.
-    #[serde(default)]
-    pub cpu_gb_s_beside_link: Option<f64>,
-    /// Link rate (as `h2d_gb_s`) while the CPU computes blocks at the same time.
-    #[serde(default)]
-    pub h2d_gb_s_beside_cpu: Option<f64>,
 }
 
 /// [`Profile::host_hop_ms`] of profiles written before it was measured.
@@ -73,8 +66,6 @@ impl Profile {
             disk_gb_s: 1.0,
             cpu_best_threads: None,
             host_hop_ms: default_host_hop_ms(),
-            cpu_gb_s_beside_link: None,
-            h2d_gb_s_beside_cpu: None,
         }
     }
 
@@ -95,8 +86,6 @@ impl Profile {
             disk_gb_s: 2.0,
             cpu_best_threads: Some(16),
             host_hop_ms: default_host_hop_ms(),
-            cpu_gb_s_beside_link: None,
-            h2d_gb_s_beside_cpu: None,
         }
     }
 

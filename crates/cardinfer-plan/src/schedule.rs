@@ -24,9 +24,6 @@ use cardinfer_core::BlockId;
 pub struct DecodeRates {
     /// Host→device copy rate, GB/s.
     pub link_gb_s: f64,
-    /// Host→device copy rate while the CPU computes host blocks, GB/s (plans with host
-    /// blocks are timed at it).
-    pub link_gb_s_beside_cpu: f64,
     /// Rate at which the CPU computes a block for one token, weight GB/s.
     pub cpu_gb_s: f64,
     /// Rate at which the device reads weights while decoding, GB/s.
@@ -38,14 +35,11 @@ pub struct DecodeRates {
 }
 
 impl DecodeRates {
-    /// The rates of `profile`. In a hybrid token the CPU and the link mostly work at the
-    /// same time and share host memory's bandwidth, so their rates measured side by side
-    /// are used for it where the profile has them.
+    /// The rates of `profile`.
     pub fn from_profile(profile: &Profile) -> Self {
         Self {
             link_gb_s: profile.h2d_gb_s,
-            link_gb_s_beside_cpu: profile.h2d_gb_s_beside_cpu.unwrap_or(profile.h2d_gb_s),
-            cpu_gb_s: profile.cpu_gb_s_beside_link.unwrap_or(profile.cpu_matvec_gb_s),
+            cpu_gb_s: profile.cpu_matvec_gb_s,
             device_gb_s: profile.device_read_gb_s,
             device_block_ms: profile.decode_overhead_ms_per_layer,
             hop_ms: profile.host_hop_ms,
@@ -79,8 +73,6 @@ const TOKENS: usize = 3;
 /// lookup and costs nothing).
 pub fn simulate_decode(plan: &StreamPlan, rates: &DecodeRates) -> TokenSchedule {
     let slots = plan.slots.max(1);
-    let hybrid = plan.host_bytes_per_pass() > 0;
-    let link_gb_s = if hybrid { rates.link_gb_s_beside_cpu } else { rates.link_gb_s };
     let mut slot_free_at: Vec<f64> = Vec::new();
     let (mut t, mut link_free) = (0.0f64, 0.0f64);
     let mut last = TokenSchedule::default();
@@ -111,7 +103,7 @@ pub fn simulate_decode(plan: &StreamPlan, rates: &DecodeRates) -> TokenSchedule 
                         let copies = slot_free_at.len();
                         let slot_free = if copies >= slots { slot_free_at[copies - slots] } else { 0.0 };
                         let copy_start = link_free.max(slot_free);
-                        link_free = copy_start + DecodeRates::ms(piece, link_gb_s);
+                        link_free = copy_start + DecodeRates::ms(piece, rates.link_gb_s);
                         token.link_ms += link_free - copy_start;
                         if link_free > t {
                             token.wait_ms += link_free - t;
@@ -162,14 +154,8 @@ mod tests {
         }
     }
 
-    const RATES: DecodeRates = DecodeRates {
-        link_gb_s: 1.0,
-        link_gb_s_beside_cpu: 1.0,
-        cpu_gb_s: 1.0,
-        device_gb_s: 1000.0,
-        device_block_ms: 0.0,
-        hop_ms: 0.0,
-    };
+    const RATES: DecodeRates =
+        DecodeRates { link_gb_s: 1.0, cpu_gb_s: 1.0, device_gb_s: 1000.0, device_block_ms: 0.0, hop_ms: 0.0 };
 
     #[test]
     fn resident_blocks_cost_the_device_alone() {
@@ -210,17 +196,6 @@ mod tests {
         let fast = simulate_decode(&plan(&alternating, 1_000_000, 2), &RATES);
         let s = simulate_decode(&plan(&alternating, 1_000_000, 2), &slow);
         assert!(s.token_ms >= fast.token_ms + 4.0 * 0.5, "{s:?} vs {fast:?}");
-    }
-
-    #[test]
-    fn hybrid_plans_copy_at_the_link_rate_measured_beside_the_cpu() {
-        let alternating = [Placement::Host, Placement::Streamed].repeat(4);
-        let shared = DecodeRates { link_gb_s_beside_cpu: 0.5, ..RATES };
-        let s = simulate_decode(&plan(&alternating, 1_000_000, 2), &shared);
-        assert!((s.link_ms - 8.0).abs() < 1e-9, "4 copies at half the rate: {s:?}");
-        // Without host blocks the link runs alone, at its own rate.
-        let streamed = simulate_decode(&plan(&[Placement::Streamed; 4], 1_000_000, 2), &shared);
-        assert!((streamed.link_ms - 4.0).abs() < 1e-9, "{streamed:?}");
     }
 
     #[test]
