@@ -130,6 +130,9 @@ pub fn load(args: &ModelArgs) -> Result<(LoadedModel, Device, MemoryWatch, f64)>
     let (model, device) = (args.model.as_deref(), args.device.as_str());
     let path = resolve_model(model)?;
     let device = parse_device(device)?;
+    if options.hybrid || options.host_layers.is_some() {
+        use_profiled_cpu_threads(&device);
+    }
     let mut watch = MemoryWatch::start(&device);
     let start = Instant::now();
     let bar = ProgressBar::new(format!("loading {}", path.display()));
@@ -140,6 +143,24 @@ pub fn load(args: &ModelArgs) -> Result<(LoadedModel, Device, MemoryWatch, f64)>
     bar.finish(&format!("loaded {} ({secs:.1} s)", path.display()));
     watch.sample();
     Ok((loaded, device, watch, secs))
+}
+
+/// Hybrid decode: sizes Candle's CPU pool to the thread count `probe` found best on this
+/// machine (its cached profile's `cpu_best_threads`), unless `RAYON_NUM_THREADS` or
+/// `CANDLE_NUM_THREADS` is set. Candle sizes its pool once, at the first CPU matmul, so
+/// this runs before the model loads.
+fn use_profiled_cpu_threads(device: &Device) {
+    let set = |name| std::env::var_os(name).is_some();
+    if set("RAYON_NUM_THREADS") || set("CANDLE_NUM_THREADS") {
+        return;
+    }
+    let key = cardinfer_stream::device::device_key(device);
+    let profile = cardinfer_plan::Profile::load(&cardinfer_plan::Profile::cache_path(&key));
+    if let Some(threads) = profile.ok().and_then(|p| p.cpu_best_threads) {
+        eprintln!("CPU threads: {threads} (the best `probe` measured for this machine)");
+        // Before any other thread exists that could read the environment.
+        std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+    }
 }
 
 /// A one-line progress bar on stderr, drawn only when stderr is a terminal.
