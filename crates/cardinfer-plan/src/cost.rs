@@ -113,23 +113,21 @@ pub fn predict_batch(
     let compute = overhead + resident_read + streamed as f64 / (profile.device_read_gb_s * 1e9) * 1e3;
     // Host layers run on the CPU while uploads for the next streamed layers are in flight.
     let host = plan.host_bytes_per_pass() as f64 / (profile.cpu_matvec_gb_s * 1e9) * 1e3;
-    let decode_total = if host > 0.0 {
-        // Hybrid: the CPU's blocks, hops and device work share the hidden state's path
-        // while the link fills slots; the schedule simulation counts what overlaps.
-        crate::schedule::simulate_decode(plan, &crate::schedule::DecodeRates::from_profile(profile)).token_ms
-    } else if overlapped_copies && plan.slots >= 2 {
-        compute.max(link)
-    } else {
-        compute + link
+    // Hybrid: the CPU's blocks, hops and device work share the hidden state's path while
+    // the link fills slots; the schedule simulation counts what overlaps.
+    let hybrid = (host > 0.0)
+        .then(|| crate::schedule::simulate_decode(plan, &crate::schedule::DecodeRates::from_profile(profile)));
+    let decode_total = match hybrid {
+        Some(schedule) => schedule.token_ms,
+        None if overlapped_copies && plan.slots >= 2 => compute.max(link),
+        None => compute + link,
     };
-    let decode_bound = if host > link && host >= overhead.max(resident_read) {
-        Bound::HostCompute
-    } else if link >= overhead.max(resident_read) {
-        Bound::Link
-    } else if overhead >= resident_read {
-        Bound::Overhead
-    } else {
-        Bound::DeviceMemory
+    let decode_bound = match hybrid {
+        Some(s) if s.host_ms + s.device_ms >= s.link_ms => Bound::HostCompute,
+        Some(_) => Bound::Link,
+        None if link >= overhead.max(resident_read) => Bound::Link,
+        None if overhead >= resident_read => Bound::Overhead,
+        None => Bound::DeviceMemory,
     };
     let chunk = plan.prefill_chunk.max(1) as f64;
     let chunk_compute = chunk * 2.0 * compute_params(spec) / profile.prefill_flops(spec.hidden_size) * 1e3

@@ -193,7 +193,11 @@ impl StreamPlan {
             rates.cpu_gb_s,
             ByteSize(self.streamed_bytes_per_pass()),
             rates.link_gb_s,
-            if host_layers.is_some() { ", count as asked" } else { "" },
+            match host_layers {
+                Some(asked) if asked > n => format!(", {asked} asked: at most the {n} streamed ones"),
+                Some(_) => ", count as asked".to_string(),
+                None => String::new(),
+            },
         ));
     }
 
