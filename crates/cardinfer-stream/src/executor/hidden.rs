@@ -79,6 +79,7 @@ impl FusedLayers {
     /// The hidden state of a pass over `tokens` tokens starting from embedding `x`: in the
     /// kernels' buffers for one decoded token when `kv` has their buffers for every layer
     /// `on_device`, a tensor otherwise.
+    #[cfg_attr(not(feature = "cuda"), allow(unused_variables))]
     pub(crate) fn start(
         &self,
         x: Tensor,
@@ -93,7 +94,6 @@ impl FusedLayers {
                 return Ok(HiddenState::Fused(decoder));
             }
         }
-        let _ = (tokens, kv, on_device);
         Ok(HiddenState::Tensor(x))
     }
 }
@@ -114,6 +114,7 @@ pub(crate) enum HiddenState<'a> {
 
 impl HiddenState<'_> {
     /// Runs device layer `i` with `weights`: the fused kernels, or `plain` on the tensor.
+    #[cfg_attr(not(feature = "cuda"), allow(unused_variables))]
     pub(crate) fn device_layer(
         &mut self,
         i: usize,
@@ -128,7 +129,6 @@ impl HiddenState<'_> {
             #[cfg(not(feature = "cuda"))]
             HiddenState::Unreachable(_, never) => match *never {},
         }
-        let _ = (i, weights);
         Ok(())
     }
 
