@@ -441,3 +441,43 @@ fn the_staging_ring_stays_bounded_and_recovers_from_a_pass_that_ended_early() {
         assert!(reader.inner.peak_buffers_held() >= 1);
     }
 }
+
+/// Hybrid decode at the smallest streaming budget, with the planner's own choice of host
+/// layers and with every streamed layer forced onto the host: the device holds no more
+/// than the budget by the executor's accounting (host layers cost no device memory), the
+/// pool never holds more than its slots, and output equals the resident run.
+#[test]
+fn hybrid_at_the_smallest_budget_stays_within_it() {
+    let path = model_file(Family::Qwen3);
+    let resident = ResidentModel::load(&Checkpoint::open(&path).unwrap(), &Device::Cpu, |_, _| {}).unwrap();
+    let (_, expected) = run(&resident, 4, 16);
+    let budget = match plan_of(&path, 1, Mode::Stream, 2) {
+        Err(StreamError::Plan(PlanError::InfeasibleBudget { needed, .. })) => needed.bytes(),
+        other => panic!("expected an infeasible budget, got {other:?}"),
+    };
+    for host_layers in [None, Some(usize::MAX)] {
+        let options = LoadOptions {
+            budget: Budget::Bytes(cardinfer_core::ByteSize(budget)),
+            mode: Mode::Stream,
+            slots: Some(2),
+            prefill_chunk: 4,
+            context: None,
+            hybrid: true,
+            host_layers,
+            host_tier: HostTier::Auto,
+        };
+        let loaded = LoadedModel::load_with(&path, &Device::Cpu, &options, |_, _| {}).unwrap();
+        let (_, generated) = run(&loaded.model, 4, 16);
+        assert_eq!(generated, expected, "{host_layers:?}: generated ids differ");
+        let Runner::Streamed(model) = &loaded.model else { panic!("expected a streamed runner") };
+        let plan = model.plan();
+        let on_host = plan.blocks.iter().filter(|(b, p)| *p == Placement::Host && *b != BlockId::Embed).count();
+        if host_layers.is_some() {
+            let layers = plan.blocks.iter().filter(|(b, _)| matches!(b, BlockId::Layer(_))).count();
+            assert_eq!(on_host, layers, "every layer streamed at this budget goes to the host: {plan}");
+        }
+        assert!(plan.device_bytes() <= budget, "{host_layers:?}: plan {plan} exceeds {budget}");
+        assert!(model.accounted_peak_bytes() <= budget, "{host_layers:?}: accounted peak over {budget}");
+        assert!(model.pool_stats().peak_in_use <= 2, "{:?}", model.pool_stats());
+    }
+}
