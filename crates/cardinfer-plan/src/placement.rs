@@ -175,12 +175,18 @@ impl StreamPlan {
             }
             plan
         };
+        let simulate = |count: usize| simulate_decode(&with_count(count), rates).token_ms;
+        // No host layers: this plan as it is.
         let stream_only = simulate_decode(self, rates).token_ms;
         let (count, token_ms) = match host_layers {
-            Some(count) => (count.min(n), simulate_decode(&with_count(count.min(n)), rates).token_ms),
-            None => (0..=n)
-                .map(|count| (count, simulate_decode(&with_count(count), rates).token_ms))
-                .fold((0, stream_only), |best, c| if c.1 < best.1 { c } else { best }),
+            Some(asked) => (asked.min(n), simulate(asked.min(n))),
+            None => (1..=n).map(|count| (count, simulate(count))).fold((0, stream_only), |best, c| {
+                if c.1 < best.1 {
+                    c
+                } else {
+                    best
+                }
+            }),
         };
         *self = with_count(count);
         // The slots stay: prefill chunks stream the host layers too (the device is far

@@ -415,9 +415,8 @@ impl LoadedModel {
         family: Option<FamilyFactory>,
         progress: impl FnMut(usize, usize),
     ) -> Result<Self> {
-        // The decoder reads `CARDINFER_DECODE` where it is built; a bad value is an error
-        // for every placement, not only for resident models.
-        crate::fused::DecodePath::from_env()?;
+        // `CARDINFER_DECODE`, read once here: a bad value is an error for every placement.
+        let decode_path = crate::fused::DecodePath::from_env()?;
         let ckpt = Checkpoint::open(path)?;
         let (tokenizer, template, bos, eos) = match &ckpt {
             Checkpoint::Gguf(g) => {
@@ -521,7 +520,7 @@ impl LoadedModel {
             let mut model = StreamedModel::new(family, layout, plan, device, reader, progress)?;
             model.set_host_tier(tier, host_bytes);
             if let Some(rope) = rope {
-                model.prepare_decode_path(crate::fused::DecodePath::from_env()?, &rope);
+                model.prepare_decode_path(decode_path, &rope);
             }
             Runner::Streamed(Box::new(model))
         };

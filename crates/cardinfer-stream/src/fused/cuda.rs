@@ -68,6 +68,13 @@ struct LayerAddresses {
     down: Matrix,
 }
 
+/// The head's final norm weight and output matrix on the device.
+#[derive(Debug, Clone, Copy)]
+struct Head {
+    norm: u64,
+    output: Matrix,
+}
+
 /// The model's sizes as the kernels take them.
 #[derive(Debug, Clone, Copy)]
 struct Dims {
@@ -132,8 +139,9 @@ pub struct FusedDecoder {
     buffers: Buffers,
     workspace: Workspace,
     layers: Vec<LayerAddresses>,
-    output_norm: u64,
-    output: Matrix,
+    /// The output norm and matrix (resident models; `None` layer by layer, where the
+    /// caller runs the head).
+    head: Option<Head>,
     rope: (u64, u64),
     _rope_tables: (Tensor, Tensor),
     dims: Dims,
@@ -247,17 +255,18 @@ impl FusedDecoder {
         device: &Device,
     ) -> Result<Self> {
         let layers = layers.iter().map(|w| LayerAddresses::of(spec, w)).collect::<Result<Vec<_>>>()?;
-        let output_norm = vector(head, Role::OutputNorm, spec.hidden_size)?;
-        let output = matrix(head, Role::Output, 0, spec.hidden_size)?;
-        Self::build(spec, rope, device, layers, output_norm, output)
+        let head = Head {
+            norm: vector(head, Role::OutputNorm, spec.hidden_size)?,
+            output: matrix(head, Role::Output, 0, spec.hidden_size)?,
+        };
+        Self::build(spec, rope, device, layers, Some(head))
     }
 
     /// The decoder without weights of its own, for models whose blocks move (streamed and
     /// hybrid): each token is run layer by layer with the weights where they are at that
     /// moment ([`FusedDecoder::layer`]); see `fused/layerwise.rs`.
     pub fn layerwise(spec: &ModelSpec, rope: &Rope, device: &Device) -> Result<Self> {
-        let no_head = Matrix { address: 0, dtype: GgmlDType::Q8_0, rows: 1, cols: spec.hidden_size };
-        Self::build(spec, rope, device, Vec::new(), 0, no_head)
+        Self::build(spec, rope, device, Vec::new(), None)
     }
 
     fn build(
@@ -265,8 +274,7 @@ impl FusedDecoder {
         rope: &Rope,
         device: &Device,
         layers: Vec<LayerAddresses>,
-        output_norm: u64,
-        output: Matrix,
+        head: Option<Head>,
     ) -> Result<Self> {
         let Device::Cuda(cuda) = device else { return Err(unsupported("not a CUDA device")) };
         check_heads(spec)?;
@@ -280,7 +288,8 @@ impl FusedDecoder {
             kv_heads: spec.num_kv_heads,
             head_dim: d,
             ffn,
-            vocab: output.rows,
+            // Layer by layer there are no logits: a one-element buffer stands in.
+            vocab: head.map_or(1, |h| h.output.rows),
             capacity,
             chunks: capacity.div_ceil(ATTENTION_CHUNK),
             layers: spec.num_layers,
@@ -305,8 +314,7 @@ impl FusedDecoder {
             buffers,
             workspace,
             layers,
-            output_norm,
-            output,
+            head,
             rope: rope_addresses,
             _rope_tables: (cos, sin),
             dims,
@@ -425,15 +433,16 @@ impl FusedDecoder {
     /// Launches one token: every block, then the head. Recorded or run as is. With
     /// `matvec_only` only the quantizations and matrix products are launched.
     fn enqueue(&self) -> Result<()> {
+        let head = self.head.ok_or_else(|| unsupported("a layer-by-layer decoder has no head to run a token"))?;
         for (i, layer) in self.layers.iter().enumerate() {
             self.enqueue_layer(i, layer, i > 0)?;
         }
         let b = &self.buffers;
         if !self.matvec_only {
-            self.add_rms_norm(if self.layers.is_empty() { 0 } else { b.down }, self.output_norm)?;
+            self.add_rms_norm(if self.layers.is_empty() { 0 } else { b.down }, head.norm)?;
         }
         self.quantize(b.h, self.dims.hidden);
-        self.matvec(&self.output, b.logits)
+        self.matvec(&head.output, b.logits)
     }
 
     /// Launches layer `i`; `residual_pending`: the previous layer's MLP output in `down`
@@ -596,16 +605,22 @@ impl FusedDecoder {
 
     /// A copy of the logits buffer as a Candle tensor `[1, vocab]`.
     fn logits(&self) -> Result<Option<Tensor>> {
-        let vocab = self.dims.vocab;
+        self.copy_out(self.buffers.logits, (1, self.dims.vocab)).map(Some)
+    }
+
+    /// A new tensor of `shape` holding a copy of the f32 at device `address` (one of the
+    /// decoder's buffers), ordered on the stream.
+    fn copy_out(&self, address: u64, shape: impl Into<candle_core::Shape>) -> Result<Tensor> {
+        let shape = shape.into();
+        let n = shape.elem_count();
         // SAFETY: every element is written by the copy below, ordered on the stream.
-        let out = unsafe { self.device.alloc::<f32>(vocab)? };
-        let (dst, _guard) = out.device_ptr(&self.stream);
-        // SAFETY: both hold `vocab` f32 on this device.
-        unsafe { result::memcpy_dtod_async(dst, self.buffers.logits, vocab * 4, self.stream.cu_stream()) }
-            .map_err(cuda_err)?;
-        drop(_guard);
+        let out = unsafe { self.device.alloc::<f32>(n)? };
+        let (dst, guard) = out.device_ptr(&self.stream);
+        // SAFETY: both hold `n` f32 on this device (the buffers are sized by `dims`).
+        unsafe { result::memcpy_dtod_async(dst, address, n * 4, self.stream.cu_stream()) }.map_err(cuda_err)?;
+        drop(guard);
         let storage = CudaStorage::wrap_cuda_slice(out, self.device.clone());
-        Ok(Some(Tensor::from_storage(Storage::Cuda(storage), (1, vocab), BackpropOp::none(), false)))
+        Ok(Tensor::from_storage(Storage::Cuda(storage), shape, BackpropOp::none(), false))
     }
 }
 

@@ -13,9 +13,8 @@ use super::{cuda_err, unsupported, FusedDecoder, LayerAddresses};
 use crate::kv_cache::KvCache;
 use crate::weights::BlockWeights;
 use crate::Result;
-use candle_core::cuda_backend::cudarc::driver::{result, DevicePtr};
-use candle_core::op::BackpropOp;
-use candle_core::{CudaStorage, Storage, Tensor};
+use candle_core::cuda_backend::cudarc::driver::result;
+use candle_core::Tensor;
 
 impl FusedDecoder {
     /// Starts a token whose embedding is `x` (`[1, 1, hidden]` f32 on the device) at
@@ -44,12 +43,13 @@ impl FusedDecoder {
     /// The residual stream after the layers queued so far, as a `[1, 1, hidden]` tensor
     /// on the device (for a layer on the CPU, or the head).
     pub fn hidden(&mut self) -> Result<Tensor> {
-        let x = self.copy_buffer(self.buffers.x)?;
+        let shape = (1, 1, self.dims.hidden);
+        let x = self.copy_out(self.buffers.x, shape)?;
         if !self.residual_pending {
             return Ok(x);
         }
         // The same single f32 addition the plain block's residual add makes.
-        let x = (x + self.copy_buffer(self.buffers.down)?)?;
+        let x = (x + self.copy_out(self.buffers.down, shape)?)?;
         self.set_hidden(&x)?;
         Ok(x)
     }
@@ -64,18 +64,5 @@ impl FusedDecoder {
             .map_err(cuda_err)?;
         self.residual_pending = false;
         Ok(())
-    }
-
-    /// A copy of `hidden` f32 at `address` as a `[1, 1, hidden]` tensor.
-    fn copy_buffer(&self, address: u64) -> Result<Tensor> {
-        let n = self.dims.hidden;
-        // SAFETY: every element is written by the copy below, ordered on the stream.
-        let out = unsafe { self.device.alloc::<f32>(n)? };
-        let (dst, guard) = out.device_ptr(&self.stream);
-        // SAFETY: both hold `n` f32 on this device.
-        unsafe { result::memcpy_dtod_async(dst, address, n * 4, self.stream.cu_stream()) }.map_err(cuda_err)?;
-        drop(guard);
-        let storage = CudaStorage::wrap_cuda_slice(out, self.device.clone());
-        Ok(Tensor::from_storage(Storage::Cuda(storage), (1, 1, n), BackpropOp::none(), false))
     }
 }
