@@ -4,6 +4,7 @@
 pub mod block_adapter;
 pub mod chat_template;
 pub mod copy_stream;
+pub mod cpu_matvec;
 pub mod device;
 mod error;
 pub mod executor;

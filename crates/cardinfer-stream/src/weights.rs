@@ -28,7 +28,10 @@ impl Weight {
     /// `x @ Wᵀ` for a weight stored `[out, in]`; `x` is f32, the result is f32.
     pub fn matmul_t(&self, x: &Tensor) -> Result<Tensor> {
         let y = match self {
-            Weight::Quantized(q) => QMatMul::QTensor(q.clone()).forward(x)?,
+            Weight::Quantized(q) => match crate::cpu_matvec::try_matvec(q, x)? {
+                Some(y) => y,
+                None => QMatMul::QTensor(q.clone()).forward(x)?,
+            },
             Weight::InSlot(t) => t.matmul_t(x)?,
             Weight::Dense(w) => {
                 let xs = x.to_dtype(w.dtype())?;

@@ -1,0 +1,203 @@
+//! Matrix-vector products of block-quantized weights on the CPU, for host-placed layers at
+//! decode (one or a few token rows).
+//!
+//! Candle's CPU path repacks Q4_K weights on x86 into 16-row tiles with the scales unpacked
+//! to f32: 3072 bytes where the file holds 2304 for the same 16 rows × 256 values, so a
+//! decode step that is bound by memory reads a third more bytes — and the tiles are a
+//! second copy of every host layer. Here each output row is a dot product straight over
+//! the file's blocks with Candle's own SIMD block kernels ([`GgmlType::vec_dot`]); the rows
+//! are split into contiguous ranges, one per task of Rayon's pool, so each thread streams
+//! one region of memory.
+//!
+//! The activations are quantized to the weight type's dot-product partner (Q8_K for the
+//! k-quants, Q8_0 for the legacy types) exactly as Candle does, so a row's value is Candle's
+//! unpacked-path value for that row.
+//!
+//! `CARDINFER_CPU_MATVEC=candle` sends every product to Candle's matmul instead (to compare
+//! the two on a machine).
+
+use candle_core::quantized::k_quants::{
+    BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8_0,
+};
+use candle_core::quantized::{GgmlDType, GgmlType, QTensor};
+use candle_core::{DType, Device, Tensor};
+use rayon::prelude::*;
+
+/// Most activation rows computed here; wider inputs (prefill chunks) go to Candle's
+/// matmul, whose tiles reuse each weight load across rows.
+pub const MAX_ROWS: usize = 4;
+
+/// Output rows per task: enough work (a few hundred KB of weights) to amortize the task,
+/// small enough that every thread of a 16-core pool gets several.
+const ROWS_PER_TASK: usize = 64;
+
+/// `x @ Wᵀ` for a block-quantized `W` `[n, k]` held in host memory and an f32 `x`
+/// `[.., k]` of at most [`MAX_ROWS`] rows on the CPU; `None` when this path does not apply
+/// (another device, more rows, an unsupported type or layout) and the caller should use
+/// Candle's matmul.
+pub fn try_matvec(w: &QTensor, x: &Tensor) -> candle_core::Result<Option<Tensor>> {
+    if !enabled() || !matches!(x.device(), Device::Cpu) || !matches!(w.device(), Device::Cpu) || x.dtype() != DType::F32 {
+        return Ok(None);
+    }
+    let (n, k) = match w.shape().dims() {
+        [n, k] => (*n, *k),
+        _ => return Ok(None),
+    };
+    let dims = x.dims();
+    let Some((&last, lead)) = dims.split_last() else { return Ok(None) };
+    let rows: usize = lead.iter().product();
+    if last != k || rows == 0 || rows > MAX_ROWS {
+        return Ok(None);
+    }
+    let x = x.contiguous()?;
+    let xs = x.flatten_all()?.to_vec1::<f32>()?;
+    let bytes = w.data()?;
+    let out = match w.dtype() {
+        GgmlDType::Q4K => matvec::<BlockQ4K>(&bytes, n, k, &xs, rows),
+        GgmlDType::Q6K => matvec::<BlockQ6K>(&bytes, n, k, &xs, rows),
+        GgmlDType::Q5K => matvec::<BlockQ5K>(&bytes, n, k, &xs, rows),
+        GgmlDType::Q3K => matvec::<BlockQ3K>(&bytes, n, k, &xs, rows),
+        GgmlDType::Q2K => matvec::<BlockQ2K>(&bytes, n, k, &xs, rows),
+        GgmlDType::Q8_0 => matvec::<BlockQ8_0>(&bytes, n, k, &xs, rows),
+        GgmlDType::Q4_0 => matvec::<BlockQ4_0>(&bytes, n, k, &xs, rows),
+        GgmlDType::Q4_1 => matvec::<BlockQ4_1>(&bytes, n, k, &xs, rows),
+        GgmlDType::Q5_0 => matvec::<BlockQ5_0>(&bytes, n, k, &xs, rows),
+        GgmlDType::Q5_1 => matvec::<BlockQ5_1>(&bytes, n, k, &xs, rows),
+        _ => None,
+    };
+    let Some(out) = out else { return Ok(None) };
+    let mut shape = lead.to_vec();
+    shape.push(n);
+    Ok(Some(Tensor::from_vec(out, shape, &Device::Cpu)?))
+}
+
+/// Off when `CARDINFER_CPU_MATVEC=candle` (read once).
+fn enabled() -> bool {
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ENABLED.get_or_init(|| std::env::var("CARDINFER_CPU_MATVEC").map_or(true, |v| v != "candle"))
+}
+
+/// The blocks of `bytes` as `T`, if the length and alignment are those of `n` rows of `k`.
+fn blocks_of<T: GgmlType>(bytes: &[u8], n: usize, k: usize) -> Option<&[T]> {
+    if k % T::BLCK_SIZE != 0 || k % T::VecDotType::BLCK_SIZE != 0 {
+        return None;
+    }
+    let count = n * (k / T::BLCK_SIZE);
+    let aligned = (bytes.as_ptr() as usize) % std::mem::align_of::<T>() == 0;
+    if !aligned || bytes.len() != count * std::mem::size_of::<T>() {
+        return None;
+    }
+    // SAFETY: the length and alignment were checked above, and every Candle block type is
+    // plain old data (integers and f16 scales, any bit pattern valid).
+    Some(unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<T>(), count) })
+}
+
+/// `rows` rows of `xs` (each `k` wide) times the `n` rows of the blocks in `bytes`,
+/// row-major `[rows, n]`.
+fn matvec<T: GgmlType>(bytes: &[u8], n: usize, k: usize, xs: &[f32], rows: usize) -> Option<Vec<f32>> {
+    let w = blocks_of::<T>(bytes, n, k)?;
+    let w_blocks = k / T::BLCK_SIZE;
+    let x_blocks = k / T::VecDotType::BLCK_SIZE;
+    let mut xq = vec![T::VecDotType::zeros(); rows * x_blocks];
+    for (x, q) in xs.chunks_exact(k).zip(xq.chunks_exact_mut(x_blocks)) {
+        T::VecDotType::from_float(x, q);
+    }
+    // Output in [n, rows] order so one task owns one contiguous range; transposed after.
+    let mut by_weight_row = vec![0f32; n * rows];
+    by_weight_row.par_chunks_mut(ROWS_PER_TASK * rows).enumerate().for_each(|(task, out)| {
+        let first = task * ROWS_PER_TASK;
+        for (i, out_row) in out.chunks_exact_mut(rows).enumerate() {
+            let row = &w[(first + i) * w_blocks..(first + i + 1) * w_blocks];
+            for (value, q) in out_row.iter_mut().zip(xq.chunks_exact(x_blocks)) {
+                *value = T::vec_dot(k, row, q);
+            }
+        }
+    });
+    if rows == 1 {
+        return Some(by_weight_row);
+    }
+    let mut out = vec![0f32; n * rows];
+    for (j, values) in by_weight_row.chunks_exact(rows).enumerate() {
+        for (r, v) in values.iter().enumerate() {
+            out[r * n + j] = *v;
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::quantized::QMatMul;
+    use candle_core::Module;
+
+    fn weights(dtype: GgmlDType, n: usize, k: usize) -> QTensor {
+        let values: Vec<f32> = (0..n * k).map(|i| ((i * 7919 % 1013) as f32 / 1013.0 - 0.5) * 0.2).collect();
+        let w = Tensor::from_vec(values, (n, k), &Device::Cpu).expect("tensor");
+        QTensor::quantize(&w, dtype).expect("quantize")
+    }
+
+    fn input(rows: usize, k: usize) -> Tensor {
+        let values: Vec<f32> = (0..rows * k).map(|i| ((i * 104729 % 997) as f32 / 997.0 - 0.5) * 2.0).collect();
+        Tensor::from_vec(values, (1, rows, k), &Device::Cpu).expect("tensor")
+    }
+
+    /// Every supported type, one and several rows: the same values as Candle's matmul
+    /// within its own cross-kernel tolerance, and bit-identical to Candle's unpacked
+    /// per-row dot product.
+    #[test]
+    fn matches_candle_for_every_type() {
+        let (n, k) = (200, 512); // 200 rows: several tasks and a partial last one
+        for dtype in [
+            GgmlDType::Q4K,
+            GgmlDType::Q6K,
+            GgmlDType::Q5K,
+            GgmlDType::Q3K,
+            GgmlDType::Q2K,
+            GgmlDType::Q8_0,
+            GgmlDType::Q4_0,
+            GgmlDType::Q4_1,
+            GgmlDType::Q5_0,
+            GgmlDType::Q5_1,
+        ] {
+            let w = weights(dtype, n, k);
+            for rows in [1, 3] {
+                let x = input(rows, k);
+                let ours = try_matvec(&w, &x).expect("runs").expect("applies");
+                assert_eq!(ours.dims(), &[1, rows, n]);
+                let candle = QMatMul::QTensor(std::sync::Arc::new(weights(dtype, n, k))).forward(&x).expect("candle");
+                let diff = (&ours - &candle).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+                let scale = candle.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+                assert!(diff <= 1e-4 * scale.max(1.0), "{dtype:?} rows {rows}: max diff {diff} (scale {scale})");
+            }
+        }
+    }
+
+    #[test]
+    fn rows_equal_candles_unpacked_dot_product() {
+        let (n, k) = (70, 768);
+        let w = weights(GgmlDType::Q4K, n, k);
+        let x = input(1, k);
+        let ours = try_matvec(&w, &x).unwrap().unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let bytes = w.data().unwrap();
+        let blocks = blocks_of::<BlockQ4K>(&bytes, n, k).unwrap();
+        let xs = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let mut xq = vec![<BlockQ4K as GgmlType>::VecDotType::zeros(); k / 256];
+        <BlockQ4K as GgmlType>::VecDotType::from_float(&xs, &mut xq);
+        for (j, v) in ours.iter().enumerate() {
+            let expected = BlockQ4K::vec_dot(k, &blocks[j * 3..(j + 1) * 3], &xq);
+            assert_eq!(v.to_bits(), expected.to_bits(), "row {j}");
+        }
+    }
+
+    #[test]
+    fn declines_what_it_does_not_cover() {
+        let w = weights(GgmlDType::Q4K, 32, 256);
+        assert!(try_matvec(&w, &input(MAX_ROWS + 1, 256)).unwrap().is_none(), "too many rows");
+        assert!(try_matvec(&w, &input(1, 512).narrow(2, 0, 256).unwrap()).unwrap().is_some(), "strided input is made contiguous");
+        let f16 = QTensor::quantize(&Tensor::zeros((32, 256), DType::F32, &Device::Cpu).unwrap(), GgmlDType::F16).unwrap();
+        assert!(try_matvec(&f16, &input(1, 256)).unwrap().is_none(), "float weights");
+        let wrong_width = input(1, 512);
+        assert!(try_matvec(&w, &wrong_width).unwrap().is_none(), "width mismatch is left to Candle's error");
+    }
+}
