@@ -36,45 +36,137 @@ const ROWS_PER_TASK: usize = 64;
 /// (another device, more rows, an unsupported type or layout) and the caller should use
 /// Candle's matmul.
 pub fn try_matvec(w: &QTensor, x: &Tensor) -> candle_core::Result<Option<Tensor>> {
-    if !enabled() || !matches!(x.device(), Device::Cpu) || !matches!(w.device(), Device::Cpu) || x.dtype() != DType::F32 {
+    Ok(try_matvec_many(&[w], x)?.and_then(|mut ys| ys.pop()))
+}
+
+/// `x @ Wᵢᵀ` for several weights that share the input (a layer's q, k and v; its gate and
+/// up), as one parallel job: one wake-up of the pool instead of one per weight, and the
+/// work of the small ones (k, v) balanced with the large. `None` when any of them is not
+/// covered (see [`try_matvec`]); then the caller computes each on its own.
+pub fn try_matvec_many(ws: &[&QTensor], x: &Tensor) -> candle_core::Result<Option<Vec<Tensor>>> {
+    if !enabled() || !matches!(x.device(), Device::Cpu) || x.dtype() != DType::F32 || ws.is_empty() {
         return Ok(None);
     }
-    let (n, k) = match w.shape().dims() {
-        [n, k] => (*n, *k),
-        _ => return Ok(None),
-    };
     let dims = x.dims();
-    let Some((&last, lead)) = dims.split_last() else { return Ok(None) };
+    let Some((&k, lead)) = dims.split_last() else { return Ok(None) };
     let rows: usize = lead.iter().product();
-    if last != k || rows == 0 || rows > MAX_ROWS {
+    if rows == 0 || rows > MAX_ROWS {
         return Ok(None);
+    }
+    let mut shapes = Vec::with_capacity(ws.len());
+    for w in ws {
+        match (w.device(), w.shape().dims()) {
+            (Device::Cpu, [n, wk]) if *wk == k => shapes.push(*n),
+            _ => return Ok(None),
+        }
     }
     let x = x.contiguous()?;
     let xs = x.flatten_all()?.to_vec1::<f32>()?;
-    let bytes = w.data()?;
-    let out = match w.dtype() {
-        GgmlDType::Q4K => matvec::<BlockQ4K>(&bytes, n, k, &xs, rows),
-        GgmlDType::Q6K => matvec::<BlockQ6K>(&bytes, n, k, &xs, rows),
-        GgmlDType::Q5K => matvec::<BlockQ5K>(&bytes, n, k, &xs, rows),
-        GgmlDType::Q3K => matvec::<BlockQ3K>(&bytes, n, k, &xs, rows),
-        GgmlDType::Q2K => matvec::<BlockQ2K>(&bytes, n, k, &xs, rows),
-        GgmlDType::Q8_0 => matvec::<BlockQ8_0>(&bytes, n, k, &xs, rows),
-        GgmlDType::Q4_0 => matvec::<BlockQ4_0>(&bytes, n, k, &xs, rows),
-        GgmlDType::Q4_1 => matvec::<BlockQ4_1>(&bytes, n, k, &xs, rows),
-        GgmlDType::Q5_0 => matvec::<BlockQ5_0>(&bytes, n, k, &xs, rows),
-        GgmlDType::Q5_1 => matvec::<BlockQ5_1>(&bytes, n, k, &xs, rows),
-        _ => None,
-    };
-    let Some(out) = out else { return Ok(None) };
-    let mut shape = lead.to_vec();
-    shape.push(n);
-    Ok(Some(Tensor::from_vec(out, shape, &Device::Cpu)?))
+    let data = ws.iter().map(|w| w.data()).collect::<candle_core::Result<Vec<_>>>()?;
+    let mut kernels = Vec::with_capacity(ws.len());
+    for ((w, bytes), &n) in ws.iter().zip(&data).zip(&shapes) {
+        match kernel_for(w.dtype(), bytes, n, k, &xs, rows) {
+            Some(kernel) => kernels.push(kernel),
+            None => return Ok(None),
+        }
+    }
+    // Outputs in [n, rows] order so a task owns one contiguous range; transposed after.
+    let mut outs: Vec<Vec<f32>> = shapes.iter().map(|&n| vec![0f32; n * rows]).collect();
+    let mut tasks: Vec<(&dyn RowDot, usize, &mut [f32])> = Vec::new();
+    for (kernel, out) in kernels.iter().zip(outs.iter_mut()) {
+        for (t, chunk) in out.chunks_mut(ROWS_PER_TASK * rows).enumerate() {
+            tasks.push((kernel.as_ref(), t * ROWS_PER_TASK, chunk));
+        }
+    }
+    tasks.into_par_iter().for_each(|(kernel, first, out)| {
+        for (i, out_row) in out.chunks_exact_mut(rows).enumerate() {
+            kernel.dot(first + i, out_row);
+        }
+    });
+    let mut ys = Vec::with_capacity(outs.len());
+    for (out, &n) in outs.into_iter().zip(&shapes) {
+        let mut shape = lead.to_vec();
+        shape.push(n);
+        ys.push(Tensor::from_vec(transpose(out, n, rows), shape, &Device::Cpu)?);
+    }
+    Ok(Some(ys))
+}
+
+/// `[n, rows]` → `[rows, n]` (nothing to do for one row).
+fn transpose(by_weight_row: Vec<f32>, n: usize, rows: usize) -> Vec<f32> {
+    if rows == 1 {
+        return by_weight_row;
+    }
+    let mut out = vec![0f32; n * rows];
+    for (j, values) in by_weight_row.chunks_exact(rows).enumerate() {
+        for (r, v) in values.iter().enumerate() {
+            out[r * n + j] = *v;
+        }
+    }
+    out
 }
 
 /// Off when `CARDINFER_CPU_MATVEC=candle` (read once).
 fn enabled() -> bool {
     static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ENABLED.get_or_init(|| std::env::var("CARDINFER_CPU_MATVEC").map_or(true, |v| v != "candle"))
+}
+
+/// One weight row's dot products with every input row.
+trait RowDot: Sync {
+    /// Writes row `row`'s product with input row `r` into `out[r]`.
+    fn dot(&self, row: usize, out: &mut [f32]);
+}
+
+/// A weight's blocks and the input quantized to their dot-product partner.
+struct Blocks<'a, T: GgmlType> {
+    w: &'a [T],
+    xq: Vec<T::VecDotType>,
+    k: usize,
+}
+
+impl<T: GgmlType> RowDot for Blocks<'_, T> {
+    fn dot(&self, row: usize, out: &mut [f32]) {
+        let w_blocks = self.k / T::BLCK_SIZE;
+        let x_blocks = self.k / T::VecDotType::BLCK_SIZE;
+        let w = &self.w[row * w_blocks..(row + 1) * w_blocks];
+        for (value, q) in out.iter_mut().zip(self.xq.chunks_exact(x_blocks)) {
+            *value = T::vec_dot(self.k, w, q);
+        }
+    }
+}
+
+/// The row kernel for a weight of `dtype`, `None` for types and layouts not covered.
+fn kernel_for<'a>(
+    dtype: GgmlDType,
+    bytes: &'a [u8],
+    n: usize,
+    k: usize,
+    xs: &[f32],
+    rows: usize,
+) -> Option<Box<dyn RowDot + 'a>> {
+    fn make<'a, T: GgmlType + 'a>(bytes: &'a [u8], n: usize, k: usize, xs: &[f32], rows: usize) -> Option<Box<dyn RowDot + 'a>> {
+        let w = blocks_of::<T>(bytes, n, k)?;
+        let x_blocks = k / T::VecDotType::BLCK_SIZE;
+        let mut xq = vec![T::VecDotType::zeros(); rows * x_blocks];
+        for (x, q) in xs.chunks_exact(k).zip(xq.chunks_exact_mut(x_blocks)) {
+            T::VecDotType::from_float(x, q);
+        }
+        Some(Box::new(Blocks { w, xq, k }))
+    }
+    match dtype {
+        GgmlDType::Q4K => make::<BlockQ4K>(bytes, n, k, xs, rows),
+        GgmlDType::Q6K => make::<BlockQ6K>(bytes, n, k, xs, rows),
+        GgmlDType::Q5K => make::<BlockQ5K>(bytes, n, k, xs, rows),
+        GgmlDType::Q3K => make::<BlockQ3K>(bytes, n, k, xs, rows),
+        GgmlDType::Q2K => make::<BlockQ2K>(bytes, n, k, xs, rows),
+        GgmlDType::Q8_0 => make::<BlockQ8_0>(bytes, n, k, xs, rows),
+        GgmlDType::Q4_0 => make::<BlockQ4_0>(bytes, n, k, xs, rows),
+        GgmlDType::Q4_1 => make::<BlockQ4_1>(bytes, n, k, xs, rows),
+        GgmlDType::Q5_0 => make::<BlockQ5_0>(bytes, n, k, xs, rows),
+        GgmlDType::Q5_1 => make::<BlockQ5_1>(bytes, n, k, xs, rows),
+        _ => None,
+    }
 }
 
 /// The blocks of `bytes` as `T`, if the length and alignment are those of `n` rows of `k`.
@@ -90,39 +182,6 @@ fn blocks_of<T: GgmlType>(bytes: &[u8], n: usize, k: usize) -> Option<&[T]> {
     // SAFETY: the length and alignment were checked above, and every Candle block type is
     // plain old data (integers and f16 scales, any bit pattern valid).
     Some(unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<T>(), count) })
-}
-
-/// `rows` rows of `xs` (each `k` wide) times the `n` rows of the blocks in `bytes`,
-/// row-major `[rows, n]`.
-fn matvec<T: GgmlType>(bytes: &[u8], n: usize, k: usize, xs: &[f32], rows: usize) -> Option<Vec<f32>> {
-    let w = blocks_of::<T>(bytes, n, k)?;
-    let w_blocks = k / T::BLCK_SIZE;
-    let x_blocks = k / T::VecDotType::BLCK_SIZE;
-    let mut xq = vec![T::VecDotType::zeros(); rows * x_blocks];
-    for (x, q) in xs.chunks_exact(k).zip(xq.chunks_exact_mut(x_blocks)) {
-        T::VecDotType::from_float(x, q);
-    }
-    // Output in [n, rows] order so one task owns one contiguous range; transposed after.
-    let mut by_weight_row = vec![0f32; n * rows];
-    by_weight_row.par_chunks_mut(ROWS_PER_TASK * rows).enumerate().for_each(|(task, out)| {
-        let first = task * ROWS_PER_TASK;
-        for (i, out_row) in out.chunks_exact_mut(rows).enumerate() {
-            let row = &w[(first + i) * w_blocks..(first + i + 1) * w_blocks];
-            for (value, q) in out_row.iter_mut().zip(xq.chunks_exact(x_blocks)) {
-                *value = T::vec_dot(k, row, q);
-            }
-        }
-    });
-    if rows == 1 {
-        return Some(by_weight_row);
-    }
-    let mut out = vec![0f32; n * rows];
-    for (j, values) in by_weight_row.chunks_exact(rows).enumerate() {
-        for (r, v) in values.iter().enumerate() {
-            out[r * n + j] = *v;
-        }
-    }
-    Some(out)
 }
 
 #[cfg(test)]
@@ -188,6 +247,26 @@ mod tests {
             let expected = BlockQ4K::vec_dot(k, &blocks[j * 3..(j + 1) * 3], &xq);
             assert_eq!(v.to_bits(), expected.to_bits(), "row {j}");
         }
+    }
+
+    /// Weights of different types and heights sharing one input (Q4_K_M's q/k with Q6_K
+    /// v): each output equals its own single-weight product.
+    #[test]
+    fn several_weights_in_one_job_equal_each_alone() {
+        let ws = [weights(GgmlDType::Q4K, 300, 512), weights(GgmlDType::Q6K, 70, 512), weights(GgmlDType::Q8_0, 64, 512)];
+        let refs: Vec<&QTensor> = ws.iter().collect();
+        for rows in [1, 2] {
+            let x = input(rows, 512);
+            let many = try_matvec_many(&refs, &x).unwrap().unwrap();
+            for (w, y) in ws.iter().zip(&many) {
+                let alone = try_matvec(w, &x).unwrap().unwrap();
+                assert_eq!(y.dims(), alone.dims());
+                let (a, b) = (y.flatten_all().unwrap().to_vec1::<f32>().unwrap(), alone.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+                assert_eq!(a, b, "{:?}, rows {rows}", w.dtype());
+            }
+        }
+        let wide = weights(GgmlDType::Q4K, 16, 768);
+        assert!(try_matvec_many(&[&ws[0], &wide], &input(1, 512)).unwrap().is_none(), "widths differ");
     }
 
     #[test]

@@ -41,6 +41,20 @@ impl Weight {
         Ok(y)
     }
 
+    /// `x @ Wᵢᵀ` for several weights that share the input `x`: one parallel job on the CPU
+    /// when all are block-quantized in host memory ([`crate::cpu_matvec::try_matvec_many`]),
+    /// else each on its own.
+    pub fn matmul_t_many(weights: &[&Weight], x: &Tensor) -> Result<Vec<Tensor>> {
+        let quantized: Option<Vec<&QTensor>> =
+            weights.iter().map(|w| if let Weight::Quantized(q) = w { Some(q.as_ref()) } else { None }).collect();
+        if let Some(qs) = quantized {
+            if let Some(ys) = crate::cpu_matvec::try_matvec_many(&qs, x)? {
+                return Ok(ys);
+            }
+        }
+        weights.iter().map(|w| w.matmul_t(x)).collect()
+    }
+
     /// Rows of an embedding table for `ids`, as f32.
     pub fn embedding(&self, ids: &Tensor) -> Result<Tensor> {
         let rows = match self {

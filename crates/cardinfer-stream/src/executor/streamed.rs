@@ -453,12 +453,14 @@ impl StreamedModel {
                 // the next streamed blocks (asynchronous copies from page-locked memory):
                 // the link works while the CPU computes this layer.
                 let start = Instant::now();
+                timeline.begin();
                 let x_host = hidden.get()?.to_device(&Device::Cpu)?;
                 timings.hop_wait_secs += start.elapsed().as_secs_f64();
                 self.read_ahead(source, ahead, 0);
                 let start = Instant::now();
                 let y = self.family.block(i, weights, &x_host, kv.layer_mut(i), pos)?;
                 hidden.set(y.to_device(&self.device)?)?;
+                timeline.end_host(block);
                 timings.host_secs += start.elapsed().as_secs_f64();
                 continue;
             }

@@ -2,6 +2,8 @@
 //! copy and compute ran, from CUDA events, and how long the host took to queue it),
 //! printed to stderr. For diagnosing how copies and compute overlap and whether the
 //! device waits for the host; off by default (the events cost a little).
+//! `CARDINFER_TIMELINE=2` prints every block of decode passes too, host-computed layers
+//! included (their span: from the device reaching the hop to the hidden state's return).
 
 use crate::device::DeviceMarker;
 use candle_core::Device;
@@ -13,6 +15,12 @@ pub(crate) fn enabled() -> bool {
     *ON.get_or_init(|| std::env::var_os("CARDINFER_TIMELINE").is_some())
 }
 
+/// Whether every block is printed for decode passes too (`CARDINFER_TIMELINE=2`).
+fn detailed() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("CARDINFER_TIMELINE").is_ok_and(|v| v == "2"))
+}
+
 /// A span on the device: its start and end markers.
 type Span = (DeviceMarker, DeviceMarker);
 
@@ -20,7 +28,7 @@ type Span = (DeviceMarker, DeviceMarker);
 pub(crate) struct Timeline {
     origin: Option<DeviceMarker>,
     device: Device,
-    rows: Vec<(BlockId, Option<Span>, Span, f64)>,
+    rows: Vec<(BlockId, Option<Span>, Span, f64, bool)>,
     open: Option<(DeviceMarker, std::time::Instant)>,
     started: std::time::Instant,
 }
@@ -41,8 +49,17 @@ impl Timeline {
 
     /// Marks the end of `block`'s compute; `copy` is its upload's span, if streamed.
     pub(crate) fn end(&mut self, block: BlockId, copy: Option<Span>) {
+        self.close(block, copy, false);
+    }
+
+    /// Marks the end of a host-computed layer (after its output went back to the device).
+    pub(crate) fn end_host(&mut self, block: BlockId) {
+        self.close(block, None, true);
+    }
+
+    fn close(&mut self, block: BlockId, copy: Option<Span>, host: bool) {
         if let (Some((start, queued)), Some(end)) = (self.open.take(), DeviceMarker::now(&self.device)) {
-            self.rows.push((block, copy, (start, end), queued.elapsed().as_secs_f64() * 1e3));
+            self.rows.push((block, copy, (start, end), queued.elapsed().as_secs_f64() * 1e3, host));
         }
     }
 
@@ -52,16 +69,17 @@ impl Timeline {
     pub(crate) fn print(self, tokens: usize) {
         let Some(origin) = self.origin else { return };
         let ms = |m: &DeviceMarker| origin.secs_until(m).map_or(f64::NAN, |s| s * 1e3);
-        let device_ms = self.rows.last().map_or(0.0, |(_, _, (_, end), _)| ms(end));
-        let queue_ms: f64 = self.rows.iter().map(|r| r.3).sum();
+        let device_ms = self.rows.last().map_or(0.0, |(_, _, (_, end), _, _)| ms(end));
+        let queue_ms: f64 = self.rows.iter().filter(|r| !r.4).map(|r| r.3).sum();
         let wall_ms = self.started.elapsed().as_secs_f64() * 1e3;
         let mut line = format!(
             "[timeline] {tokens} tokens: device {device_ms:.2} ms, host queued blocks in {queue_ms:.2} ms, wall {wall_ms:.2} ms"
         );
-        if tokens > 4 {
-            for (block, copy, (start, end), queued) in &self.rows {
+        if tokens > 4 || detailed() {
+            for (block, copy, (start, end), queued, host) in &self.rows {
                 let copy = copy.as_ref().map_or(String::new(), |(a, b)| format!(" copy {:.1}-{:.1}", ms(a), ms(b)));
-                line.push_str(&format!(" | {block}{copy} run {:.1}-{:.1} (queued in {queued:.1})", ms(start), ms(end)));
+                let what = if *host { "host" } else { "run" };
+                line.push_str(&format!(" | {block}{copy} {what} {:.1}-{:.1} (queued in {queued:.1})", ms(start), ms(end)));
             }
         }
         eprintln!("{line}");

@@ -51,6 +51,25 @@ impl Decoder {
         }
     }
 
+    /// [`Self::project`] for several roles that share the input (one CPU job for all).
+    fn project_many<const N: usize>(
+        &self,
+        x: &Tensor,
+        weights: &BlockWeights,
+        roles: [(Role, Option<Role>); N],
+    ) -> Result<[Tensor; N]> {
+        let matrices = roles.iter().map(|(role, _)| weights.get(*role)).collect::<Result<Vec<_>>>()?;
+        let ys = crate::weights::Weight::matmul_t_many(&matrices, x)?;
+        let mut out = Vec::with_capacity(N);
+        for (y, (_, bias)) in ys.into_iter().zip(roles) {
+            out.push(match bias {
+                Some(b) if weights.has(b) => y.broadcast_add(weights.get(b)?.dense()?)?,
+                _ => y,
+            });
+        }
+        out.try_into().map_err(|_| crate::StreamError::InvalidParameter { name: "roles", reason: format!("{N} products asked, another count returned") })
+    }
+
     /// `[b, seq, heads * d]` → `[b, heads, seq, d]`.
     fn split_heads(x: &Tensor, heads: usize, head_dim: usize) -> Result<Tensor> {
         let (b, seq, _) = x.dims3()?;
@@ -60,9 +79,11 @@ impl Decoder {
     fn attention(&self, w: &BlockWeights, x: &Tensor, kv: &mut KvSlot, pos: usize) -> Result<Tensor> {
         let s = &self.spec;
         let (b, seq, _) = x.dims3()?;
-        let q = self.project(x, w, Role::AttnQ, Some(Role::AttnQBias))?;
-        let k = self.project(x, w, Role::AttnK, Some(Role::AttnKBias))?;
-        let v = self.project(x, w, Role::AttnV, Some(Role::AttnVBias))?;
+        let [q, k, v] = self.project_many(
+            x,
+            w,
+            [(Role::AttnQ, Some(Role::AttnQBias)), (Role::AttnK, Some(Role::AttnKBias)), (Role::AttnV, Some(Role::AttnVBias))],
+        )?;
         // q and k stay in the projection's layout [b, seq, heads, d] through the per-head
         // norm (a per-row op: any layout gives the same bits) and are transposed by RoPE.
         let mut q = q.reshape((b, seq, s.num_heads, s.head_dim))?;
@@ -99,8 +120,7 @@ impl Decoder {
     }
 
     fn mlp(&self, w: &BlockWeights, x: &Tensor) -> Result<Tensor> {
-        let gate = self.project(x, w, Role::FfnGate, None)?;
-        let up = self.project(x, w, Role::FfnUp, None)?;
+        let [gate, up] = self.project_many(x, w, [(Role::FfnGate, None), (Role::FfnUp, None)])?;
         let act = crate::fused::ops::silu_mul(&gate, &up, self.fused_ops)?;
         self.project(&act, w, Role::FfnDown, None)
     }
