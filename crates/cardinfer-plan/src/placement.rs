@@ -3,7 +3,7 @@
 //! device bytes of every block (quant-aware, with the device's row padding), so the same
 //! plan can be computed for the real device or projected onto another.
 
-use crate::schedule::{simulate_decode, spread, DecodeRates};
+use crate::schedule::{simulate_decode, spread, spread_from_first, DecodeRates};
 use crate::PlanError;
 use cardinfer_core::{BlockId, ByteSize, ModelSpec};
 use std::fmt;
@@ -166,29 +166,42 @@ impl StreamPlan {
         if n == 0 {
             return;
         }
-        let with_count = |count: usize| -> StreamPlan {
+        // `count` host layers spread over the streamed ones, the first or the last of
+        // them on the host; the simulation keeps the faster.
+        let with_count = |count: usize, from_first: bool| -> StreamPlan {
             let mut plan = self.clone();
-            for (&index, host) in streamed.iter().zip(spread(n, count)) {
+            let picks: Vec<bool> =
+                if from_first { spread_from_first(n, count).collect() } else { spread(n, count).collect() };
+            for (&index, host) in streamed.iter().zip(picks) {
                 if host {
                     plan.blocks[index].1 = Placement::Host;
                 }
             }
             plan
         };
-        let simulate = |count: usize| simulate_decode(&with_count(count), rates).token_ms;
+        let best_of = |count: usize| -> (StreamPlan, f64) {
+            let from_first = with_count(count, true);
+            let from_last = with_count(count, false);
+            let (a, b) = (simulate_decode(&from_first, rates).token_ms, simulate_decode(&from_last, rates).token_ms);
+            if a <= b {
+                (from_first, a)
+            } else {
+                (from_last, b)
+            }
+        };
         // No host layers: this plan as it is.
         let stream_only = simulate_decode(self, rates).token_ms;
-        let (count, token_ms) = match host_layers {
-            Some(asked) => (asked.min(n), simulate(asked.min(n))),
-            None => (1..=n).map(|count| (count, simulate(count))).fold((0, stream_only), |best, c| {
-                if c.1 < best.1 {
+        let (count, (plan, token_ms)) = match host_layers {
+            Some(asked) => (asked.min(n), best_of(asked.min(n))),
+            None => (1..=n).map(|count| (count, best_of(count))).fold((0, (self.clone(), stream_only)), |best, c| {
+                if c.1 .1 < best.1 .1 {
                     c
                 } else {
                     best
                 }
             }),
         };
-        *self = with_count(count);
+        *self = plan;
         // The slots stay: prefill chunks stream the host layers too (the device is far
         // faster at many tokens).
         self.reasons.push(format!(

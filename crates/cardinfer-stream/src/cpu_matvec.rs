@@ -78,11 +78,25 @@ pub fn try_matvec_many(ws: &[&QTensor], x: &Tensor) -> candle_core::Result<Optio
             tasks.push((kernel.as_ref(), t * ROWS_PER_TASK, chunk));
         }
     }
-    tasks.into_par_iter().for_each(|(kernel, first, out)| {
+    let run = |(kernel, first, out): (&dyn RowDot, usize, &mut [f32])| {
         for (i, out_row) in out.chunks_exact_mut(rows).enumerate() {
             kernel.dot(first + i, out_row);
         }
-    });
+    };
+    if spinning_pool() {
+        // Candle's barrier pool: its workers spin briefly between jobs before parking, so
+        // the several products of a layer do not each wait for threads to wake up.
+        let tasks: Vec<std::sync::Mutex<Option<_>>> = tasks.into_iter().map(|t| std::sync::Mutex::new(Some(t))).collect();
+        candle_core::utils::barrier_pool().execute_chunked(tasks.len(), |range| {
+            for task in &tasks[range] {
+                if let Some(t) = task.lock().ok().and_then(|mut t| t.take()) {
+                    run(t);
+                }
+            }
+        });
+    } else {
+        tasks.into_par_iter().for_each(run);
+    }
     let mut ys = Vec::with_capacity(outs.len());
     for (out, &n) in outs.into_iter().zip(&shapes) {
         let mut shape = lead.to_vec();
@@ -110,6 +124,13 @@ fn transpose(by_weight_row: Vec<f32>, n: usize, rows: usize) -> Vec<f32> {
 fn enabled() -> bool {
     static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ENABLED.get_or_init(|| std::env::var("CARDINFER_CPU_MATVEC").map_or(true, |v| v != "candle"))
+}
+
+/// Whether Candle's spinning barrier pool runs the jobs (`CARDINFER_CPU_POOL=barrier`)
+/// instead of Rayon's (read once).
+fn spinning_pool() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("CARDINFER_CPU_POOL").is_ok_and(|v| v == "barrier"))
 }
 
 /// One weight row's dot products with every input row.
