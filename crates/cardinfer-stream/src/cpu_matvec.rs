@@ -6,8 +6,8 @@
 //! decode step that is bound by memory reads a third more bytes — and the tiles are a
 //! second copy of every host layer. Here each output row is a dot product straight over
 //! the file's blocks with Candle's own SIMD block kernels ([`GgmlType::vec_dot`]); the rows
-//! are split into contiguous ranges, one per task of Rayon's pool, so each thread streams
-//! one region of memory.
+//! are split into contiguous ranges, tasks of Candle's CPU thread pool, so each thread
+//! streams one region of memory.
 //!
 //! The activations are quantized to the weight type's dot-product partner (Q8_K for the
 //! k-quants, Q8_0 for the legacy types) exactly as Candle does, so a row's value is Candle's
@@ -21,7 +21,7 @@ use candle_core::quantized::k_quants::{
 };
 use candle_core::quantized::{GgmlDType, GgmlType, QTensor};
 use candle_core::{DType, Device, Tensor};
-use rayon::prelude::*;
+use std::sync::Mutex;
 
 /// Most activation rows computed here; wider inputs (prefill chunks) go to Candle's
 /// matmul, whose tiles reuse each weight load across rows.
@@ -72,31 +72,27 @@ pub fn try_matvec_many(ws: &[&QTensor], x: &Tensor) -> candle_core::Result<Optio
     }
     // Outputs in [n, rows] order so a task owns one contiguous range; transposed after.
     let mut outs: Vec<Vec<f32>> = shapes.iter().map(|&n| vec![0f32; n * rows]).collect();
-    let mut tasks: Vec<(&dyn RowDot, usize, &mut [f32])> = Vec::new();
+    let mut tasks: Vec<Task<'_>> = Vec::new();
     for (kernel, out) in kernels.iter().zip(outs.iter_mut()) {
         for (t, chunk) in out.chunks_mut(ROWS_PER_TASK * rows).enumerate() {
             tasks.push((kernel.as_ref(), t * ROWS_PER_TASK, chunk));
         }
     }
-    let run = |(kernel, first, out): (&dyn RowDot, usize, &mut [f32])| {
-        for (i, out_row) in out.chunks_exact_mut(rows).enumerate() {
-            kernel.dot(first + i, out_row);
-        }
-    };
-    if spinning_pool() {
-        // Candle's barrier pool: its workers spin briefly between jobs before parking, so
-        // the several products of a layer do not each wait for threads to wake up.
-        let tasks: Vec<std::sync::Mutex<Option<_>>> = tasks.into_iter().map(|t| std::sync::Mutex::new(Some(t))).collect();
-        candle_core::utils::barrier_pool().execute_chunked(tasks.len(), |range| {
-            for task in &tasks[range] {
-                if let Some(t) = task.lock().ok().and_then(|mut t| t.take()) {
-                    run(t);
-                }
+    // Candle's barrier pool runs the tasks: its workers spin briefly between jobs before
+    // parking, so a layer's products do not each wait for threads to wake up (measured
+    // on the H100 machine: hybrid decode 15.9 → 18.4 tok/s (14B), 15.5 → 19.7 (4B)
+    // against Rayon's pool; BENCHMARKS.md, run55). A task is taken by exactly one
+    // worker; the lock only hands over its output slice.
+    let tasks: Vec<Mutex<Task<'_>>> = tasks.into_iter().map(Mutex::new).collect();
+    candle_core::utils::barrier_pool().execute_chunked(tasks.len(), |range| {
+        for task in &tasks[range] {
+            let mut task = task.lock().unwrap_or_else(|e| e.into_inner());
+            let (kernel, first, out) = &mut *task;
+            for (i, out_row) in out.chunks_exact_mut(rows).enumerate() {
+                kernel.dot(*first + i, out_row);
             }
-        });
-    } else {
-        tasks.into_par_iter().for_each(run);
-    }
+        }
+    });
     let mut ys = Vec::with_capacity(outs.len());
     for (out, &n) in outs.into_iter().zip(&shapes) {
         let mut shape = lead.to_vec();
@@ -126,12 +122,8 @@ fn enabled() -> bool {
     *ENABLED.get_or_init(|| std::env::var("CARDINFER_CPU_MATVEC").map_or(true, |v| v != "candle"))
 }
 
-/// Whether Candle's spinning barrier pool runs the jobs (`CARDINFER_CPU_POOL=barrier`)
-/// instead of Rayon's (read once).
-fn spinning_pool() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var("CARDINFER_CPU_POOL").is_ok_and(|v| v == "barrier"))
-}
+/// Rows `first..` of one weight and the output they fill (`[rows, inputs]`).
+type Task<'a> = (&'a dyn RowDot, usize, &'a mut [f32]);
 
 /// One weight row's dot products with every input row.
 trait RowDot: Sync {
