@@ -104,7 +104,7 @@ fn main() -> Result<()> {
     // prediction is of the run `generate`/`bench` would do.
     let mut plan = StreamPlan::place(&spec, &blocks, &request)?;
     if args.hybrid {
-        plan.assign_host_layers(&DecodeRates::from_profile(&profile), None);
+        plan.place_hybrid(&DecodeRates::from_profile(&profile), None, args.slots.unwrap_or(2));
     }
     let prediction = predict_batch(&spec, &plan, &profile, false, args.batch);
     if args.json {

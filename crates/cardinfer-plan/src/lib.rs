@@ -3,6 +3,7 @@
 
 mod budget;
 pub mod catalog;
+mod hybrid;
 pub mod cost;
 mod error;
 pub mod placement;

@@ -245,6 +245,44 @@ fn hybrid_keeps_the_fastest_simulated_split() {
     assert!((after.prefill_tok_s - before.prefill_tok_s).abs() < 1e-6);
 }
 
+/// A hybrid plan reserves device room for the device layers' KV caches and one visiting
+/// host layer's, and spends what that frees (slots, then the head, then layers): at 500 MiB
+/// the Qwen3-4B simulates faster than with the split alone, and fits.
+#[test]
+fn hybrid_plans_keep_host_layer_caches_on_the_host() {
+    let rates = DecodeRates::from_profile(&Profile::h100_fitted());
+    let a = arch("Qwen3-4B");
+    let (spec, blocks) = (a.spec(640), a.block_bytes(&q4()));
+    let small_chunk = PlanRequest { prefill_chunk: 64, ..request(500 << 20) };
+    let placed = StreamPlan::place(&spec, &blocks, &small_chunk).unwrap();
+    let mut split_only = placed.clone();
+    split_only.assign_host_layers(&rates, None);
+    let mut hybrid = placed.clone();
+    hybrid.place_hybrid(&rates, None, 2);
+    let host = hybrid.host_layer_count();
+    assert!(host > 0, "{hybrid}");
+    let per_layer = placed.kv_bytes / spec.num_layers as u64;
+    assert_eq!(hybrid.kv_bytes, (spec.num_layers - host + 1) as u64 * per_layer, "{hybrid}");
+    assert!(hybrid.device_bytes() <= 500 << 20, "{hybrid}");
+    assert_eq!(hybrid.slots, 2, "{hybrid}");
+    assert!(
+        hybrid.resident_bytes > split_only.resident_bytes || hybrid.slots > split_only.slots,
+        "the freed room should be used: {hybrid} vs {split_only}"
+    );
+    assert!(
+        simulate_decode(&hybrid, &rates).token_ms < simulate_decode(&split_only, &rates).token_ms,
+        "the freed room should make the token faster"
+    );
+    assert!(hybrid.reasons.iter().any(|r| r.contains("host memory") && r.contains("freed")), "{:?}", hybrid.reasons);
+    // With the whole cache already in host memory there is nothing to free.
+    let long = a.spec(32768);
+    let mut kv_host = StreamPlan::place(&long, &blocks, &request(2 << 30)).unwrap();
+    assert!(kv_host.kv_on_host);
+    let kv_before = kv_host.kv_bytes;
+    kv_host.place_hybrid(&rates, None, 2);
+    assert_eq!(kv_host.kv_bytes, kv_before);
+}
+
 /// A KV cache too large for the device beside a slot goes to host memory (auto mode):
 /// the plan fits, says why, and the predicted link time includes the cache's traffic.
 #[test]

@@ -484,7 +484,11 @@ impl LoadedModel {
         let mut plan = crate::executor::plan_on_device(&spec, &layout, device, &request)?;
         if options.hybrid || options.host_layers.is_some() {
             let profile = cardinfer_plan::Profile::for_device(&crate::device::device_key(device));
-            plan.assign_host_layers(&cardinfer_plan::DecodeRates::from_profile(&profile), options.host_layers);
+            plan.place_hybrid(
+                &cardinfer_plan::DecodeRates::from_profile(&profile),
+                options.host_layers,
+                options.slots.unwrap_or(2),
+            );
         }
         let model = if plan.slots == 0 && options.mode != Mode::Stream && family.is_none() {
             Runner::Resident(Box::new(ResidentModel::load_spec(&ckpt, spec, device, progress)?))

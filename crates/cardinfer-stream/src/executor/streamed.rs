@@ -519,8 +519,9 @@ impl StreamedModel {
         self.host.get(&block).filter(|_| tokens <= HOST_COMPUTE_MAX_TOKENS)
     }
 
-    /// Layer `i` on the device; with the KV cache in host memory, its part visits the
-    /// device for the block and goes back after.
+    /// Layer `i` on the device; with the KV cache in host memory (the whole cache, or a
+    /// host-placed layer's in a hybrid plan, streamed here by a prefill chunk), its part
+    /// visits the device for the block and goes back after.
     fn device_block(
         &self,
         i: usize,
@@ -529,7 +530,8 @@ impl StreamedModel {
         kv: &mut KvCache,
         pos: usize,
     ) -> Result<Tensor> {
-        if !self.plan.kv_on_host {
+        let cache_on_host = self.plan.kv_on_host || self.host.contains_key(&BlockId::Layer(i));
+        if !cache_on_host {
             return self.family.block(i, weights, x, kv.layer_mut(i), pos);
         }
         let slot = kv.layer_mut(i);

@@ -1,0 +1,102 @@
+//! Hybrid plans keep the KV cache of their host layers in host memory, and give the
+//! device room that frees to the head or to more resident layers.
+//!
+//! A layer computed on the CPU at decode reads and writes its cache there; only a prefill
+//! chunk (which streams host layers to the device) needs it on the device, one layer at a
+//! time (the executor moves it back after the layer). So a hybrid plan reserves device
+//! room for the device layers' caches and one visiting layer's. At small budgets that is
+//! a large share: the Qwen3-4B at 500 MiB reserves 180 MiB for all 36 layers' caches at
+//! context 640, and with 16 layers on the host 80 MiB come free — enough, with a smaller
+//! prefill chunk, for its 209 MiB head to stay resident instead of crossing the link
+//! every token.
+
+use crate::placement::{Placement, StreamPlan};
+use crate::schedule::{simulate_decode, DecodeRates};
+use cardinfer_core::{BlockId, ByteSize};
+
+impl StreamPlan {
+    /// Hybrid placement: [`StreamPlan::assign_host_layers`], then the host layers' KV
+    /// caches leave the device reservation, the room freed makes a streamed head (first)
+    /// and streamed layers resident, and the host layers are chosen again for the new
+    /// placement (kept only if the plan still fits and simulates no slower). A plan left
+    /// with fewer than `wanted_slots` slots by the full cache gets them back first (the
+    /// link overlaps a host layer only with free slots). Plans with the whole cache in
+    /// host memory (`kv_on_host`) only get the split.
+    pub fn place_hybrid(&mut self, rates: &DecodeRates, host_layers: Option<usize>, wanted_slots: usize) {
+        self.assign_host_layers(rates, host_layers);
+        if self.kv_on_host || self.host_layer_count() == 0 {
+            return;
+        }
+        let full_kv = self.kv_bytes;
+        let layers = self.blocks.iter().filter(|(b, _)| matches!(b, BlockId::Layer(_))).count().max(1) as u64;
+        let per_layer = full_kv / layers;
+        let device_kv = |plan: &StreamPlan| {
+            let host = plan.host_layer_count() as u64;
+            let visiting = u64::from(host > 0);
+            (layers - host + visiting) * per_layer
+        };
+        self.kv_bytes = device_kv(self);
+        let freed = full_kv - self.kv_bytes;
+        let upgraded = self.use_free_room(wanted_slots);
+        self.reasons.push(format!(
+            "KV caches of the {} host layers in host memory (one visits the device per prefill chunk): {} freed{}",
+            self.host_layer_count(),
+            ByteSize(freed),
+            if upgraded.is_empty() { String::new() } else { format!(", given to: {}", upgraded.join(", ")) },
+        ));
+        if upgraded.is_empty() {
+            return;
+        }
+        // Fewer bytes cross the link now: choose the host layers again.
+        let mut again = self.clone();
+        for (block, placement) in again.blocks.iter_mut() {
+            if *placement == Placement::Host && *block != BlockId::Embed {
+                *placement = Placement::Streamed;
+            }
+        }
+        again.kv_bytes = full_kv;
+        again.assign_host_layers(rates, host_layers);
+        again.kv_bytes = device_kv(&again);
+        let faster = simulate_decode(&again, rates).token_ms < simulate_decode(self, rates).token_ms;
+        if again.device_bytes() <= again.budget_bytes && faster {
+            *self = again;
+        }
+    }
+
+    /// Layers computed on the host.
+    pub fn host_layer_count(&self) -> usize {
+        self.blocks.iter().filter(|(b, p)| *p == Placement::Host && matches!(b, BlockId::Layer(_))).count()
+    }
+
+    /// Spends the budget's free room: slots up to `wanted_slots`, then streamed blocks
+    /// made resident — the head first (read every token, and streamed in chunks when
+    /// larger than a slot), then layers in pass order (an early streamed layer makes the
+    /// device wait for its copy). Returns what changed.
+    fn use_free_room(&mut self, wanted_slots: usize) -> Vec<String> {
+        let mut upgraded = Vec::new();
+        let mut room = self.budget_bytes.saturating_sub(self.device_bytes());
+        while self.slots < wanted_slots && self.slot_bytes > 0 && self.slot_bytes <= room {
+            room -= self.slot_bytes;
+            self.slots += 1;
+            upgraded.push(format!("slot {}", self.slots));
+        }
+        let mut candidates: Vec<usize> =
+            (0..self.blocks.len()).filter(|&i| self.blocks[i].1 == Placement::Streamed).collect();
+        candidates.sort_by_key(|&i| self.blocks[i].0 != BlockId::Head);
+        for i in candidates {
+            let block = self.blocks[i].0;
+            let bytes = self.bytes_of(block);
+            if bytes > room {
+                continue;
+            }
+            room -= bytes;
+            self.resident_bytes += bytes;
+            self.blocks[i].1 = Placement::Resident;
+            if block == BlockId::Head {
+                self.head_chunks.clear();
+            }
+            upgraded.push(block.to_string());
+        }
+        upgraded
+    }
+}
