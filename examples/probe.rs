@@ -56,13 +56,16 @@ fn cpu_block_spec() -> cardinfer_core::ModelSpec {
     }
 }
 
-/// Thread counts tried for the CPU block on `cores` cores: half, three quarters, and all
-/// but two. Two cores stay free for the thread feeding the device and the copies' driver
-/// work — hybrid decode measured fastest at 12–14 of 16 cores (BENCHMARKS.md, run43/44),
-/// slower with all 16.
+/// Thread counts tried for the CPU block on `cores` cores: a quarter, half, three
+/// quarters, and all but two. Two cores stay free for the thread feeding the device and
+/// the copies' driver work — hybrid decode measured fastest at 12–14 of 16 cores on some
+/// loans of the H100 machine (BENCHMARKS.md, run43/44/54) and at 8 on others, whose block
+/// rate halved from 8 to 14 threads (run55/56): the count is measured, not assumed.
 fn thread_candidates(cores: usize) -> Vec<usize> {
-    let mut counts: Vec<usize> =
-        [cores / 2, cores * 3 / 4, cores.saturating_sub(2)].into_iter().filter(|&n| n > 0).collect();
+    let mut counts: Vec<usize> = [cores / 4, cores / 2, cores * 3 / 4, cores.saturating_sub(2)]
+        .into_iter()
+        .filter(|&n| n > 0)
+        .collect();
     counts.sort_unstable();
     counts.dedup();
     if counts.is_empty() {

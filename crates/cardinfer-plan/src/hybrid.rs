@@ -18,10 +18,11 @@ impl StreamPlan {
     /// Hybrid placement: [`StreamPlan::assign_host_layers`], then the host layers' KV
     /// caches leave the device reservation, the room freed makes a streamed head (first)
     /// and streamed layers resident, and the host layers are chosen again for the new
-    /// placement (kept only if the plan still fits and simulates no slower). A plan left
-    /// with fewer than `wanted_slots` slots by the full cache gets them back first (the
-    /// link overlaps a host layer only with free slots). Plans with the whole cache in
-    /// host memory (`kv_on_host`) only get the split.
+    /// placement (kept only if the plan still fits and simulates faster). The room goes
+    /// first to slots: up to `wanted_slots` (a plan left with fewer by the full cache gets
+    /// them back; the link overlaps a host layer only with free slots), or one more when
+    /// that simulates faster. Plans with the whole cache in host memory (`kv_on_host`)
+    /// only get the split.
     pub fn place_hybrid(&mut self, rates: &DecodeRates, host_layers: Option<usize>, wanted_slots: usize) {
         self.assign_host_layers(rates, host_layers);
         if self.kv_on_host || self.host_layer_count() == 0 {
@@ -37,7 +38,19 @@ impl StreamPlan {
         };
         self.kv_bytes = device_kv(self);
         let freed = full_kv - self.kv_bytes;
-        let upgraded = self.use_free_room(wanted_slots);
+        // The room to the slots asked for first, or one slot more (the link can then run
+        // further ahead of the CPU's layers): the one that simulates faster.
+        let (mut more_slots, mut asked_slots) = (self.clone(), self.clone());
+        let (more, asked) = (more_slots.use_free_room(wanted_slots + 1), asked_slots.use_free_room(wanted_slots));
+        let more_faster =
+            simulate_decode(&more_slots, rates).token_ms < simulate_decode(&asked_slots, rates).token_ms;
+        let upgraded = if more_faster {
+            *self = more_slots;
+            more
+        } else {
+            *self = asked_slots;
+            asked
+        };
         self.reasons.push(format!(
             "KV caches of the {} host layers in host memory (one visits the device per prefill chunk): {} freed{}",
             self.host_layer_count(),

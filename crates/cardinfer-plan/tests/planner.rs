@@ -264,7 +264,7 @@ fn hybrid_plans_keep_host_layer_caches_on_the_host() {
     let per_layer = placed.kv_bytes / spec.num_layers as u64;
     assert_eq!(hybrid.kv_bytes, (spec.num_layers - host + 1) as u64 * per_layer, "{hybrid}");
     assert!(hybrid.device_bytes() <= 500 << 20, "{hybrid}");
-    assert_eq!(hybrid.slots, 2, "{hybrid}");
+    assert!(hybrid.slots >= 2, "{hybrid}");
     assert!(
         hybrid.resident_bytes > split_only.resident_bytes || hybrid.slots > split_only.slots,
         "the freed room should be used: {hybrid} vs {split_only}"
