@@ -116,6 +116,20 @@ fn transpose(by_weight_row: Vec<f32>, n: usize, rows: usize) -> Vec<f32> {
     out
 }
 
+/// Runs `f` — one host layer's computation for a decode step — on a one-thread Rayon
+/// pool. Candle's CPU norms, RoPE and softmax split their rows over Rayon's pool; for one
+/// token that is microseconds of work per op, and a pool asleep since the last layer (or
+/// competing for cores with the matrix products' spinning pool) costs more to wake than
+/// the op itself. The matrix products inside still run on all the pool's threads.
+pub fn with_serial_small_ops<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
+    let pool = POOL.get_or_init(|| rayon::ThreadPoolBuilder::new().num_threads(1).thread_name(|_| "cardinfer-host-layer".into()).build().ok());
+    match pool {
+        Some(pool) => pool.install(f),
+        None => f(),
+    }
+}
+
 /// Off when `CARDINFER_CPU_MATVEC=candle` (read once).
 fn enabled() -> bool {
     static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();

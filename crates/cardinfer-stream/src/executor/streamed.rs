@@ -458,7 +458,8 @@ impl StreamedModel {
                 timings.hop_wait_secs += start.elapsed().as_secs_f64();
                 self.read_ahead(source, ahead, 0);
                 let start = Instant::now();
-                let y = self.family.block(i, weights, &x_host, kv.layer_mut(i), pos)?;
+                let (family, slot) = (&self.family, kv.layer_mut(i));
+                let y = crate::cpu_matvec::with_serial_small_ops(|| family.block(i, weights, &x_host, slot, pos))?;
                 hidden.set(y.to_device(&self.device)?)?;
                 timeline.end_host(block);
                 timings.host_secs += start.elapsed().as_secs_f64();
