@@ -452,16 +452,17 @@ impl StreamedModel {
                 // would otherwise wait behind queued uploads), then queue the uploads of
                 // the next streamed blocks (asynchronous copies from page-locked memory):
                 // the link works while the CPU computes this layer.
-                let start = Instant::now();
+                let hop = Instant::now();
                 timeline.begin();
                 let x_host = hidden.get()?.to_device(&Device::Cpu)?;
-                timings.hop_wait_secs += start.elapsed().as_secs_f64();
+                timings.hop_wait_secs += hop.elapsed().as_secs_f64();
                 self.read_ahead(source, ahead, 0);
                 let start = Instant::now();
                 let (family, slot) = (&self.family, kv.layer_mut(i));
                 let y = crate::cpu_matvec::with_serial_small_ops(|| family.block(i, weights, &x_host, slot, pos))?;
+                let computed = Instant::now();
                 hidden.set(y.to_device(&self.device)?)?;
-                timeline.end_host(block);
+                timeline.end_host(block, [start - hop, computed - start, computed.elapsed()]);
                 timings.host_secs += start.elapsed().as_secs_f64();
                 continue;
             }

@@ -28,7 +28,7 @@ type Span = (DeviceMarker, DeviceMarker);
 pub(crate) struct Timeline {
     origin: Option<DeviceMarker>,
     device: Device,
-    rows: Vec<(BlockId, Option<Span>, Span, f64, bool)>,
+    rows: Vec<(BlockId, Option<Span>, Span, f64, Option<[std::time::Duration; 3]>)>,
     open: Option<(DeviceMarker, std::time::Instant)>,
     started: std::time::Instant,
 }
@@ -49,15 +49,16 @@ impl Timeline {
 
     /// Marks the end of `block`'s compute; `copy` is its upload's span, if streamed.
     pub(crate) fn end(&mut self, block: BlockId, copy: Option<Span>) {
-        self.close(block, copy, false);
+        self.close(block, copy, None);
     }
 
-    /// Marks the end of a host-computed layer (after its output went back to the device).
-    pub(crate) fn end_host(&mut self, block: BlockId) {
-        self.close(block, None, true);
+    /// Marks the end of a host-computed layer (after its output went back to the device);
+    /// `parts` are the host's wall times of its hop in, its compute and its upload.
+    pub(crate) fn end_host(&mut self, block: BlockId, parts: [std::time::Duration; 3]) {
+        self.close(block, None, Some(parts));
     }
 
-    fn close(&mut self, block: BlockId, copy: Option<Span>, host: bool) {
+    fn close(&mut self, block: BlockId, copy: Option<Span>, host: Option<[std::time::Duration; 3]>) {
         if let (Some((start, queued)), Some(end)) = (self.open.take(), DeviceMarker::now(&self.device)) {
             self.rows.push((block, copy, (start, end), queued.elapsed().as_secs_f64() * 1e3, host));
         }
@@ -70,7 +71,7 @@ impl Timeline {
         let Some(origin) = self.origin else { return };
         let ms = |m: &DeviceMarker| origin.secs_until(m).map_or(f64::NAN, |s| s * 1e3);
         let device_ms = self.rows.last().map_or(0.0, |(_, _, (_, end), _, _)| ms(end));
-        let queue_ms: f64 = self.rows.iter().filter(|r| !r.4).map(|r| r.3).sum();
+        let queue_ms: f64 = self.rows.iter().filter(|r| r.4.is_none()).map(|r| r.3).sum();
         let wall_ms = self.started.elapsed().as_secs_f64() * 1e3;
         let mut line = format!(
             "[timeline] {tokens} tokens: device {device_ms:.2} ms, host queued blocks in {queue_ms:.2} ms, wall {wall_ms:.2} ms"
@@ -78,7 +79,15 @@ impl Timeline {
         if tokens > 4 || detailed() {
             for (block, copy, (start, end), queued, host) in &self.rows {
                 let copy = copy.as_ref().map_or(String::new(), |(a, b)| format!(" copy {:.1}-{:.1}", ms(a), ms(b)));
-                let what = if *host { "host" } else { "run" };
+                let what = match host {
+                    Some([hop, cpu, up]) => format!(
+                        "host (hop {:.2} cpu {:.2} up {:.2})",
+                        hop.as_secs_f64() * 1e3,
+                        cpu.as_secs_f64() * 1e3,
+                        up.as_secs_f64() * 1e3
+                    ),
+                    None => "run".into(),
+                };
                 line.push_str(&format!(" | {block}{copy} {what} {:.1}-{:.1} (queued in {queued:.1})", ms(start), ms(end)));
             }
         }
