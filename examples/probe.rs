@@ -10,7 +10,7 @@
 #[path = "cli/mod.rs"]
 mod cli;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use candle_core::quantized::{ggml_file::qtensor_from_ggml, GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor};
 use cardinfer_core::{Family, StorageType};
@@ -74,9 +74,26 @@ fn thread_candidates(cores: usize) -> Vec<usize> {
     counts
 }
 
-/// GB/s of the CPU block with Candle's pool at `threads` threads: this program run again
-/// with `--cpu-block-only` (Candle sizes its pool once per process).
-fn cpu_rate_at(threads: usize) -> Result<f64> {
+/// The CPU block's weight rate (GB/s) and fixed cost per block (ms), fitted from blocks
+/// of width 4096 and 1024: `time = fixed + bytes / rate`. Noise that makes the fit
+/// meaningless (a negative cost or rate) leaves the large block's plain rate and no fixed
+/// cost.
+fn cpu_block_fit() -> Result<(f64, f64)> {
+    let (large_secs, large_bytes) = cpu_block_secs(&cpu_block_spec())?;
+    let small_spec = cardinfer_core::ModelSpec { hidden_size: 1024, intermediate_size: 3072, num_heads: 8, ..cpu_block_spec() };
+    let (small_secs, small_bytes) = cpu_block_secs(&small_spec)?;
+    let plain = (large_bytes as f64 / large_secs / 1e9, 0.0);
+    if large_secs <= small_secs {
+        return Ok(plain);
+    }
+    let rate = (large_bytes - small_bytes) as f64 / (large_secs - small_secs) / 1e9;
+    let fixed_ms = (large_secs - large_bytes as f64 / (rate * 1e9)) * 1e3;
+    Ok(if rate > 0.0 && fixed_ms >= 0.0 { (rate, fixed_ms) } else { plain })
+}
+
+/// GB/s and fixed ms of the CPU block with Candle's pool at `threads` threads: this
+/// program run again with `--cpu-block-only` (Candle sizes its pool once per process).
+fn cpu_rate_at(threads: usize) -> Result<(f64, f64)> {
     let exe = std::env::current_exe().context("finding the probe's own executable")?;
     let out = std::process::Command::new(exe)
         .arg("--cpu-block-only")
@@ -85,9 +102,11 @@ fn cpu_rate_at(threads: usize) -> Result<f64> {
         .output()
         .context("running the CPU block probe")?;
     let text = String::from_utf8_lossy(&out.stdout);
-    text.trim()
-        .parse::<f64>()
-        .with_context(|| format!("CPU block probe at {threads} threads printed `{}`", text.trim()))
+    let numbers: Vec<f64> = text.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+    match numbers[..] {
+        [rate, fixed_ms] => Ok((rate, fixed_ms)),
+        _ => bail!("CPU block probe at {threads} threads printed `{}`", text.trim()),
+    }
 }
 
 /// Seconds of `f`, median of `reps` runs after one warm-up.
@@ -174,7 +193,9 @@ fn cpu_block_secs(spec: &cardinfer_core::ModelSpec) -> Result<(f64, u64)> {
     let mut step = 0;
     let secs = time(4 * count, || {
         let i = step % count;
-        decoder.block(0, &layers[i], &x, &mut slots[i], step / count)?;
+        // As the executor runs a host layer (its small ops on one thread).
+        let (layer, slot) = (&layers[i], &mut slots[i]);
+        cardinfer_stream::cpu_matvec::with_serial_small_ops(|| decoder.block(0, layer, &x, slot, step / count))?;
         step += 1;
         Ok(())
     })?;
@@ -184,9 +205,8 @@ fn cpu_block_secs(spec: &cardinfer_core::ModelSpec) -> Result<(f64, u64)> {
 fn main() -> Result<()> {
     let args = Args::parse();
     if args.cpu_block_only {
-        let spec = cpu_block_spec();
-        let (secs, bytes) = cpu_block_secs(&spec)?;
-        println!("{}", bytes as f64 / secs / 1e9);
+        let (rate, fixed_ms) = cpu_block_fit()?;
+        println!("{rate} {fixed_ms}");
         return Ok(());
     }
     let device = parse_device(&args.device)?;
@@ -288,25 +308,31 @@ fn main() -> Result<()> {
     let mut rates = Vec::new();
     for threads in thread_candidates(cores) {
         match cpu_rate_at(threads) {
-            Ok(rate) => {
-                let what = format!("CPU, one Q4_K block of width 4096 per token, {threads} threads");
-                rows.push((what, format!("{rate:.1} GB/s")));
-                rates.push((threads, rate));
+            Ok((rate, fixed_ms)) => {
+                let what = format!("CPU, Q4_K blocks of width 4096 and 1024 per token, {threads} threads");
+                rows.push((what, format!("{rate:.1} GB/s + {fixed_ms:.3} ms per block")));
+                rates.push((threads, rate, fixed_ms));
             }
             Err(e) => rows.push((format!("CPU block at {threads} threads"), format!("not measured: {e:#}"))),
         }
     }
     if rates.is_empty() {
         // No child process could run: measure here, with the pool this process has.
-        let (secs, bytes) = cpu_block_secs(&cpu_block_spec())?;
-        rates.push((candle_core::utils::get_num_threads(), bytes as f64 / secs / 1e9));
+        let (rate, fixed_ms) = cpu_block_fit()?;
+        rates.push((candle_core::utils::get_num_threads(), rate, fixed_ms));
     }
-    let (threads, rate) = rates.into_iter().fold((0, 0.0), |best, r| if r.1 > best.1 { r } else { best });
+    // The best count: the fastest block of width 4096 (what a hybrid layer is like).
+    let large_bytes = layer_params(&cpu_block_spec()) / 256 * 144;
+    let block_ms = |rate: f64, fixed_ms: f64| fixed_ms + large_bytes as f64 / (rate * 1e9) * 1e3;
+    let (threads, rate, fixed_ms) = rates
+        .into_iter()
+        .fold((0, 0.0, f64::INFINITY), |best, r| if block_ms(r.1, r.2) < block_ms(best.1, best.2) { r } else { best });
     profile.cpu_matvec_gb_s = rate;
+    profile.cpu_block_fixed_ms = fixed_ms;
     profile.cpu_best_threads = Some(threads);
     rows.push((
         "CPU block, best (weights from memory; RAYON_NUM_THREADS for hybrid)".into(),
-        format!("{rate:.1} GB/s at {threads} of {cores} threads"),
+        format!("{rate:.1} GB/s + {fixed_ms:.3} ms per block at {threads} of {cores} threads"),
     ));
 
     // 6. File read.

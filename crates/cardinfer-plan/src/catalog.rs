@@ -112,6 +112,7 @@ impl GpuSpec {
             disk_gb_s: measured.disk_gb_s,
             cpu_best_threads: None,
             host_hop_ms: measured.host_hop_ms,
+            cpu_block_fixed_ms: measured.cpu_block_fixed_ms,
         }
     }
 

@@ -43,6 +43,13 @@ pub struct Profile {
     /// block (waits and copies besides the device's own work), milliseconds.
     #[serde(default = "default_host_hop_ms")]
     pub host_hop_ms: f64,
+    /// Hybrid decode: what computing one block on the CPU costs besides reading its
+    /// weights (norms, RoPE, attention, the thread pool's hand-offs), milliseconds; with
+    /// it a block takes `cpu_block_fixed_ms + bytes / cpu_matvec_gb_s`. `probe` fits both
+    /// from two block sizes. Measured on the H100 machine at ~0.3 ms: a third of a
+    /// Qwen3-4B block's time, so leaving it out put too many small blocks on the CPU.
+    #[serde(default)]
+    pub cpu_block_fixed_ms: f64,
 }
 
 /// [`Profile::host_hop_ms`] of profiles written before it was measured.
@@ -66,6 +73,7 @@ impl Profile {
             disk_gb_s: 1.0,
             cpu_best_threads: None,
             host_hop_ms: default_host_hop_ms(),
+            cpu_block_fixed_ms: 0.0,
         }
     }
 
@@ -86,6 +94,7 @@ impl Profile {
             disk_gb_s: 2.0,
             cpu_best_threads: Some(16),
             host_hop_ms: default_host_hop_ms(),
+            cpu_block_fixed_ms: 0.0,
         }
     }
 

@@ -6,8 +6,8 @@
 //! - a streamed block waits for its copy, then costs the device the same. Its copy starts
 //!   when the link is free and a slot is: the slot of the block `slots` copies earlier,
 //!   freed once the device computed it (so the link runs at most `slots` blocks ahead);
-//! - a host block costs a hop (hidden state to the host and back) plus
-//!   `bytes / CPU rate`, while the link keeps copying into free slots.
+//! - a host block costs a hop (hidden state to the host and back), the CPU's fixed cost
+//!   of a block and `bytes / CPU rate`, while the link keeps copying into free slots.
 //!
 //! Each token starts with the link idle and every slot free, as the executor runs it: a
 //! pass queues its first copies when it starts (nothing is copied ahead for the next
@@ -35,6 +35,8 @@ pub struct DecodeRates {
     pub device_block_ms: f64,
     /// One hop of the hidden state to the host and back around a host block, milliseconds.
     pub hop_ms: f64,
+    /// What a host block costs the CPU besides its weight reads, milliseconds.
+    pub host_block_ms: f64,
 }
 
 impl DecodeRates {
@@ -46,6 +48,7 @@ impl DecodeRates {
             device_gb_s: profile.device_read_gb_s,
             device_block_ms: profile.decode_overhead_ms_per_layer,
             hop_ms: profile.host_hop_ms,
+            host_block_ms: profile.cpu_block_fixed_ms,
         }
     }
 
@@ -89,7 +92,7 @@ pub fn simulate_decode(plan: &StreamPlan, rates: &DecodeRates) -> TokenSchedule 
                     token.device_ms += ms;
                 }
                 Placement::Host => {
-                    let ms = rates.hop_ms + DecodeRates::ms(bytes, rates.cpu_gb_s);
+                    let ms = rates.hop_ms + rates.host_block_ms + DecodeRates::ms(bytes, rates.cpu_gb_s);
                     t += ms;
                     token.host_ms += ms;
                 }
@@ -159,7 +162,7 @@ mod tests {
     }
 
     const RATES: DecodeRates =
-        DecodeRates { link_gb_s: 1.0, cpu_gb_s: 1.0, device_gb_s: 1000.0, device_block_ms: 0.0, hop_ms: 0.0 };
+        DecodeRates { link_gb_s: 1.0, cpu_gb_s: 1.0, device_gb_s: 1000.0, device_block_ms: 0.0, hop_ms: 0.0, host_block_ms: 0.0 };
 
     #[test]
     fn resident_blocks_cost_the_device_alone() {
@@ -200,6 +203,18 @@ mod tests {
         let fast = simulate_decode(&plan(&alternating, 1_000_000, 2), &RATES);
         let s = simulate_decode(&plan(&alternating, 1_000_000, 2), &slow);
         assert!(s.token_ms >= fast.token_ms + 4.0 * 0.5, "{s:?} vs {fast:?}");
+    }
+
+    /// A fixed cost per host block makes small blocks dearer on the CPU: the planner's
+    /// simulation then favours fewer of them.
+    #[test]
+    fn a_host_blocks_fixed_cost_adds_per_block() {
+        let alternating = [Placement::Host, Placement::Streamed].repeat(4);
+        let p = plan(&alternating, 1_000_000, 2);
+        let base = simulate_decode(&p, &RATES);
+        let fixed = simulate_decode(&p, &DecodeRates { host_block_ms: 0.25, ..RATES });
+        assert!((fixed.host_ms - base.host_ms - 4.0 * 0.25).abs() < 1e-9, "{fixed:?} vs {base:?}");
+        assert!(fixed.token_ms > base.token_ms);
     }
 
     #[test]
