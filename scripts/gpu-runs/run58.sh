@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Issue 7: a host layer's small ops (norms, RoPE, softmax) on a one-thread pool; A/B of
-# one CPU layer in isolation (scratch_layer: serial small ops or Candle's Rayon), then
+# one CPU layer in isolation (scratch_layer = examples/host_layer.rs with positional
+# arguments: serial small ops or Candle's Rayon), then
 # resident, stream-only and hybrid in one run.
 set -uo pipefail
 L=$OUT/log.txt

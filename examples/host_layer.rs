@@ -1,0 +1,72 @@
+//! One transformer block computed on the CPU for one token, as a hybrid run's host layers
+//! are: its small ops (norms, RoPE, softmax) on one thread (the executor's way) or on
+//! Candle's Rayon pool, with zeroed Q4_K weights cycled through 1 GiB so they come from
+//! memory. Prints milliseconds per block for both, three rounds.
+//!
+//! ```text
+//! RAYON_NUM_THREADS=14 cargo run --release --example host_layer -- --hidden 2560 --intermediate 9728 --heads 32
+//! ```
+
+#[path = "cli/mod.rs"]
+mod cli;
+
+use anyhow::Result;
+use candle_core::{Device, Tensor};
+use cardinfer_core::{Family, StorageType};
+use cardinfer_stream::cpu_matvec::with_serial_small_ops;
+use cardinfer_stream::LayerStream;
+use clap::Parser;
+use std::time::Instant;
+
+#[derive(Parser)]
+#[command(about = "A host layer's CPU time: small ops on one thread or on Rayon's pool")]
+struct Args {
+    /// Hidden size.
+    #[arg(long, default_value_t = 2560)]
+    hidden: usize,
+    /// MLP intermediate size.
+    #[arg(long, default_value_t = 9728)]
+    intermediate: usize,
+    /// Query heads (8 KV heads, head size 128).
+    #[arg(long, default_value_t = 32)]
+    heads: usize,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let spec = cardinfer_core::ModelSpec {
+        hidden_size: args.hidden,
+        intermediate_size: args.intermediate,
+        num_heads: args.heads,
+        num_kv_heads: 8,
+        context_length: 512,
+        ..cli::probe_spec(Family::Qwen3, 1)
+    };
+    let one = cardinfer_stream::executor::zero_layer(&spec, &Device::Cpu, StorageType::Q4_K)?;
+    let bytes: u64 = one.device_bytes();
+    let count = ((1u64 << 30) / bytes.max(1)).clamp(2, 64) as usize;
+    let mut layers = vec![one];
+    for _ in 1..count {
+        layers.push(cardinfer_stream::executor::zero_layer(&spec, &Device::Cpu, StorageType::Q4_K)?);
+    }
+    let decoder = cardinfer_stream::family::Decoder::new(spec.clone(), None);
+    let x = Tensor::zeros((1, 1, spec.hidden_size), candle_core::DType::F32, &Device::Cpu)?;
+    for round in 0..3 {
+        for serial in [false, true] {
+            let mut slots = vec![cardinfer_stream::KvSlot::default(); count];
+            let start = Instant::now();
+            for step in 0..8 {
+                for (layer, slot) in layers.iter().zip(slots.iter_mut()) {
+                    if serial {
+                        with_serial_small_ops(|| decoder.block(0, layer, &x, slot, step))?;
+                    } else {
+                        decoder.block(0, layer, &x, slot, step)?;
+                    }
+                }
+            }
+            let ms = start.elapsed().as_secs_f64() * 1e3 / (8 * count) as f64;
+            println!("{}x{} round {round} serial {serial}: {ms:.3} ms/layer", args.hidden, args.intermediate);
+        }
+    }
+    Ok(())
+}
