@@ -78,6 +78,7 @@ fn main() -> Result<()> {
     let gpu = gpu_by_key(&args.gpu)?;
     let profile = profile_for(&args, &gpu)?;
     let Some(model) = args.model.as_deref() else { bail!("give --model (or --table)") };
+    let mode = args.mode.parse::<Mode>()?;
     let ckpt = Checkpoint::open(model).with_context(|| format!("opening {model}"))?;
     let mut spec = ckpt.spec()?;
     spec.context_length = args.context.unwrap_or(spec.context_length.min(4096)).min(spec.context_length);
@@ -93,7 +94,7 @@ fn main() -> Result<()> {
     };
     let request = PlanRequest {
         budget_bytes,
-        mode: args.mode.parse::<Mode>()?,
+        mode,
         slots: args.slots,
         prefill_chunk: args.prefill_chunk,
         runtime_bytes: 0,
@@ -104,7 +105,7 @@ fn main() -> Result<()> {
     // prediction is of the run `generate`/`bench` would do.
     let mut plan = StreamPlan::place(&spec, &blocks, &request)?;
     if args.hybrid {
-        plan.place_hybrid(&DecodeRates::from_profile(&profile), None, args.slots.unwrap_or(2));
+        plan.place_hybrid(&DecodeRates::from_profile(&profile), None, args.slots.unwrap_or(2), mode);
     }
     let prediction = predict_batch(&spec, &plan, &profile, false, args.batch);
     if args.json {

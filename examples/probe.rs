@@ -62,10 +62,8 @@ fn cpu_block_spec() -> cardinfer_core::ModelSpec {
 /// loans of the H100 machine (BENCHMARKS.md, run43/44/54) and at 8 on others, whose block
 /// rate halved from 8 to 14 threads (run55/56): the count is measured, not assumed.
 fn thread_candidates(cores: usize) -> Vec<usize> {
-    let mut counts: Vec<usize> = [cores / 4, cores / 2, cores * 3 / 4, cores.saturating_sub(2)]
-        .into_iter()
-        .filter(|&n| n > 0)
-        .collect();
+    let mut counts: Vec<usize> =
+        [cores / 4, cores / 2, cores * 3 / 4, cores.saturating_sub(2)].into_iter().filter(|&n| n > 0).collect();
     counts.sort_unstable();
     counts.dedup();
     if counts.is_empty() {
@@ -80,7 +78,8 @@ fn thread_candidates(cores: usize) -> Vec<usize> {
 /// cost.
 fn cpu_block_fit() -> Result<(f64, f64)> {
     let (large_secs, large_bytes) = cpu_block_secs(&cpu_block_spec())?;
-    let small_spec = cardinfer_core::ModelSpec { hidden_size: 1024, intermediate_size: 3072, num_heads: 8, ..cpu_block_spec() };
+    let small_spec =
+        cardinfer_core::ModelSpec { hidden_size: 1024, intermediate_size: 3072, num_heads: 8, ..cpu_block_spec() };
     let (small_secs, small_bytes) = cpu_block_secs(&small_spec)?;
     let plain = (large_bytes as f64 / large_secs / 1e9, 0.0);
     if large_secs <= small_secs {
@@ -324,9 +323,13 @@ fn main() -> Result<()> {
     // The best count: the fastest block of width 4096 (what a hybrid layer is like).
     let large_bytes = layer_params(&cpu_block_spec()) / 256 * 144;
     let block_ms = |rate: f64, fixed_ms: f64| fixed_ms + large_bytes as f64 / (rate * 1e9) * 1e3;
-    let (threads, rate, fixed_ms) = rates
-        .into_iter()
-        .fold((0, 0.0, f64::INFINITY), |best, r| if block_ms(r.1, r.2) < block_ms(best.1, best.2) { r } else { best });
+    let (threads, rate, fixed_ms) = rates.into_iter().fold((0, 0.0, f64::INFINITY), |best, r| {
+        if block_ms(r.1, r.2) < block_ms(best.1, best.2) {
+            r
+        } else {
+            best
+        }
+    });
     profile.cpu_matvec_gb_s = rate;
     profile.cpu_block_fixed_ms = fixed_ms;
     profile.cpu_best_threads = Some(threads);

@@ -10,7 +10,7 @@
 //! prefill chunk, for its 209 MiB head to stay resident instead of crossing the link
 //! every token.
 
-use crate::placement::{Placement, StreamPlan};
+use crate::placement::{Mode, Placement, StreamPlan};
 use crate::schedule::{simulate_decode, DecodeRates};
 use cardinfer_core::{BlockId, ByteSize};
 
@@ -22,8 +22,9 @@ impl StreamPlan {
     /// first to slots: up to `wanted_slots` (a plan left with fewer by the full cache gets
     /// them back; the link overlaps a host layer only with free slots), or one more when
     /// that simulates faster. Plans with the whole cache in host memory (`kv_on_host`)
-    /// only get the split.
-    pub fn place_hybrid(&mut self, rates: &DecodeRates, host_layers: Option<usize>, wanted_slots: usize) {
+    /// only get the split. Blocks become resident only in [`Mode::Auto`] (a streaming
+    /// mode asked for keeps them streamed).
+    pub fn place_hybrid(&mut self, rates: &DecodeRates, host_layers: Option<usize>, wanted_slots: usize, mode: Mode) {
         self.assign_host_layers(rates, host_layers);
         if self.kv_on_host || self.host_layer_count() == 0 {
             return;
@@ -41,9 +42,12 @@ impl StreamPlan {
         // The room to the slots asked for first, or one slot more (the link can then run
         // further ahead of the CPU's layers): the one that simulates faster.
         let (mut more_slots, mut asked_slots) = (self.clone(), self.clone());
-        let (more, asked) = (more_slots.use_free_room(wanted_slots + 1), asked_slots.use_free_room(wanted_slots));
-        let more_faster =
-            simulate_decode(&more_slots, rates).token_ms < simulate_decode(&asked_slots, rates).token_ms;
+        let resident_ok = mode == Mode::Auto;
+        let (more, asked) = (
+            more_slots.use_free_room(wanted_slots + 1, resident_ok),
+            asked_slots.use_free_room(wanted_slots, resident_ok),
+        );
+        let more_faster = simulate_decode(&more_slots, rates).token_ms < simulate_decode(&asked_slots, rates).token_ms;
         let upgraded = if more_faster {
             *self = more_slots;
             more
@@ -85,7 +89,7 @@ impl StreamPlan {
     /// made resident — the head first (read every token, and streamed in chunks when
     /// larger than a slot), then layers in pass order (an early streamed layer makes the
     /// device wait for its copy). Returns what changed.
-    fn use_free_room(&mut self, wanted_slots: usize) -> Vec<String> {
+    fn use_free_room(&mut self, wanted_slots: usize, resident_ok: bool) -> Vec<String> {
         let mut upgraded = Vec::new();
         let mut room = self.budget_bytes.saturating_sub(self.device_bytes());
         while self.slots < wanted_slots && self.slot_bytes > 0 && self.slot_bytes <= room {
@@ -94,7 +98,7 @@ impl StreamPlan {
             upgraded.push(format!("slot {}", self.slots));
         }
         let mut candidates: Vec<usize> =
-            (0..self.blocks.len()).filter(|&i| self.blocks[i].1 == Placement::Streamed).collect();
+            (0..self.blocks.len()).filter(|&i| resident_ok && self.blocks[i].1 == Placement::Streamed).collect();
         candidates.sort_by_key(|&i| self.blocks[i].0 != BlockId::Head);
         for i in candidates {
             let block = self.blocks[i].0;

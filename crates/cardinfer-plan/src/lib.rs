@@ -3,9 +3,9 @@
 
 mod budget;
 pub mod catalog;
-mod hybrid;
 pub mod cost;
 mod error;
+mod hybrid;
 pub mod placement;
 pub mod profile;
 pub mod schedule;

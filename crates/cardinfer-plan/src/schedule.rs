@@ -161,8 +161,14 @@ mod tests {
         }
     }
 
-    const RATES: DecodeRates =
-        DecodeRates { link_gb_s: 1.0, cpu_gb_s: 1.0, device_gb_s: 1000.0, device_block_ms: 0.0, hop_ms: 0.0, host_block_ms: 0.0 };
+    const RATES: DecodeRates = DecodeRates {
+        link_gb_s: 1.0,
+        cpu_gb_s: 1.0,
+        device_gb_s: 1000.0,
+        device_block_ms: 0.0,
+        hop_ms: 0.0,
+        host_block_ms: 0.0,
+    };
 
     #[test]
     fn resident_blocks_cost_the_device_alone() {

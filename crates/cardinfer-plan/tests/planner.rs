@@ -258,7 +258,7 @@ fn hybrid_plans_keep_host_layer_caches_on_the_host() {
     let mut split_only = placed.clone();
     split_only.assign_host_layers(&rates, None);
     let mut hybrid = placed.clone();
-    hybrid.place_hybrid(&rates, None, 2);
+    hybrid.place_hybrid(&rates, None, 2, Mode::Auto);
     let host = hybrid.host_layer_count();
     assert!(host > 0, "{hybrid}");
     let per_layer = placed.kv_bytes / spec.num_layers as u64;
@@ -279,7 +279,7 @@ fn hybrid_plans_keep_host_layer_caches_on_the_host() {
     let mut kv_host = StreamPlan::place(&long, &blocks, &request(2 << 30)).unwrap();
     assert!(kv_host.kv_on_host);
     let kv_before = kv_host.kv_bytes;
-    kv_host.place_hybrid(&rates, None, 2);
+    kv_host.place_hybrid(&rates, None, 2, Mode::Auto);
     assert_eq!(kv_host.kv_bytes, kv_before);
 }
 

@@ -488,6 +488,7 @@ impl LoadedModel {
                 &cardinfer_plan::DecodeRates::from_profile(&profile),
                 options.host_layers,
                 options.slots.unwrap_or(2),
+                options.mode,
             );
         }
         let model = if plan.slots == 0 && options.mode != Mode::Stream && family.is_none() {

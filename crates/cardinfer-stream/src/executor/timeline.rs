@@ -88,7 +88,11 @@ impl Timeline {
                     ),
                     None => "run".into(),
                 };
-                line.push_str(&format!(" | {block}{copy} {what} {:.1}-{:.1} (queued in {queued:.1})", ms(start), ms(end)));
+                line.push_str(&format!(
+                    " | {block}{copy} {what} {:.1}-{:.1} (queued in {queued:.1})",
+                    ms(start),
+                    ms(end)
+                ));
             }
         }
         eprintln!("{line}");

@@ -67,7 +67,10 @@ impl Decoder {
                 _ => y,
             });
         }
-        out.try_into().map_err(|_| crate::StreamError::InvalidParameter { name: "roles", reason: format!("{N} products asked, another count returned") })
+        out.try_into().map_err(|_| crate::StreamError::InvalidParameter {
+            name: "roles",
+            reason: format!("{N} products asked, another count returned"),
+        })
     }
 
     /// `[b, seq, heads * d]` → `[b, heads, seq, d]`.
@@ -82,7 +85,11 @@ impl Decoder {
         let [q, k, v] = self.project_many(
             x,
             w,
-            [(Role::AttnQ, Some(Role::AttnQBias)), (Role::AttnK, Some(Role::AttnKBias)), (Role::AttnV, Some(Role::AttnVBias))],
+            [
+                (Role::AttnQ, Some(Role::AttnQBias)),
+                (Role::AttnK, Some(Role::AttnKBias)),
+                (Role::AttnV, Some(Role::AttnVBias)),
+            ],
         )?;
         // q and k stay in the projection's layout [b, seq, heads, d] through the per-head
         // norm (a per-row op: any layout gives the same bits) and are transposed by RoPE.
