@@ -221,11 +221,11 @@ fn kernel_for<'a>(
 
 /// The blocks of `bytes` as `T`, if the length and alignment are those of `n` rows of `k`.
 fn blocks_of<T: GgmlType>(bytes: &[u8], n: usize, k: usize) -> Option<&[T]> {
-    if k % T::BLCK_SIZE != 0 || k % T::VecDotType::BLCK_SIZE != 0 {
+    if !k.is_multiple_of(T::BLCK_SIZE) || !k.is_multiple_of(T::VecDotType::BLCK_SIZE) {
         return None;
     }
     let count = n * (k / T::BLCK_SIZE);
-    let aligned = (bytes.as_ptr() as usize) % std::mem::align_of::<T>() == 0;
+    let aligned = (bytes.as_ptr() as usize).is_multiple_of(std::mem::align_of::<T>());
     if !aligned || bytes.len() != count * std::mem::size_of::<T>() {
         return None;
     }

@@ -24,11 +24,18 @@ fn detailed() -> bool {
 /// A span on the device: its start and end markers.
 type Span = (DeviceMarker, DeviceMarker);
 
+/// A host layer's wall times: hop in, compute, upload.
+type HostParts = [std::time::Duration; 3];
+
+/// One block of a pass: its id, its copy's span (if streamed), its compute span, the
+/// host's milliseconds to queue it, and a host layer's wall times.
+type Row = (BlockId, Option<Span>, Span, f64, Option<HostParts>);
+
 /// One pass's events: per block, its copy (if streamed) and its compute.
 pub(crate) struct Timeline {
     origin: Option<DeviceMarker>,
     device: Device,
-    rows: Vec<(BlockId, Option<Span>, Span, f64, Option<[std::time::Duration; 3]>)>,
+    rows: Vec<Row>,
     open: Option<(DeviceMarker, std::time::Instant)>,
     started: std::time::Instant,
 }
@@ -54,11 +61,11 @@ impl Timeline {
 
     /// Marks the end of a host-computed layer (after its output went back to the device);
     /// `parts` are the host's wall times of its hop in, its compute and its upload.
-    pub(crate) fn end_host(&mut self, block: BlockId, parts: [std::time::Duration; 3]) {
+    pub(crate) fn end_host(&mut self, block: BlockId, parts: HostParts) {
         self.close(block, None, Some(parts));
     }
 
-    fn close(&mut self, block: BlockId, copy: Option<Span>, host: Option<[std::time::Duration; 3]>) {
+    fn close(&mut self, block: BlockId, copy: Option<Span>, host: Option<HostParts>) {
         if let (Some((start, queued)), Some(end)) = (self.open.take(), DeviceMarker::now(&self.device)) {
             self.rows.push((block, copy, (start, end), queued.elapsed().as_secs_f64() * 1e3, host));
         }
