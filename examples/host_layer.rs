@@ -12,7 +12,7 @@ mod cli;
 
 use anyhow::Result;
 use candle_core::{Device, Tensor};
-use cardinfer_core::{Family, StorageType};
+use cardinfer_core::Family;
 use cardinfer_stream::cpu_matvec::with_serial_small_ops;
 use cardinfer_stream::LayerStream;
 use clap::Parser;
@@ -42,13 +42,8 @@ fn main() -> Result<()> {
         context_length: 512,
         ..cli::probe_spec(Family::Qwen3, 1)
     };
-    let one = cardinfer_stream::executor::zero_layer(&spec, &Device::Cpu, StorageType::Q4_K)?;
-    let bytes: u64 = one.device_bytes();
-    let count = ((1u64 << 30) / bytes.max(1)).clamp(2, 64) as usize;
-    let mut layers = vec![one];
-    for _ in 1..count {
-        layers.push(cardinfer_stream::executor::zero_layer(&spec, &Device::Cpu, StorageType::Q4_K)?);
-    }
+    let (layers, _) = cli::cpu_blocks(&spec)?;
+    let count = layers.len();
     let decoder = cardinfer_stream::family::Decoder::new(spec.clone(), None);
     let x = Tensor::zeros((1, 1, spec.hidden_size), candle_core::DType::F32, &Device::Cpu)?;
     for round in 0..3 {

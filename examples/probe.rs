@@ -176,16 +176,11 @@ fn model_ms(device: &Device, layers: usize, dir: &std::path::Path) -> Result<(f6
 }
 
 /// Seconds per decoded token of one zero-weight Q4_K block of `spec` on the CPU, and its
-/// weight bytes. Several distinct blocks (1 GiB in all) are computed in turn, so their
-/// weights come from memory as a hybrid run's do, not from the CPU's cache (one block
-/// of width 4096 fits in the large L3 caches of server CPUs and read at twice the rate).
+/// weight bytes, over [`cli::cpu_blocks`] (weights from memory).
 fn cpu_block_secs(spec: &cardinfer_core::ModelSpec) -> Result<(f64, u64)> {
     use cardinfer_stream::LayerStream;
-    let bytes = layer_params(spec) / 256 * 144;
-    let count = ((1u64 << 30) / bytes.max(1)).clamp(2, 64) as usize;
-    let layers = (0..count)
-        .map(|_| cardinfer_stream::executor::zero_layer(spec, &Device::Cpu, StorageType::Q4_K))
-        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let (layers, bytes) = cli::cpu_blocks(spec)?;
+    let count = layers.len();
     let decoder = cardinfer_stream::family::Decoder::new(spec.clone(), None);
     let mut slots = vec![cardinfer_stream::KvSlot::default(); count];
     let x = Tensor::zeros((1, 1, spec.hidden_size), candle_core::DType::F32, &Device::Cpu)?;

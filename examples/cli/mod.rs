@@ -241,3 +241,16 @@ pub fn probe_spec(family: cardinfer_core::Family, num_layers: usize) -> cardinfe
         eos_token_ids: vec![],
     }
 }
+
+/// Distinct zero-weight Q4_K blocks of `spec` on the CPU, 1 GiB in all (2 to 64 of them),
+/// and one block's weight bytes: computed in turn, their weights come from memory as a
+/// hybrid run's host layers' do, not from the CPU's cache (one block of width 4096 fits in
+/// the large L3 caches of server CPUs and reads at twice the rate).
+pub fn cpu_blocks(spec: &cardinfer_core::ModelSpec) -> Result<(Vec<cardinfer_stream::weights::BlockWeights>, u64)> {
+    let bytes = cardinfer_plan::cost::layer_params(spec) / 256 * 144;
+    let count = ((1u64 << 30) / bytes.max(1)).clamp(2, 64) as usize;
+    let layers = (0..count)
+        .map(|_| cardinfer_stream::executor::zero_layer(spec, &Device::Cpu, cardinfer_core::StorageType::Q4_K))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok((layers, bytes))
+}
