@@ -16,14 +16,14 @@ use cardinfer_core::{BlockId, ByteSize};
 
 impl StreamPlan {
     /// Hybrid placement: [`StreamPlan::assign_host_layers`], then the host layers' KV
-    /// caches leave the device reservation, the room freed makes a streamed head (first)
-    /// and streamed layers resident, and the host layers are chosen again for the new
-    /// placement (kept only if the plan still fits and simulates faster). The room goes
-    /// first to slots: up to `wanted_slots` (a plan left with fewer by the full cache gets
-    /// them back; the link overlaps a host layer only with free slots), or one more when
-    /// that simulates faster. Plans with the whole cache in host memory (`kv_on_host`)
-    /// only get the split. Blocks become resident only in [`Mode::Auto`] (a streaming
-    /// mode asked for keeps them streamed).
+    /// caches leave the device reservation and the room freed goes, in order, to slots
+    /// (up to `wanted_slots` — a plan left with fewer by the full cache gets them back,
+    /// since the link overlaps a host layer only with free slots — or one more when that
+    /// simulates faster), a streamed head, then streamed layers; blocks become resident
+    /// only in [`Mode::Auto`] (a streaming mode asked for keeps them streamed). The host
+    /// layers are then chosen again for the new placement, kept only if the plan still
+    /// fits and simulates faster. Plans with the whole cache in host memory (`kv_on_host`)
+    /// only get the split.
     pub fn place_hybrid(&mut self, rates: &DecodeRates, host_layers: Option<usize>, wanted_slots: usize, mode: Mode) {
         self.assign_host_layers(rates, host_layers);
         if self.kv_on_host || self.host_layer_count() == 0 {
@@ -71,7 +71,6 @@ impl StreamPlan {
                 *placement = Placement::Streamed;
             }
         }
-        again.kv_bytes = full_kv;
         again.assign_host_layers(rates, host_layers);
         again.kv_bytes = device_kv(&again);
         let faster = simulate_decode(&again, rates).token_ms < simulate_decode(self, rates).token_ms;

@@ -44,14 +44,11 @@ impl Decoder {
     }
 
     fn project(&self, x: &Tensor, weights: &BlockWeights, role: Role, bias: Option<Role>) -> Result<Tensor> {
-        let y = weights.get(role)?.matmul_t(x)?;
-        match bias {
-            Some(b) if weights.has(b) => Ok(y.broadcast_add(weights.get(b)?.dense()?)?),
-            _ => Ok(y),
-        }
+        let [y] = self.project_many(x, weights, [(role, bias)])?;
+        Ok(y)
     }
 
-    /// [`Self::project`] for several roles that share the input (one CPU job for all).
+    /// `x @ Wᵀ (+ bias)` for several roles that share the input (one CPU job for all).
     fn project_many<const N: usize>(
         &self,
         x: &Tensor,
