@@ -119,6 +119,9 @@ fn main() -> Result<()> {
         "predicted: decode {:.2} tok/s, prefill {:.0} tok/s (profile: {})",
         predicted.decode_tok_s, predicted.prefill_tok_s, profile.device
     );
+    if let Some(tuning) = &metrics.host_tuning {
+        eprintln!("host layers: {tuning}");
+    }
     let peak = watch.peak_bytes().or(device.is_cpu().then_some(metrics.accounted_peak_bytes));
     let mib = |b: u64| b as f64 / (1 << 20) as f64;
     let budget = (loaded.budget_bytes != u64::MAX).then_some(loaded.budget_bytes);

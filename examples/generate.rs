@@ -124,6 +124,7 @@ fn main() -> Result<()> {
             "host_secs": metrics.host_secs,
             "hop_wait_secs": metrics.hop_wait_secs,
             "host_bytes_per_token": metrics.host_bytes_per_token,
+            "host_tuning": metrics.host_tuning,
         });
         println!("{report}");
     } else {

@@ -1,7 +1,7 @@
 //! Measure this machine's profile for the planner: host→device copies (page-locked and
 //! pageable), the device's decode and prefill rates on Q4_K weights, the per-layer
-//! decode overhead, the CPU's quantized matvec rate by thread count, and a file read
-//! rate. Saves it where `plan` and the loader look for it (see `Profile::cache_path`).
+//! decode overhead, the CPU's quantized matvec rate by thread count (alone, and beside
+//! copies to the device as in hybrid decode), and a file read rate. Saves it where `plan` and the loader look for it (see `Profile::cache_path`).
 //!
 //! ```text
 //! cargo run --release --features cuda --example probe -- --device cuda
@@ -90,16 +90,48 @@ fn cpu_block_fit() -> Result<(f64, f64)> {
     Ok(if rate > 0.0 && fixed_ms >= 0.0 { (rate, fixed_ms) } else { plain })
 }
 
-/// GB/s and fixed ms of the CPU block with Candle's pool at `threads` threads: this
-/// program run again with `--cpu-block-only` (Candle sizes its pool once per process).
-fn cpu_rate_at(threads: usize) -> Result<(f64, f64)> {
+/// This program run again with `--cpu-block-only` at `threads` threads (Candle sizes
+/// its pool once per process), started.
+fn spawn_cpu_block(threads: usize) -> Result<std::process::Child> {
     let exe = std::env::current_exe().context("finding the probe's own executable")?;
-    let out = std::process::Command::new(exe)
+    std::process::Command::new(exe)
         .arg("--cpu-block-only")
         .env("RAYON_NUM_THREADS", threads.to_string())
         .env_remove("CANDLE_NUM_THREADS")
-        .output()
-        .context("running the CPU block probe")?;
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("running the CPU block probe")
+}
+
+/// GB/s and fixed ms of the CPU block at `threads` threads, measured in a child process
+/// (see [`spawn_cpu_block`]).
+fn cpu_rate_at(threads: usize) -> Result<(f64, f64)> {
+    parse_cpu_block(threads, spawn_cpu_block(threads)?)
+}
+
+/// As [`cpu_rate_at`], while this process copies `pinned` to `device` back to back, as
+/// the link does beside the CPU's layers in hybrid decode (both read host memory: on the
+/// H100 machine a host layer took 1.7 ms beside the copies against 1.25 ms alone).
+/// Also returns the copies' GB/s meanwhile.
+fn cpu_rate_under_copies(threads: usize, device: &Device, pinned: &[u8]) -> Result<(f64, f64, f64)> {
+    let mut child = spawn_cpu_block(threads)?;
+    let rows = pinned.len() / 34 / 128;
+    let bytes = rows * 128 * 34;
+    let (mut copied, start) = (0usize, Instant::now());
+    while child.try_wait()?.is_none() {
+        let q = qtensor_from_ggml(GgmlDType::Q8_0, &pinned[..bytes], vec![rows, 4096], device)?;
+        device.synchronize()?;
+        drop(q);
+        copied += bytes;
+    }
+    let link_gb_s = copied as f64 / start.elapsed().as_secs_f64() / 1e9;
+    let (rate, fixed_ms) = parse_cpu_block(threads, child)?;
+    Ok((rate, fixed_ms, link_gb_s))
+}
+
+/// The child's `rate fixed_ms` line.
+fn parse_cpu_block(threads: usize, child: std::process::Child) -> Result<(f64, f64)> {
+    let out = child.wait_with_output().context("waiting for the CPU block probe")?;
     let text = String::from_utf8_lossy(&out.stdout);
     let numbers: Vec<f64> = text.split_whitespace().filter_map(|w| w.parse().ok()).collect();
     match numbers[..] {
@@ -315,6 +347,28 @@ fn main() -> Result<()> {
         let (rate, fixed_ms) = cpu_block_fit()?;
         rates.push((candle_core::utils::get_num_threads(), rate, fixed_ms));
     }
+    // The same beside back-to-back copies, where there is a link: what hybrid decode
+    // sees. The planner uses these rates when measured.
+    let pinned = (!device.is_cpu()).then(|| PinnedBuffer::alloc(&device, 64 << 20)).flatten();
+    if let Some(mut pinned) = pinned {
+        pinned.as_mut_slice().fill(0);
+        let mut loaded = Vec::new();
+        for &(threads, alone, _) in &rates {
+            match cpu_rate_under_copies(threads, &device, pinned.as_slice()) {
+                Ok((rate, fixed_ms, link)) => {
+                    let what = format!("CPU block beside copies, {threads} threads (alone {alone:.1} GB/s)");
+                    rows.push((what, format!("{rate:.1} GB/s + {fixed_ms:.3} ms per block; copies {link:.1} GB/s")));
+                    loaded.push((threads, rate, fixed_ms));
+                }
+                Err(e) => {
+                    rows.push((format!("CPU block beside copies, {threads} threads"), format!("not measured: {e:#}")))
+                }
+            }
+        }
+        if !loaded.is_empty() {
+            rates = loaded;
+        }
+    }
     // The best count: the fastest block of width 4096 (what a hybrid layer is like).
     let large_bytes = layer_params(&cpu_block_spec()) / 256 * 144;
     let block_ms = |rate: f64, fixed_ms: f64| fixed_ms + large_bytes as f64 / (rate * 1e9) * 1e3;
@@ -329,7 +383,7 @@ fn main() -> Result<()> {
     profile.cpu_block_fixed_ms = fixed_ms;
     profile.cpu_best_threads = Some(threads);
     rows.push((
-        "CPU block, best (weights from memory; RAYON_NUM_THREADS for hybrid)".into(),
+        "CPU block, best (weights from memory, beside copies where measured; RAYON_NUM_THREADS for hybrid)".into(),
         format!("{rate:.1} GB/s + {fixed_ms:.3} ms per block at {threads} of {cores} threads"),
     ));
 

@@ -64,6 +64,7 @@ fn streamed_from(path: &Path, budget: u64, mode: Mode, slots: usize, chunk: usiz
         context: None,
         hybrid: false,
         host_layers: None,
+        tune_host_layers: true,
         host_tier: tier,
     };
     LoadedModel::load_with(path, &Device::Cpu, &options, |_, _| {}).unwrap()
@@ -165,6 +166,7 @@ fn infeasible_budget_is_an_error_naming_the_minimum() {
         context: None,
         hybrid: false,
         host_layers: None,
+        tune_host_layers: true,
         host_tier: HostTier::Auto,
     };
     let err =
@@ -309,6 +311,7 @@ fn hybrid_decode_equals_resident_for_every_family() {
             context: None,
             hybrid: true,
             host_layers: Some(2),
+            tune_host_layers: true,
             host_tier: HostTier::Auto,
         };
         let mut loaded = LoadedModel::load_with(&path, &Device::Cpu, &options, |_, _| {}).unwrap();
@@ -464,6 +467,7 @@ fn hybrid_at_the_smallest_budget_stays_within_it() {
             context: None,
             hybrid: true,
             host_layers,
+            tune_host_layers: true,
             host_tier: HostTier::Auto,
         };
         let loaded = LoadedModel::load_with(&path, &Device::Cpu, &options, |_, _| {}).unwrap();
@@ -480,4 +484,40 @@ fn hybrid_at_the_smallest_budget_stays_within_it() {
         assert!(model.accounted_peak_bytes() <= budget, "{host_layers:?}: accounted peak over {budget}");
         assert!(model.pool_stats().peak_in_use <= 2, "{:?}", model.pool_stats());
     }
+}
+
+/// The host-layer search (CPU devices standing in for both sides): the first decode
+/// steps compute fewer of the planned host layers — the others stream through the pool,
+/// their KV caches visiting the device — and the generated ids equal the resident run's
+/// whichever counts were tried; the pool stays within its slots and the device within
+/// the budget.
+#[test]
+fn host_layer_tuning_changes_where_layers_run_not_the_output() {
+    let path = model_file(Family::Qwen3);
+    let resident = ResidentModel::load(&Checkpoint::open(&path).unwrap(), &Device::Cpu, |_, _| {}).unwrap();
+    let steps = 40;
+    let (_, expected) = run(&resident, 4, steps);
+    let options = LoadOptions {
+        budget: Budget::Bytes(cardinfer_core::ByteSize(u64::MAX / 2)),
+        mode: Mode::Stream,
+        slots: Some(2),
+        prefill_chunk: 4,
+        host_layers: Some(3),
+        ..Default::default()
+    };
+    let mut loaded = LoadedModel::load_with(&path, &Device::Cpu, &options, |_, _| {}).unwrap();
+    let Runner::Streamed(model) = &mut loaded.model else { panic!("expected a streamed runner") };
+    // A count the user gave is kept: nothing is searched.
+    assert!(model.host_tuning().is_some_and(|r| r.settled && r.tried.is_empty() && r.in_use == 3));
+    model.set_host_tuning(true);
+    let (_, generated) = run(&loaded.model, 4, steps);
+    assert_eq!(generated, expected, "generated ids differ while the split changed");
+    let Runner::Streamed(model) = &loaded.model else { unreachable!() };
+    let report = model.host_tuning().expect("a hybrid plan reports its search");
+    assert!(report.tried.len() >= 2, "{steps} steps should measure at least two counts: {report}");
+    assert_eq!(report.tried[0].0, 3, "{report}");
+    assert!(report.in_use <= 3, "{report}");
+    assert!(model.pool_stats().peak_in_use <= 2, "{:?}", model.pool_stats());
+    let metrics = loaded.model.metrics();
+    assert!(metrics.host_tuning.is_some_and(|line| line.starts_with("planned 3:")));
 }

@@ -102,6 +102,9 @@ pub struct PlacementArgs {
     /// planner's schedule simulation finds fastest); implies --hybrid.
     #[arg(long)]
     pub host_layers: Option<usize>,
+    /// Keep the planner's host layers: do not let the first decode steps try fewer.
+    #[arg(long)]
+    pub no_host_tuning: bool,
     /// Where streamed blocks wait in host memory: auto, pinned (all page-locked), or disk
     /// (read from the file on demand through a small staging ring).
     #[arg(long, default_value = "auto")]
@@ -119,6 +122,7 @@ impl PlacementArgs {
             context: self.context,
             hybrid: self.hybrid,
             host_layers: self.host_layers,
+            tune_host_layers: !self.no_host_tuning,
             host_tier: self.host_tier.parse()?,
         })
     }

@@ -10,6 +10,7 @@ pub mod placement;
 pub mod profile;
 pub mod schedule;
 pub mod table;
+pub mod tuning;
 
 pub use budget::Budget;
 pub use cost::{predict, predict_batch, Bound, Prediction};
@@ -17,3 +18,4 @@ pub use error::PlanError;
 pub use placement::{Mode, Placement, PlanRequest, StreamPlan, Workload};
 pub use profile::Profile;
 pub use schedule::{simulate_decode, DecodeRates, TokenSchedule};
+pub use tuning::{HostSplitTuner, TuningReport};

@@ -126,6 +126,10 @@ pub struct LoadOptions {
     /// Hybrid decode with exactly this many host-placed layers (at most the streamed
     /// ones) instead of the count the schedule simulation finds fastest; implies `hybrid`.
     pub host_layers: Option<usize>,
+    /// With a hybrid plan whose host-layer count the planner chose (no `host_layers`):
+    /// let the first decode steps measure fewer host layers and keep the fastest count
+    /// (see [`StreamedModel::set_host_tuning`]). On by default.
+    pub tune_host_layers: bool,
     /// Where streamed blocks wait in host memory.
     pub host_tier: HostTier,
 }
@@ -172,6 +176,7 @@ impl Default for LoadOptions {
             context: None,
             hybrid: false,
             host_layers: None,
+            tune_host_layers: true,
             host_tier: HostTier::Auto,
         }
     }
@@ -249,8 +254,12 @@ pub struct RunMetrics {
     pub host_secs: f64,
     /// Seconds the host waited for the device's queued work before host-placed layers.
     pub hop_wait_secs: f64,
-    /// Bytes of layers computed on the host per decoded token (hybrid).
+    /// Bytes of layers computed on the host per decoded token (hybrid), with the count
+    /// in use.
     pub host_bytes_per_token: u64,
+    /// The host-layer search of a hybrid plan: counts tried, their milliseconds per
+    /// token, the count in use (see [`cardinfer_plan::TuningReport`]).
+    pub host_tuning: Option<String>,
     /// Achieved streaming rate: bytes streamed ÷ copy time, GB/s.
     pub h2d_gb_s: Option<f64>,
     /// Host bytes page-locked for copies (0 on the CPU).
@@ -276,6 +285,7 @@ impl Runner {
                 host_secs: 0.0,
                 hop_wait_secs: 0.0,
                 host_bytes_per_token: 0,
+                host_tuning: None,
                 h2d_gb_s: None,
                 pinned_bytes: 0,
                 host_tier: "-",
@@ -294,7 +304,8 @@ impl Runner {
                     stall_secs: t.stall_secs,
                     host_secs: t.host_secs,
                     hop_wait_secs: t.hop_wait_secs,
-                    host_bytes_per_token: m.plan().host_bytes_per_pass(),
+                    host_bytes_per_token: m.host_bytes_per_pass(),
+                    host_tuning: m.host_tuning().map(|r| r.to_string()),
                     h2d_gb_s: (t.copy_secs > 0.0).then(|| stats.bytes_streamed as f64 / t.copy_secs / 1e9),
                     pinned_bytes: m.pinned_bytes(),
                     host_tier: m.host_tier(),
@@ -524,6 +535,7 @@ impl LoadedModel {
             };
             let mut model = StreamedModel::new(family, layout, plan, device, reader, progress)?;
             model.set_host_tier(tier, host_bytes);
+            model.set_host_tuning(options.tune_host_layers && options.host_layers.is_none());
             if let Some(rope) = rope {
                 model.prepare_decode_path(decode_path, &rope);
             }

@@ -132,6 +132,14 @@ impl HiddenState<'_> {
         Ok(())
     }
 
+    /// Runs a layer through `plain` on the hidden state as a tensor: a layer the fused
+    /// kernels do not hold the cache of (a host layer streamed to the device).
+    pub(crate) fn plain_layer(&mut self, plain: impl FnOnce(&Tensor) -> Result<Tensor>) -> Result<()> {
+        let x = self.get()?;
+        let y = plain(&x)?;
+        self.set(y)
+    }
+
     /// The hidden state as a tensor on the device.
     pub(crate) fn get(&mut self) -> Result<Tensor> {
         match self {

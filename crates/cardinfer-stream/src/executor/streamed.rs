@@ -2,6 +2,7 @@
 //! through the bounded pool, filled ahead of use by a prefetch thread.
 
 use super::hidden::{FusedLayers, HiddenState};
+use super::host_split::HostSplit;
 use super::plan::{block_device_bytes, Placement, StreamPlan};
 use super::pool::{PoolStats, SlotPool, SlotTicket};
 use super::reader::BlockReader;
@@ -15,6 +16,7 @@ use crate::weights::{device_bytes_of, head_rows_parts};
 use crate::{Result, StreamError};
 use candle_core::{Device, IndexOp, Tensor, D};
 use cardinfer_core::{BlockId, ModelLayout, ModelSpec};
+use cardinfer_plan::TuningReport;
 use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -124,6 +126,9 @@ pub struct StreamedModel {
     /// Layers placed on the host: their weights in host memory, computed by the CPU
     /// during decode (hybrid); prefill chunks stream them through the pool instead.
     host: HashMap<BlockId, BlockWeights>,
+    /// Which host layers the CPU computes now (all, or the count the tuner measured
+    /// fastest); the others stream like device layers, their caches visiting.
+    host_split: Mutex<HostSplit>,
     pool: SlotPool,
     timings: Mutex<StreamTimings>,
     /// The fused decode kernels for the device layers, where they apply.
@@ -169,6 +174,7 @@ impl StreamedModel {
             progress(i + 1, total);
         }
         let pool = SlotPool::new(plan.slots, plan.slot_bytes);
+        let host_split = Mutex::new(HostSplit::new(host_layers_of(&plan, &host), family.spec().num_layers, false));
         Ok(Self {
             pinned_bytes: 0,
             host_tier: "file",
@@ -182,6 +188,7 @@ impl StreamedModel {
             host_embed,
             resident,
             host,
+            host_split,
             pool,
             timings: Mutex::new(StreamTimings::default()),
             fused: FusedLayers::off("not prepared: a custom block family"),
@@ -257,6 +264,8 @@ impl StreamedModel {
     /// One weight pass over `tokens` (one chunk); the head runs only if `which` is set.
     fn pass(&self, tokens: &[u32], kv: &mut KvCache, which: Option<Logits>) -> Result<Option<Tensor>> {
         let pos = kv.len();
+        let on_cpu = self.lock_split().begin_pass(tokens.len(), pos, Instant::now());
+        let on_cpu = OnCpu { layers: &on_cpu, tokens: tokens.len() };
         let ids = Tensor::new(tokens, &Device::Cpu)?.unsqueeze(0)?;
         let x = self.family.embed(&self.host_embed, &ids)?.to_device(&self.device)?;
         let order: Vec<BlockId> = self
@@ -269,7 +278,7 @@ impl StreamedModel {
         let streamed: Vec<Piece> = order
             .iter()
             .copied()
-            .filter(|b| !self.resident.contains_key(b) && self.host_weights(*b, tokens.len()).is_none())
+            .filter(|b| !self.resident.contains_key(b) && self.cpu_weights(*b, on_cpu).is_none())
             .flat_map(|block| self.pieces(block))
             .collect();
         self.reader.prepare(&streamed.iter().map(|p| (p.block, p.rows.clone())).collect::<Vec<_>>());
@@ -280,7 +289,7 @@ impl StreamedModel {
                 let piece = reads.borrow_mut().next()?;
                 Some(read_piece(self, piece))
             };
-            return self.compute(&order, &Source::Inline(&next), x, kv, pos, tokens.len(), which);
+            return self.compute(&order, &Source::Inline(&next), x, kv, pos, on_cpu, which);
         }
         let abort = AtomicBool::new(false);
         let (tx, rx) = mpsc::channel::<Filled>();
@@ -298,7 +307,7 @@ impl StreamedModel {
                     }
                 }
             });
-            let result = self.compute(&order, &Source::Thread(&rx), x, kv, pos, tokens.len(), which);
+            let result = self.compute(&order, &Source::Thread(&rx), x, kv, pos, on_cpu, which);
             if result.is_err() {
                 abort.store(true, Ordering::Release);
             }
@@ -391,11 +400,11 @@ impl StreamedModel {
         x: Tensor,
         kv: &mut KvCache,
         pos: usize,
-        len: usize,
+        on_cpu: OnCpu<'_>,
         which: Option<Logits>,
     ) -> Result<Option<Tensor>> {
         let mut ahead = VecDeque::new();
-        let result = self.compute_blocks(order, source, &mut ahead, x, kv, pos, len, which);
+        let result = self.compute_blocks(order, source, &mut ahead, x, kv, pos, on_cpu, which);
         // Slots filled ahead of an error are given back.
         for filled in ahead {
             self.pool.release(filled.ticket);
@@ -412,14 +421,17 @@ impl StreamedModel {
         x: Tensor,
         kv: &mut KvCache,
         pos: usize,
-        len: usize,
+        on_cpu: OnCpu<'_>,
         which: Option<Logits>,
     ) -> Result<Option<Tensor>> {
+        let len = on_cpu.tokens;
         let mut timings = StreamTimings::default();
         let mut logits = None;
         let mut copy_markers = Vec::new();
         let mut timeline = Timeline::start(&self.device);
-        let on_device = |i: usize| self.host_weights(BlockId::Layer(i), len).is_none();
+        // The fused kernels hold the caches of the layers planned on the device; a host
+        // layer streamed here (its cache in host memory) runs the plain block.
+        let on_device = |i: usize| !self.host.contains_key(&BlockId::Layer(i));
         let mut hidden = self.fused.start(x, len, kv, &on_device)?;
         for &block in order {
             let last_rows = |hidden: &mut HiddenState<'_>| -> Result<Tensor> {
@@ -447,7 +459,7 @@ impl StreamedModel {
                 timings.compute_secs += start.elapsed().as_secs_f64();
                 continue;
             }
-            if let (Some(weights), BlockId::Layer(i)) = (self.host_weights(block, len), block) {
+            if let (Some(weights), BlockId::Layer(i)) = (self.cpu_weights(block, on_cpu), block) {
                 // Bring the hidden state to the host first (a copy on the device's stream
                 // would otherwise wait behind queued uploads), then queue the uploads of
                 // the next streamed blocks (asynchronous copies from page-locked memory):
@@ -475,6 +487,9 @@ impl StreamedModel {
                 }
                 timeline.begin();
                 let out = match block {
+                    BlockId::Layer(i) if self.host.contains_key(&block) => {
+                        hidden.plain_layer(|x| self.device_block(i, &weights, x, kv, pos))
+                    }
                     BlockId::Layer(i) => {
                         hidden.device_layer(i, &weights, kv, |x, kv| self.device_block(i, &weights, x, kv, pos))
                     }
@@ -513,12 +528,57 @@ impl StreamedModel {
     }
 }
 
+/// The layers of `plan` with weights in `host` (its host layers), in pass order.
+fn host_layers_of(plan: &StreamPlan, host: &HashMap<BlockId, BlockWeights>) -> Vec<usize> {
+    let host_layer = |(block, _): &(BlockId, Placement)| match block {
+        BlockId::Layer(i) if host.contains_key(block) => Some(*i),
+        _ => None,
+    };
+    plan.blocks.iter().filter_map(host_layer).collect()
+}
+
+/// The layers a pass computes on the CPU: per layer, whether the split in use has it
+/// there, and the pass's width.
+#[derive(Debug, Clone, Copy)]
+struct OnCpu<'a> {
+    layers: &'a [bool],
+    tokens: usize,
+}
+
 impl StreamedModel {
-    /// The host weights of `block` when a pass of `tokens` tokens computes it on the CPU:
-    /// host-placed layers in passes of at most [`HOST_COMPUTE_MAX_TOKENS`] tokens (wider
-    /// passes stream them like any other block).
-    fn host_weights(&self, block: BlockId, tokens: usize) -> Option<&BlockWeights> {
-        self.host.get(&block).filter(|_| tokens <= HOST_COMPUTE_MAX_TOKENS)
+    /// The host weights of `block` when the pass `on_cpu` computes it on the CPU: host
+    /// layers the split has there, in passes of at most [`HOST_COMPUTE_MAX_TOKENS`] tokens
+    /// (wider passes, and host layers the tuner moved off the CPU, stream them like any
+    /// other block).
+    fn cpu_weights(&self, block: BlockId, on_cpu: OnCpu<'_>) -> Option<&BlockWeights> {
+        let BlockId::Layer(i) = block else { return None };
+        let active = on_cpu.tokens <= HOST_COMPUTE_MAX_TOKENS && on_cpu.layers.get(i).copied().unwrap_or(false);
+        self.host.get(&block).filter(|_| active)
+    }
+
+    fn lock_split(&self) -> std::sync::MutexGuard<'_, HostSplit> {
+        self.host_split.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Lets the first decode steps choose how many of the plan's host layers the CPU
+    /// computes (see [`cardinfer_plan::tuning`]): from all of them down, each count
+    /// measured over a few steps, the fastest kept. Off by default; the loader turns it
+    /// on for hybrid plans whose host-layer count the planner chose. Restarts the search.
+    pub fn set_host_tuning(&mut self, on: bool) {
+        let planned = host_layers_of(&self.plan, &self.host);
+        *self.lock_split() = HostSplit::new(planned, self.family.spec().num_layers, on);
+    }
+
+    /// The host-layer search so far (`None` when the plan has no host layers).
+    pub fn host_tuning(&self) -> Option<TuningReport> {
+        let report = self.lock_split().report();
+        (report.planned > 0).then_some(report)
+    }
+
+    /// Bytes of the layers the CPU computes per decoded token with the split in use.
+    pub fn host_bytes_per_pass(&self) -> u64 {
+        let on_cpu = self.lock_split().on_cpu();
+        (0..on_cpu.len()).filter(|&i| on_cpu[i]).map(|i| self.plan.bytes_of(BlockId::Layer(i))).sum()
     }
 
     /// Layer `i` on the device; with the KV cache in host memory (the whole cache, or a

@@ -15,6 +15,9 @@ pub(crate) fn enabled() -> bool {
     *ON.get_or_init(|| std::env::var_os("CARDINFER_TIMELINE").is_some())
 }
 
+/// When the last printed pass ended (its timeline printed), for the gap before the next.
+static LAST_PASS_END: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
+
 /// Whether every block is printed for decode passes too (`CARDINFER_TIMELINE=2`).
 fn detailed() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
@@ -80,8 +83,16 @@ impl Timeline {
         let device_ms = self.rows.last().map_or(0.0, |(_, _, (_, end), _, _)| ms(end));
         let queue_ms: f64 = self.rows.iter().filter(|r| r.4.is_none()).map(|r| r.3).sum();
         let wall_ms = self.started.elapsed().as_secs_f64() * 1e3;
+        // Time between the previous pass's end and this one's start: the caller's work
+        // between passes (sampling) and the pass's own setup (embedding, its plan).
+        let mut last_end = LAST_PASS_END.lock().unwrap_or_else(|e| e.into_inner());
+        let gap = last_end.map_or(String::new(), |end| {
+            format!(", {:.2} ms since the last pass", self.started.saturating_duration_since(end).as_secs_f64() * 1e3)
+        });
+        *last_end = Some(std::time::Instant::now());
+        drop(last_end);
         let mut line = format!(
-            "[timeline] {tokens} tokens: device {device_ms:.2} ms, host queued blocks in {queue_ms:.2} ms, wall {wall_ms:.2} ms"
+            "[timeline] {tokens} tokens: device {device_ms:.2} ms, host queued blocks in {queue_ms:.2} ms, wall {wall_ms:.2} ms{gap}"
         );
         if tokens > 4 || detailed() {
             for (block, copy, (start, end), queued, host) in &self.rows {

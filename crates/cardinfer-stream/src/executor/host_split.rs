@@ -1,0 +1,105 @@
+//! Which of a hybrid plan's host layers the CPU computes in a pass, chosen from measured
+//! decode steps by [`HostSplitTuner`].
+//!
+//! A decode step is timed from the start of one single-token pass to the start of the
+//! next at the following cache position: that span holds everything a token costs (the
+//! pass, reading its logits, sampling). Any other pass (a prompt chunk, a new cache)
+//! breaks the chain, so a step is only measured between two consecutive decode passes.
+
+use cardinfer_plan::{HostSplitTuner, TuningReport};
+use std::time::Instant;
+
+/// The host layers in use and the search choosing them.
+#[derive(Debug)]
+pub(crate) struct HostSplit {
+    tuner: HostSplitTuner,
+    layers: usize,
+    /// Cache position and start of the last single-token pass.
+    last_step: Option<(usize, Instant)>,
+}
+
+impl HostSplit {
+    /// The split over `planned` host layers (in pass order) of a model of `layers`
+    /// layers; `tune` searches the count, otherwise all planned layers stay on the CPU.
+    pub(crate) fn new(planned: Vec<usize>, layers: usize, tune: bool) -> Self {
+        let tuner = if tune { HostSplitTuner::new(planned) } else { HostSplitTuner::fixed(planned) };
+        Self { tuner, layers, last_step: None }
+    }
+
+    /// Starts a pass of `tokens` tokens at cache position `pos` at time `now`: closes the
+    /// previous decode step's time if this pass continues it. Returns, per layer, whether
+    /// this pass computes it on the CPU (when the pass is narrow enough to do so at all).
+    pub(crate) fn begin_pass(&mut self, tokens: usize, pos: usize, now: Instant) -> Vec<bool> {
+        if tokens == 1 {
+            if let Some((last_pos, start)) = self.last_step {
+                if pos == last_pos + 1 {
+                    self.tuner.record((now - start).as_secs_f64() * 1e3);
+                }
+            }
+            self.last_step = Some((pos, now));
+        } else {
+            self.last_step = None;
+        }
+        self.on_cpu()
+    }
+
+    /// Per layer, whether the CPU computes it with the count in use.
+    pub(crate) fn on_cpu(&self) -> Vec<bool> {
+        let mut on_cpu = vec![false; self.layers];
+        for layer in self.tuner.active_layers() {
+            if let Some(flag) = on_cpu.get_mut(layer) {
+                *flag = true;
+            }
+        }
+        on_cpu
+    }
+
+    /// What the search measured and the count in use.
+    pub(crate) fn report(&self) -> TuningReport {
+        self.tuner.report()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn only_consecutive_decode_steps_are_measured() {
+        let mut split = HostSplit::new(vec![0, 2], 4, true);
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        // A prompt chunk, then decode steps at positions 8, 9, …, 10 ms apart; a new
+        // cache (position 0) in between breaks the chain.
+        split.begin_pass(8, 0, at(0));
+        let mut time = 0;
+        for pos in 8..8 + 2 + 3 {
+            split.begin_pass(1, pos, at(time));
+            time += 10;
+        }
+        split.begin_pass(1, 0, at(time + 1000));
+        let tried = split.report().tried;
+        // Steps 8→9 … 11→12: two warm-up steps, then two of the first count's five.
+        assert!(tried.is_empty(), "{tried:?}");
+        for pos in 1..1 + 3 {
+            time += 10;
+            split.begin_pass(1, pos, at(time + 1000));
+        }
+        let tried = split.report().tried;
+        assert_eq!(tried.len(), 1, "{tried:?}");
+        assert!((tried[0].1 - 10.0).abs() < 1e-6, "the new cache's first step was not measured: {tried:?}");
+    }
+
+    #[test]
+    fn a_fixed_split_keeps_every_planned_layer_on_the_cpu() {
+        let mut split = HostSplit::new(vec![1, 3], 4, false);
+        assert_eq!(split.on_cpu(), [false, true, false, true]);
+        let t0 = Instant::now();
+        for pos in 0..50 {
+            split.begin_pass(1, pos, t0 + Duration::from_millis(pos as u64));
+        }
+        assert_eq!(split.on_cpu(), [false, true, false, true]);
+        assert!(split.report().tried.is_empty());
+    }
+}
