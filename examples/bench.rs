@@ -74,8 +74,14 @@ fn main() -> Result<()> {
     if args.generate > 0 {
         let mut rates = Vec::new();
         let mut generated = Vec::new();
+        // One cache for every repetition, cleared before each, as llama-bench keeps its
+        // context: its buffers are allocated by one untimed token, not in the timed ones
+        // (with a fresh cache per repetition, the first token took 48–98 ms in the hybrid
+        // runs against 35–47 for the others; BENCHMARKS.md, session 7).
+        let mut kv = model.new_cache();
+        model.forward(&ids[..1], &mut kv, Logits::Last)?.to_vec2::<f32>()?;
         for _ in 0..reps {
-            let mut kv = model.new_cache();
+            kv.clear();
             let mut next = ids[0];
             generated.clear();
             let start = Instant::now();

@@ -6,9 +6,10 @@
 //! to f32: 3072 bytes where the file holds 2304 for the same 16 rows × 256 values, so a
 //! decode step that is bound by memory reads a third more bytes — and the tiles are a
 //! second copy of every host layer. Here each output row is a dot product straight over
-//! the file's blocks with Candle's own SIMD block kernels ([`GgmlType::vec_dot`]); the rows
-//! are split into contiguous ranges, tasks of Candle's CPU thread pool, so each thread
-//! streams one region of memory.
+//! the file's blocks with Candle's own SIMD block kernels ([`GgmlType::vec_dot`]), or for
+//! Q4_K and Q6_K on CPUs with AVX-512 VNNI ours ([`crate::vnni_dot`]); the rows are split into
+//! contiguous ranges, tasks of Candle's CPU thread pool, so each thread streams one region
+//! of memory.
 //!
 //! The activations are quantized to the weight type's dot-product partner (Q8_K for the
 //! k-quants, Q8_0 for the legacy types) exactly as Candle does, so a row's value is Candle's
@@ -18,7 +19,7 @@
 //! matmul instead (to compare the two on a machine).
 
 use candle_core::quantized::k_quants::{
-    BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8_0,
+    BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8K, BlockQ8_0,
 };
 use candle_core::quantized::{GgmlDType, GgmlType, QTensor};
 use candle_core::{DType, Device, Tensor};
@@ -180,6 +181,38 @@ impl<T: GgmlType> RowDot for Blocks<'_, T> {
     }
 }
 
+/// K-quant rows with an AVX-512 VNNI kernel of [`crate::vnni_dot`], where the CPU has it
+/// (Candle's block kernel otherwise).
+struct VnniRows<'a, T> {
+    w: &'a [T],
+    xq: Vec<BlockQ8K>,
+    k: usize,
+    kernel: fn(&[T], &[BlockQ8K]) -> Option<f32>,
+}
+
+impl<T: GgmlType<VecDotType = BlockQ8K>> RowDot for VnniRows<'_, T> {
+    fn dot(&self, row: usize, out: &mut [f32]) {
+        let blocks = self.k / T::BLCK_SIZE;
+        let w = &self.w[row * blocks..(row + 1) * blocks];
+        for (value, q) in out.iter_mut().zip(self.xq.chunks_exact(blocks)) {
+            *value = (self.kernel)(w, q).unwrap_or_else(|| T::vec_dot(self.k, w, q));
+        }
+    }
+}
+
+/// A [`VnniRows`] kernel over `bytes` (`n` rows of `k`) for inputs `xs`.
+fn vnni_rows<'a, T: GgmlType<VecDotType = BlockQ8K> + 'a>(
+    bytes: &'a [u8],
+    n: usize,
+    k: usize,
+    xs: &[f32],
+    kernel: fn(&[T], &[BlockQ8K]) -> Option<f32>,
+) -> Option<Box<dyn RowDot + 'a>> {
+    let w = blocks_of::<T>(bytes, n, k)?;
+    let xq = xs.chunks_exact(k).flat_map(crate::vnni_dot::quantize_input).collect();
+    Some(Box::new(VnniRows { w, xq, k, kernel }))
+}
+
 /// The row kernel for a weight of `dtype`, `None` for types and layouts not covered.
 fn kernel_for<'a>(
     dtype: GgmlDType,
@@ -205,7 +238,9 @@ fn kernel_for<'a>(
         Some(Box::new(Blocks { w, xq, k }))
     }
     match dtype {
+        GgmlDType::Q4K if crate::vnni_dot::available() => vnni_rows(bytes, n, k, xs, crate::vnni_dot::dot_q4k),
         GgmlDType::Q4K => make::<BlockQ4K>(bytes, n, k, xs, rows),
+        GgmlDType::Q6K if crate::vnni_dot::available() => vnni_rows(bytes, n, k, xs, crate::vnni_dot::dot_q6k),
         GgmlDType::Q6K => make::<BlockQ6K>(bytes, n, k, xs, rows),
         GgmlDType::Q5K => make::<BlockQ5K>(bytes, n, k, xs, rows),
         GgmlDType::Q3K => make::<BlockQ3K>(bytes, n, k, xs, rows),
@@ -282,8 +317,10 @@ mod tests {
         }
     }
 
+    /// Each output is the per-row dot product of the kernel in use: Candle's block
+    /// kernel, or ours for Q4_K where the CPU has AVX-512 VNNI.
     #[test]
-    fn rows_equal_candles_unpacked_dot_product() {
+    fn rows_equal_the_per_row_dot_product() {
         let (n, k) = (70, 768);
         let w = weights(GgmlDType::Q4K, n, k);
         let x = input(1, k);
@@ -294,7 +331,8 @@ mod tests {
         let mut xq = vec![<BlockQ4K as GgmlType>::VecDotType::zeros(); k / 256];
         <BlockQ4K as GgmlType>::VecDotType::from_float(&xs, &mut xq);
         for (j, v) in ours.iter().enumerate() {
-            let expected = BlockQ4K::vec_dot(k, &blocks[j * 3..(j + 1) * 3], &xq);
+            let row = &blocks[j * 3..(j + 1) * 3];
+            let expected = crate::vnni_dot::dot_q4k(row, &xq).unwrap_or_else(|| BlockQ4K::vec_dot(k, row, &xq));
             assert_eq!(v.to_bits(), expected.to_bits(), "row {j}");
         }
     }

@@ -23,6 +23,7 @@ pub mod scoring;
 pub mod slot_kernels;
 pub mod slots;
 pub mod tokenizer;
+pub mod vnni_dot;
 pub mod weights;
 
 pub use chat_template::{ChatTemplate, Message};

@@ -1,0 +1,360 @@
+//! The Q4_K × Q8_K and Q6_K × Q8_K dot products with AVX-512 VNNI, for the CPU's
+//! matrix-vector products ([`crate::cpu_matvec`]) on x86 machines that have it (a
+//! Q4_K_M file is Q4_K with Q6_K for `attn_v`, `ffn_down` and the head).
+//!
+//! Candle's x86 kernel for this pair is AVX2: per 32 weights a `maddubs` (u8 × i8 → i16
+//! pairs), a `madd` with the sub-block's scale, an add. Hybrid decode is bound by it: on
+//! the H100 machine one thread reads 4.8–6.3 GB/s of Q4_K weights and 14 threads 51–70
+//! (`probe`), far below what the memory delivers. Here 64 weights at a time go through
+//! one `vpdpbusd` (u8 × i8, four products summed into each i32 lane), the scales are
+//! applied once per block in i32, and each block ends in one float multiply-add.
+//!
+//! The integer parts are exact; the float sums run in another order than Candle's, so a
+//! row's value can differ from Candle's kernel in the last bits (every CPU product of the
+//! decoder goes through the same kernel, so streamed and resident CPU runs still agree bit
+//! for bit).
+
+use candle_core::quantized::k_quants::{BlockQ4K, BlockQ6K, BlockQ8K};
+use candle_core::quantized::GgmlType;
+
+/// Q4_K's block as laid out in the file (`#[repr(C)]`, as Candle's `BlockQ4K`): f16 scale
+/// and min scale, 12 bytes of 6-bit sub-block scales and mins, 128 bytes of nibbles.
+#[repr(C)]
+struct Q4K {
+    d: u16,
+    dmin: u16,
+    scales: [u8; 12],
+    qs: [u8; 128],
+}
+
+/// Q8_K's block (`#[repr(C)]`, as Candle's `BlockQ8K`): f32 scale, 256 values, and the sum
+/// of every 16 of them.
+#[repr(C)]
+struct Q8K {
+    d: f32,
+    qs: [i8; 256],
+    bsums: [i16; 16],
+}
+
+/// Q6_K's block (`#[repr(C)]`, as Candle's `BlockQ6K`): low 4 bits of 256 values, their
+/// high 2 bits, 16 signed sub-block scales, the f16 scale. A value is `q - 32`.
+#[repr(C)]
+struct Q6K {
+    ql: [u8; 128],
+    qh: [u8; 64],
+    scales: [i8; 16],
+    d: u16,
+}
+
+const _: () = assert!(std::mem::size_of::<Q6K>() == std::mem::size_of::<BlockQ6K>());
+const _: () = assert!(std::mem::align_of::<Q6K>() <= std::mem::align_of::<BlockQ6K>());
+const _: () = assert!(std::mem::size_of::<Q4K>() == std::mem::size_of::<BlockQ4K>());
+const _: () = assert!(std::mem::align_of::<Q4K>() <= std::mem::align_of::<BlockQ4K>());
+const _: () = assert!(std::mem::size_of::<Q8K>() == std::mem::size_of::<BlockQ8K>());
+const _: () = assert!(std::mem::align_of::<Q8K>() <= std::mem::align_of::<BlockQ8K>());
+
+/// Whether this machine runs the kernel (AVX-512 F, BW, VL and VNNI, and F16C);
+/// `CARDINFER_CPU_KERNEL=candle` at start turns it off (Candle's kernel then runs).
+pub fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *ON.get_or_init(|| {
+            std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512bw")
+                && std::arch::is_x86_feature_detected!("avx512vl")
+                && std::arch::is_x86_feature_detected!("avx512vnni")
+                && std::arch::is_x86_feature_detected!("f16c")
+                && std::env::var("CARDINFER_CPU_KERNEL").map_or(true, |v| v != "candle")
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// `Σ w·x` over matching blocks of a Q4_K row and a Q8_K input; `None` where the kernel
+/// is not [`available`] or the lengths differ.
+pub fn dot_q4k(w: &[BlockQ4K], x: &[BlockQ8K]) -> Option<f32> {
+    if !available() || w.len() != x.len() {
+        return None;
+    }
+    // SAFETY: the mirrors have Candle's sizes and no stricter alignment (checked at
+    // compile time above), both types are `#[repr(C)]` plain data.
+    let (w, x) = unsafe {
+        (
+            std::slice::from_raw_parts(w.as_ptr().cast::<Q4K>(), w.len()),
+            std::slice::from_raw_parts(x.as_ptr().cast::<Q8K>(), x.len()),
+        )
+    };
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `available` checked the CPU features the kernel is compiled for.
+    return Some(unsafe { dot_q4k_avx512(w, x) });
+    #[cfg(not(target_arch = "x86_64"))]
+    None
+}
+
+/// As [`dot_q4k`] for a Q6_K row.
+pub fn dot_q6k(w: &[BlockQ6K], x: &[BlockQ8K]) -> Option<f32> {
+    if !available() || w.len() != x.len() {
+        return None;
+    }
+    // SAFETY: as in `dot_q4k`.
+    let (w, x) = unsafe {
+        (
+            std::slice::from_raw_parts(w.as_ptr().cast::<Q6K>(), w.len()),
+            std::slice::from_raw_parts(x.as_ptr().cast::<Q8K>(), x.len()),
+        )
+    };
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `available` checked the CPU features the kernel is compiled for.
+    return Some(unsafe { dot_q6k_avx512(w, x) });
+    #[cfg(not(target_arch = "x86_64"))]
+    None
+}
+
+/// The 6-bit scales (bytes 0..8) and mins (8..16) of a block, unpacked as ggml's
+/// `get_scale_min_k4` (the same bit shuffle as Candle's kernels).
+fn scales_and_mins(packed: &[u8; 12]) -> [u8; 16] {
+    const KMASK1: u32 = 0x3f3f3f3f;
+    const KMASK2: u32 = 0x0f0f0f0f;
+    const KMASK3: u32 = 0x03030303;
+    let word = |i: usize| u32::from_le_bytes([packed[4 * i], packed[4 * i + 1], packed[4 * i + 2], packed[4 * i + 3]]);
+    let mut u = [word(0), word(1), word(2), 0];
+    u[3] = ((u[2] >> 4) & KMASK2) | (((u[1] >> 6) & KMASK3) << 4);
+    let mins_low = u[1] & KMASK1;
+    u[1] = (u[2] & KMASK2) | (((u[0] >> 6) & KMASK3) << 4);
+    u[2] = mins_low;
+    u[0] &= KMASK1;
+    let mut out = [0u8; 16];
+    for (i, w) in u.iter().enumerate() {
+        out[4 * i..4 * i + 4].copy_from_slice(&w.to_le_bytes());
+    }
+    out
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
+unsafe fn dot_q4k_avx512(w: &[Q4K], x: &[Q8K]) -> f32 {
+    use std::arch::x86_64::*;
+    let nibble = _mm512_set1_epi8(0x0F);
+    // Sub-block j of a block covers weights 32j..32j+32: the low nibbles of bytes
+    // 32(j/2).. for even j, the high nibbles for odd j. One 64-byte load holds two
+    // sub-blocks' nibbles: lanes 0..8 of the products belong to one, 8..16 to the other.
+    let pick = |a: i32, b: i32| _mm512_setr_epi32(a, a, a, a, a, a, a, a, b, b, b, b, b, b, b, b);
+    let (idx02, idx13, idx46, idx57) = (pick(0, 2), pick(1, 3), pick(4, 6), pick(5, 7));
+    let mut acc = _mm512_setzero_ps();
+    let mut mins_total = 0f32;
+    for (b, q) in w.iter().zip(x) {
+        // The block's two f16 scales at once (F16C), times the input's scale.
+        let both = _mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(b.d) | (i32::from(b.dmin) << 16)));
+        let both = _mm_mul_ps(both, _mm_set1_ps(q.d));
+        let (d, dmin) = (_mm_cvtss_f32(both), _mm_cvtss_f32(_mm_movehdup_ps(both)));
+        let sm = scales_and_mins(&b.scales);
+        // Σ_j min_j × (sum of the input's sub-block j): pairs of the 16 partial sums.
+        let bsums = _mm256_loadu_si256(q.bsums.as_ptr().cast());
+        let sub_sums = _mm_hadd_epi16(_mm256_castsi256_si128(bsums), _mm256_extracti128_si256::<1>(bsums));
+        let mins = _mm_cvtepu8_epi16(_mm_loadl_epi64(sm.as_ptr().add(8).cast()));
+        let products = _mm_madd_epi16(mins, sub_sums);
+        let products = _mm_add_epi32(products, _mm_unpackhi_epi64(products, products));
+        let products = _mm_add_epi32(products, _mm_shuffle_epi32::<0b01>(products));
+        mins_total += dmin * _mm_cvtsi128_si32(products) as f32;
+        let scales = _mm512_cvtepu8_epi32(_mm_loadl_epi64(sm.as_ptr().cast()));
+
+        let q4 = b.qs.as_ptr();
+        let (first, second) = (_mm512_loadu_si512(q4.cast()), _mm512_loadu_si512(q4.add(64).cast()));
+        let q8 = q.qs.as_ptr();
+        let pair = |lo: usize, hi: usize| {
+            let low = _mm512_castsi256_si512(_mm256_loadu_si256(q8.add(lo).cast()));
+            _mm512_inserti64x4::<1>(low, _mm256_loadu_si256(q8.add(hi).cast()))
+        };
+        let zero = _mm512_setzero_si512();
+        let p02 = _mm512_dpbusd_epi32(zero, _mm512_and_si512(first, nibble), pair(0, 64));
+        let p13 = _mm512_dpbusd_epi32(zero, _mm512_and_si512(_mm512_srli_epi16::<4>(first), nibble), pair(32, 96));
+        let p46 = _mm512_dpbusd_epi32(zero, _mm512_and_si512(second, nibble), pair(128, 192));
+        let p57 = _mm512_dpbusd_epi32(zero, _mm512_and_si512(_mm512_srli_epi16::<4>(second), nibble), pair(160, 224));
+        let scaled = |p: __m512i, idx: __m512i| _mm512_mullo_epi32(p, _mm512_permutexvar_epi32(idx, scales));
+        let sum = _mm512_add_epi32(
+            _mm512_add_epi32(scaled(p02, idx02), scaled(p13, idx13)),
+            _mm512_add_epi32(scaled(p46, idx46), scaled(p57, idx57)),
+        );
+        acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(sum), acc);
+    }
+    _mm512_reduce_add_ps(acc) - mins_total
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
+unsafe fn dot_q6k_avx512(w: &[Q6K], x: &[Q8K]) -> f32 {
+    use std::arch::x86_64::*;
+    let (nibble, two_bits) = (_mm512_set1_epi8(0x0F), _mm512_set1_epi8(0x03));
+    // In each half of a block (128 values), byte l of `ql` holds values l and l + 64 (low
+    // and high nibble), byte l + 32 values l + 32 and l + 96; byte l of `qh` their high
+    // two bits at shifts 0, 4, 2, 6. So one 64-byte load of `ql` gives values 0..64 (low
+    // nibbles) and 64..128 (high), each matching a contiguous run of the input; the high
+    // bits come from `qh` twice over, shifted by 0 / 2 (values 0..64) or 4 / 6.
+    let shift_low = _mm512_inserti64x4::<1>(_mm512_set1_epi16(0), _mm256_set1_epi16(2));
+    let shift_high = _mm512_inserti64x4::<1>(_mm512_set1_epi16(4), _mm256_set1_epi16(6));
+    // Value group g (16 values) has scale g: four i32 lanes per group in a product vector.
+    let groups = |g: i32| {
+        _mm512_setr_epi32(
+            g,
+            g,
+            g,
+            g,
+            g + 1,
+            g + 1,
+            g + 1,
+            g + 1,
+            g + 2,
+            g + 2,
+            g + 2,
+            g + 2,
+            g + 3,
+            g + 3,
+            g + 3,
+            g + 3,
+        )
+    };
+    let idx = [groups(0), groups(4), groups(8), groups(12)];
+    let mut acc = _mm512_setzero_ps();
+    let mut offsets = 0f32;
+    for (b, q) in w.iter().zip(x) {
+        let d = q.d * _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(b.d))));
+        let scales_i8 = _mm_loadu_si128(b.scales.as_ptr().cast());
+        let scales = _mm512_cvtepi8_epi32(scales_i8);
+        // The stored values are q + 32: take 32 × Σ_g scale_g × (input sum of group g) off.
+        let bsums = _mm256_loadu_si256(q.bsums.as_ptr().cast());
+        let weighted = _mm256_madd_epi16(_mm256_cvtepi8_epi16(scales_i8), bsums);
+        offsets += d * (32 * _mm512_reduce_add_epi32(_mm512_zextsi256_si512(weighted))) as f32;
+        let mut sum = _mm512_setzero_si512();
+        for half in 0..2 {
+            let ql = _mm512_loadu_si512(b.ql.as_ptr().add(64 * half).cast());
+            let qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(b.qh.as_ptr().add(32 * half).cast()));
+            let high_bits =
+                |shift: __m512i| _mm512_slli_epi16::<4>(_mm512_and_si512(_mm512_srlv_epi16(qh, shift), two_bits));
+            let low = _mm512_or_si512(_mm512_and_si512(ql, nibble), high_bits(shift_low));
+            let high = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16::<4>(ql), nibble), high_bits(shift_high));
+            let q8 = q.qs.as_ptr().add(128 * half);
+            let zero = _mm512_setzero_si512();
+            let p_low = _mm512_dpbusd_epi32(zero, low, _mm512_loadu_si512(q8.cast()));
+            let p_high = _mm512_dpbusd_epi32(zero, high, _mm512_loadu_si512(q8.add(64).cast()));
+            let scaled = |p: __m512i, idx: __m512i| _mm512_mullo_epi32(p, _mm512_permutexvar_epi32(idx, scales));
+            sum = _mm512_add_epi32(
+                sum,
+                _mm512_add_epi32(scaled(p_low, idx[2 * half]), scaled(p_high, idx[2 * half + 1])),
+            );
+        }
+        acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(sum), acc);
+    }
+    _mm512_reduce_add_ps(acc) - offsets
+}
+
+/// The same sum without SIMD, for tests: exact integer parts, then the block scales.
+pub fn dot_reference(w: &[BlockQ4K], x: &[BlockQ8K]) -> f64 {
+    // SAFETY: as in `dot_q4k`.
+    let (w, x) = unsafe {
+        (
+            std::slice::from_raw_parts(w.as_ptr().cast::<Q4K>(), w.len()),
+            std::slice::from_raw_parts(x.as_ptr().cast::<Q8K>(), x.len()),
+        )
+    };
+    let mut total = 0f64;
+    for (b, q) in w.iter().zip(x) {
+        let sm = scales_and_mins(&b.scales);
+        let (mut sum, mut mins) = (0i64, 0i64);
+        for j in 0..8 {
+            let mut sub = 0i64;
+            for i in 0..32 {
+                let byte = b.qs[32 * (j / 2) + i];
+                let nib = if j % 2 == 0 { byte & 0x0F } else { byte >> 4 };
+                sub += i64::from(nib) * i64::from(q.qs[32 * j + i]);
+            }
+            sum += i64::from(sm[j]) * sub;
+            mins += i64::from(sm[8 + j]) * (i64::from(q.bsums[2 * j]) + i64::from(q.bsums[2 * j + 1]));
+        }
+        let (d, dmin) = (half::f16::from_bits(b.d).to_f64(), half::f16::from_bits(b.dmin).to_f64());
+        total += f64::from(q.d) * (d * sum as f64 - dmin * mins as f64);
+    }
+    total
+}
+
+/// Quantizes `xs` to Q8_K blocks as Candle does (the input side of the dot product).
+pub fn quantize_input(xs: &[f32]) -> Vec<BlockQ8K> {
+    let mut blocks = vec![BlockQ8K::zeros(); xs.len() / 256];
+    BlockQ8K::from_float(xs, &mut blocks);
+    blocks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::quantized::{GgmlDType, QTensor};
+    use candle_core::{Device, Tensor};
+
+    fn q4k_rows(n: usize, k: usize, seed: usize) -> QTensor {
+        let values: Vec<f32> = (0..n * k).map(|i| (((i + seed) * 7919 % 1013) as f32 / 1013.0 - 0.5) * 0.3).collect();
+        QTensor::quantize(&Tensor::from_vec(values, (n, k), &Device::Cpu).unwrap(), GgmlDType::Q4K).unwrap()
+    }
+
+    /// Against the exact integer sum and against Candle's AVX2 kernel, over rows whose
+    /// scales and mins take many values; skipped where the CPU lacks AVX-512 VNNI (the
+    /// caller then uses Candle's kernel).
+    #[test]
+    fn matches_the_exact_sum_and_candles_kernel() {
+        if !available() {
+            eprintln!("skipped: no AVX-512 VNNI on this CPU");
+            return;
+        }
+        let (n, k) = (16, 1024);
+        let w = q4k_rows(n, k, 3);
+        let bytes = w.data().unwrap();
+        let blocks = unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<BlockQ4K>(), n * k / 256) };
+        let xs: Vec<f32> = (0..k).map(|i| ((i * 104729 % 997) as f32 / 997.0 - 0.5) * 4.0).collect();
+        let xq = quantize_input(&xs);
+        for row in blocks.chunks_exact(k / 256) {
+            let ours = dot_q4k(row, &xq).expect("available");
+            let exact = dot_reference(row, &xq);
+            let candle = BlockQ4K::vec_dot(k, row, &xq);
+            let tolerance = 1e-5 * exact.abs().max(1.0);
+            assert!((f64::from(ours) - exact).abs() <= tolerance, "ours {ours} exact {exact}");
+            assert!((f64::from(candle) - exact).abs() <= tolerance, "candle {candle} exact {exact}");
+        }
+        assert!(dot_q4k(&blocks[..2], &xq[..1]).is_none(), "lengths differ");
+    }
+
+    /// Q6_K against Candle's kernel (exact integer parts there too, its own float order).
+    #[test]
+    fn q6k_matches_candles_kernel() {
+        if !available() {
+            eprintln!("skipped: no AVX-512 VNNI on this CPU");
+            return;
+        }
+        let (n, k) = (16, 1024);
+        let values: Vec<f32> = (0..n * k).map(|i| ((i * 7919 % 1013) as f32 / 1013.0 - 0.5) * 0.3).collect();
+        let w = QTensor::quantize(&Tensor::from_vec(values, (n, k), &Device::Cpu).unwrap(), GgmlDType::Q6K).unwrap();
+        let bytes = w.data().unwrap();
+        let blocks = unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<BlockQ6K>(), n * k / 256) };
+        let xs: Vec<f32> = (0..k).map(|i| ((i * 104729 % 997) as f32 / 997.0 - 0.5) * 4.0).collect();
+        let xq = quantize_input(&xs);
+        for row in blocks.chunks_exact(k / 256) {
+            let ours = dot_q6k(row, &xq).expect("available");
+            let candle = BlockQ6K::vec_dot(k, row, &xq);
+            assert!((ours - candle).abs() <= 1e-5 * candle.abs().max(1.0), "ours {ours} candle {candle}");
+        }
+    }
+
+    #[test]
+    fn scales_unpack_as_ggml_does() {
+        // ggml's get_scale_min_k4, written out.
+        let packed: [u8; 12] = [0xC1, 0x82, 0x43, 0xFF, 0x05, 0x46, 0x87, 0xC8, 0x9A, 0x3B, 0xEC, 0x0D];
+        let sm = scales_and_mins(&packed);
+        for j in 0..8 {
+            let (sc, m) = if j < 4 {
+                (packed[j] & 63, packed[j + 4] & 63)
+            } else {
+                ((packed[j + 4] & 0xF) | ((packed[j - 4] >> 6) << 4), (packed[j + 4] >> 4) | ((packed[j] >> 6) << 4))
+            };
+            assert_eq!((sm[j], sm[8 + j]), (sc, m), "sub-block {j}");
+        }
+    }
+}
