@@ -2,17 +2,21 @@
 //! matrix-vector products ([`crate::cpu_matvec`]) on x86 machines that have it (a
 //! Q4_K_M file is Q4_K with Q6_K for `attn_v`, `ffn_down` and the head).
 //!
-//! Candle's x86 kernel for this pair is AVX2: per 32 weights a `maddubs` (u8 × i8 → i16
-//! pairs), a `madd` with the sub-block's scale, an add. Hybrid decode is bound by it: on
-//! the H100 machine one thread reads 4.8–6.3 GB/s of Q4_K weights and 14 threads 51–70
-//! (`probe`), far below what the memory delivers. Here 64 weights at a time go through
-//! one `vpdpbusd` (u8 × i8, four products summed into each i32 lane), the scales are
-//! applied once per block in i32, and each block ends in one float multiply-add.
+//! A decoded token reads each weight once, so what bounds these products is how fast one
+//! thread pulls a stream of blocks from memory: on the H100 machine 14 threads read 51–70
+//! GB/s of Q4_K (`probe`), each far below what it computes on cached weights. Two changes
+//! over Candle's AVX2 kernels (`maddubs` + `madd` per 32 weights):
+//! - each block asks the cache for the weights 2 KB ahead ([`PREFETCH_BYTES`]; a row's
+//!   blocks are followed by the next row's) — this doubled the rate from memory on the
+//!   development machine (BENCHMARKS.md, session 7);
+//! - 64 weights go through one `vpdpbusd` (u8 × i8, four products summed per i32 lane),
+//!   Q4_K's scales are applied by one `vpmaddwd` per two sub-block pairs, and each block
+//!   ends in one float multiply-add.
 //!
 //! The integer parts are exact; the float sums run in another order than Candle's, so a
 //! row's value can differ from Candle's kernel in the last bits (every CPU product of the
 //! decoder goes through the same kernel, so streamed and resident CPU runs still agree bit
-//! for bit).
+//! for bit). `CARDINFER_CPU_KERNEL=candle` at start uses Candle's kernels instead.
 
 use candle_core::quantized::k_quants::{BlockQ4K, BlockQ6K, BlockQ8K};
 use candle_core::quantized::GgmlType;
@@ -75,41 +79,37 @@ pub fn available() -> bool {
 /// `Σ w·x` over matching blocks of a Q4_K row and a Q8_K input; `None` where the kernel
 /// is not [`available`] or the lengths differ.
 pub fn dot_q4k(w: &[BlockQ4K], x: &[BlockQ8K]) -> Option<f32> {
-    if !available() || w.len() != x.len() {
-        return None;
-    }
-    // SAFETY: the mirrors have Candle's sizes and no stricter alignment (checked at
-    // compile time above), both types are `#[repr(C)]` plain data.
-    let (w, x) = unsafe {
-        (
-            std::slice::from_raw_parts(w.as_ptr().cast::<Q4K>(), w.len()),
-            std::slice::from_raw_parts(x.as_ptr().cast::<Q8K>(), x.len()),
-        )
-    };
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: `available` checked the CPU features the kernel is compiled for.
-    return Some(unsafe { dot_q4k_avx512(w, x) });
-    #[cfg(not(target_arch = "x86_64"))]
-    None
+    let (w, x) = ready::<_, Q4K>(w, x)?;
+    // SAFETY: `ready` checked the CPU features the kernel is compiled for.
+    Some(unsafe { dot_q4k_avx512(w, x) })
 }
 
 /// As [`dot_q4k`] for a Q6_K row.
 pub fn dot_q6k(w: &[BlockQ6K], x: &[BlockQ8K]) -> Option<f32> {
+    let (w, x) = ready::<_, Q6K>(w, x)?;
+    // SAFETY: `ready` checked the CPU features the kernel is compiled for.
+    Some(unsafe { dot_q6k_avx512(w, x) })
+}
+
+/// `w` and `x` seen as their mirrors, where the kernels are [`available`] and the
+/// lengths match.
+fn ready<'a, T, M>(w: &'a [T], x: &'a [BlockQ8K]) -> Option<(&'a [M], &'a [Q8K])> {
     if !available() || w.len() != x.len() {
         return None;
     }
-    // SAFETY: as in `dot_q4k`.
-    let (w, x) = unsafe {
-        (
-            std::slice::from_raw_parts(w.as_ptr().cast::<Q6K>(), w.len()),
-            std::slice::from_raw_parts(x.as_ptr().cast::<Q8K>(), x.len()),
-        )
-    };
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: `available` checked the CPU features the kernel is compiled for.
-    return Some(unsafe { dot_q6k_avx512(w, x) });
-    #[cfg(not(target_arch = "x86_64"))]
-    None
+    // SAFETY: each mirror has its Candle type's size and no stricter alignment (checked
+    // at compile time above), and all are `#[repr(C)]` plain data.
+    Some(unsafe { (mirror(w), mirror(x)) })
+}
+
+/// `blocks` seen as their `#[repr(C)]` mirror `M`.
+///
+/// # Safety
+/// `M` must have `T`'s size and layout and no stricter alignment.
+unsafe fn mirror<T, M>(blocks: &[T]) -> &[M] {
+    debug_assert_eq!(std::mem::size_of::<T>(), std::mem::size_of::<M>());
+    // SAFETY: as the caller promises.
+    unsafe { std::slice::from_raw_parts(blocks.as_ptr().cast::<M>(), blocks.len()) }
 }
 
 /// The 6-bit scales (bytes 0..8) and mins (8..16) of a block, unpacked as ggml's
@@ -132,6 +132,25 @@ fn scales_and_mins(packed: &[u8; 12]) -> [u8; 16] {
     out
 }
 
+/// Bytes ahead of the block being read that the kernels ask the cache for: 1 KB, 2 KB
+/// and 4 KB gave 8.8, 9.1 and 9.0 GB/s on one thread of the development machine, none 5.6.
+pub const PREFETCH_BYTES: usize = 2048;
+
+/// Asks for the weights [`PREFETCH_BYTES`] ahead of `at` (a row's blocks are followed by
+/// the next row's, so this runs across rows).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn prefetch_ahead(at: *const u8) {
+    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+    let ahead = at.wrapping_add(PREFETCH_BYTES);
+    // SAFETY: a prefetch never faults, wherever it points.
+    unsafe {
+        _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
+        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64).cast());
+        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(128).cast());
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
 unsafe fn dot_q4k_avx512(w: &[Q4K], x: &[Q8K]) -> f32 {
@@ -140,11 +159,27 @@ unsafe fn dot_q4k_avx512(w: &[Q4K], x: &[Q8K]) -> f32 {
     // Sub-block j of a block covers weights 32j..32j+32: the low nibbles of bytes
     // 32(j/2).. for even j, the high nibbles for odd j. One 64-byte load holds two
     // sub-blocks' nibbles: lanes 0..8 of the products belong to one, 8..16 to the other.
-    let pick = |a: i32, b: i32| _mm512_setr_epi32(a, a, a, a, a, a, a, a, b, b, b, b, b, b, b, b);
-    let (idx02, idx13, idx46, idx57) = (pick(0, 2), pick(1, 3), pick(4, 6), pick(5, 7));
+    // The i32 products of two sub-block pairs fit i16 (|Σ| ≤ 4·15·128): packed together
+    // (per 128-bit lane: four of the first vector, four of the second), one `madd` with
+    // each lane's scale applies the scales and sums neighbours of the same sub-block.
+    const SCALE_LANES: [[i16; 32]; 2] = {
+        let mut lanes = [[0i16; 32]; 2];
+        let mut i = 0;
+        while i < 32 {
+            let (lane, second) = (i / 8, (i % 8) / 4);
+            let pair = if lane < 2 { 0 } else { 2 };
+            lanes[0][i] = pair + second as i16;
+            lanes[1][i] = 4 + pair + second as i16;
+            i += 1;
+        }
+        lanes
+    };
+    let (idx0213, idx4657) =
+        (_mm512_loadu_si512(SCALE_LANES[0].as_ptr().cast()), _mm512_loadu_si512(SCALE_LANES[1].as_ptr().cast()));
     let mut acc = _mm512_setzero_ps();
     let mut mins_total = 0f32;
     for (b, q) in w.iter().zip(x) {
+        prefetch_ahead((b as *const Q4K).cast());
         // The block's two f16 scales at once (F16C), times the input's scale.
         let both = _mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(b.d) | (i32::from(b.dmin) << 16)));
         let both = _mm_mul_ps(both, _mm_set1_ps(q.d));
@@ -158,7 +193,7 @@ unsafe fn dot_q4k_avx512(w: &[Q4K], x: &[Q8K]) -> f32 {
         let products = _mm_add_epi32(products, _mm_unpackhi_epi64(products, products));
         let products = _mm_add_epi32(products, _mm_shuffle_epi32::<0b01>(products));
         mins_total += dmin * _mm_cvtsi128_si32(products) as f32;
-        let scales = _mm512_cvtepu8_epi32(_mm_loadl_epi64(sm.as_ptr().cast()));
+        let scales = _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_loadl_epi64(sm.as_ptr().cast())));
 
         let q4 = b.qs.as_ptr();
         let (first, second) = (_mm512_loadu_si512(q4.cast()), _mm512_loadu_si512(q4.add(64).cast()));
@@ -172,11 +207,10 @@ unsafe fn dot_q4k_avx512(w: &[Q4K], x: &[Q8K]) -> f32 {
         let p13 = _mm512_dpbusd_epi32(zero, _mm512_and_si512(_mm512_srli_epi16::<4>(first), nibble), pair(32, 96));
         let p46 = _mm512_dpbusd_epi32(zero, _mm512_and_si512(second, nibble), pair(128, 192));
         let p57 = _mm512_dpbusd_epi32(zero, _mm512_and_si512(_mm512_srli_epi16::<4>(second), nibble), pair(160, 224));
-        let scaled = |p: __m512i, idx: __m512i| _mm512_mullo_epi32(p, _mm512_permutexvar_epi32(idx, scales));
-        let sum = _mm512_add_epi32(
-            _mm512_add_epi32(scaled(p02, idx02), scaled(p13, idx13)),
-            _mm512_add_epi32(scaled(p46, idx46), scaled(p57, idx57)),
-        );
+        let scaled = |a: __m512i, b: __m512i, idx: __m512i| {
+            _mm512_madd_epi16(_mm512_packs_epi32(a, b), _mm512_permutexvar_epi16(idx, scales))
+        };
+        let sum = _mm512_add_epi32(scaled(p02, p13, idx0213), scaled(p46, p57, idx4657));
         acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(sum), acc);
     }
     _mm512_reduce_add_ps(acc) - mins_total
@@ -219,6 +253,7 @@ unsafe fn dot_q6k_avx512(w: &[Q6K], x: &[Q8K]) -> f32 {
     let mut acc = _mm512_setzero_ps();
     let mut offsets = 0f32;
     for (b, q) in w.iter().zip(x) {
+        prefetch_ahead((b as *const Q6K).cast());
         let d = q.d * _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(b.d))));
         let scales_i8 = _mm_loadu_si128(b.scales.as_ptr().cast());
         let scales = _mm512_cvtepi8_epi32(scales_i8);
@@ -249,15 +284,21 @@ unsafe fn dot_q6k_avx512(w: &[Q6K], x: &[Q8K]) -> f32 {
     _mm512_reduce_add_ps(acc) - offsets
 }
 
+/// Off x86 there is no kernel: [`available`] is false there, so these are never called.
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn dot_q4k_avx512(_: &[Q4K], _: &[Q8K]) -> f32 {
+    f32::NAN
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn dot_q6k_avx512(_: &[Q6K], _: &[Q8K]) -> f32 {
+    f32::NAN
+}
+
 /// The same sum without SIMD, for tests: exact integer parts, then the block scales.
 pub fn dot_reference(w: &[BlockQ4K], x: &[BlockQ8K]) -> f64 {
-    // SAFETY: as in `dot_q4k`.
-    let (w, x) = unsafe {
-        (
-            std::slice::from_raw_parts(w.as_ptr().cast::<Q4K>(), w.len()),
-            std::slice::from_raw_parts(x.as_ptr().cast::<Q8K>(), x.len()),
-        )
-    };
+    // SAFETY: the mirrors match Candle's layouts (checked at compile time above).
+    let (w, x): (&[Q4K], &[Q8K]) = unsafe { (mirror(w), mirror(x)) };
     let mut total = 0f64;
     for (b, q) in w.iter().zip(x) {
         let sm = scales_and_mins(&b.scales);

@@ -1,0 +1,73 @@
+//! The CPU's matrix-vector products by weight type, as hybrid decode's host layers run
+//! them (`cardinfer_stream::cpu_matvec` on Candle's CPU pool): weight GB/s for one token,
+//! from memory (a matrix far larger than the caches) and from cache (about 1 MiB).
+//! Compare the kernels by running it twice:
+//!
+//! ```text
+//! RAYON_NUM_THREADS=14 cargo run --release --example cpu_kernels
+//! CARDINFER_CPU_KERNEL=candle RAYON_NUM_THREADS=14 cargo run --release --example cpu_kernels
+//! ```
+
+use anyhow::{Context, Result};
+use candle_core::quantized::ggml_file::qtensor_from_ggml;
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{Device, Tensor};
+use clap::Parser;
+use std::time::Instant;
+
+#[derive(Parser)]
+#[command(about = "CPU matrix-vector product rates by weight type (the kernel in use)")]
+struct Args {
+    /// MiB of weights read per product in the "from memory" case.
+    #[arg(long, default_value_t = 512)]
+    mib: usize,
+    /// Products timed per case (the median is printed).
+    #[arg(long, default_value_t = 7)]
+    reps: usize,
+}
+
+/// A `rows × cols` matrix of `dtype` built by repeating one quantized 64-row tile.
+fn matrix(dtype: GgmlDType, rows: usize, cols: usize) -> Result<QTensor> {
+    let values: Vec<f32> = (0..64 * cols).map(|i| ((i * 7919 % 1013) as f32 / 1013.0 - 0.5) * 0.3).collect();
+    let tile = QTensor::quantize(&Tensor::from_vec(values, (64, cols), &Device::Cpu)?, dtype)?.data()?.to_vec();
+    let bytes: Vec<u8> = tile.iter().copied().cycle().take(tile.len() * rows / 64).collect();
+    Ok(qtensor_from_ggml(dtype, &bytes, vec![rows, cols], &Device::Cpu)?)
+}
+
+/// Median GB/s of weight bytes over `reps` products of `w` with one token.
+fn rate(w: &QTensor, reps: usize) -> Result<f64> {
+    let cols = w.shape().dims()[1];
+    let x = Tensor::randn(0f32, 1.0, (1, 1, cols), &Device::Cpu)?;
+    let product = || -> Result<()> {
+        cardinfer_stream::cpu_matvec::try_matvec(w, &x)?.context("no CPU kernel for this weight")?;
+        Ok(())
+    };
+    product()?;
+    let mut secs = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let start = Instant::now();
+        product()?;
+        secs.push(start.elapsed().as_secs_f64());
+    }
+    secs.sort_by(f64::total_cmp);
+    Ok(w.storage_size_in_bytes() as f64 / secs[secs.len() / 2] / 1e9)
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let cols = 4096;
+    let kernel = if cardinfer_stream::vnni_dot::available() { "ours (AVX-512 VNNI)" } else { "Candle's" };
+    println!("Q4_K/Q6_K kernel: {kernel}; threads: {}", candle_core::utils::get_num_threads());
+    println!("| weight | from memory GB/s | from cache GB/s |");
+    println!("|---|---:|---:|");
+    for dtype in [GgmlDType::Q4K, GgmlDType::Q6K, GgmlDType::Q8_0] {
+        let row_bytes = dtype.type_size() * cols / dtype.block_size();
+        let big_rows = (args.mib << 20) / row_bytes / 64 * 64;
+        let memory = rate(&matrix(dtype, big_rows.max(64), cols)?, args.reps)?;
+        // About 1 MiB: within a core's L2, in several tasks of the pool.
+        let cached_rows = ((1 << 20) / row_bytes / 64 * 64).max(64);
+        let cache = rate(&matrix(dtype, cached_rows, cols)?, args.reps * 20)?;
+        println!("| {dtype:?} | {memory:.1} | {cache:.1} |");
+    }
+    Ok(())
+}
