@@ -7,8 +7,8 @@
 //! GB/s of Q4_K (`probe`), each far below what it computes on cached weights. Two changes
 //! over Candle's AVX2 kernels (`maddubs` + `madd` per 32 weights):
 //! - each block asks the cache for the weights 2 KB ahead ([`PREFETCH_BYTES`]; a row's
-//!   blocks are followed by the next row's) — this doubled the rate from memory on the
-//!   development machine (BENCHMARKS.md, session 7);
+//!   blocks are followed by the next row's) — with the rest, 2.6× Candle's rate from
+//!   memory on the development machine (BENCHMARKS.md, session 7);
 //! - 64 weights go through one `vpdpbusd` (u8 × i8, four products summed per i32 lane),
 //!   Q4_K's scales are applied by one `vpmaddwd` per two sub-block pairs, and each block
 //!   ends in one float multiply-add.
@@ -132,8 +132,9 @@ fn scales_and_mins(packed: &[u8; 12]) -> [u8; 16] {
     out
 }
 
-/// Bytes ahead of the block being read that the kernels ask the cache for: 1 KB, 2 KB
-/// and 4 KB gave 8.8, 9.1 and 9.0 GB/s on one thread of the development machine, none 5.6.
+/// Bytes ahead of the block being read that the kernels ask the cache for: on one thread
+/// of the development machine none gave 5.2–5.9 GB/s, 1 KB 8.2–9.3, 2 KB 8.9–9.3 and 4 KB
+/// 8.9–9.1 (BENCHMARKS.md, session 7).
 pub const PREFETCH_BYTES: usize = 2048;
 
 /// Asks for the weights [`PREFETCH_BYTES`] ahead of `at` (a row's blocks are followed by
@@ -180,37 +181,44 @@ unsafe fn dot_q4k_avx512(w: &[Q4K], x: &[Q8K]) -> f32 {
     let mut mins_total = 0f32;
     for (b, q) in w.iter().zip(x) {
         prefetch_ahead((b as *const Q4K).cast());
-        // The block's two f16 scales at once (F16C), times the input's scale.
-        let both = _mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(b.d) | (i32::from(b.dmin) << 16)));
-        let both = _mm_mul_ps(both, _mm_set1_ps(q.d));
-        let (d, dmin) = (_mm_cvtss_f32(both), _mm_cvtss_f32(_mm_movehdup_ps(both)));
+        let scales_f16 = _mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(b.d) | (i32::from(b.dmin) << 16)));
         let sm = scales_and_mins(&b.scales);
+        let mins = _mm_cvtepu8_epi16(_mm_loadl_epi64(sm.as_ptr().add(8).cast()));
+        let scales = _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_loadl_epi64(sm.as_ptr().cast())));
+        let (scales0213, scales4657) =
+            (_mm512_permutexvar_epi16(idx0213, scales), _mm512_permutexvar_epi16(idx4657, scales));
+        let q4 = b.qs.as_ptr();
+        let (first, second) = (_mm512_loadu_si512(q4.cast()), _mm512_loadu_si512(q4.add(64).cast()));
+        let nibbles = [
+            _mm512_and_si512(first, nibble),
+            _mm512_and_si512(_mm512_srli_epi16::<4>(first), nibble),
+            _mm512_and_si512(second, nibble),
+            _mm512_and_si512(_mm512_srli_epi16::<4>(second), nibble),
+        ];
+        // The block's two f16 scales (F16C), times the input's scale.
+        let both = _mm_mul_ps(scales_f16, _mm_set1_ps(q.d));
+        let (d, dmin) = (_mm_cvtss_f32(both), _mm_cvtss_f32(_mm_movehdup_ps(both)));
         // Σ_j min_j × (sum of the input's sub-block j): pairs of the 16 partial sums.
         let bsums = _mm256_loadu_si256(q.bsums.as_ptr().cast());
         let sub_sums = _mm_hadd_epi16(_mm256_castsi256_si128(bsums), _mm256_extracti128_si256::<1>(bsums));
-        let mins = _mm_cvtepu8_epi16(_mm_loadl_epi64(sm.as_ptr().add(8).cast()));
         let products = _mm_madd_epi16(mins, sub_sums);
         let products = _mm_add_epi32(products, _mm_unpackhi_epi64(products, products));
         let products = _mm_add_epi32(products, _mm_shuffle_epi32::<0b01>(products));
         mins_total += dmin * _mm_cvtsi128_si32(products) as f32;
-        let scales = _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_loadl_epi64(sm.as_ptr().cast())));
-
-        let q4 = b.qs.as_ptr();
-        let (first, second) = (_mm512_loadu_si512(q4.cast()), _mm512_loadu_si512(q4.add(64).cast()));
         let q8 = q.qs.as_ptr();
         let pair = |lo: usize, hi: usize| {
             let low = _mm512_castsi256_si512(_mm256_loadu_si256(q8.add(lo).cast()));
             _mm512_inserti64x4::<1>(low, _mm256_loadu_si256(q8.add(hi).cast()))
         };
         let zero = _mm512_setzero_si512();
-        let p02 = _mm512_dpbusd_epi32(zero, _mm512_and_si512(first, nibble), pair(0, 64));
-        let p13 = _mm512_dpbusd_epi32(zero, _mm512_and_si512(_mm512_srli_epi16::<4>(first), nibble), pair(32, 96));
-        let p46 = _mm512_dpbusd_epi32(zero, _mm512_and_si512(second, nibble), pair(128, 192));
-        let p57 = _mm512_dpbusd_epi32(zero, _mm512_and_si512(_mm512_srli_epi16::<4>(second), nibble), pair(160, 224));
-        let scaled = |a: __m512i, b: __m512i, idx: __m512i| {
-            _mm512_madd_epi16(_mm512_packs_epi32(a, b), _mm512_permutexvar_epi16(idx, scales))
-        };
-        let sum = _mm512_add_epi32(scaled(p02, p13, idx0213), scaled(p46, p57, idx4657));
+        let p02 = _mm512_dpbusd_epi32(zero, nibbles[0], pair(0, 64));
+        let p13 = _mm512_dpbusd_epi32(zero, nibbles[1], pair(32, 96));
+        let p46 = _mm512_dpbusd_epi32(zero, nibbles[2], pair(128, 192));
+        let p57 = _mm512_dpbusd_epi32(zero, nibbles[3], pair(160, 224));
+        let sum = _mm512_add_epi32(
+            _mm512_madd_epi16(_mm512_packs_epi32(p02, p13), scales0213),
+            _mm512_madd_epi16(_mm512_packs_epi32(p46, p57), scales4657),
+        );
         acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(sum), acc);
     }
     _mm512_reduce_add_ps(acc) - mins_total
