@@ -8,12 +8,14 @@
 //! CARDINFER_CPU_KERNEL=candle RAYON_NUM_THREADS=14 cargo run --release --example cpu_kernels
 //! ```
 
+#[path = "cli/mod.rs"]
+mod cli;
+
 use anyhow::{Context, Result};
 use candle_core::quantized::ggml_file::qtensor_from_ggml;
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use clap::Parser;
-use std::time::Instant;
 
 #[derive(Parser)]
 #[command(about = "CPU matrix-vector product rates by weight type (the kernel in use)")]
@@ -38,19 +40,11 @@ fn matrix(dtype: GgmlDType, rows: usize, cols: usize) -> Result<QTensor> {
 fn rate(w: &QTensor, reps: usize) -> Result<f64> {
     let cols = w.shape().dims()[1];
     let x = Tensor::randn(0f32, 1.0, (1, 1, cols), &Device::Cpu)?;
-    let product = || -> Result<()> {
+    let secs = cli::median_secs(reps, || {
         cardinfer_stream::cpu_matvec::try_matvec(w, &x)?.context("no CPU kernel for this weight")?;
         Ok(())
-    };
-    product()?;
-    let mut secs = Vec::with_capacity(reps);
-    for _ in 0..reps {
-        let start = Instant::now();
-        product()?;
-        secs.push(start.elapsed().as_secs_f64());
-    }
-    secs.sort_by(f64::total_cmp);
-    Ok(w.storage_size_in_bytes() as f64 / secs[secs.len() / 2] / 1e9)
+    })?;
+    Ok(w.storage_size_in_bytes() as f64 / secs / 1e9)
 }
 
 fn main() -> Result<()> {

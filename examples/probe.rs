@@ -140,19 +140,6 @@ fn parse_cpu_block(threads: usize, child: std::process::Child) -> Result<(f64, f
     }
 }
 
-/// Seconds of `f`, median of `reps` runs after one warm-up.
-fn time<F: FnMut() -> Result<()>>(reps: usize, mut f: F) -> Result<f64> {
-    f()?;
-    let mut times = Vec::with_capacity(reps);
-    for _ in 0..reps {
-        let start = Instant::now();
-        f()?;
-        times.push(start.elapsed().as_secs_f64());
-    }
-    times.sort_by(f64::total_cmp);
-    Ok(times[times.len() / 2])
-}
-
 /// Host→device GB/s for uploads of `bytes` (Q8_0 blocks) the way the executor uploads a
 /// streamed block, timed with device events around the copy (allocation excluded), best
 /// of 5.
@@ -217,7 +204,7 @@ fn cpu_block_secs(spec: &cardinfer_core::ModelSpec) -> Result<(f64, u64)> {
     let mut slots = vec![cardinfer_stream::KvSlot::default(); count];
     let x = Tensor::zeros((1, 1, spec.hidden_size), candle_core::DType::F32, &Device::Cpu)?;
     let mut step = 0;
-    let secs = time(4 * count, || {
+    let secs = cli::median_secs(4 * count, || {
         let i = step % count;
         // As the executor runs a host layer (its small ops on one thread).
         let (layer, slot) = (&layers[i], &mut slots[i]);
@@ -258,7 +245,7 @@ fn main() -> Result<()> {
         }
         // A hybrid hop: one hidden state (width 5120) to the host and back.
         let hidden = Tensor::zeros((1, 1, 5120), candle_core::DType::F32, &device)?;
-        let hop = time(50, || {
+        let hop = cli::median_secs(50, || {
             hidden.to_device(&Device::Cpu)?.to_device(&device)?;
             device.synchronize()?;
             Ok(())
@@ -275,7 +262,7 @@ fn main() -> Result<()> {
     let w = &mats[0];
     let weight_bytes = (rows_w * cols / 256 * 144) as f64;
     let x1 = Tensor::randn(0f32, 1.0, (1, cols), &Device::Cpu)?.to_device(&device)?;
-    let gemv = time(10, || {
+    let gemv = cli::median_secs(10, || {
         for _ in 0..4 {
             for m in &mats {
                 m.forward(&x1)?;
@@ -289,7 +276,7 @@ fn main() -> Result<()> {
     bar.show(2, steps, "probes");
     let m = if device.is_cpu() { 64 } else { 512 };
     let xm = Tensor::randn(0f32, 1.0, (m, cols), &Device::Cpu)?.to_device(&device)?;
-    let gemm = time(5, || {
+    let gemm = cli::median_secs(5, || {
         w.forward(&xm)?;
         device.synchronize()?;
         Ok(())

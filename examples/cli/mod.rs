@@ -258,3 +258,16 @@ pub fn cpu_blocks(spec: &cardinfer_core::ModelSpec) -> Result<(Vec<cardinfer_str
         .collect::<std::result::Result<Vec<_>, _>>()?;
     Ok((layers, bytes))
 }
+
+/// Seconds of `f`, median of `reps` runs after one warm-up.
+pub fn median_secs<F: FnMut() -> Result<()>>(reps: usize, mut f: F) -> Result<f64> {
+    f()?;
+    let mut times = Vec::with_capacity(reps.max(1));
+    for _ in 0..reps.max(1) {
+        let start = std::time::Instant::now();
+        f()?;
+        times.push(start.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}

@@ -340,9 +340,23 @@ mod tests {
     use candle_core::quantized::{GgmlDType, QTensor};
     use candle_core::{Device, Tensor};
 
-    fn q4k_rows(n: usize, k: usize, seed: usize) -> QTensor {
-        let values: Vec<f32> = (0..n * k).map(|i| (((i + seed) * 7919 % 1013) as f32 / 1013.0 - 0.5) * 0.3).collect();
-        QTensor::quantize(&Tensor::from_vec(values, (n, k), &Device::Cpu).unwrap(), GgmlDType::Q4K).unwrap()
+    const N: usize = 16;
+    const K: usize = 1024;
+
+    /// `N` rows of `K` weights quantized to `dtype` (their bytes), and one input row as
+    /// Q8_K blocks.
+    fn rows_and_input(dtype: GgmlDType) -> (Vec<u8>, Vec<BlockQ8K>) {
+        let values: Vec<f32> = (0..N * K).map(|i| ((i * 7919 % 1013) as f32 / 1013.0 - 0.5) * 0.3).collect();
+        let w = QTensor::quantize(&Tensor::from_vec(values, (N, K), &Device::Cpu).unwrap(), dtype).unwrap();
+        let xs: Vec<f32> = (0..K).map(|i| ((i * 104729 % 997) as f32 / 997.0 - 0.5) * 4.0).collect();
+        (w.data().unwrap().into_owned(), quantize_input(&xs))
+    }
+
+    /// The rows' blocks as `T` (the bytes are Candle's blocks of `T`).
+    fn blocks<T>(bytes: &[u8]) -> &[T] {
+        assert!((bytes.as_ptr() as usize).is_multiple_of(std::mem::align_of::<T>()));
+        // SAFETY: aligned (checked), and the bytes hold `N * K / 256` blocks of `T`.
+        unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<T>(), N * K / 256) }
     }
 
     /// Against the exact integer sum and against Candle's AVX2 kernel, over rows whose
@@ -354,16 +368,12 @@ mod tests {
             eprintln!("skipped: no AVX-512 VNNI on this CPU");
             return;
         }
-        let (n, k) = (16, 1024);
-        let w = q4k_rows(n, k, 3);
-        let bytes = w.data().unwrap();
-        let blocks = unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<BlockQ4K>(), n * k / 256) };
-        let xs: Vec<f32> = (0..k).map(|i| ((i * 104729 % 997) as f32 / 997.0 - 0.5) * 4.0).collect();
-        let xq = quantize_input(&xs);
-        for row in blocks.chunks_exact(k / 256) {
+        let (bytes, xq) = rows_and_input(GgmlDType::Q4K);
+        let blocks = blocks::<BlockQ4K>(&bytes);
+        for row in blocks.chunks_exact(K / 256) {
             let ours = dot_q4k(row, &xq).expect("available");
             let exact = dot_reference(row, &xq);
-            let candle = BlockQ4K::vec_dot(k, row, &xq);
+            let candle = BlockQ4K::vec_dot(K, row, &xq);
             let tolerance = 1e-5 * exact.abs().max(1.0);
             assert!((f64::from(ours) - exact).abs() <= tolerance, "ours {ours} exact {exact}");
             assert!((f64::from(candle) - exact).abs() <= tolerance, "candle {candle} exact {exact}");
@@ -378,16 +388,10 @@ mod tests {
             eprintln!("skipped: no AVX-512 VNNI on this CPU");
             return;
         }
-        let (n, k) = (16, 1024);
-        let values: Vec<f32> = (0..n * k).map(|i| ((i * 7919 % 1013) as f32 / 1013.0 - 0.5) * 0.3).collect();
-        let w = QTensor::quantize(&Tensor::from_vec(values, (n, k), &Device::Cpu).unwrap(), GgmlDType::Q6K).unwrap();
-        let bytes = w.data().unwrap();
-        let blocks = unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<BlockQ6K>(), n * k / 256) };
-        let xs: Vec<f32> = (0..k).map(|i| ((i * 104729 % 997) as f32 / 997.0 - 0.5) * 4.0).collect();
-        let xq = quantize_input(&xs);
-        for row in blocks.chunks_exact(k / 256) {
+        let (bytes, xq) = rows_and_input(GgmlDType::Q6K);
+        for row in blocks::<BlockQ6K>(&bytes).chunks_exact(K / 256) {
             let ours = dot_q6k(row, &xq).expect("available");
-            let candle = BlockQ6K::vec_dot(k, row, &xq);
+            let candle = BlockQ6K::vec_dot(K, row, &xq);
             assert!((ours - candle).abs() <= 1e-5 * candle.abs().max(1.0), "ours {ours} candle {candle}");
         }
     }
