@@ -12,8 +12,9 @@
 //! of memory.
 //!
 //! The activations are quantized to the weight type's dot-product partner (Q8_K for the
-//! k-quants, Q8_0 for the legacy types) exactly as Candle does, so a row's value is Candle's
-//! unpacked-path value for that row.
+//! k-quants, Q8_0 for the legacy types) exactly as Candle does, so with Candle's block
+//! kernels a row's value is Candle's unpacked-path value for that row (ours sum in another
+//! order: the last bits can differ).
 //!
 //! `CARDINFER_CPU_MATVEC=candle` (or [`use_candle_matmul`]) sends every product to Candle's
 //! matmul instead (to compare the two on a machine).
