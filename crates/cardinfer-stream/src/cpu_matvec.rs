@@ -20,7 +20,7 @@
 //! matmul instead (to compare the two on a machine).
 
 use candle_core::quantized::k_quants::{
-    BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8K, BlockQ8_0,
+    BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8_0,
 };
 use candle_core::quantized::{GgmlDType, GgmlType, QTensor};
 use candle_core::{DType, Device, Tensor};
@@ -164,11 +164,14 @@ trait RowDot: Sync {
     fn dot(&self, row: usize, out: &mut [f32]);
 }
 
-/// A weight's blocks and the input quantized to their dot-product partner.
+/// A weight's blocks, the input quantized to their dot-product partner, and our block
+/// dot product where there is one ([`crate::vnni_dot`]; `None` from it, or no kernel,
+/// means Candle's).
 struct Blocks<'a, T: GgmlType> {
     w: &'a [T],
     xq: Vec<T::VecDotType>,
     k: usize,
+    kernel: fn(&[T], &[T::VecDotType]) -> Option<f32>,
 }
 
 impl<T: GgmlType> RowDot for Blocks<'_, T> {
@@ -177,41 +180,14 @@ impl<T: GgmlType> RowDot for Blocks<'_, T> {
         let x_blocks = self.k / T::VecDotType::BLCK_SIZE;
         let w = &self.w[row * w_blocks..(row + 1) * w_blocks];
         for (value, q) in out.iter_mut().zip(self.xq.chunks_exact(x_blocks)) {
-            *value = T::vec_dot(self.k, w, q);
-        }
-    }
-}
-
-/// K-quant rows with an AVX-512 VNNI kernel of [`crate::vnni_dot`], where the CPU has it
-/// (Candle's block kernel otherwise).
-struct VnniRows<'a, T> {
-    w: &'a [T],
-    xq: Vec<BlockQ8K>,
-    k: usize,
-    kernel: fn(&[T], &[BlockQ8K]) -> Option<f32>,
-}
-
-impl<T: GgmlType<VecDotType = BlockQ8K>> RowDot for VnniRows<'_, T> {
-    fn dot(&self, row: usize, out: &mut [f32]) {
-        let blocks = self.k / T::BLCK_SIZE;
-        let w = &self.w[row * blocks..(row + 1) * blocks];
-        for (value, q) in out.iter_mut().zip(self.xq.chunks_exact(blocks)) {
             *value = (self.kernel)(w, q).unwrap_or_else(|| T::vec_dot(self.k, w, q));
         }
     }
 }
 
-/// A [`VnniRows`] kernel over `bytes` (`n` rows of `k`) for inputs `xs`.
-fn vnni_rows<'a, T: GgmlType<VecDotType = BlockQ8K> + 'a>(
-    bytes: &'a [u8],
-    n: usize,
-    k: usize,
-    xs: &[f32],
-    kernel: fn(&[T], &[BlockQ8K]) -> Option<f32>,
-) -> Option<Box<dyn RowDot + 'a>> {
-    let w = blocks_of::<T>(bytes, n, k)?;
-    let xq = xs.chunks_exact(k).flat_map(crate::vnni_dot::quantize_input).collect();
-    Some(Box::new(VnniRows { w, xq, k, kernel }))
+/// No kernel of ours for this type: Candle's block dot product runs.
+fn candle_only<T, X>(_: &[T], _: &[X]) -> Option<f32> {
+    None
 }
 
 /// The row kernel for a weight of `dtype`, `None` for types and layouts not covered.
@@ -224,11 +200,8 @@ fn kernel_for<'a>(
     rows: usize,
 ) -> Option<Box<dyn RowDot + 'a>> {
     fn make<'a, T: GgmlType + 'a>(
-        bytes: &'a [u8],
-        n: usize,
-        k: usize,
-        xs: &[f32],
-        rows: usize,
+        (bytes, n, k, xs, rows): (&'a [u8], usize, usize, &[f32], usize),
+        kernel: fn(&[T], &[T::VecDotType]) -> Option<f32>,
     ) -> Option<Box<dyn RowDot + 'a>> {
         let w = blocks_of::<T>(bytes, n, k)?;
         let x_blocks = k / T::VecDotType::BLCK_SIZE;
@@ -236,21 +209,20 @@ fn kernel_for<'a>(
         for (x, q) in xs.chunks_exact(k).zip(xq.chunks_exact_mut(x_blocks)) {
             T::VecDotType::from_float(x, q);
         }
-        Some(Box::new(Blocks { w, xq, k }))
+        Some(Box::new(Blocks { w, xq, k, kernel }))
     }
+    let args = (bytes, n, k, xs, rows);
     match dtype {
-        GgmlDType::Q4K if crate::vnni_dot::available() => vnni_rows(bytes, n, k, xs, crate::vnni_dot::dot_q4k),
-        GgmlDType::Q4K => make::<BlockQ4K>(bytes, n, k, xs, rows),
-        GgmlDType::Q6K if crate::vnni_dot::available() => vnni_rows(bytes, n, k, xs, crate::vnni_dot::dot_q6k),
-        GgmlDType::Q6K => make::<BlockQ6K>(bytes, n, k, xs, rows),
-        GgmlDType::Q5K => make::<BlockQ5K>(bytes, n, k, xs, rows),
-        GgmlDType::Q3K => make::<BlockQ3K>(bytes, n, k, xs, rows),
-        GgmlDType::Q2K => make::<BlockQ2K>(bytes, n, k, xs, rows),
-        GgmlDType::Q8_0 => make::<BlockQ8_0>(bytes, n, k, xs, rows),
-        GgmlDType::Q4_0 => make::<BlockQ4_0>(bytes, n, k, xs, rows),
-        GgmlDType::Q4_1 => make::<BlockQ4_1>(bytes, n, k, xs, rows),
-        GgmlDType::Q5_0 => make::<BlockQ5_0>(bytes, n, k, xs, rows),
-        GgmlDType::Q5_1 => make::<BlockQ5_1>(bytes, n, k, xs, rows),
+        GgmlDType::Q4K => make::<BlockQ4K>(args, crate::vnni_dot::dot_q4k),
+        GgmlDType::Q6K => make::<BlockQ6K>(args, crate::vnni_dot::dot_q6k),
+        GgmlDType::Q5K => make::<BlockQ5K>(args, candle_only),
+        GgmlDType::Q3K => make::<BlockQ3K>(args, candle_only),
+        GgmlDType::Q2K => make::<BlockQ2K>(args, candle_only),
+        GgmlDType::Q8_0 => make::<BlockQ8_0>(args, candle_only),
+        GgmlDType::Q4_0 => make::<BlockQ4_0>(args, candle_only),
+        GgmlDType::Q4_1 => make::<BlockQ4_1>(args, candle_only),
+        GgmlDType::Q5_0 => make::<BlockQ5_0>(args, candle_only),
+        GgmlDType::Q5_1 => make::<BlockQ5_1>(args, candle_only),
         _ => None,
     }
 }

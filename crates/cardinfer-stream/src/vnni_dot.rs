@@ -19,7 +19,6 @@
 //! for bit). `CARDINFER_CPU_KERNEL=candle` at start uses Candle's kernels instead.
 
 use candle_core::quantized::k_quants::{BlockQ4K, BlockQ6K, BlockQ8K};
-use candle_core::quantized::GgmlType;
 
 /// Q4_K's block as laid out in the file (`#[repr(C)]`, as Candle's `BlockQ4K`): f16 scale
 /// and min scale, 12 bytes of 6-bit sub-block scales and mins, 128 bytes of nibbles.
@@ -327,21 +326,21 @@ pub fn dot_reference(w: &[BlockQ4K], x: &[BlockQ8K]) -> f64 {
     total
 }
 
-/// Quantizes `xs` to Q8_K blocks as Candle does (the input side of the dot product).
-pub fn quantize_input(xs: &[f32]) -> Vec<BlockQ8K> {
-    let mut blocks = vec![BlockQ8K::zeros(); xs.len() / 256];
-    BlockQ8K::from_float(xs, &mut blocks);
-    blocks
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::quantized::{GgmlDType, QTensor};
+    use candle_core::quantized::{GgmlDType, GgmlType, QTensor};
     use candle_core::{Device, Tensor};
 
     const N: usize = 16;
     const K: usize = 1024;
+
+    /// Quantizes `xs` to Q8_K blocks as Candle does (the input side of the dot product).
+    fn quantize_input(xs: &[f32]) -> Vec<BlockQ8K> {
+        let mut blocks = vec![BlockQ8K::zeros(); xs.len() / 256];
+        BlockQ8K::from_float(xs, &mut blocks);
+        blocks
+    }
 
     /// `N` rows of `K` weights quantized to `dtype` (their bytes), and one input row as
     /// Q8_K blocks.
