@@ -1,7 +1,8 @@
 //! One transformer block computed on the CPU for one token, as a hybrid run's host layers
-//! are: its small ops (norms, RoPE, softmax) on one thread (the executor's way) or on
-//! Candle's Rayon pool, with zeroed Q4_K weights cycled through 1 GiB so they come from
-//! memory. Prints milliseconds per block for both, three rounds.
+//! are: Candle's block with its small ops (norms, RoPE, softmax) on Candle's Rayon pool or
+//! on one thread, or the device's bits ([`cardinfer_stream::exact`], the executor's way on
+//! the fused path), with zeroed Q4_K weights cycled through 1 GiB so they come from
+//! memory. Prints milliseconds per block for each, three rounds.
 //!
 //! ```text
 //! RAYON_NUM_THREADS=14 cargo run --release --example host_layer -- --hidden 2560 --intermediate 9728 --heads 32
@@ -30,6 +31,9 @@ struct Args {
     /// Query heads (8 KV heads, head size 128).
     #[arg(long, default_value_t = 32)]
     heads: usize,
+    /// Decode steps per round (the cache grows by one position each).
+    #[arg(long, default_value_t = 8)]
+    steps: usize,
 }
 
 fn main() -> Result<()> {
@@ -46,21 +50,25 @@ fn main() -> Result<()> {
     let count = layers.len();
     let decoder = cardinfer_stream::family::Decoder::new(spec.clone(), None);
     let x = Tensor::zeros((1, 1, spec.hidden_size), candle_core::DType::F32, &Device::Cpu)?;
+    let rope = decoder.rope().clone();
     for round in 0..3 {
-        for serial in [false, true] {
+        for way in ["rayon", "serial", "exact"] {
             let mut slots = vec![cardinfer_stream::KvSlot::default(); count];
             let start = Instant::now();
-            for step in 0..8 {
+            for step in 0..args.steps {
                 for (layer, slot) in layers.iter().zip(slots.iter_mut()) {
-                    if serial {
-                        with_serial_small_ops(|| decoder.block(0, layer, &x, slot, step))?;
-                    } else {
-                        decoder.block(0, layer, &x, slot, step)?;
+                    match way {
+                        "rayon" => drop(decoder.block(0, layer, &x, slot, step)?),
+                        "serial" => drop(with_serial_small_ops(|| decoder.block(0, layer, &x, slot, step))?),
+                        _ => match cardinfer_stream::exact::decode_layer(&spec, &rope, layer, &x, slot)? {
+                            Some(_) => {}
+                            None => anyhow::bail!("the exact layer does not cover this layer"),
+                        },
                     }
                 }
             }
-            let ms = start.elapsed().as_secs_f64() * 1e3 / (8 * count) as f64;
-            println!("{}x{} round {round} serial {serial}: {ms:.3} ms/layer", args.hidden, args.intermediate);
+            let ms = start.elapsed().as_secs_f64() * 1e3 / (args.steps * count) as f64;
+            println!("{}x{} round {round} {way}: {ms:.3} ms/layer", args.hidden, args.intermediate);
         }
     }
     Ok(())

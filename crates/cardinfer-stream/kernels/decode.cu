@@ -1,6 +1,7 @@
-// Fused kernels of the decode path (one token, batch 1). CPU references of each kernel,
-// with the same order of operations, are in src/fused/reference.rs; the tests there
-// check them against the plain Candle block.
+// Fused kernels of the decode path (one token, batch 1). src/exact/kernels.rs holds a
+// CPU twin of each decode layer kernel with the same operations, giving the same bits;
+// src/fused/reference.rs composes the same steps with Candle's CPU arithmetic, and its
+// tests check that composition against the plain Candle block.
 //
 // Nothing here takes the position or the KV buffers as launch arguments: the position is
 // read from `pos_ptr`, a device word written before each replay, and the KV buffers of
@@ -10,6 +11,45 @@
 #include <stdint.h>
 
 #define WARP 32
+
+// The decode layer's kernels below (add_rms_norm_exact, qk_norm_rope_append, the two
+// attention kernels, silu_mul_exact) write every multiply, add, division and square root
+// with an explicitly rounded intrinsic, and e^x with exact_expf, so the compiler cannot
+// fuse or approximate anything: src/exact/ repeats the same operations on the CPU and
+// gets the same bits (a host layer of a hybrid model computes what the device would).
+
+__device__ __forceinline__ float warp_sum_rn(float v) {
+#pragma unroll
+    for (int o = WARP / 2; o > 0; o >>= 1) v = __fadd_rn(v, __shfl_xor_sync(0xffffffff, v, o));
+    return v;
+}
+
+// e^x from fused multiply-adds and scalings by powers of two only (rsqrtf/expf use the
+// GPU's approximate special-function unit, which the CPU cannot reproduce). About 1 ulp.
+__device__ __forceinline__ float exact_expf(float x) {
+    if (!(x > -104.0f)) return (x != x) ? x : 0.0f;
+    if (x > 88.72f) return INFINITY;
+    const float k = rintf(__fmul_rn(x, 1.44269504f));
+    float r = __fmaf_rn(k, -0.693145752f, x);
+    r = __fmaf_rn(k, -1.42860677e-6f, r);
+    float p = 1.98412701e-4f;  // 1/5040
+    p = __fmaf_rn(p, r, 1.38888892e-3f);  // 1/720
+    p = __fmaf_rn(p, r, 8.33333377e-3f);  // 1/120
+    p = __fmaf_rn(p, r, 4.16666679e-2f);  // 1/24
+    p = __fmaf_rn(p, r, 1.66666672e-1f);  // 1/6
+    p = __fmaf_rn(p, r, 0.5f);
+    p = __fmaf_rn(p, r, 1.0f);
+    p = __fmaf_rn(p, r, 1.0f);
+    const int ki = (int)k;
+    const int k1 = ki / 2, k2 = ki - k1;  // each within the normal exponent range
+    p = __fmul_rn(p, __int_as_float((k1 + 127) << 23));
+    return __fmul_rn(p, __int_as_float((k2 + 127) << 23));
+}
+
+// 1 / sqrt(mean + eps), correctly rounded at each step.
+__device__ __forceinline__ float inv_rms_rn(float sum_sq, int n, float eps) {
+    return __fdiv_rn(1.0f, __fsqrt_rn(__fadd_rn(__fdiv_rn(sum_sq, (float)n), eps)));
+}
 
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
@@ -46,6 +86,37 @@ extern "C" __global__ void add_rms_norm(float* x, const float* delta, const floa
     }
     const float scale = rsqrtf(block_sum(ss) / n + eps);
     for (int i = threadIdx.x; i < n; i += blockDim.x) out[i] = scale * x[i] * w[i];
+}
+
+// Sum over the whole block with rounded adds (blockDim.x a multiple of 32, at most 1024).
+__device__ float block_sum_rn(float v) {
+    __shared__ float partial[WARP];
+    const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP;
+    v = warp_sum_rn(v);
+    if (lane == 0) partial[warp] = v;
+    __syncthreads();
+    const int warps = blockDim.x / WARP;
+    v = (lane < warps) ? partial[lane] : 0.f;
+    v = warp_sum_rn(v);
+    __syncthreads();
+    return v;
+}
+
+// add_rms_norm of the decode layers, reproducible on the CPU: the same block sizes and
+// order, each thread's squares added with fused multiply-adds, 1/sqrt correctly rounded.
+// (The head keeps add_rms_norm above, which gives the bits of Candle's rmsnorm kernel.)
+extern "C" __global__ void add_rms_norm_exact(float* x, const float* delta, const float* w, float* out, int n, float eps) {
+    float ss = 0.f;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        float v = x[i];
+        if (delta) {
+            v = __fadd_rn(v, delta[i]);
+            x[i] = v;
+        }
+        ss = __fmaf_rn(v, v, ss);
+    }
+    const float scale = inv_rms_rn(block_sum_rn(ss), n, eps);
+    for (int i = threadIdx.x; i < n; i += blockDim.x) out[i] = __fmul_rn(__fmul_rn(scale, x[i]), w[i]);
 }
 
 // One block per head: `heads` query heads, then `kv_heads` key heads, then `kv_heads`
@@ -89,12 +160,11 @@ extern "C" __global__ void qk_norm_rope_append(
     const int b = interleaved ? 2 * i + 1 : i + half;
     float xa = src[a], xb = src[b];
     if (bias) {
-        xa += bias[a];
-        xb += bias[b];
+        xa = __fadd_rn(xa, bias[a]);
+        xb = __fadd_rn(xb, bias[b]);
     }
     if (norm) {  // the same for the whole block: every thread reaches the barriers
-        // Sum of squares in the order of Candle's rmsnorm kernel for rows under 1024
-        // (one warp, lane l adds elements l, l+32, ...), so the result matches the plain path.
+        // One warp sums the squares, lane l adding elements l, l+32, ...
         __shared__ float vals[512];
         __shared__ float scale;
         vals[a] = xa;
@@ -102,20 +172,18 @@ extern "C" __global__ void qk_norm_rope_append(
         __syncthreads();
         if (threadIdx.x < WARP) {
             float ss = 0.f;
-            for (int col = threadIdx.x; col < d; col += WARP) ss += vals[col] * vals[col];
-            ss = warp_sum(ss);
-            if (threadIdx.x == 0) scale = rsqrtf(ss / d + eps);
+            for (int col = threadIdx.x; col < d; col += WARP) ss = __fmaf_rn(vals[col], vals[col], ss);
+            ss = warp_sum_rn(ss);
+            if (threadIdx.x == 0) scale = inv_rms_rn(ss, d, eps);
         }
         __syncthreads();
-        xa = scale * xa * norm[a];
-        xb = scale * xb * norm[b];
+        xa = __fmul_rn(__fmul_rn(scale, xa), norm[a]);
+        xb = __fmul_rn(__fmul_rn(scale, xb), norm[b]);
     }
     if (rotate) {
         const float c = cos_table[(size_t)pos * half + i], s = sin_table[(size_t)pos * half + i];
-        // Written as Candle's rope kernels write it, so contraction into fused
-        // multiply-adds rounds the same way.
-        const float ra = xa * c - xb * s;
-        const float rb = xa * s + xb * c;
+        const float ra = __fmaf_rn(xa, c, -__fmul_rn(xb, s));
+        const float rb = __fmaf_rn(xa, s, __fmul_rn(xb, c));
         xa = ra;
         xb = rb;
     }
@@ -156,14 +224,14 @@ extern "C" __global__ void decode_attention_partial(
         float s = 0.f;
 #pragma unroll
         for (int j = 0; j < MAX_DIMS_PER_LANE; j++)
-            if (j < per) s += qv[j] * kt[j];
-        s = warp_sum(s) * scale;
+            if (j < per) s = __fmaf_rn(qv[j], kt[j], s);
+        s = __fmul_rn(warp_sum_rn(s), scale);
         const float m_new = fmaxf(m, s);
-        const float correction = expf(m - m_new), p = expf(s - m_new);
-        l = l * correction + p;
+        const float correction = exact_expf(__fsub_rn(m, m_new)), p = exact_expf(__fsub_rn(s, m_new));
+        l = __fmaf_rn(l, correction, p);
 #pragma unroll
         for (int j = 0; j < MAX_DIMS_PER_LANE; j++)
-            if (j < per) acc[j] = acc[j] * correction + p * vt[j];
+            if (j < per) acc[j] = __fmaf_rn(p, vt[j], __fmul_rn(acc[j], correction));
         m = m_new;
     }
     // Combine the warps of this block.
@@ -183,13 +251,13 @@ extern "C" __global__ void decode_attention_partial(
     for (int i = threadIdx.x; i < d; i += blockDim.x) {
         float a = 0.f;
         for (int w = 0; w < warps; w++)
-            if (w_max[w] > -INFINITY) a += w_acc[w][i] * expf(w_max[w] - mm);
+            if (w_max[w] > -INFINITY) a = __fmaf_rn(w_acc[w][i], exact_expf(__fsub_rn(w_max[w], mm)), a);
         part_acc[slot * d + i] = a;
     }
     if (threadIdx.x == 0) {
         float total = 0.f;
         for (int w = 0; w < warps; w++)
-            if (w_max[w] > -INFINITY) total += w_sum[w] * expf(w_max[w] - mm);
+            if (w_max[w] > -INFINITY) total = __fmaf_rn(w_sum[w], exact_expf(__fsub_rn(w_max[w], mm)), total);
         part_max[slot] = mm;
         part_sum[slot] = total;
     }
@@ -206,14 +274,23 @@ extern "C" __global__ void decode_attention_combine(
     for (int c = 0; c < used; c++) mm = fmaxf(mm, part_max[base + c]);
     float total = 0.f, a = 0.f;
     for (int c = 0; c < used; c++) {
-        const float e = expf(part_max[base + c] - mm);
-        total += part_sum[base + c] * e;
-        a += part_acc[(base + c) * d + i] * e;
+        const float e = exact_expf(__fsub_rn(part_max[base + c], mm));
+        total = __fmaf_rn(part_sum[base + c], e, total);
+        a = __fmaf_rn(part_acc[(base + c) * d + i], e, a);
     }
-    out[h * d + i] = a / total;
+    out[h * d + i] = __fdiv_rn(a, total);
 }
 
-// out = silu(gate) * up.
+// out = silu(gate) * up, reproducible on the CPU (the decode layers' SwiGLU).
+extern "C" __global__ void silu_mul_exact(const float* gate, const float* up, float* out, int n) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) {
+        const float g = gate[i];
+        out[i] = __fmul_rn(__fdiv_rn(g, __fadd_rn(1.f, exact_expf(-g))), up[i]);
+    }
+}
+
+// out = silu(gate) * up, as Candle's ops compute it (prefill's SwiGLU).
 extern "C" __global__ void silu_mul(const float* gate, const float* up, float* out, int n) {
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) {

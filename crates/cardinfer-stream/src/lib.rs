@@ -7,6 +7,7 @@ pub mod copy_stream;
 pub mod cpu_matvec;
 pub mod device;
 mod error;
+pub mod exact;
 pub mod executor;
 pub mod family;
 pub mod fused;

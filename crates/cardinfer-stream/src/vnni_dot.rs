@@ -23,11 +23,11 @@ use candle_core::quantized::k_quants::{BlockQ4K, BlockQ6K, BlockQ8K};
 /// Q4_K's block as laid out in the file (`#[repr(C)]`, as Candle's `BlockQ4K`): f16 scale
 /// and min scale, 12 bytes of 6-bit sub-block scales and mins, 128 bytes of nibbles.
 #[repr(C)]
-struct Q4K {
-    d: u16,
-    dmin: u16,
-    scales: [u8; 12],
-    qs: [u8; 128],
+pub(crate) struct Q4K {
+    pub(crate) d: u16,
+    pub(crate) dmin: u16,
+    pub(crate) scales: [u8; 12],
+    pub(crate) qs: [u8; 128],
 }
 
 /// Q8_K's block (`#[repr(C)]`, as Candle's `BlockQ8K`): f32 scale, 256 values, and the sum
@@ -42,11 +42,11 @@ struct Q8K {
 /// Q6_K's block (`#[repr(C)]`, as Candle's `BlockQ6K`): low 4 bits of 256 values, their
 /// high 2 bits, 16 signed sub-block scales, the f16 scale. A value is `q - 32`.
 #[repr(C)]
-struct Q6K {
-    ql: [u8; 128],
-    qh: [u8; 64],
-    scales: [i8; 16],
-    d: u16,
+pub(crate) struct Q6K {
+    pub(crate) ql: [u8; 128],
+    pub(crate) qh: [u8; 64],
+    pub(crate) scales: [i8; 16],
+    pub(crate) d: u16,
 }
 
 const _: () = assert!(std::mem::size_of::<Q6K>() == std::mem::size_of::<BlockQ6K>());
@@ -105,7 +105,7 @@ fn ready<'a, T, M>(w: &'a [T], x: &'a [BlockQ8K]) -> Option<(&'a [M], &'a [Q8K])
 ///
 /// # Safety
 /// `M` must have `T`'s size and layout and no stricter alignment.
-unsafe fn mirror<T, M>(blocks: &[T]) -> &[M] {
+pub(crate) unsafe fn mirror<T, M>(blocks: &[T]) -> &[M] {
     debug_assert_eq!(std::mem::size_of::<T>(), std::mem::size_of::<M>());
     // SAFETY: as the caller promises.
     unsafe { std::slice::from_raw_parts(blocks.as_ptr().cast::<M>(), blocks.len()) }
@@ -113,7 +113,7 @@ unsafe fn mirror<T, M>(blocks: &[T]) -> &[M] {
 
 /// The 6-bit scales (bytes 0..8) and mins (8..16) of a block, unpacked as ggml's
 /// `get_scale_min_k4` (the same bit shuffle as Candle's kernels).
-fn scales_and_mins(packed: &[u8; 12]) -> [u8; 16] {
+pub(crate) fn scales_and_mins(packed: &[u8; 12]) -> [u8; 16] {
     const KMASK1: u32 = 0x3f3f3f3f;
     const KMASK2: u32 = 0x0f0f0f0f;
     const KMASK3: u32 = 0x03030303;
@@ -140,7 +140,7 @@ pub const PREFETCH_BYTES: usize = 2048;
 /// the next row's, so this runs across rows).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn prefetch_ahead(at: *const u8) {
+pub(crate) fn prefetch_ahead(at: *const u8) {
     use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
     let ahead = at.wrapping_add(PREFETCH_BYTES);
     // SAFETY: a prefetch never faults, wherever it points.

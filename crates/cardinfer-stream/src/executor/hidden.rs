@@ -76,6 +76,17 @@ impl FusedLayers {
         None
     }
 
+    /// Whether a pass over `tokens` tokens with `kv` will run the fused kernels (see
+    /// [`FusedLayers::start`]).
+    #[cfg_attr(not(feature = "cuda"), allow(unused_variables))]
+    pub(crate) fn will_fuse(&self, tokens: usize, kv: &KvCache, on_device: &dyn Fn(usize) -> bool) -> bool {
+        #[cfg(feature = "cuda")]
+        if let (Some(decoder), 1) = (&self.decoder, tokens) {
+            return decoder.lock().unwrap_or_else(|e| e.into_inner()).can_begin_token(kv, on_device);
+        }
+        false
+    }
+
     /// The hidden state of a pass over `tokens` tokens starting from embedding `x`: in the
     /// kernels' buffers for one decoded token when `kv` has their buffers for every layer
     /// `on_device`, a tensor otherwise.
@@ -132,12 +143,40 @@ impl HiddenState<'_> {
         Ok(())
     }
 
-    /// Runs a layer through `plain` on the hidden state as a tensor: a layer the fused
-    /// kernels do not hold the cache of (a host layer streamed to the device).
-    pub(crate) fn plain_layer(&mut self, plain: impl FnOnce(&Tensor) -> Result<Tensor>) -> Result<()> {
+    /// Runs layer `i`, whose keys and values live in host memory, on the device: with the
+    /// fused kernels, the cache visiting `device` for the layer (the bits of a device
+    /// layer's decode step), or through `plain` on the hidden state as a tensor (prefill,
+    /// or a cache not yet allocated).
+    #[cfg_attr(not(feature = "cuda"), allow(unused_variables))]
+    pub(crate) fn visiting_layer(
+        &mut self,
+        i: usize,
+        weights: &BlockWeights,
+        kv: &mut KvCache,
+        device: &Device,
+        plain: impl FnOnce(&Tensor, &mut KvCache) -> Result<Tensor>,
+    ) -> Result<()> {
+        #[cfg(feature = "cuda")]
+        if let (HiddenState::Fused(decoder), true) = (&mut *self, kv.layer(i).buffers().is_some()) {
+            kv.layer_mut(i).move_to(device)?;
+            let queued = decoder.visiting_layer(i, weights, kv);
+            kv.layer_mut(i).move_to(&Device::Cpu)?;
+            return queued;
+        }
         let x = self.get()?;
-        let y = plain(&x)?;
+        let y = plain(&x, kv)?;
         self.set(y)
+    }
+
+    /// Whether the hidden state is in the fused kernels' buffers (a decode step on CUDA).
+    pub(crate) fn is_fused(&self) -> bool {
+        match self {
+            HiddenState::Tensor(_) => false,
+            #[cfg(feature = "cuda")]
+            HiddenState::Fused(_) => true,
+            #[cfg(not(feature = "cuda"))]
+            HiddenState::Unreachable(_, never) => match *never {},
+        }
     }
 
     /// The hidden state as a tensor on the device.

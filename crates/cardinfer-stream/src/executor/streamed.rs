@@ -133,6 +133,9 @@ pub struct StreamedModel {
     timings: Mutex<StreamTimings>,
     /// The fused decode kernels for the device layers, where they apply.
     fused: FusedLayers,
+    /// The rotary tables for host layers computed with the device's bits
+    /// ([`crate::exact`]); set while the fused kernels decode.
+    exact_rope: Option<crate::rope::Rope>,
 }
 
 impl std::fmt::Debug for StreamedModel {
@@ -192,15 +195,18 @@ impl StreamedModel {
             pool,
             timings: Mutex::new(StreamTimings::default()),
             fused: FusedLayers::off("not prepared: a custom block family"),
+            exact_rope: None,
         })
     }
 
     /// Chooses how single tokens are decoded for a model of the built-in decoder with
     /// `rope`: the fused kernels layer by layer on the device where `path` asks for them
     /// and the model suits them, the plain blocks otherwise. Layers on the CPU (hybrid)
-    /// always run the plain block.
+    /// then compute decode steps with the device's bits ([`crate::exact`]) where the
+    /// weights' types allow, the plain block otherwise.
     pub fn prepare_decode_path(&mut self, path: crate::fused::DecodePath, rope: &crate::rope::Rope) {
         self.fused = FusedLayers::new(path, self.family.spec(), rope, &self.device, self.plan.kv_on_host);
+        self.exact_rope = self.fused.capacity().map(|_| rope.clone());
     }
 
     /// How single tokens are decoded on the device: `fused (layer by layer)` or
@@ -265,7 +271,13 @@ impl StreamedModel {
     fn pass(&self, tokens: &[u32], kv: &mut KvCache, which: Option<Logits>) -> Result<Option<Tensor>> {
         let pos = kv.len();
         let on_cpu = self.lock_split().begin_pass(tokens.len(), pos, Instant::now());
-        let on_cpu = OnCpu { layers: &on_cpu, tokens: tokens.len() };
+        // Where the device decodes with the fused kernels, the CPU computes host layers
+        // only in their decode steps, with the device's bits ([`crate::exact`]); a pass
+        // the device runs with plain blocks (a prompt chunk, a cache without buffers yet)
+        // streams them, as the CPU's Candle ops would round differently.
+        let on_device = |i: usize| !self.host.contains_key(&BlockId::Layer(i));
+        let allowed = self.exact_rope.is_none() || self.fused.will_fuse(tokens.len(), kv, &on_device);
+        let on_cpu = OnCpu { layers: &on_cpu, tokens: tokens.len(), allowed };
         let ids = Tensor::new(tokens, &Device::Cpu)?.unsqueeze(0)?;
         let x = self.family.embed(&self.host_embed, &ids)?.to_device(&self.device)?;
         let order: Vec<BlockId> = self
@@ -471,7 +483,15 @@ impl StreamedModel {
                 self.read_ahead(source, ahead, 0);
                 let start = Instant::now();
                 let (family, slot) = (&self.family, kv.layer_mut(i));
-                let y = crate::cpu_matvec::with_serial_small_ops(|| family.block(i, weights, &x_host, slot, pos))?;
+                // A decode step on the fused path: the device's bits ([`crate::exact`]).
+                let exact = match (&self.exact_rope, hidden.is_fused()) {
+                    (Some(rope), true) => crate::exact::decode_layer(family.spec(), rope, weights, &x_host, slot)?,
+                    _ => None,
+                };
+                let y = match exact {
+                    Some(y) => y,
+                    None => crate::cpu_matvec::with_serial_small_ops(|| family.block(i, weights, &x_host, slot, pos))?,
+                };
                 let computed = Instant::now();
                 hidden.set(y.to_device(&self.device)?)?;
                 timeline.end_host(block, [start - hop, computed - start, computed.elapsed()]);
@@ -488,7 +508,9 @@ impl StreamedModel {
                 timeline.begin();
                 let out = match block {
                     BlockId::Layer(i) if self.host.contains_key(&block) => {
-                        hidden.plain_layer(|x| self.device_block(i, &weights, x, kv, pos))
+                        hidden.visiting_layer(i, &weights, kv, &self.device, |x, kv| {
+                            self.device_block(i, &weights, x, kv, pos)
+                        })
                     }
                     BlockId::Layer(i) => {
                         hidden.device_layer(i, &weights, kv, |x, kv| self.device_block(i, &weights, x, kv, pos))
@@ -543,6 +565,8 @@ fn host_layers_of(plan: &StreamPlan, host: &HashMap<BlockId, BlockWeights>) -> V
 struct OnCpu<'a> {
     layers: &'a [bool],
     tokens: usize,
+    /// False where the CPU computes no layer this pass (see `StreamedModel::pass`).
+    allowed: bool,
 }
 
 impl StreamedModel {
@@ -552,7 +576,9 @@ impl StreamedModel {
     /// other block).
     fn cpu_weights(&self, block: BlockId, on_cpu: OnCpu<'_>) -> Option<&BlockWeights> {
         let BlockId::Layer(i) = block else { return None };
-        let active = on_cpu.tokens <= HOST_COMPUTE_MAX_TOKENS && on_cpu.layers.get(i).copied().unwrap_or(false);
+        let active = on_cpu.allowed
+            && on_cpu.tokens <= HOST_COMPUTE_MAX_TOKENS
+            && on_cpu.layers.get(i).copied().unwrap_or(false);
         self.host.get(&block).filter(|_| active)
     }
 

@@ -92,11 +92,14 @@ struct Dims {
 }
 
 struct Kernels {
+    /// The head's norm (Candle's rmsnorm bits, as the plain head computes it).
     add_rms_norm: CudaFunction,
+    /// The layers' norms (bits the CPU reproduces: [`crate::exact`]).
+    add_rms_norm_exact: CudaFunction,
     qk_norm_rope_append: CudaFunction,
     attention_partial: CudaFunction,
     attention_combine: CudaFunction,
-    silu_mul: CudaFunction,
+    silu_mul_exact: CudaFunction,
 }
 
 /// The activations of one token, allocated once: a few MiB, most of it the attention
@@ -439,7 +442,7 @@ impl FusedDecoder {
         }
         let b = &self.buffers;
         if !self.matvec_only {
-            self.add_rms_norm(if self.layers.is_empty() { 0 } else { b.down }, head.norm)?;
+            self.add_rms_norm(&self.kernels.add_rms_norm, if self.layers.is_empty() { 0 } else { b.down }, head.norm)?;
         }
         self.quantize(b.h, self.dims.hidden);
         self.matvec(&head.output, b.logits)
@@ -453,7 +456,8 @@ impl FusedDecoder {
         let full = !self.matvec_only;
         {
             if full {
-                self.add_rms_norm(if residual_pending { b.down } else { 0 }, layer.attn_norm)?;
+                let norm = &self.kernels.add_rms_norm_exact;
+                self.add_rms_norm(norm, if residual_pending { b.down } else { 0 }, layer.attn_norm)?;
             }
             self.quantize(b.h, dims.hidden);
             self.matvec(&layer.q, b.q)?;
@@ -466,7 +470,7 @@ impl FusedDecoder {
             self.quantize(b.attn, dims.heads * dims.head_dim);
             self.matvec(&layer.o, b.o)?;
             if full {
-                self.add_rms_norm(b.o, layer.ffn_norm)?;
+                self.add_rms_norm(&self.kernels.add_rms_norm_exact, b.o, layer.ffn_norm)?;
             }
             self.quantize(b.h, dims.hidden);
             self.matvec(&layer.gate, b.gate)?;
@@ -508,11 +512,11 @@ impl FusedDecoder {
         Ok(())
     }
 
-    /// `x += residual` (unless 0), `h = norm(x) · weight`.
-    fn add_rms_norm(&self, residual: u64, weight: u64) -> Result<()> {
+    /// `x += residual` (unless 0), `h = norm(x) · weight`, by `kernel` (one of the two norms).
+    fn add_rms_norm(&self, kernel: &CudaFunction, residual: u64, weight: u64) -> Result<()> {
         let b = &self.buffers;
         self.launch(
-            &self.kernels.add_rms_norm,
+            kernel,
             (1, 1),
             norm_threads(self.dims.hidden),
             &[&b.x, &residual, &weight, &b.h],
@@ -590,7 +594,7 @@ impl FusedDecoder {
         let b = &self.buffers;
         let n = self.dims.ffn;
         self.launch(
-            &self.kernels.silu_mul,
+            &self.kernels.silu_mul_exact,
             (n.div_ceil(256) as u32, 1),
             256,
             &[&b.gate, &b.up, &b.act],
@@ -631,10 +635,11 @@ fn load_kernels(device: &CudaDevice) -> Result<Kernels> {
     };
     Ok(Kernels {
         add_rms_norm: f("add_rms_norm")?,
+        add_rms_norm_exact: f("add_rms_norm_exact")?,
         qk_norm_rope_append: f("qk_norm_rope_append")?,
         attention_partial: f("decode_attention_partial")?,
         attention_combine: f("decode_attention_combine")?,
-        silu_mul: f("silu_mul")?,
+        silu_mul_exact: f("silu_mul_exact")?,
     })
 }
 

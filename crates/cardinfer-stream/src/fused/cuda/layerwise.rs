@@ -31,6 +31,12 @@ impl FusedDecoder {
         Ok(true)
     }
 
+    /// Whether [`FusedDecoder::begin_token`] would start a token with `kv` (its layers
+    /// `on_device` hold preallocated buffers of this decoder's shape).
+    pub fn can_begin_token(&self, kv: &KvCache, on_device: &dyn Fn(usize) -> bool) -> bool {
+        kv.num_layers() == self.dims.layers && matches!(self.kv_addresses(kv, on_device), Ok(Some(_)))
+    }
+
     /// Queues layer `i` with `weights` (resident or in a slot) on the residual stream and
     /// appends the token's keys and values to `kv`'s layer `i`.
     pub fn layer(&mut self, i: usize, weights: &BlockWeights, kv: &mut KvCache) -> Result<()> {
@@ -38,6 +44,32 @@ impl FusedDecoder {
         self.enqueue_layer(i, &addresses, self.residual_pending)?;
         self.residual_pending = true;
         kv.layer_mut(i).commit(1)
+    }
+
+    /// Queues layer `i` as [`FusedDecoder::layer`] does, for a layer whose keys and
+    /// values live elsewhere and visit the device for this token (a host layer the CPU
+    /// does not compute now): `kv`'s layer `i` must hold preallocated device buffers of
+    /// this decoder's capacity; the kernels are pointed at them first.
+    pub fn visiting_layer(&mut self, i: usize, weights: &BlockWeights, kv: &mut KvCache) -> Result<()> {
+        let want = [1, self.dims.kv_heads, self.dims.capacity, self.dims.head_dim];
+        let buffers = kv.layer(i).buffers().filter(|(k, v)| k.dims() == want && v.dims() == want);
+        let addresses = buffers
+            .and_then(|(k, v)| Some([crate::copy_stream::dense_address(k)?, crate::copy_stream::dense_address(v)?]));
+        let Some(addresses) = addresses else {
+            return Err(unsupported(format!("layer {i}'s visiting cache is not {want:?} f32 on the device")));
+        };
+        self.kv_table_host[2 * i..2 * i + 2].copy_from_slice(&addresses);
+        // SAFETY: the table holds 2 × layers u64 on the device; the copy from pageable host
+        // memory is staged before the call returns, and ordered before the layer's kernels.
+        unsafe {
+            result::memcpy_htod_async(
+                self.buffers.kv_table_address + (16 * i) as u64,
+                &self.kv_table_host[2 * i..2 * i + 2],
+                self.stream.cu_stream(),
+            )
+        }
+        .map_err(cuda_err)?;
+        self.layer(i, weights, kv)
     }
 
     /// The residual stream after the layers queued so far, as a `[1, 1, hidden]` tensor

@@ -1,0 +1,313 @@
+//! CPU twins of the decode layer's kernels in `kernels/decode.cu`, operation for
+//! operation: the same per-thread order, the same reductions, the same fused
+//! multiply-adds (`f32::mul_add`), so each gives the kernel's bits.
+
+use super::arith::{block_sum, exp, fast_cpu, inv_rms, warp_sum};
+use cardinfer_core::RopeStyle;
+use std::sync::Mutex;
+
+/// Keys per attention block (`ATTENTION_CHUNK` of the CUDA path).
+pub use crate::fused::reference::ATTENTION_CHUNK;
+pub use crate::fused::reference::{AttentionShape, Rotation};
+
+/// Warps of the attention partial kernel (`ATTENTION_THREADS / 32`).
+const ATTENTION_WARPS: usize = 4;
+
+/// Runs `$imp(args)` compiled for AVX2 and FMA where the CPU has them ([`fast_cpu`]), as
+/// is elsewhere: the same operations, so the same bits, faster.
+macro_rules! dispatch {
+    ($fast:ident, $imp:ident, ($($arg:ident: $ty:ty),*)) => {{
+        #[cfg(target_arch = "x86_64")]
+        if fast_cpu() {
+            #[target_feature(enable = "avx2,fma")]
+            unsafe fn $fast($($arg: $ty),*) {
+                $imp($($arg),*)
+            }
+            // SAFETY: the CPU has AVX2 and FMA (checked just above).
+            return unsafe { $fast($($arg),*) };
+        }
+        $imp($($arg),*)
+    }};
+}
+
+/// Kernel `add_rms_norm_exact`: `x += delta` (when given), then `out = x · (1/rms) · w`.
+/// One block of 32 threads under 1024 elements, 1024 from there on; thread `t` sums the
+/// squares of elements `t, t + threads, …`.
+pub fn add_rms_norm(x: &mut [f32], delta: Option<&[f32]>, weight: &[f32], eps: f32, out: &mut [f32]) {
+    dispatch!(fast, add_rms_norm_impl, (x: &mut [f32], delta: Option<&[f32]>, weight: &[f32], eps: f32, out: &mut [f32]))
+}
+
+#[inline(always)]
+fn add_rms_norm_impl(x: &mut [f32], delta: Option<&[f32]>, weight: &[f32], eps: f32, out: &mut [f32]) {
+    let n = x.len();
+    let threads = if n < 1024 { 32 } else { 1024 };
+    if let Some(delta) = delta {
+        for (v, d) in x.iter_mut().zip(delta) {
+            *v += d;
+        }
+    }
+    let mut sums = [0f32; 1024];
+    for (i, v) in x.iter().enumerate() {
+        let s = &mut sums[i % threads];
+        *s = v.mul_add(*v, *s);
+    }
+    let scale = inv_rms(block_sum(&sums[..threads]), n, eps);
+    for ((o, x), w) in out.iter_mut().zip(x.iter()).zip(weight) {
+        *o = (scale * x) * w;
+    }
+}
+
+/// Kernel `qk_norm_rope_append` for one head: `+ bias`, the per-head RMS norm (one warp,
+/// lane `l` summing elements `l, l + 32, …`) and the rotation, each when given.
+pub fn head_norm_rope(
+    src: &[f32],
+    bias: Option<&[f32]>,
+    norm: Option<(&[f32], f32)>,
+    rotation: Option<Rotation<'_>>,
+    dst: &mut [f32],
+) {
+    dst.copy_from_slice(src);
+    if let Some(bias) = bias {
+        dst.iter_mut().zip(bias).for_each(|(x, b)| *x += b);
+    }
+    if let Some((weight, eps)) = norm {
+        let mut lanes = [0f32; 32];
+        for (col, v) in dst.iter().enumerate() {
+            let s = &mut lanes[col % 32];
+            *s = v.mul_add(*v, *s);
+        }
+        let scale = inv_rms(warp_sum(lanes), dst.len(), eps);
+        dst.iter_mut().zip(weight).for_each(|(x, w)| *x = (scale * *x) * w);
+    }
+    if let Some(r) = rotation {
+        let half = dst.len() / 2;
+        for i in 0..half {
+            let (a, b) = match r.style {
+                RopeStyle::Half => (i, i + half),
+                RopeStyle::Interleaved => (2 * i, 2 * i + 1),
+            };
+            let (xa, xb, c, s) = (dst[a], dst[b], r.cos[i], r.sin[i]);
+            dst[a] = xa.mul_add(c, -(xb * s));
+            dst[b] = xa.mul_add(s, xb * c);
+        }
+    }
+}
+
+/// Kernels `decode_attention_partial` and `decode_attention_combine`: softmax attention
+/// of one query position over keys `0..len`. `k_cache`/`v_cache` are `[kv_heads,
+/// shape.capacity, head_dim]`; `out` is `[heads, head_dim]`. Heads are independent: they
+/// run as tasks of Candle's CPU thread pool.
+pub fn decode_attention(
+    q: &[f32],
+    k_cache: &[f32],
+    v_cache: &[f32],
+    shape: AttentionShape,
+    len: usize,
+    out: &mut [f32],
+) {
+    let AttentionShape { heads, kv_heads, head_dim: d, capacity } = shape;
+    let group = heads / kv_heads;
+    let tasks: Vec<Mutex<(usize, &mut [f32])>> = out.chunks_mut(d).take(heads).enumerate().map(Mutex::new).collect();
+    candle_core::utils::barrier_pool().execute_chunked(tasks.len(), |range| {
+        for task in &tasks[range] {
+            let mut task = task.lock().unwrap_or_else(|e| e.into_inner());
+            let (h, ref mut out) = *task;
+            let rows = (h / group) * capacity * d..((h / group) * capacity + len) * d;
+            head_attention(&q[h * d..(h + 1) * d], &k_cache[rows.clone()], &v_cache[rows], out);
+        }
+    });
+}
+
+/// One head of [`decode_attention`]: `keys`/`values` are its KV head's `len` rows.
+fn head_attention(q: &[f32], keys: &[f32], values: &[f32], out: &mut [f32]) {
+    dispatch!(fast, head_attention_impl, (q: &[f32], keys: &[f32], values: &[f32], out: &mut [f32]))
+}
+
+/// The most warps' worth of state a block holds: 4 warps × 256 dimensions.
+const MAX_HEAD_DIM: usize = 256;
+
+#[inline(always)]
+fn head_attention_impl(q: &[f32], keys: &[f32], values: &[f32], out: &mut [f32]) {
+    let d = q.len();
+    let len = keys.len() / d;
+    let scale = 1.0 / (d as f32).sqrt();
+    let chunks = len.div_ceil(ATTENTION_CHUNK);
+    // Each chunk's partial: max, sum, weighted values (d).
+    let mut part_max = vec![0f32; chunks];
+    let mut part_sum = vec![0f32; chunks];
+    let mut part_acc = vec![0f32; chunks * d];
+    for c in 0..chunks {
+        let (start, end) = (c * ATTENTION_CHUNK, ((c + 1) * ATTENTION_CHUNK).min(len));
+        let (m, l) = chunk_partial(q, keys, values, start, end, scale, &mut part_acc[c * d..(c + 1) * d]);
+        part_max[c] = m;
+        part_sum[c] = l;
+    }
+    let mut max = f32::NEG_INFINITY;
+    for m in &part_max {
+        max = max.max(*m);
+    }
+    let mut total = 0f32;
+    let mut weights = vec![0f32; chunks];
+    for c in 0..chunks {
+        weights[c] = exp(part_max[c] - max);
+        total = part_sum[c].mul_add(weights[c], total);
+    }
+    for (i, o) in out.iter_mut().enumerate() {
+        let mut a = 0f32;
+        for c in 0..chunks {
+            a = part_acc[c * d + i].mul_add(weights[c], a);
+        }
+        *o = a / total;
+    }
+}
+
+/// One block of `decode_attention_partial`: 4 warps, warp `w` taking keys `start + w,
+/// start + w + 4, …` with an online softmax, then the warps combined. Writes the weighted
+/// values into `acc_out`; returns the largest score and the sum of exponentials.
+#[inline(always)]
+fn chunk_partial(
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    start: usize,
+    end: usize,
+    scale: f32,
+    acc_out: &mut [f32],
+) -> (f32, f32) {
+    let d = q.len();
+    let per = d / 32;
+    let mut warp_max = [f32::NEG_INFINITY; ATTENTION_WARPS];
+    let mut warp_sum_exp = [0f32; ATTENTION_WARPS];
+    let mut warp_acc = [[0f32; MAX_HEAD_DIM]; ATTENTION_WARPS];
+    for w in 0..ATTENTION_WARPS {
+        let (mut m, mut l) = (f32::NEG_INFINITY, 0f32);
+        let acc = &mut warp_acc[w][..d];
+        let mut t = start + w;
+        while t < end {
+            let (k, v) = (&keys[t * d..(t + 1) * d], &values[t * d..(t + 1) * d]);
+            let mut lanes = [0f32; 32];
+            for (lane, s) in lanes.iter_mut().enumerate() {
+                for j in lane * per..(lane + 1) * per {
+                    *s = q[j].mul_add(k[j], *s);
+                }
+            }
+            let s = warp_sum(lanes) * scale;
+            let m_new = m.max(s);
+            let (correction, p) = (exp(m - m_new), exp(s - m_new));
+            l = l.mul_add(correction, p);
+            for (a, v) in acc.iter_mut().zip(v) {
+                *a = p.mul_add(*v, *a * correction);
+            }
+            m = m_new;
+            t += ATTENTION_WARPS;
+        }
+        warp_max[w] = m;
+        warp_sum_exp[w] = l;
+    }
+    let mut max = f32::NEG_INFINITY;
+    for m in &warp_max {
+        max = max.max(*m);
+    }
+    let mut weights = [0f32; ATTENTION_WARPS];
+    for w in 0..ATTENTION_WARPS {
+        weights[w] = if warp_max[w] > f32::NEG_INFINITY { exp(warp_max[w] - max) } else { 0.0 };
+    }
+    for (i, a) in acc_out.iter_mut().enumerate() {
+        let mut sum = 0f32;
+        for w in 0..ATTENTION_WARPS {
+            if warp_max[w] > f32::NEG_INFINITY {
+                sum = warp_acc[w][i].mul_add(weights[w], sum);
+            }
+        }
+        *a = sum;
+    }
+    let mut total = 0f32;
+    for w in 0..ATTENTION_WARPS {
+        if warp_max[w] > f32::NEG_INFINITY {
+            total = warp_sum_exp[w].mul_add(weights[w], total);
+        }
+    }
+    (max, total)
+}
+
+/// Kernel `silu_mul_exact`: `out = g / (1 + e^-g) · up`.
+pub fn silu_mul(gate: &[f32], up: &[f32], out: &mut [f32]) {
+    dispatch!(fast, silu_mul_impl, (gate: &[f32], up: &[f32], out: &mut [f32]))
+}
+
+#[inline(always)]
+fn silu_mul_impl(gate: &[f32], up: &[f32], out: &mut [f32]) {
+    for ((o, g), u) in out.iter_mut().zip(gate).zip(up) {
+        *o = (g / (1.0 + exp(-g))) * u;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(n: usize, seed: usize) -> Vec<f32> {
+        (0..n).map(|i| (((i + seed) * 7919 % 1013) as f32 / 1013.0 - 0.5) * 3.0).collect()
+    }
+
+    /// The twins agree with the plain formulas to float accuracy (their bits are the
+    /// kernels', checked on the GPU; here: nothing is mis-indexed).
+    #[test]
+    fn twins_compute_the_formulas() {
+        let (x0, w) = (values(2048, 1), values(2048, 2));
+        let delta = values(2048, 3);
+        let (mut x, mut out) = (x0.clone(), vec![0f32; 2048]);
+        add_rms_norm(&mut x, Some(&delta), &w, 1e-6, &mut out);
+        let summed: Vec<f32> = x0.iter().zip(&delta).map(|(a, b)| a + b).collect();
+        assert_eq!(x, summed);
+        let rms = (summed.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / 2048.0 + 1e-6).sqrt();
+        for i in 0..2048 {
+            let want = summed[i] as f64 / rms * w[i] as f64;
+            assert!((out[i] as f64 - want).abs() < 1e-5, "norm {i}");
+        }
+
+        let (d, heads, kv_heads, len, capacity) = (64, 4, 2, 150, 160);
+        let q = values(heads * d, 4);
+        let (k, v) = (values(kv_heads * capacity * d, 5), values(kv_heads * capacity * d, 6));
+        let mut attn = vec![0f32; heads * d];
+        decode_attention(&q, &k, &v, AttentionShape { heads, kv_heads, head_dim: d, capacity }, len, &mut attn);
+        for h in 0..heads {
+            let kh = h / 2;
+            let scores: Vec<f64> = (0..len)
+                .map(|t| (0..d).map(|j| q[h * d + j] as f64 * k[(kh * capacity + t) * d + j] as f64).sum::<f64>() / 8.0)
+                .collect();
+            let max = scores.iter().cloned().fold(f64::MIN, f64::max);
+            let e: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+            let total: f64 = e.iter().sum();
+            for j in 0..d {
+                let want = (0..len).map(|t| e[t] * v[(kh * capacity + t) * d + j] as f64).sum::<f64>() / total;
+                assert!((attn[h * d + j] as f64 - want).abs() < 1e-5, "attention head {h} dim {j}");
+            }
+        }
+
+        let (g, u) = (values(300, 7), values(300, 8));
+        let mut act = vec![0f32; 300];
+        silu_mul(&g, &u, &mut act);
+        for i in 0..300 {
+            let want = g[i] as f64 / (1.0 + (-g[i] as f64).exp()) * u[i] as f64;
+            assert!((act[i] as f64 - want).abs() < 1e-6, "silu {i}");
+        }
+    }
+
+    #[test]
+    fn head_rotation_and_norm() {
+        let src = values(64, 9);
+        let (cos, sin) = (vec![0f32; 32], vec![1f32; 32]);
+        let mut dst = vec![0f32; 64];
+        let rotation = Rotation { cos: &cos, sin: &sin, style: RopeStyle::Half };
+        head_norm_rope(&src, None, None, Some(rotation), &mut dst);
+        for i in 0..32 {
+            assert_eq!(dst[i], -src[i + 32]);
+            assert_eq!(dst[i + 32], src[i]);
+        }
+        let ones = vec![1f32; 64];
+        head_norm_rope(&src, Some(&src), Some((&ones, 0.0)), None, &mut dst);
+        let ms = dst.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / 64.0;
+        assert!((ms - 1.0).abs() < 1e-5, "normed mean square {ms}");
+    }
+}

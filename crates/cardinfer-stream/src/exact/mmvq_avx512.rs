@@ -1,0 +1,229 @@
+//! The MMVQ rows of [`super::mmvq`] with AVX-512 VNNI: one 16-lane vector holds 16 of the
+//! kernel's threads, each lane doing exactly that thread's float steps (`vfmadd` is the
+//! GPU's FFMA, one rounding), so a row's bits are the reference's.
+//!
+//! The input's side of every step (which Q8_1 values and scale each thread reads) is the
+//! same for all rows: [`Prepared`] lays it out once per product, lane by lane; a row then
+//! costs two permutes of its nibbles (Q4_K) and a few `vpdpbusd` per super-block.
+
+use super::q8_1::{BLOCK, Q8_1};
+use crate::vnni_dot::{prefetch_ahead, Q4K, Q6K};
+use std::arch::x86_64::*;
+
+/// 16 i32 lanes, aligned for vector loads.
+#[derive(Clone, Copy, Default)]
+#[repr(C, align(64))]
+struct Ints([i32; 16]);
+
+/// 16 f32 lanes, aligned for vector loads.
+#[derive(Clone, Copy, Default)]
+#[repr(C, align(64))]
+struct Floats([f32; 16]);
+
+/// What the 16 threads `16a + j` of a Q4_K super-block read of the input, for sub-block
+/// `2g + i` (`g = j / 4`): Q8_1 ints `r` and `r + 4` (`r = j % 4`), the sum of those 8
+/// values, and the block's scale.
+#[derive(Clone, Copy, Default)]
+#[repr(C, align(64))]
+struct Q4kInput {
+    first: [Ints; 2],
+    second: [Ints; 2],
+    sum: [Ints; 2],
+    d8: [Floats; 2],
+}
+
+/// What threads `iqs` (two halves of 16) of a Q6_K super-block read: the Q8_1 int
+/// `iqs % 8` of block `offset + 2i`, 32 × the sum of its 4 values (the −32 of Q6_K's
+/// values, moved to the input), and the block's scale.
+#[derive(Clone, Copy, Default)]
+#[repr(C, align(64))]
+struct Q6kInput {
+    u: [[Ints; 2]; 2],
+    bias: [[Ints; 2]; 2],
+    d8: [[Floats; 2]; 2],
+}
+
+/// The input of one product laid out per lane, for both types.
+pub struct Prepared {
+    q4k: Vec<Q4kInput>,
+    q6k: Vec<Q6kInput>,
+}
+
+/// Whether this machine runs these kernels (AVX-512 F/BW/VNNI and F16C, and not
+/// `CARDINFER_CPU_KERNEL=candle`), as [`crate::vnni_dot::available`].
+pub fn available() -> bool {
+    crate::vnni_dot::available()
+}
+
+fn q8_int(x: &Q8_1, block: usize, index: usize) -> i32 {
+    let at = block * BLOCK + 4 * index;
+    i32::from_le_bytes([x.qs[at] as u8, x.qs[at + 1] as u8, x.qs[at + 2] as u8, x.qs[at + 3] as u8])
+}
+
+fn byte_sum(v: i32) -> i32 {
+    v.to_le_bytes().iter().map(|&b| b as i8 as i32).sum()
+}
+
+impl Prepared {
+    /// Lays out `x` (a multiple of 256 values).
+    pub fn new(x: &Q8_1) -> Self {
+        let supers = x.len() / 256;
+        let mut q4k = vec![Q4kInput::default(); supers];
+        let mut q6k = vec![Q6kInput::default(); supers];
+        for s in 0..supers {
+            let p = &mut q4k[s];
+            for j in 0..16 {
+                let (g, r) = (j / 4, j % 4);
+                for i in 0..2 {
+                    let block = 8 * s + 2 * g + i;
+                    let (a, b) = (q8_int(x, block, r), q8_int(x, block, r + 4));
+                    p.first[i].0[j] = a;
+                    p.second[i].0[j] = b;
+                    p.sum[i].0[j] = byte_sum(a) + byte_sum(b);
+                    p.d8[i].0[j] = x.d[block];
+                }
+            }
+            let p = &mut q6k[s];
+            for iqs in 0..32 {
+                let (half, lane) = (iqs / 16, iqs % 16);
+                let offset = 4 * (iqs / 16) + (iqs % 16) / 8;
+                for i in 0..2 {
+                    let block = 8 * s + offset + 2 * i;
+                    let u = q8_int(x, block, iqs % 8);
+                    p.u[i][half].0[lane] = u;
+                    p.bias[i][half].0[lane] = 32 * byte_sum(u);
+                    p.d8[i][half].0[lane] = x.d[block];
+                }
+            }
+        }
+        Self { q4k, q6k }
+    }
+}
+
+/// The 32 lanes' butterfly after the first step (lanes `l` and `l + 16` already added):
+/// masks 8, 4, 2, 1 on 16 values.
+#[target_feature(enable = "avx512f")]
+unsafe fn finish_butterfly(v: __m512) -> f32 {
+    let mut lanes = [0f32; 16];
+    // SAFETY: `lanes` holds 16 f32.
+    unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), v) };
+    let mut mask = 8;
+    while mask > 0 {
+        for lane in 0..mask {
+            lanes[lane] += lanes[lane + mask];
+        }
+        mask /= 2;
+    }
+    lanes[0]
+}
+
+#[inline(always)]
+unsafe fn ints(v: &Ints) -> __m512i {
+    // SAFETY: `Ints` is 64 bytes, 64-aligned.
+    unsafe { _mm512_load_si512(v.0.as_ptr().cast()) }
+}
+
+#[inline(always)]
+unsafe fn floats(v: &Floats) -> __m512 {
+    // SAFETY: `Floats` is 64 bytes, 64-aligned.
+    unsafe { _mm512_load_ps(v.0.as_ptr()) }
+}
+
+/// Lane indices `f(j)` for j = 0..16.
+fn lane_index(f: impl Fn(i32) -> i32) -> [i32; 16] {
+    std::array::from_fn(|j| f(j as i32))
+}
+
+/// A Q4_K row (`w`: its super-blocks) against the prepared input.
+///
+/// # Safety
+/// The CPU must have the features [`available`] checks; `x` must cover `w`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
+pub unsafe fn row_q4k(w: &[Q4K], x: &Prepared) -> f32 {
+    let first_idx = _mm512_loadu_si512(lane_index(|j| 8 * (j / 4) + j % 4).as_ptr().cast());
+    let second_idx = _mm512_loadu_si512(lane_index(|j| 8 * (j / 4) + 4 + j % 4).as_ptr().cast());
+    let sc_idx = [0, 1].map(|i| _mm512_loadu_si512(lane_index(|j| 2 * (j / 4) + i).as_ptr().cast()));
+    let min_idx = [0, 1].map(|i| _mm512_loadu_si512(lane_index(|j| 8 + 2 * (j / 4) + i).as_ptr().cast()));
+    let nibble = _mm512_set1_epi8(0x0F);
+    let zero = _mm512_setzero_ps();
+    let mut acc = [zero; 8];
+    for (s, (b, p)) in w.iter().zip(&x.q4k).enumerate() {
+        prefetch_ahead((b as *const Q4K).cast());
+        let q0 = _mm512_loadu_si512(b.qs.as_ptr().cast());
+        let q1 = _mm512_loadu_si512(b.qs.as_ptr().add(64).cast());
+        let v_first = _mm512_permutex2var_epi32(q0, first_idx, q1);
+        let v_second = _mm512_permutex2var_epi32(q0, second_idx, q1);
+        let sm = crate::vnni_dot::scales_and_mins(&b.scales);
+        let sm32 = _mm512_cvtepu8_epi32(_mm_loadu_si128(sm.as_ptr().cast()));
+        let (mut sum_d, mut sum_m) = (zero, zero);
+        for i in 0..2 {
+            let (f, s2) = if i == 0 {
+                (_mm512_and_si512(v_first, nibble), _mm512_and_si512(v_second, nibble))
+            } else {
+                (
+                    _mm512_and_si512(_mm512_srli_epi32::<4>(v_first), nibble),
+                    _mm512_and_si512(_mm512_srli_epi32::<4>(v_second), nibble),
+                )
+            };
+            let dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), f, ints(&p.first[i]));
+            let dot = _mm512_dpbusd_epi32(dot, s2, ints(&p.second[i]));
+            let sc = _mm512_permutexvar_epi32(sc_idx[i], sm32);
+            let mn = _mm512_permutexvar_epi32(min_idx[i], sm32);
+            let d8 = floats(&p.d8[i]);
+            sum_d = _mm512_fmadd_ps(d8, _mm512_cvtepi32_ps(_mm512_mullo_epi32(dot, sc)), sum_d);
+            sum_m = _mm512_fmadd_ps(d8, _mm512_cvtepi32_ps(_mm512_mullo_epi32(ints(&p.sum[i]), mn)), sum_m);
+        }
+        let d = _mm512_set1_ps(half::f16::from_bits(b.d).to_f32());
+        let dmin = _mm512_set1_ps(half::f16::from_bits(b.dmin).to_f32());
+        let r = _mm512_fmsub_ps(sum_d, d, _mm512_mul_ps(dmin, sum_m));
+        acc[s % 8] = _mm512_add_ps(acc[s % 8], r);
+    }
+    let low = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(acc[0], acc[2]), acc[4]), acc[6]);
+    let high = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(acc[1], acc[3]), acc[5]), acc[7]);
+    // SAFETY: same features.
+    unsafe { finish_butterfly(_mm512_add_ps(low, high)) }
+}
+
+/// A Q6_K row against the prepared input.
+///
+/// # Safety
+/// As [`row_q4k`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
+pub unsafe fn row_q6k(w: &[Q6K], x: &Prepared) -> f32 {
+    let qh_idx = [0, 8].map(|base| _mm512_loadu_si512(lane_index(|j| base + j % 8).as_ptr().cast()));
+    let qh_shift = _mm512_loadu_si512(lane_index(|j| 2 * (j / 8)).as_ptr().cast());
+    let sc_idx =
+        [0, 1].map(|i| [0, 8].map(|base| _mm512_loadu_si512(lane_index(|j| base + j / 4 + 4 * i).as_ptr().cast())));
+    let nibble = _mm512_set1_epi8(0x0F);
+    let high_bits = _mm512_set1_epi8(0x30);
+    let zero = _mm512_setzero_ps();
+    let mut acc = [[zero; 2]; 4];
+    for (s, (b, p)) in w.iter().zip(&x.q6k).enumerate() {
+        prefetch_ahead((b as *const Q6K).cast());
+        let qh = _mm512_loadu_si512(b.qh.as_ptr().cast());
+        let sc32 = _mm512_cvtepi8_epi32(_mm_loadu_si128(b.scales.as_ptr().cast()));
+        let d = _mm512_set1_ps(half::f16::from_bits(b.d).to_f32());
+        for half in 0..2 {
+            let vl = _mm512_loadu_si512(b.ql.as_ptr().add(64 * half).cast());
+            let vh = _mm512_srav_epi32(_mm512_permutexvar_epi32(qh_idx[half], qh), qh_shift);
+            let mut sum = zero;
+            for i in 0..2 {
+                let (low, high) = if i == 0 {
+                    (_mm512_and_si512(vl, nibble), _mm512_and_si512(_mm512_slli_epi32::<4>(vh), high_bits))
+                } else {
+                    (_mm512_and_si512(_mm512_srli_epi32::<4>(vl), nibble), _mm512_and_si512(vh, high_bits))
+                };
+                let values = _mm512_or_si512(low, high);
+                let dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), values, ints(&p.u[i][half]));
+                let dot = _mm512_sub_epi32(dot, ints(&p.bias[i][half]));
+                let sc = _mm512_permutexvar_epi32(sc_idx[i][half], sc32);
+                let x = _mm512_cvtepi32_ps(_mm512_mullo_epi32(dot, sc));
+                sum = _mm512_fmadd_ps(floats(&p.d8[i][half]), x, sum);
+            }
+            acc[s % 4][half] = _mm512_fmadd_ps(d, sum, acc[s % 4][half]);
+        }
+    }
+    let lanes = |h: usize| _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(acc[0][h], acc[1][h]), acc[2][h]), acc[3][h]);
+    // SAFETY: same features.
+    unsafe { finish_butterfly(_mm512_add_ps(lanes(0), lanes(1))) }
+}
