@@ -28,7 +28,8 @@ struct Floats([f32; 16]);
 struct Q4kInput {
     first: [Ints; 2],
     second: [Ints; 2],
-    sum: [Ints; 2],
+    /// The sum as a float (exact: at most 8 · 127).
+    sum: [Floats; 2],
     d8: [Floats; 2],
 }
 
@@ -79,7 +80,7 @@ impl Prepared {
                     let (a, b) = (q8_int(x, block, r), q8_int(x, block, r + 4));
                     p.first[i].0[j] = a;
                     p.second[i].0[j] = b;
-                    p.sum[i].0[j] = byte_sum(a) + byte_sum(b);
+                    p.sum[i].0[j] = (byte_sum(a) + byte_sum(b)) as f32;
                     p.d8[i].0[j] = x.d[block];
                 }
             }
@@ -134,7 +135,17 @@ fn lane_index(f: impl Fn(i32) -> i32) -> [i32; 16] {
     std::array::from_fn(|j| f(j as i32))
 }
 
-/// A Q4_K row (`w`: its super-blocks) against the prepared input.
+/// Both f16 scales of a block (`d` in the low half of `word`, the second in the high
+/// half), widened and broadcast.
+#[inline(always)]
+unsafe fn scales_f16(word: u32) -> (__m512, __m512) {
+    let both = _mm_cvtph_ps(_mm_cvtsi32_si128(word as i32));
+    (_mm512_broadcastss_ps(both), _mm512_broadcastss_ps(_mm_movehdup_ps(both)))
+}
+
+/// A Q4_K row (`w`: its super-blocks) against the prepared input. `dot · sc` is formed
+/// as a float product: both factors and the product are integers below 2^24, so it is
+/// exact, as the kernel's integer product converted to float.
 ///
 /// # Safety
 /// The CPU must have the features [`available`] checks; `x` must cover `w`.
@@ -154,7 +165,7 @@ pub unsafe fn row_q4k(w: &[Q4K], x: &Prepared) -> f32 {
         let v_first = _mm512_permutex2var_epi32(q0, first_idx, q1);
         let v_second = _mm512_permutex2var_epi32(q0, second_idx, q1);
         let sm = crate::vnni_dot::scales_and_mins(&b.scales);
-        let sm32 = _mm512_cvtepu8_epi32(_mm_loadu_si128(sm.as_ptr().cast()));
+        let sm = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(sm.as_ptr().cast())));
         let (mut sum_d, mut sum_m) = (zero, zero);
         for i in 0..2 {
             let (f, s2) = if i == 0 {
@@ -167,14 +178,13 @@ pub unsafe fn row_q4k(w: &[Q4K], x: &Prepared) -> f32 {
             };
             let dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), f, ints(&p.first[i]));
             let dot = _mm512_dpbusd_epi32(dot, s2, ints(&p.second[i]));
-            let sc = _mm512_permutexvar_epi32(sc_idx[i], sm32);
-            let mn = _mm512_permutexvar_epi32(min_idx[i], sm32);
+            let sc = _mm512_permutexvar_ps(sc_idx[i], sm);
+            let mn = _mm512_permutexvar_ps(min_idx[i], sm);
             let d8 = floats(&p.d8[i]);
-            sum_d = _mm512_fmadd_ps(d8, _mm512_cvtepi32_ps(_mm512_mullo_epi32(dot, sc)), sum_d);
-            sum_m = _mm512_fmadd_ps(d8, _mm512_cvtepi32_ps(_mm512_mullo_epi32(ints(&p.sum[i]), mn)), sum_m);
+            sum_d = _mm512_fmadd_ps(d8, _mm512_mul_ps(_mm512_cvtepi32_ps(dot), sc), sum_d);
+            sum_m = _mm512_fmadd_ps(d8, _mm512_mul_ps(floats(&p.sum[i]), mn), sum_m);
         }
-        let d = _mm512_set1_ps(half::f16::from_bits(b.d).to_f32());
-        let dmin = _mm512_set1_ps(half::f16::from_bits(b.dmin).to_f32());
+        let (d, dmin) = scales_f16(u32::from(b.d) | (u32::from(b.dmin) << 16));
         let r = _mm512_fmsub_ps(sum_d, d, _mm512_mul_ps(dmin, sum_m));
         acc[s % 8] = _mm512_add_ps(acc[s % 8], r);
     }
@@ -201,8 +211,8 @@ pub unsafe fn row_q6k(w: &[Q6K], x: &Prepared) -> f32 {
     for (s, (b, p)) in w.iter().zip(&x.q6k).enumerate() {
         prefetch_ahead((b as *const Q6K).cast());
         let qh = _mm512_loadu_si512(b.qh.as_ptr().cast());
-        let sc32 = _mm512_cvtepi8_epi32(_mm_loadu_si128(b.scales.as_ptr().cast()));
-        let d = _mm512_set1_ps(half::f16::from_bits(b.d).to_f32());
+        let sc = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(b.scales.as_ptr().cast())));
+        let (d, _) = scales_f16(u32::from(b.d));
         for half in 0..2 {
             let vl = _mm512_loadu_si512(b.ql.as_ptr().add(64 * half).cast());
             let vh = _mm512_srav_epi32(_mm512_permutexvar_epi32(qh_idx[half], qh), qh_shift);
@@ -216,8 +226,8 @@ pub unsafe fn row_q6k(w: &[Q6K], x: &Prepared) -> f32 {
                 let values = _mm512_or_si512(low, high);
                 let dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), values, ints(&p.u[i][half]));
                 let dot = _mm512_sub_epi32(dot, ints(&p.bias[i][half]));
-                let sc = _mm512_permutexvar_epi32(sc_idx[i][half], sc32);
-                let x = _mm512_cvtepi32_ps(_mm512_mullo_epi32(dot, sc));
+                // dot · sc as a float product: exact (integers below 2^24).
+                let x = _mm512_mul_ps(_mm512_cvtepi32_ps(dot), _mm512_permutexvar_ps(sc_idx[i][half], sc));
                 sum = _mm512_fmadd_ps(floats(&p.d8[i][half]), x, sum);
             }
             acc[s % 4][half] = _mm512_fmadd_ps(d, sum, acc[s % 4][half]);
