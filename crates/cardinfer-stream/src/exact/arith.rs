@@ -1,25 +1,43 @@
 //! The scalar building blocks shared with `kernels/decode.cu`: e^x, 1/rms, and the
 //! reductions of a warp (32 lanes) and of a thread block, in the GPU's order.
 
+/// The constants of `exact_expf` (`kernels/decode.cu`), as the bits its decimal literals
+/// round to: log2(e), ln 2 split in a high part (exact in its product with k) and a low
+/// part, and 1/7! … 1/2!.
+const LOG2_E: u32 = 0x3fb8_aa3b; // 1.44269504f
+const LN2_HIGH: u32 = 0x3f31_7200; // 0.693145752f
+const LN2_LOW: u32 = 0x35bf_be8e; // 1.42860677e-6f
+const POLY: [u32; 5] = [
+    0x3950_0d01, // 1.98412701e-4f (1/5040)
+    0x3ab6_0b61, // 1.38888892e-3f (1/720)
+    0x3c08_8889, // 8.33333377e-3f (1/120)
+    0x3d2a_aaab, // 4.16666679e-2f (1/24)
+    0x3e2a_aaab, // 1.66666672e-1f (1/6)
+];
+/// Above this e^x overflows (88.72f).
+const EXP_MAX: u32 = 0x42b1_70a4;
+
 /// e^x as `exact_expf` in `kernels/decode.cu` computes it: Cody–Waite range reduction,
 /// a degree-7 polynomial in fused multiply-adds, and two exact scalings by powers of two.
 /// About one ulp from the true value; the same bits on both sides.
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
-    if !(x > -104.0) {
-        return if x.is_nan() { x } else { 0.0 };
+    if x.is_nan() {
+        return x;
     }
-    if x > 88.72 {
+    if x <= -104.0 {
+        return 0.0;
+    }
+    if x > f32::from_bits(EXP_MAX) {
         return f32::INFINITY;
     }
-    let k = (x * 1.442_695_04).round_ties_even();
-    let mut r = k.mul_add(-0.693_145_752, x);
-    r = k.mul_add(-1.428_606_77e-6, r);
-    let mut p = 1.984_127_01e-4f32;
-    p = p.mul_add(r, 1.388_888_92e-3);
-    p = p.mul_add(r, 8.333_333_77e-3);
-    p = p.mul_add(r, 4.166_666_79e-2);
-    p = p.mul_add(r, 1.666_666_72e-1);
+    let k = (x * f32::from_bits(LOG2_E)).round_ties_even();
+    let mut r = k.mul_add(-f32::from_bits(LN2_HIGH), x);
+    r = k.mul_add(-f32::from_bits(LN2_LOW), r);
+    let mut p = f32::from_bits(POLY[0]);
+    for c in &POLY[1..] {
+        p = p.mul_add(r, f32::from_bits(*c));
+    }
     p = p.mul_add(r, 0.5);
     p = p.mul_add(r, 1.0);
     p = p.mul_add(r, 1.0);
@@ -106,6 +124,18 @@ mod tests {
         assert_eq!(exp(f32::NEG_INFINITY), 0.0);
         assert_eq!(exp(100.0), f32::INFINITY);
         assert!(exp(f32::NAN).is_nan());
+    }
+
+    /// The constants are the bits of the kernel's decimal literals.
+    #[test]
+    fn constants_are_the_kernels() {
+        let bits = |s: &str| s.parse::<f32>().map(f32::to_bits).unwrap();
+        assert_eq!(LOG2_E, bits("1.44269504"));
+        assert_eq!(LN2_HIGH, bits("0.693145752"));
+        assert_eq!(LN2_LOW, bits("1.42860677e-6"));
+        let poly = ["1.98412701e-4", "1.38888892e-3", "8.33333377e-3", "4.16666679e-2", "1.66666672e-1"];
+        assert_eq!(POLY.to_vec(), poly.map(bits).to_vec());
+        assert_eq!(EXP_MAX, bits("88.72"));
     }
 
     #[test]

@@ -148,7 +148,7 @@ fn append(kv: &mut KvSlot, k: Vec<f32>, v: Vec<f32>, kv_heads: usize, d: usize) 
         kv.commit(1)?;
         return Ok((kb, vb));
     }
-    Ok(kv.append(&k, &v)?)
+    kv.append(&k, &v)
 }
 
 /// Runs `f` on the f32 data of a contiguous CPU tensor `[1, heads, capacity, d]` (from its

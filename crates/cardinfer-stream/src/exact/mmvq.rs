@@ -13,7 +13,7 @@
 //!   butterfly sums the lanes.
 //!
 //! The integer dot products are exact, so only the float steps' order matters: the
-//! scalar functions here are the reference; [`super::mmvq_avx512`] computes 16 threads at
+//! scalar functions here are the reference; `exact/mmvq_avx512.rs` computes 16 threads at
 //! once with the same steps.
 
 use super::arith::warp_sum;

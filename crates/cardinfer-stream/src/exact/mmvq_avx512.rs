@@ -217,7 +217,7 @@ pub unsafe fn row_q6k(w: &[Q6K], x: &Prepared) -> f32 {
             let vl = _mm512_loadu_si512(b.ql.as_ptr().add(64 * half).cast());
             let vh = _mm512_srav_epi32(_mm512_permutexvar_epi32(qh_idx[half], qh), qh_shift);
             let mut sum = zero;
-            for i in 0..2 {
+            for (i, sc_idx) in sc_idx.iter().enumerate() {
                 let (low, high) = if i == 0 {
                     (_mm512_and_si512(vl, nibble), _mm512_and_si512(_mm512_slli_epi32::<4>(vh), high_bits))
                 } else {
@@ -227,7 +227,7 @@ pub unsafe fn row_q6k(w: &[Q6K], x: &Prepared) -> f32 {
                 let dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), values, ints(&p.u[i][half]));
                 let dot = _mm512_sub_epi32(dot, ints(&p.bias[i][half]));
                 // dot · sc as a float product: exact (integers below 2^24).
-                let x = _mm512_mul_ps(_mm512_cvtepi32_ps(dot), _mm512_permutexvar_ps(sc_idx[i][half], sc));
+                let x = _mm512_mul_ps(_mm512_cvtepi32_ps(dot), _mm512_permutexvar_ps(sc_idx[half], sc));
                 sum = _mm512_fmadd_ps(floats(&p.d8[i][half]), x, sum);
             }
             acc[s % 4][half] = _mm512_fmadd_ps(d, sum, acc[s % 4][half]);

@@ -56,8 +56,8 @@ mod tests {
         let d0 = 20.0f32 * 0.37 / 127.0;
         assert_eq!(q.d[0], f16::from_f32(d0).to_f32());
         assert_eq!(q.qs[0], -127);
-        for i in 0..32 {
-            assert_eq!(q.qs[i], (x[i] / d0).round() as i8, "value {i}");
+        for (i, (q, x)) in q.qs.iter().zip(&x).take(32).enumerate() {
+            assert_eq!(*q, (x / d0).round() as i8, "value {i}");
         }
         // A block of zeros from 40 on: q = 0 there, no division by zero.
         assert!(q.qs[40..].iter().all(|&v| v == 0));

@@ -22,6 +22,11 @@
 //! `CARDINFER_DECODE=plain|fused`; `plain` switches all of this off.
 //! [`reference`](mod@reference) holds CPU versions of the kernels; the tests check that a decode step
 //! composed of them equals the plain block.
+//!
+//! The decode layers' kernels round every step explicitly and compute e^x and 1/√x
+//! without the GPU's approximate special-function unit, so that [`crate::exact`] can
+//! repeat a layer on the CPU with the same bits (hybrid decode's host layers); the head's
+//! norm keeps the bits of Candle's rmsnorm kernel, as the streamed head computes it.
 
 #[cfg(feature = "cuda")]
 pub mod cuda;

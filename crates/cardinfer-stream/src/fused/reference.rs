@@ -1,11 +1,10 @@
 //! CPU reference implementations of the fused decode kernels (`kernels/decode.cu`), one
 //! function per kernel, with the same sequence of operations. Arithmetic follows Candle's
-//! CPU kernels (the norm divides by the root mean square) where the CUDA kernels follow
-//! Candle's CUDA ones (they multiply by its reciprocal and sum in Candle's block order);
-//! the two forms differ in the last bit. So a decode step composed of these functions
-//! reproduces the plain CPU path bit for bit, which `tests/fused_reference.rs` checks on
-//! a real model and the unit tests on tiny ones: the composition the CUDA path records
-//! is tested without a GPU.
+//! CPU kernels (the norm divides by the root mean square, sums run in Candle's order),
+//! so a decode step composed of these functions reproduces the plain CPU path bit for
+//! bit, which `tests/fused_reference.rs` checks on a real model and the unit tests on
+//! tiny ones: the composition the CUDA path records is tested without a GPU. The CPU
+//! twins that give the CUDA kernels' own bits are in [`crate::exact`].
 
 use cardinfer_core::RopeStyle;
 
