@@ -23,6 +23,8 @@ pub mod scoring;
 #[cfg(feature = "cuda")]
 pub mod slot_kernels;
 pub mod slots;
+#[cfg(test)]
+mod test_util;
 pub mod tokenizer;
 pub mod vnni_dot;
 pub mod weights;

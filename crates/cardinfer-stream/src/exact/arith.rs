@@ -61,8 +61,15 @@ pub fn inv_rms(sum_sq: f32, n: usize, eps: f32) -> f32 {
 /// A warp's xor-butterfly sum (masks 16, 8, 4, 2, 1) of its 32 lanes: every lane ends
 /// with the value returned.
 #[inline(always)]
-pub fn warp_sum(mut lanes: [f32; 32]) -> f32 {
-    let mut mask = 16;
+pub fn warp_sum(lanes: [f32; 32]) -> f32 {
+    butterfly(lanes)
+}
+
+/// The xor butterfly over `N` lanes (a power of two): masks `N/2, …, 1`, lane `l` adding
+/// lane `l ^ mask` (the same sum as `l ^ mask` adding `l`), lane 0's result.
+#[inline(always)]
+pub fn butterfly<const N: usize>(mut lanes: [f32; N]) -> f32 {
+    let mut mask = N / 2;
     while mask > 0 {
         for lane in 0..mask {
             lanes[lane] += lanes[lane + mask];

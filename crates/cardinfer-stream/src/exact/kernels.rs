@@ -3,7 +3,6 @@
 //! multiply-adds (`f32::mul_add`), so each gives the kernel's bits.
 
 use super::arith::{block_sum, exp, fast_cpu, inv_rms, warp_sum};
-use cardinfer_core::RopeStyle;
 use std::sync::Mutex;
 
 /// Keys per attention block (`ATTENTION_CHUNK` of the CUDA path).
@@ -80,12 +79,8 @@ pub fn head_norm_rope(
         dst.iter_mut().zip(weight).for_each(|(x, w)| *x = (scale * *x) * w);
     }
     if let Some(r) = rotation {
-        let half = dst.len() / 2;
-        for i in 0..half {
-            let (a, b) = match r.style {
-                RopeStyle::Half => (i, i + half),
-                RopeStyle::Interleaved => (2 * i, 2 * i + 1),
-            };
+        for i in 0..dst.len() / 2 {
+            let (a, b) = r.pair(i, dst.len());
             let (xa, xb, c, s) = (dst[a], dst[b], r.cos[i], r.sin[i]);
             dst[a] = xa.mul_add(c, -(xb * s));
             dst[b] = xa.mul_add(s, xb * c);
@@ -245,6 +240,7 @@ fn silu_mul_impl(gate: &[f32], up: &[f32], out: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cardinfer_core::RopeStyle;
 
     fn values(n: usize, seed: usize) -> Vec<f32> {
         (0..n).map(|i| (((i + seed) * 7919 % 1013) as f32 / 1013.0 - 0.5) * 3.0).collect()

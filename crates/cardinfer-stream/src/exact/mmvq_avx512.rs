@@ -108,14 +108,7 @@ unsafe fn finish_butterfly(v: __m512) -> f32 {
     let mut lanes = [0f32; 16];
     // SAFETY: `lanes` holds 16 f32.
     unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), v) };
-    let mut mask = 8;
-    while mask > 0 {
-        for lane in 0..mask {
-            lanes[lane] += lanes[lane + mask];
-        }
-        mask /= 2;
-    }
-    lanes[0]
+    super::arith::butterfly(lanes)
 }
 
 #[inline(always)]

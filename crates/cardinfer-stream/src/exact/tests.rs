@@ -7,22 +7,13 @@ use crate::family::Decoder;
 use crate::kv_cache::KvSlot;
 use crate::layer_stream::LayerStream;
 use crate::names::Role;
+use crate::test_util::values;
 use crate::weights::{BlockWeights, Weight};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use cardinfer_core::{BlockId, Family, ModelSpec, RopeStyle};
 use std::collections::HashMap;
 use std::sync::Arc;
-
-fn values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-        })
-        .collect()
-}
 
 fn spec(family: Family, style: RopeStyle, head_dim: usize) -> ModelSpec {
     ModelSpec {
@@ -65,17 +56,7 @@ fn layer(spec: &ModelSpec) -> BlockWeights {
         let t = Tensor::from_vec(values(rows * cols, i as u64 + 1, 0.1), (rows, cols), &Device::Cpu).unwrap();
         weights.insert(role, Weight::Quantized(Arc::new(QTensor::quantize(&t, dtype).unwrap())));
     }
-    let mut vectors = vec![(Role::AttnNorm, h), (Role::FfnNorm, h)];
-    if spec.qkv_bias {
-        vectors.extend([(Role::AttnQBias, q), (Role::AttnKBias, kv), (Role::AttnVBias, kv)]);
-    }
-    if spec.qk_norm {
-        vectors.extend([(Role::AttnQNorm, d), (Role::AttnKNorm, d)]);
-    }
-    for (i, (role, n)) in vectors.into_iter().enumerate() {
-        let v: Vec<f32> = values(n, 100 + i as u64, 0.5).into_iter().map(|v| 1.0 + v).collect();
-        weights.insert(role, Weight::Dense(Tensor::from_vec(v, n, &Device::Cpu).unwrap()));
-    }
+    crate::test_util::insert_vectors(spec, &mut weights);
     BlockWeights::from_parts(BlockId::Layer(0), weights)
 }
 

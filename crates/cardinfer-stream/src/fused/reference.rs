@@ -42,6 +42,17 @@ pub struct Rotation<'a> {
     pub style: RopeStyle,
 }
 
+impl Rotation<'_> {
+    /// The elements rotated together as pair `i` of a head of `head_dim`: `(i, i + half)`
+    /// for [`RopeStyle::Half`], `(2i, 2i + 1)` for [`RopeStyle::Interleaved`].
+    pub fn pair(&self, i: usize, head_dim: usize) -> (usize, usize) {
+        match self.style {
+            RopeStyle::Half => (i, i + head_dim / 2),
+            RopeStyle::Interleaved => (2 * i, 2 * i + 1),
+        }
+    }
+}
+
 /// One head of q, k or v: `+ bias`, per-head RMS norm, rotation — each when given.
 /// Kernel `qk_norm_rope_append` (one CUDA block per head; k and v heads are written
 /// straight into the KV buffers at the new position).
@@ -61,12 +72,8 @@ pub fn head_norm_rope(
         rms_norm(&x, weight, eps, dst);
     }
     if let Some(r) = rotation {
-        let half = dst.len() / 2;
-        for i in 0..half {
-            let (a, b) = match r.style {
-                RopeStyle::Half => (i, i + half),
-                RopeStyle::Interleaved => (2 * i, 2 * i + 1),
-            };
+        for i in 0..dst.len() / 2 {
+            let (a, b) = r.pair(i, dst.len());
             let (xa, xb) = (dst[a], dst[b]);
             dst[a] = xa * r.cos[i] - xb * r.sin[i];
             dst[b] = xb * r.cos[i] + xa * r.sin[i];
