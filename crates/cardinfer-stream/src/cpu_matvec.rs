@@ -79,19 +79,9 @@ pub fn try_matvec_many(ws: &[&QTensor], x: &Tensor) -> candle_core::Result<Optio
             tasks.push((kernel.as_ref(), t * ROWS_PER_TASK, chunk));
         }
     }
-    // Candle's barrier pool runs the tasks: its workers spin briefly between jobs before
-    // parking, so a layer's products do not each wait for threads to wake up (measured
-    // on the H100 machine: hybrid decode 15.9 → 18.4 tok/s (14B), 15.5 → 19.7 (4B)
-    // against Rayon's pool; BENCHMARKS.md, run55). A task is taken by exactly one
-    // worker; the lock only hands over its output slice.
-    let tasks: Vec<Mutex<Task<'_>>> = tasks.into_iter().map(Mutex::new).collect();
-    candle_core::utils::barrier_pool().execute_chunked(tasks.len(), |range| {
-        for task in &tasks[range] {
-            let mut task = task.lock().unwrap_or_else(|e| e.into_inner());
-            let (kernel, first, out) = &mut *task;
-            for (i, out_row) in out.chunks_exact_mut(rows).enumerate() {
-                kernel.dot(*first + i, out_row);
-            }
+    run_tasks(tasks, |(kernel, first, out)| {
+        for (i, out_row) in out.chunks_exact_mut(rows).enumerate() {
+            kernel.dot(*first + i, out_row);
         }
     });
     let mut ys = Vec::with_capacity(outs.len());
@@ -101,6 +91,20 @@ pub fn try_matvec_many(ws: &[&QTensor], x: &Tensor) -> candle_core::Result<Optio
         ys.push(Tensor::from_vec(transpose(out, n, rows), shape, &Device::Cpu)?);
     }
     Ok(Some(ys))
+}
+
+/// Runs `work` on every task, each once, as one job of Candle's barrier pool: its workers
+/// spin briefly between jobs before parking, so a layer's products do not each wait for
+/// threads to wake up (measured on the H100 machine: hybrid decode 15.9 → 18.4 tok/s
+/// (14B), 15.5 → 19.7 (4B) against Rayon's pool; BENCHMARKS.md, run55). A task is taken
+/// by exactly one worker; its lock only hands the task (and the output it fills) over.
+pub(crate) fn run_tasks<T: Send>(tasks: Vec<T>, work: impl Fn(&mut T) + Sync) {
+    let tasks: Vec<Mutex<T>> = tasks.into_iter().map(Mutex::new).collect();
+    candle_core::utils::barrier_pool().execute_chunked(tasks.len(), |range| {
+        for task in &tasks[range] {
+            work(&mut task.lock().unwrap_or_else(|e| e.into_inner()));
+        }
+    });
 }
 
 /// `[n, rows]` → `[rows, n]` (nothing to do for one row).
@@ -228,7 +232,7 @@ fn kernel_for<'a>(
 }
 
 /// The blocks of `bytes` as `T`, if the length and alignment are those of `n` rows of `k`.
-fn blocks_of<T: GgmlType>(bytes: &[u8], n: usize, k: usize) -> Option<&[T]> {
+pub(crate) fn blocks_of<T: GgmlType>(bytes: &[u8], n: usize, k: usize) -> Option<&[T]> {
     if !k.is_multiple_of(T::BLCK_SIZE) || !k.is_multiple_of(T::VecDotType::BLCK_SIZE) {
         return None;
     }

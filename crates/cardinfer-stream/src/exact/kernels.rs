@@ -3,7 +3,6 @@
 //! multiply-adds (`f32::mul_add`), so each gives the kernel's bits.
 
 use super::arith::{block_sum, exp, fast_cpu, inv_rms, warp_sum};
-use std::sync::Mutex;
 
 /// Keys per attention block (`ATTENTION_CHUNK` of the CUDA path).
 pub use crate::fused::reference::ATTENTION_CHUNK;
@@ -102,14 +101,10 @@ pub fn decode_attention(
 ) {
     let AttentionShape { heads, kv_heads, head_dim: d, capacity } = shape;
     let group = heads / kv_heads;
-    let tasks: Vec<Mutex<(usize, &mut [f32])>> = out.chunks_mut(d).take(heads).enumerate().map(Mutex::new).collect();
-    candle_core::utils::barrier_pool().execute_chunked(tasks.len(), |range| {
-        for task in &tasks[range] {
-            let mut task = task.lock().unwrap_or_else(|e| e.into_inner());
-            let (h, ref mut out) = *task;
-            let rows = (h / group) * capacity * d..((h / group) * capacity + len) * d;
-            head_attention(&q[h * d..(h + 1) * d], &k_cache[rows.clone()], &v_cache[rows], out);
-        }
+    let tasks: Vec<(usize, &mut [f32])> = out.chunks_mut(d).take(heads).enumerate().collect();
+    crate::cpu_matvec::run_tasks(tasks, |(h, out)| {
+        let rows = (*h / group) * capacity * d..((*h / group) * capacity + len) * d;
+        head_attention(&q[*h * d..(*h + 1) * d], &k_cache[rows.clone()], &v_cache[rows], out);
     });
 }
 

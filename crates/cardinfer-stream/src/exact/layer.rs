@@ -66,26 +66,10 @@ pub fn decode_layer(
     let required = |role: Role| -> Result<Vec<f32>> {
         vector(role)?.ok_or(StreamError::InvalidParameter { name: "weights", reason: format!("no {role:?}") })
     };
-    let matrix = |role: Role| -> Result<&QTensor> {
-        match weights.get(role)? {
-            Weight::Quantized(q) => Ok(q.as_ref()),
-            _ => Err(StreamError::InvalidParameter { name: "weights", reason: format!("{role:?} is not quantized") }),
-        }
-    };
-    let products = |roles: &[Role], input: &[f32]| -> Result<Vec<Vec<f32>>> {
-        let ws = roles.iter().map(|r| matrix(*r)).collect::<Result<Vec<_>>>()?;
-        mmvq::products(&ws, input)?.ok_or_else(|| StreamError::InvalidParameter {
-            name: "weights",
-            reason: format!("{roles:?}: not the layer's shapes"),
-        })
-    };
-
     let mut x = x.flatten_all()?.to_vec1::<f32>()?;
     let mut h = vec![0f32; spec.hidden_size];
     add_rms_norm(&mut x, None, &required(Role::AttnNorm)?, eps, &mut h);
-    let [q, k, v]: [Vec<f32>; 3] = products(&[Role::AttnQ, Role::AttnK, Role::AttnV], &h)?
-        .try_into()
-        .map_err(|_| StreamError::InvalidParameter { name: "weights", reason: "q/k/v".into() })?;
+    let [q, k, v] = products(weights, [Role::AttnQ, Role::AttnK, Role::AttnV], &h)?;
     let (q_bias, k_bias, v_bias) = (vector(Role::AttnQBias)?, vector(Role::AttnKBias)?, vector(Role::AttnVBias)?);
     let (q_norm, k_norm) =
         if spec.qk_norm { (vector(Role::AttnQNorm)?, vector(Role::AttnKNorm)?) } else { (None, None) };
@@ -113,23 +97,28 @@ pub fn decode_layer(
             decode_attention(&q_rot, k_all, v_all, shape, pos + 1, &mut attn);
         })
     })??;
-    let [o] = one(products(&[Role::AttnOutput], &attn)?)?;
+    let [o] = products(weights, [Role::AttnOutput], &attn)?;
     add_rms_norm(&mut x, Some(&o), &required(Role::FfnNorm)?, eps, &mut h);
-    let [gate, up]: [Vec<f32>; 2] = products(&[Role::FfnGate, Role::FfnUp], &h)?
-        .try_into()
-        .map_err(|_| StreamError::InvalidParameter { name: "weights", reason: "gate/up".into() })?;
+    let [gate, up] = products(weights, [Role::FfnGate, Role::FfnUp], &h)?;
     let mut act = vec![0f32; gate.len()];
     silu_mul(&gate, &up, &mut act);
-    let [down] = one(products(&[Role::FfnDown], &act)?)?;
+    let [down] = products(weights, [Role::FfnDown], &act)?;
     x.iter_mut().zip(&down).for_each(|(x, d)| *x += d);
     Ok(Some(Tensor::from_vec(x, (1, 1, spec.hidden_size), &Device::Cpu)?))
 }
 
-fn one(mut v: Vec<Vec<f32>>) -> Result<[Vec<f32>; 1]> {
-    match (v.pop(), v.is_empty()) {
-        (Some(x), true) => Ok([x]),
-        _ => Err(StreamError::InvalidParameter { name: "weights", reason: "one product expected".into() }),
+/// `input · Wᵀ` for the matrices of `roles` (one job of the thread pool).
+fn products<const N: usize>(weights: &BlockWeights, roles: [Role; N], input: &[f32]) -> Result<[Vec<f32>; N]> {
+    let not_layer = |reason: String| StreamError::InvalidParameter { name: "weights", reason };
+    let mut ws: Vec<&QTensor> = Vec::with_capacity(N);
+    for role in roles {
+        match weights.get(role)? {
+            Weight::Quantized(q) => ws.push(q),
+            _ => return Err(not_layer(format!("{role:?} is not quantized"))),
+        }
     }
+    let ys = mmvq::products(&ws, input)?.ok_or_else(|| not_layer(format!("{roles:?}: not the layer's shapes")))?;
+    ys.try_into().map_err(|_| not_layer(format!("{roles:?}: another count of products")))
 }
 
 /// Appends the new key and value (`[kv_heads, head_dim]` each) to `kv` in host memory and

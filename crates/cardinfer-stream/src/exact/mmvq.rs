@@ -22,7 +22,6 @@ use crate::vnni_dot::{mirror, scales_and_mins, Q4K, Q6K};
 use candle_core::quantized::k_quants::{BlockQ4K, BlockQ6K};
 use candle_core::quantized::{GgmlDType, QTensor};
 use half::f16;
-use std::sync::Mutex;
 
 /// Values per super-block.
 const QK_K: usize = 256;
@@ -36,15 +35,6 @@ pub(crate) enum Blocks<'a> {
     Q4K(&'a [Q4K]),
     /// Q6_K super-blocks, row after row.
     Q6K(&'a [Q6K]),
-}
-
-impl Blocks<'_> {
-    fn super_blocks(&self) -> usize {
-        match self {
-            Blocks::Q4K(b) => b.len(),
-            Blocks::Q6K(b) => b.len(),
-        }
-    }
 }
 
 /// Whether a matrix of `dtype` is covered.
@@ -195,7 +185,7 @@ pub fn products(ws: &[&QTensor], x: &[f32]) -> candle_core::Result<Option<Vec<Ve
     let data = ws.iter().map(|w| w.data()).collect::<candle_core::Result<Vec<_>>>()?;
     let mut matrices = Vec::with_capacity(ws.len());
     for ((w, bytes), &n) in ws.iter().zip(&data).zip(&shapes) {
-        match blocks(w.dtype(), bytes, n * cols / QK_K) {
+        match blocks(w.dtype(), bytes, n, cols) {
             Some(b) => matrices.push(b),
             None => return Ok(None),
         }
@@ -205,38 +195,29 @@ pub fn products(ws: &[&QTensor], x: &[f32]) -> candle_core::Result<Option<Vec<Ve
     let mut tasks = Vec::new();
     for (m, out) in matrices.iter().zip(outs.iter_mut()) {
         for (t, chunk) in out.chunks_mut(ROWS_PER_TASK).enumerate() {
-            tasks.push(Mutex::new((*m, t * ROWS_PER_TASK, chunk)));
+            tasks.push((*m, t * ROWS_PER_TASK, chunk));
         }
     }
-    candle_core::utils::barrier_pool().execute_chunked(tasks.len(), |range| {
-        for task in &tasks[range] {
-            let mut task = task.lock().unwrap_or_else(|e| e.into_inner());
-            let (m, first, out) = &mut *task;
-            debug_assert!(m.super_blocks() * QK_K >= (*first + out.len()) * cols);
-            for (i, y) in out.iter_mut().enumerate() {
-                *y = row_dot(*m, *first + i, cols, &xq);
-            }
+    crate::cpu_matvec::run_tasks(tasks, |(m, first, out)| {
+        for (i, y) in out.iter_mut().enumerate() {
+            *y = row_dot(*m, *first + i, cols, &xq);
         }
     });
-    drop(tasks);
     Ok(Some(outs))
 }
 
-/// `bytes` as `count` super-blocks of `dtype`, when the length and alignment fit.
-fn blocks(dtype: GgmlDType, bytes: &[u8], count: usize) -> Option<Blocks<'_>> {
-    fn cast<'a, T: 'a, M>(bytes: &'a [u8], count: usize) -> Option<&'a [M]> {
-        let aligned = (bytes.as_ptr() as usize).is_multiple_of(std::mem::align_of::<T>());
-        if !aligned || bytes.len() != count * std::mem::size_of::<T>() {
-            return None;
+/// `bytes` as the super-blocks of an `n × k` matrix of `dtype`, when the length and
+/// alignment fit ([`crate::cpu_matvec::blocks_of`]).
+fn blocks(dtype: GgmlDType, bytes: &[u8], n: usize, k: usize) -> Option<Blocks<'_>> {
+    use crate::cpu_matvec::blocks_of;
+    // SAFETY: each mirror has its Candle type's size and layout (checked at compile time
+    // in `vnni_dot`); Candle's block types are plain data.
+    unsafe {
+        match dtype {
+            GgmlDType::Q4K => blocks_of::<BlockQ4K>(bytes, n, k).map(|b| Blocks::Q4K(mirror(b))),
+            GgmlDType::Q6K => blocks_of::<BlockQ6K>(bytes, n, k).map(|b| Blocks::Q6K(mirror(b))),
+            _ => None,
         }
-        // SAFETY: length and alignment checked above; Candle's block types are plain
-        // data (any bit pattern valid) and `M` is their `#[repr(C)]` mirror.
-        Some(unsafe { mirror::<T, M>(std::slice::from_raw_parts(bytes.as_ptr().cast::<T>(), count)) })
-    }
-    match dtype {
-        GgmlDType::Q4K => cast::<BlockQ4K, Q4K>(bytes, count).map(Blocks::Q4K),
-        GgmlDType::Q6K => cast::<BlockQ6K, Q6K>(bytes, count).map(Blocks::Q6K),
-        _ => None,
     }
 }
 
@@ -268,7 +249,7 @@ mod tests {
             let w = weights(dtype, n, k);
             let dense = w.dequantize(&Device::Cpu).unwrap().to_vec2::<f32>().unwrap();
             let bytes = w.data().unwrap();
-            let m = blocks(dtype, &bytes, n * k / QK_K).unwrap();
+            let m = blocks(dtype, &bytes, n, k).unwrap();
             let ys = products(&[&w], &x).unwrap().unwrap().remove(0);
             for (row, y) in ys.iter().enumerate() {
                 let want: f64 = dense[row].iter().zip(&xd).map(|(a, b)| *a as f64 * b).sum();

@@ -76,17 +76,6 @@ impl FusedLayers {
         None
     }
 
-    /// Whether a pass over `tokens` tokens with `kv` will run the fused kernels (see
-    /// [`FusedLayers::start`]).
-    #[cfg_attr(not(feature = "cuda"), allow(unused_variables))]
-    pub(crate) fn will_fuse(&self, tokens: usize, kv: &KvCache, on_device: &dyn Fn(usize) -> bool) -> bool {
-        #[cfg(feature = "cuda")]
-        if let (Some(decoder), 1) = (&self.decoder, tokens) {
-            return decoder.lock().unwrap_or_else(|e| e.into_inner()).can_begin_token(kv, on_device);
-        }
-        false
-    }
-
     /// The hidden state of a pass over `tokens` tokens starting from embedding `x`: in the
     /// kernels' buffers for one decoded token when `kv` has their buffers for every layer
     /// `on_device`, a tensor otherwise.

@@ -271,15 +271,18 @@ impl StreamedModel {
     fn pass(&self, tokens: &[u32], kv: &mut KvCache, which: Option<Logits>) -> Result<Option<Tensor>> {
         let pos = kv.len();
         let on_cpu = self.lock_split().begin_pass(tokens.len(), pos, Instant::now());
+        let ids = Tensor::new(tokens, &Device::Cpu)?.unsqueeze(0)?;
+        let x = self.family.embed(&self.host_embed, &ids)?.to_device(&self.device)?;
+        // The fused kernels hold the caches of the layers planned on the device; a host
+        // layer streamed here (its cache in host memory) visits the device.
+        let on_device = |i: usize| !self.host.contains_key(&BlockId::Layer(i));
+        let hidden = self.fused.start(x, tokens.len(), kv, &on_device)?;
         // Where the device decodes with the fused kernels, the CPU computes host layers
         // only in their decode steps, with the device's bits ([`crate::exact`]); a pass
         // the device runs with plain blocks (a prompt chunk, a cache without buffers yet)
         // streams them, as the CPU's Candle ops would round differently.
-        let on_device = |i: usize| !self.host.contains_key(&BlockId::Layer(i));
-        let allowed = self.exact_rope.is_none() || self.fused.will_fuse(tokens.len(), kv, &on_device);
+        let allowed = self.exact_rope.is_none() || hidden.is_fused();
         let on_cpu = OnCpu { layers: &on_cpu, tokens: tokens.len(), allowed };
-        let ids = Tensor::new(tokens, &Device::Cpu)?.unsqueeze(0)?;
-        let x = self.family.embed(&self.host_embed, &ids)?.to_device(&self.device)?;
         let order: Vec<BlockId> = self
             .plan
             .blocks
@@ -301,7 +304,7 @@ impl StreamedModel {
                 let piece = reads.borrow_mut().next()?;
                 Some(read_piece(self, piece))
             };
-            return self.compute(&order, &Source::Inline(&next), x, kv, pos, on_cpu, which);
+            return self.compute(&order, &Source::Inline(&next), hidden, kv, pos, on_cpu, which);
         }
         let abort = AtomicBool::new(false);
         let (tx, rx) = mpsc::channel::<Filled>();
@@ -319,7 +322,7 @@ impl StreamedModel {
                     }
                 }
             });
-            let result = self.compute(&order, &Source::Thread(&rx), x, kv, pos, on_cpu, which);
+            let result = self.compute(&order, &Source::Thread(&rx), hidden, kv, pos, on_cpu, which);
             if result.is_err() {
                 abort.store(true, Ordering::Release);
             }
@@ -409,14 +412,14 @@ impl StreamedModel {
         &self,
         order: &[BlockId],
         source: &Source<'_>,
-        x: Tensor,
+        hidden: HiddenState<'_>,
         kv: &mut KvCache,
         pos: usize,
         on_cpu: OnCpu<'_>,
         which: Option<Logits>,
     ) -> Result<Option<Tensor>> {
         let mut ahead = VecDeque::new();
-        let result = self.compute_blocks(order, source, &mut ahead, x, kv, pos, on_cpu, which);
+        let result = self.compute_blocks(order, source, &mut ahead, hidden, kv, pos, on_cpu, which);
         // Slots filled ahead of an error are given back.
         for filled in ahead {
             self.pool.release(filled.ticket);
@@ -430,7 +433,7 @@ impl StreamedModel {
         order: &[BlockId],
         source: &Source<'_>,
         ahead: &mut VecDeque<Filled>,
-        x: Tensor,
+        mut hidden: HiddenState<'_>,
         kv: &mut KvCache,
         pos: usize,
         on_cpu: OnCpu<'_>,
@@ -441,10 +444,6 @@ impl StreamedModel {
         let mut logits = None;
         let mut copy_markers = Vec::new();
         let mut timeline = Timeline::start(&self.device);
-        // The fused kernels hold the caches of the layers planned on the device; a host
-        // layer streamed here (its cache in host memory) runs the plain block.
-        let on_device = |i: usize| !self.host.contains_key(&BlockId::Layer(i));
-        let mut hidden = self.fused.start(x, len, kv, &on_device)?;
         for &block in order {
             let last_rows = |hidden: &mut HiddenState<'_>| -> Result<Tensor> {
                 let x = hidden.get()?;

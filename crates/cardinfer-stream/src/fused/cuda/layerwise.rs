@@ -31,12 +31,6 @@ impl FusedDecoder {
         Ok(true)
     }
 
-    /// Whether [`FusedDecoder::begin_token`] would start a token with `kv` (its layers
-    /// `on_device` hold preallocated buffers of this decoder's shape).
-    pub fn can_begin_token(&self, kv: &KvCache, on_device: &dyn Fn(usize) -> bool) -> bool {
-        kv.num_layers() == self.dims.layers && matches!(self.kv_addresses(kv, on_device), Ok(Some(_)))
-    }
-
     /// Queues layer `i` with `weights` (resident or in a slot) on the residual stream and
     /// appends the token's keys and values to `kv`'s layer `i`.
     pub fn layer(&mut self, i: usize, weights: &BlockWeights, kv: &mut KvCache) -> Result<()> {
