@@ -1,6 +1,8 @@
 //! The CPU's matrix-vector products by weight type, as hybrid decode's host layers run
-//! them (`cardinfer_stream::cpu_matvec` on Candle's CPU pool): weight GB/s for one token,
-//! from memory (a matrix far larger than the caches) and from cache (about 1 MiB).
+//! them on Candle's CPU pool: weight GB/s for one token, from memory (a matrix far larger
+//! than the caches) and from cache (about 1 MiB), with `cardinfer_stream::cpu_matvec`
+//! (Q8_K inputs) and, for Q4_K and Q6_K, with the device's bits
+//! (`cardinfer_stream::exact::mmvq`, what host layers run on the fused path).
 //! Compare the kernels by running it twice:
 //!
 //! ```text
@@ -36,15 +38,39 @@ fn matrix(dtype: GgmlDType, rows: usize, cols: usize) -> Result<QTensor> {
     Ok(qtensor_from_ggml(dtype, &bytes, vec![rows, cols], &Device::Cpu)?)
 }
 
-/// Median GB/s of weight bytes over `reps` products of `w` with one token.
-fn rate(w: &QTensor, reps: usize) -> Result<f64> {
+/// Which product a rate is taken of.
+#[derive(Clone, Copy)]
+enum Path {
+    /// `cpu_matvec` (the input quantized to Q8_K).
+    Matvec,
+    /// `exact::mmvq` (the input quantized to Q8_1, the device's bits).
+    Exact,
+}
+
+/// Median GB/s of weight bytes over `reps` products of `w` with one token; `None` where
+/// `path` does not cover `w`'s type.
+fn rate(w: &QTensor, path: Path, reps: usize) -> Result<Option<f64>> {
     let cols = w.shape().dims()[1];
     let x = Tensor::randn(0f32, 1.0, (1, 1, cols), &Device::Cpu)?;
+    if let Path::Exact = path {
+        if !cardinfer_stream::exact::mmvq::covers(w.dtype()) {
+            return Ok(None);
+        }
+    }
+    let xs = x.flatten_all()?.to_vec1::<f32>()?;
     let secs = cli::median_secs(reps, || {
-        cardinfer_stream::cpu_matvec::try_matvec(w, &x)?.context("no CPU kernel for this weight")?;
+        match path {
+            Path::Matvec => drop(cardinfer_stream::cpu_matvec::try_matvec(w, &x)?.context("no CPU kernel")?),
+            Path::Exact => drop(cardinfer_stream::exact::mmvq::products(&[w], &xs)?.context("no exact kernel")?),
+        }
         Ok(())
     })?;
-    Ok(w.storage_size_in_bytes() as f64 / secs / 1e9)
+    Ok(Some(w.storage_size_in_bytes() as f64 / secs / 1e9))
+}
+
+/// A rate for the table: GB/s, or a dash where the path does not apply.
+fn cell(rate: Option<f64>) -> String {
+    rate.map_or("–".into(), |r| format!("{r:.1}"))
 }
 
 fn main() -> Result<()> {
@@ -52,16 +78,23 @@ fn main() -> Result<()> {
     let cols = 4096;
     let kernel = if cardinfer_stream::vnni_dot::available() { "ours (AVX-512 VNNI)" } else { "Candle's" };
     println!("Q4_K/Q6_K kernel: {kernel}; threads: {}", candle_core::utils::get_num_threads());
-    println!("| weight | from memory GB/s | from cache GB/s |");
-    println!("|---|---:|---:|");
+    println!("| weight | from memory GB/s | from cache GB/s | exact, from memory | exact, from cache |");
+    println!("|---|---:|---:|---:|---:|");
     for dtype in [GgmlDType::Q4K, GgmlDType::Q6K, GgmlDType::Q8_0] {
         let row_bytes = dtype.type_size() * cols / dtype.block_size();
         let big_rows = (args.mib << 20) / row_bytes / 64 * 64;
-        let memory = rate(&matrix(dtype, big_rows.max(64), cols)?, args.reps)?;
+        let big = matrix(dtype, big_rows.max(64), cols)?;
         // About 1 MiB: within a core's L2, in several tasks of the pool.
         let cached_rows = ((1 << 20) / row_bytes / 64 * 64).max(64);
-        let cache = rate(&matrix(dtype, cached_rows, cols)?, args.reps * 20)?;
-        println!("| {dtype:?} | {memory:.1} | {cache:.1} |");
+        let cached = matrix(dtype, cached_rows, cols)?;
+        let cells = [
+            rate(&big, Path::Matvec, args.reps)?,
+            rate(&cached, Path::Matvec, args.reps * 20)?,
+            rate(&big, Path::Exact, args.reps)?,
+            rate(&cached, Path::Exact, args.reps * 20)?,
+        ]
+        .map(cell);
+        println!("| {dtype:?} | {} |", cells.join(" | "));
     }
     Ok(())
 }

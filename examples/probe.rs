@@ -109,20 +109,29 @@ fn cpu_rate_at(threads: usize) -> Result<(f64, f64)> {
     parse_cpu_block(threads, spawn_cpu_block(threads)?)
 }
 
+/// Bytes of one copy beside the CPU block: a layer-sized upload.
+const COPY_BYTES: usize = 64 << 20;
+
 /// As [`cpu_rate_at`], while this process copies `pinned` to `device` back to back, as
 /// the link does beside the CPU's layers in hybrid decode (both read host memory: on the
 /// H100 machine a host layer took 1.7 ms beside the copies against 1.25 ms alone).
-/// Also returns the copies' GB/s meanwhile.
+/// The copies walk through all of `pinned` in [`COPY_BYTES`] pieces: a hybrid pass
+/// uploads a gigabyte of distinct weights from memory, and one piece copied again and
+/// again would sit in the CPU's last-level cache (300 MiB on the H100 machine's loans)
+/// instead of competing with the CPU for memory. Also returns the copies' GB/s meanwhile.
 fn cpu_rate_under_copies(threads: usize, device: &Device, pinned: &[u8]) -> Result<(f64, f64, f64)> {
     let mut child = spawn_cpu_block(threads)?;
-    let rows = pinned.len() / 34 / 128;
-    let bytes = rows * 128 * 34;
-    let (mut copied, start) = (0usize, Instant::now());
+    let piece_rows = COPY_BYTES.min(pinned.len()) / 34 / 128;
+    let piece = piece_rows * 128 * 34;
+    let pieces = (pinned.len() / piece).max(1);
+    let (mut copied, mut next, start) = (0usize, 0usize, Instant::now());
     while child.try_wait()?.is_none() {
-        let q = qtensor_from_ggml(GgmlDType::Q8_0, &pinned[..bytes], vec![rows, 4096], device)?;
+        let at = next % pieces * piece;
+        let q = qtensor_from_ggml(GgmlDType::Q8_0, &pinned[at..at + piece], vec![piece_rows, 4096], device)?;
         device.synchronize()?;
         drop(q);
-        copied += bytes;
+        copied += piece;
+        next += 1;
     }
     let link_gb_s = copied as f64 / start.elapsed().as_secs_f64() / 1e9;
     let (rate, fixed_ms) = parse_cpu_block(threads, child)?;
@@ -195,20 +204,31 @@ fn model_ms(device: &Device, layers: usize, dir: &std::path::Path) -> Result<(f6
 }
 
 /// Seconds per decoded token of one zero-weight Q4_K block of `spec` on the CPU, and its
-/// weight bytes, over [`cli::cpu_blocks`] (weights from memory).
+/// weight bytes, over [`cli::cpu_blocks`] (weights from memory). Timed the way hybrid
+/// decode computes a host layer: with the device's bits ([`cardinfer_stream::exact`],
+/// what a host layer runs where the device decodes with the fused kernels) where they
+/// cover the block, else Candle's block with its small ops on one thread. On the H100
+/// machine the exact layer took 1.17–1.22 ms where Candle's took 0.96 (4B-shaped,
+/// 14 threads, run73), so timing the other one made the planner put too many layers on
+/// the CPU.
 fn cpu_block_secs(spec: &cardinfer_core::ModelSpec) -> Result<(f64, u64)> {
     use cardinfer_stream::LayerStream;
     let (layers, bytes) = cli::cpu_blocks(spec)?;
     let count = layers.len();
     let decoder = cardinfer_stream::family::Decoder::new(spec.clone(), None);
+    let rope = decoder.rope().clone();
     let mut slots = vec![cardinfer_stream::KvSlot::default(); count];
     let x = Tensor::zeros((1, 1, spec.hidden_size), candle_core::DType::F32, &Device::Cpu)?;
+    let exact = cardinfer_stream::exact::supports(spec, &layers[0]);
     let mut step = 0;
     let secs = cli::median_secs(4 * count, || {
         let i = step % count;
-        // As the executor runs a host layer (its small ops on one thread).
         let (layer, slot) = (&layers[i], &mut slots[i]);
-        cardinfer_stream::cpu_matvec::with_serial_small_ops(|| decoder.block(0, layer, &x, slot, step / count))?;
+        if exact {
+            cardinfer_stream::exact::decode_layer(spec, &rope, layer, &x, slot)?;
+        } else {
+            cardinfer_stream::cpu_matvec::with_serial_small_ops(|| decoder.block(0, layer, &x, slot, step / count))?;
+        }
         step += 1;
         Ok(())
     })?;
@@ -336,7 +356,12 @@ fn main() -> Result<()> {
     }
     // The same beside back-to-back copies, where there is a link: what hybrid decode
     // sees. The planner uses these rates when measured.
-    let pinned = (!device.is_cpu()).then(|| PinnedBuffer::alloc(&device, 64 << 20)).flatten();
+    // 1 GiB of copy sources, larger than any last-level cache (64 MiB where the driver
+    // will not lock that much).
+    let pinned = match device.is_cpu() {
+        true => None,
+        false => PinnedBuffer::alloc(&device, 1 << 30).or_else(|| PinnedBuffer::alloc(&device, COPY_BYTES)),
+    };
     if let Some(mut pinned) = pinned {
         pinned.as_mut_slice().fill(0);
         let mut loaded = Vec::new();

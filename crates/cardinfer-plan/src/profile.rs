@@ -33,9 +33,10 @@ pub struct Profile {
     pub decode_overhead_ms_per_layer: f64,
     /// CPU rate computing a quantized transformer block for one token, in weight bytes
     /// read per second, GB/s (`probe` measures a Q4_K block of width 4096 at its best
-    /// thread count; on a device with a link, while copies to it run, as in hybrid
-    /// decode: on the H100 machine host layers read 46–49 GB/s in place where the probe's
-    /// block alone read 60–70).
+    /// thread count, computed as a host layer is — with the device's bits where the
+    /// fused kernels decode — and on a device with a link while copies to it stream a
+    /// gigabyte from memory, as in hybrid decode: on the H100 machine host layers read
+    /// 40–49 GB/s in place where the probe's block alone read 60–70).
     pub cpu_matvec_gb_s: f64,
     /// Sequential read rate of the model file from disk (page cache cold), GB/s.
     pub disk_gb_s: f64,

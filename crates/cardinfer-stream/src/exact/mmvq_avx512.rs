@@ -123,10 +123,31 @@ unsafe fn floats(v: &Floats) -> __m512 {
     unsafe { _mm512_load_ps(v.0.as_ptr()) }
 }
 
-/// Lane indices `f(j)` for j = 0..16.
-fn lane_index(f: impl Fn(i32) -> i32) -> [i32; 16] {
-    std::array::from_fn(|j| f(j as i32))
+/// Lane indices `mul·(j / div) + add + (j % modulo)` for lanes j = 0..16, built at
+/// compile time: a row is a few super-blocks (10 for a width of 2560), so index vectors
+/// built per row cost a third of the kernel's time (perf, development machine).
+const fn lane_index(mul: i32, div: i32, add: i32, modulo: i32) -> Ints {
+    let mut lanes = [0i32; 16];
+    let mut j = 0;
+    while j < 16 {
+        lanes[j] = mul * (j as i32 / div) + add + (j as i32 % modulo);
+        j += 1;
+    }
+    Ints(lanes)
 }
+
+/// Q4_K: the `qs` ints of the first (`8·(j/4) + j%4`) and second (`+ 4`) half of each
+/// lane's sub-block pair, the scale of sub-block `2·(j/4) + i` and its min (`+ 8`).
+const Q4K_FIRST: Ints = lane_index(8, 4, 0, 4);
+const Q4K_SECOND: Ints = lane_index(8, 4, 4, 4);
+const Q4K_SCALE: [Ints; 2] = [lane_index(2, 4, 0, 1), lane_index(2, 4, 1, 1)];
+const Q4K_MIN: [Ints; 2] = [lane_index(2, 4, 8, 1), lane_index(2, 4, 9, 1)];
+/// Q6_K: the `qh` int of each lane in both halves (`base + j%8`), its shift
+/// (`2·(j/8)`), and the scale of `base + j/4 + 4i`.
+const Q6K_HIGH: [Ints; 2] = [lane_index(0, 1, 0, 8), lane_index(0, 1, 8, 8)];
+const Q6K_SHIFT: Ints = lane_index(2, 8, 0, 1);
+const Q6K_SCALE: [[Ints; 2]; 2] =
+    [[lane_index(1, 4, 0, 1), lane_index(1, 4, 8, 1)], [lane_index(1, 4, 4, 1), lane_index(1, 4, 12, 1)]];
 
 /// Both f16 scales of a block (`d` in the low half of `word`, the second in the high
 /// half), widened and broadcast.
@@ -144,10 +165,9 @@ unsafe fn scales_f16(word: u32) -> (__m512, __m512) {
 /// The CPU must have the features [`available`] checks; `x` must cover `w`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
 pub unsafe fn row_q4k(w: &[Q4K], x: &Prepared) -> f32 {
-    let first_idx = _mm512_loadu_si512(lane_index(|j| 8 * (j / 4) + j % 4).as_ptr().cast());
-    let second_idx = _mm512_loadu_si512(lane_index(|j| 8 * (j / 4) + 4 + j % 4).as_ptr().cast());
-    let sc_idx = [0, 1].map(|i| _mm512_loadu_si512(lane_index(|j| 2 * (j / 4) + i).as_ptr().cast()));
-    let min_idx = [0, 1].map(|i| _mm512_loadu_si512(lane_index(|j| 8 + 2 * (j / 4) + i).as_ptr().cast()));
+    let (first_idx, second_idx) = (ints(&Q4K_FIRST), ints(&Q4K_SECOND));
+    let sc_idx = [ints(&Q4K_SCALE[0]), ints(&Q4K_SCALE[1])];
+    let min_idx = [ints(&Q4K_MIN[0]), ints(&Q4K_MIN[1])];
     let nibble = _mm512_set1_epi8(0x0F);
     let zero = _mm512_setzero_ps();
     let mut acc = [zero; 8];
@@ -193,10 +213,9 @@ pub unsafe fn row_q4k(w: &[Q4K], x: &Prepared) -> f32 {
 /// As [`row_q4k`].
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
 pub unsafe fn row_q6k(w: &[Q6K], x: &Prepared) -> f32 {
-    let qh_idx = [0, 8].map(|base| _mm512_loadu_si512(lane_index(|j| base + j % 8).as_ptr().cast()));
-    let qh_shift = _mm512_loadu_si512(lane_index(|j| 2 * (j / 8)).as_ptr().cast());
-    let sc_idx =
-        [0, 1].map(|i| [0, 8].map(|base| _mm512_loadu_si512(lane_index(|j| base + j / 4 + 4 * i).as_ptr().cast())));
+    let qh_idx = [ints(&Q6K_HIGH[0]), ints(&Q6K_HIGH[1])];
+    let qh_shift = ints(&Q6K_SHIFT);
+    let sc_idx = [[ints(&Q6K_SCALE[0][0]), ints(&Q6K_SCALE[0][1])], [ints(&Q6K_SCALE[1][0]), ints(&Q6K_SCALE[1][1])]];
     let nibble = _mm512_set1_epi8(0x0F);
     let high_bits = _mm512_set1_epi8(0x30);
     let zero = _mm512_setzero_ps();
@@ -226,7 +245,9 @@ pub unsafe fn row_q6k(w: &[Q6K], x: &Prepared) -> f32 {
             acc[s % 4][half] = _mm512_fmadd_ps(d, sum, acc[s % 4][half]);
         }
     }
-    let lanes = |h: usize| _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(acc[0][h], acc[1][h]), acc[2][h]), acc[3][h]);
+    // No closure here: a closure is compiled without this function's target features.
+    let first = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(acc[0][0], acc[1][0]), acc[2][0]), acc[3][0]);
+    let second = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(acc[0][1], acc[1][1]), acc[2][1]), acc[3][1]);
     // SAFETY: same features.
-    unsafe { finish_butterfly(_mm512_add_ps(lanes(0), lanes(1))) }
+    unsafe { finish_butterfly(_mm512_add_ps(first, second)) }
 }
