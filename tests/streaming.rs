@@ -293,6 +293,48 @@ fn a_head_larger_than_a_layer_streams_in_row_chunks_with_identical_logits() {
     }
 }
 
+/// The head's last row chunks computed on the CPU in decode steps (a hybrid plan's
+/// `head_host_chunks`), CPU devices standing in for both sides: only the other chunks
+/// pass through the pool, and logits and generated ids equal the resident run's.
+#[test]
+fn head_chunks_on_the_cpu_change_nothing() {
+    let dir = std::env::temp_dir().join(format!("cardinfer-stream-hosthead-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("m.gguf");
+    let spec = ModelSpec { vocab_size: 4000, ..common::tiny_spec(Family::Qwen3, true, 3, 128) };
+    SyntheticModel::random(&spec, 7).write_gguf(&path, StorageType::Q4_K, StorageType::Q8_0).unwrap();
+    let resident = ResidentModel::load(&Checkpoint::open(&path).unwrap(), &Device::Cpu, |_, _| {}).unwrap();
+    let expected = run(&resident, 5, 10);
+    let ckpt = Checkpoint::open(&path).unwrap();
+    let spec = ckpt.spec().unwrap();
+    let layout = model_layout(&ckpt, &spec).unwrap();
+    let mut plan = plan_on_device(&spec, &layout, &Device::Cpu, &request(u64::MAX / 2, Mode::Stream, 2)).unwrap();
+    let chunks = plan.head_chunks.len();
+    assert!(chunks > 2, "the head should stream in chunks: {plan}");
+    for on_cpu in [1, chunks - 1] {
+        plan.head_host_chunks = on_cpu;
+        let reader = Arc::new(CheckpointReader::new(Arc::new(Checkpoint::open(&path).unwrap()), spec.clone()));
+        let model = StreamedModel::new(
+            Decoder::new(spec.clone(), None),
+            layout.clone(),
+            plan.clone(),
+            &Device::Cpu,
+            reader,
+            |_, _| {},
+        )
+        .unwrap();
+        let (logits, ids) = run(&model, 5, 10);
+        assert_eq!(ids, expected.1, "{on_cpu} of {chunks} chunks on the CPU");
+        assert!(logits == expected.0, "{on_cpu} of {chunks} chunks on the CPU: logits differ");
+        assert!(model.timings().host_secs > 0.0, "the CPU computed no head rows");
+        let stats = model.pool_stats();
+        assert!(stats.peak_in_use <= 2, "{stats:?}");
+        // Decode steps stream only the other chunks: fewer slot loads than a pass of all.
+        let passes = model.timings().passes;
+        assert!(stats.blocks_streamed < passes * (3 + chunks as u64), "{stats:?} over {passes} passes");
+    }
+}
+
 /// Hybrid decode with CPU devices standing in for both sides: a share of the streamed
 /// layers (two, as asked) is placed on the host, computed there for decode steps and streamed for
 /// prefill chunks; logits and generated ids equal the resident run, and the pool stays

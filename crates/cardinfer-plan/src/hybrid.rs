@@ -24,7 +24,48 @@ impl StreamPlan {
     /// layers are then chosen again for the new placement, kept only if the plan still
     /// fits and simulates faster. Plans with the whole cache in host memory (`kv_on_host`)
     /// only get the split.
+    /// Last, where the head streams in chunks, the CPU takes the chunks at the end that
+    /// simulate fastest ([`StreamPlan::head_host_chunks`]).
     pub fn place_hybrid(&mut self, rates: &DecodeRates, host_layers: Option<usize>, wanted_slots: usize, mode: Mode) {
+        self.place_hybrid_layers(rates, host_layers, wanted_slots, mode);
+        self.choose_head_host_chunks(rates);
+    }
+
+    /// How many of the streamed head's last chunks the CPU computes: the count (fewer
+    /// than all) that simulates fastest, none unless the plan has host layers (the CPU is
+    /// then already in use, its rate measured) and a head in two or more chunks.
+    fn choose_head_host_chunks(&mut self, rates: &DecodeRates) {
+        self.head_host_chunks = 0;
+        let head_streamed = self.blocks.iter().any(|(b, p)| *b == BlockId::Head && *p == Placement::Streamed);
+        if !head_streamed || self.head_chunks.len() < 2 || self.host_layer_count() == 0 {
+            return;
+        }
+        let token_ms = |plan: &StreamPlan| simulate_decode(plan, rates).token_ms;
+        let mut trial = self.clone();
+        let (mut best, mut best_ms) = (0, token_ms(self));
+        for count in 1..self.head_chunks.len() {
+            trial.head_host_chunks = count;
+            let ms = token_ms(&trial);
+            if ms < best_ms {
+                (best, best_ms) = (count, ms);
+            }
+        }
+        if best > 0 {
+            self.head_host_chunks = best;
+            self.reasons.push(format!(
+                "hybrid: the last {best} of the head's {} chunks computed on the host in decode steps, while the link streams the others; simulated {best_ms:.1} ms per token",
+                self.head_chunks.len()
+            ));
+        }
+    }
+
+    fn place_hybrid_layers(
+        &mut self,
+        rates: &DecodeRates,
+        host_layers: Option<usize>,
+        wanted_slots: usize,
+        mode: Mode,
+    ) {
         self.assign_host_layers(rates, host_layers);
         if self.kv_on_host || self.host_layer_count() == 0 {
             return;
@@ -110,6 +151,7 @@ impl StreamPlan {
             self.blocks[i].1 = Placement::Resident;
             if block == BlockId::Head {
                 self.head_chunks.clear();
+                self.head_host_chunks = 0;
             }
             upgraded.push(block.to_string());
         }

@@ -115,6 +115,10 @@ pub struct StreamPlan {
     /// Row ranges of the output head streamed one slot at a time (empty when the head
     /// is resident or fits one slot whole).
     pub head_chunks: Vec<std::ops::Range<usize>>,
+    /// Of `head_chunks`, how many at the end the CPU computes in decode steps (hybrid
+    /// plans, [`StreamPlan::place_hybrid`]): once the last layer is done the CPU is idle
+    /// while the link still streams the head, so it takes those rows from host memory.
+    pub head_host_chunks: usize,
     /// Why the plan is what it is, one reason per line.
     pub reasons: Vec<String>,
 }
@@ -380,6 +384,7 @@ impl StreamPlan {
             prefill_chunk,
             runtime_bytes,
             head_chunks: Vec::new(),
+            head_host_chunks: 0,
             reasons: vec!["embedding in host memory: a lookup moves a few KB per token".into()],
         };
         if kv_on_host {

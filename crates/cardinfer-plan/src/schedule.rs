@@ -77,7 +77,7 @@ pub struct TokenSchedule {
 pub fn simulate_decode(plan: &StreamPlan, rates: &DecodeRates) -> TokenSchedule {
     let slots = plan.slots.max(1);
     let mut slot_free_at: Vec<f64> = Vec::new();
-    let (mut t, mut link_free) = (0.0f64, 0.0f64);
+    let (mut t, mut link_free, mut cpu_end) = (0.0f64, 0.0f64, 0.0f64);
     let mut token = TokenSchedule::default();
     {
         for &(block, placement) in &plan.blocks {
@@ -97,10 +97,23 @@ pub fn simulate_decode(plan: &StreamPlan, rates: &DecodeRates) -> TokenSchedule 
                     token.host_ms += ms;
                 }
                 Placement::Streamed => {
-                    // The head may stream in row chunks, one slot each.
-                    let pieces = if block == BlockId::Head { plan.head_chunks.len().max(1) } else { 1 };
-                    for _ in 0..pieces {
-                        let piece = bytes / pieces as u64;
+                    // The head may stream in row chunks, one slot each; the last
+                    // `head_host_chunks` of them the CPU computes meanwhile, from the
+                    // moment the hidden state reaches it.
+                    let (pieces, on_cpu) = match block {
+                        BlockId::Head => {
+                            let chunks = plan.head_chunks.len().max(1);
+                            (chunks, plan.head_host_chunks.min(chunks - 1))
+                        }
+                        _ => (1, 0),
+                    };
+                    let piece = bytes / pieces as u64;
+                    if on_cpu > 0 {
+                        let cpu_ms = rates.hop_ms + DecodeRates::ms(piece * on_cpu as u64, rates.cpu_gb_s);
+                        cpu_end = t + cpu_ms;
+                        token.host_ms += cpu_ms;
+                    }
+                    for _ in 0..pieces - on_cpu {
                         let copies = slot_free_at.len();
                         let slot_free = if copies >= slots { slot_free_at[copies - slots] } else { 0.0 };
                         let copy_start = link_free.max(slot_free);
@@ -119,7 +132,7 @@ pub fn simulate_decode(plan: &StreamPlan, rates: &DecodeRates) -> TokenSchedule 
             }
         }
     }
-    token.token_ms = t;
+    token.token_ms = t.max(cpu_end);
     token
 }
 
@@ -157,6 +170,7 @@ mod tests {
             prefill_chunk: 1,
             runtime_bytes: 0,
             head_chunks: Vec::new(),
+            head_host_chunks: 0,
             reasons: Vec::new(),
         }
     }
@@ -221,6 +235,29 @@ mod tests {
         let fixed = simulate_decode(&p, &DecodeRates { host_block_ms: 0.25, ..RATES });
         assert!((fixed.host_ms - base.host_ms - 4.0 * 0.25).abs() < 1e-9, "{fixed:?} vs {base:?}");
         assert!(fixed.token_ms > base.token_ms);
+    }
+
+    /// The head's last chunks on the CPU: it starts them when the last layer is done and
+    /// the token ends when both sides have; the link carries only the others.
+    #[test]
+    fn head_chunks_on_the_cpu_run_beside_the_links() {
+        let mut p = plan(&[Placement::Host, Placement::Streamed], 1_000_000, 2);
+        p.blocks.push((BlockId::Head, Placement::Streamed));
+        p.block_bytes.push((BlockId::Head, 4_000_000));
+        p.head_chunks = (0..4).map(|i| i * 10..(i + 1) * 10).collect();
+        let all_streamed = simulate_decode(&p, &RATES);
+        p.head_host_chunks = 2;
+        let half = simulate_decode(&p, &RATES);
+        // 1 ms on the CPU, then the layer's copy (done by then) and four head copies of
+        // 1 ms, the first of which started beside the CPU's layer: ~4 ms after it.
+        assert!((all_streamed.link_ms - 5.0).abs() < 1e-9, "{all_streamed:?}");
+        assert!((half.link_ms - 3.0).abs() < 1e-9, "{half:?}");
+        assert!((half.host_ms - 3.0).abs() < 1e-9, "one layer and two chunks on the CPU: {half:?}");
+        assert!(half.token_ms < all_streamed.token_ms, "{half:?} vs {all_streamed:?}");
+        // Every chunk asked for the CPU still leaves one to the link.
+        p.head_host_chunks = 9;
+        let most = simulate_decode(&p, &RATES);
+        assert!((most.link_ms - 2.0).abs() < 1e-9, "{most:?}");
     }
 
     #[test]

@@ -283,6 +283,29 @@ fn hybrid_plans_keep_host_layer_caches_on_the_host() {
     assert_eq!(kv_host.kv_bytes, kv_before);
 }
 
+/// Where the head streams in chunks, a hybrid plan hands the CPU the last chunks when
+/// that simulates faster (the CPU is otherwise idle while the head streams), never all.
+#[test]
+fn hybrid_plans_give_the_cpu_the_heads_last_chunks() {
+    let rates = DecodeRates::from_profile(&Profile::h100_fitted());
+    let a = arch("Qwen3-4B");
+    let (spec, blocks) = (a.spec(640), a.block_bytes(&q4()));
+    // A budget where the head cannot stay resident: it streams in chunks.
+    let req = PlanRequest { prefill_chunk: 64, runtime_bytes: 120 << 20, ..request(500 << 20) };
+    let mut plan = StreamPlan::place(&spec, &blocks, &req).unwrap();
+    plan.place_hybrid(&rates, Some(19), 2, Mode::Auto);
+    assert!(plan.head_chunks.len() >= 2, "{plan}");
+    assert!(plan.head_host_chunks > 0 && plan.head_host_chunks < plan.head_chunks.len(), "{plan}");
+    assert!(plan.reasons.iter().any(|r| r.contains("head's")), "{:?}", plan.reasons);
+    let mut none = plan.clone();
+    none.head_host_chunks = 0;
+    assert!(simulate_decode(&plan, &rates).token_ms < simulate_decode(&none, &rates).token_ms);
+    // Without host layers the CPU takes no part of the head either.
+    let mut stream_only = StreamPlan::place(&spec, &blocks, &req).unwrap();
+    stream_only.place_hybrid(&rates, Some(0), 2, Mode::Auto);
+    assert_eq!(stream_only.head_host_chunks, 0, "{stream_only}");
+}
+
 /// A KV cache too large for the device beside a slot goes to host memory (auto mode):
 /// the plan fits, says why, and the predicted link time includes the cache's traffic.
 #[test]

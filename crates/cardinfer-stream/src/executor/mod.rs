@@ -23,6 +23,7 @@
 //!   file on demand into a ring of staging buffers by a background thread.
 
 mod hidden;
+mod host_head;
 mod host_split;
 mod plan;
 mod pool;

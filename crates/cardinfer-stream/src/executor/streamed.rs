@@ -2,6 +2,7 @@
 //! through the bounded pool, filled ahead of use by a prefetch thread.
 
 use super::hidden::{FusedLayers, HiddenState};
+use super::host_head::HostHead;
 use super::host_split::HostSplit;
 use super::plan::{block_device_bytes, Placement, StreamPlan};
 use super::pool::{PoolStats, SlotPool, SlotTicket};
@@ -126,6 +127,9 @@ pub struct StreamedModel {
     /// Layers placed on the host: their weights in host memory, computed by the CPU
     /// during decode (hybrid); prefill chunks stream them through the pool instead.
     host: HashMap<BlockId, BlockWeights>,
+    /// The head's last row chunks, computed by the CPU in decode steps (hybrid plans
+    /// with `head_host_chunks`).
+    host_head: Option<HostHead>,
     /// Which host layers the CPU computes now (all, or the count the tuner measured
     /// fastest); the others stream like device layers, their caches visiting.
     host_split: Mutex<HostSplit>,
@@ -176,6 +180,10 @@ impl StreamedModel {
             }
             progress(i + 1, total);
         }
+        let host_head = match host_head_rows(&plan) {
+            Some(rows) => Some(HostHead::load(reader.as_ref(), rows, family.spec().rms_norm_eps, device)?),
+            None => None,
+        };
         let pool = SlotPool::new(plan.slots, plan.slot_bytes);
         let host_split = Mutex::new(HostSplit::new(host_layers_of(&plan, &host), family.spec().num_layers, false));
         Ok(Self {
@@ -191,6 +199,7 @@ impl StreamedModel {
             host_embed,
             resident,
             host,
+            host_head,
             host_split,
             pool,
             timings: Mutex::new(StreamTimings::default()),
@@ -269,6 +278,7 @@ impl StreamedModel {
 
     /// One weight pass over `tokens` (one chunk); the head runs only if `which` is set.
     fn pass(&self, tokens: &[u32], kv: &mut KvCache, which: Option<Logits>) -> Result<Option<Tensor>> {
+        super::timeline::pass_entered();
         let pos = kv.len();
         let on_cpu = self.lock_split().begin_pass(tokens.len(), pos, Instant::now());
         let ids = Tensor::new(tokens, &Device::Cpu)?.unsqueeze(0)?;
@@ -282,7 +292,11 @@ impl StreamedModel {
         // the device runs with plain blocks (a prompt chunk, a cache without buffers yet)
         // streams them, as the CPU's Candle ops would round differently.
         let allowed = self.exact_rope.is_none() || hidden.is_fused();
-        let on_cpu = OnCpu { layers: &on_cpu, tokens: tokens.len(), allowed };
+        let head_rows = match which {
+            Some(Logits::All) => tokens.len(),
+            _ => 1,
+        };
+        let on_cpu = OnCpu { layers: &on_cpu, tokens: tokens.len(), allowed, head_rows };
         let order: Vec<BlockId> = self
             .plan
             .blocks
@@ -294,7 +308,7 @@ impl StreamedModel {
             .iter()
             .copied()
             .filter(|b| !self.resident.contains_key(b) && self.cpu_weights(*b, on_cpu).is_none())
-            .flat_map(|block| self.pieces(block))
+            .flat_map(|block| self.pieces(block, on_cpu))
             .collect();
         self.reader.prepare(&streamed.iter().map(|p| (p.block, p.rows.clone())).collect::<Vec<_>>());
         if !self.prefetch_thread() {
@@ -335,10 +349,12 @@ impl StreamedModel {
     }
 
     /// The slot loads that make up streamed `block`: the block whole, or the head in the
-    /// plan's row chunks.
-    fn pieces(&self, block: BlockId) -> Vec<Piece> {
+    /// plan's row chunks, less those the CPU computes in this pass.
+    fn pieces(&self, block: BlockId, on_cpu: OnCpu<'_>) -> Vec<Piece> {
         if block == BlockId::Head && !self.plan.head_chunks.is_empty() {
-            self.plan.head_chunks.iter().map(|r| Piece { block, rows: Some(r.clone()) }).collect()
+            let cpu_rows = self.host_head(on_cpu).map(|h| h.rows.clone());
+            let streamed = |r: &&Range<usize>| cpu_rows.as_ref().is_none_or(|c| r.start < c.start);
+            self.plan.head_chunks.iter().filter(streamed).map(|r| Piece { block, rows: Some(r.clone()) }).collect()
         } else {
             vec![Piece { block, rows: None }]
         }
@@ -498,36 +514,63 @@ impl StreamedModel {
                 continue;
             }
             let mut parts = Vec::new();
-            for piece in self.pieces(block) {
-                let (weights, ticket) = self.receive(source, ahead, &piece, &mut timings, &mut copy_markers)?;
-                let start = Instant::now();
-                if trace() {
-                    eprintln!("[compute] {piece:?}");
+            // The CPU's rows of the head start as soon as the final hidden state is here,
+            // beside the device's chunks.
+            let host_head = match (block, self.host_head(on_cpu)) {
+                (BlockId::Head, Some(head)) => {
+                    let exact = self.exact_rope.is_some() && hidden.is_fused();
+                    Some((head, head.input(&last_rows(&mut hidden)?, exact)?))
                 }
-                timeline.begin();
-                let out = match block {
-                    BlockId::Layer(i) if self.host.contains_key(&block) => {
-                        hidden.visiting_layer(i, &weights, kv, &self.device, |x, kv| {
-                            self.device_block(i, &weights, x, kv, pos)
+                _ => None,
+            };
+            let host_start = Instant::now();
+            let cpu_rows = std::thread::scope(|scope| -> Result<Option<Tensor>> {
+                let family = &self.family;
+                let cpu = host_head.map(|(head, input)| scope.spawn(move || head.logits(family.as_ref(), input)));
+                for piece in self.pieces(block, on_cpu) {
+                    let (weights, ticket) = self.receive(source, ahead, &piece, &mut timings, &mut copy_markers)?;
+                    let start = Instant::now();
+                    if trace() {
+                        eprintln!("[compute] {piece:?}");
+                    }
+                    timeline.begin();
+                    let out = match block {
+                        BlockId::Layer(i) if self.host.contains_key(&block) => {
+                            hidden.visiting_layer(i, &weights, kv, &self.device, |x, kv| {
+                                self.device_block(i, &weights, x, kv, pos)
+                            })
+                        }
+                        BlockId::Layer(i) => {
+                            hidden.device_layer(i, &weights, kv, |x, kv| self.device_block(i, &weights, x, kv, pos))
+                        }
+                        BlockId::Head => {
+                            last_rows(&mut hidden).and_then(|h| self.family.head(&weights, &h)).map(|l| parts.push(l))
+                        }
+                        BlockId::Embed => Ok(()),
+                    };
+                    timeline.end(block, copy_markers.last().cloned());
+                    timings.compute_secs += start.elapsed().as_secs_f64();
+                    // "slot free": nothing to wait for here. A slot buffer is refilled only by
+                    // a copy that waits for the compute stream's work queued before it (this
+                    // block's kernels included); memory of a block's own allocations is freed
+                    // stream-ordered.
+                    drop(weights);
+                    self.pool.release(ticket);
+                    out?;
+                }
+                cpu.map(|handle| {
+                    handle.join().unwrap_or_else(|_| {
+                        Err(StreamError::InvalidParameter {
+                            name: "head",
+                            reason: "the CPU's head rows panicked".into(),
                         })
-                    }
-                    BlockId::Layer(i) => {
-                        hidden.device_layer(i, &weights, kv, |x, kv| self.device_block(i, &weights, x, kv, pos))
-                    }
-                    BlockId::Head => {
-                        last_rows(&mut hidden).and_then(|h| self.family.head(&weights, &h)).map(|l| parts.push(l))
-                    }
-                    BlockId::Embed => Ok(()),
-                };
-                timeline.end(block, copy_markers.last().cloned());
-                timings.compute_secs += start.elapsed().as_secs_f64();
-                // "slot free": nothing to wait for here. A slot buffer is refilled only by
-                // a copy that waits for the compute stream's work queued before it (this
-                // block's kernels included); memory of a block's own allocations is freed
-                // stream-ordered.
-                drop(weights);
-                self.pool.release(ticket);
-                out?;
+                    })
+                })
+                .transpose()
+            })?;
+            if let Some(rows) = cpu_rows {
+                timings.host_secs += host_start.elapsed().as_secs_f64();
+                parts.push(rows.to_device(&self.device)?);
             }
             if block == BlockId::Head {
                 logits = Some(Tensor::cat(&parts, D::Minus1)?);
@@ -558,6 +601,15 @@ fn host_layers_of(plan: &StreamPlan, host: &HashMap<BlockId, BlockWeights>) -> V
     plan.blocks.iter().filter_map(host_layer).collect()
 }
 
+/// The head rows of `plan` the CPU computes in decode steps: its last `head_host_chunks`
+/// chunks (`None` when there are none, or the head is not streamed in chunks).
+fn host_head_rows(plan: &StreamPlan) -> Option<Range<usize>> {
+    let chunks = &plan.head_chunks;
+    let count = plan.head_host_chunks.min(chunks.len().saturating_sub(1));
+    let head_streamed = plan.blocks.iter().any(|(b, p)| *b == BlockId::Head && *p == Placement::Streamed);
+    (count > 0 && head_streamed).then(|| chunks[chunks.len() - count].start..chunks[chunks.len() - 1].end)
+}
+
 /// The layers a pass computes on the CPU: per layer, whether the split in use has it
 /// there, and the pass's width.
 #[derive(Debug, Clone, Copy)]
@@ -566,6 +618,8 @@ struct OnCpu<'a> {
     tokens: usize,
     /// False where the CPU computes no layer this pass (see `StreamedModel::pass`).
     allowed: bool,
+    /// Rows the head computes this pass (1, or every token's for `Logits::All`).
+    head_rows: usize,
 }
 
 impl StreamedModel {
@@ -579,6 +633,13 @@ impl StreamedModel {
             && on_cpu.tokens <= HOST_COMPUTE_MAX_TOKENS
             && on_cpu.layers.get(i).copied().unwrap_or(false);
         self.host.get(&block).filter(|_| active)
+    }
+
+    /// The CPU's rows of the head when the pass `on_cpu` computes them there: decode
+    /// steps (one row of logits) of passes whose host layers run on the CPU.
+    fn host_head(&self, on_cpu: OnCpu<'_>) -> Option<&HostHead> {
+        let active = on_cpu.allowed && on_cpu.tokens <= HOST_COMPUTE_MAX_TOKENS && on_cpu.head_rows == 1;
+        self.host_head.as_ref().filter(|_| active)
     }
 
     fn lock_split(&self) -> std::sync::MutexGuard<'_, HostSplit> {

@@ -18,6 +18,17 @@ pub(crate) fn enabled() -> bool {
 /// When the last printed pass ended (its timeline printed), for the gap before the next.
 static LAST_PASS_END: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
 
+/// When the pass being recorded was entered (before its embedding and plan), so the gap
+/// between passes splits into the caller's time and the pass's setup.
+static PASS_ENTERED: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
+
+/// Records that a pass starts now (does nothing unless [`enabled`]).
+pub(crate) fn pass_entered() {
+    if enabled() {
+        *PASS_ENTERED.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::time::Instant::now());
+    }
+}
+
 /// Whether every block is printed for decode passes too (`CARDINFER_TIMELINE=2`).
 fn detailed() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
@@ -91,8 +102,15 @@ impl Timeline {
         });
         *last_end = Some(std::time::Instant::now());
         drop(last_end);
+        let entered = PASS_ENTERED.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let setup = entered.map_or(String::new(), |at| {
+            format!(
+                " (of which the pass's setup {:.2} ms)",
+                self.started.saturating_duration_since(at).as_secs_f64() * 1e3
+            )
+        });
         let mut line = format!(
-            "[timeline] {tokens} tokens: device {device_ms:.2} ms, host queued blocks in {queue_ms:.2} ms, wall {wall_ms:.2} ms{gap}"
+            "[timeline] {tokens} tokens: device {device_ms:.2} ms, host queued blocks in {queue_ms:.2} ms, wall {wall_ms:.2} ms{gap}{setup}"
         );
         if tokens > 4 || detailed() {
             for (block, copy, (start, end), queued, host) in &self.rows {
