@@ -270,15 +270,22 @@ fn a_failing_reader_is_an_error_not_a_hang() {
     }
 }
 
-#[test]
-fn a_head_larger_than_a_layer_streams_in_row_chunks_with_identical_logits() {
-    let dir = std::env::temp_dir().join(format!("cardinfer-stream-bighead-{}", std::process::id()));
+/// A tiny model of `family` with a 4000-token vocabulary, written under a directory
+/// named by `name`: its Q8_0 head (~1.1 MB) is larger than a layer (~0.25 MB), so it
+/// streams in row chunks. Also the model loaded resident.
+fn big_head_model(name: &str, family: Family, seed: u64) -> (PathBuf, ResidentModel) {
+    let dir = std::env::temp_dir().join(format!("cardinfer-stream-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("m.gguf");
-    // A 4000-token vocabulary: the Q8_0 head (~1.1 MB) is larger than a layer (~0.25 MB).
-    let spec = ModelSpec { vocab_size: 4000, ..common::tiny_spec(Family::Qwen2, false, 3, 128) };
-    SyntheticModel::random(&spec, 5).write_gguf(&path, StorageType::Q4_K, StorageType::Q8_0).unwrap();
+    let spec = ModelSpec { vocab_size: 4000, ..common::tiny_spec(family, family == Family::Qwen3, 3, 128) };
+    SyntheticModel::random(&spec, seed).write_gguf(&path, StorageType::Q4_K, StorageType::Q8_0).unwrap();
     let resident = ResidentModel::load(&Checkpoint::open(&path).unwrap(), &Device::Cpu, |_, _| {}).unwrap();
+    (path, resident)
+}
+
+#[test]
+fn a_head_larger_than_a_layer_streams_in_row_chunks_with_identical_logits() {
+    let (path, resident) = big_head_model("bighead", Family::Qwen2, 5);
     let (ref_logits, ref_ids) = run(&resident, 5, 10);
     for (slots, tier) in [(1, HostTier::Auto), (2, HostTier::Auto), (2, HostTier::Disk)] {
         let loaded = streamed_from(&path, u64::MAX / 2, Mode::Stream, slots, 5, tier);
@@ -298,12 +305,7 @@ fn a_head_larger_than_a_layer_streams_in_row_chunks_with_identical_logits() {
 /// pass through the pool, and logits and generated ids equal the resident run's.
 #[test]
 fn head_chunks_on_the_cpu_change_nothing() {
-    let dir = std::env::temp_dir().join(format!("cardinfer-stream-hosthead-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("m.gguf");
-    let spec = ModelSpec { vocab_size: 4000, ..common::tiny_spec(Family::Qwen3, true, 3, 128) };
-    SyntheticModel::random(&spec, 7).write_gguf(&path, StorageType::Q4_K, StorageType::Q8_0).unwrap();
-    let resident = ResidentModel::load(&Checkpoint::open(&path).unwrap(), &Device::Cpu, |_, _| {}).unwrap();
+    let (path, resident) = big_head_model("hosthead", Family::Qwen3, 7);
     let expected = run(&resident, 5, 10);
     let ckpt = Checkpoint::open(&path).unwrap();
     let spec = ckpt.spec().unwrap();
