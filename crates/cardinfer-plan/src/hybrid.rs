@@ -36,8 +36,7 @@ impl StreamPlan {
     /// then already in use, its rate measured) and a head in two or more chunks.
     fn choose_head_host_chunks(&mut self, rates: &DecodeRates) {
         self.head_host_chunks = 0;
-        let head_streamed = self.blocks.iter().any(|(b, p)| *b == BlockId::Head && *p == Placement::Streamed);
-        if !head_streamed || self.head_chunks.len() < 2 || self.host_layer_count() == 0 {
+        if !self.head_streamed() || self.head_chunks.len() < 2 || self.host_layer_count() == 0 {
             return;
         }
         let token_ms = |plan: &StreamPlan| simulate_decode(plan, rates).token_ms;
@@ -118,6 +117,20 @@ impl StreamPlan {
         if again.device_bytes() <= again.budget_bytes && faster {
             *self = again;
         }
+    }
+
+    /// Whether the head streams through the pool (whole or in row chunks).
+    pub fn head_streamed(&self) -> bool {
+        self.blocks.iter().any(|(b, p)| *b == BlockId::Head && *p == Placement::Streamed)
+    }
+
+    /// The head rows the CPU computes in decode steps: those of the last
+    /// `head_host_chunks` of a streamed head's chunks (at most all but one); `None` when
+    /// there are none.
+    pub fn head_host_rows(&self) -> Option<std::ops::Range<usize>> {
+        let chunks = &self.head_chunks;
+        let count = self.head_host_chunks.min(chunks.len().saturating_sub(1));
+        (count > 0 && self.head_streamed()).then(|| chunks[chunks.len() - count].start..chunks[chunks.len() - 1].end)
     }
 
     /// Layers computed on the host.

@@ -26,6 +26,8 @@ pub(crate) struct HostHead {
     /// The output norm on the device: the exact path normalizes there.
     device_norm: Tensor,
     eps: f32,
+    /// Whether [`crate::exact::mmvq`] covers the output rows (type and width).
+    exact_covers: bool,
 }
 
 /// What the CPU gets from the device for its rows.
@@ -41,18 +43,20 @@ impl HostHead {
     pub(crate) fn load(reader: &dyn BlockReader, rows: Range<usize>, eps: f64, device: &Device) -> Result<Self> {
         let weights = reader.read_head_rows(rows.clone(), &Device::Cpu)?;
         let device_norm = weights.get(Role::OutputNorm)?.dense()?.to_device(device)?;
-        Ok(Self { rows, weights, device_norm, eps: eps as f32 })
+        let exact_covers = match weights.get(Role::Output)? {
+            Weight::Quantized(q) => {
+                crate::exact::mmvq::covers(q.dtype()) && q.shape().dims().last().is_some_and(|k| k % 256 == 0)
+            }
+            _ => false,
+        };
+        Ok(Self { rows, weights, device_norm, eps: eps as f32, exact_covers })
     }
 
     /// The input for [`HostHead::logits`] from the final hidden state `x` (`[1, 1,
     /// hidden]`, on the device): normalized there with the head's own op when `exact`
     /// and the output rows are of a type [`crate::exact::mmvq`] covers.
     pub(crate) fn input(&self, x: &Tensor, exact: bool) -> Result<HeadInput> {
-        let covered = match self.weights.get(Role::Output)? {
-            Weight::Quantized(q) => crate::exact::mmvq::covers(q.dtype()) && x.dim(candle_core::D::Minus1)? % 256 == 0,
-            _ => false,
-        };
-        if exact && covered {
+        if exact && self.exact_covers {
             // `Decoder::head`'s norm: the same kernel on the same values, so the same bits.
             let normed = candle_nn::ops::rms_norm(&x.contiguous()?, &self.device_norm, self.eps)?;
             return Ok(HeadInput::Normed(normed.flatten_all()?.to_vec1::<f32>()?));

@@ -180,7 +180,7 @@ impl StreamedModel {
             }
             progress(i + 1, total);
         }
-        let host_head = match host_head_rows(&plan) {
+        let host_head = match plan.head_host_rows() {
             Some(rows) => Some(HostHead::load(reader.as_ref(), rows, family.spec().rms_norm_eps, device)?),
             None => None,
         };
@@ -523,10 +523,7 @@ impl StreamedModel {
                 }
                 _ => None,
             };
-            let host_start = Instant::now();
-            let cpu_rows = std::thread::scope(|scope| -> Result<Option<Tensor>> {
-                let family = &self.family;
-                let cpu = host_head.map(|(head, input)| scope.spawn(move || head.logits(family.as_ref(), input)));
+            let mut stream_pieces = |parts: &mut Vec<Tensor>| -> Result<()> {
                 for piece in self.pieces(block, on_cpu) {
                     let (weights, ticket) = self.receive(source, ahead, &piece, &mut timings, &mut copy_markers)?;
                     let start = Instant::now();
@@ -558,19 +555,26 @@ impl StreamedModel {
                     self.pool.release(ticket);
                     out?;
                 }
-                cpu.map(|handle| {
-                    handle.join().unwrap_or_else(|_| {
-                        Err(StreamError::InvalidParameter {
-                            name: "head",
-                            reason: "the CPU's head rows panicked".into(),
+                Ok(())
+            };
+            match host_head {
+                None => stream_pieces(&mut parts)?,
+                Some((head, input)) => {
+                    let host_start = Instant::now();
+                    let cpu_rows = std::thread::scope(|scope| -> Result<Tensor> {
+                        let family = &self.family;
+                        let cpu = scope.spawn(move || head.logits(family.as_ref(), input));
+                        stream_pieces(&mut parts)?;
+                        cpu.join().unwrap_or_else(|_| {
+                            Err(StreamError::InvalidParameter {
+                                name: "head",
+                                reason: "the CPU's head rows panicked".into(),
+                            })
                         })
-                    })
-                })
-                .transpose()
-            })?;
-            if let Some(rows) = cpu_rows {
-                timings.host_secs += host_start.elapsed().as_secs_f64();
-                parts.push(rows.to_device(&self.device)?);
+                    })?;
+                    timings.host_secs += host_start.elapsed().as_secs_f64();
+                    parts.push(cpu_rows.to_device(&self.device)?);
+                }
             }
             if block == BlockId::Head {
                 logits = Some(Tensor::cat(&parts, D::Minus1)?);
@@ -601,15 +605,6 @@ fn host_layers_of(plan: &StreamPlan, host: &HashMap<BlockId, BlockWeights>) -> V
     plan.blocks.iter().filter_map(host_layer).collect()
 }
 
-/// The head rows of `plan` the CPU computes in decode steps: its last `head_host_chunks`
-/// chunks (`None` when there are none, or the head is not streamed in chunks).
-fn host_head_rows(plan: &StreamPlan) -> Option<Range<usize>> {
-    let chunks = &plan.head_chunks;
-    let count = plan.head_host_chunks.min(chunks.len().saturating_sub(1));
-    let head_streamed = plan.blocks.iter().any(|(b, p)| *b == BlockId::Head && *p == Placement::Streamed);
-    (count > 0 && head_streamed).then(|| chunks[chunks.len() - count].start..chunks[chunks.len() - 1].end)
-}
-
 /// The layers a pass computes on the CPU: per layer, whether the split in use has it
 /// there, and the pass's width.
 #[derive(Debug, Clone, Copy)]
@@ -622,6 +617,14 @@ struct OnCpu<'a> {
     head_rows: usize,
 }
 
+impl OnCpu<'_> {
+    /// Whether the CPU computes anything this pass: decode steps of at most
+    /// [`HOST_COMPUTE_MAX_TOKENS`] tokens where allowed (wider passes stream every block).
+    fn computes(&self) -> bool {
+        self.allowed && self.tokens <= HOST_COMPUTE_MAX_TOKENS
+    }
+}
+
 impl StreamedModel {
     /// The host weights of `block` when the pass `on_cpu` computes it on the CPU: host
     /// layers the split has there, in passes of at most [`HOST_COMPUTE_MAX_TOKENS`] tokens
@@ -629,16 +632,14 @@ impl StreamedModel {
     /// other block).
     fn cpu_weights(&self, block: BlockId, on_cpu: OnCpu<'_>) -> Option<&BlockWeights> {
         let BlockId::Layer(i) = block else { return None };
-        let active = on_cpu.allowed
-            && on_cpu.tokens <= HOST_COMPUTE_MAX_TOKENS
-            && on_cpu.layers.get(i).copied().unwrap_or(false);
+        let active = on_cpu.computes() && on_cpu.layers.get(i).copied().unwrap_or(false);
         self.host.get(&block).filter(|_| active)
     }
 
     /// The CPU's rows of the head when the pass `on_cpu` computes them there: decode
     /// steps (one row of logits) of passes whose host layers run on the CPU.
     fn host_head(&self, on_cpu: OnCpu<'_>) -> Option<&HostHead> {
-        let active = on_cpu.allowed && on_cpu.tokens <= HOST_COMPUTE_MAX_TOKENS && on_cpu.head_rows == 1;
+        let active = on_cpu.computes() && on_cpu.head_rows == 1;
         self.host_head.as_ref().filter(|_| active)
     }
 
