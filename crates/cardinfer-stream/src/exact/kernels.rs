@@ -237,8 +237,9 @@ mod tests {
     use super::*;
     use cardinfer_core::RopeStyle;
 
-    fn values(n: usize, seed: usize) -> Vec<f32> {
-        (0..n).map(|i| (((i + seed) * 7919 % 1013) as f32 / 1013.0 - 0.5) * 3.0).collect()
+    /// Deterministic values in [-1.5, 1.5).
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        crate::test_util::values(n, seed, 1.5)
     }
 
     /// The twins agree with the plain formulas to float accuracy (their bits are the

@@ -227,12 +227,12 @@ mod tests {
     use candle_core::{Device, Tensor};
 
     fn weights(dtype: GgmlDType, n: usize, k: usize) -> QTensor {
-        let values: Vec<f32> = (0..n * k).map(|i| ((i * 7919 % 1013) as f32 / 1013.0 - 0.5) * 0.2).collect();
+        let values = crate::test_util::values(n * k, 1, 0.1);
         QTensor::quantize(&Tensor::from_vec(values, (n, k), &Device::Cpu).expect("tensor"), dtype).expect("quantize")
     }
 
     fn input(k: usize) -> Vec<f32> {
-        (0..k).map(|i| ((i * 104729 % 997) as f32 / 997.0 - 0.5) * 2.0).collect()
+        crate::test_util::values(k, 2, 1.0)
     }
 
     /// Products equal the true product of the dequantized weights with the quantized
