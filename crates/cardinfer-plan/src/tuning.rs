@@ -13,6 +13,14 @@
 //! on the device with its cache visiting, but a device layer cannot move to the CPU.
 //! It measures the planned count, then steps down until a count is clearly slower than
 //! the best, refines around the best, checks stream-only (count 0), and settles.
+//!
+//! Then, when the CPU keeps host layers and the search was given a thread count, it
+//! measures fewer CPU threads with that count of layers: two fewer at a time, while a
+//! count is not clearly slower than the best. On the H100 machine's loans the probe's
+//! best count for a CPU block alone (14 of 16) ran a 4B's hybrid decode at 29.5–31.4
+//! tok/s on one loan where 10 or 12 ran it at 33.4–33.6, and was the fastest on the next
+//! (BENCHMARKS.md, run78/run79): the threads the device's own thread and the copies
+//! leave to the CPU's layers are measured, not assumed.
 
 use crate::schedule::spread_from_first;
 
@@ -37,17 +45,32 @@ pub struct TuningReport {
     pub planned: usize,
     /// Whether the search has ended.
     pub settled: bool,
+    /// `(CPU threads, median milliseconds per token)` for each thread count tried, with
+    /// the count of host layers in use.
+    pub threads_tried: Vec<(usize, f64)>,
+    /// The CPU threads in use (`None` when the search was given no thread count).
+    pub threads: Option<usize>,
 }
 
 impl std::fmt::Display for TuningReport {
-    /// `planned 15: 15 → 36.1 ms, 12 → 34.0 ms, … ; using 13 (settled)`.
+    /// `planned 15: 15 → 36.1 ms, 12 → 34.0 ms, …; using 13; threads 14 → 33.0 ms, 12 →
+    /// 31.9 ms, …; using 12 (settled)`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "planned {}:", self.planned)?;
         for (i, (count, ms)) in self.tried.iter().enumerate() {
             write!(f, "{} {count} → {ms:.2} ms", if i == 0 { "" } else { "," })?;
         }
-        let state = if self.settled { "settled" } else { "searching" };
-        write!(f, "; using {} ({state})", self.in_use)
+        write!(f, "; using {}", self.in_use)?;
+        if !self.threads_tried.is_empty() {
+            write!(f, "; threads")?;
+            for (i, (threads, ms)) in self.threads_tried.iter().enumerate() {
+                write!(f, "{} {threads} → {ms:.2} ms", if i == 0 { "" } else { "," })?;
+            }
+            if let Some(threads) = self.threads {
+                write!(f, "; using {threads}")?;
+            }
+        }
+        write!(f, " ({})", if self.settled { "settled" } else { "searching" })
     }
 }
 
@@ -65,6 +88,10 @@ pub struct HostSplitTuner {
     /// Steps still to skip before measuring.
     warmup: usize,
     tried: Vec<(usize, f64)>,
+    /// CPU threads in use (`None`: not searched).
+    threads: Option<usize>,
+    /// Thread counts measured after the layers' search, with their times.
+    threads_tried: Vec<(usize, f64)>,
     settled: bool,
 }
 
@@ -80,8 +107,21 @@ impl HostSplitTuner {
             samples: Vec::new(),
             warmup: WARMUP_STEPS,
             tried: Vec::new(),
+            threads: None,
+            threads_tried: Vec::new(),
             settled: count == 0,
         }
+    }
+
+    /// Also searches the CPU's thread count, from `threads` down, once the count of host
+    /// layers is chosen (see the module's documentation).
+    pub fn with_threads(self, threads: usize) -> Self {
+        Self { threads: Some(threads.max(1)), ..self }
+    }
+
+    /// The CPU threads to use now (`None` when the search was given no thread count).
+    pub fn threads(&self) -> Option<usize> {
+        self.threads
     }
 
     /// A tuner that keeps all `planned` layers on the CPU and measures nothing (a count
@@ -122,14 +162,42 @@ impl HostSplitTuner {
         self.samples.sort_by(f64::total_cmp);
         let median = self.samples[self.samples.len() / 2];
         self.samples.clear();
+        if let (false, Some(threads)) = (self.threads_tried.is_empty(), self.threads) {
+            self.threads_tried.push((threads, median));
+            match self.next_threads() {
+                Some(next) => self.threads = Some(next),
+                None => {
+                    self.threads = Some(best_of(&self.threads_tried).0);
+                    self.settled = true;
+                }
+            }
+            return;
+        }
         self.tried.push((self.count, median));
         match self.next_count() {
             Some(next) => self.count = next,
             None => {
-                self.count = self.best().0;
-                self.settled = true;
+                let (best, best_ms) = self.best();
+                self.count = best;
+                // The thread search starts from the best count's time, already measured
+                // at the starting thread count.
+                match (self.threads, best) {
+                    (Some(threads), 1..) if threads > 2 => {
+                        self.threads_tried.push((threads, best_ms));
+                        self.threads = Some(threads - 2);
+                    }
+                    _ => self.settled = true,
+                }
             }
         }
+    }
+
+    /// The next thread count: two fewer while the last was not clearly slower than the
+    /// best (and at least 2 remain); `None` when done.
+    fn next_threads(&self) -> Option<usize> {
+        let (_, best_ms) = best_of(&self.threads_tried);
+        let &(last, last_ms) = self.threads_tried.last()?;
+        (last_ms <= best_ms * (1.0 + SLOWER_BY) && last > 2).then(|| last - 2)
     }
 
     /// What was measured so far, and the count in use.
@@ -139,11 +207,16 @@ impl HostSplitTuner {
             in_use: self.count,
             planned: self.planned.len(),
             settled: self.settled,
+            threads_tried: self.threads_tried.clone(),
+            threads: self.threads,
         }
     }
 
     fn best(&self) -> (usize, f64) {
-        self.tried.iter().copied().min_by(|a, b| a.1.total_cmp(&b.1)).unwrap_or((self.planned.len(), f64::NAN))
+        match self.tried.is_empty() {
+            true => (self.planned.len(), f64::NAN),
+            false => best_of(&self.tried),
+        }
     }
 
     fn measured(&self, count: usize) -> bool {
@@ -162,6 +235,11 @@ impl HostSplitTuner {
         let neighbours = [best.checked_sub(1), Some(best + 1).filter(|&c| c <= self.planned.len())];
         neighbours.into_iter().flatten().chain([0]).find(|&c| !self.measured(c))
     }
+}
+
+/// The fastest of `tried` (`(setting, milliseconds)`, not empty); the first on a tie.
+fn best_of(tried: &[(usize, f64)]) -> (usize, f64) {
+    tried.iter().copied().fold((0, f64::INFINITY), |best, t| if t.1 < best.1 { t } else { best })
 }
 
 #[cfg(test)]
@@ -237,6 +315,51 @@ mod tests {
         }
         let report = tuner.report();
         assert!(report.settled && report.tried.is_empty() && report.in_use == 3, "{report}");
+    }
+
+    /// Runs a search with threads from `threads` against `ms_at(count, threads)`.
+    fn run_with_threads(planned: usize, threads: usize, ms_at: impl Fn(usize, usize) -> f64) -> TuningReport {
+        let mut tuner = HostSplitTuner::new((0..planned).collect()).with_threads(threads);
+        let mut steps = 0;
+        while !tuner.settled() {
+            let report = tuner.report();
+            tuner.record(ms_at(report.in_use, report.threads.unwrap_or(0)));
+            steps += 1;
+            assert!(steps < 300, "no end: {:?}", tuner.report());
+        }
+        tuner.report()
+    }
+
+    #[test]
+    fn fewer_threads_are_kept_when_faster() {
+        // Fastest at 10 threads; 8 is clearly slower and ends the descent.
+        let report = run_with_threads(6, 14, |c, t| 30.0 - c as f64 + (t as f64 - 10.0).abs());
+        assert_eq!(report.in_use, 6, "{report}");
+        let threads: Vec<usize> = report.threads_tried.iter().map(|t| t.0).collect();
+        assert_eq!(threads, [14, 12, 10, 8], "{report}");
+        assert_eq!(report.threads, Some(10), "{report}");
+        // The first thread count's time is the best layer count's, not measured again.
+        assert_eq!(report.threads_tried[0].1, report.tried.iter().map(|t| t.1).fold(f64::INFINITY, f64::min));
+    }
+
+    #[test]
+    fn the_starting_threads_stay_when_fewer_are_slower() {
+        let report = run_with_threads(4, 14, |c, t| 30.0 - c as f64 + (14 - t) as f64);
+        let threads: Vec<usize> = report.threads_tried.iter().map(|t| t.0).collect();
+        assert_eq!((threads, report.threads), (vec![14, 12], Some(14)), "{report}");
+        assert!(report.to_string().ends_with("threads 14 → 26.00 ms, 12 → 28.00 ms; using 14 (settled)"), "{report}");
+    }
+
+    #[test]
+    fn no_thread_search_without_host_layers_or_threads_to_spare() {
+        // Stream-only wins: the CPU computes nothing, so its threads are not searched.
+        let report = run_with_threads(3, 14, |c, _| 20.0 + c as f64);
+        assert_eq!((report.in_use, report.threads_tried.len(), report.threads), (0, 0, Some(14)), "{report}");
+        let report = run_with_threads(3, 2, |c, _| 20.0 - c as f64);
+        assert_eq!((report.in_use, report.threads_tried.len()), (3, 0), "{report}");
+        // Without a thread count, none is reported.
+        let (report, _) = run(3, |c| 20.0 - c as f64);
+        assert_eq!((report.threads, report.threads_tried.len()), (None, 0), "{report}");
     }
 
     #[test]

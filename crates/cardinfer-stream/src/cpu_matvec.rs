@@ -7,9 +7,9 @@
 //! decode step that is bound by memory reads a third more bytes — and the tiles are a
 //! second copy of every host layer. Here each output row is a dot product straight over
 //! the file's blocks with Candle's own SIMD block kernels ([`GgmlType::vec_dot`]), or for
-//! Q4_K and Q6_K on CPUs with AVX-512 VNNI ours ([`crate::vnni_dot`]); the rows are split into
-//! contiguous ranges, tasks of Candle's CPU thread pool, so each thread streams one region
-//! of memory.
+//! Q4_K and Q6_K on CPUs with AVX-512 VNNI ours ([`crate::vnni_dot`]); the rows are split
+//! into contiguous ranges, tasks of the host pool ([`crate::host_pool`]), so each thread
+//! streams one region of memory.
 //!
 //! The activations are quantized to the weight type's dot-product partner (Q8_K for the
 //! k-quants, Q8_0 for the legacy types) exactly as Candle does, so with Candle's block
@@ -93,14 +93,16 @@ pub fn try_matvec_many(ws: &[&QTensor], x: &Tensor) -> candle_core::Result<Optio
     Ok(Some(ys))
 }
 
-/// Runs `work` on every task, each once, as one job of Candle's barrier pool: its workers
-/// spin briefly between jobs before parking, so a layer's products do not each wait for
-/// threads to wake up (measured on the H100 machine: hybrid decode 15.9 → 18.4 tok/s
-/// (14B), 15.5 → 19.7 (4B) against Rayon's pool; BENCHMARKS.md, run55). A task is taken
-/// by exactly one worker; its lock only hands the task (and the output it fills) over.
+/// Runs `work` on every task, each once, as one job of the host pool
+/// ([`crate::host_pool`]): its workers spin briefly between jobs, so a layer's products do
+/// not each wait for threads to wake up (measured on the H100 machine with Candle's
+/// barrier pool, which works the same way: hybrid decode 15.9 → 18.4 tok/s (14B), 15.5 →
+/// 19.7 (4B) against Rayon's pool; BENCHMARKS.md, run55), and its thread count can change
+/// between jobs. A task is taken by exactly one thread; its lock only hands the task (and
+/// the output it fills) over.
 pub(crate) fn run_tasks<T: Send>(tasks: Vec<T>, work: impl Fn(&mut T) + Sync) {
     let tasks: Vec<Mutex<T>> = tasks.into_iter().map(Mutex::new).collect();
-    candle_core::utils::barrier_pool().execute_chunked(tasks.len(), |range| {
+    crate::host_pool::global().for_each_range(tasks.len(), |range| {
         for task in &tasks[range] {
             work(&mut task.lock().unwrap_or_else(|e| e.into_inner()));
         }

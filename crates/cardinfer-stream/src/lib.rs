@@ -12,6 +12,7 @@ pub mod executor;
 pub mod family;
 pub mod fused;
 pub mod generator;
+pub mod host_pool;
 pub mod kv_cache;
 pub mod layer_stream;
 pub mod loader;

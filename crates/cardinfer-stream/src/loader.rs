@@ -258,7 +258,8 @@ pub struct RunMetrics {
     /// in use.
     pub host_bytes_per_token: u64,
     /// The host-layer search of a hybrid plan: counts tried, their milliseconds per
-    /// token, the count in use (see [`cardinfer_plan::TuningReport`]).
+    /// token, the count in use, then the CPU thread counts tried and the one in use (see
+    /// [`cardinfer_plan::TuningReport`]).
     pub host_tuning: Option<String>,
     /// Achieved streaming rate: bytes streamed ÷ copy time, GB/s.
     pub h2d_gb_s: Option<f64>,

@@ -90,7 +90,7 @@ pub fn head_norm_rope(
 /// Kernels `decode_attention_partial` and `decode_attention_combine`: softmax attention
 /// of one query position over keys `0..len`. `k_cache`/`v_cache` are `[kv_heads,
 /// shape.capacity, head_dim]`; `out` is `[heads, head_dim]`. Heads are independent: they
-/// run as tasks of Candle's CPU thread pool.
+/// run as tasks of the host pool ([`crate::host_pool`]).
 pub fn decode_attention(
     q: &[f32],
     k_cache: &[f32],

@@ -20,15 +20,21 @@ pub(crate) struct HostSplit {
 
 impl HostSplit {
     /// The split over `planned` host layers (in pass order) of a model of `layers`
-    /// layers; `tune` searches the count, otherwise all planned layers stay on the CPU.
+    /// layers; `tune` searches the count and then the CPU threads (from the host pool's
+    /// count in use, [`crate::host_pool`]), otherwise all planned layers stay on the CPU
+    /// and the threads as they are.
     pub(crate) fn new(planned: Vec<usize>, layers: usize, tune: bool) -> Self {
-        let tuner = if tune { HostSplitTuner::new(planned) } else { HostSplitTuner::fixed(planned) };
+        let tuner = match tune {
+            true => HostSplitTuner::new(planned).with_threads(crate::host_pool::threads()),
+            false => HostSplitTuner::fixed(planned),
+        };
         Self { tuner, layers, last_step: None }
     }
 
     /// Starts a pass of `tokens` tokens at cache position `pos` at time `now`: closes the
-    /// previous decode step's time if this pass continues it. Returns, per layer, whether
-    /// this pass computes it on the CPU (when the pass is narrow enough to do so at all).
+    /// previous decode step's time if this pass continues it, and sets the CPU threads the
+    /// search asks for. Returns, per layer, whether this pass computes it on the CPU (when
+    /// the pass is narrow enough to do so at all).
     pub(crate) fn begin_pass(&mut self, tokens: usize, pos: usize, now: Instant) -> Vec<bool> {
         if tokens == 1 {
             if let Some((last_pos, start)) = self.last_step {
@@ -39,6 +45,9 @@ impl HostSplit {
             self.last_step = Some((pos, now));
         } else {
             self.last_step = None;
+        }
+        if let Some(threads) = self.tuner.threads() {
+            crate::host_pool::set_threads(threads);
         }
         self.on_cpu()
     }

@@ -1,0 +1,343 @@
+//! The CPU's thread pool for host-layer work: the matrix products and attention of layers
+//! computed on the CPU, whose thread count can change between jobs.
+//!
+//! Candle's barrier pool (which these products used before) spins its workers briefly
+//! between jobs, so a layer's products do not each wait for threads to wake; but it is
+//! sized once per process. On the H100 machine's loans the best count for hybrid decode
+//! changes from loan to loan — 10 or 12 of 16 threads ran a 4B at 33.4–33.6 tok/s where
+//! 14 ran it at 29.5–31.4 on one loan, 14 was the fastest on the next (BENCHMARKS.md,
+//! run78/run79) — so the executor measures counts while it decodes
+//! ([`cardinfer_plan::HostSplitTuner`]) and sets the one in use with [`set_threads`].
+//!
+//! Workers past the count in use get no jobs: after spinning for [`SPIN`] they park, and
+//! stay parked, leaving their cores to the thread that drives the device and to the
+//! copies' driver work. A job is run by the calling thread and `threads - 1` workers,
+//! each taking items from a shared cursor, so a worker the OS delays holds up only the
+//! items it took.
+
+use std::cell::{Cell, UnsafeCell};
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// How long an idle worker spins for its next job before parking: longer than the gap
+/// between two host layers of a decode step (a hop and a device layer, 0.1–0.3 ms on the
+/// H100 machine), so a pass's layers never wait for workers to wake.
+pub const SPIN: Duration = Duration::from_millis(1);
+
+/// A job's work for one thread: called with the thread's index.
+type Work<'a> = &'a (dyn Fn(usize) + Sync);
+
+/// One worker's slot: the job generation it was last asked to run, and its thread.
+struct Worker {
+    go: AtomicU64,
+    thread: OnceLock<std::thread::Thread>,
+}
+
+/// What the callers and the workers share.
+struct Shared {
+    workers: Vec<Worker>,
+    /// The job being run; written only while no worker runs one (see [`Pool::run`]).
+    job: UnsafeCell<Option<Work<'static>>>,
+    /// Workers still running the current job.
+    running: AtomicUsize,
+    /// A worker's panic, handed to the caller.
+    panic: Mutex<Option<Box<dyn std::any::Any + Send>>>,
+    stop: AtomicBool,
+}
+
+// SAFETY: `job` is written by the one caller holding `Pool::call` while `running` is 0
+// (no worker reads it), and read by workers only between their `go` (Acquire, after the
+// write's Release) and their decrement of `running`; everything else is atomic or locked.
+unsafe impl Sync for Shared {}
+
+thread_local! {
+    /// Whether this thread runs a part of a job (a job started from there runs inline
+    /// instead of waiting for the pool it is part of).
+    static IN_POOL: Cell<bool> = const { Cell::new(false) };
+}
+
+/// A pool of up to `workers + 1` threads (the caller takes part) with an adjustable count.
+pub struct Pool {
+    shared: Arc<Shared>,
+    handles: Vec<std::thread::JoinHandle<()>>,
+    /// Serializes callers; holds the generation of the last job.
+    call: Mutex<u64>,
+    threads: AtomicUsize,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Pool({} of {} threads)", self.threads(), self.max_threads())
+    }
+}
+
+impl Pool {
+    /// A pool of at most `max_threads` threads (the caller and `max_threads - 1` workers),
+    /// `threads` of them in use. Workers that cannot be started leave the pool smaller.
+    pub fn new(max_threads: usize, threads: usize) -> Self {
+        let count = max_threads.max(1) - 1;
+        let shared = Arc::new(Shared {
+            workers: (0..count).map(|_| Worker { go: AtomicU64::new(0), thread: OnceLock::new() }).collect(),
+            job: UnsafeCell::new(None),
+            running: AtomicUsize::new(0),
+            panic: Mutex::new(None),
+            stop: AtomicBool::new(false),
+        });
+        let mut handles = Vec::with_capacity(count);
+        for index in 0..count {
+            let worker_shared = shared.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("cardinfer-cpu-{index}"))
+                .spawn(move || work_loop(&worker_shared, index));
+            match spawned {
+                Ok(handle) => {
+                    let _ = shared.workers[index].thread.set(handle.thread().clone());
+                    handles.push(handle);
+                }
+                Err(_) => break,
+            }
+        }
+        let pool = Self { shared, handles, call: Mutex::new(0), threads: AtomicUsize::new(1) };
+        pool.set_threads(threads);
+        pool
+    }
+
+    /// Most threads a job can use.
+    pub fn max_threads(&self) -> usize {
+        self.handles.len() + 1
+    }
+
+    /// Threads the next jobs use.
+    pub fn threads(&self) -> usize {
+        self.threads.load(Ordering::Relaxed)
+    }
+
+    /// Uses `threads` threads (at least 1, at most [`Pool::max_threads`]) from the next job on.
+    pub fn set_threads(&self, threads: usize) {
+        self.threads.store(threads.clamp(1, self.max_threads()), Ordering::Relaxed);
+    }
+
+    /// Calls `f` on every index of `0..items`, each once, in ranges taken from a shared
+    /// cursor by the threads in use (about eight ranges per thread).
+    pub fn for_each_range(&self, items: usize, f: impl Fn(Range<usize>) + Sync) {
+        if items == 0 {
+            return;
+        }
+        let threads = self.threads();
+        if threads == 1 || IN_POOL.with(Cell::get) {
+            return f(0..items);
+        }
+        let chunk = items.div_ceil(threads * 8).max(1);
+        let cursor = AtomicUsize::new(0);
+        self.run(threads, &|_| loop {
+            let start = cursor.fetch_add(chunk, Ordering::Relaxed);
+            if start >= items {
+                break;
+            }
+            f(start..items.min(start + chunk));
+        });
+    }
+
+    /// Runs `work` on `threads` threads: workers `0..threads - 1` and the caller (index
+    /// `threads - 1`); returns when all are done, re-raising a worker's panic.
+    fn run(&self, threads: usize, work: Work<'_>) {
+        let mut generation = self.call.lock().unwrap_or_else(|e| e.into_inner());
+        let workers = (threads - 1).min(self.handles.len());
+        *generation += 1;
+        // SAFETY: no worker runs a job (the last caller waited for `running` to reach 0,
+        // and we hold `call`), so none reads `job` now; the lifetime is erased only until
+        // `Wait` below has seen every worker finish with it, even if `work` panics here.
+        unsafe {
+            *self.shared.job.get() = Some(std::mem::transmute::<Work<'_>, Work<'static>>(work));
+        }
+        self.shared.running.store(workers, Ordering::Relaxed);
+        for worker in &self.shared.workers[..workers] {
+            worker.go.store(*generation, Ordering::Release);
+            if let Some(thread) = worker.thread.get() {
+                thread.unpark();
+            }
+        }
+        /// Waits for the workers when dropped (also while unwinding from the caller's part).
+        struct Wait<'a>(&'a Shared);
+        impl Drop for Wait<'_> {
+            fn drop(&mut self) {
+                while self.0.running.load(Ordering::Acquire) != 0 {
+                    std::hint::spin_loop();
+                }
+                // SAFETY: every worker is done with the job.
+                unsafe { *self.0.job.get() = None };
+            }
+        }
+        /// Marks the caller as in the pool while it runs its part (a job it starts from
+        /// there runs inline: `call` is held), and restores the mark when dropped.
+        struct Part(bool);
+        impl Drop for Part {
+            fn drop(&mut self) {
+                IN_POOL.with(|flag| flag.set(self.0));
+            }
+        }
+        let wait = Wait(&self.shared);
+        let part = Part(IN_POOL.with(|flag| flag.replace(true)));
+        work(workers);
+        drop(part);
+        drop(wait);
+        let panic = self.shared.panic.lock().unwrap_or_else(|e| e.into_inner()).take();
+        drop(generation);
+        if let Some(payload) = panic {
+            std::panic::resume_unwind(payload);
+        }
+    }
+}
+
+/// A worker: waits for its generation to change (spinning for [`SPIN`], then parked), runs
+/// the job, and signals it done.
+fn work_loop(shared: &Shared, index: usize) {
+    IN_POOL.with(|flag| flag.set(true));
+    let me = &shared.workers[index];
+    let mut seen = 0u64;
+    loop {
+        let mut idle_since: Option<Instant> = None;
+        let mut spins = 0u32;
+        loop {
+            let go = me.go.load(Ordering::Acquire);
+            if shared.stop.load(Ordering::Relaxed) {
+                return;
+            }
+            if go != seen {
+                seen = go;
+                break;
+            }
+            spins = spins.wrapping_add(1);
+            if spins % 64 != 0 {
+                std::hint::spin_loop();
+                continue;
+            }
+            let since = *idle_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= SPIN {
+                // A pending unpark makes this return at once; the loop checks again.
+                std::thread::park();
+                idle_since = None;
+            }
+        }
+        // SAFETY: the caller wrote the job before our `go` (Release/Acquire) and keeps it
+        // alive until `running` reaches 0.
+        let job = unsafe { *shared.job.get() };
+        if let Some(job) = job {
+            if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(index))) {
+                shared.panic.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(payload);
+            }
+        }
+        shared.running.fetch_sub(1, Ordering::Release);
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        for worker in &self.shared.workers {
+            if let Some(thread) = worker.thread.get() {
+                thread.unpark();
+            }
+        }
+        for handle in self.handles.drain(..) {
+            let _ = handle.join();
+        }
+    }
+}
+
+/// The process's pool: as many threads as the machine has cores, the count Candle's CPU
+/// ops use (`RAYON_NUM_THREADS`, `CANDLE_NUM_THREADS`, else the physical cores) in use.
+pub fn global() -> &'static Pool {
+    static POOL: OnceLock<Pool> = OnceLock::new();
+    POOL.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = candle_core::utils::get_num_threads();
+        Pool::new(cores.max(threads), threads)
+    })
+}
+
+/// Sets the threads the process's pool uses from its next job on (see [`Pool::set_threads`]).
+pub fn set_threads(threads: usize) {
+    global().set_threads(threads);
+}
+
+/// Threads the process's pool uses.
+pub fn threads() -> usize {
+    global().threads()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every item is visited exactly once, whatever the thread count, and the count in use
+    /// bounds the threads that take part.
+    #[test]
+    fn every_item_once_on_the_threads_in_use() {
+        let pool = Pool::new(4, 4);
+        for threads in [1, 2, 3, 4, 9] {
+            pool.set_threads(threads);
+            for items in [0, 1, 7, 100, 1000] {
+                let hits: Vec<AtomicUsize> = (0..items).map(|_| AtomicUsize::new(0)).collect();
+                let names = Mutex::new(std::collections::HashSet::new());
+                pool.for_each_range(items, |range| {
+                    names.lock().unwrap().insert(std::thread::current().id());
+                    for i in range {
+                        hits[i].fetch_add(1, Ordering::Relaxed);
+                    }
+                });
+                assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1), "{threads} threads, {items} items");
+                let used = names.lock().unwrap().len();
+                assert!(used <= threads.min(4), "{used} threads ran a job for {threads}");
+            }
+        }
+        assert_eq!(pool.threads(), 4, "clamped to the pool's size");
+    }
+
+    /// A panic in a job reaches the caller, and the pool still works afterwards.
+    #[test]
+    fn a_panic_reaches_the_caller() {
+        let pool = Pool::new(3, 3);
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            pool.for_each_range(64, |range| {
+                if range.contains(&40) {
+                    panic!("item 40");
+                }
+            })
+        }));
+        assert!(result.is_err());
+        let sum = AtomicUsize::new(0);
+        pool.for_each_range(10, |range| {
+            sum.fetch_add(range.sum::<usize>(), Ordering::Relaxed);
+        });
+        assert_eq!(sum.load(Ordering::Relaxed), 45);
+    }
+
+    /// Jobs from several threads at once are run one after the other, each completely;
+    /// a job started from inside a job runs inline.
+    #[test]
+    fn concurrent_and_nested_jobs() {
+        let pool = Arc::new(Pool::new(4, 4));
+        let total = Arc::new(AtomicUsize::new(0));
+        let callers: Vec<_> = (0..3)
+            .map(|_| {
+                let (pool, total) = (pool.clone(), total.clone());
+                std::thread::spawn(move || {
+                    for _ in 0..50 {
+                        pool.for_each_range(16, |range| {
+                            pool.for_each_range(range.len(), |inner| {
+                                total.fetch_add(inner.len(), Ordering::Relaxed);
+                            });
+                        });
+                    }
+                })
+            })
+            .collect();
+        for caller in callers {
+            caller.join().unwrap();
+        }
+        assert_eq!(total.load(Ordering::Relaxed), 3 * 50 * 16);
+    }
+}
