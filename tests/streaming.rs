@@ -329,6 +329,11 @@ fn head_chunks_on_the_cpu_change_nothing() {
         assert_eq!(ids, expected.1, "{on_cpu} of {chunks} chunks on the CPU");
         assert!(logits == expected.0, "{on_cpu} of {chunks} chunks on the CPU: logits differ");
         assert!(model.timings().host_secs > 0.0, "the CPU computed no head rows");
+        // What the CPU reads per token is those rows (no host layers here): a share of the
+        // head's bytes, more with more chunks on the CPU.
+        let (host, head) = (model.host_bytes_per_pass(), plan.bytes_of(BlockId::Head));
+        assert!(host > 0 && host < head, "{host} of the head's {head} bytes on the CPU");
+        assert!(host * chunks as u64 >= head * on_cpu as u64 * 9 / 10, "{host} bytes for {on_cpu} of {chunks} chunks");
         let stats = model.pool_stats();
         assert!(stats.peak_in_use <= 2, "{stats:?}");
         // Decode steps stream only the other chunks: fewer slot loads than a pass of all.

@@ -662,10 +662,13 @@ impl StreamedModel {
         (report.planned > 0).then_some(report)
     }
 
-    /// Bytes of the layers the CPU computes per decoded token with the split in use.
+    /// Weight bytes the CPU reads per decoded token with the split in use: its layers,
+    /// and the head's rows it computes beside the link.
     pub fn host_bytes_per_pass(&self) -> u64 {
         let on_cpu = self.lock_split().on_cpu();
-        (0..on_cpu.len()).filter(|&i| on_cpu[i]).map(|i| self.plan.bytes_of(BlockId::Layer(i))).sum()
+        let layers: u64 = (0..on_cpu.len()).filter(|&i| on_cpu[i]).map(|i| self.plan.bytes_of(BlockId::Layer(i))).sum();
+        let head = self.host_head.as_ref().map_or(0, |head| head_rows_bytes(&self.layout, &head.rows, &Device::Cpu));
+        layers + head
     }
 
     /// Layer `i` on the device; with the KV cache in host memory (the whole cache, or a
