@@ -171,13 +171,20 @@ trait RowDot: Sync {
 }
 
 /// A weight's blocks, the input quantized to their dot-product partner, and our block
-/// dot product where there is one ([`crate::vnni_dot`]; `None` from it, or no kernel,
-/// means Candle's).
+/// dot products where there are some ([`crate::vnni_dot`]; `None` / `false` from them, or
+/// no kernel, means Candle's).
 struct Blocks<'a, T: GgmlType> {
     w: &'a [T],
     xq: Vec<T::VecDotType>,
     k: usize,
-    kernel: fn(&[T], &[T::VecDotType]) -> Option<f32>,
+    kernels: Kernels<T>,
+}
+
+/// Our dot products of a weight type: one input row, and several at once (the same bits
+/// per row, the weights unpacked once).
+struct Kernels<T: GgmlType> {
+    one: fn(&[T], &[T::VecDotType]) -> Option<f32>,
+    many: fn(&[T], &[T::VecDotType], &mut [f32]) -> bool,
 }
 
 impl<T: GgmlType> RowDot for Blocks<'_, T> {
@@ -185,15 +192,18 @@ impl<T: GgmlType> RowDot for Blocks<'_, T> {
         let w_blocks = self.k / T::BLCK_SIZE;
         let x_blocks = self.k / T::VecDotType::BLCK_SIZE;
         let w = &self.w[row * w_blocks..(row + 1) * w_blocks];
+        if out.len() > 1 && (self.kernels.many)(w, &self.xq, out) {
+            return;
+        }
         for (value, q) in out.iter_mut().zip(self.xq.chunks_exact(x_blocks)) {
-            *value = (self.kernel)(w, q).unwrap_or_else(|| T::vec_dot(self.k, w, q));
+            *value = (self.kernels.one)(w, q).unwrap_or_else(|| T::vec_dot(self.k, w, q));
         }
     }
 }
 
-/// No kernel of ours for this type: Candle's block dot product runs.
-fn candle_only<T, X>(_: &[T], _: &[X]) -> Option<f32> {
-    None
+/// No kernels of ours for this type: Candle's block dot product runs.
+fn candle_only<T: GgmlType>() -> Kernels<T> {
+    Kernels { one: |_, _| None, many: |_, _, _| false }
 }
 
 /// The row kernel for a weight of `dtype`, `None` for types and layouts not covered.
@@ -207,7 +217,7 @@ fn kernel_for<'a>(
 ) -> Option<Box<dyn RowDot + 'a>> {
     fn make<'a, T: GgmlType + 'a>(
         (bytes, n, k, xs, rows): (&'a [u8], usize, usize, &[f32], usize),
-        kernel: fn(&[T], &[T::VecDotType]) -> Option<f32>,
+        kernels: Kernels<T>,
     ) -> Option<Box<dyn RowDot + 'a>> {
         let w = blocks_of::<T>(bytes, n, k)?;
         let x_blocks = k / T::VecDotType::BLCK_SIZE;
@@ -215,20 +225,24 @@ fn kernel_for<'a>(
         for (x, q) in xs.chunks_exact(k).zip(xq.chunks_exact_mut(x_blocks)) {
             T::VecDotType::from_float(x, q);
         }
-        Some(Box::new(Blocks { w, xq, k, kernel }))
+        Some(Box::new(Blocks { w, xq, k, kernels }))
     }
     let args = (bytes, n, k, xs, rows);
     match dtype {
-        GgmlDType::Q4K => make::<BlockQ4K>(args, crate::vnni_dot::dot_q4k),
-        GgmlDType::Q6K => make::<BlockQ6K>(args, crate::vnni_dot::dot_q6k),
-        GgmlDType::Q5K => make::<BlockQ5K>(args, candle_only),
-        GgmlDType::Q3K => make::<BlockQ3K>(args, candle_only),
-        GgmlDType::Q2K => make::<BlockQ2K>(args, candle_only),
-        GgmlDType::Q8_0 => make::<BlockQ8_0>(args, candle_only),
-        GgmlDType::Q4_0 => make::<BlockQ4_0>(args, candle_only),
-        GgmlDType::Q4_1 => make::<BlockQ4_1>(args, candle_only),
-        GgmlDType::Q5_0 => make::<BlockQ5_0>(args, candle_only),
-        GgmlDType::Q5_1 => make::<BlockQ5_1>(args, candle_only),
+        GgmlDType::Q4K => {
+            make::<BlockQ4K>(args, Kernels { one: crate::vnni_dot::dot_q4k, many: crate::vnni_dot::dot_q4k_many })
+        }
+        GgmlDType::Q6K => {
+            make::<BlockQ6K>(args, Kernels { one: crate::vnni_dot::dot_q6k, many: crate::vnni_dot::dot_q6k_many })
+        }
+        GgmlDType::Q5K => make::<BlockQ5K>(args, candle_only()),
+        GgmlDType::Q3K => make::<BlockQ3K>(args, candle_only()),
+        GgmlDType::Q2K => make::<BlockQ2K>(args, candle_only()),
+        GgmlDType::Q8_0 => make::<BlockQ8_0>(args, candle_only()),
+        GgmlDType::Q4_0 => make::<BlockQ4_0>(args, candle_only()),
+        GgmlDType::Q4_1 => make::<BlockQ4_1>(args, candle_only()),
+        GgmlDType::Q5_0 => make::<BlockQ5_0>(args, candle_only()),
+        GgmlDType::Q5_1 => make::<BlockQ5_1>(args, candle_only()),
         _ => None,
     }
 }
@@ -313,6 +327,24 @@ mod tests {
             let row = &blocks[j * 3..(j + 1) * 3];
             let expected = crate::vnni_dot::dot_q4k(row, &xq).unwrap_or_else(|| BlockQ4K::vec_dot(k, row, &xq));
             assert_eq!(v.to_bits(), expected.to_bits(), "row {j}");
+        }
+    }
+
+    /// A prompt chunk's product (several input rows at once, the weights unpacked once
+    /// for them where our kernels run) has each row's bits from that row alone.
+    #[test]
+    fn a_chunk_of_rows_equals_its_rows_one_by_one() {
+        for dtype in [GgmlDType::Q4K, GgmlDType::Q6K, GgmlDType::Q8_0] {
+            let (n, k, rows) = (70, 512, 7);
+            let w = weights(dtype, n, k);
+            let x = input(rows, k);
+            let chunk = try_matvec(&w, &x).unwrap().unwrap().squeeze(0).unwrap().to_vec2::<f32>().unwrap();
+            for (r, values) in chunk.iter().enumerate() {
+                let alone = try_matvec(&w, &x.narrow(1, r, 1).unwrap()).unwrap().unwrap();
+                let alone = alone.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(values), bits(&alone), "{dtype:?}, input row {r}");
+            }
         }
     }
 

@@ -80,14 +80,72 @@ pub fn available() -> bool {
 pub fn dot_q4k(w: &[BlockQ4K], x: &[BlockQ8K]) -> Option<f32> {
     let (w, x) = ready::<_, Q4K>(w, x)?;
     // SAFETY: `ready` checked the CPU features the kernel is compiled for.
-    Some(unsafe { dot_q4k_avx512(w, x) })
+    Some(unsafe { dot_q4k_avx512::<1>(w, [x])[0] })
 }
 
 /// As [`dot_q4k`] for a Q6_K row.
 pub fn dot_q6k(w: &[BlockQ6K], x: &[BlockQ8K]) -> Option<f32> {
     let (w, x) = ready::<_, Q6K>(w, x)?;
     // SAFETY: `ready` checked the CPU features the kernel is compiled for.
-    Some(unsafe { dot_q6k_avx512(w, x) })
+    Some(unsafe { dot_q6k_avx512::<1>(w, [x])[0] })
+}
+
+/// `Σ w·x` of a Q4_K row with each of several Q8_K input rows, `xs` holding `out.len()`
+/// rows of `w.len()` blocks one after the other: the row's blocks are unpacked once for
+/// all of them (a prompt chunk's product). Each value has the bits [`dot_q4k`] gives for
+/// that input. `false`, with `out` untouched, where the kernel is not [`available`] or the
+/// lengths differ.
+pub fn dot_q4k_many(w: &[BlockQ4K], xs: &[BlockQ8K], out: &mut [f32]) -> bool {
+    let Some((w, xs)) = ready_many::<_, Q4K>(w, xs, out.len()) else { return false };
+    // SAFETY: `ready_many` checked the CPU features the kernel is compiled for.
+    unsafe { for_each_group(w, xs, out, |w, x| dot_q4k_avx512::<GROUP>(w, x), |w, x| dot_q4k_avx512::<1>(w, x)) };
+    true
+}
+
+/// As [`dot_q4k_many`] for a Q6_K row (each value has the bits of [`dot_q6k`]).
+pub fn dot_q6k_many(w: &[BlockQ6K], xs: &[BlockQ8K], out: &mut [f32]) -> bool {
+    let Some((w, xs)) = ready_many::<_, Q6K>(w, xs, out.len()) else { return false };
+    // SAFETY: `ready_many` checked the CPU features the kernel is compiled for.
+    unsafe { for_each_group(w, xs, out, |w, x| dot_q6k_avx512::<GROUP>(w, x), |w, x| dot_q6k_avx512::<1>(w, x)) };
+    true
+}
+
+/// Inputs one call of the kernels takes together in [`dot_q4k_many`] / [`dot_q6k_many`].
+const GROUP: usize = 4;
+
+/// Runs `group` on each [`GROUP`] of the inputs in `xs` (rows of `w.len()` blocks) and
+/// `single` on the rest, writing `out`.
+fn for_each_group<M>(
+    w: &[M],
+    xs: &[Q8K],
+    out: &mut [f32],
+    group: impl Fn(&[M], [&[Q8K]; GROUP]) -> [f32; GROUP],
+    single: impl Fn(&[M], [&[Q8K]; 1]) -> [f32; 1],
+) {
+    let row = w.len();
+    let mut inputs = xs.chunks_exact(row);
+    let mut outputs = out.chunks_mut(GROUP);
+    for values in outputs.by_ref() {
+        if values.len() < GROUP {
+            for value in values.iter_mut() {
+                if let Some(x) = inputs.next() {
+                    *value = single(w, [x])[0];
+                }
+            }
+            break;
+        }
+        let x: [&[Q8K]; GROUP] = std::array::from_fn(|_| inputs.next().unwrap_or(&[]));
+        values.copy_from_slice(&group(w, x));
+    }
+}
+
+/// [`ready`] for `rows` inputs of `w.len()` blocks each in `xs`.
+fn ready_many<'a, T, M>(w: &'a [T], xs: &'a [BlockQ8K], rows: usize) -> Option<(&'a [M], &'a [Q8K])> {
+    if !available() || w.is_empty() || xs.len() != w.len() * rows {
+        return None;
+    }
+    // SAFETY: as in `ready`.
+    Some(unsafe { (mirror(w), mirror(xs)) })
 }
 
 /// `w` and `x` seen as their mirrors, where the kernels are [`available`] and the
@@ -151,9 +209,12 @@ pub(crate) fn prefetch_ahead(at: *const u8) {
     }
 }
 
+/// The row `w`'s products with each of the `R` inputs `xs` (each `w.len()` blocks): the
+/// weights are unpacked once per block, and each input's sum takes the same steps, in the
+/// same order, whatever `R` is.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
-unsafe fn dot_q4k_avx512(w: &[Q4K], x: &[Q8K]) -> f32 {
+unsafe fn dot_q4k_avx512<const R: usize>(w: &[Q4K], xs: [&[Q8K]; R]) -> [f32; R] {
     use std::arch::x86_64::*;
     let nibble = _mm512_set1_epi8(0x0F);
     // Sub-block j of a block covers weights 32j..32j+32: the low nibbles of bytes
@@ -176,9 +237,9 @@ unsafe fn dot_q4k_avx512(w: &[Q4K], x: &[Q8K]) -> f32 {
     };
     let (idx0213, idx4657) =
         (_mm512_loadu_si512(SCALE_LANES[0].as_ptr().cast()), _mm512_loadu_si512(SCALE_LANES[1].as_ptr().cast()));
-    let mut acc = _mm512_setzero_ps();
-    let mut mins_total = 0f32;
-    for (b, q) in w.iter().zip(x) {
+    let mut acc = [_mm512_setzero_ps(); R];
+    let mut mins_total = [0f32; R];
+    for (i, b) in w.iter().enumerate() {
         prefetch_ahead((b as *const Q4K).cast());
         let scales_f16 = _mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(b.d) | (i32::from(b.dmin) << 16)));
         let sm = scales_and_mins(&b.scales);
@@ -194,38 +255,42 @@ unsafe fn dot_q4k_avx512(w: &[Q4K], x: &[Q8K]) -> f32 {
             _mm512_and_si512(second, nibble),
             _mm512_and_si512(_mm512_srli_epi16::<4>(second), nibble),
         ];
-        // The block's two f16 scales (F16C), times the input's scale.
-        let both = _mm_mul_ps(scales_f16, _mm_set1_ps(q.d));
-        let (d, dmin) = (_mm_cvtss_f32(both), _mm_cvtss_f32(_mm_movehdup_ps(both)));
-        // Σ_j min_j × (sum of the input's sub-block j): pairs of the 16 partial sums.
-        let bsums = _mm256_loadu_si256(q.bsums.as_ptr().cast());
-        let sub_sums = _mm_hadd_epi16(_mm256_castsi256_si128(bsums), _mm256_extracti128_si256::<1>(bsums));
-        let products = _mm_madd_epi16(mins, sub_sums);
-        let products = _mm_add_epi32(products, _mm_unpackhi_epi64(products, products));
-        let products = _mm_add_epi32(products, _mm_shuffle_epi32::<0b01>(products));
-        mins_total += dmin * _mm_cvtsi128_si32(products) as f32;
-        let q8 = q.qs.as_ptr();
-        let pair = |lo: usize, hi: usize| {
-            let low = _mm512_castsi256_si512(_mm256_loadu_si256(q8.add(lo).cast()));
-            _mm512_inserti64x4::<1>(low, _mm256_loadu_si256(q8.add(hi).cast()))
-        };
-        let zero = _mm512_setzero_si512();
-        let p02 = _mm512_dpbusd_epi32(zero, nibbles[0], pair(0, 64));
-        let p13 = _mm512_dpbusd_epi32(zero, nibbles[1], pair(32, 96));
-        let p46 = _mm512_dpbusd_epi32(zero, nibbles[2], pair(128, 192));
-        let p57 = _mm512_dpbusd_epi32(zero, nibbles[3], pair(160, 224));
-        let sum = _mm512_add_epi32(
-            _mm512_madd_epi16(_mm512_packs_epi32(p02, p13), scales0213),
-            _mm512_madd_epi16(_mm512_packs_epi32(p46, p57), scales4657),
-        );
-        acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(sum), acc);
+        for r in 0..R {
+            let q = &xs[r][i];
+            // The block's two f16 scales (F16C), times the input's scale.
+            let both = _mm_mul_ps(scales_f16, _mm_set1_ps(q.d));
+            let (d, dmin) = (_mm_cvtss_f32(both), _mm_cvtss_f32(_mm_movehdup_ps(both)));
+            // Σ_j min_j × (sum of the input's sub-block j): pairs of the 16 partial sums.
+            let bsums = _mm256_loadu_si256(q.bsums.as_ptr().cast());
+            let sub_sums = _mm_hadd_epi16(_mm256_castsi256_si128(bsums), _mm256_extracti128_si256::<1>(bsums));
+            let products = _mm_madd_epi16(mins, sub_sums);
+            let products = _mm_add_epi32(products, _mm_unpackhi_epi64(products, products));
+            let products = _mm_add_epi32(products, _mm_shuffle_epi32::<0b01>(products));
+            mins_total[r] += dmin * _mm_cvtsi128_si32(products) as f32;
+            let q8 = q.qs.as_ptr();
+            let pair = |lo: usize, hi: usize| {
+                let low = _mm512_castsi256_si512(_mm256_loadu_si256(q8.add(lo).cast()));
+                _mm512_inserti64x4::<1>(low, _mm256_loadu_si256(q8.add(hi).cast()))
+            };
+            let zero = _mm512_setzero_si512();
+            let p02 = _mm512_dpbusd_epi32(zero, nibbles[0], pair(0, 64));
+            let p13 = _mm512_dpbusd_epi32(zero, nibbles[1], pair(32, 96));
+            let p46 = _mm512_dpbusd_epi32(zero, nibbles[2], pair(128, 192));
+            let p57 = _mm512_dpbusd_epi32(zero, nibbles[3], pair(160, 224));
+            let sum = _mm512_add_epi32(
+                _mm512_madd_epi16(_mm512_packs_epi32(p02, p13), scales0213),
+                _mm512_madd_epi16(_mm512_packs_epi32(p46, p57), scales4657),
+            );
+            acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(sum), acc[r]);
+        }
     }
-    _mm512_reduce_add_ps(acc) - mins_total
+    std::array::from_fn(|r| _mm512_reduce_add_ps(acc[r]) - mins_total[r])
 }
 
+/// As [`dot_q4k_avx512`] for a Q6_K row.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
-unsafe fn dot_q6k_avx512(w: &[Q6K], x: &[Q8K]) -> f32 {
+unsafe fn dot_q6k_avx512<const R: usize>(w: &[Q6K], xs: [&[Q8K]; R]) -> [f32; R] {
     use std::arch::x86_64::*;
     let (nibble, two_bits) = (_mm512_set1_epi8(0x0F), _mm512_set1_epi8(0x03));
     // In each half of a block (128 values), byte l of `ql` holds values l and l + 64 (low
@@ -257,49 +322,60 @@ unsafe fn dot_q6k_avx512(w: &[Q6K], x: &[Q8K]) -> f32 {
         )
     };
     let idx = [groups(0), groups(4), groups(8), groups(12)];
-    let mut acc = _mm512_setzero_ps();
-    let mut offsets = 0f32;
-    for (b, q) in w.iter().zip(x) {
+    let mut acc = [_mm512_setzero_ps(); R];
+    let mut offsets = [0f32; R];
+    for (i, b) in w.iter().enumerate() {
         prefetch_ahead((b as *const Q6K).cast());
-        let d = q.d * _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(b.d))));
+        let d_w = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(b.d))));
         let scales_i8 = _mm_loadu_si128(b.scales.as_ptr().cast());
         let scales = _mm512_cvtepi8_epi32(scales_i8);
-        // The stored values are q + 32: take 32 × Σ_g scale_g × (input sum of group g) off.
-        let bsums = _mm256_loadu_si256(q.bsums.as_ptr().cast());
-        let weighted = _mm256_madd_epi16(_mm256_cvtepi8_epi16(scales_i8), bsums);
-        offsets += d * (32 * _mm512_reduce_add_epi32(_mm512_zextsi256_si512(weighted))) as f32;
-        let mut sum = _mm512_setzero_si512();
-        for half in 0..2 {
+        let group_scales = idx.map(|idx| _mm512_permutexvar_epi32(idx, scales));
+        // Values 0..64 and 64..128 of each half, with their high bits.
+        let values: [[__m512i; 2]; 2] = std::array::from_fn(|half| {
             let ql = _mm512_loadu_si512(b.ql.as_ptr().add(64 * half).cast());
             let qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(b.qh.as_ptr().add(32 * half).cast()));
             let high_bits =
                 |shift: __m512i| _mm512_slli_epi16::<4>(_mm512_and_si512(_mm512_srlv_epi16(qh, shift), two_bits));
             let low = _mm512_or_si512(_mm512_and_si512(ql, nibble), high_bits(shift_low));
             let high = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16::<4>(ql), nibble), high_bits(shift_high));
-            let q8 = q.qs.as_ptr().add(128 * half);
-            let zero = _mm512_setzero_si512();
-            let p_low = _mm512_dpbusd_epi32(zero, low, _mm512_loadu_si512(q8.cast()));
-            let p_high = _mm512_dpbusd_epi32(zero, high, _mm512_loadu_si512(q8.add(64).cast()));
-            let scaled = |p: __m512i, idx: __m512i| _mm512_mullo_epi32(p, _mm512_permutexvar_epi32(idx, scales));
-            sum = _mm512_add_epi32(
-                sum,
-                _mm512_add_epi32(scaled(p_low, idx[2 * half]), scaled(p_high, idx[2 * half + 1])),
-            );
+            [low, high]
+        });
+        for r in 0..R {
+            let q = &xs[r][i];
+            let d = q.d * d_w;
+            // The stored values are q + 32: take 32 × Σ_g scale_g × (input sum of group g) off.
+            let bsums = _mm256_loadu_si256(q.bsums.as_ptr().cast());
+            let weighted = _mm256_madd_epi16(_mm256_cvtepi8_epi16(scales_i8), bsums);
+            offsets[r] += d * (32 * _mm512_reduce_add_epi32(_mm512_zextsi256_si512(weighted))) as f32;
+            let mut sum = _mm512_setzero_si512();
+            for (half, [low, high]) in values.iter().enumerate() {
+                let q8 = q.qs.as_ptr().add(128 * half);
+                let zero = _mm512_setzero_si512();
+                let p_low = _mm512_dpbusd_epi32(zero, *low, _mm512_loadu_si512(q8.cast()));
+                let p_high = _mm512_dpbusd_epi32(zero, *high, _mm512_loadu_si512(q8.add(64).cast()));
+                sum = _mm512_add_epi32(
+                    sum,
+                    _mm512_add_epi32(
+                        _mm512_mullo_epi32(p_low, group_scales[2 * half]),
+                        _mm512_mullo_epi32(p_high, group_scales[2 * half + 1]),
+                    ),
+                );
+            }
+            acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(sum), acc[r]);
         }
-        acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(sum), acc);
     }
-    _mm512_reduce_add_ps(acc) - offsets
+    std::array::from_fn(|r| _mm512_reduce_add_ps(acc[r]) - offsets[r])
 }
 
 /// Off x86 there is no kernel: [`available`] is false there, so these are never called.
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn dot_q4k_avx512(_: &[Q4K], _: &[Q8K]) -> f32 {
-    f32::NAN
+unsafe fn dot_q4k_avx512<const R: usize>(_: &[Q4K], _: [&[Q8K]; R]) -> [f32; R] {
+    [f32::NAN; R]
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn dot_q6k_avx512(_: &[Q6K], _: &[Q8K]) -> f32 {
-    f32::NAN
+unsafe fn dot_q6k_avx512<const R: usize>(_: &[Q6K], _: [&[Q8K]; R]) -> [f32; R] {
+    [f32::NAN; R]
 }
 
 /// The same sum without SIMD, for tests: exact integer parts, then the block scales.
@@ -393,6 +469,45 @@ mod tests {
             let candle = BlockQ6K::vec_dot(K, row, &xq);
             assert!((ours - candle).abs() <= 1e-5 * candle.abs().max(1.0), "ours {ours} candle {candle}");
         }
+    }
+
+    /// Several inputs at once give each input's single-row bits, for every count of
+    /// inputs (whole groups and the rest); wrong lengths are refused.
+    #[test]
+    fn many_inputs_give_each_inputs_bits() {
+        if !available() {
+            eprintln!("skipped: no AVX-512 VNNI on this CPU");
+            return;
+        }
+        let xs: Vec<f32> = (0..9 * K).map(|i| ((i * 104729 % 997) as f32 / 997.0 - 0.5) * 4.0).collect();
+        let xq = quantize_input(&xs);
+        let per_row = K / 256;
+        for dtype in [GgmlDType::Q4K, GgmlDType::Q6K] {
+            let (bytes, _) = rows_and_input(dtype);
+            for rows in 1..=9 {
+                let inputs = &xq[..rows * per_row];
+                for w_row in 0..N {
+                    let mut many = vec![f32::NAN; rows];
+                    let single: Vec<f32> = match dtype {
+                        GgmlDType::Q4K => {
+                            let w = &blocks::<BlockQ4K>(&bytes)[w_row * per_row..(w_row + 1) * per_row];
+                            assert!(dot_q4k_many(w, inputs, &mut many));
+                            inputs.chunks_exact(per_row).map(|x| dot_q4k(w, x).expect("available")).collect()
+                        }
+                        _ => {
+                            let w = &blocks::<BlockQ6K>(&bytes)[w_row * per_row..(w_row + 1) * per_row];
+                            assert!(dot_q6k_many(w, inputs, &mut many));
+                            inputs.chunks_exact(per_row).map(|x| dot_q6k(w, x).expect("available")).collect()
+                        }
+                    };
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&many), bits(&single), "{dtype:?}, {rows} inputs, row {w_row}");
+                }
+            }
+        }
+        let (bytes, _) = rows_and_input(GgmlDType::Q4K);
+        let w = &blocks::<BlockQ4K>(&bytes)[..per_row];
+        assert!(!dot_q4k_many(w, &xq[..2 * per_row + 1], &mut [0.0; 2]), "lengths differ");
     }
 
     #[test]
