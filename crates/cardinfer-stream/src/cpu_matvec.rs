@@ -180,11 +180,15 @@ struct Blocks<'a, T: GgmlType> {
     kernels: Kernels<T>,
 }
 
+/// A weight row's dot products with several input rows at once, into one output each;
+/// `false` where the kernel does not run.
+type ManyDot<T> = fn(&[T], &[<T as GgmlType>::VecDotType], &mut [f32]) -> bool;
+
 /// Our dot products of a weight type: one input row, and several at once (the same bits
 /// per row, the weights unpacked once).
 struct Kernels<T: GgmlType> {
     one: fn(&[T], &[T::VecDotType]) -> Option<f32>,
-    many: fn(&[T], &[T::VecDotType], &mut [f32]) -> bool,
+    many: ManyDot<T>,
 }
 
 impl<T: GgmlType> RowDot for Blocks<'_, T> {
