@@ -24,7 +24,8 @@ impl HostSplit {
     /// count in use, [`crate::host_pool`]), otherwise all planned layers stay on the CPU
     /// and the threads as they are.
     pub(crate) fn new(planned: Vec<usize>, layers: usize, tune: bool) -> Self {
-        let tuner = match tune {
+        // Without host layers there is nothing to search (and no pool to start).
+        let tuner = match tune && !planned.is_empty() {
             true => HostSplitTuner::new(planned).with_threads(crate::host_pool::threads()),
             false => HostSplitTuner::fixed(planned),
         };
