@@ -20,16 +20,20 @@ pub(crate) struct HostSplit {
 
 impl HostSplit {
     /// The split over `planned` host layers (in pass order) of a model of `layers`
-    /// layers; `tune` searches the count and then the CPU threads (from the host pool's
-    /// count in use, [`crate::host_pool`]), otherwise all planned layers stay on the CPU
-    /// and the threads as they are.
-    pub(crate) fn new(planned: Vec<usize>, layers: usize, tune: bool) -> Self {
-        // Without host layers there is nothing to search (and no pool to start).
-        let tuner = match tune && !planned.is_empty() {
-            true => HostSplitTuner::new(planned).with_threads(crate::host_pool::threads()),
-            false => HostSplitTuner::fixed(planned),
+    /// layers. `search: Some(threads)` searches the count and then the CPU threads from
+    /// `threads` down (set on the host pool, [`crate::host_pool`], as the search goes);
+    /// `None` keeps all planned layers on the CPU and the threads as they are.
+    pub(crate) fn new(planned: Vec<usize>, layers: usize, search: Option<usize>) -> Self {
+        let tuner = match search {
+            Some(threads) => HostSplitTuner::new(planned).with_threads(threads),
+            None => HostSplitTuner::fixed(planned),
         };
         Self { tuner, layers, last_step: None }
+    }
+
+    /// The CPU threads the search uses now (`None` without a search).
+    pub(crate) fn threads(&self) -> Option<usize> {
+        self.tuner.threads()
     }
 
     /// Starts a pass of `tokens` tokens at cache position `pos` at time `now`: closes the
@@ -77,7 +81,7 @@ mod tests {
 
     #[test]
     fn only_consecutive_decode_steps_are_measured() {
-        let mut split = HostSplit::new(vec![0, 2], 4, true);
+        let mut split = HostSplit::new(vec![0, 2], 4, Some(1));
         let t0 = Instant::now();
         let at = |ms: u64| t0 + Duration::from_millis(ms);
         // A prompt chunk, then decode steps at positions 8, 9, …, 10 ms apart; a new
@@ -101,9 +105,28 @@ mod tests {
         assert!((tried[0].1 - 10.0).abs() < 1e-6, "the new cache's first step was not measured: {tried:?}");
     }
 
+    /// Decode steps whose time depends on the layers on the CPU and the threads: the
+    /// search ends on the fastest of both.
+    #[test]
+    fn the_search_ends_on_the_fastest_layers_and_threads() {
+        let mut split = HostSplit::new(vec![0, 1, 2, 3], 6, Some(8));
+        let t0 = Instant::now();
+        let mut at = 0.0f64;
+        for pos in 0..200 {
+            let on_cpu = split.begin_pass(1, pos, t0 + std::time::Duration::from_secs_f64(at / 1e3));
+            let (count, threads) = (on_cpu.iter().filter(|c| **c).count(), split.threads().unwrap_or(0));
+            // Fastest with every planned layer on the CPU and 6 threads.
+            at += 40.0 - 2.0 * count as f64 + (threads as f64 - 6.0).abs();
+        }
+        let report = split.report();
+        assert!(report.settled, "{report}");
+        assert_eq!((report.in_use, report.threads), (4, Some(6)), "{report}");
+        assert_eq!(split.threads(), Some(6));
+    }
+
     #[test]
     fn a_fixed_split_keeps_every_planned_layer_on_the_cpu() {
-        let mut split = HostSplit::new(vec![1, 3], 4, false);
+        let mut split = HostSplit::new(vec![1, 3], 4, None);
         assert_eq!(split.on_cpu(), [false, true, false, true]);
         let t0 = Instant::now();
         for pos in 0..50 {

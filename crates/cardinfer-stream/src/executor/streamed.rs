@@ -185,7 +185,7 @@ impl StreamedModel {
             None => None,
         };
         let pool = SlotPool::new(plan.slots, plan.slot_bytes);
-        let host_split = Mutex::new(HostSplit::new(host_layers_of(&plan, &host), family.spec().num_layers, false));
+        let host_split = Mutex::new(HostSplit::new(host_layers_of(&plan, &host), family.spec().num_layers, None));
         Ok(Self {
             pinned_bytes: 0,
             host_tier: "file",
@@ -649,11 +649,15 @@ impl StreamedModel {
 
     /// Lets the first decode steps choose how many of the plan's host layers the CPU
     /// computes (see [`cardinfer_plan::tuning`]): from all of them down, each count
-    /// measured over a few steps, the fastest kept. Off by default; the loader turns it
-    /// on for hybrid plans whose host-layer count the planner chose. Restarts the search.
+    /// measured over a few steps, the fastest kept; then how many CPU threads compute
+    /// them, from the host pool's count down ([`crate::host_pool`]). Off by default; the
+    /// loader turns it on for hybrid plans whose host-layer count the planner chose.
+    /// Restarts the search.
     pub fn set_host_tuning(&mut self, on: bool) {
         let planned = host_layers_of(&self.plan, &self.host);
-        *self.lock_split() = HostSplit::new(planned, self.family.spec().num_layers, on);
+        // Without host layers there is nothing to search (and no pool to start).
+        let search = (on && !planned.is_empty()).then(crate::host_pool::threads);
+        *self.lock_split() = HostSplit::new(planned, self.family.spec().num_layers, search);
     }
 
     /// The host-layer search so far (`None` when the plan has no host layers).
