@@ -51,7 +51,7 @@ impl HostSplit {
         } else {
             self.last_step = None;
         }
-        if let Some(threads) = self.tuner.threads() {
+        if let Some(threads) = self.threads() {
             crate::host_pool::set_threads(threads);
         }
         self.on_cpu()
