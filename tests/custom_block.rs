@@ -20,14 +20,15 @@ use std::path::PathBuf;
 
 const PROMPT: [u32; 9] = [5, 17, 250, 3, 99, 42, 7, 128, 31];
 
-fn model_file(test: &str, family: Family, storage: StorageType) -> PathBuf {
-    let name = format!("cardinfer-custom-{test}-{family:?}-{storage:?}-{}", std::process::id());
-    let dir = std::env::temp_dir().join(name);
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("m.gguf");
+/// A tiny synthetic model of `family` in `storage`, in a directory removed when the
+/// returned guard is dropped.
+fn model_file(test: &str, family: Family, storage: StorageType) -> (tempfile::TempDir, PathBuf) {
+    let prefix = format!("cardinfer-custom-{test}-{family:?}-{storage:?}-");
+    let dir = tempfile::Builder::new().prefix(&prefix).tempdir().unwrap();
+    let path = dir.path().join("m.gguf");
     let spec = common::tiny_spec(family, family == Family::Qwen3, 3, 256);
     SyntheticModel::random(&spec, 5).write_gguf(&path, storage, StorageType::Q8_0).unwrap();
-    path
+    (dir, path)
 }
 
 fn streamed_options(budget: u64, slots: usize, chunk: usize) -> LoadOptions {
@@ -61,7 +62,7 @@ fn a_streamed_custom_block_equals_the_builtin_resident_model() {
         (Family::Qwen3, StorageType::Q6_K),
         (Family::Mistral, StorageType::F16),
     ] {
-        let path = model_file("equal", family, storage);
+        let (_dir, path) = model_file("equal", family, storage);
         let builtin = LoadedModel::load(&path, &Device::Cpu, |_, _| {}).unwrap();
         let (ref_logits, ref_ids) = logits_and_ids(&builtin.model, PROMPT.len());
         for (slots, chunk) in [(1, 4), (2, 9)] {
@@ -94,7 +95,7 @@ impl StreamableBlock for NeedsMissingTensor {
 
 #[test]
 fn a_block_asking_for_a_missing_tensor_is_an_error_naming_it() {
-    let path = model_file("missing", Family::Llama, StorageType::Q4_K);
+    let (_dir, path) = model_file("missing", Family::Llama, StorageType::Q4_K);
     let model = LoadedModel::load_with_block::<NeedsMissingTensor>(
         &path,
         &Device::Cpu,

@@ -27,14 +27,12 @@ fn spec(family: Family) -> ModelSpec {
     common::tiny_spec(family, family == Family::Qwen3, 4, 320)
 }
 
-fn model_file(family: Family) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("cardinfer-stream-{family:?}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("m.gguf");
-    if !path.exists() {
-        SyntheticModel::random(&spec(family), 11).write_gguf(&path, StorageType::Q4_K, StorageType::Q8_0).unwrap();
-    }
-    path
+/// The test model of `family`, in a directory removed when the returned guard is dropped.
+fn model_file(family: Family) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::Builder::new().prefix(&format!("cardinfer-stream-{family:?}-")).tempdir().unwrap();
+    let path = dir.path().join("m.gguf");
+    SyntheticModel::random(&spec(family), 11).write_gguf(&path, StorageType::Q4_K, StorageType::Q8_0).unwrap();
+    (dir, path)
 }
 
 const PROMPT: [u32; 13] = [5, 17, 250, 3, 99, 42, 7, 7, 128, 64, 1, 200, 31];
@@ -92,7 +90,7 @@ fn plan_of(path: &Path, budget: u64, mode: Mode, slots: usize) -> Result<StreamP
 #[test]
 fn streamed_equals_resident_bit_for_bit_for_every_family_and_budget() {
     for family in [Family::Llama, Family::Mistral, Family::Qwen2, Family::Qwen3] {
-        let path = model_file(family);
+        let (_dir, path) = model_file(family);
         let resident = ResidentModel::load(&Checkpoint::open(&path).unwrap(), &Device::Cpu, |_, _| {}).unwrap();
         let chunk = 4;
         let (ref_logits, ref_ids) = run(&resident, chunk, 24);
@@ -127,7 +125,7 @@ fn streamed_equals_resident_bit_for_bit_for_every_family_and_budget() {
 
 #[test]
 fn auto_mode_splits_between_resident_and_streamed() {
-    let path = model_file(Family::Llama);
+    let (_dir, path) = model_file(Family::Llama);
     let min = match plan_of(&path, 1, Mode::Stream, 2) {
         Err(StreamError::Plan(PlanError::InfeasibleBudget { needed, .. })) => needed.bytes(),
         other => panic!("{other:?}"),
@@ -145,7 +143,7 @@ fn auto_mode_splits_between_resident_and_streamed() {
 
 #[test]
 fn long_generation_streamed_equals_resident() {
-    let path = model_file(Family::Qwen3);
+    let (_dir, path) = model_file(Family::Qwen3);
     let resident = ResidentModel::load(&Checkpoint::open(&path).unwrap(), &Device::Cpu, |_, _| {}).unwrap();
     let loaded = streamed(&path, u64::MAX / 2, Mode::Stream, 2, 512);
     let options = GenerateOptions { max_tokens: 280, ..Default::default() };
@@ -157,7 +155,7 @@ fn long_generation_streamed_equals_resident() {
 
 #[test]
 fn infeasible_budget_is_an_error_naming_the_minimum() {
-    let path = model_file(Family::Qwen2);
+    let (_dir, path) = model_file(Family::Qwen2);
     let options = LoadOptions {
         budget: Budget::Bytes(cardinfer_core::ByteSize(1 << 20)),
         mode: Mode::Auto,
@@ -233,7 +231,7 @@ fn slow_model(
 
 #[test]
 fn a_slow_reader_changes_nothing_and_stays_within_the_pool() {
-    let path = model_file(Family::Mistral);
+    let (_dir, path) = model_file(Family::Mistral);
     let resident = ResidentModel::load(&Checkpoint::open(&path).unwrap(), &Device::Cpu, |_, _| {}).unwrap();
     let (ref_logits, ref_ids) = run(&resident, 4, 12);
     let cases =
@@ -259,7 +257,7 @@ fn a_slow_reader_changes_nothing_and_stays_within_the_pool() {
 
 #[test]
 fn a_failing_reader_is_an_error_not_a_hang() {
-    let path = model_file(Family::Llama);
+    let (_dir, path) = model_file(Family::Llama);
     for (slots, thread, overlapping) in [(1, true, false), (2, true, false), (2, false, false), (3, false, true)] {
         let (mut model, _) = slow_model(&path, slots, Some(BlockId::Layer(2)), overlapping);
         model.set_prefetch_thread(thread);
@@ -271,21 +269,21 @@ fn a_failing_reader_is_an_error_not_a_hang() {
 }
 
 /// A tiny model of `family` with a 4000-token vocabulary, written under a directory
-/// named by `name`: its Q8_0 head (~1.1 MB) is larger than a layer (~0.25 MB), so it
-/// streams in row chunks. Also the model loaded resident.
-fn big_head_model(name: &str, family: Family, seed: u64) -> (PathBuf, ResidentModel) {
-    let dir = std::env::temp_dir().join(format!("cardinfer-stream-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("m.gguf");
+/// named by `name` (removed when the returned guard is dropped): its Q8_0 head (~1.1 MB)
+/// is larger than a layer (~0.25 MB), so it streams in row chunks. Also the model loaded
+/// resident.
+fn big_head_model(name: &str, family: Family, seed: u64) -> (tempfile::TempDir, PathBuf, ResidentModel) {
+    let dir = tempfile::Builder::new().prefix(&format!("cardinfer-stream-{name}-")).tempdir().unwrap();
+    let path = dir.path().join("m.gguf");
     let spec = ModelSpec { vocab_size: 4000, ..common::tiny_spec(family, family == Family::Qwen3, 3, 128) };
     SyntheticModel::random(&spec, seed).write_gguf(&path, StorageType::Q4_K, StorageType::Q8_0).unwrap();
     let resident = ResidentModel::load(&Checkpoint::open(&path).unwrap(), &Device::Cpu, |_, _| {}).unwrap();
-    (path, resident)
+    (dir, path, resident)
 }
 
 #[test]
 fn a_head_larger_than_a_layer_streams_in_row_chunks_with_identical_logits() {
-    let (path, resident) = big_head_model("bighead", Family::Qwen2, 5);
+    let (_dir, path, resident) = big_head_model("bighead", Family::Qwen2, 5);
     let (ref_logits, ref_ids) = run(&resident, 5, 10);
     for (slots, tier) in [(1, HostTier::Auto), (2, HostTier::Auto), (2, HostTier::Disk)] {
         let loaded = streamed_from(&path, u64::MAX / 2, Mode::Stream, slots, 5, tier);
@@ -305,7 +303,7 @@ fn a_head_larger_than_a_layer_streams_in_row_chunks_with_identical_logits() {
 /// pass through the pool, and logits and generated ids equal the resident run's.
 #[test]
 fn head_chunks_on_the_cpu_change_nothing() {
-    let (path, resident) = big_head_model("hosthead", Family::Qwen3, 7);
+    let (_dir, path, resident) = big_head_model("hosthead", Family::Qwen3, 7);
     let expected = run(&resident, 5, 10);
     let ckpt = Checkpoint::open(&path).unwrap();
     let spec = ckpt.spec().unwrap();
@@ -349,7 +347,7 @@ fn head_chunks_on_the_cpu_change_nothing() {
 #[test]
 fn hybrid_decode_equals_resident_for_every_family() {
     for family in [Family::Llama, Family::Mistral, Family::Qwen2, Family::Qwen3] {
-        let path = model_file(family);
+        let (_dir, path) = model_file(family);
         let resident = ResidentModel::load(&Checkpoint::open(&path).unwrap(), &Device::Cpu, |_, _| {}).unwrap();
         let expected = run(&resident, 5, 24);
         let options = LoadOptions {
@@ -402,7 +400,7 @@ fn hybrid_decode_equals_resident_for_every_family() {
 /// cache in host memory, each layer's part visiting the device, and output is unchanged.
 #[test]
 fn a_kv_cache_in_host_memory_changes_nothing() {
-    let path = model_file(Family::Qwen3);
+    let (_dir, path) = model_file(Family::Qwen3);
     let full = plan_of(&path, u64::MAX / 2, Mode::Stream, 1).unwrap();
     let budget = full.slot_bytes + full.workspace_bytes + full.kv_bytes / 2;
     let plan = plan_of(&path, budget, Mode::Auto, 1).unwrap();
@@ -417,7 +415,7 @@ fn a_kv_cache_in_host_memory_changes_nothing() {
 #[test]
 fn the_disk_tier_equals_resident_for_every_family() {
     for family in [Family::Llama, Family::Mistral, Family::Qwen2, Family::Qwen3] {
-        let path = model_file(family);
+        let (_dir, path) = model_file(family);
         let resident = ResidentModel::load(&Checkpoint::open(&path).unwrap(), &Device::Cpu, |_, _| {}).unwrap();
         let (ref_logits, ref_ids) = run(&resident, 4, 12);
         for (slots, chunk) in [(1, 4), (2, 13)] {
@@ -464,7 +462,7 @@ impl BlockReader for FailOnce {
 
 #[test]
 fn the_staging_ring_stays_bounded_and_recovers_from_a_pass_that_ended_early() {
-    let path = model_file(Family::Qwen3);
+    let (_dir, path) = model_file(Family::Qwen3);
     let resident = ResidentModel::load(&Checkpoint::open(&path).unwrap(), &Device::Cpu, |_, _| {}).unwrap();
     let (ref_logits, ref_ids) = run(&resident, 4, 12);
     for thread in [false, true] {
@@ -500,7 +498,7 @@ fn the_staging_ring_stays_bounded_and_recovers_from_a_pass_that_ended_early() {
 /// pool never holds more than its slots, and output equals the resident run.
 #[test]
 fn hybrid_at_the_smallest_budget_stays_within_it() {
-    let path = model_file(Family::Qwen3);
+    let (_dir, path) = model_file(Family::Qwen3);
     let resident = ResidentModel::load(&Checkpoint::open(&path).unwrap(), &Device::Cpu, |_, _| {}).unwrap();
     let (_, expected) = run(&resident, 4, 16);
     let budget = match plan_of(&path, 1, Mode::Stream, 2) {
@@ -542,7 +540,7 @@ fn hybrid_at_the_smallest_budget_stays_within_it() {
 /// the budget.
 #[test]
 fn host_layer_tuning_changes_where_layers_run_not_the_output() {
-    let path = model_file(Family::Qwen3);
+    let (_dir, path) = model_file(Family::Qwen3);
     let resident = ResidentModel::load(&Checkpoint::open(&path).unwrap(), &Device::Cpu, |_, _| {}).unwrap();
     let steps = 40;
     let (_, expected) = run(&resident, 4, steps);

@@ -10,16 +10,14 @@ use cardinfer_core::{Family, ModelSpec, StorageType};
 use cardinfer_quant::synth::SyntheticModel;
 use cardinfer_quant::Checkpoint;
 use cardinfer_stream::{GenerateOptions, Logits, ResidentModel, Session, TextModel};
-use std::path::PathBuf;
 
 fn spec(family: Family, tied: bool) -> ModelSpec {
     ModelSpec { eos_token_ids: vec![299], ..common::tiny_spec(family, tied, 2, 512) }
 }
 
-fn work_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("cardinfer-synth-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A fresh directory for a test's files, removed when dropped.
+fn work_dir(tag: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(&format!("cardinfer-synth-{tag}-")).tempdir().unwrap()
 }
 
 fn logits_of(path: &std::path::Path, ids: &[u32]) -> (ResidentModel, Vec<Vec<f32>>) {
@@ -55,10 +53,10 @@ fn gguf_f32_equals_safetensors_for_every_family() {
     {
         let dir = work_dir(&format!("{family:?}"));
         let synth = SyntheticModel::random(&spec(family, tied), 42);
-        synth.write_hf(&dir.join("hf")).unwrap();
-        synth.write_gguf(&dir.join("f32.gguf"), StorageType::F32, StorageType::F32).unwrap();
-        let (hf_model, hf) = logits_of(&dir.join("hf"), &PROMPT);
-        let (gguf_model, gguf) = logits_of(&dir.join("f32.gguf"), &PROMPT);
+        synth.write_hf(&dir.path().join("hf")).unwrap();
+        synth.write_gguf(&dir.path().join("f32.gguf"), StorageType::F32, StorageType::F32).unwrap();
+        let (hf_model, hf) = logits_of(&dir.path().join("hf"), &PROMPT);
+        let (gguf_model, gguf) = logits_of(&dir.path().join("f32.gguf"), &PROMPT);
         assert_eq!(gguf_model.spec().rope_style, synth.gguf_spec().rope_style);
         assert_eq!(hf_model.spec().tie_word_embeddings, tied);
         let diff = max_abs_diff(&hf, &gguf);
@@ -87,11 +85,11 @@ const QUANT_FLOOR: [(StorageType, f64); 12] = [
 fn every_storage_type_runs_and_stays_close_to_f32() {
     let dir = work_dir("quant");
     let synth = SyntheticModel::random(&spec(Family::Qwen3, false), 7);
-    synth.write_gguf(&dir.join("f32.gguf"), StorageType::F32, StorageType::F32).unwrap();
-    let (_, reference) = logits_of(&dir.join("f32.gguf"), &PROMPT);
+    synth.write_gguf(&dir.path().join("f32.gguf"), StorageType::F32, StorageType::F32).unwrap();
+    let (_, reference) = logits_of(&dir.path().join("f32.gguf"), &PROMPT);
     let mut report = Vec::new();
     for (storage, floor) in QUANT_FLOOR {
-        let path = dir.join(format!("{}.gguf", storage.name()));
+        let path = dir.path().join(format!("{}.gguf", storage.name()));
         // Embedding and head in Q8_0 for quantized mixes, as llama.cpp files often do.
         let embed = if storage.is_quantized() { StorageType::Q8_0 } else { storage };
         synth.write_gguf(&path, storage, embed).unwrap();
@@ -115,8 +113,8 @@ fn every_storage_type_runs_and_stays_close_to_f32() {
 fn kv_cache_decode_equals_full_forward() {
     let dir = work_dir("kv");
     let synth = SyntheticModel::random(&spec(Family::Llama, false), 3);
-    synth.write_gguf(&dir.join("m.gguf"), StorageType::F32, StorageType::F32).unwrap();
-    let (model, full) = logits_of(&dir.join("m.gguf"), &PROMPT);
+    synth.write_gguf(&dir.path().join("m.gguf"), StorageType::F32, StorageType::F32).unwrap();
+    let (model, full) = logits_of(&dir.path().join("m.gguf"), &PROMPT);
     // Prefill half, then one token at a time: each position's logits match the full pass.
     let mut kv = model.new_cache();
     let mut rows = model.forward(&PROMPT[..6], &mut kv, Logits::All).unwrap().to_vec2::<f32>().unwrap();
@@ -131,8 +129,8 @@ fn kv_cache_decode_equals_full_forward() {
 fn bad_inputs_are_clear_errors() {
     let dir = work_dir("errors");
     let synth = SyntheticModel::random(&spec(Family::Qwen2, false), 1);
-    synth.write_gguf(&dir.join("m.gguf"), StorageType::Q8_0, StorageType::Q8_0).unwrap();
-    let ckpt = Checkpoint::open(dir.join("m.gguf")).unwrap();
+    synth.write_gguf(&dir.path().join("m.gguf"), StorageType::Q8_0, StorageType::Q8_0).unwrap();
+    let ckpt = Checkpoint::open(dir.path().join("m.gguf")).unwrap();
     let model = ResidentModel::load(&ckpt, &Device::Cpu, |_, _| {}).unwrap();
 
     let mut session = Session::new(&model, None);
@@ -143,13 +141,13 @@ fn bad_inputs_are_clear_errors() {
     assert!(err.contains("300"), "{err}");
 
     // A truncated copy of the model fails to open, naming the file.
-    let bytes = std::fs::read(dir.join("m.gguf")).unwrap();
-    std::fs::write(dir.join("cut.gguf"), &bytes[..bytes.len() - 100]).unwrap();
-    let err = Checkpoint::open(dir.join("cut.gguf")).unwrap_err().to_string();
+    let bytes = std::fs::read(dir.path().join("m.gguf")).unwrap();
+    std::fs::write(dir.path().join("cut.gguf"), &bytes[..bytes.len() - 100]).unwrap();
+    let err = Checkpoint::open(dir.path().join("cut.gguf")).unwrap_err().to_string();
     assert!(err.contains("cut.gguf") && err.contains("truncated"), "{err}");
 
     // An unknown architecture names itself.
-    let mut hf = dir.join("hf");
+    let mut hf = dir.path().join("hf");
     synth.write_hf(&hf).unwrap();
     let config = std::fs::read_to_string(hf.join("config.json")).unwrap().replace("\"qwen2\"", "\"gpt_bigcode\"");
     std::fs::write(hf.join("config.json"), config).unwrap();
@@ -157,7 +155,7 @@ fn bad_inputs_are_clear_errors() {
     assert!(err.contains("gpt_bigcode"), "{err}");
 
     // A missing tensor names the tensor.
-    hf = dir.join("hf2");
+    hf = dir.path().join("hf2");
     let mut partial = synth.clone();
     partial.tensors.remove("model.layers.1.mlp.up_proj.weight");
     partial.write_hf(&hf).unwrap();

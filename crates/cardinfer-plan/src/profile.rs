@@ -178,8 +178,9 @@ mod tests {
 
     #[test]
     fn profiles_round_trip_through_their_file() {
-        let dir = std::env::temp_dir().join(format!("cardinfer-profile-{}", std::process::id()));
-        let path = dir.join("p.json");
+        // `save` makes the folder it writes into.
+        let root = tempfile::tempdir().unwrap();
+        let path = root.path().join("profiles").join("p.json");
         let p = Profile::h100_fitted();
         p.save(&path).unwrap();
         assert_eq!(Profile::load(&path).unwrap(), p);

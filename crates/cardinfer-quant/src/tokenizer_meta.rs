@@ -159,8 +159,9 @@ mod tests {
     #[test]
     fn vocab_added_tokens_merges_and_padding_become_gguf_metadata() {
         let dir = tempdir("meta");
-        let json_path = write(&dir, "tokenizer.json", tiny(json!({"type": "ByteLevel"})));
-        let config = write(&dir, "tokenizer_config.json", json!({"add_bos_token": false, "chat_template": "{{x}}"}));
+        let json_path = write(dir.path(), "tokenizer.json", tiny(json!({"type": "ByteLevel"})));
+        let config =
+            write(dir.path(), "tokenizer_config.json", json!({"add_bos_token": false, "chat_template": "{{x}}"}));
         let meta = tokenizer_metadata(&json_path, Some(&config), 8).unwrap();
         let get = |k: &str| meta.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone()).unwrap();
         let tokens = get("tokenizer.ggml.tokens");
@@ -180,7 +181,7 @@ mod tests {
     #[test]
     fn more_tokens_than_embedding_rows_is_an_error() {
         let dir = tempdir("rows");
-        let path = write(&dir, "tokenizer.json", tiny(json!({"type": "ByteLevel"})));
+        let path = write(dir.path(), "tokenizer.json", tiny(json!({"type": "ByteLevel"})));
         let err = tokenizer_metadata(&path, None, 3).unwrap_err().to_string();
         assert!(err.contains("tokenizer.json") && err.contains("embedding rows"), "{err}");
     }
@@ -200,9 +201,8 @@ mod tests {
         assert_eq!(pre_tokenizer_name(Some(&json!({"type": "Metaspace"}))), None);
     }
 
-    fn tempdir(tag: &str) -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("cardinfer-tok-{tag}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
+    /// A fresh directory for a test's files, removed when dropped.
+    fn tempdir(tag: &str) -> tempfile::TempDir {
+        tempfile::Builder::new().prefix(&format!("cardinfer-tok-{tag}-")).tempdir().unwrap()
     }
 }

@@ -5,10 +5,9 @@ use crate::QuantError;
 use cardinfer_core::StorageType;
 use std::path::PathBuf;
 
-fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("cardinfer-gguf-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A fresh directory for a test's files, removed when dropped.
+fn temp_dir(tag: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(&format!("cardinfer-gguf-{tag}-")).tempdir().unwrap()
 }
 
 /// Name, shape, storage type and stored bytes of a written tensor.
@@ -42,7 +41,7 @@ fn sample_file(dir: &std::path::Path) -> (PathBuf, Vec<Written>) {
 #[test]
 fn write_then_read_round_trips_metadata_and_bytes() {
     let dir = temp_dir("roundtrip");
-    let (path, tensors) = sample_file(&dir);
+    let (path, tensors) = sample_file(dir.path());
     let file = GgufFile::open(&path).unwrap();
     assert_eq!(file.version(), 3);
     assert_eq!(file.get_u64("test.u32").unwrap(), Some(7));
@@ -66,7 +65,7 @@ fn write_then_read_round_trips_metadata_and_bytes() {
     for info in file.tensors() {
         again.tensor(info.name.clone(), &info.shape, info.storage, file.tensor_bytes(info)).unwrap();
     }
-    let path2 = dir.join("again.gguf");
+    let path2 = dir.path().join("again.gguf");
     again.write(&path2).unwrap();
     let reread = GgufFile::open(&path2).unwrap();
     for info in file.tensors() {
@@ -77,9 +76,9 @@ fn write_then_read_round_trips_metadata_and_bytes() {
 #[test]
 fn every_truncation_is_an_error_not_a_panic() {
     let dir = temp_dir("truncate");
-    let (path, _) = sample_file(&dir);
+    let (path, _) = sample_file(dir.path());
     let bytes = std::fs::read(&path).unwrap();
-    let cut_path = dir.join("cut.gguf");
+    let cut_path = dir.path().join("cut.gguf");
     let step = (bytes.len() / 300).max(1);
     for len in (0..bytes.len()).step_by(step) {
         std::fs::write(&cut_path, &bytes[..len]).unwrap();
@@ -92,9 +91,9 @@ fn every_truncation_is_an_error_not_a_panic() {
 #[test]
 fn corrupt_headers_give_clear_errors() {
     let dir = temp_dir("corrupt");
-    let (path, _) = sample_file(&dir);
+    let (path, _) = sample_file(dir.path());
     let good = std::fs::read(&path).unwrap();
-    let bad_path = dir.join("bad.gguf");
+    let bad_path = dir.path().join("bad.gguf");
 
     let mut bytes = good.clone();
     bytes[0] = b'X';
@@ -131,12 +130,12 @@ fn writer_rejects_wrong_sizes_and_leaves_no_partial_file() {
     assert!(w.tensor("t", &[2, 32], StorageType::Q8_0, vec![0u8; 10]).is_err());
     assert!(w.tensor("t", &[2, 33], StorageType::Q8_0, vec![0u8; 68]).is_err());
     // A write into a missing directory fails without leaving `<name>.tmp` behind.
-    let target = dir.join("missing-dir").join("x.gguf");
+    let target = dir.path().join("missing-dir").join("x.gguf");
     w.tensor("ok", &[4], StorageType::F32, vec![0u8; 16]).unwrap();
     assert!(w.write(&target).is_err());
     assert!(!target.exists());
-    let final_path = dir.join("x.gguf");
+    let final_path = dir.path().join("x.gguf");
     w.write(&final_path).unwrap();
     assert!(final_path.exists());
-    assert!(!dir.join("x.gguf.tmp").exists());
+    assert!(!dir.path().join("x.gguf.tmp").exists());
 }

@@ -40,6 +40,8 @@ struct PendingTensor<'a> {
 /// w.write(&path).unwrap();
 /// let file = GgufFile::open(&path).unwrap();
 /// assert_eq!(file.tensors()[0].shape, vec![2]);
+/// # drop(file);
+/// # std::fs::remove_dir_all(&dir).unwrap();
 /// ```
 #[derive(Default)]
 pub struct GgufWriter<'a> {

@@ -200,9 +200,8 @@ mod tests {
         w.metadata("tokenizer.ggml.scores", GgufValue::Array(scores));
         w.metadata("tokenizer.ggml.token_type", GgufValue::Array(types));
         w.metadata("tokenizer.ggml.bos_token_id", GgufValue::U32(1));
-        let dir = std::env::temp_dir().join(format!("cardinfer-spm-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("spm.gguf");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("spm.gguf");
         w.write(&path).unwrap();
         let gguf = GgufFile::open(&path).unwrap();
         let tok = Tokenizer::from_gguf(&gguf).unwrap().unwrap();

@@ -105,9 +105,8 @@ mod tests {
 
     #[test]
     fn tokenizer_json_uses_its_post_processor_for_prompts_only() {
-        let dir = std::env::temp_dir().join(format!("cardinfer-tokjson-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("tokenizer.json");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokenizer.json");
         std::fs::write(&path, TOKENIZER_JSON).unwrap();
         let tok = Tokenizer::from_file(&path).unwrap();
         assert_eq!(tok.encode("hi hi").unwrap(), vec![0, 3, 5]);
