@@ -21,6 +21,13 @@
 //! tok/s on one loan where 10 or 12 ran it at 33.4–33.6, and was the fastest on the next
 //! (BENCHMARKS.md, run78/run79): the threads the device's own thread and the copies
 //! leave to the CPU's layers are measured, not assumed.
+//!
+//! Once settled, the search keeps watching: when the median of [`WATCH_STEPS`] decode
+//! steps is clearly slower than stream-only measured, it moves every layer back to the
+//! device's path for good. On one H100 loan the CPU's rate changed from minute to minute
+//! (the probe found 46 GB/s at 8 threads where other loans gave 70 at 14): a split that
+//! measured 47 ms per token in its trial then ran at 77 ms, against 54 streaming
+//! everything (BENCHMARKS.md, run86).
 
 use crate::schedule::spread_from_first;
 
@@ -33,6 +40,9 @@ pub const WARMUP_STEPS: usize = 2;
 
 /// A count slower than the best by more than this share ends the downward steps.
 pub const SLOWER_BY: f64 = 0.03;
+
+/// Decode steps per check of the settled split against stream-only.
+pub const WATCH_STEPS: usize = 16;
 
 /// What the search measured, in the order it tried the counts.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -50,6 +60,9 @@ pub struct TuningReport {
     pub threads_tried: Vec<(usize, f64)>,
     /// The CPU threads in use (`None` when the search was given no thread count).
     pub threads: Option<usize>,
+    /// The median milliseconds per token of the watched steps that made the search fall
+    /// back to stream-only, if they did.
+    pub fell_back: Option<f64>,
 }
 
 impl std::fmt::Display for TuningReport {
@@ -69,6 +82,9 @@ impl std::fmt::Display for TuningReport {
             if let Some(threads) = self.threads {
                 write!(f, "; using {threads}")?;
             }
+        }
+        if let Some(ms) = self.fell_back {
+            write!(f, "; then {ms:.2} ms per token: stream-only")?;
         }
         write!(f, " ({})", if self.settled { "settled" } else { "searching" })
     }
@@ -93,6 +109,11 @@ pub struct HostSplitTuner {
     /// Thread counts measured after the layers' search, with their times.
     threads_tried: Vec<(usize, f64)>,
     settled: bool,
+    /// Whether the settled split is watched against stream-only (a search's, not a count
+    /// the user asked for).
+    watch: bool,
+    /// The watched median that made the search fall back to stream-only.
+    fell_back: Option<f64>,
 }
 
 impl HostSplitTuner {
@@ -110,6 +131,8 @@ impl HostSplitTuner {
             threads: None,
             threads_tried: Vec::new(),
             settled: count == 0,
+            watch: true,
+            fell_back: None,
         }
     }
 
@@ -127,7 +150,7 @@ impl HostSplitTuner {
     /// A tuner that keeps all `planned` layers on the CPU and measures nothing (a count
     /// the user asked for).
     pub fn fixed(planned: Vec<usize>) -> Self {
-        Self { settled: true, ..Self::new(planned) }
+        Self { settled: true, watch: false, ..Self::new(planned) }
     }
 
     /// The layers the CPU computes now: `count` of the planned ones, spread over them
@@ -148,8 +171,11 @@ impl HostSplitTuner {
     /// Records one decode step's time with the current count; may change the count for
     /// the next step.
     pub fn record(&mut self, step_ms: f64) {
-        if self.settled || !step_ms.is_finite() {
+        if !step_ms.is_finite() {
             return;
+        }
+        if self.settled {
+            return self.watch_step(step_ms);
         }
         if self.warmup > 0 {
             self.warmup -= 1;
@@ -192,6 +218,24 @@ impl HostSplitTuner {
         }
     }
 
+    /// A settled step: every [`WATCH_STEPS`], the median against stream-only's; clearly
+    /// slower moves every layer to the device's path.
+    fn watch_step(&mut self, step_ms: f64) {
+        let stream_only = self.tried.iter().find(|t| t.0 == 0).map(|t| t.1);
+        let Some(stream_only) = stream_only.filter(|_| self.watch && self.count > 0) else { return };
+        self.samples.push(step_ms);
+        if self.samples.len() < WATCH_STEPS {
+            return;
+        }
+        self.samples.sort_by(f64::total_cmp);
+        let median = self.samples[self.samples.len() / 2];
+        self.samples.clear();
+        if median > stream_only * (1.0 + SLOWER_BY) {
+            self.count = 0;
+            self.fell_back = Some(median);
+        }
+    }
+
     /// The next thread count: two fewer while the last was not clearly slower than the
     /// best (and at least 2 remain); `None` when done.
     fn next_threads(&self) -> Option<usize> {
@@ -209,6 +253,7 @@ impl HostSplitTuner {
             settled: self.settled,
             threads_tried: self.threads_tried.clone(),
             threads: self.threads,
+            fell_back: self.fell_back,
         }
     }
 
@@ -360,6 +405,38 @@ mod tests {
         // Without a thread count, none is reported.
         let (report, _) = run(3, |c| 20.0 - c as f64);
         assert_eq!((report.threads, report.threads_tried.len()), (None, 0), "{report}");
+    }
+
+    /// Settled steps much slower than stream-only measured: after one watch window the
+    /// search moves every layer to the device's path, and says so.
+    #[test]
+    fn a_split_that_turns_slow_falls_back_to_stream_only() {
+        let mut tuner = HostSplitTuner::new((0..4).collect());
+        // Fastest with all 4 on the CPU (20 ms), stream-only 30 ms.
+        while !tuner.settled() {
+            let count = tuner.report().in_use;
+            tuner.record(if count == 0 { 30.0 } else { 20.0 + (4 - count) as f64 });
+        }
+        assert_eq!(tuner.report().in_use, 4);
+        // As fast as measured: nothing changes.
+        for _ in 0..3 * WATCH_STEPS {
+            tuner.record(21.0);
+        }
+        assert_eq!((tuner.report().in_use, tuner.report().fell_back), (4, None));
+        // The CPU slows down: one window later, stream-only.
+        for _ in 0..WATCH_STEPS {
+            tuner.record(45.0);
+        }
+        let report = tuner.report();
+        assert_eq!((report.in_use, report.fell_back), (0, Some(45.0)), "{report}");
+        assert!(tuner.active_layers().is_empty());
+        assert!(report.to_string().ends_with("; then 45.00 ms per token: stream-only (settled)"), "{report}");
+        // A count the user asked for is kept however slow.
+        let mut fixed = HostSplitTuner::fixed(vec![1, 2]);
+        for _ in 0..3 * WATCH_STEPS {
+            fixed.record(500.0);
+        }
+        assert_eq!((fixed.report().in_use, fixed.report().fell_back), (2, None));
     }
 
     #[test]
