@@ -127,8 +127,9 @@ pub struct LoadOptions {
     /// ones) instead of the count the schedule simulation finds fastest; implies `hybrid`.
     pub host_layers: Option<usize>,
     /// With a hybrid plan whose host-layer count the planner chose (no `host_layers`):
-    /// let the first decode steps measure fewer host layers and keep the fastest count
-    /// (see [`StreamedModel::set_host_tuning`]). On by default.
+    /// let the first decode steps measure fewer host layers and keep the fastest count,
+    /// then fewer CPU threads, and fall back to stream-only if the split later turns
+    /// slower than that (see [`StreamedModel::set_host_tuning`]). On by default.
     pub tune_host_layers: bool,
     /// Where streamed blocks wait in host memory.
     pub host_tier: HostTier,
