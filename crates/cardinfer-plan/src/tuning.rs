@@ -181,13 +181,7 @@ impl HostSplitTuner {
             self.warmup -= 1;
             return;
         }
-        self.samples.push(step_ms);
-        if self.samples.len() < TRIAL_STEPS {
-            return;
-        }
-        self.samples.sort_by(f64::total_cmp);
-        let median = self.samples[self.samples.len() / 2];
-        self.samples.clear();
+        let Some(median) = self.sample(step_ms, TRIAL_STEPS) else { return };
         if let (false, Some(threads)) = (self.threads_tried.is_empty(), self.threads) {
             self.threads_tried.push((threads, median));
             match self.next_threads() {
@@ -218,18 +212,25 @@ impl HostSplitTuner {
         }
     }
 
+    /// Adds a step's time to the window; once it holds `steps`, empties it and returns its
+    /// median.
+    fn sample(&mut self, step_ms: f64, steps: usize) -> Option<f64> {
+        self.samples.push(step_ms);
+        if self.samples.len() < steps {
+            return None;
+        }
+        self.samples.sort_by(f64::total_cmp);
+        let median = self.samples[self.samples.len() / 2];
+        self.samples.clear();
+        Some(median)
+    }
+
     /// A settled step: every [`WATCH_STEPS`], the median against stream-only's; clearly
     /// slower moves every layer to the device's path.
     fn watch_step(&mut self, step_ms: f64) {
         let stream_only = self.tried.iter().find(|t| t.0 == 0).map(|t| t.1);
         let Some(stream_only) = stream_only.filter(|_| self.watch && self.count > 0) else { return };
-        self.samples.push(step_ms);
-        if self.samples.len() < WATCH_STEPS {
-            return;
-        }
-        self.samples.sort_by(f64::total_cmp);
-        let median = self.samples[self.samples.len() / 2];
-        self.samples.clear();
+        let Some(median) = self.sample(step_ms, WATCH_STEPS) else { return };
         if median > stream_only * (1.0 + SLOWER_BY) {
             self.count = 0;
             self.fell_back = Some(median);
