@@ -65,6 +65,8 @@ pub struct Pool {
     /// Serializes callers; holds the generation of the last job.
     call: Mutex<u64>,
     threads: AtomicUsize,
+    /// The count the pool was made with.
+    default_threads: usize,
 }
 
 impl std::fmt::Debug for Pool {
@@ -99,9 +101,16 @@ impl Pool {
                 Err(_) => break,
             }
         }
-        let pool = Self { shared, handles, call: Mutex::new(0), threads: AtomicUsize::new(1) };
+        let mut pool = Self { shared, handles, call: Mutex::new(0), threads: AtomicUsize::new(1), default_threads: 1 };
         pool.set_threads(threads);
+        pool.default_threads = pool.threads();
         pool
+    }
+
+    /// The thread count the pool was made with (what a new search starts from, whatever
+    /// an earlier one set).
+    pub fn default_threads(&self) -> usize {
+        self.default_threads
     }
 
     /// Most threads a job can use.
@@ -268,6 +277,11 @@ pub fn threads() -> usize {
     global().threads()
 }
 
+/// The thread count the process's pool was made with (see [`Pool::default_threads`]).
+pub fn default_threads() -> usize {
+    global().default_threads()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,6 +308,7 @@ mod tests {
             }
         }
         assert_eq!(pool.threads(), 4, "clamped to the pool's size");
+        assert_eq!(pool.default_threads(), 4, "the count it was made with");
     }
 
     /// A panic in a job reaches the caller, and the pool still works afterwards.

@@ -656,8 +656,9 @@ impl StreamedModel {
     /// whose host-layer count the planner chose. Restarts the search.
     pub fn set_host_tuning(&mut self, on: bool) {
         let planned = host_layers_of(&self.plan, &self.host);
-        // Without host layers there is nothing to search (and no pool to start).
-        let search = (on && !planned.is_empty()).then(crate::host_pool::threads);
+        // Without host layers there is nothing to search (and no pool to start). A search
+        // starts from the pool's own count, not from what an earlier one left.
+        let search = (on && !planned.is_empty()).then(crate::host_pool::default_threads);
         *self.lock_split() = HostSplit::new(planned, self.family.spec().num_layers, search);
     }
 
