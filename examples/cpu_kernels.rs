@@ -1,8 +1,8 @@
 //! The CPU's matrix-vector products by weight type, as hybrid decode's host layers run
-//! them on Candle's CPU pool: weight GB/s for one token, from memory (a matrix far larger
-//! than the caches) and from cache (about 1 MiB), with `cardinfer_stream::cpu_matvec`
-//! (Q8_K inputs) and, for Q4_K and Q6_K, with the device's bits
-//! (`cardinfer_stream::exact::mmvq`, what host layers run on the fused path).
+//! them on the host pool (`cardinfer_stream::host_pool`): weight GB/s for one token, from
+//! memory (a matrix far larger than the caches) and from cache (about 1 MiB), with
+//! `cardinfer_stream::cpu_matvec` (Q8_K inputs) and, for Q4_K and Q6_K, with the device's
+//! bits (`cardinfer_stream::exact::mmvq`, what host layers run on the fused path).
 //! Compare the kernels by running it twice:
 //!
 //! ```text

@@ -149,10 +149,11 @@ pub fn load(args: &ModelArgs) -> Result<(LoadedModel, Device, MemoryWatch, f64)>
     Ok((loaded, device, watch, secs))
 }
 
-/// Hybrid decode: sizes Candle's CPU pool to the thread count `probe` found best on this
-/// machine (its cached profile's `cpu_best_threads`), unless `RAYON_NUM_THREADS` or
-/// `CANDLE_NUM_THREADS` is set. Candle sizes its pool once, at the first CPU matmul, so
-/// this runs before the model loads.
+/// Hybrid decode: sets the CPU thread count (Candle's pools and the host pool's starting
+/// count, `cardinfer_stream::host_pool`) to the one `probe` found best on this machine
+/// (its cached profile's `cpu_best_threads`), unless `RAYON_NUM_THREADS` or
+/// `CANDLE_NUM_THREADS` is set. Both read it once, at their first use, so this runs
+/// before the model loads.
 fn use_profiled_cpu_threads(device: &Device) {
     let set = |name| std::env::var_os(name).is_some();
     if set("RAYON_NUM_THREADS") || set("CANDLE_NUM_THREADS") {

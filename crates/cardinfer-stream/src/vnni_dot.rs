@@ -113,8 +113,8 @@ pub fn dot_q6k_many(w: &[BlockQ6K], xs: &[BlockQ8K], out: &mut [f32]) -> bool {
 /// Inputs one call of the kernels takes together in [`dot_q4k_many`] / [`dot_q6k_many`].
 const GROUP: usize = 4;
 
-/// Runs `group` on each [`GROUP`] of the inputs in `xs` (rows of `w.len()` blocks) and
-/// `single` on the rest, writing `out`.
+/// Runs `group` on each [`GROUP`] of the inputs in `xs` (rows of `w.len()` blocks, as
+/// many as `out` has values; `w` not empty) and `single` on the rest, writing `out`.
 fn for_each_group<M>(
     w: &[M],
     xs: &[Q8K],
@@ -123,19 +123,14 @@ fn for_each_group<M>(
     single: impl Fn(&[M], [&[Q8K]; 1]) -> [f32; 1],
 ) {
     let row = w.len();
-    let mut inputs = xs.chunks_exact(row);
-    let mut outputs = out.chunks_mut(GROUP);
-    for values in outputs.by_ref() {
-        if values.len() < GROUP {
-            for value in values.iter_mut() {
-                if let Some(x) = inputs.next() {
-                    *value = single(w, [x])[0];
-                }
+    for (values, inputs) in out.chunks_mut(GROUP).zip(xs.chunks(row * GROUP)) {
+        if values.len() == GROUP {
+            values.copy_from_slice(&group(w, std::array::from_fn(|r| &inputs[r * row..(r + 1) * row])));
+        } else {
+            for (value, x) in values.iter_mut().zip(inputs.chunks_exact(row)) {
+                *value = single(w, [x])[0];
             }
-            break;
         }
-        let x: [&[Q8K]; GROUP] = std::array::from_fn(|_| inputs.next().unwrap_or(&[]));
-        values.copy_from_slice(&group(w, x));
     }
 }
 
