@@ -88,7 +88,11 @@ fn main() -> Result<()> {
     let mut session = Session::new(&loaded.model, tokenizer);
     let mut stdout = std::io::stdout();
     let quiet = args.json;
+    // When each token's text arrived, seconds from the start (for `--json`: how decode
+    // speed changes over a long run).
+    let (start, mut token_secs) = (std::time::Instant::now(), Vec::with_capacity(args.max_tokens));
     let result = session.generate(&prompt_ids, &options, |piece| {
+        token_secs.push(start.elapsed().as_secs_f64());
         watch.sample();
         if !quiet {
             let _ = stdout.write_all(piece.as_bytes());
@@ -125,6 +129,7 @@ fn main() -> Result<()> {
             "hop_wait_secs": metrics.hop_wait_secs,
             "host_bytes_per_token": metrics.host_bytes_per_token,
             "host_tuning": metrics.host_tuning,
+            "token_secs": token_secs,
         });
         println!("{report}");
     } else {

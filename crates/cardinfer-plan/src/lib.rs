@@ -9,6 +9,7 @@ mod hybrid;
 pub mod placement;
 pub mod profile;
 pub mod schedule;
+pub mod split_watch;
 pub mod table;
 pub mod tuning;
 
@@ -18,4 +19,5 @@ pub use error::PlanError;
 pub use placement::{Mode, Placement, PlanRequest, StreamPlan, Workload};
 pub use profile::Profile;
 pub use schedule::{simulate_decode, DecodeRates, TokenSchedule};
+pub use split_watch::{Recheck, SplitWatch};
 pub use tuning::{HostSplitTuner, TuningReport};

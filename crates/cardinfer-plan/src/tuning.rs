@@ -22,14 +22,14 @@
 //! (BENCHMARKS.md, run78/run79): the threads the device's own thread and the copies
 //! leave to the CPU's layers are measured, not assumed.
 //!
-//! Once settled, the search keeps watching: when the median of [`WATCH_STEPS`] decode
-//! steps is clearly slower than stream-only measured, it moves every layer back to the
-//! device's path for good. On one H100 loan the CPU's rate changed from minute to minute
-//! (the probe found 46 GB/s at 8 threads where other loans gave 70 at 14): a split that
-//! measured 47 ms per token in its trial then ran at 77 ms, against 54 streaming
-//! everything (BENCHMARKS.md, run86).
+//! Once settled, the search keeps watching ([`crate::split_watch`]): the split and
+//! stream-only are measured again as decoding goes on, and the faster is kept. On one
+//! H100 loan the CPU's rate changed from minute to minute (the probe found 46 GB/s at 8
+//! threads where other loans gave 70 at 14): a split that measured 47 ms per token in its
+//! trial then ran at 77 ms, against 54 streaming everything (BENCHMARKS.md, run86).
 
 use crate::schedule::spread_from_first;
+use crate::split_watch::{Recheck, SplitWatch};
 
 /// Decode steps measured per count (their median is the count's time: on the H100
 /// machine about one 14B step in eight took 15 ms longer than the others).
@@ -40,9 +40,6 @@ pub const WARMUP_STEPS: usize = 2;
 
 /// A count slower than the best by more than this share ends the downward steps.
 pub const SLOWER_BY: f64 = 0.03;
-
-/// Decode steps per check of the settled split against stream-only.
-pub const WATCH_STEPS: usize = 16;
 
 /// What the search measured, in the order it tried the counts.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -60,9 +57,9 @@ pub struct TuningReport {
     pub threads_tried: Vec<(usize, f64)>,
     /// The CPU threads in use (`None` when the search was given no thread count).
     pub threads: Option<usize>,
-    /// The median milliseconds per token of the watched steps that made the search fall
-    /// back to stream-only, if they did.
-    pub fell_back: Option<f64>,
+    /// The settled split compared with stream-only again as decoding went on, oldest
+    /// first (see [`crate::split_watch`]).
+    pub rechecks: Vec<Recheck>,
 }
 
 impl std::fmt::Display for TuningReport {
@@ -83,8 +80,13 @@ impl std::fmt::Display for TuningReport {
                 write!(f, "; using {threads}")?;
             }
         }
-        if let Some(ms) = self.fell_back {
-            write!(f, "; then {ms:.2} ms per token: stream-only")?;
+        let shown = self.rechecks.len().saturating_sub(MAX_RECHECKS_SHOWN);
+        if shown > 0 {
+            write!(f, "; {shown} earlier rechecks")?;
+        }
+        for recheck in &self.rechecks[shown..] {
+            let kept = if recheck.chose_stream_only() { "stream-only" } else { "split" };
+            write!(f, "; then split {:.2} ms, stream-only {:.2} ms: {kept}", recheck.split_ms, recheck.stream_only_ms)?;
         }
         write!(f, " ({})", if self.settled { "settled" } else { "searching" })
     }
@@ -111,9 +113,10 @@ pub struct HostSplitTuner {
     settled: bool,
     /// Whether the settled split is watched against stream-only (a search's, not a count
     /// the user asked for).
-    watch: bool,
-    /// The watched median that made the search fall back to stream-only.
-    fell_back: Option<f64>,
+    watching: bool,
+    /// The settled split against stream-only, measured again (once settled, when
+    /// watching and both were measured).
+    watch: Option<SplitWatch>,
 }
 
 impl HostSplitTuner {
@@ -131,8 +134,8 @@ impl HostSplitTuner {
             threads: None,
             threads_tried: Vec::new(),
             settled: count == 0,
-            watch: true,
-            fell_back: None,
+            watching: true,
+            watch: None,
         }
     }
 
@@ -150,7 +153,7 @@ impl HostSplitTuner {
     /// A tuner that keeps all `planned` layers on the CPU and measures nothing (a count
     /// the user asked for).
     pub fn fixed(planned: Vec<usize>) -> Self {
-        Self { settled: true, watch: false, ..Self::new(planned) }
+        Self { settled: true, watching: false, ..Self::new(planned) }
     }
 
     /// The layers the CPU computes now: `count` of the planned ones, spread over them
@@ -175,7 +178,11 @@ impl HostSplitTuner {
             return;
         }
         if self.settled {
-            return self.watch_step(step_ms);
+            if let Some(watch) = &mut self.watch {
+                watch.record(step_ms);
+                self.count = watch.count();
+            }
+            return;
         }
         if self.warmup > 0 {
             self.warmup -= 1;
@@ -188,7 +195,7 @@ impl HostSplitTuner {
                 Some(next) => self.threads = Some(next),
                 None => {
                     self.threads = Some(best_of(&self.threads_tried).0);
-                    self.settled = true;
+                    self.settle();
                 }
             }
             return;
@@ -206,7 +213,7 @@ impl HostSplitTuner {
                         self.threads_tried.push((threads, best_ms));
                         self.threads = Some(threads - 2);
                     }
-                    _ => self.settled = true,
+                    _ => self.settle(),
                 }
             }
         }
@@ -219,21 +226,19 @@ impl HostSplitTuner {
         if self.samples.len() < steps {
             return None;
         }
-        self.samples.sort_by(f64::total_cmp);
-        let median = self.samples[self.samples.len() / 2];
+        let median = median_of(&mut self.samples);
         self.samples.clear();
         Some(median)
     }
 
-    /// A settled step: every [`WATCH_STEPS`], the median against stream-only's; clearly
-    /// slower moves every layer to the device's path.
-    fn watch_step(&mut self, step_ms: f64) {
+    /// Ends the search with the count in use, and starts watching it against stream-only
+    /// when both were measured: the split is the fastest count of host layers measured.
+    fn settle(&mut self) {
+        self.settled = true;
         let stream_only = self.tried.iter().find(|t| t.0 == 0).map(|t| t.1);
-        let Some(stream_only) = stream_only.filter(|_| self.watch && self.count > 0) else { return };
-        let Some(median) = self.sample(step_ms, WATCH_STEPS) else { return };
-        if median > stream_only * (1.0 + SLOWER_BY) {
-            self.count = 0;
-            self.fell_back = Some(median);
+        let split = best_of(&self.tried.iter().copied().filter(|t| t.0 > 0).collect::<Vec<_>>());
+        if let (true, Some(stream_only_ms), 1..) = (self.watching, stream_only, split.0) {
+            self.watch = Some(SplitWatch::new(split.0, stream_only_ms, self.count > 0));
         }
     }
 
@@ -254,7 +259,7 @@ impl HostSplitTuner {
             settled: self.settled,
             threads_tried: self.threads_tried.clone(),
             threads: self.threads,
-            fell_back: self.fell_back,
+            rechecks: self.watch.as_ref().map_or_else(Vec::new, |w| w.rechecks().to_vec()),
         }
     }
 
@@ -281,6 +286,15 @@ impl HostSplitTuner {
         let neighbours = [best.checked_sub(1), Some(best + 1).filter(|&c| c <= self.planned.len())];
         neighbours.into_iter().flatten().chain([0]).find(|&c| !self.measured(c))
     }
+}
+
+/// Rechecks [`TuningReport`]'s line shows; earlier ones are counted.
+const MAX_RECHECKS_SHOWN: usize = 3;
+
+/// The median of `times` (sorted in place; not empty).
+pub(crate) fn median_of(times: &mut [f64]) -> f64 {
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
 }
 
 /// The fastest of `tried` (`(setting, milliseconds)`, not empty); the first on a tie.
@@ -409,9 +423,10 @@ mod tests {
     }
 
     /// Settled steps much slower than stream-only measured: after one watch window the
-    /// search moves every layer to the device's path, and says so.
+    /// search measures stream-only again, keeps it when faster, and says so.
     #[test]
     fn a_split_that_turns_slow_falls_back_to_stream_only() {
+        use crate::split_watch::WATCH_STEPS;
         let mut tuner = HostSplitTuner::new((0..4).collect());
         // Fastest with all 4 on the CPU (20 ms), stream-only 30 ms.
         while !tuner.settled() {
@@ -423,21 +438,63 @@ mod tests {
         for _ in 0..3 * WATCH_STEPS {
             tuner.record(21.0);
         }
-        assert_eq!((tuner.report().in_use, tuner.report().fell_back), (4, None));
-        // The CPU slows down: one window later, stream-only.
-        for _ in 0..WATCH_STEPS {
-            tuner.record(45.0);
+        assert_eq!((tuner.report().in_use, tuner.report().rechecks.len()), (4, 0));
+        // The CPU slows down: one window later stream-only is measured, and kept.
+        for _ in 0..WATCH_STEPS + TRIAL_STEPS {
+            let count = tuner.report().in_use;
+            tuner.record(if count == 0 { 31.0 } else { 45.0 });
         }
         let report = tuner.report();
-        assert_eq!((report.in_use, report.fell_back), (0, Some(45.0)), "{report}");
+        assert_eq!((report.in_use, report.rechecks.len()), (0, 1), "{report}");
         assert!(tuner.active_layers().is_empty());
-        assert!(report.to_string().ends_with("; then 45.00 ms per token: stream-only (settled)"), "{report}");
+        assert!(
+            report.to_string().ends_with("; then split 45.00 ms, stream-only 31.00 ms: stream-only (settled)"),
+            "{report}"
+        );
         // A count the user asked for is kept however slow.
         let mut fixed = HostSplitTuner::fixed(vec![1, 2]);
         for _ in 0..3 * WATCH_STEPS {
             fixed.record(500.0);
         }
-        assert_eq!((fixed.report().in_use, fixed.report().fell_back), (2, None));
+        assert_eq!((fixed.report().in_use, fixed.report().rechecks.len()), (2, 0));
+    }
+
+    /// A search that kept stream-only tries its fastest split again later.
+    #[test]
+    fn a_search_that_kept_stream_only_tries_its_best_split_later() {
+        use crate::split_watch::RETRY_STEPS;
+        let mut tuner = HostSplitTuner::new((0..8).collect());
+        let mut fast_cpu = false;
+        let ms_at = |count: usize, fast_cpu: bool| match (count, fast_cpu) {
+            (0, _) => 30.0,
+            (c, false) => 30.5 + (c as f64 - 4.0).abs(),
+            (c, true) => 25.0 + (c as f64 - 4.0).abs(),
+        };
+        while !tuner.settled() {
+            tuner.record(ms_at(tuner.report().in_use, fast_cpu));
+        }
+        assert_eq!(tuner.report().in_use, 0, "{}", tuner.report());
+        fast_cpu = true;
+        for _ in 0..RETRY_STEPS + TRIAL_STEPS {
+            tuner.record(ms_at(tuner.report().in_use, fast_cpu));
+        }
+        let report = tuner.report();
+        assert_eq!(report.in_use, 4, "the fastest count measured: {report}");
+        assert_eq!(report.rechecks.len(), 1, "{report}");
+    }
+
+    #[test]
+    fn the_report_shows_the_last_rechecks() {
+        let recheck = |split_ms| Recheck { split_ms, stream_only_ms: 30.0 };
+        let report = TuningReport {
+            in_use: 2,
+            rechecks: (0..5).map(|i| recheck(20.0 + i as f64 * 5.0)).collect(),
+            ..TuningReport::default()
+        };
+        let line = report.to_string();
+        assert!(line.contains("; 2 earlier rechecks; then split 30.00 ms"), "{line}");
+        assert!(line.contains("split 35.00 ms, stream-only 30.00 ms: stream-only"), "{line}");
+        assert!(!line.contains("split 25.00"), "{line}");
     }
 
     #[test]

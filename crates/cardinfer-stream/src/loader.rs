@@ -259,7 +259,8 @@ pub struct RunMetrics {
     /// in use.
     pub host_bytes_per_token: u64,
     /// The host-layer search of a hybrid plan: counts tried, their milliseconds per
-    /// token, the count in use, then the CPU thread counts tried and the one in use (see
+    /// token, the count in use, then the CPU thread counts tried and the one in use, and
+    /// the settled split's rechecks against stream-only (see
     /// [`cardinfer_plan::TuningReport`]).
     pub host_tuning: Option<String>,
     /// Achieved streaming rate: bytes streamed ÷ copy time, GB/s.

@@ -124,6 +124,33 @@ mod tests {
         assert_eq!(split.threads(), Some(6));
     }
 
+    /// A CPU that slows down for a while after the search settled, then recovers: the
+    /// passes stream every layer during the slow stretch and use the CPU again after it.
+    #[test]
+    fn passes_follow_a_cpu_that_slows_down_and_recovers() {
+        use cardinfer_plan::split_watch::{MAX_RETRY_STEPS, RETRY_STEPS};
+        let mut split = HostSplit::new(vec![0, 1, 2, 3], 6, Some(4));
+        let t0 = Instant::now();
+        let (mut at, mut cpu_counts) = (0.0f64, Vec::new());
+        let slow = 300..300 + 2 * RETRY_STEPS;
+        for pos in 0..slow.end + MAX_RETRY_STEPS + 50 {
+            let on_cpu = split.begin_pass(1, pos, t0 + Duration::from_secs_f64(at / 1e3));
+            let count = on_cpu.iter().filter(|c| **c).count();
+            cpu_counts.push(count);
+            // Streaming costs 30 ms; each CPU layer saves 2 ms, or costs 10 while slow.
+            let per_layer = if slow.contains(&pos) { 10.0 } else { -2.0 };
+            at += 30.0 + per_layer * count as f64;
+        }
+        let report = split.report();
+        assert_eq!(cpu_counts[slow.start - 1], 4, "{report}");
+        // Most of the slow stretch streams everything (a window to notice, retries).
+        let streamed = cpu_counts[slow.clone()].iter().filter(|&&c| c == 0).count();
+        assert!(streamed > slow.len() * 3 / 4, "{streamed} of {} slow steps streamed: {report}", slow.len());
+        assert_eq!(*cpu_counts.last().unwrap_or(&0), 4, "the CPU is used again: {report}");
+        assert!(report.rechecks.iter().any(|r| r.chose_stream_only()), "{report}");
+        assert!(!report.rechecks.last().is_some_and(|r| r.chose_stream_only()), "{report}");
+    }
+
     #[test]
     fn a_fixed_split_keeps_every_planned_layer_on_the_cpu() {
         let mut split = HostSplit::new(vec![1, 3], 4, None);

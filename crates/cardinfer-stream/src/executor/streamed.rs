@@ -650,9 +650,9 @@ impl StreamedModel {
     /// Lets the first decode steps choose how many of the plan's host layers the CPU
     /// computes (see [`cardinfer_plan::tuning`]): from all of them down, each count
     /// measured over a few steps, the fastest kept; then how many CPU threads compute
-    /// them, from the host pool's count down ([`crate::host_pool`]); then it watches the
-    /// split and moves every layer to the device's path if it turns clearly slower than
-    /// stream-only measured. Off by default; the loader turns it on for hybrid plans
+    /// them, from the host pool's count down ([`crate::host_pool`]); then it keeps
+    /// comparing the split with stream-only, both measured again, and uses the faster
+    /// ([`cardinfer_plan::split_watch`]). Off by default; the loader turns it on for hybrid plans
     /// whose host-layer count the planner chose. Restarts the search.
     pub fn set_host_tuning(&mut self, on: bool) {
         let planned = host_layers_of(&self.plan, &self.host);
