@@ -9,12 +9,15 @@
 //!
 //! - Running the split, every [`WATCH_STEPS`] steps the window's median is compared with
 //!   stream-only's last time. Clearly slower ([`SLOWER_BY`]) moves every layer to the
-//!   device's path for [`TRIAL_STEPS`], and the faster of the two is kept.
+//!   device's path for [`TRIAL_STEPS`], and the faster of the two is kept. Steps far
+//!   slower ([`FAR_SLOWER_BY`]) do that after [`TRIAL_STEPS`] of them, without waiting
+//!   for the window: with a neighbour copying memory on 6 of 16 cores, a 4B split's steps
+//!   took 179 ms against 61 ms streaming (BENCHMARKS.md, run88).
 //! - Running stream-only (after that, or when the search kept it), the split is tried
 //!   again for [`TRIAL_STEPS`] after [`RETRY_STEPS`], against the last stream-only
-//!   window. Each retry that loses doubles the wait, up to [`MAX_RETRY_STEPS`]: a retry
-//!   costs a few slower steps, so a machine where the CPU never helps pays for them less
-//!   and less often.
+//!   window; [`EARLY_STEPS`] far slower steps end the try at once. Each retry that loses
+//!   doubles the wait, up to [`MAX_RETRY_STEPS`]: a machine where the CPU never helps
+//!   pays for the tries less and less often.
 
 use crate::tuning::{median_of, SLOWER_BY, TRIAL_STEPS};
 
@@ -22,7 +25,13 @@ use crate::tuning::{median_of, SLOWER_BY, TRIAL_STEPS};
 pub const WATCH_STEPS: usize = 16;
 
 /// Stream-only decode steps before the split is first tried again.
-pub const RETRY_STEPS: usize = 8 * WATCH_STEPS;
+pub const RETRY_STEPS: usize = 4 * WATCH_STEPS;
+
+/// A step slower than stream-only's last time by more than this share is far slower.
+pub const FAR_SLOWER_BY: f64 = 0.5;
+
+/// Far slower steps that end a try of the split before its [`TRIAL_STEPS`].
+pub const EARLY_STEPS: usize = 2;
 
 /// The longest wait between tries of the split.
 pub const MAX_RETRY_STEPS: usize = 64 * WATCH_STEPS;
@@ -97,7 +106,7 @@ impl SplitWatch {
     pub fn record(&mut self, step_ms: f64) {
         self.samples.push(step_ms);
         self.phase = match self.phase {
-            Phase::Split => match self.window(WATCH_STEPS) {
+            Phase::Split => match self.far_slower(TRIAL_STEPS).or_else(|| self.window(WATCH_STEPS)) {
                 Some(split_ms) if split_ms > self.stream_only_ms * (1.0 + SLOWER_BY) => {
                     Phase::MeasuringStreamOnly { split_ms }
                 }
@@ -121,10 +130,12 @@ impl SplitWatch {
                     wait => Phase::StreamOnly { wait, interval },
                 }
             }
-            Phase::MeasuringSplit { stream_only_ms, interval } => match self.window(TRIAL_STEPS) {
-                Some(split_ms) => self.decide(split_ms, stream_only_ms, (2 * interval).min(MAX_RETRY_STEPS)),
-                None => self.phase,
-            },
+            Phase::MeasuringSplit { stream_only_ms, interval } => {
+                match self.far_slower(EARLY_STEPS).or_else(|| self.window(TRIAL_STEPS)) {
+                    Some(split_ms) => self.decide(split_ms, stream_only_ms, (2 * interval).min(MAX_RETRY_STEPS)),
+                    None => self.phase,
+                }
+            }
         };
     }
 
@@ -134,6 +145,19 @@ impl SplitWatch {
             return None;
         }
         let median = median_of(&mut self.samples);
+        self.samples.clear();
+        Some(median)
+    }
+
+    /// When the window's last `steps` steps are all far slower than stream-only's last
+    /// time: their median (the window emptied).
+    fn far_slower(&mut self, steps: usize) -> Option<f64> {
+        let limit = self.stream_only_ms * (1.0 + FAR_SLOWER_BY);
+        let last = self.samples.len().checked_sub(steps).map(|from| &mut self.samples[from..])?;
+        if !last.iter().all(|&ms| ms > limit) {
+            return None;
+        }
+        let median = median_of(last);
         self.samples.clear();
         Some(median)
     }
@@ -179,6 +203,23 @@ mod tests {
         assert_eq!(watch.rechecks(), [Recheck { split_ms: 45.0, stream_only_ms: 31.0 }]);
         assert_eq!(watch.count(), 0);
         assert!(watch.rechecks()[0].chose_stream_only());
+    }
+
+    #[test]
+    fn far_slower_steps_are_noticed_before_the_window_ends() {
+        let mut watch = SplitWatch::new(4, 30.0, true);
+        feed(&mut watch, 3, |_| 21.0);
+        feed(&mut watch, TRIAL_STEPS - 1, |_| 180.0);
+        assert_eq!(watch.count(), 4);
+        feed(&mut watch, 1, |_| 180.0);
+        assert_eq!(watch.count(), 0, "measuring stream-only after {TRIAL_STEPS} far slower steps");
+        feed(&mut watch, TRIAL_STEPS, |c| if c == 0 { 60.0 } else { 180.0 });
+        assert_eq!(watch.rechecks(), [Recheck { split_ms: 180.0, stream_only_ms: 60.0 }]);
+        // A try of the split ends after two far slower steps.
+        feed(&mut watch, RETRY_STEPS, |c| if c == 0 { 60.0 } else { 180.0 });
+        assert_eq!(watch.count(), 4);
+        feed(&mut watch, EARLY_STEPS, |c| if c == 0 { 60.0 } else { 180.0 });
+        assert_eq!((watch.count(), watch.rechecks().len()), (0, 2));
     }
 
     #[test]
