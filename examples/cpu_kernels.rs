@@ -2,7 +2,8 @@
 //! them on the host pool (`cardinfer_stream::host_pool`): weight GB/s for one token, from
 //! memory (a matrix far larger than the caches) and from cache (about 1 MiB), with
 //! `cardinfer_stream::cpu_matvec` (Q8_K inputs) and, for Q4_K and Q6_K, with the device's
-//! bits (`cardinfer_stream::exact::mmvq`, what host layers run on the fused path).
+//! bits (`cardinfer_stream::exact::mmvq`, what host layers run on the fused path). Then
+//! the exact twin's attention for one token (a Qwen3-4B layer's heads) by cache length.
 //! Compare the kernels by running it twice:
 //!
 //! ```text
@@ -95,6 +96,30 @@ fn main() -> Result<()> {
         ]
         .map(cell);
         println!("| {dtype:?} | {} |", cells.join(" | "));
+    }
+    attention_table(args.reps)
+}
+
+/// Milliseconds of `exact::kernels::decode_attention` for one token with 32 query heads,
+/// 8 KV heads of 128, by the number of cached positions (median of `reps` × 10 runs).
+fn attention_table(reps: usize) -> Result<()> {
+    use cardinfer_stream::exact::kernels::{decode_attention, AttentionShape};
+    let (heads, kv_heads, d, capacity) = (32, 8, 128, 2048);
+    let values = |n: usize, seed: usize| -> Vec<f32> {
+        (0..n).map(|i| ((i * 7919 + seed * 104729) % 1013) as f32 / 1013.0 - 0.5).collect()
+    };
+    let (q, k, v) = (values(heads * d, 1), values(kv_heads * capacity * d, 2), values(kv_heads * capacity * d, 3));
+    let shape = AttentionShape { heads, kv_heads, head_dim: d, capacity };
+    let mut out = vec![0f32; heads * d];
+    println!();
+    println!("| exact attention, 32 heads / 8 KV heads of 128 | ms per layer |");
+    println!("|---|---:|");
+    for len in [64, 256, 640, 1024, 2048] {
+        let secs = cli::median_secs(reps * 10, || {
+            decode_attention(&q, &k, &v, shape, len, &mut out);
+            Ok(())
+        })?;
+        println!("| {len} positions | {:.3} |", secs * 1e3);
     }
     Ok(())
 }

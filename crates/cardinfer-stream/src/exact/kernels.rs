@@ -14,11 +14,14 @@ const ATTENTION_WARPS: usize = 4;
 /// Runs `$imp(args)` compiled for AVX2 and FMA where the CPU has them ([`fast_cpu`]), as
 /// is elsewhere: the same operations, so the same bits, faster.
 macro_rules! dispatch {
-    ($fast:ident, $imp:ident, ($($arg:ident: $ty:ty),*)) => {{
+    ($fast:ident, $imp:ident, ($($arg:ident: $ty:ty),*)) => {
+        dispatch!($fast, $imp, ($($arg: $ty),*) -> ())
+    };
+    ($fast:ident, $imp:ident, ($($arg:ident: $ty:ty),*) -> $ret:ty) => {{
         #[cfg(target_arch = "x86_64")]
         if fast_cpu() {
             #[target_feature(enable = "avx2,fma")]
-            unsafe fn $fast($($arg: $ty),*) {
+            unsafe fn $fast($($arg: $ty),*) -> $ret {
                 $imp($($arg),*)
             }
             // SAFETY: the CPU has AVX2 and FMA (checked just above).
@@ -89,8 +92,14 @@ pub fn head_norm_rope(
 
 /// Kernels `decode_attention_partial` and `decode_attention_combine`: softmax attention
 /// of one query position over keys `0..len`. `k_cache`/`v_cache` are `[kv_heads,
-/// shape.capacity, head_dim]`; `out` is `[heads, head_dim]`. Heads are independent: they
-/// run as tasks of the host pool ([`crate::host_pool`]).
+/// shape.capacity, head_dim]`; `out` is `[heads, head_dim]`.
+///
+/// The partials (one per head and [`ATTENTION_CHUNK`] keys, as the CUDA blocks compute
+/// them) run as tasks of the host pool ([`crate::host_pool`]), one task per KV head and
+/// chunk for all the query heads sharing that KV head: their keys and values are read
+/// from memory once, not once per query head, and a long cache gives many more tasks than
+/// threads. Each head's arithmetic is the kernel's whatever the grouping, so the bits are
+/// too. Then one task per head combines its chunks.
 pub fn decode_attention(
     q: &[f32],
     k_cache: &[f32],
@@ -101,55 +110,63 @@ pub fn decode_attention(
 ) {
     let AttentionShape { heads, kv_heads, head_dim: d, capacity } = shape;
     let group = heads / kv_heads;
+    let chunks = len.div_ceil(ATTENTION_CHUNK);
+    // Per (KV head, chunk, query head of the group): the chunk's largest score and sum of
+    // exponentials, and its weighted values.
+    let mut stats = vec![(0f32, 0f32); kv_heads * chunks * group];
+    let mut weighted = vec![0f32; kv_heads * chunks * group * d];
+    let tasks: Vec<(usize, &mut [(f32, f32)], &mut [f32])> =
+        stats.chunks_mut(group).zip(weighted.chunks_mut(group * d)).enumerate().map(|(i, (s, w))| (i, s, w)).collect();
+    crate::cpu_matvec::run_tasks(tasks, |(i, stats, weighted)| {
+        let (kv, c) = (*i / chunks, *i % chunks);
+        let (start, end) = (c * ATTENTION_CHUNK, ((c + 1) * ATTENTION_CHUNK).min(len));
+        let rows = kv * capacity * d..(kv * capacity + len) * d;
+        let (keys, values) = (&k_cache[rows.clone()], &v_cache[rows]);
+        for (g, (stat, acc)) in stats.iter_mut().zip(weighted.chunks_mut(d)).enumerate() {
+            let h = kv * group + g;
+            *stat = head_chunk(&q[h * d..(h + 1) * d], keys, values, start, end, acc);
+        }
+    });
     let tasks: Vec<(usize, &mut [f32])> = out.chunks_mut(d).take(heads).enumerate().collect();
     crate::cpu_matvec::run_tasks(tasks, |(h, out)| {
-        let rows = (*h / group) * capacity * d..((*h / group) * capacity + len) * d;
-        head_attention(&q[*h * d..(*h + 1) * d], &k_cache[rows.clone()], &v_cache[rows], out);
+        let (kv, g) = (*h / group, *h % group);
+        let at = |c: usize| (kv * chunks + c) * group + g;
+        let stats: Vec<(f32, f32)> = (0..chunks).map(|c| stats[at(c)]).collect();
+        let parts: Vec<&[f32]> = (0..chunks).map(|c| &weighted[at(c) * d..(at(c) + 1) * d]).collect();
+        combine(&stats, &parts, out);
     });
 }
 
-/// One head of [`decode_attention`]: `keys`/`values` are its KV head's `len` rows.
-fn head_attention(q: &[f32], keys: &[f32], values: &[f32], out: &mut [f32]) {
-    dispatch!(fast, head_attention_impl, (q: &[f32], keys: &[f32], values: &[f32], out: &mut [f32]))
+/// One head's partial over keys `start..end` of `keys`/`values` (its KV head's rows).
+fn head_chunk(q: &[f32], keys: &[f32], values: &[f32], start: usize, end: usize, acc: &mut [f32]) -> (f32, f32) {
+    dispatch!(fast, head_chunk_impl, (q: &[f32], keys: &[f32], values: &[f32], start: usize, end: usize, acc: &mut [f32]) -> (f32, f32))
+}
+
+#[inline(always)]
+fn head_chunk_impl(q: &[f32], keys: &[f32], values: &[f32], start: usize, end: usize, acc: &mut [f32]) -> (f32, f32) {
+    let scale = 1.0 / (q.len() as f32).sqrt();
+    chunk_partial(q, keys, values, start, end, scale, acc)
+}
+
+/// Kernel `decode_attention_combine` for one head: its chunks' `(max, sum)` and weighted
+/// values, rescaled to the largest max, summed in chunk order, divided by the total.
+fn combine(stats: &[(f32, f32)], parts: &[&[f32]], out: &mut [f32]) {
+    dispatch!(fast, combine_impl, (stats: &[(f32, f32)], parts: &[&[f32]], out: &mut [f32]))
+}
+
+#[inline(always)]
+fn combine_impl(stats: &[(f32, f32)], parts: &[&[f32]], out: &mut [f32]) {
+    let max = stats.iter().fold(f32::NEG_INFINITY, |max, s| max.max(s.0));
+    let weights: Vec<f32> = stats.iter().map(|s| exp(s.0 - max)).collect();
+    let total = stats.iter().zip(&weights).fold(0f32, |total, (s, w)| s.1.mul_add(*w, total));
+    for (i, o) in out.iter_mut().enumerate() {
+        let a = parts.iter().zip(&weights).fold(0f32, |a, (part, w)| part[i].mul_add(*w, a));
+        *o = a / total;
+    }
 }
 
 /// The most warps' worth of state a block holds: 4 warps × 256 dimensions.
 const MAX_HEAD_DIM: usize = 256;
-
-#[inline(always)]
-fn head_attention_impl(q: &[f32], keys: &[f32], values: &[f32], out: &mut [f32]) {
-    let d = q.len();
-    let len = keys.len() / d;
-    let scale = 1.0 / (d as f32).sqrt();
-    let chunks = len.div_ceil(ATTENTION_CHUNK);
-    // Each chunk's partial: max, sum, weighted values (d).
-    let mut part_max = vec![0f32; chunks];
-    let mut part_sum = vec![0f32; chunks];
-    let mut part_acc = vec![0f32; chunks * d];
-    for c in 0..chunks {
-        let (start, end) = (c * ATTENTION_CHUNK, ((c + 1) * ATTENTION_CHUNK).min(len));
-        let (m, l) = chunk_partial(q, keys, values, start, end, scale, &mut part_acc[c * d..(c + 1) * d]);
-        part_max[c] = m;
-        part_sum[c] = l;
-    }
-    let mut max = f32::NEG_INFINITY;
-    for m in &part_max {
-        max = max.max(*m);
-    }
-    let mut total = 0f32;
-    let mut weights = vec![0f32; chunks];
-    for c in 0..chunks {
-        weights[c] = exp(part_max[c] - max);
-        total = part_sum[c].mul_add(weights[c], total);
-    }
-    for (i, o) in out.iter_mut().enumerate() {
-        let mut a = 0f32;
-        for c in 0..chunks {
-            a = part_acc[c * d + i].mul_add(weights[c], a);
-        }
-        *o = a / total;
-    }
-}
 
 /// One block of `decode_attention_partial`: 4 warps, warp `w` taking keys `start + w,
 /// start + w + 4, …` with an online softmax, then the warps combined. Writes the weighted
@@ -175,12 +192,12 @@ fn chunk_partial(
         let mut t = start + w;
         while t < end {
             let (k, v) = (&keys[t * d..(t + 1) * d], &values[t * d..(t + 1) * d]);
-            let mut lanes = [0f32; 32];
-            for (lane, s) in lanes.iter_mut().enumerate() {
-                for j in lane * per..(lane + 1) * per {
-                    *s = q[j].mul_add(k[j], *s);
-                }
-            }
+            let lanes = match per {
+                2 => lane_dots::<2>(q, k),
+                4 => lane_dots::<4>(q, k),
+                8 => lane_dots::<8>(q, k),
+                _ => lane_dots_any(q, k, per),
+            };
             let s = warp_sum(lanes) * scale;
             let m_new = m.max(s);
             let (correction, p) = (exp(m - m_new), exp(s - m_new));
@@ -218,6 +235,32 @@ fn chunk_partial(
         }
     }
     (max, total)
+}
+
+/// The 32 lanes' partial dot products of `q · k`: lane `l` sums elements `l·P .. (l+1)·P`
+/// in order with fused multiply-adds. `P` known at compile time lets the compiler unroll
+/// and vectorize it across lanes.
+#[inline(always)]
+fn lane_dots<const P: usize>(q: &[f32], k: &[f32]) -> [f32; 32] {
+    let mut lanes = [0f32; 32];
+    for ((s, q), k) in lanes.iter_mut().zip(q.chunks_exact(P)).zip(k.chunks_exact(P)) {
+        for i in 0..P {
+            *s = q[i].mul_add(k[i], *s);
+        }
+    }
+    lanes
+}
+
+/// [`lane_dots`] for any `per` elements per lane.
+#[inline(always)]
+fn lane_dots_any(q: &[f32], k: &[f32], per: usize) -> [f32; 32] {
+    let mut lanes = [0f32; 32];
+    for ((s, q), k) in lanes.iter_mut().zip(q.chunks_exact(per)).zip(k.chunks_exact(per)) {
+        for (q, k) in q.iter().zip(k) {
+            *s = q.mul_add(*k, *s);
+        }
+    }
+    lanes
 }
 
 /// Kernel `silu_mul_exact`: `out = g / (1 + e^-g) · up`.
@@ -283,6 +326,58 @@ mod tests {
         for i in 0..300 {
             let want = g[i] as f64 / (1.0 + (-g[i] as f64).exp()) * u[i] as f64;
             assert!((act[i] as f64 - want).abs() < 1e-6, "silu {i}");
+        }
+    }
+
+    /// The attention before tasks were grouped by KV head and chunk (session 11): one
+    /// task per query head, its chunks one after another, then combined.
+    fn per_head_attention(q: &[f32], keys: &[f32], values: &[f32], out: &mut [f32]) {
+        let d = q.len();
+        let len = keys.len() / d;
+        let scale = 1.0 / (d as f32).sqrt();
+        let chunks = len.div_ceil(ATTENTION_CHUNK);
+        let (mut part_max, mut part_sum, mut part_acc) =
+            (vec![0f32; chunks], vec![0f32; chunks], vec![0f32; chunks * d]);
+        for c in 0..chunks {
+            let (start, end) = (c * ATTENTION_CHUNK, ((c + 1) * ATTENTION_CHUNK).min(len));
+            let (m, l) = chunk_partial(q, keys, values, start, end, scale, &mut part_acc[c * d..(c + 1) * d]);
+            part_max[c] = m;
+            part_sum[c] = l;
+        }
+        let max = part_max.iter().fold(f32::NEG_INFINITY, |a, m| a.max(*m));
+        let weights: Vec<f32> = part_max.iter().map(|m| exp(m - max)).collect();
+        let mut total = 0f32;
+        for c in 0..chunks {
+            total = part_sum[c].mul_add(weights[c], total);
+        }
+        for (i, o) in out.iter_mut().enumerate() {
+            let mut a = 0f32;
+            for c in 0..chunks {
+                a = part_acc[c * d + i].mul_add(weights[c], a);
+            }
+            *o = a / total;
+        }
+    }
+
+    /// Grouping the partials by KV head and chunk leaves every head's bits as they were.
+    #[test]
+    fn grouped_attention_keeps_each_heads_bits() {
+        for (d, heads, kv_heads) in [(128, 32, 8), (128, 40, 8), (64, 4, 4), (256, 2, 1)] {
+            for len in [1, 5, 64, 65, 150, 600] {
+                let capacity = 640;
+                let q = values(heads * d, len as u64);
+                let (k, v) = (values(kv_heads * capacity * d, 11), values(kv_heads * capacity * d, 12));
+                let mut got = vec![0f32; heads * d];
+                let shape = AttentionShape { heads, kv_heads, head_dim: d, capacity };
+                decode_attention(&q, &k, &v, shape, len, &mut got);
+                for h in 0..heads {
+                    let rows = (h / (heads / kv_heads)) * capacity * d..((h / (heads / kv_heads)) * capacity + len) * d;
+                    let mut want = vec![0f32; d];
+                    per_head_attention(&q[h * d..(h + 1) * d], &k[rows.clone()], &v[rows], &mut want);
+                    let same = want.iter().zip(&got[h * d..(h + 1) * d]).all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(same, "head {h} of {heads} (d {d}, {kv_heads} KV heads), {len} keys");
+                }
+            }
         }
     }
 
