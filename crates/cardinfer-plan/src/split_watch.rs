@@ -179,6 +179,12 @@ impl SplitWatch {
 mod tests {
     use super::*;
 
+    /// Step times of a machine where stream-only takes `stream_only` ms and the split
+    /// `split` ms.
+    fn times(stream_only: f64, split: f64) -> impl Fn(usize) -> f64 {
+        move |count| if count == 0 { stream_only } else { split }
+    }
+
     /// Feeds `steps` steps whose time is `ms_at(count in use)`.
     fn feed(watch: &mut SplitWatch, steps: usize, ms_at: impl Fn(usize) -> f64) {
         for _ in 0..steps {
@@ -189,7 +195,7 @@ mod tests {
     #[test]
     fn a_split_that_stays_fast_is_kept_without_rechecks() {
         let mut watch = SplitWatch::new(4, 30.0, true);
-        feed(&mut watch, 10 * WATCH_STEPS, |c| if c == 0 { 30.0 } else { 21.0 });
+        feed(&mut watch, 10 * WATCH_STEPS, times(30.0, 21.0));
         assert_eq!((watch.count(), watch.rechecks().len()), (4, 0));
     }
 
@@ -197,9 +203,9 @@ mod tests {
     fn a_slow_split_loses_to_stream_only_measured_again() {
         let mut watch = SplitWatch::new(4, 30.0, true);
         // The CPU slows down; streaming does not.
-        feed(&mut watch, WATCH_STEPS, |c| if c == 0 { 31.0 } else { 45.0 });
+        feed(&mut watch, WATCH_STEPS, times(31.0, 45.0));
         assert_eq!(watch.count(), 0, "stream-only is measured after one slow window");
-        feed(&mut watch, TRIAL_STEPS, |c| if c == 0 { 31.0 } else { 45.0 });
+        feed(&mut watch, TRIAL_STEPS, times(31.0, 45.0));
         assert_eq!(watch.rechecks(), [Recheck { split_ms: 45.0, stream_only_ms: 31.0 }]);
         assert_eq!(watch.count(), 0);
         assert!(watch.rechecks()[0].chose_stream_only());
@@ -213,12 +219,12 @@ mod tests {
         assert_eq!(watch.count(), 4);
         feed(&mut watch, 1, |_| 180.0);
         assert_eq!(watch.count(), 0, "measuring stream-only after {TRIAL_STEPS} far slower steps");
-        feed(&mut watch, TRIAL_STEPS, |c| if c == 0 { 60.0 } else { 180.0 });
+        feed(&mut watch, TRIAL_STEPS, times(60.0, 180.0));
         assert_eq!(watch.rechecks(), [Recheck { split_ms: 180.0, stream_only_ms: 60.0 }]);
         // A try of the split ends after two far slower steps.
-        feed(&mut watch, RETRY_STEPS, |c| if c == 0 { 60.0 } else { 180.0 });
+        feed(&mut watch, RETRY_STEPS, times(60.0, 180.0));
         assert_eq!(watch.count(), 4);
-        feed(&mut watch, EARLY_STEPS, |c| if c == 0 { 60.0 } else { 180.0 });
+        feed(&mut watch, EARLY_STEPS, times(60.0, 180.0));
         assert_eq!((watch.count(), watch.rechecks().len()), (0, 2));
     }
 
@@ -227,11 +233,11 @@ mod tests {
         // Something slows the whole machine: the split is slower than stream-only was,
         // but stream-only measured now is slower still.
         let mut watch = SplitWatch::new(4, 30.0, true);
-        feed(&mut watch, WATCH_STEPS + TRIAL_STEPS, |c| if c == 0 { 60.0 } else { 45.0 });
+        feed(&mut watch, WATCH_STEPS + TRIAL_STEPS, times(60.0, 45.0));
         assert_eq!(watch.rechecks(), [Recheck { split_ms: 45.0, stream_only_ms: 60.0 }]);
         assert_eq!(watch.count(), 4);
         // Stream-only's new time is the reference now: no more rechecks at 45 ms.
-        feed(&mut watch, 10 * WATCH_STEPS, |c| if c == 0 { 60.0 } else { 45.0 });
+        feed(&mut watch, 10 * WATCH_STEPS, times(60.0, 45.0));
         assert_eq!((watch.count(), watch.rechecks().len()), (4, 1));
     }
 
@@ -242,7 +248,7 @@ mod tests {
         assert_eq!(watch.count(), 0);
         feed(&mut watch, 1, |_| 30.0);
         assert_eq!(watch.count(), 4, "tried again after {RETRY_STEPS} steps");
-        feed(&mut watch, TRIAL_STEPS, |c| if c == 0 { 30.0 } else { 20.0 });
+        feed(&mut watch, TRIAL_STEPS, times(30.0, 20.0));
         assert_eq!(watch.rechecks(), [Recheck { split_ms: 20.0, stream_only_ms: 30.0 }]);
         assert_eq!(watch.count(), 4);
     }
@@ -270,7 +276,7 @@ mod tests {
         // Stream-only slowed to 50 ms while it ran; the split at 40 ms now wins although
         // it lost to the 30 ms measured at first.
         let mut watch = SplitWatch::new(4, 30.0, false);
-        feed(&mut watch, RETRY_STEPS + TRIAL_STEPS, |c| if c == 0 { 50.0 } else { 40.0 });
+        feed(&mut watch, RETRY_STEPS + TRIAL_STEPS, times(50.0, 40.0));
         assert_eq!(watch.rechecks(), [Recheck { split_ms: 40.0, stream_only_ms: 50.0 }]);
         assert_eq!(watch.count(), 4);
     }
