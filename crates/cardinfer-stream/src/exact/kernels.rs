@@ -115,10 +115,14 @@ pub fn decode_attention(
     // exponentials, and its weighted values.
     let mut stats = vec![(0f32, 0f32); kv_heads * chunks * group];
     let mut weighted = vec![0f32; kv_heads * chunks * group * d];
-    let tasks: Vec<(usize, &mut [(f32, f32)], &mut [f32])> =
-        stats.chunks_mut(group).zip(weighted.chunks_mut(group * d)).enumerate().map(|(i, (s, w))| (i, s, w)).collect();
-    crate::cpu_matvec::run_tasks(tasks, |(i, stats, weighted)| {
-        let (kv, c) = (*i / chunks, *i % chunks);
+    let tasks: Vec<PartialTask> = stats
+        .chunks_mut(group)
+        .zip(weighted.chunks_mut(group * d))
+        .enumerate()
+        .map(|(index, (stats, weighted))| PartialTask { index, stats, weighted })
+        .collect();
+    crate::cpu_matvec::run_tasks(tasks, |PartialTask { index, stats, weighted }| {
+        let (kv, c) = (*index / chunks, *index % chunks);
         let (start, end) = (c * ATTENTION_CHUNK, ((c + 1) * ATTENTION_CHUNK).min(len));
         let rows = kv * capacity * d..(kv * capacity + len) * d;
         let (keys, values) = (&k_cache[rows.clone()], &v_cache[rows]);
@@ -135,6 +139,14 @@ pub fn decode_attention(
         let parts: Vec<&[f32]> = (0..chunks).map(|c| &weighted[at(c) * d..(at(c) + 1) * d]).collect();
         combine(&stats, &parts, out);
     });
+}
+
+/// One task of [`decode_attention`]'s partials: KV head and chunk number `index` (`kv ×
+/// chunks + chunk`), and where its query heads' `(max, sum)` and weighted values go.
+struct PartialTask<'a> {
+    index: usize,
+    stats: &'a mut [(f32, f32)],
+    weighted: &'a mut [f32],
 }
 
 /// One head's partial over keys `start..end` of `keys`/`values` (its KV head's rows).
