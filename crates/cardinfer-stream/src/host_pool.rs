@@ -29,6 +29,23 @@ use std::time::{Duration, Instant};
 /// H100 machine), so a pass's layers never wait for workers to wake.
 pub const SPIN: Duration = Duration::from_millis(1);
 
+/// Spins between which a waiting thread offers its core to the OS
+/// ([`std::thread::yield_now`]): with more runnable threads than cores, a worker that
+/// holds a job's items may be the one waiting for a core.
+const YIELD_EVERY: u32 = 64;
+
+/// Spins until `done` is true, offering the core to the OS every [`YIELD_EVERY`] spins.
+fn spin_until(done: impl Fn() -> bool) {
+    let mut spins = 0u32;
+    while !done() {
+        spins = spins.wrapping_add(1);
+        match spins.is_multiple_of(YIELD_EVERY) {
+            true => std::thread::yield_now(),
+            false => std::hint::spin_loop(),
+        }
+    }
+}
+
 /// A job's work for one thread: called with the thread's index.
 type Work<'a> = &'a (dyn Fn(usize) + Sync);
 
@@ -204,13 +221,9 @@ impl Pool {
         }
         impl Drop for Wait<'_> {
             fn drop(&mut self) {
-                while !(self.finished)() {
-                    std::hint::spin_loop();
-                }
+                spin_until(|| (self.finished)());
                 self.shared.retired.store(self.generation, Ordering::SeqCst);
-                while self.shared.inside.load(Ordering::SeqCst) != 0 {
-                    std::hint::spin_loop();
-                }
+                spin_until(|| self.shared.inside.load(Ordering::SeqCst) == 0);
                 // SAFETY: no worker is inside the job, and none can enter it (retired).
                 unsafe { *self.shared.job.get() = None };
             }
@@ -255,10 +268,11 @@ fn work_loop(shared: &Shared, index: usize) {
                 break;
             }
             spins = spins.wrapping_add(1);
-            if !spins.is_multiple_of(64) {
+            if !spins.is_multiple_of(YIELD_EVERY) {
                 std::hint::spin_loop();
                 continue;
             }
+            std::thread::yield_now();
             let since = *idle_since.get_or_insert_with(Instant::now);
             if since.elapsed() >= SPIN {
                 // A pending unpark makes this return at once; the loop checks again.
