@@ -14,9 +14,12 @@
 //! copies' driver work. A job is run by the calling thread and `threads - 1` workers,
 //! each taking items from a shared cursor, and it ends when every item is done, so a
 //! worker the OS delays holds up only the items it took: one that had not started yet
-//! finds the job over when it runs again. (With a neighbour copying memory on 6 of 16
-//! cores, a 4B host split waited on such workers for 179–231 ms per token where it took
-//! 33 ms before; BENCHMARKS.md, run89.)
+//! finds the job over when it runs again. Threads that wait (for a job, for its items)
+//! offer their core to the OS now and then, so a worker holding items gets one sooner.
+//! With a neighbour copying memory on 6 of 16 cores, a 4B host split took 239 ms per token
+//! when every job waited for every worker, 68 ms with jobs ending on their items, and 49
+//! ms with the yielding too, against 31–33 ms without the neighbour (BENCHMARKS.md, run92
+//! and run94).
 
 use std::cell::{Cell, UnsafeCell};
 use std::ops::Range;
