@@ -12,7 +12,12 @@
 //! plan reserves device room for one visiting layer's), so a planned host layer may run
 //! on the device with its cache visiting, but a device layer cannot move to the CPU.
 //! It measures the planned count, then steps down until a count is clearly slower than
-//! the best, refines around the best, checks stream-only (count 0), and settles.
+//! the best, refines around the best, and checks stream-only (count 0). When the fastest
+//! is not the planned count, the two are measured again in turn, step by step, and the
+//! faster kept: each count's trial is a few seconds at a different moment, and a loan's
+//! speed drifts over seconds. On the H100 loans, searches that kept 13–16 of 18 planned
+//! layers after such a moment ran at 26–30 tok/s where those keeping 17–18 ran at 31–34
+//! (BENCHMARKS.md, run93–run95); steps in turn see the same moments.
 //!
 //! Then, when the CPU keeps host layers and the search was given a thread count, it
 //! measures fewer CPU threads with that count of layers: two fewer at a time, while a
@@ -46,6 +51,9 @@ pub const SLOWER_BY: f64 = 0.03;
 pub struct TuningReport {
     /// `(host layers, median milliseconds per token)` for each count tried.
     pub tried: Vec<(usize, f64)>,
+    /// The fastest count and the planned one measured again in turn (when they differ):
+    /// `(host layers, median milliseconds per token)`.
+    pub in_turn: Vec<(usize, f64)>,
     /// The count in use now (the fastest tried, once settled).
     pub in_use: usize,
     /// Host layers the plan placed.
@@ -69,6 +77,9 @@ impl std::fmt::Display for TuningReport {
         write!(f, "planned {}:", self.planned)?;
         for (i, (count, ms)) in self.tried.iter().enumerate() {
             write!(f, "{} {count} → {ms:.2} ms", if i == 0 { "" } else { "," })?;
+        }
+        for (i, (count, ms)) in self.in_turn.iter().enumerate() {
+            write!(f, "{} {count} → {ms:.2} ms", if i == 0 { "; in turn" } else { "," })?;
         }
         write!(f, "; using {}", self.in_use)?;
         if !self.threads_tried.is_empty() {
@@ -106,6 +117,10 @@ pub struct HostSplitTuner {
     /// Steps still to skip before measuring.
     warmup: usize,
     tried: Vec<(usize, f64)>,
+    /// The fastest count and the planned one being measured in turn.
+    in_turn: Option<InTurn>,
+    /// Their medians, once measured.
+    in_turn_ms: Vec<(usize, f64)>,
     /// CPU threads in use (`None`: not searched).
     threads: Option<usize>,
     /// Thread counts measured after the layers' search, with their times.
@@ -131,6 +146,8 @@ impl HostSplitTuner {
             samples: Vec::new(),
             warmup: WARMUP_STEPS,
             tried: Vec::new(),
+            in_turn: None,
+            in_turn_ms: Vec::new(),
             threads: None,
             threads_tried: Vec::new(),
             settled: count == 0,
@@ -188,6 +205,18 @@ impl HostSplitTuner {
             self.warmup -= 1;
             return;
         }
+        if let Some(in_turn) = &mut self.in_turn {
+            let side = usize::from(self.count == in_turn.counts[1]);
+            in_turn.samples[side].push(step_ms);
+            if in_turn.samples.iter().any(|s| s.len() < TRIAL_STEPS) {
+                self.count = in_turn.counts[1 - side];
+                return;
+            }
+            let InTurn { counts, mut samples } = self.in_turn.take().unwrap_or_default();
+            self.in_turn_ms = (0..2).map(|i| (counts[i], median_of(&mut samples[i]))).collect();
+            let (best, best_ms) = best_of(&self.in_turn_ms);
+            return self.search_threads(best, best_ms);
+        }
         let Some(median) = self.sample(step_ms, TRIAL_STEPS) else { return };
         if let (false, Some(threads)) = (self.threads_tried.is_empty(), self.threads) {
             self.threads_tried.push((threads, median));
@@ -205,17 +234,28 @@ impl HostSplitTuner {
             Some(next) => self.count = next,
             None => {
                 let (best, best_ms) = self.best();
-                self.count = best;
-                // The thread search starts from the best count's time, already measured
-                // at the starting thread count.
-                match (self.threads, best) {
-                    (Some(threads), 1..) if threads > 2 => {
-                        self.threads_tried.push((threads, best_ms));
-                        self.threads = Some(threads - 2);
+                let planned = self.planned.len();
+                match best != planned && self.measured(planned) {
+                    true => {
+                        self.in_turn = Some(InTurn { counts: [best, planned], samples: Default::default() });
+                        self.count = best;
                     }
-                    _ => self.settle(),
+                    false => self.search_threads(best, best_ms),
                 }
             }
+        }
+    }
+
+    /// Uses `count` host layers, and measures fewer CPU threads with them (from
+    /// `count_ms`, their time at the starting thread count) or settles.
+    fn search_threads(&mut self, count: usize, count_ms: f64) {
+        self.count = count;
+        match (self.threads, count) {
+            (Some(threads), 1..) if threads > 2 => {
+                self.threads_tried.push((threads, count_ms));
+                self.threads = Some(threads - 2);
+            }
+            _ => self.settle(),
         }
     }
 
@@ -254,6 +294,7 @@ impl HostSplitTuner {
     pub fn report(&self) -> TuningReport {
         TuningReport {
             tried: self.tried.clone(),
+            in_turn: self.in_turn_ms.clone(),
             in_use: self.count,
             planned: self.planned.len(),
             settled: self.settled,
@@ -286,6 +327,13 @@ impl HostSplitTuner {
         let neighbours = [best.checked_sub(1), Some(best + 1).filter(|&c| c <= self.planned.len())];
         neighbours.into_iter().flatten().chain([0]).find(|&c| !self.measured(c))
     }
+}
+
+/// Two counts measured step by step in turn: `samples[i]` are the times of `counts[i]`.
+#[derive(Debug, Clone, Default)]
+struct InTurn {
+    counts: [usize; 2],
+    samples: [Vec<f64>; 2],
 }
 
 /// Rechecks [`TuningReport`]'s line shows; earlier ones are counted.
@@ -328,7 +376,31 @@ mod tests {
         let counts: Vec<usize> = report.tried.iter().map(|t| t.0).collect();
         assert_eq!(counts[..3], [15, 12, 9], "{report}");
         assert!(counts.contains(&0) && counts.contains(&11), "{report}");
-        assert_eq!(steps, WARMUP_STEPS + TRIAL_STEPS * counts.len());
+        // The fastest and the planned count, measured again in turn.
+        assert_eq!(report.in_turn, [(11, 30.0), (15, 34.0)], "{report}");
+        assert_eq!(steps, WARMUP_STEPS + TRIAL_STEPS * counts.len() + 2 * TRIAL_STEPS);
+    }
+
+    /// The planned count's trial fell on a slow moment, so a smaller count looked
+    /// fastest; measured in turn, the planned count wins.
+    #[test]
+    fn a_trial_on_a_slow_moment_is_measured_again_in_turn() {
+        let mut tuner = HostSplitTuner::new((0..10).collect());
+        let mut step = 0;
+        while !tuner.settled() {
+            let count = tuner.report().in_use;
+            let slow_moment = if step < WARMUP_STEPS + TRIAL_STEPS { 5.0 } else { 0.0 };
+            tuner.record(if count == 0 { 50.0 } else { 30.0 - 0.2 * count as f64 + slow_moment });
+            step += 1;
+            assert!(step < 200, "no end: {}", tuner.report());
+        }
+        let report = tuner.report();
+        assert_eq!(report.tried[0], (10, 33.0), "{report}");
+        // The descent and refinement found 9 fastest (its trial after the slow moment).
+        let in_turn: Vec<usize> = report.in_turn.iter().map(|t| t.0).collect();
+        assert_eq!(in_turn, [9, 10], "{report}");
+        assert_eq!(report.in_use, 10, "{report}");
+        assert!(report.to_string().contains("; in turn 9 → 28.20 ms, 10 → 28.00 ms; using 10"), "{report}");
     }
 
     #[test]
