@@ -272,13 +272,19 @@ impl HostSplitTuner {
     }
 
     /// Ends the search with the count in use, and starts watching it against stream-only
-    /// when both were measured: the split is the fastest count of host layers measured.
+    /// when both were measured: the split is the count in use (which the steps in turn may
+    /// have chosen over the fastest single trial), or the fastest count measured when
+    /// stream-only won.
     fn settle(&mut self) {
         self.settled = true;
         let stream_only = self.tried.iter().find(|t| t.0 == 0).map(|t| t.1);
-        let split = best_of(&self.tried.iter().copied().filter(|t| t.0 > 0).collect::<Vec<_>>());
-        if let (true, Some(stream_only_ms), 1..) = (self.watching, stream_only, split.0) {
-            self.watch = Some(SplitWatch::new(split.0, stream_only_ms, self.count > 0));
+        // The count in use, or (stream-only kept) the fastest count measured.
+        let split = match self.count {
+            0 => best_of(&self.tried.iter().copied().filter(|t| t.0 > 0).collect::<Vec<_>>()).0,
+            count => count,
+        };
+        if let (true, Some(stream_only_ms), 1..) = (self.watching, stream_only, split) {
+            self.watch = Some(SplitWatch::new(split, stream_only_ms, self.count > 0));
         }
     }
 
@@ -401,6 +407,12 @@ mod tests {
         assert_eq!(in_turn, [9, 10], "{report}");
         assert_eq!(report.in_use, 10, "{report}");
         assert!(report.to_string().contains("; in turn 9 → 28.20 ms, 10 → 28.00 ms; using 10"), "{report}");
+        // The watch keeps the count the steps in turn chose, not the fastest trial's.
+        for _ in 0..100 {
+            let count = tuner.report().in_use;
+            tuner.record(30.0 - 0.2 * count as f64);
+        }
+        assert_eq!(tuner.report().in_use, 10, "{}", tuner.report());
     }
 
     #[test]
