@@ -14,8 +14,8 @@
 //! It measures the planned count, then steps down until a count is clearly slower than
 //! the best, refines around the best, and checks stream-only (count 0). When the fastest
 //! is not the planned count, the two are measured again in turn, step by step, and the
-//! faster kept: each count's trial is a few seconds at a different moment, and a loan's
-//! speed drifts over seconds. On the H100 loans, searches that kept 13–16 of 18 planned
+//! faster kept: each count's trial is five steps at its own moment, and a loan's speed
+//! drifts from moment to moment. On the H100 loans, searches that kept 13–16 of 18 planned
 //! layers after such a moment ran at 26–30 tok/s where those keeping 17–18 ran at 31–34
 //! (BENCHMARKS.md, run93–run95); steps in turn see the same moments.
 //!
