@@ -19,7 +19,7 @@
 //!   doubles the wait, up to [`MAX_RETRY_STEPS`]: a machine where the CPU never helps
 //!   pays for the tries less and less often.
 
-use crate::tuning::{median_of, SLOWER_BY, TRIAL_STEPS};
+use crate::tuning::{full_window_median, median_of, SLOWER_BY, TRIAL_STEPS};
 
 /// Decode steps per check of the running split against stream-only.
 pub const WATCH_STEPS: usize = 16;
@@ -141,12 +141,7 @@ impl SplitWatch {
 
     /// The median of the window once it holds `steps` steps (then emptied).
     fn window(&mut self, steps: usize) -> Option<f64> {
-        if self.samples.len() < steps {
-            return None;
-        }
-        let median = median_of(&mut self.samples);
-        self.samples.clear();
-        Some(median)
+        full_window_median(&mut self.samples, steps)
     }
 
     /// When the window's last `steps` steps are all far slower than stream-only's last

@@ -74,19 +74,19 @@ impl std::fmt::Display for TuningReport {
     /// `planned 15: 15 → 36.1 ms, 12 → 34.0 ms, …; using 13; threads 14 → 33.0 ms, 12 →
     /// 31.9 ms, …; using 12 (settled)`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        /// `{lead} a → x ms, b → y ms, …` (nothing when `pairs` is empty).
+        fn timed(f: &mut std::fmt::Formatter<'_>, lead: &str, pairs: &[(usize, f64)]) -> std::fmt::Result {
+            for (i, (setting, ms)) in pairs.iter().enumerate() {
+                write!(f, "{} {setting} → {ms:.2} ms", if i == 0 { lead } else { "," })?;
+            }
+            Ok(())
+        }
         write!(f, "planned {}:", self.planned)?;
-        for (i, (count, ms)) in self.tried.iter().enumerate() {
-            write!(f, "{} {count} → {ms:.2} ms", if i == 0 { "" } else { "," })?;
-        }
-        for (i, (count, ms)) in self.in_turn.iter().enumerate() {
-            write!(f, "{} {count} → {ms:.2} ms", if i == 0 { "; in turn" } else { "," })?;
-        }
+        timed(f, "", &self.tried)?;
+        timed(f, "; in turn", &self.in_turn)?;
         write!(f, "; using {}", self.in_use)?;
         if !self.threads_tried.is_empty() {
-            write!(f, "; threads")?;
-            for (i, (threads, ms)) in self.threads_tried.iter().enumerate() {
-                write!(f, "{} {threads} → {ms:.2} ms", if i == 0 { "" } else { "," })?;
-            }
+            timed(f, "; threads", &self.threads_tried)?;
             if let Some(threads) = self.threads {
                 write!(f, "; using {threads}")?;
             }
@@ -263,12 +263,7 @@ impl HostSplitTuner {
     /// median.
     fn sample(&mut self, step_ms: f64, steps: usize) -> Option<f64> {
         self.samples.push(step_ms);
-        if self.samples.len() < steps {
-            return None;
-        }
-        let median = median_of(&mut self.samples);
-        self.samples.clear();
-        Some(median)
+        full_window_median(&mut self.samples, steps)
     }
 
     /// Ends the search with the count in use, and starts watching it against stream-only
@@ -349,6 +344,17 @@ const MAX_RECHECKS_SHOWN: usize = 3;
 pub(crate) fn median_of(times: &mut [f64]) -> f64 {
     times.sort_by(f64::total_cmp);
     times[times.len() / 2]
+}
+
+/// The median of a window of step times once it holds `steps` of them (the window then
+/// emptied for the next); `None` before.
+pub(crate) fn full_window_median(window: &mut Vec<f64>, steps: usize) -> Option<f64> {
+    if window.len() < steps {
+        return None;
+    }
+    let median = median_of(window);
+    window.clear();
+    Some(median)
 }
 
 /// The fastest of `tried` (`(setting, milliseconds)`, not empty); the first on a tie.

@@ -652,8 +652,8 @@ impl StreamedModel {
     /// measured over a few steps, the fastest kept; then how many CPU threads compute
     /// them, from the host pool's count down ([`crate::host_pool`]); then it keeps
     /// comparing the split with stream-only, both measured again, and uses the faster
-    /// ([`cardinfer_plan::split_watch`]). Off by default; the loader turns it on for hybrid plans
-    /// whose host-layer count the planner chose. Restarts the search.
+    /// ([`cardinfer_plan::split_watch`]). Off by default; the loader turns it on for
+    /// hybrid plans whose host-layer count the planner chose. Restarts the search.
     pub fn set_host_tuning(&mut self, on: bool) {
         let planned = host_layers_of(&self.plan, &self.host);
         // Without host layers there is nothing to search (and no pool to start). A search
