@@ -204,11 +204,12 @@ fn chunk_partial(
         let mut t = start + w;
         while t < end {
             let (k, v) = (&keys[t * d..(t + 1) * d], &values[t * d..(t + 1) * d]);
+            // Constant `per` for the usual head sizes, so `lane_dots` unrolls for them.
             let lanes = match per {
-                2 => lane_dots::<2>(q, k),
-                4 => lane_dots::<4>(q, k),
-                8 => lane_dots::<8>(q, k),
-                _ => lane_dots_any(q, k, per),
+                2 => lane_dots(q, k, 2),
+                4 => lane_dots(q, k, 4),
+                8 => lane_dots(q, k, 8),
+                _ => lane_dots(q, k, per),
             };
             let s = warp_sum(lanes) * scale;
             let m_new = m.max(s);
@@ -249,23 +250,11 @@ fn chunk_partial(
     (max, total)
 }
 
-/// The 32 lanes' partial dot products of `q · k`: lane `l` sums elements `l·P .. (l+1)·P`
-/// in order with fused multiply-adds. `P` known at compile time lets the compiler unroll
-/// and vectorize it across lanes.
+/// The 32 lanes' partial dot products of `q · k`: lane `l` sums elements `l·per ..
+/// (l+1)·per` in order with fused multiply-adds. Inlined, so a constant `per` lets the
+/// compiler unroll and vectorize it across lanes.
 #[inline(always)]
-fn lane_dots<const P: usize>(q: &[f32], k: &[f32]) -> [f32; 32] {
-    let mut lanes = [0f32; 32];
-    for ((s, q), k) in lanes.iter_mut().zip(q.chunks_exact(P)).zip(k.chunks_exact(P)) {
-        for i in 0..P {
-            *s = q[i].mul_add(k[i], *s);
-        }
-    }
-    lanes
-}
-
-/// [`lane_dots`] for any `per` elements per lane.
-#[inline(always)]
-fn lane_dots_any(q: &[f32], k: &[f32], per: usize) -> [f32; 32] {
+fn lane_dots(q: &[f32], k: &[f32], per: usize) -> [f32; 32] {
     let mut lanes = [0f32; 32];
     for ((s, q), k) in lanes.iter_mut().zip(q.chunks_exact(per)).zip(k.chunks_exact(per)) {
         for (q, k) in q.iter().zip(k) {
