@@ -2,9 +2,7 @@
 //! are: Candle's block with its small ops (norms, RoPE, softmax) on Candle's Rayon pool or
 //! on one thread, or the device's bits ([`cardinfer_stream::exact`], the executor's way on
 //! the fused path), with zeroed Q4_K weights cycled through 1 GiB so they come from
-//! memory. Prints milliseconds per block for each, three rounds; and the exact layer after
-//! its first products were read into the caches ([`cardinfer_stream::host_warm`]), timed
-//! apart, as while the device computes the layer before.
+//! memory. Prints milliseconds per block for each, three rounds.
 //!
 //! ```text
 //! RAYON_NUM_THREADS=14 cargo run --release --example host_layer -- --hidden 2560 --intermediate 9728 --heads 32
@@ -54,40 +52,23 @@ fn main() -> Result<()> {
     let x = Tensor::zeros((1, 1, spec.hidden_size), candle_core::DType::F32, &Device::Cpu)?;
     let rope = decoder.rope().clone();
     for round in 0..3 {
-        for way in ["rayon", "serial", "exact", "warmed"] {
+        for way in ["rayon", "serial", "exact"] {
             let mut slots = vec![cardinfer_stream::KvSlot::default(); count];
-            let mut warming = std::time::Duration::ZERO;
             let start = Instant::now();
             for step in 0..args.steps {
                 for (layer, slot) in layers.iter().zip(slots.iter_mut()) {
                     match way {
                         "rayon" => drop(decoder.block(0, layer, &x, slot, step)?),
                         "serial" => drop(with_serial_small_ops(|| decoder.block(0, layer, &x, slot, step))?),
-                        _ => {
-                            if way == "warmed" {
-                                // As while the device computes the layer before: timed apart.
-                                let warm = Instant::now();
-                                cardinfer_stream::host_warm::warm_first_products(layer);
-                                warming += warm.elapsed();
-                            }
-                            if cardinfer_stream::exact::decode_layer(&spec, &rope, layer, &x, slot)?.is_none() {
-                                anyhow::bail!("the exact layer does not cover this layer");
-                            }
-                        }
+                        _ => match cardinfer_stream::exact::decode_layer(&spec, &rope, layer, &x, slot)? {
+                            Some(_) => {}
+                            None => anyhow::bail!("the exact layer does not cover this layer"),
+                        },
                     }
                 }
             }
-            let per_layer = |d: std::time::Duration| d.as_secs_f64() * 1e3 / (args.steps * count) as f64;
-            let ms = per_layer(start.elapsed() - warming);
-            match way {
-                "warmed" => println!(
-                    "{}x{} round {round} exact after warming: {ms:.3} ms/layer (+ {:.3} ms warming)",
-                    args.hidden,
-                    args.intermediate,
-                    per_layer(warming)
-                ),
-                _ => println!("{}x{} round {round} {way}: {ms:.3} ms/layer", args.hidden, args.intermediate),
-            }
+            let ms = start.elapsed().as_secs_f64() * 1e3 / (args.steps * count) as f64;
+            println!("{}x{} round {round} {way}: {ms:.3} ms/layer", args.hidden, args.intermediate);
         }
     }
     Ok(())

@@ -13,7 +13,6 @@ pub mod family;
 pub mod fused;
 pub mod generator;
 pub mod host_pool;
-pub mod host_warm;
 pub mod kv_cache;
 pub mod layer_stream;
 pub mod loader;

@@ -460,9 +460,6 @@ impl StreamedModel {
         let mut logits = None;
         let mut copy_markers = Vec::new();
         let mut timeline = Timeline::start(&self.device);
-        // Whether the block before was queued on the device (so a host layer's input is
-        // still being computed when the CPU reaches it).
-        let mut after_device = true;
         for &block in order {
             let last_rows = |hidden: &mut HiddenState<'_>| -> Result<Tensor> {
                 let x = hidden.get()?;
@@ -487,22 +484,15 @@ impl StreamedModel {
                 }
                 timeline.end(block, None);
                 timings.compute_secs += start.elapsed().as_secs_f64();
-                after_device = true;
                 continue;
             }
             if let (Some(weights), BlockId::Layer(i)) = (self.cpu_weights(block, on_cpu), block) {
-                // While the device computes the blocks before this layer, the CPU reads
-                // this layer's first weights into its caches ([`crate::host_warm`]).
-                // Then it brings the hidden state to the host (a copy on the device's
-                // stream would otherwise wait behind queued uploads), and queues the
-                // uploads of the next streamed blocks (asynchronous copies from
-                // page-locked memory): the link works while the CPU computes this layer.
+                // Bring the hidden state to the host first (a copy on the device's stream
+                // would otherwise wait behind queued uploads), then queue the uploads of
+                // the next streamed blocks (asynchronous copies from page-locked memory):
+                // the link works while the CPU computes this layer.
                 let hop = Instant::now();
                 timeline.begin();
-                if after_device && len == 1 {
-                    crate::host_warm::warm_first_products(weights);
-                }
-                after_device = false;
                 let x_host = hidden.get()?.to_device(&Device::Cpu)?;
                 timings.hop_wait_secs += hop.elapsed().as_secs_f64();
                 self.read_ahead(source, ahead, 0);
@@ -589,7 +579,6 @@ impl StreamedModel {
             if block == BlockId::Head {
                 logits = Some(Tensor::cat(&parts, D::Minus1)?);
             }
-            after_device = true;
         }
         timeline.print(len);
         // Device-timed copies: read the events once the pass is queued (waits for them).
