@@ -11,9 +11,7 @@
 //! The search only lowers the count: a host layer keeps its KV cache in host memory (the
 //! plan reserves device room for one visiting layer's), so a planned host layer may run
 //! on the device with its cache visiting, but a device layer cannot move to the CPU.
-//! So a plan made for the search places [`SEARCH_HEADROOM`] more host layers than its
-//! simulation found fastest ([`crate::StreamPlan::add_search_headroom`]), and the search
-//! starts above the simulated count. It measures the planned count, then steps down until a count is clearly slower than
+//! It measures the planned count, then steps down until a count is clearly slower than
 //! the best, refines around the best, and checks stream-only (count 0). When the fastest
 //! is not the planned count, the two are measured again in turn, step by step, and the
 //! faster kept: each count's trial is five steps at its own moment, and a loan's speed
@@ -47,10 +45,6 @@ pub const WARMUP_STEPS: usize = 2;
 
 /// A count slower than the best by more than this share ends the downward steps.
 pub const SLOWER_BY: f64 = 0.03;
-
-/// Host layers a plan made for the search places beyond the count its simulation found
-/// fastest (see the module's documentation).
-pub const SEARCH_HEADROOM: usize = 2;
 
 /// What the search measured, in the order it tried the counts.
 #[derive(Debug, Clone, PartialEq, Default)]
