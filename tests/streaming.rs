@@ -63,7 +63,6 @@ fn streamed_from(path: &Path, budget: u64, mode: Mode, slots: usize, chunk: usiz
         hybrid: false,
         host_layers: None,
         tune_host_layers: true,
-        search_headroom: 2,
         host_tier: tier,
     };
     LoadedModel::load_with(path, &Device::Cpu, &options, |_, _| {}).unwrap()
@@ -166,7 +165,6 @@ fn infeasible_budget_is_an_error_naming_the_minimum() {
         hybrid: false,
         host_layers: None,
         tune_host_layers: true,
-        search_headroom: 2,
         host_tier: HostTier::Auto,
     };
     let err =
@@ -361,7 +359,6 @@ fn hybrid_decode_equals_resident_for_every_family() {
             hybrid: true,
             host_layers: Some(2),
             tune_host_layers: true,
-            search_headroom: 2,
             host_tier: HostTier::Auto,
         };
         let mut loaded = LoadedModel::load_with(&path, &Device::Cpu, &options, |_, _| {}).unwrap();
@@ -518,7 +515,6 @@ fn hybrid_at_the_smallest_budget_stays_within_it() {
             hybrid: true,
             host_layers,
             tune_host_layers: true,
-            search_headroom: 2,
             host_tier: HostTier::Auto,
         };
         let loaded = LoadedModel::load_with(&path, &Device::Cpu, &options, |_, _| {}).unwrap();

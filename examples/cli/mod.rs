@@ -105,9 +105,6 @@ pub struct PlacementArgs {
     /// Keep the planner's host layers: do not let the first decode steps try fewer.
     #[arg(long)]
     pub no_host_tuning: bool,
-    /// Host layers placed beyond the planner's count for that search to start from.
-    #[arg(long, default_value_t = cardinfer_plan::tuning::SEARCH_HEADROOM)]
-    pub search_headroom: usize,
     /// Where streamed blocks wait in host memory: auto, pinned (all page-locked), or disk
     /// (read from the file on demand through a small staging ring).
     #[arg(long, default_value = "auto")]
@@ -126,7 +123,6 @@ impl PlacementArgs {
             hybrid: self.hybrid,
             host_layers: self.host_layers,
             tune_host_layers: !self.no_host_tuning,
-            search_headroom: self.search_headroom,
             host_tier: self.host_tier.parse()?,
         })
     }

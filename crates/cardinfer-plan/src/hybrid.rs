@@ -119,40 +119,6 @@ impl StreamPlan {
         }
     }
 
-    /// Places `extra` more host layers than the plan has (at most the streamed ones), for
-    /// a run-time search that can only lower the count ([`crate::HostSplitTuner`]: a
-    /// device layer's cache is on the device, so it cannot move to the CPU). The host
-    /// layers are chosen again as [`StreamPlan::assign_host_layers`] spreads them; the
-    /// device's reservation and the head's host chunks stay as they were (the extra
-    /// layers' caches only leave the device room unused).
-    ///
-    /// The simulation's count is a starting point, and on the H100 machine's loans the
-    /// fastest count was often above it: in 8 of 9 searches of run99 and run100 the count
-    /// below the planned one measured slower, and on run101's loan, where 16 were
-    /// planned, 17 and 18 fixed host layers ran faster than the searches that kept 16
-    /// (BENCHMARKS.md, session 13). With room above it, the search finds such counts.
-    pub fn add_search_headroom(&mut self, rates: &DecodeRates, extra: usize) {
-        let count = self.host_layer_count();
-        if count == 0 || extra == 0 {
-            return;
-        }
-        let mut wider = self.clone();
-        for (block, placement) in wider.blocks.iter_mut() {
-            if *placement == Placement::Host && *block != BlockId::Embed {
-                *placement = Placement::Streamed;
-            }
-        }
-        wider.assign_host_layers(rates, Some(count + extra));
-        let placed = wider.host_layer_count();
-        if placed > count {
-            wider.reasons.push(format!(
-                "hybrid: {} more host layers than simulated fastest ({count}), for the decode steps' search to start from",
-                placed - count
-            ));
-            *self = wider;
-        }
-    }
-
     /// Whether the head streams through the pool (whole or in row chunks).
     pub fn head_streamed(&self) -> bool {
         self.blocks.iter().any(|(b, p)| *b == BlockId::Head && *p == Placement::Streamed)

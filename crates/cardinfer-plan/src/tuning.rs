@@ -11,20 +11,13 @@
 //! The search only lowers the count: a host layer keeps its KV cache in host memory (the
 //! plan reserves device room for one visiting layer's), so a planned host layer may run
 //! on the device with its cache visiting, but a device layer cannot move to the CPU.
-//! So a plan made for the search places [`SEARCH_HEADROOM`] more host layers than its
-//! simulation found fastest ([`crate::StreamPlan::add_search_headroom`]): the fastest
-//! count was often above the simulated one (BENCHMARKS.md, session 13, run101).
-//!
-//! The counts are measured in turn, step by step: the planned count `n`, `n - 1` … `n -
-//! 4`, `n / 2` and stream-only (0) take one decode step each, round after round, until
-//! each has [`TRIAL_STEPS`]; the fastest median wins. Where it has a neighbour not yet
-//! measured, the two (or three) are measured again the same way. A loan's speed drifts
-//! from moment to moment, and a count measured in five steps of its own took the blame
-//! for the moment: searches that measured the counts one after the other kept 13–16 of 18
-//! planned layers after a slow moment and ran at 26–30 tok/s, where those keeping 17–18
-//! ran at 31–34 (BENCHMARKS.md, run93–run95); on one loan, with two layers of headroom,
-//! the top count won its own trial in all four searches and the rows then ran slower
-//! than without headroom (run102). Counts in turn see the same moments.
+//! It measures the planned count, then steps down until a count is clearly slower than
+//! the best, refines around the best, and checks stream-only (count 0). When the fastest
+//! is not the planned count, the two are measured again in turn, step by step, and the
+//! faster kept: each count's trial is five steps at its own moment, and a loan's speed
+//! drifts from moment to moment. On the H100 loans, searches that kept 13–16 of 18 planned
+//! layers after such a moment ran at 26–30 tok/s where those keeping 17–18 ran at 31–34
+//! (BENCHMARKS.md, run93–run95); steps in turn see the same moments.
 //!
 //! Then, when the CPU keeps host layers and the search was given a thread count, it
 //! measures fewer CPU threads with that count of layers: two fewer at a time, while a
@@ -50,21 +43,16 @@ pub const TRIAL_STEPS: usize = 5;
 /// Decode steps after the tuner starts that are not measured (first-use costs).
 pub const WARMUP_STEPS: usize = 2;
 
-/// A thread count slower than the best by more than this share ends the thread search.
+/// A count slower than the best by more than this share ends the downward steps.
 pub const SLOWER_BY: f64 = 0.03;
-
-/// Host layers a plan made for the search places beyond the count its simulation found
-/// fastest (see the module's documentation).
-pub const SEARCH_HEADROOM: usize = 2;
 
 /// What the search measured, in the order it tried the counts.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct TuningReport {
-    /// `(host layers, median milliseconds per token)` for each count of the first round.
+    /// `(host layers, median milliseconds per token)` for each count tried.
     pub tried: Vec<(usize, f64)>,
-    /// The first round's fastest count and its neighbours not measured there, measured
-    /// again in turn (when it had such neighbours): `(host layers, median milliseconds
-    /// per token)`.
+    /// The fastest count and the planned one measured again in turn (when they differ):
+    /// `(host layers, median milliseconds per token)`.
     pub in_turn: Vec<(usize, f64)>,
     /// The count in use now (the fastest tried, once settled).
     pub in_use: usize,
@@ -122,15 +110,16 @@ pub struct HostSplitTuner {
     planned: Vec<usize>,
     /// Count in use.
     count: usize,
-    /// Token times of the current thread count (milliseconds).
+    /// Step of the downward search.
+    step: usize,
+    /// Token times of the current count (milliseconds).
     samples: Vec<f64>,
     /// Steps still to skip before measuring.
     warmup: usize,
-    /// The counts being measured in turn (`None` once chosen).
-    round: Option<InTurn>,
-    /// The first round's medians.
     tried: Vec<(usize, f64)>,
-    /// The second round's medians (the best's neighbours), once measured.
+    /// The fastest count and the planned one being measured in turn.
+    in_turn: Option<InTurn>,
+    /// Their medians, once measured.
     in_turn_ms: Vec<(usize, f64)>,
     /// CPU threads in use (`None`: not searched).
     threads: Option<usize>,
@@ -149,19 +138,19 @@ impl HostSplitTuner {
     /// A search over the `planned` host layers (layer indices in pass order), starting
     /// with all of them.
     pub fn new(planned: Vec<usize>) -> Self {
-        let n = planned.len();
-        let round = (n > 0).then(|| InTurn::new(first_counts(n)));
+        let count = planned.len();
         Self {
+            step: count.div_ceil(5).max(1),
             planned,
-            count: n,
+            count,
             samples: Vec::new(),
             warmup: WARMUP_STEPS,
-            round,
             tried: Vec::new(),
+            in_turn: None,
             in_turn_ms: Vec::new(),
             threads: None,
             threads_tried: Vec::new(),
-            settled: n == 0,
+            settled: count == 0,
             watching: true,
             watch: None,
         }
@@ -216,43 +205,42 @@ impl HostSplitTuner {
             self.warmup -= 1;
             return;
         }
-        if let Some(round) = &mut self.round {
-            if let Some(next) = round.record(step_ms) {
-                self.count = next;
+        if let Some(in_turn) = &mut self.in_turn {
+            let side = usize::from(self.count == in_turn.counts[1]);
+            in_turn.samples[side].push(step_ms);
+            if in_turn.samples.iter().any(|s| s.len() < TRIAL_STEPS) {
+                self.count = in_turn.counts[1 - side];
                 return;
             }
-            let medians = round.medians();
-            self.round = None;
-            let first = self.tried.is_empty();
-            match first {
-                true => self.tried = medians,
-                false => self.in_turn_ms = medians,
-            }
-            let (best, best_ms) = best_of(if first { &self.tried } else { &self.in_turn_ms });
-            let unmeasured: Vec<usize> = [best.checked_sub(1), Some(best + 1).filter(|&c| c <= self.planned.len())]
-                .into_iter()
-                .flatten()
-                .filter(|c| !self.tried.iter().any(|t| t.0 == *c))
-                .collect();
-            if first && !unmeasured.is_empty() {
-                let mut counts = vec![best];
-                counts.extend(unmeasured);
-                counts.sort_unstable_by(|a, b| b.cmp(a));
-                let round = InTurn::new(counts);
-                self.count = round.current();
-                self.round = Some(round);
-                return;
-            }
+            let InTurn { counts, mut samples } = self.in_turn.take().unwrap_or_default();
+            self.in_turn_ms = (0..2).map(|i| (counts[i], median_of(&mut samples[i]))).collect();
+            let (best, best_ms) = best_of(&self.in_turn_ms);
             return self.search_threads(best, best_ms);
         }
         let Some(median) = self.sample(step_ms, TRIAL_STEPS) else { return };
-        if let Some(threads) = self.threads {
+        if let (false, Some(threads)) = (self.threads_tried.is_empty(), self.threads) {
             self.threads_tried.push((threads, median));
             match self.next_threads() {
                 Some(next) => self.threads = Some(next),
                 None => {
                     self.threads = Some(best_of(&self.threads_tried).0);
                     self.settle();
+                }
+            }
+            return;
+        }
+        self.tried.push((self.count, median));
+        match self.next_count() {
+            Some(next) => self.count = next,
+            None => {
+                let (best, best_ms) = self.best();
+                let planned = self.planned.len();
+                match best != planned && self.measured(planned) {
+                    true => {
+                        self.in_turn = Some(InTurn { counts: [best, planned], samples: Default::default() });
+                        self.count = best;
+                    }
+                    false => self.search_threads(best, best_ms),
                 }
             }
         }
@@ -316,49 +304,37 @@ impl HostSplitTuner {
             rechecks: self.watch.as_ref().map_or_else(Vec::new, |w| w.rechecks().to_vec()),
         }
     }
+
+    fn best(&self) -> (usize, f64) {
+        match self.tried.is_empty() {
+            true => (self.planned.len(), f64::NAN),
+            false => best_of(&self.tried),
+        }
+    }
+
+    fn measured(&self, count: usize) -> bool {
+        self.tried.iter().any(|(c, _)| *c == count)
+    }
+
+    /// The next count to measure: down by `step` while no count was clearly slower than
+    /// the best, then the best's neighbours, then zero; `None` when done.
+    fn next_count(&self) -> Option<usize> {
+        let (best, best_ms) = self.best();
+        let (last, last_ms) = *self.tried.last()?;
+        let descending = self.tried.windows(2).all(|w| w[1].0 < w[0].0) && last_ms <= best_ms * (1.0 + SLOWER_BY);
+        if descending && last > 0 {
+            return Some(last.saturating_sub(self.step));
+        }
+        let neighbours = [best.checked_sub(1), Some(best + 1).filter(|&c| c <= self.planned.len())];
+        neighbours.into_iter().flatten().chain([0]).find(|&c| !self.measured(c))
+    }
 }
 
-/// The first round's counts for `n` planned host layers: `n` down to `n - 4`, `n / 2`
-/// and stream-only, largest first.
-fn first_counts(n: usize) -> Vec<usize> {
-    let mut counts: Vec<usize> = (0..=4).filter_map(|d| n.checked_sub(d)).chain([n / 2, 0]).collect();
-    counts.sort_unstable_by(|a, b| b.cmp(a));
-    counts.dedup();
-    counts
-}
-
-/// Counts measured in turn, one decode step each, round after round, until each has
-/// [`TRIAL_STEPS`] step times.
-#[derive(Debug, Clone)]
+/// Two counts measured step by step in turn: `samples[i]` are the times of `counts[i]`.
+#[derive(Debug, Clone, Default)]
 struct InTurn {
-    counts: Vec<usize>,
-    samples: Vec<Vec<f64>>,
-    /// Index of the count whose step is being measured.
-    next: usize,
-}
-
-impl InTurn {
-    fn new(counts: Vec<usize>) -> Self {
-        Self { samples: vec![Vec::new(); counts.len()], counts, next: 0 }
-    }
-
-    /// The count the next step uses.
-    fn current(&self) -> usize {
-        self.counts[self.next]
-    }
-
-    /// Adds the current count's step time; returns the count for the next step, or
-    /// `None` once every count has its steps.
-    fn record(&mut self, step_ms: f64) -> Option<usize> {
-        self.samples[self.next].push(step_ms);
-        self.next = (self.next + 1) % self.counts.len();
-        (self.samples[self.next].len() < TRIAL_STEPS).then(|| self.current())
-    }
-
-    /// Each count with the median of its step times, in the round's order.
-    fn medians(&mut self) -> Vec<(usize, f64)> {
-        self.counts.iter().zip(&mut self.samples).map(|(c, s)| (*c, median_of(s))).collect()
-    }
+    counts: [usize; 2],
+    samples: [Vec<f64>; 2],
 }
 
 /// Rechecks [`TuningReport`]'s line shows; earlier ones are counted.
@@ -405,52 +381,39 @@ mod tests {
     }
 
     #[test]
-    fn the_first_round_takes_each_count_in_turn() {
-        assert_eq!(first_counts(18), [18, 17, 16, 15, 14, 9, 0]);
-        assert_eq!(first_counts(4), [4, 3, 2, 1, 0]);
-        assert_eq!(first_counts(1), [1, 0]);
-        // Each step uses the next count; every count gets its steps, round after round.
-        let mut tuner = HostSplitTuner::new((0..4).collect());
-        let mut used = Vec::new();
-        for _ in 0..WARMUP_STEPS + 2 * 5 {
-            used.push(tuner.report().in_use);
-            tuner.record(10.0);
-        }
-        assert_eq!(used[WARMUP_STEPS..], [4, 3, 2, 1, 0, 4, 3, 2, 1, 0]);
-    }
-
-    #[test]
     fn finds_the_fastest_count_below_the_planned_one() {
-        // Fastest at 11 of 15 planned: the first round measures 15 … 11, 7 and 0; 11 has
-        // an unmeasured neighbour, 10, so both are measured again in turn.
+        // Fastest at 11 of 15 planned; the search steps 15, 12, 9, then refines.
         let (report, steps) = run(15, |c| 30.0 + (c as f64 - 11.0).abs());
         assert_eq!(report.in_use, 11, "{report}");
         let counts: Vec<usize> = report.tried.iter().map(|t| t.0).collect();
-        assert_eq!(counts, [15, 14, 13, 12, 11, 7, 0], "{report}");
-        assert_eq!(report.in_turn, [(11, 30.0), (10, 31.0)], "{report}");
-        assert_eq!(steps, WARMUP_STEPS + TRIAL_STEPS * (counts.len() + 2));
+        assert_eq!(counts[..3], [15, 12, 9], "{report}");
+        assert!(counts.contains(&0) && counts.contains(&11), "{report}");
+        // The fastest and the planned count, measured again in turn.
+        assert_eq!(report.in_turn, [(11, 30.0), (15, 34.0)], "{report}");
+        assert_eq!(steps, WARMUP_STEPS + TRIAL_STEPS * counts.len() + 2 * TRIAL_STEPS);
     }
 
-    /// A slow stretch while the first counts would have been measured one after the
-    /// other: in turn it falls on every count alike, and the planned count still wins.
+    /// The planned count's trial fell on a slow moment, so a smaller count looked
+    /// fastest; measured in turn, the planned count wins.
     #[test]
-    fn a_slow_moment_falls_on_every_count_alike() {
+    fn a_trial_on_a_slow_moment_is_measured_again_in_turn() {
         let mut tuner = HostSplitTuner::new((0..10).collect());
         let mut step = 0;
         while !tuner.settled() {
             let count = tuner.report().in_use;
-            // Slow for the first 7 measured steps (a whole trial and more, one by one).
-            let slow_moment = if (WARMUP_STEPS..WARMUP_STEPS + 7).contains(&step) { 5.0 } else { 0.0 };
+            let slow_moment = if step < WARMUP_STEPS + TRIAL_STEPS { 5.0 } else { 0.0 };
             tuner.record(if count == 0 { 50.0 } else { 30.0 - 0.2 * count as f64 + slow_moment });
             step += 1;
             assert!(step < 200, "no end: {}", tuner.report());
         }
         let report = tuner.report();
-        assert_eq!(report.tried[0], (10, 28.0), "{report}");
+        assert_eq!(report.tried[0], (10, 33.0), "{report}");
+        // The descent and refinement found 9 fastest (its trial after the slow moment).
+        let in_turn: Vec<usize> = report.in_turn.iter().map(|t| t.0).collect();
+        assert_eq!(in_turn, [9, 10], "{report}");
         assert_eq!(report.in_use, 10, "{report}");
-        assert!(report.in_turn.is_empty(), "{report}");
-        assert!(report.to_string().starts_with("planned 10: 10 → 28.00 ms, 9 → 28.20 ms"), "{report}");
-        // The watch keeps the count in use.
+        assert!(report.to_string().contains("; in turn 9 → 28.20 ms, 10 → 28.00 ms; using 10"), "{report}");
+        // The watch keeps the count the steps in turn chose, not the fastest trial's.
         for _ in 0..100 {
             let count = tuner.report().in_use;
             tuner.record(30.0 - 0.2 * count as f64);
@@ -460,45 +423,28 @@ mod tests {
 
     #[test]
     fn keeps_the_planned_count_when_it_is_fastest() {
-        let (report, steps) = run(8, |c| 40.0 - c as f64);
+        let (report, _) = run(8, |c| 40.0 - c as f64);
         assert_eq!(report.in_use, 8, "{report}");
+        // 8, then 6 (slower: ends the descent), 7, then stream-only.
         let counts: Vec<usize> = report.tried.iter().map(|t| t.0).collect();
-        assert_eq!(counts, [8, 7, 6, 5, 4, 0], "{report}");
-        assert!(report.in_turn.is_empty(), "{report}");
-        assert_eq!(steps, WARMUP_STEPS + TRIAL_STEPS * counts.len());
+        assert_eq!(counts, [8, 6, 7, 0], "{report}");
     }
 
     #[test]
     fn falls_back_to_streaming_when_the_cpu_only_slows_tokens() {
         let (report, _) = run(8, |c| 70.0 + 3.0 * c as f64);
         assert_eq!(report.in_use, 0, "{report}");
-        // Stream-only's neighbour, 1, was measured again beside it.
-        assert_eq!(report.in_turn, [(1, 73.0), (0, 70.0)], "{report}");
-    }
-
-    /// The first round's best is the far count (`n / 2`): its neighbours are measured in
-    /// turn with it, and the faster neighbour kept.
-    #[test]
-    fn a_far_count_is_refined() {
-        let (report, _) = run(18, |c| 30.0 + (c as f64 - 8.0).abs());
-        assert_eq!(report.in_use, 8, "{report}");
-        assert_eq!(report.in_turn, [(10, 32.0), (9, 31.0), (8, 30.0)], "{report}");
+        let counts: Vec<usize> = report.tried.iter().map(|t| t.0).collect();
+        assert_eq!(counts, [8, 6, 4, 2, 0, 1], "{report}");
     }
 
     #[test]
     fn a_median_ignores_slow_steps() {
         let mut tuner = HostSplitTuner::new(vec![1, 3, 5, 7]);
-        let outliers = [500.0, 10.0, 11.0, 400.0, 10.0];
-        for _ in 0..WARMUP_STEPS {
-            tuner.record(99.0);
+        for ms in [99.0, 99.0, 10.0, 500.0, 10.0, 11.0, 400.0] {
+            tuner.record(ms);
         }
-        for round in 0..TRIAL_STEPS {
-            for count in [4, 3, 2, 1, 0] {
-                assert_eq!(tuner.report().in_use, count);
-                tuner.record(if count == 4 { outliers[round] } else { 20.0 });
-            }
-        }
-        assert_eq!(tuner.report().tried[0], (4, 11.0));
+        assert_eq!(tuner.report().tried, [(4, 11.0)]);
     }
 
     #[test]

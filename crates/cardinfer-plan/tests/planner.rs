@@ -283,43 +283,6 @@ fn hybrid_plans_keep_host_layer_caches_on_the_host() {
     assert_eq!(kv_host.kv_bytes, kv_before);
 }
 
-/// A plan made for the run-time search places two more host layers than its simulation
-/// chose, spread like the others, within the same budget and device reservation; a plan
-/// without host layers, or with no streamed layer left, gets none.
-#[test]
-fn search_headroom_adds_host_layers_above_the_simulated_count() {
-    let rates = DecodeRates::from_profile(&Profile::h100_fitted());
-    let a = arch("Qwen3-4B");
-    let (spec, blocks) = (a.spec(640), a.block_bytes(&q4()));
-    let req = PlanRequest { prefill_chunk: 64, ..request(500 << 20) };
-    let mut plan = StreamPlan::place(&spec, &blocks, &req).unwrap();
-    plan.place_hybrid(&rates, None, 2, Mode::Auto);
-    let simulated = plan.host_layer_count();
-    let before = plan.clone();
-    plan.add_search_headroom(&rates, 2);
-    assert_eq!(plan.host_layer_count(), simulated + 2, "{plan}");
-    assert_eq!(
-        (plan.kv_bytes, plan.slots, plan.resident_bytes),
-        (before.kv_bytes, before.slots, before.resident_bytes)
-    );
-    assert_eq!(plan.head_host_chunks, before.head_host_chunks);
-    assert!(plan.device_bytes() <= 500 << 20, "{plan}");
-    let order: Vec<Placement> =
-        plan.blocks.iter().filter(|(b, _)| matches!(b, BlockId::Layer(_))).map(|(_, p)| *p).collect();
-    assert!(!order.windows(3).any(|w| w.iter().all(|p| *p == Placement::Host)), "{order:?}");
-    assert!(plan.reasons.iter().any(|r| r.contains("2 more host layers")), "{:?}", plan.reasons);
-    // Nothing to add to: no host layers, or every streamed layer already on the host.
-    let mut stream_only = StreamPlan::place(&spec, &blocks, &req).unwrap();
-    stream_only.place_hybrid(&rates, Some(0), 2, Mode::Auto);
-    stream_only.add_search_headroom(&rates, 2);
-    assert_eq!(stream_only.host_layer_count(), 0);
-    let mut all = StreamPlan::place(&spec, &blocks, &req).unwrap();
-    all.place_hybrid(&rates, Some(usize::MAX), 2, Mode::Auto);
-    let every = all.host_layer_count();
-    all.add_search_headroom(&rates, 2);
-    assert_eq!(all.host_layer_count(), every);
-}
-
 /// Where the head streams in chunks, a hybrid plan hands the CPU the last chunks when
 /// that simulates faster (the CPU is otherwise idle while the head streams), never all.
 #[test]

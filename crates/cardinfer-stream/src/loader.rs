@@ -4,7 +4,7 @@
 use crate::block_adapter::{BlockAdapter, StreamableBlock};
 use crate::chat_template::ChatTemplate;
 use crate::executor::{
-    measure_device_overheads, CheckpointReader, Mode, PinnedReader, Placement, PlanRequest, StagedReader, StreamPlan,
+    measure_device_overheads, CheckpointReader, Mode, PinnedReader, Placement, PlanRequest, StagedReader,
     StreamedModel, Uploader,
 };
 use crate::family::Decoder;
@@ -132,10 +132,6 @@ pub struct LoadOptions {
     /// decoding goes on and use the faster (see [`StreamedModel::set_host_tuning`]). On by
     /// default.
     pub tune_host_layers: bool,
-    /// With that search: host layers placed beyond the count the planner's simulation
-    /// finds fastest, so the search (which only lowers the count) can find a larger one
-    /// too (default [`cardinfer_plan::tuning::SEARCH_HEADROOM`]).
-    pub search_headroom: usize,
     /// Where streamed blocks wait in host memory.
     pub host_tier: HostTier,
 }
@@ -183,7 +179,6 @@ impl Default for LoadOptions {
             hybrid: false,
             host_layers: None,
             tune_host_layers: true,
-            search_headroom: cardinfer_plan::tuning::SEARCH_HEADROOM,
             host_tier: HostTier::Auto,
         }
     }
@@ -504,7 +499,12 @@ impl LoadedModel {
         let mut plan = crate::executor::plan_on_device(&spec, &layout, device, &request)?;
         if options.hybrid || options.host_layers.is_some() {
             let profile = cardinfer_plan::Profile::for_device(&crate::device::device_key(device));
-            place_hybrid(&mut plan, &cardinfer_plan::DecodeRates::from_profile(&profile), options);
+            plan.place_hybrid(
+                &cardinfer_plan::DecodeRates::from_profile(&profile),
+                options.host_layers,
+                options.slots.unwrap_or(2),
+                options.mode,
+            );
         }
         let model = if plan.slots == 0 && options.mode != Mode::Stream && family.is_none() {
             Runner::Resident(Box::new(ResidentModel::load_spec(&ckpt, spec, device, progress)?))
@@ -550,50 +550,9 @@ impl LoadedModel {
     }
 }
 
-/// The hybrid placement `options` ask for: the planner's split (or the count asked for),
-/// with [`LoadOptions::search_headroom`] host layers more when the decode steps will
-/// search the count.
-fn place_hybrid(plan: &mut StreamPlan, rates: &cardinfer_plan::DecodeRates, options: &LoadOptions) {
-    plan.place_hybrid(rates, options.host_layers, options.slots.unwrap_or(2), options.mode);
-    if options.host_layers.is_none() && options.tune_host_layers {
-        plan.add_search_headroom(rates, options.search_headroom);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A searched split gets its headroom; one the search will not change (turned off,
-    /// or a count asked for) does not.
-    #[test]
-    fn only_a_searched_split_gets_headroom() {
-        use cardinfer_plan::catalog::{PresetBytes, PRESETS, QUANTS};
-        let preset = PRESETS.iter().find(|p| p.name == "Qwen3-4B").expect("preset");
-        let quant = QUANTS.iter().find(|q| q.name.contains("Q4_K")).expect("quant");
-        let (spec, blocks) = (preset.spec(640), preset.block_bytes(quant));
-        let request = PlanRequest {
-            budget_bytes: 500 << 20,
-            mode: Mode::Auto,
-            slots: None,
-            prefill_chunk: 64,
-            runtime_bytes: 0,
-            measured_workspace_bytes: None,
-            overlapped_copies: true,
-        };
-        let rates = cardinfer_plan::DecodeRates::from_profile(&cardinfer_plan::Profile::h100_fitted());
-        let placed = StreamPlan::place(&spec, &blocks, &request).expect("plan");
-        let host_layers = |options: LoadOptions| {
-            let mut plan = placed.clone();
-            place_hybrid(&mut plan, &rates, &LoadOptions { hybrid: true, prefill_chunk: 64, ..options });
-            plan.host_layer_count()
-        };
-        let fixed = host_layers(LoadOptions { tune_host_layers: false, ..Default::default() });
-        assert!(fixed > 0 && fixed + 2 < spec.num_layers, "{fixed}");
-        assert_eq!(host_layers(LoadOptions::default()), fixed + cardinfer_plan::tuning::SEARCH_HEADROOM);
-        assert_eq!(host_layers(LoadOptions { search_headroom: 1, ..Default::default() }), fixed + 1);
-        assert_eq!(host_layers(LoadOptions { host_layers: Some(5), ..Default::default() }), 5);
-    }
 
     #[test]
     fn parses_sources() {
