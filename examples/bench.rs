@@ -30,9 +30,6 @@ struct Args {
     /// Repetitions (the median is reported).
     #[arg(short = 'r', default_value_t = 3)]
     repetitions: usize,
-    /// Decode steps between two samples of the device's free memory (for the peak).
-    #[arg(long, default_value_t = 1)]
-    memory_every: usize,
     #[command(flatten)]
     model: cli::ModelArgs,
 }
@@ -88,13 +85,11 @@ fn main() -> Result<()> {
             let mut next = ids[0];
             generated.clear();
             let start = Instant::now();
-            for step in 0..args.generate {
+            for _ in 0..args.generate {
                 let logits = model.forward(&[next], &mut kv, Logits::Last)?;
                 next = logits.squeeze(0)?.argmax(0)?.to_scalar::<u32>()?;
                 generated.push(next);
-                if step % args.memory_every.max(1) == 0 {
-                    watch.sample();
-                }
+                watch.sample();
             }
             rates.push(args.generate as f64 / start.elapsed().as_secs_f64());
         }
