@@ -126,11 +126,8 @@ pub struct HostSplitTuner {
     /// Thread counts measured after the layers' search, with their times.
     threads_tried: Vec<(usize, f64)>,
     settled: bool,
-    /// Whether the settled split is watched against stream-only (a search's, not a count
-    /// the user asked for).
-    watching: bool,
-    /// The settled split against stream-only, measured again (once settled, when
-    /// watching and both were measured).
+    /// The settled split against stream-only, measured again (once a search settled with
+    /// both measured; a count the user asked for is never watched).
     watch: Option<SplitWatch>,
 }
 
@@ -151,7 +148,6 @@ impl HostSplitTuner {
             threads: None,
             threads_tried: Vec::new(),
             settled: count == 0,
-            watching: true,
             watch: None,
         }
     }
@@ -168,9 +164,9 @@ impl HostSplitTuner {
     }
 
     /// A tuner that keeps all `planned` layers on the CPU and measures nothing (a count
-    /// the user asked for).
+    /// the user asked for): settled from the start, so never watched either.
     pub fn fixed(planned: Vec<usize>) -> Self {
-        Self { settled: true, watching: false, ..Self::new(planned) }
+        Self { settled: true, ..Self::new(planned) }
     }
 
     /// The layers the CPU computes now: `count` of the planned ones, spread over them
@@ -212,8 +208,9 @@ impl HostSplitTuner {
                 self.count = in_turn.counts[1 - side];
                 return;
             }
-            let InTurn { counts, mut samples } = self.in_turn.take().unwrap_or_default();
-            self.in_turn_ms = (0..2).map(|i| (counts[i], median_of(&mut samples[i]))).collect();
+            let medians = (0..2).map(|i| (in_turn.counts[i], median_of(&mut in_turn.samples[i]))).collect();
+            self.in_turn = None;
+            self.in_turn_ms = medians;
             let (best, best_ms) = best_of(&self.in_turn_ms);
             return self.search_threads(best, best_ms);
         }
@@ -278,7 +275,7 @@ impl HostSplitTuner {
             0 => best_of(&self.tried.iter().copied().filter(|t| t.0 > 0).collect::<Vec<_>>()).0,
             count => count,
         };
-        if let (true, Some(stream_only_ms), 1..) = (self.watching, stream_only, split) {
+        if let (Some(stream_only_ms), 1..) = (stream_only, split) {
             self.watch = Some(SplitWatch::new(split, stream_only_ms, self.count > 0));
         }
     }
@@ -331,7 +328,7 @@ impl HostSplitTuner {
 }
 
 /// Two counts measured step by step in turn: `samples[i]` are the times of `counts[i]`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 struct InTurn {
     counts: [usize; 2],
     samples: [Vec<f64>; 2],
