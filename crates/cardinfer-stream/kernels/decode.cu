@@ -349,20 +349,3 @@ extern "C" __global__ void rope_transpose(const float* x, const float* cos_table
     dst[a] = src[a] * c - src[bi] * s;
     dst[bi] = src[a] * s + src[bi] * c;
 }
-
-// The hidden state's hop to a layer the CPU computes (hybrid decode): out = x, plus delta
-// where given (the previous layer's MLP output still to be added: the same single
-// rounded addition the next norm would make), written into page-locked host memory mapped
-// into the device's address space. A kernel rather than a copy: a copy would queue on the
-// copy engines behind the layer uploads in flight.
-extern "C" __global__ void hop_to_host(const float* x, const float* delta, float* out, int n) {
-    const int i = blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < n) out[i] = delta ? __fadd_rn(x[i], delta[i]) : x[i];
-}
-
-// The hop back: the CPU's layer output, read from mapped host memory into the residual
-// stream.
-extern "C" __global__ void hop_from_host(const float* in, float* x, int n) {
-    const int i = blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < n) x[i] = in[i];
-}

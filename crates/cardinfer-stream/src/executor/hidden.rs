@@ -179,32 +179,6 @@ impl HiddenState<'_> {
         }
     }
 
-    /// The hidden state as a `[1, 1, hidden]` tensor in host memory, for a layer the CPU
-    /// computes: on the fused path through mapped host memory (no device allocation, no
-    /// copy engine), else a copy of [`HiddenState::get`].
-    pub(crate) fn to_host(&mut self) -> Result<Tensor> {
-        #[cfg(feature = "cuda")]
-        if let HiddenState::Fused(decoder) = self {
-            if let Some(values) = decoder.hidden_to_host()? {
-                let n = values.len();
-                return Ok(Tensor::from_vec(values, (1, 1, n), &Device::Cpu)?);
-            }
-        }
-        Ok(self.get()?.to_device(&Device::Cpu)?)
-    }
-
-    /// Replaces the hidden state with `y`, a CPU layer's output in host memory: on the
-    /// fused path read straight from mapped host memory, else copied to `device` first.
-    pub(crate) fn set_from_host(&mut self, y: &Tensor, device: &Device) -> Result<()> {
-        #[cfg(feature = "cuda")]
-        if let HiddenState::Fused(decoder) = self {
-            if decoder.set_hidden_from_host(&y.flatten_all()?.to_vec1::<f32>()?)? {
-                return Ok(());
-            }
-        }
-        self.set(y.to_device(device)?)
-    }
-
     /// Replaces the hidden state with `x` (on the device).
     pub(crate) fn set(&mut self, x: Tensor) -> Result<()> {
         match self {

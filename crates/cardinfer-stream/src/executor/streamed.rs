@@ -493,7 +493,7 @@ impl StreamedModel {
                 // the link works while the CPU computes this layer.
                 let hop = Instant::now();
                 timeline.begin();
-                let x_host = hidden.to_host()?;
+                let x_host = hidden.get()?.to_device(&Device::Cpu)?;
                 timings.hop_wait_secs += hop.elapsed().as_secs_f64();
                 self.read_ahead(source, ahead, 0);
                 let start = Instant::now();
@@ -508,7 +508,7 @@ impl StreamedModel {
                     None => crate::cpu_matvec::with_serial_small_ops(|| family.block(i, weights, &x_host, slot, pos))?,
                 };
                 let computed = Instant::now();
-                hidden.set_from_host(&y, &self.device)?;
+                hidden.set(y.to_device(&self.device)?)?;
                 timeline.end_host(block, [start - hop, computed - start, computed.elapsed()]);
                 timings.host_secs += start.elapsed().as_secs_f64();
                 continue;

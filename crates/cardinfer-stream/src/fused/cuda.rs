@@ -26,7 +26,6 @@ use cardinfer_core::{ModelSpec, RopeStyle};
 use std::ffi::c_void;
 use std::sync::Arc;
 
-mod hop;
 mod layerwise;
 
 /// Threads of the attention partial kernel (it combines exactly 4 warps).
@@ -101,8 +100,6 @@ struct Kernels {
     attention_partial: CudaFunction,
     attention_combine: CudaFunction,
     silu_mul_exact: CudaFunction,
-    hop_to_host: CudaFunction,
-    hop_from_host: CudaFunction,
 }
 
 /// The activations of one token, allocated once: a few MiB, most of it the attention
@@ -163,11 +160,6 @@ pub struct FusedDecoder {
     /// Layer by layer only: the last layer's MLP output still waits in `down` to be added
     /// to the residual stream `x` (the next norm kernel adds it).
     residual_pending: bool,
-    /// Layer by layer: each device layer's launches recorded as a graph, by layer, pending
-    /// residual and weight addresses (a streamed layer has one per slot it lands in).
-    layer_graphs: std::collections::HashMap<(usize, bool, [u64; 14]), CudaGraph>,
-    /// Mapped host memory for hops to layers the CPU computes (layer by layer only).
-    hop: Option<hop::MappedHop>,
 }
 
 // SAFETY: the only members that are not `Send` are the CUDA graph's driver handles. The
@@ -188,27 +180,6 @@ fn check_heads(spec: &ModelSpec) -> Result<()> {
 }
 
 impl LayerAddresses {
-    /// Every address the layer's launches take: with the layer's index and whether a
-    /// residual is pending, what tells one recorded launch sequence from another.
-    fn key(&self) -> [u64; 14] {
-        [
-            self.attn_norm,
-            self.q.address,
-            self.k.address,
-            self.v.address,
-            self.q_bias,
-            self.k_bias,
-            self.v_bias,
-            self.q_norm,
-            self.k_norm,
-            self.o.address,
-            self.ffn_norm,
-            self.gate.address,
-            self.up.address,
-            self.down.address,
-        ]
-    }
-
     /// The addresses of layer weights `w`, each checked against the spec's shapes.
     fn of(spec: &ModelSpec, w: &BlockWeights) -> Result<Self> {
         let d = spec.head_dim;
@@ -337,10 +308,7 @@ impl FusedDecoder {
         let kernels = load_kernels(cuda)?;
         let buffers = Buffers::new(cuda, &dims, q_dim, kv_dim, spec.num_layers)?;
         let workspace = Workspace::new(cuda, hidden.max(q_dim).max(ffn), 1)?;
-        // Only a decoder run layer by layer has layers on the CPU.
-        let hop = if head.is_none() { hop::MappedHop::new(hidden, &stream) } else { None };
-        let use_graph = std::env::var("CARDINFER_GRAPH").map_or(true, |v| v != "0")
-            && (head.is_some() || std::env::var("CARDINFER_LAYER_GRAPHS").map_or(true, |v| v != "0"));
+        let use_graph = std::env::var("CARDINFER_GRAPH").map_or(true, |v| v != "0");
         Ok(Self {
             spec: spec.clone(),
             device: cuda.clone(),
@@ -359,8 +327,6 @@ impl FusedDecoder {
             pos_host: Box::new([0]),
             kv_table_host: Vec::new(),
             residual_pending: false,
-            layer_graphs: std::collections::HashMap::new(),
-            hop,
         })
     }
 
@@ -674,8 +640,6 @@ fn load_kernels(device: &CudaDevice) -> Result<Kernels> {
         attention_partial: f("decode_attention_partial")?,
         attention_combine: f("decode_attention_combine")?,
         silu_mul_exact: f("silu_mul_exact")?,
-        hop_to_host: f("hop_to_host")?,
-        hop_from_host: f("hop_from_host")?,
     })
 }
 

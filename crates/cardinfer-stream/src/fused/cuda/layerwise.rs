@@ -13,7 +13,7 @@ use super::{cuda_err, unsupported, FusedDecoder, LayerAddresses};
 use crate::kv_cache::KvCache;
 use crate::weights::BlockWeights;
 use crate::Result;
-use candle_core::cuda_backend::cudarc::driver::{result, sys};
+use candle_core::cuda_backend::cudarc::driver::result;
 use candle_core::Tensor;
 
 impl FusedDecoder {
@@ -35,39 +35,9 @@ impl FusedDecoder {
     /// appends the token's keys and values to `kv`'s layer `i`.
     pub fn layer(&mut self, i: usize, weights: &BlockWeights, kv: &mut KvCache) -> Result<()> {
         let addresses = LayerAddresses::of(&self.spec, weights)?;
-        if self.use_graph && !self.matvec_only {
-            self.launch_layer_graph(i, &addresses)?;
-        } else {
-            self.enqueue_layer(i, &addresses, self.residual_pending)?;
-        }
+        self.enqueue_layer(i, &addresses, self.residual_pending)?;
         self.residual_pending = true;
         kv.layer_mut(i).commit(1)
-    }
-
-    /// Launches layer `i`'s recorded graph for these weight addresses, recording it the
-    /// first time: one launch instead of the layer's 17.
-    fn launch_layer_graph(&mut self, i: usize, addresses: &LayerAddresses) -> Result<()> {
-        let key = (i, self.residual_pending, addresses.key());
-        if !self.layer_graphs.contains_key(&key) {
-            // A bound on the recorded graphs: slots hold a layer at a time, so a model
-            // stays well below it unless its blocks keep moving to new addresses.
-            if self.layer_graphs.len() >= 4 * self.dims.layers.max(1) {
-                self.layer_graphs.clear();
-            }
-            self.stream
-                .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED)
-                .map_err(cuda_err)?;
-            let enqueued = self.enqueue_layer(i, addresses, self.residual_pending);
-            // The capture must end whatever happened, or the stream stays unusable.
-            let graph = self.stream.end_capture(sys::CUgraphInstantiate_flags(0)).map_err(cuda_err);
-            enqueued?;
-            let graph = graph?.ok_or_else(|| cuda_err("stream capture recorded nothing"))?;
-            self.layer_graphs.insert(key, graph);
-        }
-        match self.layer_graphs.get(&key) {
-            Some(graph) => graph.launch().map_err(cuda_err),
-            None => Err(cuda_err("a recorded layer graph went missing")),
-        }
     }
 
     /// Queues layer `i` as [`FusedDecoder::layer`] does, for a layer whose keys and
