@@ -15,6 +15,7 @@ use anyhow::Result;
 use candle_core::{Device, Tensor};
 use cardinfer_core::Family;
 use cardinfer_stream::cpu_matvec::with_serial_small_ops;
+use cardinfer_stream::executor::BlockReader;
 use cardinfer_stream::LayerStream;
 use clap::Parser;
 use std::time::Instant;
@@ -34,19 +35,40 @@ struct Args {
     /// Decode steps per round (the cache grows by one position each).
     #[arg(long, default_value_t = 8)]
     steps: usize,
+    /// Time this GGUF file's own layers (its first `--layers`, read into host memory as a
+    /// hybrid run's host layers are) instead of zeroed ones of the sizes above.
+    #[arg(long)]
+    model: Option<std::path::PathBuf>,
+    /// Layers of `--model` to cycle through.
+    #[arg(long, default_value_t = 16)]
+    layers: usize,
 }
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let spec = cardinfer_core::ModelSpec {
-        hidden_size: args.hidden,
-        intermediate_size: args.intermediate,
-        num_heads: args.heads,
-        num_kv_heads: 8,
-        context_length: 512,
-        ..cli::probe_spec(Family::Qwen3, 1)
+    let (spec, layers) = match &args.model {
+        Some(path) => {
+            let ckpt = std::sync::Arc::new(cardinfer_quant::Checkpoint::open(path)?);
+            let spec = cardinfer_core::ModelSpec { context_length: 512, ..ckpt.spec()? };
+            let reader = cardinfer_stream::executor::CheckpointReader::new(ckpt, spec.clone());
+            let layers = (0..args.layers.min(spec.num_layers))
+                .map(|i| reader.read(cardinfer_core::BlockId::Layer(i), &Device::Cpu))
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            (spec, layers)
+        }
+        None => {
+            let spec = cardinfer_core::ModelSpec {
+                hidden_size: args.hidden,
+                intermediate_size: args.intermediate,
+                num_heads: args.heads,
+                num_kv_heads: 8,
+                context_length: 512,
+                ..cli::probe_spec(Family::Qwen3, 1)
+            };
+            let (layers, _) = cli::cpu_blocks(&spec)?;
+            (spec, layers)
+        }
     };
-    let (layers, _) = cli::cpu_blocks(&spec)?;
     let count = layers.len();
     let decoder = cardinfer_stream::family::Decoder::new(spec.clone(), None);
     let x = Tensor::zeros((1, 1, spec.hidden_size), candle_core::DType::F32, &Device::Cpu)?;
@@ -68,7 +90,7 @@ fn main() -> Result<()> {
                 }
             }
             let ms = start.elapsed().as_secs_f64() * 1e3 / (args.steps * count) as f64;
-            println!("{}x{} round {round} {way}: {ms:.3} ms/layer", args.hidden, args.intermediate);
+            println!("{}x{} round {round} {way}: {ms:.3} ms/layer", spec.hidden_size, spec.intermediate_size);
         }
     }
     Ok(())
