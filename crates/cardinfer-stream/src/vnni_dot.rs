@@ -189,27 +189,13 @@ pub(crate) fn scales_and_mins(packed: &[u8; 12]) -> [u8; 16] {
 /// 8.9–9.1 (BENCHMARKS.md, session 7).
 pub const PREFETCH_BYTES: usize = 2048;
 
-/// Experiment: `CARDINFER_PREFETCH_BYTES` overrides [`PREFETCH_BYTES`].
-#[inline(always)]
-fn prefetch_bytes() -> usize {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static BYTES: AtomicUsize = AtomicUsize::new(0);
-    let v = BYTES.load(Ordering::Relaxed);
-    if v != 0 {
-        return v;
-    }
-    let v = std::env::var("CARDINFER_PREFETCH_BYTES").ok().and_then(|v| v.parse().ok()).unwrap_or(PREFETCH_BYTES);
-    BYTES.store(v, Ordering::Relaxed);
-    v
-}
-
 /// Asks for the weights [`PREFETCH_BYTES`] ahead of `at` (a row's blocks are followed by
 /// the next row's, so this runs across rows).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 pub(crate) fn prefetch_ahead(at: *const u8) {
     use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-    let ahead = at.wrapping_add(prefetch_bytes());
+    let ahead = at.wrapping_add(PREFETCH_BYTES);
     // SAFETY: a prefetch never faults, wherever it points.
     unsafe {
         _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
