@@ -42,6 +42,9 @@ struct Args {
     /// Layers of `--model` to cycle through.
     #[arg(long, default_value_t = 16)]
     layers: usize,
+    /// Which ways to time: rayon, serial, exact (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "rayon,serial,exact")]
+    ways: Vec<String>,
 }
 
 fn main() -> Result<()> {
@@ -74,7 +77,7 @@ fn main() -> Result<()> {
     let x = Tensor::zeros((1, 1, spec.hidden_size), candle_core::DType::F32, &Device::Cpu)?;
     let rope = decoder.rope().clone();
     for round in 0..3 {
-        for way in ["rayon", "serial", "exact"] {
+        for way in args.ways.iter().map(String::as_str) {
             let mut slots = vec![cardinfer_stream::KvSlot::default(); count];
             let start = Instant::now();
             for step in 0..args.steps {
