@@ -21,7 +21,8 @@
 //!
 //! Then, when the CPU keeps host layers and the search was given a thread count, it
 //! measures fewer CPU threads with that count of layers: two fewer at a time, while a
-//! count is not clearly slower than the best. On the H100 machine's loans the probe's
+//! count is not clearly slower than the best, and keeps fewer than it started with only
+//! when clearly faster. On the H100 machine's loans the probe's
 //! best count for a CPU block alone (14 of 16) ran a 4B's hybrid decode at 29.5–31.4
 //! tok/s on one loan where 10 or 12 ran it at 33.4–33.6, and was the fastest on the next
 //! (BENCHMARKS.md, run78/run79): the threads the device's own thread and the copies
@@ -45,6 +46,14 @@ pub const WARMUP_STEPS: usize = 2;
 
 /// A count slower than the best by more than this share ends the downward steps.
 pub const SLOWER_BY: f64 = 0.03;
+
+/// Fewer CPU threads than the search started with are kept only when faster than the
+/// starting count by more than this share: closer trials are within a trial's noise. On
+/// one H100 loan (BENCHMARKS.md, run115) the searches that moved to 10 or 8 threads on a
+/// 0.4–1.2% lead ran at 23.5–28.9 tok/s, those that kept 12 at 30.8–32.4; in turn on
+/// another (run118) the 4B's searches ran 26.50–30.45 tok/s without this margin (one
+/// moved to 8 threads on a 0.9% lead: 26.50) and 27.54–31.58 with it.
+pub const FEWER_THREADS_FASTER_BY: f64 = 0.03;
 
 /// What the search measured, in the order it tried the counts.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -220,7 +229,7 @@ impl HostSplitTuner {
             match self.next_threads() {
                 Some(next) => self.threads = Some(next),
                 None => {
-                    self.threads = Some(best_of(&self.threads_tried).0);
+                    self.threads = Some(self.chosen_threads());
                     self.settle();
                 }
             }
@@ -286,6 +295,17 @@ impl HostSplitTuner {
         let (_, best_ms) = best_of(&self.threads_tried);
         let &(last, last_ms) = self.threads_tried.last()?;
         (last_ms <= best_ms * (1.0 + SLOWER_BY) && last > 2).then(|| last - 2)
+    }
+
+    /// The thread count to keep once every count was measured: the fastest, where it
+    /// beats the starting count by more than [`FEWER_THREADS_FASTER_BY`], else the
+    /// starting count.
+    fn chosen_threads(&self) -> usize {
+        let (best, best_ms) = best_of(&self.threads_tried);
+        match self.threads_tried.first() {
+            Some(&(start, start_ms)) if best_ms >= start_ms * (1.0 - FEWER_THREADS_FASTER_BY) => start,
+            _ => best,
+        }
     }
 
     /// What was measured so far, and the count in use.
@@ -487,6 +507,26 @@ mod tests {
         assert_eq!(report.threads, Some(10), "{report}");
         // The first thread count's time is the best layer count's, not measured again.
         assert_eq!(report.threads_tried[0].1, report.tried.iter().map(|t| t.1).fold(f64::INFINITY, f64::min));
+    }
+
+    #[test]
+    fn fewer_threads_within_the_noise_keep_the_starting_count() {
+        // 12 and 10 threads 1% and 2% faster than 14 (within FEWER_THREADS_FASTER_BY), 8
+        // clearly slower: 14 stays. With 10 threads 5% faster, 10 is kept.
+        let times = |at_10: f64| {
+            move |_c: usize, t: usize| match t {
+                14 => 30.0,
+                12 => 29.7,
+                10 => at_10,
+                _ => 33.0,
+            }
+        };
+        let report = run_with_threads(4, 14, times(29.4));
+        let threads: Vec<usize> = report.threads_tried.iter().map(|t| t.0).collect();
+        assert_eq!(threads, [14, 12, 10, 8], "{report}");
+        assert_eq!(report.threads, Some(14), "{report}");
+        let report = run_with_threads(4, 14, times(28.5));
+        assert_eq!(report.threads, Some(10), "{report}");
     }
 
     #[test]
