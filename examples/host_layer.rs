@@ -6,7 +6,11 @@
 //!
 //! ```text
 //! RAYON_NUM_THREADS=14 cargo run --release --example host_layer -- --hidden 2560 --intermediate 9728 --heads 32
+//! RAYON_NUM_THREADS=14 cargo run --release --example host_layer -- --model qwen3-4b.gguf --ways exact
 //! ```
+//!
+//! With `--model`, the file's own first layers are timed instead, read into host memory
+//! as a hybrid run's host layers are.
 
 #[path = "cli/mod.rs"]
 mod cli;
@@ -43,7 +47,7 @@ struct Args {
     #[arg(long, default_value_t = 16)]
     layers: usize,
     /// Which ways to time: rayon, serial, exact (comma-separated).
-    #[arg(long, value_delimiter = ',', default_value = "rayon,serial,exact")]
+    #[arg(long, value_delimiter = ',', default_value = "rayon,serial,exact", value_parser = ["rayon", "serial", "exact"])]
     ways: Vec<String>,
 }
 
@@ -54,6 +58,9 @@ fn main() -> Result<()> {
             let ckpt = std::sync::Arc::new(cardinfer_quant::Checkpoint::open(path)?);
             let spec = cardinfer_core::ModelSpec { context_length: 512, ..ckpt.spec()? };
             let reader = cardinfer_stream::executor::CheckpointReader::new(ckpt, spec.clone());
+            if args.layers == 0 {
+                anyhow::bail!("--layers must be at least 1");
+            }
             let layers = (0..args.layers.min(spec.num_layers))
                 .map(|i| reader.read(cardinfer_core::BlockId::Layer(i), &Device::Cpu))
                 .collect::<std::result::Result<Vec<_>, _>>()?;
