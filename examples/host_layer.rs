@@ -55,12 +55,12 @@ fn main() -> Result<()> {
     let args = Args::parse();
     let (spec, layers) = match &args.model {
         Some(path) => {
-            let ckpt = std::sync::Arc::new(cardinfer_quant::Checkpoint::open(path)?);
-            let spec = cardinfer_core::ModelSpec { context_length: 512, ..ckpt.spec()? };
-            let reader = cardinfer_stream::executor::CheckpointReader::new(ckpt, spec.clone());
             if args.layers == 0 {
                 anyhow::bail!("--layers must be at least 1");
             }
+            let ckpt = std::sync::Arc::new(cardinfer_quant::Checkpoint::open(path)?);
+            let spec = cardinfer_core::ModelSpec { context_length: 512, ..ckpt.spec()? };
+            let reader = cardinfer_stream::executor::CheckpointReader::new(ckpt, spec.clone());
             let layers = (0..args.layers.min(spec.num_layers))
                 .map(|i| reader.read(cardinfer_core::BlockId::Layer(i), &Device::Cpu))
                 .collect::<std::result::Result<Vec<_>, _>>()?;
