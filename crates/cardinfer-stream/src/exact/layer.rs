@@ -66,10 +66,14 @@ pub fn decode_layer(
     let required = |role: Role| -> Result<Vec<f32>> {
         vector(role)?.ok_or(StreamError::InvalidParameter { name: "weights", reason: format!("no {role:?}") })
     };
+    let t0 = std::time::Instant::now();
+    let mut marks: Vec<(&str, std::time::Instant)> = Vec::new();
     let mut x = x.flatten_all()?.to_vec1::<f32>()?;
     let mut h = vec![0f32; spec.hidden_size];
     add_rms_norm(&mut x, None, &required(Role::AttnNorm)?, eps, &mut h);
+    marks.push(("norm", std::time::Instant::now()));
     let [q, k, v] = products(weights, [Role::AttnQ, Role::AttnK, Role::AttnV], &h)?;
+    marks.push(("qkv", std::time::Instant::now()));
     let (q_bias, k_bias, v_bias) = (vector(Role::AttnQBias)?, vector(Role::AttnKBias)?, vector(Role::AttnVBias)?);
     let (q_norm, k_norm) =
         if spec.qk_norm { (vector(Role::AttnQNorm)?, vector(Role::AttnKNorm)?) } else { (None, None) };
@@ -89,6 +93,7 @@ pub fn decode_layer(
     let k_new = heads_of(&k, kv_heads, &k_bias, &k_norm, true);
     let v_new = heads_of(&v, kv_heads, &v_bias, &None, false);
 
+    marks.push(("heads", std::time::Instant::now()));
     let mut attn = vec![0f32; heads * d];
     let (keys, values) = append(kv, k_new, v_new, kv_heads, d)?;
     with_host_f32(&keys, |k_all, capacity| {
@@ -97,13 +102,28 @@ pub fn decode_layer(
             decode_attention(&q_rot, k_all, v_all, shape, pos + 1, &mut attn);
         })
     })??;
+    marks.push(("attn", std::time::Instant::now()));
     let [o] = products(weights, [Role::AttnOutput], &attn)?;
+    marks.push(("o", std::time::Instant::now()));
     add_rms_norm(&mut x, Some(&o), &required(Role::FfnNorm)?, eps, &mut h);
+    marks.push(("norm2", std::time::Instant::now()));
     let [gate, up] = products(weights, [Role::FfnGate, Role::FfnUp], &h)?;
+    marks.push(("gateup", std::time::Instant::now()));
     let mut act = vec![0f32; gate.len()];
     silu_mul(&gate, &up, &mut act);
+    marks.push(("silu", std::time::Instant::now()));
     let [down] = products(weights, [Role::FfnDown], &act)?;
+    marks.push(("down", std::time::Instant::now()));
     x.iter_mut().zip(&down).for_each(|(x, d)| *x += d);
+    if std::env::var_os("STAGES").is_some() {
+        let mut prev = t0;
+        let mut line = String::new();
+        for (n, t) in &marks {
+            line += &format!("{n} {:.3} ", (*t - prev).as_secs_f64() * 1e3);
+            prev = *t;
+        }
+        eprintln!("{line}");
+    }
     Ok(Some(Tensor::from_vec(x, (1, 1, spec.hidden_size), &Device::Cpu)?))
 }
 
