@@ -48,9 +48,12 @@ fn add_rms_norm_impl(x: &mut [f32], delta: Option<&[f32]>, weight: &[f32], eps: 
         }
     }
     let mut sums = [0f32; 1024];
-    for (i, v) in x.iter().enumerate() {
-        let s = &mut sums[i % threads];
-        *s = v.mul_add(*v, *s);
+    // Thread `t` adds elements `t, t + threads, …` in order: row after row of `threads`
+    // (a loop the compiler vectorizes, where `i % threads` indexing was not).
+    for row in x.chunks(threads) {
+        for (s, v) in sums.iter_mut().zip(row) {
+            *s = v.mul_add(*v, *s);
+        }
     }
     let scale = inv_rms(block_sum(&sums[..threads]), n, eps);
     for ((o, x), w) in out.iter_mut().zip(x.iter()).zip(weight) {
@@ -61,6 +64,17 @@ fn add_rms_norm_impl(x: &mut [f32], delta: Option<&[f32]>, weight: &[f32], eps: 
 /// Kernel `qk_norm_rope_append` for one head: `+ bias`, the per-head RMS norm (one warp,
 /// lane `l` summing elements `l, l + 32, …`) and the rotation, each when given.
 pub fn head_norm_rope(
+    src: &[f32],
+    bias: Option<&[f32]>,
+    norm: Option<(&[f32], f32)>,
+    rotation: Option<Rotation<'_>>,
+    dst: &mut [f32],
+) {
+    dispatch!(fast, head_norm_rope_impl, (src: &[f32], bias: Option<&[f32]>, norm: Option<(&[f32], f32)>, rotation: Option<Rotation<'_>>, dst: &mut [f32]))
+}
+
+#[inline(always)]
+fn head_norm_rope_impl(
     src: &[f32],
     bias: Option<&[f32]>,
     norm: Option<(&[f32], f32)>,
@@ -264,8 +278,20 @@ fn lane_dots(q: &[f32], k: &[f32], per: usize) -> [f32; 32] {
     lanes
 }
 
-/// Kernel `silu_mul_exact`: `out = g / (1 + e^-g) · up`.
+/// Values per task of [`silu_mul`].
+const SILU_CHUNK: usize = 1024;
+
+/// Kernel `silu_mul_exact`: `out = g / (1 + e^-g) · up`, element by element, so split
+/// into tasks of the host pool ([`crate::host_pool`]) with the same bits: one thread took
+/// 0.033 ms for a 4B layer's 9728 values on the H100 machine (run121).
 pub fn silu_mul(gate: &[f32], up: &[f32], out: &mut [f32]) {
+    let tasks: Vec<((&[f32], &[f32]), &mut [f32])> =
+        gate.chunks(SILU_CHUNK).zip(up.chunks(SILU_CHUNK)).zip(out.chunks_mut(SILU_CHUNK)).collect();
+    crate::cpu_matvec::run_tasks(tasks, |((gate, up), out)| silu_mul_chunk(gate, up, out));
+}
+
+/// [`silu_mul`] over one task's values.
+fn silu_mul_chunk(gate: &[f32], up: &[f32], out: &mut [f32]) {
     dispatch!(fast, silu_mul_impl, (gate: &[f32], up: &[f32], out: &mut [f32]))
 }
 

@@ -77,8 +77,10 @@ pub fn decode_layer(
     let (q_bias, k_bias, v_bias) = (vector(Role::AttnQBias)?, vector(Role::AttnKBias)?, vector(Role::AttnVBias)?);
     let (q_norm, k_norm) =
         if spec.qk_norm { (vector(Role::AttnQNorm)?, vector(Role::AttnKNorm)?) } else { (None, None) };
+    marks.push(("vecs", std::time::Instant::now()));
     let (cos, sin) = rope.tables(pos, 1, &Device::Cpu)?;
     let (cos, sin) = (cos.flatten_all()?.to_vec1::<f32>()?, sin.flatten_all()?.to_vec1::<f32>()?);
+    marks.push(("tables", std::time::Instant::now()));
     let rotation = Rotation { cos: &cos, sin: &sin, style: spec.rope_style };
     let heads_of = |all: &[f32], count: usize, bias: &Option<Vec<f32>>, norm: &Option<Vec<f32>>, rotate: bool| {
         let mut out = vec![0f32; count * d];
@@ -90,12 +92,14 @@ pub fn decode_layer(
         out
     };
     let q_rot = heads_of(&q, heads, &q_bias, &q_norm, true);
+    marks.push(("qheads", std::time::Instant::now()));
     let k_new = heads_of(&k, kv_heads, &k_bias, &k_norm, true);
     let v_new = heads_of(&v, kv_heads, &v_bias, &None, false);
 
     marks.push(("heads", std::time::Instant::now()));
     let mut attn = vec![0f32; heads * d];
     let (keys, values) = append(kv, k_new, v_new, kv_heads, d)?;
+    marks.push(("append", std::time::Instant::now()));
     with_host_f32(&keys, |k_all, capacity| {
         with_host_f32(&values, |v_all, _| {
             let shape = AttentionShape { heads, kv_heads, head_dim: d, capacity };

@@ -68,9 +68,15 @@ pub struct Input {
 impl Input {
     /// Quantizes `x` (a multiple of 256 values) as the device does.
     pub fn new(x: &[f32]) -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if super::mmvq_avx512::available() {
+            let q8 = super::mmvq_avx512::quantize(x);
+            let lanes = Some(super::mmvq_avx512::Prepared::new(&q8));
+            return Self { q8, lanes };
+        }
         let q8 = Q8_1::quantize(x);
         #[cfg(target_arch = "x86_64")]
-        let lanes = super::mmvq_avx512::available().then(|| super::mmvq_avx512::Prepared::new(&q8));
+        let lanes = None;
         Self {
             q8,
             #[cfg(target_arch = "x86_64")]

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Issue 7, session 15: where a host layer's CPU time goes, stage by stage (STAGES=1), alone
+# and in the pass, and whether the exact products' task size changes it: 64 rows per task
+# (built in) against one contiguous share per thread per matrix (CARDINFER_ROWS_PER_TASK=0)
+# and two shares per thread (…=0, CARDINFER_TASKS_PER_THREAD=2). bench121 = 6a6608c.
+set -uo pipefail
+L=$OUT/log.txt; T=$OUT/table.txt
+PY=/opt/torch/.venv/bin/python3; SP=$($PY -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+for d in "$SP"/nvidia/*/lib; do LD_LIBRARY_PATH="$d:${LD_LIBRARY_PATH:-}"; done; export LD_LIBRARY_PATH
+for b in bench121 host_layer121 cpu_kernels121 probe90 synth90; do [ -x /tmp/$b ] || {
+  python3 -c "import lzma,shutil,sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2],'wb'))" .gpu/$b.xz /tmp/$b && chmod +x /tmp/$b; }; done
+(nproc; nvidia-smi --query-gpu=name --format=csv,noheader; date -u) > $T 2>&1
+[ -f /tmp/probed90 ] || { timeout -s KILL 150 /tmp/probe90 --device cuda > $OUT/probe.txt 2>&1; touch /tmp/probed90; }
+grep -E "best|h2d, page|hop" $OUT/probe.txt >> $T 2>/dev/null
+[ -f /tmp/q4.gguf ] || /tmp/synth90 --preset qwen3-4b --output /tmp/q4.gguf >> $L 2>&1
+V() { case $1 in r64) echo "CARDINFER_ROWS_PER_TASK=64";; t1) echo "CARDINFER_ROWS_PER_TASK=0 CARDINFER_TASKS_PER_THREAD=1";; t2) echo "CARDINFER_ROWS_PER_TASK=0 CARDINFER_TASKS_PER_THREAD=2";; esac; }
+HL() { v=$1; echo "== host_layer $v" >> $L
+  env $(V $v) STAGES=1 RAYON_NUM_THREADS=14 timeout -s KILL 60 /tmp/host_layer121 --model /tmp/q4.gguf --layers 16 --ways exact > /tmp/hl.txt 2>&1
+  grep -v "^norm" /tmp/hl.txt >> $L; echo "alone $v: $(python3 .gpu/stg.py /tmp/hl.txt) $(grep -E 'exact:' /tmp/hl.txt | awk '{print $(NF-1)}' | tr '\n' ' ')" >> $T; }
+CK() { v=$1; echo "cpu_kernels $v" >> $T; env $(V $v) RAYON_NUM_THREADS=14 timeout -s KILL 100 /tmp/cpu_kernels121 --mib 512 --reps 7 2>&1 | grep -E "^\| Q" >> $T; }
+B() { tag=$1; v=$2; st=$3; shift 3; echo "== $tag $v: $*" >> $L
+  env $(V $v) $st timeout -s KILL 120 /tmp/bench121 --device cuda "$@" > /tmp/$tag.txt 2>/tmp/$tag.err; echo "rc $? ($tag)" >> $L
+  grep -E "^plan|^predicted|^host layers|^device memory" /tmp/$tag.err >> $L
+  grep '^{' /tmp/$tag.txt | grep tg | python3 -c "
+import json,sys
+for l in sys.stdin:
+    d=json.loads(l); m=d['metrics']
+    print('%-9s %-3s %6.2f tok/s (pred %6.2f) peak %5.0f MiB sum %s' % ('$tag', '$v', d['tok_s'], d['predicted_tok_s'], (d['peak_device_bytes'] or 0)/2**20, d['generated_checksum']))
+    if m.get('host_tuning'): print('    ' + m['host_tuning'])" >> $T
+  [ -n "$st" ] && echo "    in pass: $(python3 .gpu/stg.py /tmp/$tag.err)" >> $T; }
+Q4="--model /tmp/q4.gguf -p 0 -n 40 --vram-budget 500MiB --context 640 --prefill-chunk 64 --mode auto"
+for v in r64 t1 t2 r64 t1 t2; do HL $v; done
+CK r64; CK t1
+for v in r64 t1 t2; do B fixed18 $v STAGES=1 $Q4 -r 3 --hybrid --host-layers 18; done
+for v in r64 t1 t2 r64 t1 t2; do B fixed18 $v "" $Q4 -r 3 --hybrid --host-layers 18; done
+for v in r64 t1 r64 t1; do B search $v "" $Q4 -r 5 --hybrid; done
+grep -h -iE "error|panic" /tmp/*.err | head -20 >> $L
+grep -E "rc [^0]|rror|panic" $L | head
+cat $T
