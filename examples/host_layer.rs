@@ -10,7 +10,8 @@
 //! ```
 //!
 //! With `--model`, the file's own first layers are timed instead, read into host memory
-//! as a hybrid run's host layers are.
+//! as a hybrid run's host layers are. `CARDINFER_HOST_STAGES=1` prints each exact layer's
+//! steps (`cardinfer_stream::exact::stages`).
 
 #[path = "cli/mod.rs"]
 mod cli;

@@ -3,6 +3,7 @@
 
 use super::kernels::{add_rms_norm, decode_attention, head_norm_rope, silu_mul, AttentionShape, Rotation};
 use super::mmvq;
+use super::stages::StageClock;
 use crate::kv_cache::KvSlot;
 use crate::names::Role;
 use crate::rope::Rope;
@@ -66,21 +67,20 @@ pub fn decode_layer(
     let required = |role: Role| -> Result<Vec<f32>> {
         vector(role)?.ok_or(StreamError::InvalidParameter { name: "weights", reason: format!("no {role:?}") })
     };
-    let t0 = std::time::Instant::now();
-    let mut marks: Vec<(&str, std::time::Instant)> = Vec::new();
+    let mut stages = StageClock::start();
     let mut x = x.flatten_all()?.to_vec1::<f32>()?;
     let mut h = vec![0f32; spec.hidden_size];
     add_rms_norm(&mut x, None, &required(Role::AttnNorm)?, eps, &mut h);
-    marks.push(("norm", std::time::Instant::now()));
+    stages.mark("attn_norm");
     let [q, k, v] = products(weights, [Role::AttnQ, Role::AttnK, Role::AttnV], &h)?;
-    marks.push(("qkv", std::time::Instant::now()));
+    stages.mark("qkv");
     let (q_bias, k_bias, v_bias) = (vector(Role::AttnQBias)?, vector(Role::AttnKBias)?, vector(Role::AttnVBias)?);
     let (q_norm, k_norm) =
         if spec.qk_norm { (vector(Role::AttnQNorm)?, vector(Role::AttnKNorm)?) } else { (None, None) };
-    marks.push(("vecs", std::time::Instant::now()));
+    stages.mark("head_norms");
     let (cos, sin) = rope.tables(pos, 1, &Device::Cpu)?;
     let (cos, sin) = (cos.flatten_all()?.to_vec1::<f32>()?, sin.flatten_all()?.to_vec1::<f32>()?);
-    marks.push(("tables", std::time::Instant::now()));
+    stages.mark("rope");
     let rotation = Rotation { cos: &cos, sin: &sin, style: spec.rope_style };
     let heads_of = |all: &[f32], count: usize, bias: &Option<Vec<f32>>, norm: &Option<Vec<f32>>, rotate: bool| {
         let mut out = vec![0f32; count * d];
@@ -92,42 +92,34 @@ pub fn decode_layer(
         out
     };
     let q_rot = heads_of(&q, heads, &q_bias, &q_norm, true);
-    marks.push(("qheads", std::time::Instant::now()));
+    stages.mark("q_heads");
     let k_new = heads_of(&k, kv_heads, &k_bias, &k_norm, true);
     let v_new = heads_of(&v, kv_heads, &v_bias, &None, false);
 
-    marks.push(("heads", std::time::Instant::now()));
+    stages.mark("kv_heads");
     let mut attn = vec![0f32; heads * d];
     let (keys, values) = append(kv, k_new, v_new, kv_heads, d)?;
-    marks.push(("append", std::time::Instant::now()));
+    stages.mark("append");
     with_host_f32(&keys, |k_all, capacity| {
         with_host_f32(&values, |v_all, _| {
             let shape = AttentionShape { heads, kv_heads, head_dim: d, capacity };
             decode_attention(&q_rot, k_all, v_all, shape, pos + 1, &mut attn);
         })
     })??;
-    marks.push(("attn", std::time::Instant::now()));
+    stages.mark("attention");
     let [o] = products(weights, [Role::AttnOutput], &attn)?;
-    marks.push(("o", std::time::Instant::now()));
+    stages.mark("o");
     add_rms_norm(&mut x, Some(&o), &required(Role::FfnNorm)?, eps, &mut h);
-    marks.push(("norm2", std::time::Instant::now()));
+    stages.mark("ffn_norm");
     let [gate, up] = products(weights, [Role::FfnGate, Role::FfnUp], &h)?;
-    marks.push(("gateup", std::time::Instant::now()));
+    stages.mark("gate_up");
     let mut act = vec![0f32; gate.len()];
     silu_mul(&gate, &up, &mut act);
-    marks.push(("silu", std::time::Instant::now()));
+    stages.mark("silu");
     let [down] = products(weights, [Role::FfnDown], &act)?;
-    marks.push(("down", std::time::Instant::now()));
+    stages.mark("down");
     x.iter_mut().zip(&down).for_each(|(x, d)| *x += d);
-    if std::env::var_os("STAGES").is_some() {
-        let mut prev = t0;
-        let mut line = String::new();
-        for (n, t) in &marks {
-            line += &format!("{n} {:.3} ", (*t - prev).as_secs_f64() * 1e3);
-            prev = *t;
-        }
-        eprintln!("{line}");
-    }
+    stages.print();
     Ok(Some(Tensor::from_vec(x, (1, 1, spec.hidden_size), &Device::Cpu)?))
 }
 

@@ -28,22 +28,6 @@ const QK_K: usize = 256;
 /// Rows per task of the thread pool (as `cpu_matvec`).
 const ROWS_PER_TASK: usize = 64;
 
-/// Experiment: `CARDINFER_TASKS_PER_THREAD` (with rows per task 0).
-fn tasks_per_thread() -> usize {
-    static TASKS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *TASKS.get_or_init(|| {
-        std::env::var("CARDINFER_TASKS_PER_THREAD").ok().and_then(|v| v.parse().ok()).filter(|&r| r > 0).unwrap_or(1)
-    })
-}
-
-/// Experiment: `CARDINFER_ROWS_PER_TASK` overrides [`ROWS_PER_TASK`].
-fn rows_per_task() -> usize {
-    static ROWS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *ROWS.get_or_init(|| {
-        std::env::var("CARDINFER_ROWS_PER_TASK").ok().and_then(|v| v.parse().ok()).unwrap_or(ROWS_PER_TASK)
-    })
-}
-
 /// One block-quantized matrix in a type this module covers, `rows × cols`.
 #[derive(Clone, Copy)]
 pub(crate) enum Blocks<'a> {
@@ -216,13 +200,8 @@ pub fn products(ws: &[&QTensor], x: &[f32]) -> candle_core::Result<Option<Vec<Ve
     let mut outs: Vec<Vec<f32>> = shapes.iter().map(|&n| vec![0f32; n]).collect();
     let mut tasks = Vec::new();
     for (m, out) in matrices.iter().zip(outs.iter_mut()) {
-        // 0: one task per thread of the pool for each matrix.
-        let rows = match rows_per_task() {
-            0 => out.len().div_ceil(crate::host_pool::threads() * tasks_per_thread()).max(1),
-            r => r,
-        };
-        for (t, chunk) in out.chunks_mut(rows).enumerate() {
-            tasks.push((*m, t * rows, chunk));
+        for (t, chunk) in out.chunks_mut(ROWS_PER_TASK).enumerate() {
+            tasks.push((*m, t * ROWS_PER_TASK, chunk));
         }
     }
     crate::cpu_matvec::run_tasks(tasks, |(m, first, out)| {

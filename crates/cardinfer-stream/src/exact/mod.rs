@@ -30,6 +30,7 @@ pub mod mmvq;
 #[cfg(target_arch = "x86_64")]
 mod mmvq_avx512;
 pub mod q8_1;
+pub mod stages;
 
 pub use layer::{decode_layer, supports};
 
