@@ -78,9 +78,10 @@ impl Prepared {
     }
 
     /// Fills both layouts, a super-block (64 ints of `x`, 8 scales) at a time, with
-    /// permutes: the scalar loop this replaces ([`Prepared::new_scalar`], the reference in
-    /// the tests) took 4–17 µs of a product's serial time per input on the development
-    /// machine (2560–9728 values), more than the smaller products' share of a thread.
+    /// permutes. It runs on one thread before every product of a host layer: with the
+    /// scalar loop it replaces ([`Prepared::new_scalar`], the reference in the tests) and
+    /// the scalar quantization, an input took 7–28 µs on the development machine (2560–9728
+    /// values), now 0.7–2.2 µs (BENCHMARKS.md, session 15).
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
     unsafe fn fill(&mut self, x: &Q8_1) {
         // No closures here: a closure is compiled without this function's target features.
@@ -178,8 +179,8 @@ impl Prepared {
 /// [`Q8_1::quantize`] with AVX-512, block by block with the same IEEE steps: the largest
 /// magnitude, `d = amax / 127` (a correctly rounded division, as the kernel's), each value
 /// divided by `d` and rounded half away from zero, `d` through f16. A block with a NaN or
-/// an infinity (never a hidden state's) takes the scalar steps. 2560 values took ~4.5 µs
-/// the scalar way on the development machine, in the serial part of every product.
+/// an infinity (never a hidden state's) takes the scalar steps. 2560 values took ~5 µs
+/// the scalar way on the development machine, on one thread before every product.
 pub fn quantize(x: &[f32]) -> Q8_1 {
     debug_assert!(x.len().is_multiple_of(BLOCK));
     let mut q8 = Q8_1 { qs: vec![0i8; x.len()], d: vec![0f32; x.len() / BLOCK] };
@@ -188,6 +189,7 @@ pub fn quantize(x: &[f32]) -> Q8_1 {
     q8
 }
 
+/// [`quantize`] into `q8` (zeroed, `x.len()` values). Needs the features it enables.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 unsafe fn quantize_into(x: &[f32], q8: &mut Q8_1) {
     let magnitude = _mm512_set1_epi32(0x7fff_ffff);
