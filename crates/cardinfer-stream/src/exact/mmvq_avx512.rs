@@ -439,23 +439,39 @@ mod tests {
             let x: Vec<f32> = crate::test_util::values(width, width as u64, 3.0);
             let q8 = Q8_1::quantize(&x);
             let (got, want) = (Prepared::new(&q8), Prepared::new_scalar(&q8));
-            let ints = |v: &Ints| v.0;
-            let floats = |v: &Floats| v.0.map(f32::to_bits);
+            let int_lanes = |v: &Ints| v.0;
+            let float_bits = |v: &Floats| v.0.map(f32::to_bits);
             for (s, (g, w)) in got.q4k.iter().zip(&want.q4k).enumerate() {
                 for i in 0..2 {
-                    assert_eq!(ints(&g.first[i]), ints(&w.first[i]), "width {width}, Q4_K super {s}, first {i}");
-                    assert_eq!(ints(&g.second[i]), ints(&w.second[i]), "width {width}, Q4_K super {s}, second {i}");
-                    assert_eq!(floats(&g.sum[i]), floats(&w.sum[i]), "width {width}, Q4_K super {s}, sum {i}");
-                    assert_eq!(floats(&g.d8[i]), floats(&w.d8[i]), "width {width}, Q4_K super {s}, scale {i}");
+                    assert_eq!(
+                        int_lanes(&g.first[i]),
+                        int_lanes(&w.first[i]),
+                        "width {width}, Q4_K super {s}, first {i}"
+                    );
+                    assert_eq!(
+                        int_lanes(&g.second[i]),
+                        int_lanes(&w.second[i]),
+                        "width {width}, Q4_K super {s}, second {i}"
+                    );
+                    assert_eq!(float_bits(&g.sum[i]), float_bits(&w.sum[i]), "width {width}, Q4_K super {s}, sum {i}");
+                    assert_eq!(float_bits(&g.d8[i]), float_bits(&w.d8[i]), "width {width}, Q4_K super {s}, scale {i}");
                 }
             }
             for (s, (g, w)) in got.q6k.iter().zip(&want.q6k).enumerate() {
                 for (i, h) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
-                    assert_eq!(ints(&g.u[i][h]), ints(&w.u[i][h]), "width {width}, Q6_K super {s}, ints {i}/{h}");
-                    assert_eq!(ints(&g.bias[i][h]), ints(&w.bias[i][h]), "width {width}, Q6_K super {s}, bias {i}/{h}");
                     assert_eq!(
-                        floats(&g.d8[i][h]),
-                        floats(&w.d8[i][h]),
+                        int_lanes(&g.u[i][h]),
+                        int_lanes(&w.u[i][h]),
+                        "width {width}, Q6_K super {s}, ints {i}/{h}"
+                    );
+                    assert_eq!(
+                        int_lanes(&g.bias[i][h]),
+                        int_lanes(&w.bias[i][h]),
+                        "width {width}, Q6_K super {s}, bias {i}/{h}"
+                    );
+                    assert_eq!(
+                        float_bits(&g.d8[i][h]),
+                        float_bits(&w.d8[i][h]),
                         "width {width}, Q6_K super {s}, scale {i}/{h}"
                     );
                 }
