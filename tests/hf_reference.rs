@@ -1,5 +1,5 @@
 //! Logits and greedy tokens against Hugging Face transformers on the tiny reference
-//! checkpoints in `../shared/reference/hf` (float32, CPU).
+//! checkpoints in `tests/fixtures/reference/hf` (float32, CPU).
 
 mod common;
 

@@ -1,5 +1,5 @@
 //! Prompt ids and greedy continuations against llama.cpp on real trained GGUF models
-//! (`../shared/reference/llamacpp/greedy.json`). SmolLM2 is fetched by the project's own
+//! (`tests/fixtures/reference/llamacpp/greedy.json`). SmolLM2 is fetched by the project's own
 //! script (`scripts/fetch-model.sh`, which `.ci/run` calls); the Qwen2.5 case runs where
 //! that model is cached and is skipped with a message otherwise.
 
@@ -42,7 +42,7 @@ fn run_cases(file: &str, required: bool, strict: bool) {
 
         // Teacher-force llama.cpp's continuation: at every step our greedy pick must be
         // llama.cpp's token, unless the two are a near-tie in our logits (different
-        // kernels accumulate in a different order; see ../shared/reference/README.md).
+        // kernels accumulate in a different order; see tests/fixtures/reference/SOURCE.md).
         let theirs_text = case["greedy_continuation"].as_str().unwrap();
         let theirs = tokenizer.encode_continuation(theirs_text).unwrap();
         let mut kv = model.new_cache();

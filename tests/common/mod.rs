@@ -3,9 +3,10 @@
 
 use std::path::PathBuf;
 
-/// `../shared/reference` relative to the repository root.
+/// `tests/fixtures/reference`: copies of other implementations' outputs (transformers,
+/// llama.cpp), with where they came from in its `SOURCE.md`.
 pub fn reference_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/reference")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reference")
 }
 
 /// A tiny model of `family` whose rows suit every quant type (256 wide): 4 heads of 64,
@@ -39,7 +40,7 @@ pub fn tiny_spec(
     }
 }
 
-/// A tiny transformers reference (`../shared/reference/hf/NAME`): its directory, the
+/// A tiny transformers reference (`tests/fixtures/reference/hf/NAME`): its directory, the
 /// 24 input ids and the logits transformers computed for them.
 pub fn hf_reference(name: &str) -> (PathBuf, Vec<u32>, Vec<Vec<f32>>) {
     let dir = reference_dir().join("hf").join(name);
