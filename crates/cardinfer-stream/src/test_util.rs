@@ -1,7 +1,7 @@
 //! Helpers shared by the unit tests: deterministic values and a layer's float vectors.
 
-use crate::names::Role;
-use crate::weights::Weight;
+use crate::model::names::Role;
+use crate::model::weights::Weight;
 use candle_core::{Device, Tensor};
 use cardinfer_core::ModelSpec;
 use std::collections::HashMap;

@@ -3,19 +3,19 @@
 //!
 //! In prefill (and without the kernels) the hidden state is a Candle tensor handed from
 //! block to block. In decode on CUDA the device layers — resident or in a slot — run the
-//! fused kernels of [`crate::fused`] layer by layer on the decoder's own buffers; a layer on
+//! fused kernels of [`crate::executor::fused`] layer by layer on the decoder's own buffers; a layer on
 //! the CPU and the head take the hidden state out as a tensor and (the CPU's) put it back.
 
-use crate::fused::DecodePath;
-use crate::kv_cache::KvCache;
-use crate::rope::Rope;
-use crate::weights::BlockWeights;
+use crate::executor::fused::DecodePath;
+use crate::model::kv_cache::KvCache;
+use crate::model::rope::Rope;
+use crate::model::weights::BlockWeights;
 use crate::Result;
 use candle_core::{Device, Tensor};
 use cardinfer_core::ModelSpec;
 
 #[cfg(feature = "cuda")]
-use crate::fused::cuda::FusedDecoder;
+use crate::executor::fused::cuda::FusedDecoder;
 
 /// The fused decode kernels of a streamed model, where they apply.
 pub(crate) struct FusedLayers {

@@ -6,13 +6,13 @@
 //! The rows' logits are the device's bits where the device decodes with the fused
 //! kernels: the input is normalized on the device (the same Candle op as the head's) and
 //! brought to the host, then multiplied with Candle's MMVQ arithmetic
-//! ([`crate::exact::mmvq`]). Elsewhere (a CPU device, types the twin does not cover) the
+//! ([`crate::cpu::exact::mmvq`]). Elsewhere (a CPU device, types the twin does not cover) the
 //! family's own head runs on the CPU.
 
 use super::reader::BlockReader;
-use crate::layer_stream::LayerStream;
-use crate::names::Role;
-use crate::weights::{BlockWeights, Weight};
+use crate::model::layer_stream::LayerStream;
+use crate::model::names::Role;
+use crate::model::weights::{BlockWeights, Weight};
 use crate::{Result, StreamError};
 use candle_core::{Device, Tensor};
 use std::ops::Range;
@@ -26,7 +26,7 @@ pub(crate) struct HostHead {
     /// The output norm on the device: the exact path normalizes there.
     device_norm: Tensor,
     eps: f32,
-    /// Whether [`crate::exact::mmvq`] covers the output rows (type and width).
+    /// Whether [`crate::cpu::exact::mmvq`] covers the output rows (type and width).
     exact_covers: bool,
 }
 
@@ -45,7 +45,7 @@ impl HostHead {
         let device_norm = weights.get(Role::OutputNorm)?.dense()?.to_device(device)?;
         let exact_covers = match weights.get(Role::Output)? {
             Weight::Quantized(q) => {
-                crate::exact::mmvq::covers(q.dtype()) && q.shape().dims().last().is_some_and(|k| k % 256 == 0)
+                crate::cpu::exact::mmvq::covers(q.dtype()) && q.shape().dims().last().is_some_and(|k| k % 256 == 0)
             }
             _ => false,
         };
@@ -54,7 +54,7 @@ impl HostHead {
 
     /// The input for [`HostHead::logits`] from the final hidden state `x` (`[1, 1,
     /// hidden]`, on the device): normalized there with the head's own op when `exact`
-    /// and the output rows are of a type [`crate::exact::mmvq`] covers.
+    /// and the output rows are of a type [`crate::cpu::exact::mmvq`] covers.
     pub(crate) fn input(&self, x: &Tensor, exact: bool) -> Result<HeadInput> {
         if exact && self.exact_covers {
             // `Decoder::head`'s norm: the same kernel on the same values, so the same bits.
@@ -72,7 +72,7 @@ impl HostHead {
                 let Weight::Quantized(q) = self.weights.get(Role::Output)? else {
                     return Err(self.not_covered());
                 };
-                let mut rows = crate::exact::mmvq::products(&[q.as_ref()], &x)?.ok_or_else(|| self.not_covered())?;
+                let mut rows = crate::cpu::exact::mmvq::products(&[q.as_ref()], &x)?.ok_or_else(|| self.not_covered())?;
                 let values = rows.pop().ok_or_else(|| self.not_covered())?;
                 let n = values.len();
                 Ok(Tensor::from_vec(values, (1, 1, n), &Device::Cpu)?)

@@ -21,7 +21,7 @@ pub(crate) struct HostSplit {
 impl HostSplit {
     /// The split over `planned` host layers (in pass order) of a model of `layers`
     /// layers. `search: Some(threads)` searches the count and then the CPU threads from
-    /// `threads` down (set on the host pool, [`crate::host_pool`], as the search goes);
+    /// `threads` down (set on the host pool, [`crate::cpu::host_pool`], as the search goes);
     /// `None` keeps all planned layers on the CPU and the threads as they are.
     pub(crate) fn new(planned: Vec<usize>, layers: usize, search: Option<usize>) -> Self {
         let tuner = match search {
@@ -52,7 +52,7 @@ impl HostSplit {
             self.last_step = None;
         }
         if let Some(threads) = self.threads() {
-            crate::host_pool::set_threads(threads);
+            crate::cpu::host_pool::set_threads(threads);
         }
         self.on_cpu()
     }

@@ -6,14 +6,14 @@
 //! - The placement ([`StreamPlan`]) is made by `cardinfer-plan` from the device bytes of
 //!   every block ([`plan_on_device`]); resident layers are spread among the streamed ones
 //!   so that copies overlap resident compute.
-//! - On CUDA, slots are buffers allocated once ([`crate::slots::SlotArena`]): a streamed
+//! - On CUDA, slots are buffers allocated once ([`crate::cuda::slots::SlotArena`]): a streamed
 //!   block's quantized matrices are copied into its slot and multiplied in place by
 //!   Candle's own kernels launched on the raw pointer (`slot_kernels`, `cuda` feature),
 //!   since a Candle `QTensor` cannot be built over existing device memory; float
 //!   matrices are Candle tensors viewing the slot. Norms and biases get small allocations
 //!   of their own per pass. On the CPU, slots are accounted by the [`SlotPool`] only.
 //! - On CUDA, uploads from page-locked memory ([`PinnedReader`]) run on a copy stream
-//!   of their own ([`crate::copy_stream`]), synchronized with events; the compute loop,
+//!   of their own ([`crate::cuda::copy_stream`]), synchronized with events; the compute loop,
 //!   which issues all device work from one thread, reads streamed blocks ahead into every
 //!   free slot (also while resident blocks compute), so the copy engine fills them while
 //!   the current block computes. On the CPU a
@@ -22,6 +22,7 @@
 //!   host memory cannot hold them, the disk tier ([`StagedReader`]): blocks read from the
 //!   file on demand into a ring of staging buffers by a background thread.
 
+pub mod fused;
 mod hidden;
 mod host_head;
 mod host_split;

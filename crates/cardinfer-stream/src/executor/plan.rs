@@ -2,7 +2,7 @@
 //! block sizes are measured the way this device stores them (Candle's CUDA row padding
 //! included), then [`StreamPlan::place`] decides.
 
-use crate::weights::device_bytes_of;
+use crate::cuda::sizes::device_bytes_of;
 use crate::Result;
 use candle_core::Device;
 use cardinfer_core::{BlockId, ModelLayout, ModelSpec};
@@ -32,5 +32,5 @@ pub fn plan_on_device(
 /// Whether the executor overlaps block copies with compute on `device`: the CPU runs a
 /// prefetch thread; CUDA uploads on a copy stream (unless `CARDINFER_COPY_STREAM=0`).
 pub fn copies_overlap(device: &Device) -> bool {
-    device.is_cpu() || crate::copy_stream::copy_stream_enabled()
+    device.is_cpu() || crate::cuda::copy_stream::copy_stream_enabled()
 }

@@ -1,10 +1,10 @@
 //! Reading a block's weights onto a device: the host → device leg of the pipeline.
 
-use crate::copy_stream::{copy_stream_enabled, CopyStream};
+use crate::cuda::copy_stream::{copy_stream_enabled, CopyStream};
 use crate::device::PinnedBuffer;
-use crate::slots::SlotArena;
-use crate::weights::BlockWeights;
-use crate::weights::Upload;
+use crate::cuda::slots::SlotArena;
+use crate::model::weights::BlockWeights;
+use crate::model::weights::Upload;
 use crate::Result;
 use candle_core::Device;
 use cardinfer_core::ModelLayout;

@@ -13,7 +13,7 @@
 
 use super::reader::{parallel_copy, BlockReader, Uploader};
 use crate::device::{DeviceMarker, PinnedBuffer};
-use crate::weights::{head_rows_parts, BlockWeights};
+use crate::model::weights::{head_rows_parts, BlockWeights};
 use crate::{Result, StreamError};
 use candle_core::Device;
 use cardinfer_core::{BlockId, ModelLayout, ModelSpec, TensorInfo};

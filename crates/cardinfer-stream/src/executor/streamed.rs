@@ -9,11 +9,12 @@ use super::pool::{PoolStats, SlotPool, SlotTicket};
 use super::reader::BlockReader;
 use super::timeline::Timeline;
 use crate::device::DeviceMarker;
-use crate::kv_cache::KvCache;
-use crate::layer_stream::LayerStream;
-use crate::model::{check_tokens, Logits, TextModel};
-use crate::weights::BlockWeights;
-use crate::weights::{device_bytes_of, head_rows_parts};
+use crate::model::kv_cache::KvCache;
+use crate::model::layer_stream::LayerStream;
+use crate::model::resident::{check_tokens, Logits, TextModel};
+use crate::model::weights::BlockWeights;
+use crate::cuda::sizes::device_bytes_of;
+use crate::model::weights::head_rows_parts;
 use crate::{Result, StreamError};
 use candle_core::{Device, IndexOp, Tensor, D};
 use cardinfer_core::{BlockId, ModelLayout, ModelSpec};
@@ -138,8 +139,8 @@ pub struct StreamedModel {
     /// The fused decode kernels for the device layers, where they apply.
     fused: FusedLayers,
     /// The rotary tables for host layers computed with the device's bits
-    /// ([`crate::exact`]); set while the fused kernels decode.
-    exact_rope: Option<crate::rope::Rope>,
+    /// ([`crate::cpu::exact`]); set while the fused kernels decode.
+    exact_rope: Option<crate::model::rope::Rope>,
 }
 
 impl std::fmt::Debug for StreamedModel {
@@ -151,8 +152,8 @@ impl std::fmt::Debug for StreamedModel {
 impl StreamedModel {
     /// Builds the model: loads the embedding into host memory and resident blocks onto
     /// `device` (reporting `progress(done, total)`); streamed blocks are read per pass.
-    /// `family` computes the blocks: the built-in [`crate::family::Decoder`], or a block
-    /// type of your own through [`crate::block_adapter::BlockAdapter`].
+    /// `family` computes the blocks: the built-in [`crate::model::family::Decoder`], or a block
+    /// type of your own through [`crate::model::block_adapter::BlockAdapter`].
     pub fn new(
         family: impl LayerStream + Send + Sync + 'static,
         layout: ModelLayout,
@@ -211,9 +212,9 @@ impl StreamedModel {
     /// Chooses how single tokens are decoded for a model of the built-in decoder with
     /// `rope`: the fused kernels layer by layer on the device where `path` asks for them
     /// and the model suits them, the plain blocks otherwise. Layers on the CPU (hybrid)
-    /// then compute decode steps with the device's bits ([`crate::exact`]) where the
+    /// then compute decode steps with the device's bits ([`crate::cpu::exact`]) where the
     /// weights' types allow, the plain block otherwise.
-    pub fn prepare_decode_path(&mut self, path: crate::fused::DecodePath, rope: &crate::rope::Rope) {
+    pub fn prepare_decode_path(&mut self, path: crate::executor::fused::DecodePath, rope: &crate::model::rope::Rope) {
         self.fused = FusedLayers::new(path, self.family.spec(), rope, &self.device, self.plan.kv_on_host);
         self.exact_rope = self.fused.capacity().map(|_| rope.clone());
     }
@@ -288,7 +289,7 @@ impl StreamedModel {
         let on_device = |i: usize| !self.host.contains_key(&BlockId::Layer(i));
         let hidden = self.fused.start(x, tokens.len(), kv, &on_device)?;
         // Where the device decodes with the fused kernels, the CPU computes host layers
-        // only in their decode steps, with the device's bits ([`crate::exact`]); a pass
+        // only in their decode steps, with the device's bits ([`crate::cpu::exact`]); a pass
         // the device runs with plain blocks (a prompt chunk, a cache without buffers yet)
         // streams them, as the CPU's Candle ops would round differently.
         let allowed = self.exact_rope.is_none() || hidden.is_fused();
@@ -498,14 +499,14 @@ impl StreamedModel {
                 self.read_ahead(source, ahead, 0);
                 let start = Instant::now();
                 let (family, slot) = (&self.family, kv.layer_mut(i));
-                // A decode step on the fused path: the device's bits ([`crate::exact`]).
+                // A decode step on the fused path: the device's bits ([`crate::cpu::exact`]).
                 let exact = match (&self.exact_rope, hidden.is_fused()) {
-                    (Some(rope), true) => crate::exact::decode_layer(family.spec(), rope, weights, &x_host, slot)?,
+                    (Some(rope), true) => crate::cpu::exact::decode_layer(family.spec(), rope, weights, &x_host, slot)?,
                     _ => None,
                 };
                 let y = match exact {
                     Some(y) => y,
-                    None => crate::cpu_matvec::with_serial_small_ops(|| family.block(i, weights, &x_host, slot, pos))?,
+                    None => crate::cpu::matvec::with_serial_small_ops(|| family.block(i, weights, &x_host, slot, pos))?,
                 };
                 let computed = Instant::now();
                 hidden.set(y.to_device(&self.device)?)?;
@@ -650,7 +651,7 @@ impl StreamedModel {
     /// Lets the first decode steps choose how many of the plan's host layers the CPU
     /// computes (see [`cardinfer_plan::tuning`]): from all of them down, each count
     /// measured over a few steps, the fastest kept; then how many CPU threads compute
-    /// them, from the host pool's count down ([`crate::host_pool`]); then it keeps
+    /// them, from the host pool's count down ([`crate::cpu::host_pool`]); then it keeps
     /// comparing the split with stream-only, both measured again, and uses the faster
     /// ([`cardinfer_plan::split_watch`]). Off by default; the loader turns it on for
     /// hybrid plans whose host-layer count the planner chose. Restarts the search.
@@ -658,7 +659,7 @@ impl StreamedModel {
         let planned = host_layers_of(&self.plan, &self.host);
         // Without host layers there is nothing to search (and no pool to start). A search
         // starts from the pool's own count, not from what an earlier one left.
-        let search = (on && !planned.is_empty()).then(crate::host_pool::default_threads);
+        let search = (on && !planned.is_empty()).then(crate::cpu::host_pool::default_threads);
         *self.lock_split() = HostSplit::new(planned, self.family.spec().num_layers, search);
     }
 

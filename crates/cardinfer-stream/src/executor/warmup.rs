@@ -5,11 +5,11 @@
 //! whole process may use on the device, not only the weights.
 
 use crate::device::device_memory;
-use crate::family::Decoder;
-use crate::kv_cache::KvSlot;
-use crate::layer_stream::LayerStream;
-use crate::names::Role;
-use crate::weights::{BlockWeights, Weight};
+use crate::model::family::Decoder;
+use crate::model::kv_cache::KvSlot;
+use crate::model::layer_stream::LayerStream;
+use crate::model::names::Role;
+use crate::model::weights::{BlockWeights, Weight};
 use crate::Result;
 use candle_core::quantized::{ggml_file::qtensor_from_ggml, QTensor};
 use candle_core::{Device, Tensor};

@@ -1,0 +1,174 @@
+//! One decoder layer for one new token on the CPU, with the bits of the CUDA path's fused
+//! layer (`FusedDecoder::enqueue_layer`): the kernels' CPU twins in its launch order.
+
+use super::kernels::{add_rms_norm, decode_attention, head_norm_rope, silu_mul, AttentionShape, Rotation};
+use super::mmvq;
+use super::stages::StageClock;
+use crate::model::kv_cache::KvSlot;
+use crate::model::names::Role;
+use crate::model::rope::Rope;
+use crate::model::weights::{BlockWeights, Weight};
+use crate::{Result, StreamError};
+use candle_core::quantized::QTensor;
+use candle_core::{Device, Storage, Tensor};
+use cardinfer_core::ModelSpec;
+
+/// Whether [`decode_layer`] computes a layer of `spec` with `weights`: the head layout the
+/// kernels take, Q4_K/Q6_K matrices and f32 norms in host memory.
+pub fn supports(spec: &ModelSpec, weights: &BlockWeights) -> bool {
+    let d = spec.head_dim;
+    let heads_ok = d.is_multiple_of(64)
+        && d <= 256
+        && spec.num_kv_heads > 0
+        && spec.num_heads.is_multiple_of(spec.num_kv_heads)
+        && spec.hidden_size.is_multiple_of(256)
+        && spec.intermediate_size.is_multiple_of(256)
+        && (spec.num_heads * d).is_multiple_of(256);
+    let matrix_ok =
+        |role| matches!(weights.get(role), Ok(Weight::Quantized(q)) if mmvq::covers(q.dtype()) && q.device().is_cpu());
+    let vector_ok = |role| match weights.get(role) {
+        Ok(Weight::Dense(t)) => t.dtype() == candle_core::DType::F32 && t.device().is_cpu(),
+        _ => false,
+    };
+    let optional_ok = |role| !weights.has(role) || vector_ok(role);
+    heads_ok
+        && [Role::AttnQ, Role::AttnK, Role::AttnV, Role::AttnOutput, Role::FfnGate, Role::FfnUp, Role::FfnDown]
+            .into_iter()
+            .all(matrix_ok)
+        && [Role::AttnNorm, Role::FfnNorm].into_iter().all(vector_ok)
+        && [Role::AttnQBias, Role::AttnKBias, Role::AttnVBias, Role::AttnQNorm, Role::AttnKNorm]
+            .into_iter()
+            .all(optional_ok)
+}
+
+/// Layer `weights` for the token at position `kv.len()` with residual input `x` (`[1, 1,
+/// hidden]` f32 on the CPU): returns the layer's output and appends the token's key and
+/// value to `kv` (moved to host memory first). `None`, with nothing changed, where
+/// [`supports`] says no.
+pub fn decode_layer(
+    spec: &ModelSpec,
+    rope: &Rope,
+    weights: &BlockWeights,
+    x: &Tensor,
+    kv: &mut KvSlot,
+) -> Result<Option<Tensor>> {
+    if !supports(spec, weights) {
+        return Ok(None);
+    }
+    let (d, heads, kv_heads) = (spec.head_dim, spec.num_heads, spec.num_kv_heads);
+    let eps = spec.rms_norm_eps as f32;
+    let pos = kv.len();
+    let vector = |role: Role| -> Result<Option<Vec<f32>>> {
+        match weights.has(role) {
+            true => Ok(Some(weights.get(role)?.dense()?.flatten_all()?.to_vec1::<f32>()?)),
+            false => Ok(None),
+        }
+    };
+    let required = |role: Role| -> Result<Vec<f32>> {
+        vector(role)?.ok_or(StreamError::InvalidParameter { name: "weights", reason: format!("no {role:?}") })
+    };
+    let mut stages = StageClock::start();
+    let mut x = x.flatten_all()?.to_vec1::<f32>()?;
+    let mut h = vec![0f32; spec.hidden_size];
+    add_rms_norm(&mut x, None, &required(Role::AttnNorm)?, eps, &mut h);
+    stages.mark("attn_norm");
+    let [q, k, v] = products(weights, [Role::AttnQ, Role::AttnK, Role::AttnV], &h)?;
+    stages.mark("qkv");
+    let (q_bias, k_bias, v_bias) = (vector(Role::AttnQBias)?, vector(Role::AttnKBias)?, vector(Role::AttnVBias)?);
+    let (q_norm, k_norm) =
+        if spec.qk_norm { (vector(Role::AttnQNorm)?, vector(Role::AttnKNorm)?) } else { (None, None) };
+    stages.mark("head_norms");
+    let (cos, sin) = rope.tables(pos, 1, &Device::Cpu)?;
+    let (cos, sin) = (cos.flatten_all()?.to_vec1::<f32>()?, sin.flatten_all()?.to_vec1::<f32>()?);
+    stages.mark("rope");
+    let rotation = Rotation { cos: &cos, sin: &sin, style: spec.rope_style };
+    let heads_of = |all: &[f32], count: usize, bias: &Option<Vec<f32>>, norm: &Option<Vec<f32>>, rotate: bool| {
+        let mut out = vec![0f32; count * d];
+        for (i, dst) in out.chunks_exact_mut(d).enumerate() {
+            let bias = bias.as_deref().map(|b| &b[i * d..(i + 1) * d]);
+            let norm = norm.as_deref().map(|w| (w, eps));
+            head_norm_rope(&all[i * d..(i + 1) * d], bias, norm, rotate.then_some(rotation), dst);
+        }
+        out
+    };
+    let q_rot = heads_of(&q, heads, &q_bias, &q_norm, true);
+    stages.mark("q_heads");
+    let k_new = heads_of(&k, kv_heads, &k_bias, &k_norm, true);
+    let v_new = heads_of(&v, kv_heads, &v_bias, &None, false);
+
+    stages.mark("kv_heads");
+    let mut attn = vec![0f32; heads * d];
+    let (keys, values) = append(kv, k_new, v_new, kv_heads, d)?;
+    stages.mark("append");
+    with_host_f32(&keys, |k_all, capacity| {
+        with_host_f32(&values, |v_all, _| {
+            let shape = AttentionShape { heads, kv_heads, head_dim: d, capacity };
+            decode_attention(&q_rot, k_all, v_all, shape, pos + 1, &mut attn);
+        })
+    })??;
+    stages.mark("attention");
+    let [o] = products(weights, [Role::AttnOutput], &attn)?;
+    stages.mark("o");
+    add_rms_norm(&mut x, Some(&o), &required(Role::FfnNorm)?, eps, &mut h);
+    stages.mark("ffn_norm");
+    let [gate, up] = products(weights, [Role::FfnGate, Role::FfnUp], &h)?;
+    stages.mark("gate_up");
+    let mut act = vec![0f32; gate.len()];
+    silu_mul(&gate, &up, &mut act);
+    stages.mark("silu");
+    let [down] = products(weights, [Role::FfnDown], &act)?;
+    stages.mark("down");
+    x.iter_mut().zip(&down).for_each(|(x, d)| *x += d);
+    stages.print();
+    Ok(Some(Tensor::from_vec(x, (1, 1, spec.hidden_size), &Device::Cpu)?))
+}
+
+/// `input · Wᵀ` for the matrices of `roles` (one job of the thread pool).
+fn products<const N: usize>(weights: &BlockWeights, roles: [Role; N], input: &[f32]) -> Result<[Vec<f32>; N]> {
+    let not_layer = |reason: String| StreamError::InvalidParameter { name: "weights", reason };
+    let mut ws: Vec<&QTensor> = Vec::with_capacity(N);
+    for role in roles {
+        match weights.get(role)? {
+            Weight::Quantized(q) => ws.push(q),
+            _ => return Err(not_layer(format!("{role:?} is not quantized"))),
+        }
+    }
+    let ys = mmvq::products(&ws, input)?.ok_or_else(|| not_layer(format!("{roles:?}: not the layer's shapes")))?;
+    ys.try_into().map_err(|_| not_layer(format!("{roles:?}: another count of products")))
+}
+
+/// Appends the new key and value (`[kv_heads, head_dim]` each) to `kv` in host memory and
+/// returns the key and value tensors `[1, kv_heads, capacity, head_dim]` attention reads
+/// (the preallocated buffers, or the grown cache).
+fn append(kv: &mut KvSlot, k: Vec<f32>, v: Vec<f32>, kv_heads: usize, d: usize) -> Result<(Tensor, Tensor)> {
+    kv.move_to(&Device::Cpu)?;
+    let k = Tensor::from_vec(k, (1, kv_heads, 1, d), &Device::Cpu)?;
+    let v = Tensor::from_vec(v, (1, kv_heads, 1, d), &Device::Cpu)?;
+    if let Some((kb, vb)) = kv.buffers() {
+        let (kb, vb) = (kb.clone(), vb.clone());
+        if kv.len() < kv.capacity() {
+            kb.slice_set(&k, 2, kv.len())?;
+            vb.slice_set(&v, 2, kv.len())?;
+        }
+        kv.commit(1)?;
+        return Ok((kb, vb));
+    }
+    kv.append(&k, &v)
+}
+
+/// Runs `f` on the f32 data of a contiguous CPU tensor `[1, heads, capacity, d]` (from its
+/// first element) and its `capacity`.
+fn with_host_f32<R>(t: &Tensor, f: impl FnOnce(&[f32], usize) -> R) -> Result<R> {
+    let capacity = t.dim(2)?;
+    let not_host =
+        || StreamError::InvalidParameter { name: "kv", reason: "the KV cache is not f32 in host memory".into() };
+    let (storage, layout) = t.storage_and_layout();
+    if !layout.is_contiguous() {
+        return Err(StreamError::InvalidParameter { name: "kv", reason: "the KV cache is not contiguous".into() });
+    }
+    let Storage::Cpu(cpu) = &*storage else { return Err(not_host()) };
+    let data = cpu.as_slice::<f32>().map_err(|_| not_host())?;
+    let start = layout.start_offset();
+    let data = data.get(start..start + t.elem_count()).ok_or_else(not_host)?;
+    Ok(f(data, capacity))
+}

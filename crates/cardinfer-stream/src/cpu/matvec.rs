@@ -1,0 +1,399 @@
+//! Products of block-quantized weights with activations on the CPU: the decode step of
+//! host-placed layers (one row) and, so that chunking never changes the bits, every other
+//! CPU product of the built-in decoder too.
+//!
+//! Candle's CPU path repacks Q4_K weights on x86 into 16-row tiles with the scales unpacked
+//! to f32: 3072 bytes where the file holds 2304 for the same 16 rows × 256 values, so a
+//! decode step that is bound by memory reads a third more bytes — and the tiles are a
+//! second copy of every host layer. Here each output row is a dot product straight over
+//! the file's blocks with Candle's own SIMD block kernels ([`GgmlType::vec_dot`]), or for
+//! Q4_K and Q6_K on CPUs with AVX-512 VNNI ours ([`crate::cpu::x86::vnni_dot`]); the rows are split
+//! into contiguous ranges, tasks of the host pool ([`crate::cpu::host_pool`]), so each thread
+//! streams one region of memory.
+//!
+//! The activations are quantized to the weight type's dot-product partner (Q8_K for the
+//! k-quants, Q8_0 for the legacy types) exactly as Candle does, so with Candle's block
+//! kernels a row's value is Candle's unpacked-path value for that row (ours sum in another
+//! order: the last bits can differ).
+//!
+//! `CARDINFER_CPU_MATVEC=candle` (or [`use_candle_matmul`]) sends every product to Candle's
+//! matmul instead (to compare the two on a machine).
+
+use candle_core::quantized::k_quants::{
+    BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8_0,
+};
+use candle_core::quantized::{GgmlDType, GgmlType, QTensor};
+use candle_core::{DType, Device, Tensor};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+/// Output rows per task: enough work (a few hundred KB of weights) to amortize the task,
+/// small enough that every thread of a 16-core pool gets several.
+const ROWS_PER_TASK: usize = 64;
+
+/// `x @ Wᵀ` for a block-quantized `W` `[n, k]` held in host memory and an f32 `x`
+/// `[.., k]` on the CPU; `None` when this path does not apply (another device, an
+/// unsupported type or layout) and the caller should use Candle's matmul. Every row count
+/// goes through the same per-row dot products, so a prompt computed in chunks of any
+/// size (or token by token) gives the same bits.
+pub fn try_matvec(w: &QTensor, x: &Tensor) -> candle_core::Result<Option<Tensor>> {
+    Ok(try_matvec_many(&[w], x)?.and_then(|mut ys| ys.pop()))
+}
+
+/// `x @ Wᵢᵀ` for several weights that share the input (a layer's q, k and v; its gate and
+/// up), as one parallel job: one wake-up of the pool instead of one per weight, and the
+/// work of the small ones (k, v) balanced with the large. `None` when any of them is not
+/// covered (see [`try_matvec`]); then the caller computes each on its own.
+pub fn try_matvec_many(ws: &[&QTensor], x: &Tensor) -> candle_core::Result<Option<Vec<Tensor>>> {
+    if !enabled() || !matches!(x.device(), Device::Cpu) || x.dtype() != DType::F32 || ws.is_empty() {
+        return Ok(None);
+    }
+    let dims = x.dims();
+    let Some((&k, lead)) = dims.split_last() else { return Ok(None) };
+    let rows: usize = lead.iter().product();
+    if rows == 0 {
+        return Ok(None);
+    }
+    let mut shapes = Vec::with_capacity(ws.len());
+    for w in ws {
+        match (w.device(), w.shape().dims()) {
+            (Device::Cpu, [n, wk]) if *wk == k => shapes.push(*n),
+            _ => return Ok(None),
+        }
+    }
+    let x = x.contiguous()?;
+    let xs = x.flatten_all()?.to_vec1::<f32>()?;
+    let data = ws.iter().map(|w| w.data()).collect::<candle_core::Result<Vec<_>>>()?;
+    let mut kernels = Vec::with_capacity(ws.len());
+    for ((w, bytes), &n) in ws.iter().zip(&data).zip(&shapes) {
+        match kernel_for(w.dtype(), bytes, n, k, &xs, rows) {
+            Some(kernel) => kernels.push(kernel),
+            None => return Ok(None),
+        }
+    }
+    // Outputs in [n, rows] order so a task owns one contiguous range; transposed after.
+    let mut outs: Vec<Vec<f32>> = shapes.iter().map(|&n| vec![0f32; n * rows]).collect();
+    let mut tasks: Vec<Task<'_>> = Vec::new();
+    for (kernel, out) in kernels.iter().zip(outs.iter_mut()) {
+        for (t, chunk) in out.chunks_mut(ROWS_PER_TASK * rows).enumerate() {
+            tasks.push((kernel.as_ref(), t * ROWS_PER_TASK, chunk));
+        }
+    }
+    run_tasks(tasks, |(kernel, first, out)| {
+        for (i, out_row) in out.chunks_exact_mut(rows).enumerate() {
+            kernel.dot(*first + i, out_row);
+        }
+    });
+    let mut ys = Vec::with_capacity(outs.len());
+    for (out, &n) in outs.into_iter().zip(&shapes) {
+        let mut shape = lead.to_vec();
+        shape.push(n);
+        ys.push(Tensor::from_vec(transpose(out, n, rows), shape, &Device::Cpu)?);
+    }
+    Ok(Some(ys))
+}
+
+/// Runs `work` on every task, each once, as one job of the host pool
+/// ([`crate::cpu::host_pool`]): its workers spin briefly between jobs, so a layer's products do
+/// not each wait for threads to wake up (measured on the H100 machine with Candle's
+/// barrier pool, which works the same way: hybrid decode 15.9 → 18.4 tok/s (14B), 15.5 →
+/// 19.7 (4B) against Rayon's pool; BENCHMARKS.md, run55), and its thread count can change
+/// between jobs. A task is taken by exactly one thread; its lock only hands the task (and
+/// the output it fills) over.
+pub(crate) fn run_tasks<T: Send>(tasks: Vec<T>, work: impl Fn(&mut T) + Sync) {
+    let tasks: Vec<Mutex<T>> = tasks.into_iter().map(Mutex::new).collect();
+    crate::cpu::host_pool::global().for_each_range(tasks.len(), |range| {
+        for task in &tasks[range] {
+            work(&mut task.lock().unwrap_or_else(|e| e.into_inner()));
+        }
+    });
+}
+
+/// `[n, rows]` → `[rows, n]` (nothing to do for one row).
+fn transpose(by_weight_row: Vec<f32>, n: usize, rows: usize) -> Vec<f32> {
+    if rows == 1 {
+        return by_weight_row;
+    }
+    let mut out = vec![0f32; n * rows];
+    for (j, values) in by_weight_row.chunks_exact(rows).enumerate() {
+        for (r, v) in values.iter().enumerate() {
+            out[r * n + j] = *v;
+        }
+    }
+    out
+}
+
+/// Runs `f` — one host layer's computation for a decode step — on a one-thread Rayon
+/// pool. Candle's CPU norms, RoPE and softmax split their rows over Rayon's pool; for one
+/// token that is microseconds of work per op, and a pool asleep since the last layer (or
+/// competing for cores with the matrix products' spinning pool) costs more to wake than
+/// the op itself. The matrix products inside still run on all the pool's threads.
+/// Measured on the H100 machine, one CPU layer at 14 threads (`host_layer` example,
+/// run58): 14B-shaped 4.08 → 3.48 ms, 4B-shaped 1.28 → 1.25 ms.
+pub fn with_serial_small_ops<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
+    let pool = POOL.get_or_init(|| {
+        rayon::ThreadPoolBuilder::new().num_threads(1).thread_name(|_| "cardinfer-host-layer".into()).build().ok()
+    });
+    match pool {
+        Some(pool) => pool.install(f),
+        None => f(),
+    }
+}
+
+/// Whether products go to Candle's matmul instead: `CARDINFER_CPU_MATVEC=candle` at start,
+/// or [`use_candle_matmul`].
+static CANDLE_MATMUL: std::sync::OnceLock<AtomicBool> = std::sync::OnceLock::new();
+
+fn candle_matmul() -> &'static AtomicBool {
+    CANDLE_MATMUL.get_or_init(|| AtomicBool::new(std::env::var("CARDINFER_CPU_MATVEC").is_ok_and(|v| v == "candle")))
+}
+
+/// Sends every CPU product of this process to Candle's quantized matmul (`true`) or to
+/// this module (`false`, the default). Candle's x86 path rounds differently (its tiles
+/// sum in another order): a block written with Candle's ops (`block_adapter`) gives the
+/// built-in decoder's bits only with Candle's matmul on both sides.
+pub fn use_candle_matmul(on: bool) {
+    candle_matmul().store(on, Ordering::Relaxed);
+}
+
+fn enabled() -> bool {
+    !candle_matmul().load(Ordering::Relaxed)
+}
+
+/// Rows `first..` of one weight and the output they fill (`[rows, inputs]`).
+type Task<'a> = (&'a dyn RowDot, usize, &'a mut [f32]);
+
+/// One weight row's dot products with every input row.
+trait RowDot: Sync {
+    /// Writes row `row`'s product with input row `r` into `out[r]`.
+    fn dot(&self, row: usize, out: &mut [f32]);
+}
+
+/// A weight's blocks, the input quantized to their dot-product partner, and our block
+/// dot products where there are some ([`crate::cpu::x86::vnni_dot`]; `None` / `false` from them, or
+/// no kernel, means Candle's).
+struct Blocks<'a, T: GgmlType> {
+    w: &'a [T],
+    xq: Vec<T::VecDotType>,
+    k: usize,
+    kernels: Kernels<T>,
+}
+
+/// A weight row's dot products with several input rows at once, into one output each;
+/// `false` where the kernel does not run.
+type ManyDot<T> = fn(&[T], &[<T as GgmlType>::VecDotType], &mut [f32]) -> bool;
+
+/// Our dot products of a weight type: one input row, and several at once (the same bits
+/// per row, the weights unpacked once).
+struct Kernels<T: GgmlType> {
+    one: fn(&[T], &[T::VecDotType]) -> Option<f32>,
+    many: ManyDot<T>,
+}
+
+impl<T: GgmlType> RowDot for Blocks<'_, T> {
+    fn dot(&self, row: usize, out: &mut [f32]) {
+        let w_blocks = self.k / T::BLCK_SIZE;
+        let x_blocks = self.k / T::VecDotType::BLCK_SIZE;
+        let w = &self.w[row * w_blocks..(row + 1) * w_blocks];
+        if out.len() > 1 && (self.kernels.many)(w, &self.xq, out) {
+            return;
+        }
+        for (value, q) in out.iter_mut().zip(self.xq.chunks_exact(x_blocks)) {
+            *value = (self.kernels.one)(w, q).unwrap_or_else(|| T::vec_dot(self.k, w, q));
+        }
+    }
+}
+
+/// No kernels of ours for this type: Candle's block dot product runs.
+fn candle_only<T: GgmlType>() -> Kernels<T> {
+    Kernels { one: |_, _| None, many: |_, _, _| false }
+}
+
+/// The row kernel for a weight of `dtype`, `None` for types and layouts not covered.
+fn kernel_for<'a>(
+    dtype: GgmlDType,
+    bytes: &'a [u8],
+    n: usize,
+    k: usize,
+    xs: &[f32],
+    rows: usize,
+) -> Option<Box<dyn RowDot + 'a>> {
+    fn make<'a, T: GgmlType + 'a>(
+        (bytes, n, k, xs, rows): (&'a [u8], usize, usize, &[f32], usize),
+        kernels: Kernels<T>,
+    ) -> Option<Box<dyn RowDot + 'a>> {
+        let w = blocks_of::<T>(bytes, n, k)?;
+        let x_blocks = k / T::VecDotType::BLCK_SIZE;
+        let mut xq = vec![T::VecDotType::zeros(); rows * x_blocks];
+        for (x, q) in xs.chunks_exact(k).zip(xq.chunks_exact_mut(x_blocks)) {
+            T::VecDotType::from_float(x, q);
+        }
+        Some(Box::new(Blocks { w, xq, k, kernels }))
+    }
+    let args = (bytes, n, k, xs, rows);
+    match dtype {
+        GgmlDType::Q4K => {
+            make::<BlockQ4K>(args, Kernels { one: crate::cpu::x86::vnni_dot::dot_q4k, many: crate::cpu::x86::vnni_dot::dot_q4k_many })
+        }
+        GgmlDType::Q6K => {
+            make::<BlockQ6K>(args, Kernels { one: crate::cpu::x86::vnni_dot::dot_q6k, many: crate::cpu::x86::vnni_dot::dot_q6k_many })
+        }
+        GgmlDType::Q5K => make::<BlockQ5K>(args, candle_only()),
+        GgmlDType::Q3K => make::<BlockQ3K>(args, candle_only()),
+        GgmlDType::Q2K => make::<BlockQ2K>(args, candle_only()),
+        GgmlDType::Q8_0 => make::<BlockQ8_0>(args, candle_only()),
+        GgmlDType::Q4_0 => make::<BlockQ4_0>(args, candle_only()),
+        GgmlDType::Q4_1 => make::<BlockQ4_1>(args, candle_only()),
+        GgmlDType::Q5_0 => make::<BlockQ5_0>(args, candle_only()),
+        GgmlDType::Q5_1 => make::<BlockQ5_1>(args, candle_only()),
+        _ => None,
+    }
+}
+
+/// The blocks of `bytes` as `T`, if the length and alignment are those of `n` rows of `k`.
+pub(crate) fn blocks_of<T: GgmlType>(bytes: &[u8], n: usize, k: usize) -> Option<&[T]> {
+    if !k.is_multiple_of(T::BLCK_SIZE) || !k.is_multiple_of(T::VecDotType::BLCK_SIZE) {
+        return None;
+    }
+    let count = n * (k / T::BLCK_SIZE);
+    let aligned = (bytes.as_ptr() as usize).is_multiple_of(std::mem::align_of::<T>());
+    if !aligned || bytes.len() != count * std::mem::size_of::<T>() {
+        return None;
+    }
+    // SAFETY: the length and alignment were checked above, and every Candle block type is
+    // plain old data (integers and f16 scales, any bit pattern valid).
+    Some(unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<T>(), count) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::quantized::QMatMul;
+    use candle_core::Module;
+
+    fn weights(dtype: GgmlDType, n: usize, k: usize) -> QTensor {
+        let values: Vec<f32> = (0..n * k).map(|i| ((i * 7919 % 1013) as f32 / 1013.0 - 0.5) * 0.2).collect();
+        let w = Tensor::from_vec(values, (n, k), &Device::Cpu).expect("tensor");
+        QTensor::quantize(&w, dtype).expect("quantize")
+    }
+
+    fn input(rows: usize, k: usize) -> Tensor {
+        let values: Vec<f32> = (0..rows * k).map(|i| ((i * 104729 % 997) as f32 / 997.0 - 0.5) * 2.0).collect();
+        Tensor::from_vec(values, (1, rows, k), &Device::Cpu).expect("tensor")
+    }
+
+    /// Every supported type, one and several rows: the same values as Candle's matmul
+    /// within its own cross-kernel tolerance, and bit-identical to Candle's unpacked
+    /// per-row dot product.
+    #[test]
+    fn matches_candle_for_every_type() {
+        let (n, k) = (200, 512); // 200 rows: several tasks and a partial last one
+        for dtype in [
+            GgmlDType::Q4K,
+            GgmlDType::Q6K,
+            GgmlDType::Q5K,
+            GgmlDType::Q3K,
+            GgmlDType::Q2K,
+            GgmlDType::Q8_0,
+            GgmlDType::Q4_0,
+            GgmlDType::Q4_1,
+            GgmlDType::Q5_0,
+            GgmlDType::Q5_1,
+        ] {
+            let w = weights(dtype, n, k);
+            for rows in [1, 3] {
+                let x = input(rows, k);
+                let ours = try_matvec(&w, &x).expect("runs").expect("applies");
+                assert_eq!(ours.dims(), &[1, rows, n]);
+                let candle = QMatMul::QTensor(std::sync::Arc::new(weights(dtype, n, k))).forward(&x).expect("candle");
+                let diff = (&ours - &candle).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+                let scale = candle.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+                assert!(diff <= 1e-4 * scale.max(1.0), "{dtype:?} rows {rows}: max diff {diff} (scale {scale})");
+            }
+        }
+    }
+
+    /// Each output is the per-row dot product of the kernel in use: Candle's block
+    /// kernel, or ours for Q4_K where the CPU has AVX-512 VNNI.
+    #[test]
+    fn rows_equal_the_per_row_dot_product() {
+        let (n, k) = (70, 768);
+        let w = weights(GgmlDType::Q4K, n, k);
+        let x = input(1, k);
+        let ours = try_matvec(&w, &x).unwrap().unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let bytes = w.data().unwrap();
+        let blocks = blocks_of::<BlockQ4K>(&bytes, n, k).unwrap();
+        let xs = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let mut xq = vec![<BlockQ4K as GgmlType>::VecDotType::zeros(); k / 256];
+        <BlockQ4K as GgmlType>::VecDotType::from_float(&xs, &mut xq);
+        for (j, v) in ours.iter().enumerate() {
+            let row = &blocks[j * 3..(j + 1) * 3];
+            let expected = crate::cpu::x86::vnni_dot::dot_q4k(row, &xq).unwrap_or_else(|| BlockQ4K::vec_dot(k, row, &xq));
+            assert_eq!(v.to_bits(), expected.to_bits(), "row {j}");
+        }
+    }
+
+    /// A prompt chunk's product (several input rows at once, the weights unpacked once
+    /// for them where our kernels run) has each row's bits from that row alone.
+    #[test]
+    fn a_chunk_of_rows_equals_its_rows_one_by_one() {
+        for dtype in [GgmlDType::Q4K, GgmlDType::Q6K, GgmlDType::Q8_0] {
+            let (n, k, rows) = (70, 512, 7);
+            let w = weights(dtype, n, k);
+            let x = input(rows, k);
+            let chunk = try_matvec(&w, &x).unwrap().unwrap().squeeze(0).unwrap().to_vec2::<f32>().unwrap();
+            for (r, values) in chunk.iter().enumerate() {
+                let alone = try_matvec(&w, &x.narrow(1, r, 1).unwrap()).unwrap().unwrap();
+                let alone = alone.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(values), bits(&alone), "{dtype:?}, input row {r}");
+            }
+        }
+    }
+
+    /// Weights of different types and heights sharing one input (Q4_K_M's q/k with Q6_K
+    /// v): each output equals its own single-weight product.
+    #[test]
+    fn several_weights_in_one_job_equal_each_alone() {
+        let ws =
+            [weights(GgmlDType::Q4K, 300, 512), weights(GgmlDType::Q6K, 70, 512), weights(GgmlDType::Q8_0, 64, 512)];
+        let refs: Vec<&QTensor> = ws.iter().collect();
+        for rows in [1, 2] {
+            let x = input(rows, 512);
+            let many = try_matvec_many(&refs, &x).unwrap().unwrap();
+            for (w, y) in ws.iter().zip(&many) {
+                let alone = try_matvec(w, &x).unwrap().unwrap();
+                assert_eq!(y.dims(), alone.dims());
+                let (a, b) = (
+                    y.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                    alone.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                );
+                assert_eq!(a, b, "{:?}, rows {rows}", w.dtype());
+            }
+        }
+        let wide = weights(GgmlDType::Q4K, 16, 768);
+        assert!(try_matvec_many(&[&ws[0], &wide], &input(1, 512)).unwrap().is_none(), "widths differ");
+    }
+
+    #[test]
+    fn declines_what_it_does_not_cover() {
+        let w = weights(GgmlDType::Q4K, 32, 256);
+        // Chunking does not change a row's bits: 9 rows at once equal each row alone.
+        let nine = input(9, 256);
+        let all = try_matvec(&w, &nine).unwrap().unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        for r in 0..9 {
+            let one = try_matvec(&w, &nine.narrow(1, r, 1).unwrap()).unwrap().unwrap();
+            assert_eq!(one.flatten_all().unwrap().to_vec1::<f32>().unwrap(), all[r * 32..(r + 1) * 32], "row {r}");
+        }
+        assert!(
+            try_matvec(&w, &input(1, 512).narrow(2, 0, 256).unwrap()).unwrap().is_some(),
+            "strided input is made contiguous"
+        );
+        let f16 =
+            QTensor::quantize(&Tensor::zeros((32, 256), DType::F32, &Device::Cpu).unwrap(), GgmlDType::F16).unwrap();
+        assert!(try_matvec(&f16, &input(1, 256)).unwrap().is_none(), "float weights");
+        let wrong_width = input(1, 512);
+        assert!(try_matvec(&w, &wrong_width).unwrap().is_none(), "width mismatch is left to Candle's error");
+    }
+}

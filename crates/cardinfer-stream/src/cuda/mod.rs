@@ -1,0 +1,12 @@
+//! The device side of streaming: the copy stream and its events, the slot buffers a
+//! streamed block is copied into, the quantized kernels launched on a slot's raw pointer,
+//! and the fused decode ops. Without the `cuda` feature every type here has a twin that
+//! compiles and reports "built without CUDA" (as Candle's `dummy_cuda_backend` does), so
+//! no `cfg` reaches the rest of the crate.
+
+pub mod copy_stream;
+pub mod fused_ops;
+pub mod sizes;
+#[cfg(feature = "cuda")]
+pub mod slot_kernels;
+pub mod slots;

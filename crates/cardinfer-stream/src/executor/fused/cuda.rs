@@ -1,0 +1,699 @@
+//! The fused decode path on CUDA: preallocated activations, the kernels of
+//! `kernels/decode.cu` and Candle's MMVQ kernels launched on raw addresses, recorded into
+//! one CUDA graph per KV cache and replayed for every token.
+//!
+//! Every address a launch uses is taken once, when the decoder is built, so nothing
+//! recorded touches Candle's allocator or its event tracking. What changes between tokens
+//! is read by the kernels from device memory written before each replay: the position,
+//! and a table of the KV buffers' addresses (rewritten only when a new cache is used). So
+//! the graph is recorded once, at the first decoded token, and replayed for all others.
+
+use super::reference::ATTENTION_CHUNK;
+use crate::cuda::copy_stream::dense_address;
+use crate::model::kv_cache::KvCache;
+use crate::model::names::Role;
+use crate::model::rope::Rope;
+use crate::cuda::slot_kernels::{self, Workspace};
+use crate::model::weights::{BlockWeights, Weight};
+use crate::{Result, StreamError};
+use candle_core::cuda_backend::cudarc::driver::{
+    result, sys, CudaFunction, CudaGraph, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg,
+};
+use candle_core::op::BackpropOp;
+use candle_core::quantized::GgmlDType;
+use candle_core::{CudaDevice, CudaStorage, DType, Device, Storage, Tensor};
+use cardinfer_core::{ModelSpec, RopeStyle};
+use std::ffi::c_void;
+use std::sync::Arc;
+
+mod layerwise;
+
+/// Threads of the attention partial kernel (it combines exactly 4 warps).
+const ATTENTION_THREADS: u32 = 128;
+/// Threads of the whole-vector RMS norm kernel: Candle's choice for its rmsnorm kernel
+/// (one warp under 1024 elements), so both add the squares in the same order.
+fn norm_threads(n: usize) -> u32 {
+    if n < 1024 {
+        32
+    } else {
+        1024
+    }
+}
+
+/// A block-quantized matrix on the device.
+#[derive(Debug, Clone, Copy)]
+struct Matrix {
+    address: u64,
+    dtype: GgmlDType,
+    rows: usize,
+    cols: usize,
+}
+
+/// Addresses of one layer's weights (0 where the family has no such tensor).
+#[derive(Debug, Clone, Copy)]
+struct LayerAddresses {
+    attn_norm: u64,
+    q: Matrix,
+    k: Matrix,
+    v: Matrix,
+    q_bias: u64,
+    k_bias: u64,
+    v_bias: u64,
+    q_norm: u64,
+    k_norm: u64,
+    o: Matrix,
+    ffn_norm: u64,
+    gate: Matrix,
+    up: Matrix,
+    down: Matrix,
+}
+
+/// The head's final norm weight and output matrix on the device.
+#[derive(Debug, Clone, Copy)]
+struct Head {
+    norm: u64,
+    output: Matrix,
+}
+
+/// The model's sizes as the kernels take them.
+#[derive(Debug, Clone, Copy)]
+struct Dims {
+    hidden: usize,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    ffn: usize,
+    vocab: usize,
+    capacity: usize,
+    chunks: usize,
+    layers: usize,
+    eps: f32,
+    interleaved: bool,
+}
+
+struct Kernels {
+    /// The head's norm (Candle's rmsnorm bits, as the plain head computes it).
+    add_rms_norm: CudaFunction,
+    /// The layers' norms (bits the CPU reproduces: [`crate::cpu::exact`]).
+    add_rms_norm_exact: CudaFunction,
+    qk_norm_rope_append: CudaFunction,
+    attention_partial: CudaFunction,
+    attention_combine: CudaFunction,
+    silu_mul_exact: CudaFunction,
+}
+
+/// The activations of one token, allocated once: a few MiB, most of it the attention
+/// partials (`heads × ceil(context / 64) × (head_dim + 2)` f32; 13 MiB for the 14B at a
+/// 40960-token context). The planner does not count them apart; every CUDA plan reserves
+/// the slot kernels' scratch (17–25 MiB for these models), which a fully resident run
+/// leaves unused and which has held them in every run so far — a model with many more
+/// heads at a long context would need them counted.
+struct Buffers {
+    /// Owns the memory the addresses below point into.
+    _slices: Vec<CudaSlice<f32>>,
+    _pos: CudaSlice<u32>,
+    _kv_table: CudaSlice<u64>,
+    kv_table_address: u64,
+    x: u64,
+    h: u64,
+    q: u64,
+    k: u64,
+    v: u64,
+    q_rot: u64,
+    attn: u64,
+    o: u64,
+    gate: u64,
+    up: u64,
+    act: u64,
+    down: u64,
+    logits: u64,
+    part_max: u64,
+    part_sum: u64,
+    part_acc: u64,
+    pos_address: u64,
+}
+
+/// Decodes one token through a resident model with fused kernels and a CUDA graph.
+pub struct FusedDecoder {
+    spec: ModelSpec,
+    device: CudaDevice,
+    stream: Arc<CudaStream>,
+    kernels: Kernels,
+    buffers: Buffers,
+    workspace: Workspace,
+    layers: Vec<LayerAddresses>,
+    /// The output norm and matrix (resident models; `None` layer by layer, where the
+    /// caller runs the head).
+    head: Option<Head>,
+    rope: (u64, u64),
+    _rope_tables: (Tensor, Tensor),
+    dims: Dims,
+    use_graph: bool,
+    /// Benchmarks only (`CARDINFER_FUSED_MATVEC_ONLY=1`): launch just the quantized matrix
+    /// products, so a token's time is what reading the weights costs and the difference
+    /// to a full token is the overhead. The output is meaningless.
+    matvec_only: bool,
+    graph: Option<CudaGraph>,
+    pos_host: Box<[u32; 1]>,
+    /// What the device's KV table holds: keys and values addresses, layer by layer.
+    kv_table_host: Vec<u64>,
+    /// Layer by layer only: the last layer's MLP output still waits in `down` to be added
+    /// to the residual stream `x` (the next norm kernel adds it).
+    residual_pending: bool,
+}
+
+// SAFETY: the only members that are not `Send` are the CUDA graph's driver handles. The
+// driver allows a graph to be launched and destroyed from any thread of the process, and
+// the decoder is used by one thread at a time (the models keep it behind a `Mutex`).
+unsafe impl Send for FusedDecoder {}
+
+/// The head layouts the kernels take: head size a multiple of 64 up to 256, whole groups.
+fn check_heads(spec: &ModelSpec) -> Result<()> {
+    let d = spec.head_dim;
+    if !d.is_multiple_of(64) || d > 256 || spec.num_kv_heads == 0 || !spec.num_heads.is_multiple_of(spec.num_kv_heads) {
+        return Err(unsupported(format!(
+            "head size {d} with {}/{} heads (the kernels take multiples of 64 up to 256)",
+            spec.num_heads, spec.num_kv_heads
+        )));
+    }
+    Ok(())
+}
+
+impl LayerAddresses {
+    /// The addresses of layer weights `w`, each checked against the spec's shapes.
+    fn of(spec: &ModelSpec, w: &BlockWeights) -> Result<Self> {
+        let d = spec.head_dim;
+        let (hidden, q_dim, kv_dim, ffn) =
+            (spec.hidden_size, spec.num_heads * d, spec.num_kv_heads * d, spec.intermediate_size);
+        Ok(Self {
+            attn_norm: vector(w, Role::AttnNorm, hidden)?,
+            q: matrix(w, Role::AttnQ, q_dim, hidden)?,
+            k: matrix(w, Role::AttnK, kv_dim, hidden)?,
+            v: matrix(w, Role::AttnV, kv_dim, hidden)?,
+            q_bias: vector(w, Role::AttnQBias, q_dim)?,
+            k_bias: vector(w, Role::AttnKBias, kv_dim)?,
+            v_bias: vector(w, Role::AttnVBias, kv_dim)?,
+            q_norm: if spec.qk_norm { vector(w, Role::AttnQNorm, d)? } else { 0 },
+            k_norm: if spec.qk_norm { vector(w, Role::AttnKNorm, d)? } else { 0 },
+            o: matrix(w, Role::AttnOutput, hidden, q_dim)?,
+            ffn_norm: vector(w, Role::FfnNorm, hidden)?,
+            gate: matrix(w, Role::FfnGate, ffn, hidden)?,
+            up: matrix(w, Role::FfnUp, ffn, hidden)?,
+            down: matrix(w, Role::FfnDown, hidden, ffn)?,
+        })
+    }
+}
+
+fn unsupported(reason: impl Into<String>) -> StreamError {
+    StreamError::InvalidParameter { name: "fused decode", reason: reason.into() }
+}
+
+fn cuda_err(e: impl std::fmt::Display) -> StreamError {
+    StreamError::Device { device: "cuda".into(), reason: format!("fused decode: {e}") }
+}
+
+/// The quantized matrix of `role`, checked to be `rows × cols` (`rows` 0: any) — the
+/// kernels read exactly that many bytes from its address.
+fn matrix(weights: &BlockWeights, role: Role, want_rows: usize, want_cols: usize) -> Result<Matrix> {
+    let (address, dtype, (rows, cols)) = match weights.get(role)? {
+        Weight::Quantized(q) => (q.device_ptr()? as u64, q.dtype(), q.shape().dims2()?),
+        // Streamed blocks: the matrix in its slot, laid out as Candle's MMVQ reads it.
+        Weight::InSlot(t) => (t.address(), t.dtype, t.shape),
+        Weight::Dense(_) => return Err(unsupported(format!("{role:?} is not block-quantized"))),
+    };
+    if cols != want_cols || (want_rows != 0 && rows != want_rows) {
+        return Err(StreamError::ShapeMismatch {
+            tensor: format!("{role:?} (fused decode path)"),
+            expected: vec![want_rows, want_cols],
+            found: vec![rows, cols],
+        });
+    }
+    if !slot_kernels::supports(dtype, cols) {
+        return Err(unsupported(format!("no MMVQ kernel for {role:?} ({dtype:?}, {cols} columns)")));
+    }
+    Ok(Matrix { address, dtype, rows, cols })
+}
+
+fn vector(weights: &BlockWeights, role: Role, len: usize) -> Result<u64> {
+    if !weights.has(role) {
+        return Ok(0);
+    }
+    let t = weights.get(role)?.dense()?;
+    if t.dtype() != DType::F32 || t.elem_count() != len || !t.is_contiguous() {
+        return Err(unsupported(format!("{role:?} is not {len} contiguous f32")));
+    }
+    dense_address(t).ok_or_else(|| unsupported(format!("{role:?} is not on the CUDA device")))
+}
+
+impl FusedDecoder {
+    /// Prepares the fused path for a resident model: checks that every matrix has an MMVQ
+    /// kernel and the head size suits the kernels, loads the kernels, allocates the
+    /// activations. Errors say why the model cannot take this path (it then decodes
+    /// through the plain one).
+    pub fn new(
+        spec: &ModelSpec,
+        rope: &Rope,
+        layers: &[BlockWeights],
+        head: &BlockWeights,
+        device: &Device,
+    ) -> Result<Self> {
+        let layers = layers.iter().map(|w| LayerAddresses::of(spec, w)).collect::<Result<Vec<_>>>()?;
+        let head = Head {
+            norm: vector(head, Role::OutputNorm, spec.hidden_size)?,
+            output: matrix(head, Role::Output, 0, spec.hidden_size)?,
+        };
+        Self::build(spec, rope, device, layers, Some(head))
+    }
+
+    /// The decoder without weights of its own, for models whose blocks move (streamed and
+    /// hybrid): each token is run layer by layer with the weights where they are at that
+    /// moment ([`FusedDecoder::layer`]); see `fused/layerwise.rs`.
+    pub fn layerwise(spec: &ModelSpec, rope: &Rope, device: &Device) -> Result<Self> {
+        Self::build(spec, rope, device, Vec::new(), None)
+    }
+
+    fn build(
+        spec: &ModelSpec,
+        rope: &Rope,
+        device: &Device,
+        layers: Vec<LayerAddresses>,
+        head: Option<Head>,
+    ) -> Result<Self> {
+        let Device::Cuda(cuda) = device else { return Err(unsupported("not a CUDA device")) };
+        check_heads(spec)?;
+        let d = spec.head_dim;
+        let (hidden, q_dim, kv_dim, ffn) =
+            (spec.hidden_size, spec.num_heads * d, spec.num_kv_heads * d, spec.intermediate_size);
+        let capacity = spec.context_length;
+        let dims = Dims {
+            hidden,
+            heads: spec.num_heads,
+            kv_heads: spec.num_kv_heads,
+            head_dim: d,
+            ffn,
+            // Layer by layer there are no logits: a one-element buffer stands in.
+            vocab: head.map_or(1, |h| h.output.rows),
+            capacity,
+            chunks: capacity.div_ceil(ATTENTION_CHUNK),
+            layers: spec.num_layers,
+            eps: spec.rms_norm_eps as f32,
+            interleaved: spec.rope_style == RopeStyle::Interleaved,
+        };
+        let (cos, sin) = rope.tables(0, capacity, device)?;
+        let rope_addresses = (
+            dense_address(&cos).ok_or_else(|| unsupported("RoPE tables not on the device"))?,
+            dense_address(&sin).ok_or_else(|| unsupported("RoPE tables not on the device"))?,
+        );
+        let stream = cuda.cuda_stream();
+        let kernels = load_kernels(cuda)?;
+        let buffers = Buffers::new(cuda, &dims, q_dim, kv_dim, spec.num_layers)?;
+        let workspace = Workspace::new(cuda, hidden.max(q_dim).max(ffn), 1)?;
+        let use_graph = std::env::var("CARDINFER_GRAPH").map_or(true, |v| v != "0");
+        Ok(Self {
+            spec: spec.clone(),
+            device: cuda.clone(),
+            stream,
+            kernels,
+            buffers,
+            workspace,
+            layers,
+            head,
+            rope: rope_addresses,
+            _rope_tables: (cos, sin),
+            dims,
+            use_graph,
+            matvec_only: std::env::var("CARDINFER_FUSED_MATVEC_ONLY").is_ok_and(|v| v == "1"),
+            graph: None,
+            pos_host: Box::new([0]),
+            kv_table_host: Vec::new(),
+            residual_pending: false,
+        })
+    }
+
+    /// Positions the KV cache must hold ([`KvCache::with_capacity`]) for this path.
+    pub fn capacity(&self) -> usize {
+        self.dims.capacity
+    }
+
+    /// Whether tokens are replayed from a CUDA graph (`CARDINFER_GRAPH=0` launches the
+    /// kernels one by one instead).
+    pub fn uses_graph(&self) -> bool {
+        self.use_graph
+    }
+
+    /// Runs the token whose embedding is `x` (`[1, 1, hidden]` f32) at position
+    /// `kv.len()`, appending its keys and values, and returns the logits `[1, vocab]`.
+    /// `Ok(None)` when `kv` has no preallocated buffers of this path's capacity yet (the
+    /// first token after a reset): the caller runs it through the plain path.
+    pub fn decode(&mut self, x: &Tensor, kv: &mut KvCache) -> Result<Option<Tensor>> {
+        if kv.num_layers() != self.layers.len() {
+            return Err(unsupported(format!("KV cache of {} layers for {}", kv.num_layers(), self.layers.len())));
+        }
+        let Some(kv_table) = self.kv_addresses(kv, &|_| true)? else { return Ok(None) };
+        self.load_token(x, kv.len(), kv_table)?;
+        if !self.use_graph {
+            self.enqueue()?;
+        } else {
+            if self.graph.is_none() {
+                self.graph = Some(self.record()?);
+            }
+            if let Some(graph) = &self.graph {
+                graph.launch().map_err(cuda_err)?;
+            }
+        }
+        for i in 0..kv.num_layers() {
+            kv.layer_mut(i).commit(1)?;
+        }
+        self.logits()
+    }
+
+    /// Copies the token's embedding `x` into the residual stream and writes its position
+    /// and the KV table (when it changed) where the kernels read them.
+    pub(super) fn load_token(&mut self, x: &Tensor, pos: usize, kv_table: Vec<u64>) -> Result<()> {
+        let x = x.contiguous()?;
+        let source = self.checked_hidden(&x)?;
+        self.pos_host[0] = pos as u32;
+        let stream = self.stream.cu_stream();
+        // SAFETY: the device buffers hold `hidden` f32, one u32 and 2 × layers u64; the
+        // host data lives in `self` and the copies are ordered before the launches below.
+        unsafe {
+            result::memcpy_dtod_async(self.buffers.x, source, self.dims.hidden * 4, stream).map_err(cuda_err)?;
+            result::memcpy_htod_async(self.buffers.pos_address, &self.pos_host[..], stream).map_err(cuda_err)?;
+            if kv_table != self.kv_table_host {
+                self.kv_table_host = kv_table;
+                result::memcpy_htod_async(self.buffers.kv_table_address, &self.kv_table_host[..], stream)
+                    .map_err(cuda_err)?;
+            }
+        }
+        self.residual_pending = false;
+        Ok(())
+    }
+
+    /// Checks that `x` is one f32 hidden state on the device; returns its address.
+    fn checked_hidden(&self, x: &Tensor) -> Result<u64> {
+        if x.elem_count() != self.dims.hidden || x.dtype() != DType::F32 {
+            return Err(StreamError::ShapeMismatch {
+                tensor: "hidden state (fused decode path)".into(),
+                expected: vec![1, 1, self.dims.hidden],
+                found: x.dims().to_vec(),
+            });
+        }
+        dense_address(x).ok_or_else(|| unsupported("hidden state not on the device"))
+    }
+
+    /// The device addresses of the keys and values of every layer `on_device` (0 for the
+    /// others), or `None` when one of them has no preallocated buffers of this path's
+    /// capacity on the device (then the plain path runs the token).
+    pub(super) fn kv_addresses(&self, kv: &KvCache, on_device: &dyn Fn(usize) -> bool) -> Result<Option<Vec<u64>>> {
+        let want = [1, self.dims.kv_heads, self.dims.capacity, self.dims.head_dim];
+        let mut addresses = Vec::with_capacity(2 * kv.num_layers());
+        for i in 0..kv.num_layers() {
+            if !on_device(i) {
+                addresses.extend([0, 0]);
+                continue;
+            }
+            let Some((k, v)) = kv.layer(i).buffers() else { return Ok(None) };
+            if k.dims() != want || v.dims() != want || k.dtype() != DType::F32 {
+                return Ok(None);
+            }
+            match (dense_address(k), dense_address(v)) {
+                (Some(k), Some(v)) => addresses.extend([k, v]),
+                _ => return Ok(None),
+            }
+        }
+        Ok(Some(addresses))
+    }
+
+    fn record(&self) -> Result<CudaGraph> {
+        self.stream.begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED).map_err(cuda_err)?;
+        let enqueued = self.enqueue();
+        // The capture must end whatever happened, or the stream stays unusable.
+        let graph = self.stream.end_capture(sys::CUgraphInstantiate_flags(0)).map_err(cuda_err);
+        enqueued?;
+        graph?.ok_or_else(|| cuda_err("stream capture recorded nothing"))
+    }
+
+    /// Launches one token: every block, then the head. Recorded or run as is. With
+    /// `matvec_only` only the quantizations and matrix products are launched.
+    fn enqueue(&self) -> Result<()> {
+        let head = self.head.ok_or_else(|| unsupported("a layer-by-layer decoder has no head to run a token"))?;
+        for (i, layer) in self.layers.iter().enumerate() {
+            self.enqueue_layer(i, layer, i > 0)?;
+        }
+        let b = &self.buffers;
+        if !self.matvec_only {
+            self.add_rms_norm(&self.kernels.add_rms_norm, if self.layers.is_empty() { 0 } else { b.down }, head.norm)?;
+        }
+        self.quantize(b.h, self.dims.hidden);
+        self.matvec(&head.output, b.logits)
+    }
+
+    /// Launches layer `i`; `residual_pending`: the previous layer's MLP output in `down`
+    /// is still to be added to `x` (the first norm adds it).
+    fn enqueue_layer(&self, i: usize, layer: &LayerAddresses, residual_pending: bool) -> Result<()> {
+        let b = &self.buffers;
+        let dims = self.dims;
+        let full = !self.matvec_only;
+        {
+            if full {
+                let norm = &self.kernels.add_rms_norm_exact;
+                self.add_rms_norm(norm, if residual_pending { b.down } else { 0 }, layer.attn_norm)?;
+            }
+            self.quantize(b.h, dims.hidden);
+            self.matvec(&layer.q, b.q)?;
+            self.matvec(&layer.k, b.k)?;
+            self.matvec(&layer.v, b.v)?;
+            if full {
+                self.qk_norm_rope_append(layer, i)?;
+                self.attention(i)?;
+            }
+            self.quantize(b.attn, dims.heads * dims.head_dim);
+            self.matvec(&layer.o, b.o)?;
+            if full {
+                self.add_rms_norm(&self.kernels.add_rms_norm_exact, b.o, layer.ffn_norm)?;
+            }
+            self.quantize(b.h, dims.hidden);
+            self.matvec(&layer.gate, b.gate)?;
+            self.matvec(&layer.up, b.up)?;
+            if full {
+                self.silu_mul()?;
+            }
+            self.quantize(b.act, dims.ffn);
+            self.matvec(&layer.down, b.down)?;
+        }
+        Ok(())
+    }
+
+    /// Launches `f` with its arguments in the order the kernels of decode.cu take them:
+    /// device addresses, then integers, then floats.
+    fn launch(
+        &self,
+        f: &CudaFunction,
+        grid: (u32, u32),
+        block: u32,
+        args: &[&u64],
+        ints: &[i32],
+        floats: &[f32],
+    ) -> Result<()> {
+        let mut builder = self.stream.launch_builder(f);
+        for a in args {
+            builder.arg(*a);
+        }
+        for i in ints {
+            builder.arg(i);
+        }
+        for x in floats {
+            builder.arg(x);
+        }
+        let config = LaunchConfig { grid_dim: (grid.0, grid.1, 1), block_dim: (block, 1, 1), shared_mem_bytes: 0 };
+        // SAFETY: the argument lists match the kernels' signatures in decode.cu, and every
+        // address is a live device buffer of the size the kernel reads or writes.
+        unsafe { builder.launch(config) }.map_err(cuda_err)?;
+        Ok(())
+    }
+
+    /// `x += residual` (unless 0), `h = norm(x) · weight`, by `kernel` (one of the two norms).
+    fn add_rms_norm(&self, kernel: &CudaFunction, residual: u64, weight: u64) -> Result<()> {
+        let b = &self.buffers;
+        self.launch(
+            kernel,
+            (1, 1),
+            norm_threads(self.dims.hidden),
+            &[&b.x, &residual, &weight, &b.h],
+            &[self.dims.hidden as i32],
+            &[self.dims.eps],
+        )
+    }
+
+    fn quantize(&self, input: u64, k: usize) {
+        // SAFETY: `input` holds `k` f32; the workspace was sized for the widest input.
+        unsafe { slot_kernels::quantize_q8_1(&self.workspace, input, k, 1, self.stream_ptr()) }
+    }
+
+    fn matvec(&self, m: &Matrix, out: u64) -> Result<()> {
+        // SAFETY: the matrix is a resident QTensor of `rows × cols`; `out` holds `rows` f32.
+        unsafe { slot_kernels::mmvq(&self.workspace, m.dtype, m.address, m.rows, m.cols, 1, out, self.stream_ptr()) }?;
+        Ok(())
+    }
+
+    fn qk_norm_rope_append(&self, l: &LayerAddresses, layer: usize) -> Result<()> {
+        let (b, d) = (&self.buffers, self.dims);
+        self.launch(
+            &self.kernels.qk_norm_rope_append,
+            ((d.heads + 2 * d.kv_heads) as u32, 1),
+            (d.head_dim / 2) as u32,
+            &[
+                &b.q,
+                &b.k,
+                &b.v,
+                &l.q_bias,
+                &l.k_bias,
+                &l.v_bias,
+                &l.q_norm,
+                &l.k_norm,
+                &self.rope.0,
+                &self.rope.1,
+                &b.pos_address,
+                &b.q_rot,
+                &b.kv_table_address,
+            ],
+            &[
+                layer as i32,
+                d.heads as i32,
+                d.kv_heads as i32,
+                d.head_dim as i32,
+                d.capacity as i32,
+                d.interleaved as i32,
+            ],
+            &[d.eps],
+        )
+    }
+
+    fn attention(&self, layer: usize) -> Result<()> {
+        let (b, d) = (&self.buffers, self.dims);
+        let (chunk, chunks) = (ATTENTION_CHUNK as i32, d.chunks as i32);
+        self.launch(
+            &self.kernels.attention_partial,
+            (d.heads as u32, d.chunks as u32),
+            ATTENTION_THREADS,
+            &[&b.q_rot, &b.kv_table_address, &b.pos_address, &b.part_max, &b.part_sum, &b.part_acc],
+            &[layer as i32, d.heads as i32, d.kv_heads as i32, d.head_dim as i32, d.capacity as i32, chunk, chunks],
+            &[1.0 / (d.head_dim as f32).sqrt()],
+        )?;
+        self.launch(
+            &self.kernels.attention_combine,
+            (d.heads as u32, 1),
+            d.head_dim as u32,
+            &[&b.part_max, &b.part_sum, &b.part_acc, &b.pos_address, &b.attn],
+            &[d.head_dim as i32, chunk, chunks],
+            &[],
+        )
+    }
+
+    fn silu_mul(&self) -> Result<()> {
+        let b = &self.buffers;
+        let n = self.dims.ffn;
+        self.launch(
+            &self.kernels.silu_mul_exact,
+            (n.div_ceil(256) as u32, 1),
+            256,
+            &[&b.gate, &b.up, &b.act],
+            &[n as i32],
+            &[],
+        )
+    }
+
+    fn stream_ptr(&self) -> *mut c_void {
+        self.stream.cu_stream() as *mut c_void
+    }
+
+    /// A copy of the logits buffer as a Candle tensor `[1, vocab]`.
+    fn logits(&self) -> Result<Option<Tensor>> {
+        self.copy_out(self.buffers.logits, (1, self.dims.vocab)).map(Some)
+    }
+
+    /// A new tensor of `shape` holding a copy of the f32 at device `address` (one of the
+    /// decoder's buffers), ordered on the stream.
+    fn copy_out(&self, address: u64, shape: impl Into<candle_core::Shape>) -> Result<Tensor> {
+        let shape = shape.into();
+        let n = shape.elem_count();
+        // SAFETY: every element is written by the copy below, ordered on the stream.
+        let out = unsafe { self.device.alloc::<f32>(n)? };
+        let (dst, guard) = out.device_ptr(&self.stream);
+        // SAFETY: both hold `n` f32 on this device (the buffers are sized by `dims`).
+        unsafe { result::memcpy_dtod_async(dst, address, n * 4, self.stream.cu_stream()) }.map_err(cuda_err)?;
+        drop(guard);
+        let storage = CudaStorage::wrap_cuda_slice(out, self.device.clone());
+        Ok(Tensor::from_storage(Storage::Cuda(storage), shape, BackpropOp::none(), false))
+    }
+}
+
+fn load_kernels(device: &CudaDevice) -> Result<Kernels> {
+    use super::ptx::{DECODE, MODULE};
+    let f = |name: &str| -> Result<CudaFunction> {
+        Ok(device.get_or_load_custom_func(name, MODULE, DECODE)?.into_cuda_function())
+    };
+    Ok(Kernels {
+        add_rms_norm: f("add_rms_norm")?,
+        add_rms_norm_exact: f("add_rms_norm_exact")?,
+        qk_norm_rope_append: f("qk_norm_rope_append")?,
+        attention_partial: f("decode_attention_partial")?,
+        attention_combine: f("decode_attention_combine")?,
+        silu_mul_exact: f("silu_mul_exact")?,
+    })
+}
+
+impl Buffers {
+    fn new(device: &CudaDevice, d: &Dims, q_dim: usize, kv_dim: usize, layers: usize) -> Result<Self> {
+        let stream = device.cuda_stream();
+        let partials = d.heads * d.chunks;
+        let sizes = [
+            d.hidden,
+            d.hidden,
+            q_dim,
+            kv_dim,
+            kv_dim,
+            q_dim,
+            q_dim,
+            d.hidden,
+            d.ffn,
+            d.ffn,
+            d.ffn,
+            d.hidden,
+            d.vocab,
+            partials,
+            partials,
+            partials * d.head_dim,
+        ];
+        let slices =
+            sizes.iter().map(|&n| stream.alloc_zeros::<f32>(n).map_err(cuda_err)).collect::<Result<Vec<_>>>()?;
+        let pos = stream.alloc_zeros::<u32>(1).map_err(cuda_err)?;
+        let a: Vec<u64> = slices.iter().map(|s| s.device_ptr(&stream).0).collect();
+        let pos_address = pos.device_ptr(&stream).0;
+        let kv_table = stream.alloc_zeros::<u64>(2 * layers).map_err(cuda_err)?;
+        let kv_table_address = kv_table.device_ptr(&stream).0;
+        Ok(Self {
+            x: a[0],
+            h: a[1],
+            q: a[2],
+            k: a[3],
+            v: a[4],
+            q_rot: a[5],
+            attn: a[6],
+            o: a[7],
+            gate: a[8],
+            up: a[9],
+            act: a[10],
+            down: a[11],
+            logits: a[12],
+            part_max: a[13],
+            part_sum: a[14],
+            part_acc: a[15],
+            pos_address,
+            _slices: slices,
+            _pos: pos,
+            _kv_table: kv_table,
+            kv_table_address,
+        })
+    }
+}

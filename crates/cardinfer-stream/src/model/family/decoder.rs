@@ -1,0 +1,167 @@
+//! The generic decoder block: pre-norm attention with RoPE and GQA, then a SwiGLU MLP.
+//! Qwen2's q/k/v biases and Qwen3's per-head q/k norms are switched on by the spec.
+
+use crate::model::kv_cache::KvSlot;
+use crate::model::layer_stream::LayerStream;
+use crate::model::names::Role;
+use crate::model::rope::Rope;
+use crate::model::weights::BlockWeights;
+use crate::Result;
+use candle_core::{Device, Tensor};
+use candle_nn::ops::{rms_norm, softmax_last_dim};
+use cardinfer_core::ModelSpec;
+
+/// Llama / Mistral / Qwen2 / Qwen3 as one parameterized family.
+#[derive(Debug, Clone)]
+pub struct Decoder {
+    spec: ModelSpec,
+    rope: Rope,
+    /// One-kernel versions of the masked softmax, RoPE and SwiGLU on CUDA ([`crate::cuda::fused_ops`]).
+    fused_ops: bool,
+}
+
+impl Decoder {
+    /// A decoder for `spec`, with RoPE frequency divisors from the file if it has them.
+    pub fn new(spec: ModelSpec, rope_freq_factors: Option<Vec<f32>>) -> Self {
+        let rope = Rope::new(&spec, rope_freq_factors);
+        let fused_ops = crate::executor::fused::DecodePath::from_env().map_or(true, |p| p == crate::executor::fused::DecodePath::Fused);
+        Self { spec, rope, fused_ops }
+    }
+
+    /// Switches the one-kernel masked softmax, RoPE and SwiGLU on or off (on by default,
+    /// off with `CARDINFER_DECODE=plain`); they give the same bits as the Candle ops.
+    pub fn set_fused_ops(&mut self, on: bool) {
+        self.fused_ops = on;
+    }
+
+    /// The model's rotary embeddings (tables cached per device) and causal mask.
+    pub fn rope(&self) -> &Rope {
+        &self.rope
+    }
+
+    fn norm(&self, x: &Tensor, weights: &BlockWeights, role: Role) -> Result<Tensor> {
+        Ok(rms_norm(&x.contiguous()?, weights.get(role)?.dense()?, self.spec.rms_norm_eps as f32)?)
+    }
+
+    fn project(&self, x: &Tensor, weights: &BlockWeights, role: Role, bias: Option<Role>) -> Result<Tensor> {
+        let [y] = self.project_many(x, weights, [(role, bias)])?;
+        Ok(y)
+    }
+
+    /// `x @ Wᵀ (+ bias)` for several roles that share the input (one CPU job for all).
+    fn project_many<const N: usize>(
+        &self,
+        x: &Tensor,
+        weights: &BlockWeights,
+        roles: [(Role, Option<Role>); N],
+    ) -> Result<[Tensor; N]> {
+        let matrices = roles.iter().map(|(role, _)| weights.get(*role)).collect::<Result<Vec<_>>>()?;
+        let ys = crate::model::weights::Weight::matmul_t_many(&matrices, x)?;
+        let mut out = Vec::with_capacity(N);
+        for (y, (_, bias)) in ys.into_iter().zip(roles) {
+            out.push(match bias {
+                Some(b) if weights.has(b) => y.broadcast_add(weights.get(b)?.dense()?)?,
+                _ => y,
+            });
+        }
+        out.try_into().map_err(|_| crate::StreamError::InvalidParameter {
+            name: "roles",
+            reason: format!("{N} products asked, another count returned"),
+        })
+    }
+
+    /// `[b, seq, heads * d]` → `[b, heads, seq, d]`.
+    fn split_heads(x: &Tensor, heads: usize, head_dim: usize) -> Result<Tensor> {
+        let (b, seq, _) = x.dims3()?;
+        Ok(x.reshape((b, seq, heads, head_dim))?.transpose(1, 2)?.contiguous()?)
+    }
+
+    fn attention(&self, w: &BlockWeights, x: &Tensor, kv: &mut KvSlot, pos: usize) -> Result<Tensor> {
+        let s = &self.spec;
+        let (b, seq, _) = x.dims3()?;
+        let [q, k, v] = self.project_many(
+            x,
+            w,
+            [
+                (Role::AttnQ, Some(Role::AttnQBias)),
+                (Role::AttnK, Some(Role::AttnKBias)),
+                (Role::AttnV, Some(Role::AttnVBias)),
+            ],
+        )?;
+        // q and k stay in the projection's layout [b, seq, heads, d] through the per-head
+        // norm (a per-row op: any layout gives the same bits) and are transposed by RoPE.
+        let mut q = q.reshape((b, seq, s.num_heads, s.head_dim))?;
+        let mut k = k.reshape((b, seq, s.num_kv_heads, s.head_dim))?;
+        let v = Self::split_heads(&v, s.num_kv_heads, s.head_dim)?;
+        if s.qk_norm {
+            q = self.norm(&q, w, Role::AttnQNorm)?;
+            k = self.norm(&k, w, Role::AttnKNorm)?;
+        }
+        let (cos, sin) = self.rope.tables(pos, seq, x.device())?;
+        let q = crate::cuda::fused_ops::rope_heads(&q, &self.rope, &cos, &sin, self.fused_ops)?;
+        let k = crate::cuda::fused_ops::rope_heads(&k, &self.rope, &cos, &sin, self.fused_ops)?;
+        let (k, v) = kv.append(&k, &v)?;
+        let total = k.dim(2)?;
+
+        // GQA: view the query heads of one KV head as extra rows, so no KV copy is made.
+        let group = s.num_heads / s.num_kv_heads;
+        let q = q.reshape((b, s.num_kv_heads, group * seq, s.head_dim))?;
+        let scale = 1.0 / (s.head_dim as f64).sqrt();
+        let scores = q.matmul(&k.t()?)?;
+        let probs = if seq > 1 {
+            let mask = || self.rope.causal_mask(group, seq, pos, total, x.device());
+            crate::cuda::fused_ops::masked_softmax(&scores, scale, seq, pos, self.fused_ops, mask)?
+        } else {
+            softmax_last_dim(&(scores * scale)?)?
+        };
+        let y = probs.matmul(&v)?; // [b, kv_heads, group * seq, d]
+        let y = y.reshape((b, s.num_heads, seq, s.head_dim))?.transpose(1, 2)?.reshape((
+            b,
+            seq,
+            s.num_heads * s.head_dim,
+        ))?;
+        self.project(&y, w, Role::AttnOutput, None)
+    }
+
+    fn mlp(&self, w: &BlockWeights, x: &Tensor) -> Result<Tensor> {
+        let [gate, up] = self.project_many(x, w, [(Role::FfnGate, None), (Role::FfnUp, None)])?;
+        let act = crate::cuda::fused_ops::silu_mul(&gate, &up, self.fused_ops)?;
+        self.project(&act, w, Role::FfnDown, None)
+    }
+}
+
+/// Additive mask `[group * seq, total]`: query row `r` (position `pos + r % seq`) sees keys
+/// `0..=pos + r % seq`. `group` query heads share each KV head and are stacked as rows.
+/// Built on the host; [`Rope::causal_mask`] builds the same on the device.
+pub fn causal_mask(group: usize, seq: usize, pos: usize, total: usize, device: &Device) -> Result<Tensor> {
+    let mut mask = Vec::with_capacity(group * seq * total);
+    for _ in 0..group {
+        for i in 0..seq {
+            let visible = pos + i;
+            mask.extend((0..total).map(|j| if j <= visible { 0f32 } else { f32::NEG_INFINITY }));
+        }
+    }
+    Ok(Tensor::from_vec(mask, (group * seq, total), device)?)
+}
+
+impl LayerStream for Decoder {
+    fn spec(&self) -> &ModelSpec {
+        &self.spec
+    }
+
+    fn embed(&self, weights: &BlockWeights, tokens: &Tensor) -> Result<Tensor> {
+        weights.get(Role::TokenEmbedding)?.embedding(tokens)
+    }
+
+    fn block(&self, _layer: usize, weights: &BlockWeights, x: &Tensor, kv: &mut KvSlot, pos: usize) -> Result<Tensor> {
+        let h = self.norm(x, weights, Role::AttnNorm)?;
+        let x = (x + self.attention(weights, &h, kv, pos)?)?;
+        let h = self.norm(&x, weights, Role::FfnNorm)?;
+        Ok((&x + self.mlp(weights, &h)?)?)
+    }
+
+    fn head(&self, weights: &BlockWeights, x: &Tensor) -> Result<Tensor> {
+        let h = self.norm(x, weights, Role::OutputNorm)?;
+        weights.get(Role::Output)?.matmul_t(&h)
+    }
+}

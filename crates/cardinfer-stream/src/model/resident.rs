@@ -1,0 +1,248 @@
+//! A fully resident model: every block loaded once onto one device.
+
+use crate::executor::Timeline;
+use crate::model::family::Decoder;
+use crate::model::kv_cache::KvCache;
+use crate::model::layer_stream::LayerStream;
+use crate::model::names::model_layout;
+use crate::model::weights::BlockWeights;
+use crate::{Result, StreamError};
+use candle_core::{DType, Device, IndexOp, Tensor};
+use cardinfer_core::{BlockId, ModelLayout, ModelSpec};
+use cardinfer_quant::candle::load_tensor;
+use cardinfer_quant::Checkpoint;
+
+/// Which positions' logits a forward pass returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logits {
+    /// Only the last position (generation).
+    Last,
+    /// Every position (scoring).
+    All,
+}
+
+/// What the generator needs of a model, however its weights are placed.
+pub trait TextModel {
+    /// The model's hyper-parameters.
+    fn spec(&self) -> &ModelSpec;
+
+    /// The device computing the blocks.
+    fn device(&self) -> &Device;
+
+    /// Runs `tokens` at the positions following what `kv` holds, appending to `kv`.
+    /// Returns f32 logits `[1, vocab]` (`Logits::Last`) or `[tokens, vocab]` (`Logits::All`).
+    fn forward(&self, tokens: &[u32], kv: &mut KvCache, which: Logits) -> Result<Tensor>;
+
+    /// An empty KV cache for this model.
+    fn new_cache(&self) -> KvCache {
+        KvCache::new(self.spec().num_layers)
+    }
+}
+
+/// A model with all its weights resident on one device.
+pub struct ResidentModel {
+    decoder: Decoder,
+    layout: ModelLayout,
+    embed: BlockWeights,
+    layers: Vec<BlockWeights>,
+    head: BlockWeights,
+    device: Device,
+    /// The fused decode path, where the model and device allow it (see [`crate::executor::fused`]).
+    #[cfg(feature = "cuda")]
+    fused: Option<std::sync::Mutex<crate::executor::fused::cuda::FusedDecoder>>,
+    /// Which path decodes single tokens, and why when it is not the fused one.
+    decode_status: String,
+}
+
+impl std::fmt::Debug for ResidentModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResidentModel").field("spec", self.decoder.spec()).field("device", &self.device).finish()
+    }
+}
+
+impl ResidentModel {
+    /// Loads every block of `ckpt` onto `device`. `progress(done, total)` is called after
+    /// each block.
+    pub fn load(ckpt: &Checkpoint, device: &Device, progress: impl FnMut(usize, usize)) -> Result<Self> {
+        Self::load_spec(ckpt, ckpt.spec()?, device, progress)
+    }
+
+    /// Like [`ResidentModel::load`] with `spec` given (e.g. a shorter context).
+    pub fn load_spec(
+        ckpt: &Checkpoint,
+        spec: ModelSpec,
+        device: &Device,
+        mut progress: impl FnMut(usize, usize),
+    ) -> Result<Self> {
+        let layout = model_layout(ckpt, &spec)?;
+        let rope_factors = Self::rope_factors(ckpt)?;
+        let total = spec.num_layers + 2;
+        let embed = BlockWeights::load(ckpt, &spec, BlockId::Embed, device)?;
+        progress(1, total);
+        let mut layers = Vec::with_capacity(spec.num_layers);
+        for i in 0..spec.num_layers {
+            layers.push(BlockWeights::load(ckpt, &spec, BlockId::Layer(i), device)?);
+            progress(i + 2, total);
+        }
+        let head = BlockWeights::load(ckpt, &spec, BlockId::Head, device)?;
+        progress(total, total);
+        let decoder = Decoder::new(spec, rope_factors);
+        let mut model = Self {
+            decoder,
+            layout,
+            embed,
+            layers,
+            head,
+            device: device.clone(),
+            #[cfg(feature = "cuda")]
+            fused: None,
+            decode_status: "plain".into(),
+        };
+        model.prepare_decode_path(crate::executor::fused::DecodePath::from_env()?);
+        Ok(model)
+    }
+
+    /// Chooses how single tokens are decoded: the fused path where asked for and
+    /// possible, else the plain one ([`ResidentModel::decode_path`] says which and why).
+    pub fn prepare_decode_path(&mut self, path: crate::executor::fused::DecodePath) {
+        #[cfg(feature = "cuda")]
+        {
+            self.fused = None;
+        }
+        self.decoder.set_fused_ops(path == crate::executor::fused::DecodePath::Fused);
+        self.decode_status = match path {
+            crate::executor::fused::DecodePath::Plain => "plain (asked for)".into(),
+            crate::executor::fused::DecodePath::Fused => self.try_fused(),
+        };
+    }
+
+    #[cfg(feature = "cuda")]
+    fn try_fused(&mut self) -> String {
+        use crate::executor::fused::cuda::FusedDecoder;
+        let spec = self.decoder.spec();
+        match FusedDecoder::new(spec, self.decoder.rope(), &self.layers, &self.head, &self.device) {
+            Ok(fused) => {
+                let status = if fused.uses_graph() { "fused (CUDA graph)" } else { "fused (no graph)" };
+                self.fused = Some(std::sync::Mutex::new(fused));
+                status.into()
+            }
+            Err(e) => format!("plain ({e})"),
+        }
+    }
+
+    #[cfg(not(feature = "cuda"))]
+    fn try_fused(&mut self) -> String {
+        "plain (the fused path needs the `cuda` feature)".into()
+    }
+
+    /// How single tokens are decoded: `fused (CUDA graph)`, `fused (no graph)`, or
+    /// `plain (<why>)`.
+    pub fn decode_path(&self) -> &str {
+        &self.decode_status
+    }
+
+    /// The fused path's decode of one token, when it applies to this call.
+    #[cfg(feature = "cuda")]
+    fn fused_decode(&self, tokens: &[u32], kv: &mut KvCache) -> Result<Option<Tensor>> {
+        let Some(fused) = &self.fused else { return Ok(None) };
+        if tokens.len() != 1 {
+            return Ok(None);
+        }
+        let ids = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
+        let x = self.decoder.embed(&self.embed, &ids)?;
+        let mut fused = fused.lock().unwrap_or_else(|e| e.into_inner());
+        fused.decode(&x, kv)
+    }
+
+    #[cfg(not(feature = "cuda"))]
+    fn fused_decode(&self, _tokens: &[u32], _kv: &mut KvCache) -> Result<Option<Tensor>> {
+        Ok(None)
+    }
+
+    /// RoPE frequency divisors stored in the file (GGUF `rope_freqs.weight`, Llama 3.1).
+    pub fn rope_factors(ckpt: &Checkpoint) -> Result<Option<Vec<f32>>> {
+        match ckpt.tensor("rope_freqs.weight") {
+            Some(info) => Ok(Some(
+                load_tensor(info, ckpt.tensor_bytes(info), DType::F32, &Device::Cpu)?
+                    .flatten_all()?
+                    .to_vec1::<f32>()?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// Blocks and their tensors' byte ranges in the file.
+    pub fn layout(&self) -> &ModelLayout {
+        &self.layout
+    }
+
+    /// Bytes of weights on the device.
+    pub fn weight_bytes(&self) -> u64 {
+        self.embed.device_bytes()
+            + self.layers.iter().map(BlockWeights::device_bytes).sum::<u64>()
+            + self.head.device_bytes()
+    }
+}
+
+impl TextModel for ResidentModel {
+    fn spec(&self) -> &ModelSpec {
+        self.decoder.spec()
+    }
+
+    fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Runs `tokens` at the positions following what `kv` holds, appending to `kv`.
+    /// Returns f32 logits `[1, vocab]` (`Logits::Last`) or `[tokens, vocab]` (`Logits::All`).
+    fn forward(&self, tokens: &[u32], kv: &mut KvCache, which: Logits) -> Result<Tensor> {
+        let spec = self.spec();
+        check_tokens(spec, tokens, kv.len())?;
+        if let Some(logits) = self.fused_decode(tokens, kv)? {
+            return Ok(logits);
+        }
+        let pos = kv.len();
+        let mut timeline = Timeline::start(&self.device);
+        let ids = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
+        let mut x = self.decoder.embed(&self.embed, &ids)?;
+        for (i, layer) in self.layers.iter().enumerate() {
+            timeline.begin();
+            x = self.decoder.block(i, layer, &x, kv.layer_mut(i), pos)?;
+            timeline.end(BlockId::Layer(i), None);
+        }
+        let x = match which {
+            Logits::Last => x.i((.., tokens.len() - 1..tokens.len(), ..))?,
+            Logits::All => x,
+        };
+        timeline.begin();
+        let logits = self.decoder.head(&self.head, &x)?.squeeze(0)?;
+        timeline.end(BlockId::Head, None);
+        timeline.print(tokens.len());
+        Ok(logits)
+    }
+
+    /// A cache with buffers preallocated for the whole context when the fused path is
+    /// on (it writes into them in place), else one that grows.
+    fn new_cache(&self) -> KvCache {
+        #[cfg(feature = "cuda")]
+        if let Some(fused) = &self.fused {
+            let capacity = fused.lock().unwrap_or_else(|e| e.into_inner()).capacity();
+            return KvCache::with_capacity(self.spec().num_layers, capacity);
+        }
+        KvCache::new(self.spec().num_layers)
+    }
+}
+
+/// Checks that `tokens` is non-empty, in the vocabulary, and fits after `cached` positions.
+pub fn check_tokens(spec: &ModelSpec, tokens: &[u32], cached: usize) -> Result<()> {
+    if tokens.is_empty() {
+        return Err(StreamError::InvalidParameter { name: "tokens", reason: "no tokens to run".into() });
+    }
+    if let Some(&id) = tokens.iter().find(|&&t| t as usize >= spec.vocab_size) {
+        return Err(StreamError::TokenOutOfRange { id, vocab: spec.vocab_size });
+    }
+    if cached + tokens.len() > spec.context_length {
+        return Err(StreamError::ContextOverflow { tokens: tokens.len(), cached, context: spec.context_length });
+    }
+    Ok(())
+}

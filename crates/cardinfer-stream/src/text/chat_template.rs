@@ -1,0 +1,145 @@
+//! Chat templates: the model's own Jinja template where it has one (GGUF
+//! `tokenizer.chat_template`, `tokenizer_config.json`), else a built-in one for the family
+//! (ChatML for Qwen / SmolLM2, the Llama 3 header format).
+
+use crate::text::tokenizer::Tokenizer;
+use crate::{Result, StreamError};
+use serde::Serialize;
+
+/// One turn of a conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Message {
+    /// `system`, `user` or `assistant`.
+    pub role: String,
+    /// The text of the turn.
+    pub content: String,
+}
+
+impl Message {
+    /// A message with `role` and `content`.
+    pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
+        Self { role: role.into(), content: content.into() }
+    }
+}
+
+/// How a conversation becomes prompt text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChatTemplate {
+    /// A Jinja template shipped with the model.
+    Jinja {
+        /// Template source.
+        source: String,
+        /// Text of the BOS token, exposed to the template as `bos_token`.
+        bos_token: String,
+        /// Text of the EOS token, exposed as `eos_token`.
+        eos_token: String,
+    },
+    /// `<|im_start|>role\ncontent<|im_end|>\n` (Qwen, SmolLM2).
+    ChatMl,
+    /// `<|start_header_id|>role<|end_header_id|>\n\ncontent<|eot_id|>` (Llama 3).
+    Llama3,
+}
+
+impl ChatTemplate {
+    /// The model's template if it has one that renders, else the built-in one its
+    /// vocabulary implies.
+    pub fn select(
+        model_template: Option<String>,
+        tokenizer: Option<&Tokenizer>,
+        bos: Option<String>,
+        eos: Option<String>,
+    ) -> Self {
+        let builtin = match tokenizer {
+            Some(t) if t.token_to_id("<|start_header_id|>").is_some() => Self::Llama3,
+            _ => Self::ChatMl,
+        };
+        let Some(source) = model_template else { return builtin };
+        let jinja = Self::Jinja { source, bos_token: bos.unwrap_or_default(), eos_token: eos.unwrap_or_default() };
+        // A template this engine cannot render falls back to the built-in format.
+        match jinja.render(&[Message::new("user", "hi")], true) {
+            Ok(_) => jinja,
+            Err(_) => builtin,
+        }
+    }
+
+    /// Renders `messages`; with `add_generation_prompt`, ends with the assistant header.
+    pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
+        match self {
+            Self::ChatMl => {
+                let mut out = String::new();
+                for m in messages {
+                    out += &format!("<|im_start|>{}\n{}<|im_end|>\n", m.role, m.content);
+                }
+                if add_generation_prompt {
+                    out += "<|im_start|>assistant\n";
+                }
+                Ok(out)
+            }
+            Self::Llama3 => {
+                let mut out = String::from("<|begin_of_text|>");
+                for m in messages {
+                    out += &format!("<|start_header_id|>{}<|end_header_id|>\n\n{}<|eot_id|>", m.role, m.content.trim());
+                }
+                if add_generation_prompt {
+                    out += "<|start_header_id|>assistant<|end_header_id|>\n\n";
+                }
+                Ok(out)
+            }
+            Self::Jinja { source, bos_token, eos_token } => {
+                let mut env = minijinja::Environment::new();
+                minijinja_contrib::add_to_environment(&mut env);
+                env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+                env.add_function("raise_exception", |msg: String| -> std::result::Result<String, minijinja::Error> {
+                    Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
+                });
+                let err = |e: minijinja::Error| StreamError::ChatTemplate(e.to_string());
+                env.add_template("chat", source).map_err(err)?;
+                let template = env.get_template("chat").map_err(err)?;
+                template
+                    .render(minijinja::context! {
+                        messages => messages,
+                        add_generation_prompt => add_generation_prompt,
+                        bos_token => bos_token,
+                        eos_token => eos_token,
+                    })
+                    .map_err(err)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SMOLLM2: &str = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+    #[test]
+    fn jinja_template_matches_builtin_chatml() {
+        let messages = [Message::new("system", "Be brief."), Message::new("user", "What is 2+2?")];
+        let jinja = ChatTemplate::select(Some(SMOLLM2.into()), None, None, None);
+        assert!(matches!(jinja, ChatTemplate::Jinja { .. }));
+        assert_eq!(jinja.render(&messages, true).unwrap(), ChatTemplate::ChatMl.render(&messages, true).unwrap());
+        assert_eq!(
+            ChatTemplate::ChatMl.render(&messages[1..], true).unwrap(),
+            "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n"
+        );
+    }
+
+    #[test]
+    fn broken_template_falls_back() {
+        let t = ChatTemplate::select(Some("{% for %}".into()), None, None, None);
+        assert_eq!(t, ChatTemplate::ChatMl);
+        let raising = "{{ raise_exception('no') }}";
+        assert_eq!(ChatTemplate::select(Some(raising.into()), None, None, None), ChatTemplate::ChatMl);
+    }
+
+    #[test]
+    fn llama3_format() {
+        let text = ChatTemplate::Llama3.render(&[Message::new("user", "Hi")], true).unwrap();
+        assert_eq!(
+            text,
+            "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
+        );
+    }
+}

@@ -1,0 +1,224 @@
+//! Generation: prefill, decode loop, sampling and stop conditions, over a KV cache that
+//! persists across calls (multi-turn chat).
+
+use crate::model::resident::{check_tokens, Logits, TextModel};
+use crate::text::sampling::{Sampler, SamplingParams};
+use crate::text::tokenizer::{IncrementalDecoder, Tokenizer};
+use crate::{KvCache, Result, StreamError};
+use std::time::Instant;
+
+/// What ends a generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// The model produced an end-of-sequence token.
+    Eos,
+    /// The text contains one of the stop strings.
+    StopString,
+    /// `max_tokens` were generated.
+    MaxTokens,
+    /// The context is full.
+    ContextFull,
+}
+
+/// Options of one generation.
+#[derive(Debug, Clone)]
+pub struct GenerateOptions {
+    /// Most tokens to generate.
+    pub max_tokens: usize,
+    /// Token selection.
+    pub sampling: SamplingParams,
+    /// Stop when the text contains any of these (the stop string is not returned).
+    pub stop_strings: Vec<String>,
+    /// Extra token ids that end generation, besides the model's EOS ids.
+    pub extra_eos: Vec<u32>,
+}
+
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        Self { max_tokens: 128, sampling: SamplingParams::default(), stop_strings: Vec::new(), extra_eos: Vec::new() }
+    }
+}
+
+/// Result and timings of one generation.
+#[derive(Debug, Clone)]
+pub struct Generation {
+    /// Tokens fed as the prompt of this call.
+    pub prompt_ids: Vec<u32>,
+    /// Tokens generated (including a final EOS token, if any).
+    pub generated_ids: Vec<u32>,
+    /// Text of the generated tokens (without the EOS token or stop string); empty
+    /// without a tokenizer.
+    pub text: String,
+    /// Why generation ended.
+    pub stop_reason: StopReason,
+    /// Seconds spent on the prompt.
+    pub prefill_secs: f64,
+    /// Seconds spent generating after the first token.
+    pub decode_secs: f64,
+}
+
+impl Generation {
+    /// Prompt tokens per second.
+    pub fn prefill_tok_s(&self) -> f64 {
+        rate(self.prompt_ids.len(), self.prefill_secs)
+    }
+
+    /// Generated tokens per second, after the first (which prefill produced).
+    pub fn decode_tok_s(&self) -> f64 {
+        rate(self.generated_ids.len().saturating_sub(1), self.decode_secs)
+    }
+}
+
+fn rate(tokens: usize, secs: f64) -> f64 {
+    if secs > 0.0 {
+        tokens as f64 / secs
+    } else {
+        0.0
+    }
+}
+
+/// A conversation with one model: its KV cache and the tokens it holds.
+pub struct Session<'m> {
+    model: &'m dyn TextModel,
+    tokenizer: Option<&'m Tokenizer>,
+    kv: KvCache,
+    tokens: Vec<u32>,
+}
+
+impl<'m> Session<'m> {
+    /// A session with an empty cache.
+    pub fn new(model: &'m dyn TextModel, tokenizer: Option<&'m Tokenizer>) -> Self {
+        Self { model, tokenizer, kv: model.new_cache(), tokens: Vec::new() }
+    }
+
+    /// Tokens in the cache.
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    /// Forgets the conversation.
+    pub fn reset(&mut self) {
+        self.kv.clear();
+        self.tokens.clear();
+    }
+
+    /// Keeps the longest cached prefix of `ids` and returns the part still to feed, so a
+    /// re-rendered conversation only pays for its new tokens.
+    pub fn reuse_prefix(&mut self, ids: &[u32]) -> Result<Vec<u32>> {
+        let mut common = self.tokens.iter().zip(ids).take_while(|(a, b)| a == b).count();
+        if common == ids.len() && common > 0 {
+            // Something must be fed to get logits: recompute the last position.
+            common -= 1;
+        }
+        self.kv.truncate(common)?;
+        self.tokens.truncate(common);
+        Ok(ids[common..].to_vec())
+    }
+
+    /// Feeds `prompt_ids` after what the cache holds, then generates. `on_text` receives
+    /// text pieces as they complete (never half a UTF-8 character).
+    pub fn generate(
+        &mut self,
+        prompt_ids: &[u32],
+        options: &GenerateOptions,
+        mut on_text: impl FnMut(&str),
+    ) -> Result<Generation> {
+        let spec = self.model.spec();
+        check_tokens(spec, prompt_ids, self.kv.len())?;
+        let mut sampler = Sampler::new(options.sampling.clone())?;
+        let is_eos = |t: u32| spec.eos_token_ids.contains(&t) || options.extra_eos.contains(&t);
+
+        let start = Instant::now();
+        let mut logits = self.model.forward(prompt_ids, &mut self.kv, Logits::Last)?;
+        self.tokens.extend_from_slice(prompt_ids);
+        let mut next = sampler.sample(&logits, &self.tokens)?;
+        let prefill_secs = start.elapsed().as_secs_f64();
+
+        let decode_start = Instant::now();
+        let mut generated = Vec::new();
+        let mut detok = IncrementalDecoder::new();
+        let mut text = String::new();
+        let mut emitted = 0;
+        let stop_reason = loop {
+            generated.push(next);
+            if is_eos(next) {
+                break StopReason::Eos;
+            }
+            if let Some(tok) = self.tokenizer {
+                if let Some(piece) = detok.push(tok, next)? {
+                    text += &piece;
+                }
+                if let Some(cut) = find_stop(&text, &options.stop_strings) {
+                    text.truncate(cut);
+                    break StopReason::StopString;
+                }
+                // Hold back text that could be the start of a stop string.
+                let safe = text.len() - partial_stop_len(&text, &options.stop_strings);
+                if safe > emitted && text.is_char_boundary(safe) {
+                    on_text(&text[emitted..safe]);
+                    emitted = safe;
+                }
+            }
+            if generated.len() >= options.max_tokens {
+                break StopReason::MaxTokens;
+            }
+            if self.kv.len() >= spec.context_length {
+                break StopReason::ContextFull;
+            }
+            logits = self.model.forward(&[next], &mut self.kv, Logits::Last)?;
+            self.tokens.push(next);
+            next = sampler.sample(&logits, &self.tokens)?;
+        };
+        // The last token is generated but not yet in the cache; a next turn feeds it.
+        if let (Some(tok), false) = (self.tokenizer, stop_reason == StopReason::StopString) {
+            if let Some(rest) = detok.finish(tok)? {
+                text += &rest;
+            }
+        }
+        if text.len() > emitted {
+            on_text(&text[emitted..]);
+        }
+        Ok(Generation {
+            prompt_ids: prompt_ids.to_vec(),
+            generated_ids: generated,
+            text,
+            stop_reason,
+            prefill_secs,
+            decode_secs: decode_start.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// Text of ids for callers without their own tokenizer handle.
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.tokenizer.ok_or_else(|| StreamError::Tokenizer("this model has no tokenizer".into()))?.decode(ids)
+    }
+}
+
+fn find_stop(text: &str, stops: &[String]) -> Option<usize> {
+    stops.iter().filter(|s| !s.is_empty()).filter_map(|s| text.find(s.as_str())).min()
+}
+
+/// Length of the longest suffix of `text` that is a proper prefix of a stop string.
+fn partial_stop_len(text: &str, stops: &[String]) -> usize {
+    stops
+        .iter()
+        .flat_map(|s| (1..s.len()).rev().filter(move |&n| s.is_char_boundary(n)).map(move |n| &s[..n]))
+        .filter(|prefix| text.ends_with(prefix))
+        .map(str::len)
+        .max()
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stop_string_helpers() {
+        let stops = vec!["\n\nUser:".to_string()];
+        assert_eq!(find_stop("Hi\n\nUser: x", &stops), Some(2));
+        assert_eq!(find_stop("Hi", &stops), None);
+        assert_eq!(partial_stop_len("Hi\n\nUs", &stops), 4);
+        assert_eq!(partial_stop_len("Hi", &stops), 0);
+    }
+}

@@ -1,0 +1,8 @@
+//! Text in and out: the tokenizer, the chat template, sampling, the generation loop and
+//! scoring.
+
+pub mod chat_template;
+pub mod generator;
+pub mod sampling;
+pub mod scoring;
+pub mod tokenizer;
