@@ -8,7 +8,7 @@
 //! Prefill, per chunk: 2 FLOP per weight per token at the profile's rate for the model's
 //! width, the non-matmul work per layer per token, plus one pass of streamed bytes per chunk.
 
-use crate::placement::StreamPlan;
+use crate::plan::StreamPlan;
 use crate::profile::Profile;
 use cardinfer_core::ModelSpec;
 use serde::Serialize;

@@ -10,7 +10,7 @@
 //! prefill chunk, for its 209 MiB head to stay resident instead of crossing the link
 //! every token.
 
-use crate::placement::{Mode, Placement, StreamPlan};
+use crate::plan::{Mode, Placement, StreamPlan};
 use crate::schedule::{simulate_decode, DecodeRates};
 use cardinfer_core::{BlockId, ByteSize};
 

@@ -18,7 +18,7 @@
 //! and the CPU overlap perfectly overestimates hybrid speed, since device work and hops
 //! sit on the same path as the CPU's blocks.
 
-use crate::placement::{Placement, StreamPlan};
+use crate::plan::{Placement, StreamPlan};
 use crate::profile::Profile;
 use cardinfer_core::BlockId;
 
@@ -151,7 +151,7 @@ pub fn spread_from_first(n: usize, count: usize) -> impl Iterator<Item = bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::placement::StreamPlan;
+    use crate::plan::StreamPlan;
 
     fn plan(placements: &[Placement], bytes: u64, slots: usize) -> StreamPlan {
         let mut blocks = vec![(BlockId::Embed, Placement::Host)];

@@ -19,7 +19,7 @@
 //!   doubles the wait, up to [`MAX_RETRY_STEPS`]: a machine where the CPU never helps
 //!   pays for the tries less and less often.
 
-use crate::tuning::{full_window_median, median_of, SLOWER_BY, TRIAL_STEPS};
+use crate::stats::{full_window_median, median_of, SLOWER_BY, TRIAL_STEPS};
 
 /// Decode steps per check of the running split against stream-only.
 pub const WATCH_STEPS: usize = 16;

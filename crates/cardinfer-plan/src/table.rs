@@ -3,7 +3,7 @@
 
 use crate::catalog::{ArchPreset, GpuSpec, PresetBytes, QuantShape, GPUS, H100, PRESETS, QUANTS};
 use crate::cost::Prediction;
-use crate::placement::{PlanRequest, StreamPlan, Workload};
+use crate::plan::{PlanRequest, StreamPlan, Workload};
 use crate::profile::Profile;
 use cardinfer_core::{BlockId, ByteSize};
 use std::fmt::Write;
