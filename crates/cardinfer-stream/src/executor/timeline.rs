@@ -88,8 +88,8 @@ impl Timeline {
     /// Prints the pass (waits for its events): every block for passes of more than 4
     /// tokens, a summary line otherwise (device time of the pass, the host's time to queue
     /// its blocks, and the wall time).
-    pub(crate) fn print(self, tokens: usize) {
-        let Some(origin) = self.origin else { return };
+    pub(crate) fn print(&mut self, tokens: usize) {
+        let Some(origin) = self.origin.take() else { return };
         let ms = |m: &DeviceMarker| origin.secs_until(m).map_or(f64::NAN, |s| s * 1e3);
         let device_ms = self.rows.last().map_or(0.0, |(_, _, (_, end), _, _)| ms(end));
         let queue_ms: f64 = self.rows.iter().filter(|r| r.4.is_none()).map(|r| r.3).sum();

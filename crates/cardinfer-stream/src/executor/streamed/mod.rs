@@ -1,13 +1,17 @@
 //! The streaming executor: resident blocks stay on the device, streamed blocks pass
 //! through the bounded pool, filled ahead of use by a prefetch thread.
 
-use super::hidden::{FusedLayers, HiddenState};
+mod host;
+mod pass;
+
+use host::{host_layers_of, OnCpu};
+use pass::Pass;
+use super::hidden::FusedLayers;
 use super::host_head::HostHead;
 use super::host_split::HostSplit;
 use super::plan::{block_device_bytes, Placement, StreamPlan};
 use super::pool::{PoolStats, SlotPool, SlotTicket};
 use super::reader::BlockReader;
-use super::timeline::Timeline;
 use crate::device::DeviceMarker;
 use crate::model::kv_cache::KvCache;
 use crate::model::layer_stream::LayerStream;
@@ -16,9 +20,8 @@ use crate::model::weights::BlockWeights;
 use crate::cuda::sizes::device_bytes_of;
 use crate::model::weights::head_rows_parts;
 use crate::{Result, StreamError};
-use candle_core::{Device, IndexOp, Tensor, D};
+use candle_core::{Device, Tensor};
 use cardinfer_core::{BlockId, ModelLayout, ModelSpec};
-use cardinfer_plan::TuningReport;
 use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -319,7 +322,8 @@ impl StreamedModel {
                 let piece = reads.borrow_mut().next()?;
                 Some(read_piece(self, piece))
             };
-            return self.compute(&order, &Source::Inline(&next), hidden, kv, pos, on_cpu, which);
+            let source = Source::Inline(&next);
+            return self.compute(&order, Pass::new(self, &source, kv, pos, on_cpu, which), hidden);
         }
         let abort = AtomicBool::new(false);
         let (tx, rx) = mpsc::channel::<Filled>();
@@ -337,7 +341,8 @@ impl StreamedModel {
                     }
                 }
             });
-            let result = self.compute(&order, &Source::Thread(&rx), hidden, kv, pos, on_cpu, which);
+            let source = Source::Thread(&rx);
+            let result = self.compute(&order, Pass::new(self, &source, kv, pos, on_cpu, which), hidden);
             if result.is_err() {
                 abort.store(true, Ordering::Release);
             }
@@ -422,282 +427,6 @@ impl StreamedModel {
     /// Forces reads on a background thread (`true`) or inline (`false`).
     pub fn set_prefetch_thread(&mut self, on: bool) {
         self.prefetch_thread = on;
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn compute(
-        &self,
-        order: &[BlockId],
-        source: &Source<'_>,
-        hidden: HiddenState<'_>,
-        kv: &mut KvCache,
-        pos: usize,
-        on_cpu: OnCpu<'_>,
-        which: Option<Logits>,
-    ) -> Result<Option<Tensor>> {
-        let mut ahead = VecDeque::new();
-        let result = self.compute_blocks(order, source, &mut ahead, hidden, kv, pos, on_cpu, which);
-        // Slots filled ahead of an error are given back.
-        for filled in ahead {
-            self.pool.release(filled.ticket);
-        }
-        result
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn compute_blocks(
-        &self,
-        order: &[BlockId],
-        source: &Source<'_>,
-        ahead: &mut VecDeque<Filled>,
-        mut hidden: HiddenState<'_>,
-        kv: &mut KvCache,
-        pos: usize,
-        on_cpu: OnCpu<'_>,
-        which: Option<Logits>,
-    ) -> Result<Option<Tensor>> {
-        let len = on_cpu.tokens;
-        let mut timings = StreamTimings::default();
-        let mut logits = None;
-        let mut copy_markers = Vec::new();
-        let mut timeline = Timeline::start(&self.device);
-        for &block in order {
-            let last_rows = |hidden: &mut HiddenState<'_>| -> Result<Tensor> {
-                let x = hidden.get()?;
-                Ok(match which {
-                    Some(Logits::All) => x,
-                    _ => x.i((.., len - 1..len, ..))?,
-                })
-            };
-            if let Some(weights) = self.resident.get(&block) {
-                if self.reader.overlaps_copies() {
-                    // The next streamed blocks copy while this resident one computes.
-                    self.read_ahead(source, ahead, 0);
-                }
-                let start = Instant::now();
-                timeline.begin();
-                match block {
-                    BlockId::Layer(i) => {
-                        hidden.device_layer(i, weights, kv, |x, kv| self.device_block(i, weights, x, kv, pos))?
-                    }
-                    BlockId::Head => logits = Some(self.family.head(weights, &last_rows(&mut hidden)?)?),
-                    BlockId::Embed => {}
-                }
-                timeline.end(block, None);
-                timings.compute_secs += start.elapsed().as_secs_f64();
-                continue;
-            }
-            if let (Some(weights), BlockId::Layer(i)) = (self.cpu_weights(block, on_cpu), block) {
-                // Bring the hidden state to the host first (a copy on the device's stream
-                // would otherwise wait behind queued uploads), then queue the uploads of
-                // the next streamed blocks (asynchronous copies from page-locked memory):
-                // the link works while the CPU computes this layer.
-                let hop = Instant::now();
-                timeline.begin();
-                let x_host = hidden.get()?.to_device(&Device::Cpu)?;
-                timings.hop_wait_secs += hop.elapsed().as_secs_f64();
-                self.read_ahead(source, ahead, 0);
-                let start = Instant::now();
-                let (family, slot) = (&self.family, kv.layer_mut(i));
-                // A decode step on the fused path: the device's bits ([`crate::cpu::exact`]).
-                let exact = match (&self.exact_rope, hidden.is_fused()) {
-                    (Some(rope), true) => crate::cpu::exact::decode_layer(family.spec(), rope, weights, &x_host, slot)?,
-                    _ => None,
-                };
-                let y = match exact {
-                    Some(y) => y,
-                    None => crate::cpu::matvec::with_serial_small_ops(|| family.block(i, weights, &x_host, slot, pos))?,
-                };
-                let computed = Instant::now();
-                hidden.set(y.to_device(&self.device)?)?;
-                timeline.end_host(block, [start - hop, computed - start, computed.elapsed()]);
-                timings.host_secs += start.elapsed().as_secs_f64();
-                continue;
-            }
-            let mut parts = Vec::new();
-            // The CPU's rows of the head start as soon as the final hidden state is here,
-            // beside the device's chunks.
-            let host_head = match (block, self.host_head(on_cpu)) {
-                (BlockId::Head, Some(head)) => {
-                    let exact = self.exact_rope.is_some() && hidden.is_fused();
-                    Some((head, head.input(&last_rows(&mut hidden)?, exact)?))
-                }
-                _ => None,
-            };
-            let mut stream_pieces = |parts: &mut Vec<Tensor>| -> Result<()> {
-                for piece in self.pieces(block, on_cpu) {
-                    let (weights, ticket) = self.receive(source, ahead, &piece, &mut timings, &mut copy_markers)?;
-                    let start = Instant::now();
-                    if trace() {
-                        eprintln!("[compute] {piece:?}");
-                    }
-                    timeline.begin();
-                    let out = match block {
-                        BlockId::Layer(i) if self.host.contains_key(&block) => {
-                            hidden.visiting_layer(i, &weights, kv, &self.device, |x, kv| {
-                                self.device_block(i, &weights, x, kv, pos)
-                            })
-                        }
-                        BlockId::Layer(i) => {
-                            hidden.device_layer(i, &weights, kv, |x, kv| self.device_block(i, &weights, x, kv, pos))
-                        }
-                        BlockId::Head => {
-                            last_rows(&mut hidden).and_then(|h| self.family.head(&weights, &h)).map(|l| parts.push(l))
-                        }
-                        BlockId::Embed => Ok(()),
-                    };
-                    timeline.end(block, copy_markers.last().cloned());
-                    timings.compute_secs += start.elapsed().as_secs_f64();
-                    // "slot free": nothing to wait for here. A slot buffer is refilled only by
-                    // a copy that waits for the compute stream's work queued before it (this
-                    // block's kernels included); memory of a block's own allocations is freed
-                    // stream-ordered.
-                    drop(weights);
-                    self.pool.release(ticket);
-                    out?;
-                }
-                Ok(())
-            };
-            match host_head {
-                None => stream_pieces(&mut parts)?,
-                Some((head, input)) => {
-                    let host_start = Instant::now();
-                    let cpu_rows = std::thread::scope(|scope| -> Result<Tensor> {
-                        let family = &self.family;
-                        let cpu = scope.spawn(move || head.logits(family.as_ref(), input));
-                        stream_pieces(&mut parts)?;
-                        cpu.join().unwrap_or_else(|_| {
-                            Err(StreamError::InvalidParameter {
-                                name: "head",
-                                reason: "the CPU's head rows panicked".into(),
-                            })
-                        })
-                    })?;
-                    timings.host_secs += host_start.elapsed().as_secs_f64();
-                    parts.push(cpu_rows.to_device(&self.device)?);
-                }
-            }
-            if block == BlockId::Head {
-                logits = Some(Tensor::cat(&parts, D::Minus1)?);
-            }
-        }
-        timeline.print(len);
-        // Device-timed copies: read the events once the pass is queued (waits for them).
-        for (start, end) in &copy_markers {
-            timings.copy_secs += start.secs_until(end).unwrap_or(0.0);
-        }
-        let mut total = self.timings.lock().unwrap_or_else(|e| e.into_inner());
-        total.copy_secs += timings.copy_secs;
-        total.compute_secs += timings.compute_secs;
-        total.stall_secs += timings.stall_secs;
-        total.host_secs += timings.host_secs;
-        total.hop_wait_secs += timings.hop_wait_secs;
-        total.passes += 1;
-        logits.map(|l| l.squeeze(0)).transpose().map_err(StreamError::from)
-    }
-}
-
-/// The layers of `plan` with weights in `host` (its host layers), in pass order.
-fn host_layers_of(plan: &StreamPlan, host: &HashMap<BlockId, BlockWeights>) -> Vec<usize> {
-    let host_layer = |(block, _): &(BlockId, Placement)| match block {
-        BlockId::Layer(i) if host.contains_key(block) => Some(*i),
-        _ => None,
-    };
-    plan.blocks.iter().filter_map(host_layer).collect()
-}
-
-/// The layers a pass computes on the CPU: per layer, whether the split in use has it
-/// there, and the pass's width.
-#[derive(Debug, Clone, Copy)]
-struct OnCpu<'a> {
-    layers: &'a [bool],
-    tokens: usize,
-    /// False where the CPU computes no layer this pass (see `StreamedModel::pass`).
-    allowed: bool,
-    /// Rows the head computes this pass (1, or every token's for `Logits::All`).
-    head_rows: usize,
-}
-
-impl OnCpu<'_> {
-    /// Whether the CPU computes anything this pass: decode steps of at most
-    /// [`HOST_COMPUTE_MAX_TOKENS`] tokens where allowed (wider passes stream every block).
-    fn computes(&self) -> bool {
-        self.allowed && self.tokens <= HOST_COMPUTE_MAX_TOKENS
-    }
-}
-
-impl StreamedModel {
-    /// The host weights of `block` when the pass `on_cpu` computes it on the CPU: host
-    /// layers the split has there, in passes of at most [`HOST_COMPUTE_MAX_TOKENS`] tokens
-    /// (wider passes, and host layers the tuner moved off the CPU, stream them like any
-    /// other block).
-    fn cpu_weights(&self, block: BlockId, on_cpu: OnCpu<'_>) -> Option<&BlockWeights> {
-        let BlockId::Layer(i) = block else { return None };
-        let active = on_cpu.computes() && on_cpu.layers.get(i).copied().unwrap_or(false);
-        self.host.get(&block).filter(|_| active)
-    }
-
-    /// The CPU's rows of the head when the pass `on_cpu` computes them there: decode
-    /// steps (one row of logits) of passes whose host layers run on the CPU.
-    fn host_head(&self, on_cpu: OnCpu<'_>) -> Option<&HostHead> {
-        let active = on_cpu.computes() && on_cpu.head_rows == 1;
-        self.host_head.as_ref().filter(|_| active)
-    }
-
-    fn lock_split(&self) -> std::sync::MutexGuard<'_, HostSplit> {
-        self.host_split.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Lets the first decode steps choose how many of the plan's host layers the CPU
-    /// computes (see [`cardinfer_plan::tuning`]): from all of them down, each count
-    /// measured over a few steps, the fastest kept; then how many CPU threads compute
-    /// them, from the host pool's count down ([`crate::cpu::host_pool`]); then it keeps
-    /// comparing the split with stream-only, both measured again, and uses the faster
-    /// ([`cardinfer_plan::split_watch`]). Off by default; the loader turns it on for
-    /// hybrid plans whose host-layer count the planner chose. Restarts the search.
-    pub fn set_host_tuning(&mut self, on: bool) {
-        let planned = host_layers_of(&self.plan, &self.host);
-        // Without host layers there is nothing to search (and no pool to start). A search
-        // starts from the pool's own count, not from what an earlier one left.
-        let search = (on && !planned.is_empty()).then(crate::cpu::host_pool::default_threads);
-        *self.lock_split() = HostSplit::new(planned, self.family.spec().num_layers, search);
-    }
-
-    /// The host-layer search so far (`None` when the plan has no host layers).
-    pub fn host_tuning(&self) -> Option<TuningReport> {
-        let report = self.lock_split().report();
-        (report.planned > 0).then_some(report)
-    }
-
-    /// Weight bytes the CPU reads per decoded token with the split in use: its layers,
-    /// and the head's rows it computes beside the link.
-    pub fn host_bytes_per_pass(&self) -> u64 {
-        let on_cpu = self.lock_split().on_cpu();
-        let layers: u64 = (0..on_cpu.len()).filter(|&i| on_cpu[i]).map(|i| self.plan.bytes_of(BlockId::Layer(i))).sum();
-        let head = self.host_head.as_ref().map_or(0, |head| head_rows_bytes(&self.layout, &head.rows, &Device::Cpu));
-        layers + head
-    }
-
-    /// Layer `i` on the device; with the KV cache in host memory (the whole cache, or a
-    /// host-placed layer's in a hybrid plan, streamed here by a prefill chunk), its part
-    /// visits the device for the block and goes back after.
-    fn device_block(
-        &self,
-        i: usize,
-        weights: &BlockWeights,
-        x: &Tensor,
-        kv: &mut KvCache,
-        pos: usize,
-    ) -> Result<Tensor> {
-        let cache_on_host = self.plan.kv_on_host || self.host.contains_key(&BlockId::Layer(i));
-        if !cache_on_host {
-            return self.family.block(i, weights, x, kv.layer_mut(i), pos);
-        }
-        let slot = kv.layer_mut(i);
-        slot.move_to(&self.device)?;
-        let y = self.family.block(i, weights, x, slot, pos)?;
-        slot.move_to(&Device::Cpu)?;
-        Ok(y)
     }
 }
 
