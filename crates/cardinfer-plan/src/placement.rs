@@ -207,23 +207,14 @@ impl StreamPlan {
         try_head_resident: bool,
         kv_on_host: bool,
     ) -> Result<Self, PlanError> {
-        let PlanRequest { budget_bytes, mode, slots, runtime_bytes, .. } = *request;
+        let PlanRequest { budget_bytes, mode, runtime_bytes, .. } = *request;
         let full_kv = spec.kv_bytes_per_token(4) * spec.context_length as u64;
         let kv_bytes = if kv_on_host { 2 * full_kv / spec.num_layers.max(1) as u64 } else { full_kv };
-        // A measurement is for the asked chunk; a lowered chunk scales it down, never below
-        // the estimate.
-        let estimate = workspace_bytes(spec, prefill_chunk);
-        let asked = request.prefill_chunk.max(1) as u64;
-        let workspace_bytes = match request.measured_workspace_bytes {
-            Some(measured) if prefill_chunk as u64 == asked => measured,
-            Some(measured) => estimate.max(measured * prefill_chunk as u64 / asked),
-            None => estimate,
-        };
+        let workspace_bytes = chunk_workspace_bytes(spec, request, prefill_chunk);
         let fixed = kv_bytes + workspace_bytes + runtime_bytes;
         let candidates: Vec<(BlockId, u64)> =
             block_bytes.iter().copied().filter(|(b, _)| *b != BlockId::Embed).collect();
         let all_resident: u64 = candidates.iter().map(|(_, n)| n).sum();
-        let largest = candidates.iter().map(|(_, n)| *n).max().unwrap_or(0);
         let mut plan = Self {
             blocks: vec![(BlockId::Embed, Placement::Host)],
             block_bytes: block_bytes.to_vec(),
@@ -246,18 +237,10 @@ impl StreamPlan {
                 ByteSize(full_kv)
             ));
         }
-        let infeasible = |needed: u64, pool: u64, hint: &str| PlanError::InfeasibleBudget {
-            budget: ByteSize(budget_bytes),
-            needed: ByteSize(needed),
-            pool: ByteSize(pool),
-            kv: ByteSize(kv_bytes),
-            workspace: ByteSize(workspace_bytes),
-            hint: hint.to_string(),
-        };
         let stream_all = match mode {
             Mode::Resident => {
                 if all_resident + fixed > budget_bytes {
-                    return Err(infeasible(
+                    return Err(plan.infeasible(
                         all_resident + fixed,
                         0,
                         "--mode auto or stream to stream blocks through a pool",
@@ -274,6 +257,25 @@ impl StreamPlan {
             plan.reasons.push(format!("everything fits: {} of weights resident", ByteSize(all_resident)));
             return Ok(plan);
         }
+        plan.place_streamed(spec, &candidates, request, try_head_resident, fixed)?;
+        Ok(plan)
+    }
+
+    /// Places `candidates` (every block but the embedding) when not all of them fit: the
+    /// head resident or in row chunks, the pool's slots, and as many layers resident as
+    /// the room left holds, spread among the streamed ones. `fixed` is the KV cache,
+    /// workspace and runtime bytes.
+    fn place_streamed(
+        &mut self,
+        spec: &ModelSpec,
+        candidates: &[(BlockId, u64)],
+        request: &PlanRequest,
+        try_head_resident: bool,
+        fixed: u64,
+    ) -> Result<(), PlanError> {
+        let PlanRequest { budget_bytes, mode, slots, .. } = *request;
+        let largest = candidates.iter().map(|(_, n)| *n).max().unwrap_or(0);
+        let plan = self;
         let head = candidates.iter().find(|(b, _)| *b == BlockId::Head).map_or(0, |(_, n)| *n);
         let largest_layer = candidates.iter().filter(|(b, _)| *b != BlockId::Head).map(|(_, n)| *n).max().unwrap_or(0);
         let head_resident = try_head_resident && mode == Mode::Auto && fixed + head + largest_layer <= budget_bytes;
@@ -293,7 +295,7 @@ impl StreamPlan {
         let reserved = fixed + if head_resident { head } else { 0 };
         if slot + reserved > budget_bytes {
             let needed = slot + reserved;
-            return Err(infeasible(needed, slot, &cheapest_change(spec, budget_bytes, needed, kv_bytes, slot)));
+            return Err(plan.infeasible(needed, slot, &cheapest_change(spec, budget_bytes, needed, plan.kv_bytes, slot)));
         }
         // Two slots by default: one computes while the next fills (the prefetch thread on
         // the CPU; on CUDA, uploads queued ahead while a host layer computes). Where copies
@@ -320,7 +322,7 @@ impl StreamPlan {
         };
         let resident_layers = keep.iter().filter(|k| **k).count();
         let mut keep = keep.into_iter();
-        for &(b, n) in &candidates {
+        for &(b, n) in candidates {
             let placement = match b {
                 BlockId::Head if head_resident => Placement::Resident,
                 BlockId::Head => Placement::Streamed,
@@ -341,7 +343,20 @@ impl StreamPlan {
             "{resident_layers} layers resident in the room left; {streamed} block(s) stream ({} per token)",
             ByteSize(plan.streamed_bytes_per_pass())
         ));
-        Ok(plan)
+        Ok(())
+    }
+
+    /// The error for a plan that needs `needed` bytes (`pool` of them slots) beyond the
+    /// budget, with `hint`, the cheapest change.
+    fn infeasible(&self, needed: u64, pool: u64, hint: &str) -> PlanError {
+        PlanError::InfeasibleBudget {
+            budget: ByteSize(self.budget_bytes),
+            needed: ByteSize(needed),
+            pool: ByteSize(pool),
+            kv: ByteSize(self.kv_bytes),
+            workspace: ByteSize(self.workspace_bytes),
+            hint: hint.to_string(),
+        }
     }
 }
 
@@ -361,6 +376,18 @@ pub fn spread_resident_layers(layers: &[u64], free: u64) -> Vec<bool> {
     let mut room = free;
     let most = sorted.iter().take_while(|b| room.checked_sub(**b).map(|r| room = r).is_some()).count();
     (0..=most).rev().map(pattern).find(|keep| bytes(keep) <= free).unwrap_or_else(|| vec![false; n])
+}
+
+/// Activation bytes of a `prefill_chunk`-token chunk: a measurement is for the asked
+/// chunk; a lowered chunk scales it down, never below the estimate.
+fn chunk_workspace_bytes(spec: &ModelSpec, request: &PlanRequest, prefill_chunk: usize) -> u64 {
+    let estimate = workspace_bytes(spec, prefill_chunk);
+    let asked = request.prefill_chunk.max(1) as u64;
+    match request.measured_workspace_bytes {
+        Some(measured) if prefill_chunk as u64 == asked => measured,
+        Some(measured) => estimate.max(measured * prefill_chunk as u64 / asked),
+        None => estimate,
+    }
 }
 
 /// The prefill chunks a plan may use: the asked one, then (except in resident mode,

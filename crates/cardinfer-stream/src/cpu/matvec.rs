@@ -16,15 +16,15 @@
 //! kernels a row's value is Candle's unpacked-path value for that row (ours sum in another
 //! order: the last bits can differ).
 //!
-//! `CARDINFER_CPU_MATVEC=candle` (or [`use_candle_matmul`]) sends every product to Candle's
-//! matmul instead (to compare the two on a machine).
+//! [`CpuKernels::CandleMatmul`](crate::cpu::kernels::CpuKernels::CandleMatmul) sends every
+//! product to Candle's matmul instead (to compare the two on a machine).
 
 use candle_core::quantized::k_quants::{
     BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8_0,
 };
 use candle_core::quantized::{GgmlDType, GgmlType, QTensor};
 use candle_core::{DType, Device, Tensor};
-use std::sync::atomic::{AtomicBool, Ordering};
+
 use std::sync::Mutex;
 
 /// Output rows per task: enough work (a few hundred KB of weights) to amortize the task,
@@ -141,24 +141,9 @@ pub fn with_serial_small_ops<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     }
 }
 
-/// Whether products go to Candle's matmul instead: `CARDINFER_CPU_MATVEC=candle` at start,
-/// or [`use_candle_matmul`].
-static CANDLE_MATMUL: std::sync::OnceLock<AtomicBool> = std::sync::OnceLock::new();
-
-fn candle_matmul() -> &'static AtomicBool {
-    CANDLE_MATMUL.get_or_init(|| AtomicBool::new(std::env::var("CARDINFER_CPU_MATVEC").is_ok_and(|v| v == "candle")))
-}
-
-/// Sends every CPU product of this process to Candle's quantized matmul (`true`) or to
-/// this module (`false`, the default). Candle's x86 path rounds differently (its tiles
-/// sum in another order): a block written with Candle's ops (`block_adapter`) gives the
-/// built-in decoder's bits only with Candle's matmul on both sides.
-pub fn use_candle_matmul(on: bool) {
-    candle_matmul().store(on, Ordering::Relaxed);
-}
-
+/// Whether this module computes the products (else Candle's matmul does).
 fn enabled() -> bool {
-    !candle_matmul().load(Ordering::Relaxed)
+    crate::cpu::kernels::selected() != crate::cpu::kernels::CpuKernels::CandleMatmul
 }
 
 /// Rows `first..` of one weight and the output they fill (`[rows, inputs]`).

@@ -3,5 +3,6 @@
 
 pub mod exact;
 pub mod host_pool;
+pub mod kernels;
 pub mod matvec;
 pub mod x86;

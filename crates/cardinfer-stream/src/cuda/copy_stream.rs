@@ -253,9 +253,3 @@ mod imp {
 
 #[cfg(not(feature = "cuda"))]
 type NoEvent = crate::device::MarkerEvent;
-
-/// Whether uploads of page-locked blocks use a copy stream (and, with it, slot buffers):
-/// `CARDINFER_COPY_STREAM=0` issues them on the compute stream instead, to compare.
-pub fn copy_stream_enabled() -> bool {
-    std::env::var("CARDINFER_COPY_STREAM").map_or(true, |v| v != "0")
-}

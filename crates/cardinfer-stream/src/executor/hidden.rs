@@ -44,13 +44,14 @@ impl FusedLayers {
         if kv_on_host {
             return Self::off("the KV cache lives in host memory");
         }
-        Self::try_new(spec, rope, device)
+        Self::try_new(path, spec, rope, device)
     }
 
     #[cfg(feature = "cuda")]
-    fn try_new(spec: &ModelSpec, rope: &Rope, device: &Device) -> Self {
+    fn try_new(path: DecodePath, spec: &ModelSpec, rope: &Rope, device: &Device) -> Self {
         match FusedDecoder::layerwise(spec, rope, device) {
-            Ok(decoder) => {
+            Ok(mut decoder) => {
+                decoder.configure(path);
                 Self { decoder: Some(std::sync::Mutex::new(decoder)), status: "fused (layer by layer)".into() }
             }
             Err(e) => Self::off(&e.to_string()),
@@ -58,7 +59,7 @@ impl FusedLayers {
     }
 
     #[cfg(not(feature = "cuda"))]
-    fn try_new(_spec: &ModelSpec, _rope: &Rope, _device: &Device) -> Self {
+    fn try_new(_path: DecodePath, _spec: &ModelSpec, _rope: &Rope, _device: &Device) -> Self {
         Self::off("the fused path needs the `cuda` feature")
     }
 

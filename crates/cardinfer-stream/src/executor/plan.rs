@@ -30,7 +30,8 @@ pub fn plan_on_device(
 }
 
 /// Whether the executor overlaps block copies with compute on `device`: the CPU runs a
-/// prefetch thread; CUDA uploads on a copy stream (unless `CARDINFER_COPY_STREAM=0`).
-pub fn copies_overlap(device: &Device) -> bool {
-    device.is_cpu() || crate::cuda::copy_stream::copy_stream_enabled()
+/// prefetch thread; CUDA uploads on a copy stream when `copy_stream`
+/// ([`LoadOptions::copy_stream`](crate::LoadOptions::copy_stream)).
+pub fn copies_overlap(device: &Device, copy_stream: bool) -> bool {
+    device.is_cpu() || copy_stream
 }

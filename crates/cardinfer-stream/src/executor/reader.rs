@@ -1,6 +1,6 @@
 //! Reading a block's weights onto a device: the host → device leg of the pipeline.
 
-use crate::cuda::copy_stream::{copy_stream_enabled, CopyStream};
+use crate::cuda::copy_stream::CopyStream;
 use crate::device::PinnedBuffer;
 use crate::cuda::slots::SlotArena;
 use crate::model::weights::BlockWeights;
@@ -84,9 +84,10 @@ pub struct Uploader {
 }
 
 impl Uploader {
-    /// A copy stream for `device` unless `CARDINFER_COPY_STREAM=0`; no slot buffers yet.
-    pub fn new(device: &Device) -> Self {
-        Self { copy: if copy_stream_enabled() { CopyStream::new(device) } else { None }, arena: None }
+    /// A copy stream for `device` when `copy_stream` (else uploads are issued on the
+    /// compute stream, to compare); no slot buffers yet.
+    pub fn new(device: &Device, copy_stream: bool) -> Self {
+        Self { copy: if copy_stream { CopyStream::new(device) } else { None }, arena: None }
     }
 
     /// Slot buffers allocated once (`slots` of `slot_bytes`, kernels' scratch for inputs

@@ -98,7 +98,7 @@ impl ResidentModel {
             fused: None,
             decode_status: "plain".into(),
         };
-        model.prepare_decode_path(crate::executor::fused::DecodePath::from_env()?);
+        model.prepare_decode_path(crate::executor::fused::DecodePath::default());
         Ok(model)
     }
 
@@ -109,19 +109,20 @@ impl ResidentModel {
         {
             self.fused = None;
         }
-        self.decoder.set_fused_ops(path == crate::executor::fused::DecodePath::Fused);
+        self.decoder.set_fused_ops(path.is_fused());
         self.decode_status = match path {
             crate::executor::fused::DecodePath::Plain => "plain (asked for)".into(),
-            crate::executor::fused::DecodePath::Fused => self.try_fused(),
+            fused => self.try_fused(fused),
         };
     }
 
     #[cfg(feature = "cuda")]
-    fn try_fused(&mut self) -> String {
+    fn try_fused(&mut self, path: crate::executor::fused::DecodePath) -> String {
         use crate::executor::fused::cuda::FusedDecoder;
         let spec = self.decoder.spec();
         match FusedDecoder::new(spec, self.decoder.rope(), &self.layers, &self.head, &self.device) {
-            Ok(fused) => {
+            Ok(mut fused) => {
+                fused.configure(path);
                 let status = if fused.uses_graph() { "fused (CUDA graph)" } else { "fused (no graph)" };
                 self.fused = Some(std::sync::Mutex::new(fused));
                 status.into()
@@ -131,7 +132,7 @@ impl ResidentModel {
     }
 
     #[cfg(not(feature = "cuda"))]
-    fn try_fused(&mut self) -> String {
+    fn try_fused(&mut self, _path: crate::executor::fused::DecodePath) -> String {
         "plain (the fused path needs the `cuda` feature)".into()
     }
 

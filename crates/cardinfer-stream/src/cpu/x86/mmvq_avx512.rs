@@ -50,8 +50,8 @@ pub struct Prepared {
     q6k: Vec<Q6kInput>,
 }
 
-/// Whether this machine runs these kernels (AVX-512 F/BW/VNNI and F16C, and not
-/// `CARDINFER_CPU_KERNEL=candle`), as [`crate::cpu::x86::vnni_dot::available`].
+/// Whether this machine runs these kernels and they are chosen, as
+/// [`crate::cpu::x86::vnni_dot::available`].
 pub fn available() -> bool {
     crate::cpu::x86::vnni_dot::available()
 }

@@ -56,9 +56,15 @@ const _: () = assert!(std::mem::align_of::<Q4K>() <= std::mem::align_of::<BlockQ
 const _: () = assert!(std::mem::size_of::<Q8K>() == std::mem::size_of::<BlockQ8K>());
 const _: () = assert!(std::mem::align_of::<Q8K>() <= std::mem::align_of::<BlockQ8K>());
 
-/// Whether this machine runs the kernel (AVX-512 F, BW, VL and VNNI, and F16C);
-/// `CARDINFER_CPU_KERNEL=candle` at start turns it off (Candle's kernel then runs).
+/// Whether this machine runs the kernel (AVX-512 F, BW, VL and VNNI, and F16C) and it is
+/// chosen ([`CpuKernels::CandleBlockDot`](crate::cpu::kernels::CpuKernels::CandleBlockDot)
+/// turns it off: Candle's kernel then runs).
 pub fn available() -> bool {
+    hardware() && crate::cpu::kernels::selected() != crate::cpu::kernels::CpuKernels::CandleBlockDot
+}
+
+/// Whether this machine has what the kernel needs.
+fn hardware() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
@@ -68,7 +74,6 @@ pub fn available() -> bool {
                 && std::arch::is_x86_feature_detected!("avx512vl")
                 && std::arch::is_x86_feature_detected!("avx512vnni")
                 && std::arch::is_x86_feature_detected!("f16c")
-                && std::env::var("CARDINFER_CPU_KERNEL").map_or(true, |v| v != "candle")
         })
     }
     #[cfg(not(target_arch = "x86_64"))]

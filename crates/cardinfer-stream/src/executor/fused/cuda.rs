@@ -149,7 +149,7 @@ pub struct FusedDecoder {
     _rope_tables: (Tensor, Tensor),
     dims: Dims,
     use_graph: bool,
-    /// Benchmarks only (`CARDINFER_FUSED_MATVEC_ONLY=1`): launch just the quantized matrix
+    /// Benchmarks only ([`super::DecodePath::ProductsOnly`]): launch just the quantized matrix
     /// products, so a token's time is what reading the weights costs and the difference
     /// to a full token is the overhead. The output is meaningless.
     matvec_only: bool,
@@ -308,7 +308,6 @@ impl FusedDecoder {
         let kernels = load_kernels(cuda)?;
         let buffers = Buffers::new(cuda, &dims, q_dim, kv_dim, spec.num_layers)?;
         let workspace = Workspace::new(cuda, hidden.max(q_dim).max(ffn), 1)?;
-        let use_graph = std::env::var("CARDINFER_GRAPH").map_or(true, |v| v != "0");
         Ok(Self {
             spec: spec.clone(),
             device: cuda.clone(),
@@ -321,8 +320,8 @@ impl FusedDecoder {
             rope: rope_addresses,
             _rope_tables: (cos, sin),
             dims,
-            use_graph,
-            matvec_only: std::env::var("CARDINFER_FUSED_MATVEC_ONLY").is_ok_and(|v| v == "1"),
+            use_graph: true,
+            matvec_only: false,
             graph: None,
             pos_host: Box::new([0]),
             kv_table_host: Vec::new(),
@@ -335,8 +334,15 @@ impl FusedDecoder {
         self.dims.capacity
     }
 
-    /// Whether tokens are replayed from a CUDA graph (`CARDINFER_GRAPH=0` launches the
-    /// kernels one by one instead).
+    /// Applies the variant of the fused path `path` asks for: with or without the CUDA
+    /// graph, or the products alone.
+    pub fn configure(&mut self, path: super::DecodePath) {
+        self.use_graph = path != super::DecodePath::FusedNoGraph;
+        self.matvec_only = path == super::DecodePath::ProductsOnly;
+    }
+
+    /// Whether tokens are replayed from a CUDA graph ([`super::DecodePath::FusedNoGraph`]
+    /// launches the kernels one by one instead).
     pub fn uses_graph(&self) -> bool {
         self.use_graph
     }

@@ -18,8 +18,8 @@
 //!
 //! The plain path (Candle ops per block) stays for prefill, for other devices and for
 //! debugging; on CUDA its attention softmax (scale, causal mask and softmax), RoPE (with
-//! the head transpose) and SwiGLU each run as one kernel giving the same bits ([`crate::cuda::fused_ops`]). [`DecodePath::from_env`] reads
-//! `CARDINFER_DECODE=plain|fused`; `plain` switches all of this off.
+//! the head transpose) and SwiGLU each run as one kernel giving the same bits ([`crate::cuda::fused_ops`]). [`DecodePath::Plain`]
+//! (`LoadOptions::decode_path`) switches all of this off.
 //! [`reference`](mod@reference) holds CPU versions of the kernels; the tests check that a decode step
 //! composed of them equals the plain block.
 //!
@@ -49,17 +49,21 @@ pub enum DecodePath {
     /// (CUDA, a Llama-style decoder, block-quantized matrices), the plain path elsewhere.
     #[default]
     Fused,
+    /// The fused kernels launched one by one for every token, without the CUDA graph
+    /// (for comparison).
+    FusedNoGraph,
+    /// A timing diagnostic: the fused path launches only the quantizations and the matrix
+    /// products, so a token's time is what reading the weights costs and the difference
+    /// to a full token is the overhead. The output is meaningless.
+    ProductsOnly,
     /// Candle ops per block, as for prefill (for debugging and comparison).
     Plain,
 }
 
 impl DecodePath {
-    /// `CARDINFER_DECODE` (`fused` or `plain`), [`DecodePath::Fused`] when unset.
-    pub fn from_env() -> Result<Self> {
-        match std::env::var("CARDINFER_DECODE") {
-            Ok(value) => value.parse(),
-            Err(_) => Ok(Self::default()),
-        }
+    /// Whether the fused kernels are asked for (every variant but [`DecodePath::Plain`]).
+    pub fn is_fused(self) -> bool {
+        self != Self::Plain
     }
 }
 
@@ -69,10 +73,12 @@ impl std::str::FromStr for DecodePath {
     fn from_str(s: &str) -> Result<Self> {
         match s {
             "fused" => Ok(Self::Fused),
+            "fused-no-graph" => Ok(Self::FusedNoGraph),
+            "products-only" => Ok(Self::ProductsOnly),
             "plain" => Ok(Self::Plain),
             other => Err(StreamError::InvalidParameter {
-                name: "CARDINFER_DECODE",
-                reason: format!("`{other}` is not a decode path (fused, plain)"),
+                name: "decode path",
+                reason: format!("`{other}` is not a decode path (fused, fused-no-graph, products-only, plain)"),
             }),
         }
     }

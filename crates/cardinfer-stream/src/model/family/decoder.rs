@@ -24,12 +24,11 @@ impl Decoder {
     /// A decoder for `spec`, with RoPE frequency divisors from the file if it has them.
     pub fn new(spec: ModelSpec, rope_freq_factors: Option<Vec<f32>>) -> Self {
         let rope = Rope::new(&spec, rope_freq_factors);
-        let fused_ops = crate::executor::fused::DecodePath::from_env().map_or(true, |p| p == crate::executor::fused::DecodePath::Fused);
-        Self { spec, rope, fused_ops }
+        Self { spec, rope, fused_ops: true }
     }
 
     /// Switches the one-kernel masked softmax, RoPE and SwiGLU on or off (on by default,
-    /// off with `CARDINFER_DECODE=plain`); they give the same bits as the Candle ops.
+    /// off with [`DecodePath::Plain`](crate::executor::fused::DecodePath::Plain)); they give the same bits as the Candle ops.
     pub fn set_fused_ops(&mut self, on: bool) {
         self.fused_ops = on;
     }

@@ -1,0 +1,187 @@
+//! How to place a model: [`LoadOptions`], the typed options every entry point fills.
+
+use crate::cpu::kernels::CpuKernels;
+use crate::executor::fused::DecodePath;
+use crate::executor::Mode;
+use crate::{Result, StreamError};
+use cardinfer_plan::{Budget, Profile};
+
+/// How to place the model on the device.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadOptions {
+    /// Device memory the model may use (on a CPU device: RAM for streamed blocks).
+    /// A percentage needs a device that reports free memory; elsewhere it means
+    /// "no limit".
+    pub budget: Budget,
+    /// Resident, streamed, or chosen by the budget.
+    pub mode: Mode,
+    /// Pool slots (default 2).
+    pub slots: Option<usize>,
+    /// Tokens per prefill chunk.
+    pub prefill_chunk: usize,
+    /// Context length to reserve the KV cache for (default: the model's, at most 4096).
+    /// Prompts beyond it are an error.
+    pub context: Option<usize>,
+    /// Hybrid decode: compute a share of the non-resident layers on the CPU while the
+    /// link streams the rest (rates from [`LoadOptions::profile`]).
+    pub hybrid: bool,
+    /// Hybrid decode with exactly this many host-placed layers (at most the streamed
+    /// ones) instead of the count the schedule simulation finds fastest; implies `hybrid`.
+    pub host_layers: Option<usize>,
+    /// With a hybrid plan whose host-layer count the planner chose (no `host_layers`):
+    /// let the first decode steps measure fewer host layers and keep the fastest count,
+    /// then fewer CPU threads; after that, compare the split with stream-only again as
+    /// decoding goes on and use the faster (see [`StreamedModel::set_host_tuning`]). On by
+    /// default.
+    pub tune_host_layers: bool,
+    /// Where streamed blocks wait in host memory.
+    pub host_tier: HostTier,
+    /// How single tokens are decoded on the device (fused kernels by default).
+    pub decode_path: DecodePath,
+    /// Uploads of page-locked blocks on a copy stream of their own, into slot buffers
+    /// used in place (on by default); off, they are issued on the compute stream (to
+    /// compare).
+    pub copy_stream: bool,
+    /// Which kernels compute quantized products on the CPU. A process-wide choice: the
+    /// last model loaded sets it.
+    pub cpu_kernels: CpuKernels,
+    /// The device's measured rates for hybrid plans (the CLI's `probe` writes them);
+    /// `None`: rates fitted on an H100 machine.
+    pub profile: Option<Profile>,
+}
+
+/// Where streamed blocks wait in host memory between their uploads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HostTier {
+    /// Page-locked when host memory can hold them (CUDA), else the disk tier; on a CPU
+    /// device, read from the mapped file.
+    #[default]
+    Auto,
+    /// Every streamed block copied once into page-locked memory (CUDA).
+    Pinned,
+    /// Read on demand from the file through a small ring of staging buffers.
+    Disk,
+    /// Read from the mapped file at each use, never page-locked (to compare).
+    File,
+}
+
+impl std::str::FromStr for HostTier {
+    type Err = StreamError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(Self::Auto),
+            "pinned" => Ok(Self::Pinned),
+            "disk" => Ok(Self::Disk),
+            "file" => Ok(Self::File),
+            _ => Err(StreamError::InvalidParameter {
+                name: "host tier",
+                reason: format!("`{s}`: expected auto, pinned, disk or file"),
+            }),
+        }
+    }
+}
+
+/// Context used when none is asked for: the model's, capped like llama.cpp's default.
+pub const DEFAULT_CONTEXT: usize = 4096;
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            budget: Budget::default(),
+            mode: Mode::Auto,
+            slots: None,
+            prefill_chunk: 512,
+            context: None,
+            hybrid: false,
+            host_layers: None,
+            tune_host_layers: true,
+            host_tier: HostTier::Auto,
+            decode_path: DecodePath::Fused,
+            copy_stream: true,
+            cpu_kernels: CpuKernels::Native,
+            profile: None,
+        }
+    }
+}
+
+/// Builder-style setters: `LoadOptions::default().budget(b).mode(Mode::Auto).hybrid(true)`.
+impl LoadOptions {
+    /// Sets [`LoadOptions::budget`].
+    pub fn budget(mut self, budget: Budget) -> Self {
+        self.budget = budget;
+        self
+    }
+
+    /// Sets [`LoadOptions::mode`].
+    pub fn mode(mut self, mode: Mode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Sets [`LoadOptions::slots`].
+    pub fn slots(mut self, slots: usize) -> Self {
+        self.slots = Some(slots);
+        self
+    }
+
+    /// Sets [`LoadOptions::prefill_chunk`].
+    pub fn prefill_chunk(mut self, tokens: usize) -> Self {
+        self.prefill_chunk = tokens;
+        self
+    }
+
+    /// Sets [`LoadOptions::context`].
+    pub fn context(mut self, tokens: usize) -> Self {
+        self.context = Some(tokens);
+        self
+    }
+
+    /// Sets [`LoadOptions::hybrid`].
+    pub fn hybrid(mut self, on: bool) -> Self {
+        self.hybrid = on;
+        self
+    }
+
+    /// Sets [`LoadOptions::host_layers`] (and so hybrid decode).
+    pub fn host_layers(mut self, layers: usize) -> Self {
+        self.host_layers = Some(layers);
+        self
+    }
+
+    /// Sets [`LoadOptions::tune_host_layers`].
+    pub fn tune_host_layers(mut self, on: bool) -> Self {
+        self.tune_host_layers = on;
+        self
+    }
+
+    /// Sets [`LoadOptions::host_tier`].
+    pub fn host_tier(mut self, tier: HostTier) -> Self {
+        self.host_tier = tier;
+        self
+    }
+
+    /// Sets [`LoadOptions::decode_path`].
+    pub fn decode_path(mut self, path: DecodePath) -> Self {
+        self.decode_path = path;
+        self
+    }
+
+    /// Sets [`LoadOptions::copy_stream`].
+    pub fn copy_stream(mut self, on: bool) -> Self {
+        self.copy_stream = on;
+        self
+    }
+
+    /// Sets [`LoadOptions::cpu_kernels`].
+    pub fn cpu_kernels(mut self, kernels: CpuKernels) -> Self {
+        self.cpu_kernels = kernels;
+        self
+    }
+
+    /// Sets [`LoadOptions::profile`].
+    pub fn profile(mut self, profile: Profile) -> Self {
+        self.profile = Some(profile);
+        self
+    }
+}
