@@ -104,8 +104,8 @@ impl Profile {
 
     /// The profile `probe` cached for `device_key` (see [`Profile::cache_path`]), or the
     /// built-in H100 fit when none was measured (or the cached file is unreadable).
-    pub fn for_device(device_key: &str) -> Self {
-        Self::load(&Self::cache_path(device_key)).unwrap_or_else(|_| Self::h100_fitted())
+    pub fn for_device(cache_dir: &Path, device_key: &str) -> Self {
+        Self::load(&Self::cache_path(cache_dir, device_key)).unwrap_or_else(|_| Self::h100_fitted())
     }
 
     /// Reads a profile file.
@@ -129,12 +129,11 @@ impl Profile {
         std::fs::rename(&tmp, path).map_err(|e| err(e.to_string()))
     }
 
-    /// Where the profile of `device_key` (e.g. `cuda0-NVIDIA_H100`) is cached:
-    /// `$CARDINFER_CACHE/profiles/` or `~/.cache/cardinfer/profiles/`.
-    pub fn cache_path(device_key: &str) -> PathBuf {
-        let base = std::env::var_os("CARDINFER_CACHE").map(PathBuf::from).unwrap_or_else(|| {
-            std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(std::env::temp_dir).join(".cache/cardinfer")
-        });
+    /// Where the profile of `device_key` (e.g. `cuda0-NVIDIA_H100`) is cached under
+    /// `cache_dir` (the CLI's is `$CARDINFER_CACHE`, else `~/.cache/cardinfer`):
+    /// `cache_dir/profiles/<key>.json`.
+    pub fn cache_path(cache_dir: &Path, device_key: &str) -> PathBuf {
+        let base = cache_dir;
         let safe: String =
             device_key.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
         base.join("profiles").join(format!("{safe}.json"))
@@ -195,7 +194,7 @@ mod tests {
 
     #[test]
     fn cache_paths_are_file_name_safe() {
-        let p = Profile::cache_path("cuda:0 NVIDIA H100/80GB");
-        assert!(p.ends_with("profiles/cuda_0_NVIDIA_H100_80GB.json"), "{}", p.display());
+        let p = Profile::cache_path(Path::new("/cache"), "cuda:0 NVIDIA H100/80GB");
+        assert_eq!(p, Path::new("/cache/profiles/cuda_0_NVIDIA_H100_80GB.json"));
     }
 }

@@ -4,6 +4,7 @@
 pub mod cpu;
 pub mod cuda;
 pub mod device;
+pub mod diagnostics;
 mod error;
 pub mod executor;
 pub mod load;

@@ -1,9 +1,9 @@
-//! `CARDINFER_TIMELINE=1`: device-side timeline of each weight pass (when every block's
-//! copy and compute ran, from CUDA events, and how long the host took to queue it),
-//! printed to stderr. For diagnosing how copies and compute overlap and whether the
-//! device waits for the host; off by default (the events cost a little).
-//! `CARDINFER_TIMELINE=2` prints every block of decode passes too, host-computed layers
-//! included (their span: from the device reaching the hop to the hidden state's return).
+//! Device-side timeline of each weight pass (when every block's copy and compute ran,
+//! from CUDA events, and how long the host took to queue it), a `debug` event of
+//! [`crate::diagnostics::TIMELINE`]. For diagnosing how copies and compute overlap and
+//! whether the device waits for the host; off by default (the events cost a little). At
+//! `trace` every block of decode passes is shown too, host-computed layers included
+//! (their span: from the device reaching the hop to the hidden state's return).
 
 use crate::device::DeviceMarker;
 use candle_core::Device;
@@ -11,8 +11,7 @@ use cardinfer_core::BlockId;
 
 /// Whether timelines are recorded.
 pub(crate) fn enabled() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var_os("CARDINFER_TIMELINE").is_some())
+    tracing::enabled!(target: crate::diagnostics::TIMELINE, tracing::Level::DEBUG)
 }
 
 /// When the last printed pass ended (its timeline printed), for the gap before the next.
@@ -29,10 +28,9 @@ pub(crate) fn pass_entered() {
     }
 }
 
-/// Whether every block is printed for decode passes too (`CARDINFER_TIMELINE=2`).
+/// Whether every block is shown for decode passes too.
 fn detailed() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var("CARDINFER_TIMELINE").is_ok_and(|v| v == "2"))
+    tracing::enabled!(target: crate::diagnostics::TIMELINE, tracing::Level::TRACE)
 }
 
 /// A span on the device: its start and end markers.
@@ -131,6 +129,6 @@ impl Timeline {
                 ));
             }
         }
-        eprintln!("{line}");
+        tracing::debug!(target: crate::diagnostics::TIMELINE, "{line}");
     }
 }

@@ -1,17 +1,16 @@
-//! `CARDINFER_HOST_STAGES=1`: each host layer computed by [`super::decode_layer`] prints
-//! the milliseconds of its steps on one line of stderr (`attn_norm 0.008 qkv 0.151 …
-//! down 0.326`), in a pass or in `examples/host_layer`. Off, a mark costs one load of a flag.
+//! Each host layer computed by [`super::decode_layer`] reports the milliseconds of its
+//! steps as one `debug` event of [`crate::diagnostics::HOST_STAGES`] (`attn_norm 0.008
+//! qkv 0.151 … down 0.326`), in a pass or in `cardinfer-dev host-layer`. Off, a mark costs
+//! one check of a flag.
 //!
 //! This is how the serial steps between the matrix products were found to take 0.14 ms of
 //! a 4B host layer's 1.38 in the pass on the H100 machine (BENCHMARKS.md, run121/run122).
 
-use std::sync::OnceLock;
 use std::time::Instant;
 
-/// Whether `CARDINFER_HOST_STAGES` is set.
+/// Whether the stages are asked for.
 fn enabled() -> bool {
-    static ON: OnceLock<bool> = OnceLock::new();
-    *ON.get_or_init(|| std::env::var_os("CARDINFER_HOST_STAGES").is_some())
+    tracing::enabled!(target: crate::diagnostics::HOST_STAGES, tracing::Level::DEBUG)
 }
 
 /// The steps of one host layer so far: each name with the time since the step before.
@@ -21,7 +20,7 @@ pub struct StageClock {
 }
 
 impl StageClock {
-    /// Starts timing a layer (nothing is timed unless `CARDINFER_HOST_STAGES` is set).
+    /// Starts timing a layer (nothing is timed unless the stages are asked for).
     pub fn start() -> Self {
         Self { last: enabled().then(Instant::now), line: String::new() }
     }
@@ -39,7 +38,7 @@ impl StageClock {
     /// Prints the layer's line, if timing.
     pub fn print(self) {
         if self.last.is_some() {
-            eprintln!("{}", self.line);
+            tracing::debug!(target: crate::diagnostics::HOST_STAGES, "{}", self.line);
         }
     }
 }

@@ -104,7 +104,7 @@ fn read_piece(model: &StreamedModel, piece: Piece) -> Filled {
         None => before.zip(DeviceMarker::now(&model.device)),
     };
     if trace() {
-        eprintln!("[read] {piece:?} queued in {:?}", start.elapsed());
+        tracing::trace!(target: crate::diagnostics::BLOCKS, "[read] {piece:?} queued in {:?}", start.elapsed());
     }
     Filled { piece, weights, ticket, read_time: start.elapsed(), markers }
 }
@@ -467,8 +467,7 @@ impl TextModel for StreamedModel {
     }
 }
 
-/// `CARDINFER_TRACE=1` prints every block read and computed (for diagnosing stalls).
+/// Whether every block read and computed is reported (for diagnosing stalls).
 fn trace() -> bool {
-    static TRACE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *TRACE.get_or_init(|| std::env::var_os("CARDINFER_TRACE").is_some())
+    tracing::enabled!(target: crate::diagnostics::BLOCKS, tracing::Level::TRACE)
 }

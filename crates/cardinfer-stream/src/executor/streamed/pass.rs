@@ -225,7 +225,7 @@ impl StreamedModel {
                 self.receive(pass.source, &mut pass.ahead, &piece, &mut pass.timings, &mut pass.copy_markers)?;
             let start = Instant::now();
             if trace() {
-                eprintln!("[compute] {piece:?}");
+                tracing::trace!(target: crate::diagnostics::BLOCKS, "[compute] {piece:?}");
             }
             pass.timeline.begin();
             let out = match block {
