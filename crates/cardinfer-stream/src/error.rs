@@ -82,6 +82,10 @@ pub enum StreamError {
         /// The shape in the file.
         found: Vec<usize>,
     },
+    /// A fault inside CardInfer, not in the input: a worker thread panicked, a device
+    /// call that cannot fail for valid input failed. Worth a bug report.
+    #[error("internal error: {0} (a fault in CardInfer, not in your input; please report it)")]
+    Internal(String),
 }
 
 /// Result type of this crate.

@@ -1,8 +1,19 @@
 #![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
 
+// The CPU and CUDA kernels, pools and copy machinery: internals, public only to the
+// developer tools and tests (`dev` feature).
+#[cfg(feature = "dev")]
 pub mod cpu;
+#[cfg(not(feature = "dev"))]
+#[allow(dead_code)]
+pub(crate) mod cpu;
+#[cfg(feature = "dev")]
 pub mod cuda;
+#[cfg(not(feature = "dev"))]
+#[allow(dead_code)]
+pub(crate) mod cuda;
+
 pub mod device;
 pub mod diagnostics;
 mod error;
@@ -13,8 +24,13 @@ pub mod model;
 mod test_util;
 pub mod text;
 
+/// Candle, as this crate uses it: tensors and devices without a second, version-matched
+/// dependency.
+pub use candle_core;
+pub use cpu::kernels::CpuKernels;
 pub use error::{Result, StreamError};
-pub use load::{LoadOptions, LoadedModel, ModelSource, Runner};
+pub use executor::{DecodePath, Mode};
+pub use load::{HostTier, LoadOptions, LoadedModel, ModelSource, Runner};
 pub use model::{KvCache, KvSlot, LayerStream, Logits, ResidentModel, TextModel};
 pub use text::chat_template::{ChatTemplate, Message};
 pub use text::generator::{GenerateOptions, Generation, Session, StopReason};

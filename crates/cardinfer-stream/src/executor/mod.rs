@@ -22,13 +22,22 @@
 //!   host memory cannot hold them, the disk tier ([`StagedReader`]): blocks read from the
 //!   file on demand into a ring of staging buffers by a background thread.
 
+// The fused decode path's kernels and CPU reference: internals, public to the developer
+// tools and tests (`dev` feature).
+#[cfg(feature = "dev")]
 pub mod fused;
+#[cfg(not(feature = "dev"))]
+#[allow(dead_code)]
+pub(crate) mod fused;
 mod hidden;
 mod host_head;
 mod host_split;
 mod plan;
+// Parts of these only the tests read (`dev`).
+#[cfg_attr(not(feature = "dev"), allow(dead_code))]
 mod pool;
 mod reader;
+#[cfg_attr(not(feature = "dev"), allow(dead_code))]
 mod staged;
 mod streamed;
 mod timeline;
@@ -39,8 +48,24 @@ mod warmup;
 pub use plan::{
     block_device_bytes, copies_overlap, device_block_bytes, plan_on_device, Mode, Placement, PlanRequest, StreamPlan,
 };
-pub use pool::{PoolStats, SlotPool, SlotTicket};
-pub use reader::{BlockReader, CheckpointReader, PinnedReader, Uploader};
-pub use staged::StagedReader;
+pub use fused::DecodePath;
+pub use pool::PoolStats;
 pub use streamed::{StreamTimings, StreamedModel};
-pub use warmup::{measure_device_overheads, measure_runtime_bytes, zero_layer, DeviceOverheads};
+
+// The pool, the readers and the warm-up measurements: internals, public to the developer
+// tools and tests (`dev` feature).
+#[cfg(feature = "dev")]
+pub use {
+    pool::{SlotPool, SlotTicket},
+    reader::{BlockReader, CheckpointReader, PinnedReader, Uploader},
+    staged::StagedReader,
+    warmup::{measure_device_overheads, measure_runtime_bytes, zero_layer, DeviceOverheads},
+};
+#[cfg(not(feature = "dev"))]
+#[allow(unused_imports)]
+pub(crate) use {
+    pool::{SlotPool, SlotTicket},
+    reader::{BlockReader, CheckpointReader, PinnedReader, Uploader},
+    staged::StagedReader,
+    warmup::{measure_device_overheads, measure_runtime_bytes, zero_layer, DeviceOverheads},
+};

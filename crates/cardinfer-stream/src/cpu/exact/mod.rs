@@ -30,6 +30,7 @@ pub mod mmvq;
 pub mod q8_1;
 pub mod stages;
 
+#[cfg_attr(not(feature = "dev"), allow(unused_imports))]
 pub use layer::{decode_layer, supports};
 
 #[cfg(test)]

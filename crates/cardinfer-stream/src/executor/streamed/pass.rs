@@ -200,7 +200,7 @@ impl StreamedModel {
                     let cpu = scope.spawn(move || head.logits(family.as_ref(), input));
                     self.stream_pieces(block, pass, hidden, &mut parts)?;
                     cpu.join().unwrap_or_else(|_| {
-                        Err(StreamError::InvalidParameter { name: "head", reason: "the CPU's head rows panicked".into() })
+                        Err(StreamError::Internal("the CPU's rows of the head panicked".into()))
                     })
                 })?;
                 pass.timings.host_secs += host_start.elapsed().as_secs_f64();
