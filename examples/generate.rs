@@ -1,147 +1,40 @@
-//! Generate text from a prompt, streaming it to stdout.
+//! The library in a few lines: load a model within a device-memory budget (blocks that
+//! do not fit stream through a small pool), then generate a chat reply.
 //!
 //! ```text
-//! cargo run --release --example generate -- --prompt "The capital of France is" --temperature 0
-//! cargo run --release --example generate -- --model model.gguf --prompt-ids 1,2,3 --json
+//! scripts/fetch-model.sh        # prints the path of SmolLM2-135M-Instruct
+//! cargo run --release --example generate -- ~/.cache/cardinfer/models/SmolLM2-135M-Instruct.Q4_1.gguf "What is the capital of France?"
 //! ```
 
-#[path = "cli/mod.rs"]
-mod cli;
+use cardinfer_stream::candle_core::Device;
+use cardinfer_stream::{GenerateOptions, LoadOptions, LoadedModel, Message, Mode, SamplingParams, Session};
 
-use anyhow::{bail, Result};
-use cardinfer_stream::{GenerateOptions, Message, SamplingParams, Session};
-use clap::Parser;
-use std::io::Write;
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let path = args.next().ok_or("usage: generate MODEL.gguf [QUESTION]")?;
+    let question = args.next().unwrap_or_else(|| "What is the capital of France?".into());
 
-#[derive(Parser)]
-#[command(about = "Generate text with CardInfer")]
-struct Args {
-    /// Prompt text.
-    #[arg(long, conflicts_with = "prompt_ids")]
-    prompt: Option<String>,
-    /// Prompt as comma-separated token ids.
-    #[arg(long)]
-    prompt_ids: Option<String>,
-    /// Wrap the prompt in the model's chat template as a user message.
-    #[arg(long)]
-    chat: bool,
-    /// Most tokens to generate.
-    #[arg(long, default_value_t = 128)]
-    max_tokens: usize,
-    /// Sampling temperature; 0 is greedy.
-    #[arg(long, default_value_t = 0.8)]
-    temperature: f64,
-    /// Nucleus sampling threshold.
-    #[arg(long)]
-    top_p: Option<f64>,
-    /// Keep only the k most likely tokens.
-    #[arg(long)]
-    top_k: Option<usize>,
-    /// Repetition penalty (1 = off).
-    #[arg(long, default_value_t = 1.0)]
-    repetition_penalty: f32,
-    /// Random seed.
-    #[arg(long, default_value_t = 299792458)]
-    seed: u64,
-    /// Stop when the text contains this (repeatable).
-    #[arg(long)]
-    stop: Vec<String>,
-    #[command(flatten)]
-    model: cli::ModelArgs,
-    /// Print one JSON object with ids, text and timings at the end.
-    #[arg(long)]
-    json: bool,
-}
+    // 64 MiB for the weights' pool (on the CPU a budget bounds the RAM of streamed
+    // blocks); `Device::new_cuda(0)?` with the `cuda` feature puts them on a GPU.
+    let device = Device::Cpu;
+    let options = LoadOptions::default().budget("64MiB".parse()?).mode(Mode::Stream);
+    let model = LoadedModel::load_with(path.as_ref(), &device, &options, |_, _| {})?;
+    let tokenizer = model.tokenizer.as_ref().ok_or("the model has no tokenizer")?;
 
-fn main() -> Result<()> {
-    let args = Args::parse();
-    let (loaded, device, mut watch, load_secs) = cli::load(&args.model)?;
-    let tokenizer = loaded.tokenizer.as_ref();
-    let prompt_ids = match (&args.prompt, &args.prompt_ids) {
-        (_, Some(ids)) => cli::parse_ids(ids)?,
-        (Some(text), None) => {
-            let Some(tok) = tokenizer else {
-                bail!("{} has no tokenizer: use --prompt-ids", loaded.path.display());
-            };
-            let text = if args.chat {
-                loaded.chat_template.render(&[Message::new("user", text.as_str())], true)?
-            } else {
-                text.clone()
-            };
-            tok.encode(&text)?
-        }
-        (None, None) => bail!("give --prompt TEXT or --prompt-ids 1,2,3"),
-    };
+    let prompt = model.chat_template.render(&[Message::new("user", question.as_str())], true)?;
+    let ids = tokenizer.encode(&prompt)?;
     let options = GenerateOptions {
-        max_tokens: args.max_tokens,
-        sampling: SamplingParams {
-            temperature: args.temperature,
-            top_k: args.top_k,
-            top_p: args.top_p,
-            repetition_penalty: args.repetition_penalty,
-            seed: args.seed,
-            ..Default::default()
-        },
-        stop_strings: args.stop.clone(),
-        extra_eos: Vec::new(),
+        max_tokens: 48,
+        sampling: SamplingParams { temperature: 0.0, ..Default::default() },
+        ..Default::default()
     };
-    let mut session = Session::new(&loaded.model, tokenizer);
-    let mut stdout = std::io::stdout();
-    let quiet = args.json;
-    // When each token's text arrived, seconds from the start (for `--json`: how decode
-    // speed changes over a long run).
-    let (start, mut token_secs) = (std::time::Instant::now(), Vec::with_capacity(args.max_tokens));
-    let result = session.generate(&prompt_ids, &options, |piece| {
-        token_secs.push(start.elapsed().as_secs_f64());
-        watch.sample();
-        if !quiet {
-            let _ = stdout.write_all(piece.as_bytes());
-            let _ = stdout.flush();
-        }
-    })?;
-    watch.sample();
-    if args.json {
-        let metrics = loaded.model.metrics();
-        // Measured on CUDA (cuMemGetInfo, sampled); on the CPU the executor's accounting.
-        let peak = watch.peak_bytes().or(device.is_cpu().then_some(metrics.accounted_peak_bytes));
-        let report = serde_json::json!({
-            "model": loaded.path.display().to_string(),
-            "device": format!("{device:?}"),
-            "mode": metrics.mode,
-            "budget_bytes": (loaded.budget_bytes != u64::MAX).then_some(loaded.budget_bytes),
-            "prompt_ids": result.prompt_ids,
-            "generated_ids": result.generated_ids,
-            "text": result.text,
-            "stop_reason": format!("{:?}", result.stop_reason),
-            "load_secs": load_secs,
-            "prefill_tok_s": result.prefill_tok_s(),
-            "decode_tok_s": result.decode_tok_s(),
-            "weight_bytes": metrics.weight_bytes,
-            "peak_device_bytes": peak,
-            "peak_device_bytes_measured": watch.peak_bytes().is_some(),
-            "bytes_streamed_per_token": metrics.bytes_streamed_per_token,
-            "slots": metrics.slots,
-            "h2d_gb_s": metrics.h2d_gb_s,
-            "copy_secs": metrics.copy_secs,
-            "compute_secs": metrics.compute_secs,
-            "stall_secs": metrics.stall_secs,
-            "host_secs": metrics.host_secs,
-            "hop_wait_secs": metrics.hop_wait_secs,
-            "host_bytes_per_token": metrics.host_bytes_per_token,
-            "host_tuning": metrics.host_tuning,
-            "token_secs": token_secs,
-        });
-        println!("{report}");
-    } else {
-        println!();
-        eprintln!(
-            "[{} prompt tokens at {:.1} tok/s, {} generated at {:.1} tok/s, stop: {:?}]",
-            result.prompt_ids.len(),
-            result.prefill_tok_s(),
-            result.generated_ids.len(),
-            result.decode_tok_s(),
-            result.stop_reason
-        );
-    }
+    let reply = Session::new(&model.model, Some(tokenizer)).generate(&ids, &options, |piece| print!("{piece}"))?;
+    println!();
+    eprintln!(
+        "{} tokens at {:.1} tok/s; {} MB streamed per token",
+        reply.generated_ids.len(),
+        reply.decode_tok_s(),
+        model.model.metrics().bytes_streamed_per_token / 1_000_000
+    );
     Ok(())
 }

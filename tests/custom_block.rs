@@ -12,10 +12,10 @@ use candle_core::{Device, Tensor};
 use cardinfer_core::{Family, StorageType};
 use cardinfer_plan::Budget;
 use cardinfer_quant::synth::SyntheticModel;
-use cardinfer_stream::block_adapter::{BlockVars, StreamableBlock};
+use cardinfer_stream::model::block_adapter::{BlockVars, StreamableBlock};
 use cardinfer_stream::executor::Mode;
-use cardinfer_stream::loader::LoadOptions;
-use cardinfer_stream::{GenerateOptions, KvSlot, LoadedModel, Logits, Session, TextModel};
+use cardinfer_stream::load::LoadOptions;
+use cardinfer_stream::{CpuKernels, GenerateOptions, KvSlot, LoadedModel, Logits, Session, TextModel};
 use std::path::PathBuf;
 
 const PROMPT: [u32; 9] = [5, 17, 250, 3, 99, 42, 7, 128, 31];
@@ -37,6 +37,7 @@ fn streamed_options(budget: u64, slots: usize, chunk: usize) -> LoadOptions {
         mode: Mode::Stream,
         slots: Some(slots),
         prefill_chunk: chunk,
+        cpu_kernels: CpuKernels::CandleMatmul,
         ..Default::default()
     }
 }
@@ -55,7 +56,13 @@ fn logits_and_ids(model: &dyn TextModel, chunk: usize) -> (Vec<Vec<f32>>, Vec<u3
 fn a_streamed_custom_block_equals_the_builtin_resident_model() {
     // The custom block multiplies with Candle's quantized matmul; so does the built-in
     // decoder here (its own CPU products round differently).
-    cardinfer_stream::cpu_matvec::use_candle_matmul(true);
+    let resident = LoadOptions {
+        budget: Budget::Bytes(cardinfer_core::ByteSize(u64::MAX)),
+        mode: Mode::Resident,
+        context: Some(usize::MAX),
+        cpu_kernels: CpuKernels::CandleMatmul,
+        ..Default::default()
+    };
     for (family, storage) in [
         (Family::Llama, StorageType::Q4_K),
         (Family::Qwen2, StorageType::Q8_0),
@@ -63,7 +70,7 @@ fn a_streamed_custom_block_equals_the_builtin_resident_model() {
         (Family::Mistral, StorageType::F16),
     ] {
         let (_dir, path) = model_file("equal", family, storage);
-        let builtin = LoadedModel::load(&path, &Device::Cpu, |_, _| {}).unwrap();
+        let builtin = LoadedModel::load_with(&path, &Device::Cpu, &resident, |_, _| {}).unwrap();
         let (ref_logits, ref_ids) = logits_and_ids(&builtin.model, PROMPT.len());
         for (slots, chunk) in [(1, 4), (2, 9)] {
             let options = streamed_options(u64::MAX / 2, slots, chunk);

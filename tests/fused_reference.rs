@@ -1,4 +1,4 @@
-//! The fused decode path's composition (`cardinfer_stream::fused::reference`, the CPU
+//! The fused decode path's composition (`cardinfer_stream::executor::fused::reference`, the CPU
 //! versions of its kernels in the order the CUDA path launches them) against the plain
 //! block on a real trained model, layer by layer and bit for bit.
 //!
@@ -7,19 +7,21 @@
 //! activation is quantized to 8 bits for the matrix kernels moves later logits by whole
 //! units. Exact equality is therefore the only meaningful check here.
 
+mod common;
+
 use candle_core::{Device, Tensor};
 use cardinfer_core::BlockId;
 use cardinfer_quant::Checkpoint;
-use cardinfer_stream::family::Decoder;
-use cardinfer_stream::fused::reference;
-use cardinfer_stream::weights::BlockWeights;
+use cardinfer_stream::model::family::Decoder;
+use cardinfer_stream::executor::fused::reference;
+use cardinfer_stream::model::weights::BlockWeights;
 use cardinfer_stream::{KvSlot, LayerStream, ResidentModel};
 
 const MODEL: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 
 #[test]
 fn fused_composition_equals_the_plain_path_on_smollm2() {
-    let path = cardinfer_stream::loader::model_cache_dir().join(MODEL);
+    let path = common::model_cache_dir().join(MODEL);
     if !path.is_file() {
         assert!(std::env::var("CI").is_err(), "{MODEL} must be fetched in CI (scripts/fetch-model.sh)");
         eprintln!("SKIP: {} not cached; run scripts/fetch-model.sh", path.display());

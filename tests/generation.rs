@@ -10,7 +10,7 @@ use cardinfer_stream::{
 };
 
 fn smollm2() -> Option<LoadedModel> {
-    let path = cardinfer_stream::loader::model_cache_dir().join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    let path = common::model_cache_dir().join("SmolLM2-135M-Instruct.Q4_1.gguf");
     if !path.is_file() {
         assert!(std::env::var("CI").is_err(), "CI must fetch SmolLM2 (scripts/fetch-model.sh)");
         eprintln!("SKIP: {} not cached; run scripts/fetch-model.sh", path.display());

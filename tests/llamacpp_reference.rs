@@ -12,7 +12,7 @@ use serde_json::Value;
 use std::path::PathBuf;
 
 fn cached_model(file: &str) -> Option<PathBuf> {
-    let path = cardinfer_stream::loader::model_cache_dir().join(file);
+    let path = common::model_cache_dir().join(file);
     if path.is_file() {
         Some(path)
     } else {

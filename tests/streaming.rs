@@ -14,10 +14,10 @@ use cardinfer_stream::executor::{
     plan_on_device, BlockReader, CheckpointReader, Mode, Placement, PlanRequest, StagedReader, StreamPlan,
     StreamedModel, Uploader,
 };
-use cardinfer_stream::family::Decoder;
-use cardinfer_stream::loader::{HostTier, LoadOptions, Runner};
-use cardinfer_stream::names::model_layout;
-use cardinfer_stream::weights::BlockWeights;
+use cardinfer_stream::model::family::Decoder;
+use cardinfer_stream::load::{HostTier, LoadOptions, Runner};
+use cardinfer_stream::model::names::model_layout;
+use cardinfer_stream::model::weights::BlockWeights;
 use cardinfer_stream::{GenerateOptions, LoadedModel, Logits, ResidentModel, Session, StreamError, TextModel};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -64,6 +64,7 @@ fn streamed_from(path: &Path, budget: u64, mode: Mode, slots: usize, chunk: usiz
         host_layers: None,
         tune_host_layers: true,
         host_tier: tier,
+        ..Default::default()
     };
     LoadedModel::load_with(path, &Device::Cpu, &options, |_, _| {}).unwrap()
 }
@@ -166,6 +167,7 @@ fn infeasible_budget_is_an_error_naming_the_minimum() {
         host_layers: None,
         tune_host_layers: true,
         host_tier: HostTier::Auto,
+        ..Default::default()
     };
     let err =
         LoadedModel::load_with(&path, &Device::Cpu, &options, |_, _| {}).err().expect("1 MiB cannot hold a block");
@@ -360,6 +362,7 @@ fn hybrid_decode_equals_resident_for_every_family() {
             host_layers: Some(2),
             tune_host_layers: true,
             host_tier: HostTier::Auto,
+            ..Default::default()
         };
         let mut loaded = LoadedModel::load_with(&path, &Device::Cpu, &options, |_, _| {}).unwrap();
         // Inline reads (as on CUDA) on odd families, the prefetch thread on even ones:
@@ -472,7 +475,7 @@ fn the_staging_ring_stays_bounded_and_recovers_from_a_pass_that_ended_early() {
         let plan = plan_on_device(&spec, &layout, &Device::Cpu, &request(u64::MAX / 2, Mode::Stream, 2)).unwrap();
         let streamed: Vec<BlockId> =
             plan.blocks.iter().filter(|(_, p)| *p == Placement::Streamed).map(|(b, _)| *b).collect();
-        let uploads = Uploader::new(&Device::Cpu);
+        let uploads = Uploader::new(&Device::Cpu, true);
         let staged = StagedReader::new(Arc::new(ckpt), spec.clone(), &layout, &streamed, &Device::Cpu, 3, uploads);
         let reader = Arc::new(FailOnce { inner: staged, fail_at: BlockId::Layer(2), failed: false.into() });
         let mut model =
@@ -516,6 +519,7 @@ fn hybrid_at_the_smallest_budget_stays_within_it() {
             host_layers,
             tune_host_layers: true,
             host_tier: HostTier::Auto,
+            ..Default::default()
         };
         let loaded = LoadedModel::load_with(&path, &Device::Cpu, &options, |_, _| {}).unwrap();
         let (_, generated) = run(&loaded.model, 4, 16);

@@ -6,8 +6,8 @@
 use candle_core::{DType, Module, Tensor};
 use candle_nn::ops::{rms_norm, silu, softmax_last_dim};
 use cardinfer_core::ModelSpec;
-use cardinfer_stream::block_adapter::{BlockVars, StreamableBlock, StreamedLinear};
-use cardinfer_stream::rope::Rope;
+use cardinfer_stream::model::block_adapter::{BlockVars, StreamableBlock, StreamedLinear};
+use cardinfer_stream::model::rope::Rope;
 use cardinfer_stream::{KvSlot, Result};
 
 /// One attention + MLP layer of a Llama / Qwen-style model.

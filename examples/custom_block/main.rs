@@ -2,23 +2,27 @@
 //! and check it against the built-in model loaded fully resident.
 //!
 //! ```text
-//! cargo run --release --example custom_block                          # the test model, streamed on the CPU
-//! cargo run --release --features cuda --example custom_block -- --model q4.gguf --device cuda --vram-budget 500MiB
+//! cargo run --release --example custom_block -- ~/.cache/cardinfer/models/SmolLM2-135M-Instruct.Q4_1.gguf
+//! cargo run --release --features cuda --example custom_block -- q4.gguf --device cuda --vram-budget 500MiB
 //! ```
 
 mod block;
-#[path = "../cli/mod.rs"]
-mod cli;
 
 use anyhow::{ensure, Context, Result};
-use cardinfer_stream::{GenerateOptions, LoadedModel, Logits, Session, TextModel};
+use cardinfer_stream::{GenerateOptions, LoadOptions, LoadedModel, Logits, Mode, Session, TextModel};
 use clap::Parser;
 
 #[derive(Parser)]
 #[command(about = "Stream a block type of your own and compare it with the built-in model")]
 struct Args {
-    #[command(flatten)]
-    model: cli::ModelArgs,
+    /// A GGUF file or Hugging Face checkpoint directory of a Llama/Qwen-style model.
+    model: std::path::PathBuf,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Device memory for the streamed model (bytes such as 500MiB, or a share such as 80%).
+    #[arg(long, default_value = "80%")]
+    vram_budget: String,
     /// Prompt as comma-separated token ids (default: a fixed 16-token prompt).
     #[arg(long)]
     prompt_ids: Option<String>,
@@ -28,16 +32,13 @@ struct Args {
 }
 
 fn main() -> Result<()> {
-    let mut args = Args::parse();
-    if args.model.placement.mode == "auto" {
-        args.model.placement.mode = "stream".into();
-    }
-    let path = cli::resolve_model(args.model.model.as_deref())?;
-    let device = cardinfer_stream::device::parse_device(&args.model.device)?;
-    let options = args.model.placement.options()?;
-    let custom = LoadedModel::load_with_block::<block::LlamaStyleBlock>(&path, &device, &options, |_, _| {})
+    let args = Args::parse();
+    let path = &args.model;
+    let device = cardinfer_stream::device::parse_device(&args.device)?;
+    let options = LoadOptions::default().budget(args.vram_budget.parse()?).mode(Mode::Stream);
+    let custom = LoadedModel::load_with_block::<block::LlamaStyleBlock>(path, &device, &options, |_, _| {})
         .with_context(|| format!("loading {} with the example's block", path.display()))?;
-    let builtin = LoadedModel::load(&path, &device, |_, _| {})?;
+    let builtin = LoadedModel::load(path, &device, |_, _| {})?;
     let vocab = builtin.model.spec().vocab_size as u64;
     let prompt: Vec<u32> = match &args.prompt_ids {
         Some(text) => text.split(',').map(|t| t.trim().parse()).collect::<Result<_, _>>()?,

@@ -9,6 +9,15 @@ pub fn reference_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reference")
 }
 
+/// Where `scripts/fetch-model.sh` caches models: `$CARDINFER_CACHE/models`, else
+/// `~/.cache/cardinfer/models`.
+pub fn model_cache_dir() -> PathBuf {
+    match std::env::var_os("CARDINFER_CACHE") {
+        Some(dir) => PathBuf::from(dir).join("models"),
+        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/cardinfer/models"),
+    }
+}
+
 /// A tiny model of `family` whose rows suit every quant type (256 wide): 4 heads of 64,
 /// 2 KV heads, vocabulary 300.
 pub fn tiny_spec(

@@ -29,6 +29,7 @@ pub mod text;
 pub use candle_core;
 pub use cpu::kernels::CpuKernels;
 pub use error::{Result, StreamError};
+pub use cardinfer_plan::{Budget, Placement, Profile, StreamPlan};
 pub use executor::{DecodePath, Mode};
 pub use load::{HostTier, LoadOptions, LoadedModel, ModelSource, Runner};
 pub use model::{KvCache, KvSlot, LayerStream, Logits, ResidentModel, TextModel};

@@ -38,8 +38,9 @@ impl std::str::FromStr for CpuKernels {
 
 static CHOICE: AtomicU8 = AtomicU8::new(0);
 
-/// Makes `kernels` the choice of this process.
-pub(crate) fn select(kernels: CpuKernels) {
+/// Makes `kernels` the choice of this process (loading a model does this with its
+/// options; tools that use the kernels without a model call it themselves).
+pub fn select(kernels: CpuKernels) {
     CHOICE.store(kernels as u8, Ordering::Relaxed);
 }
 

@@ -32,6 +32,7 @@ pub(crate) mod fused;
 mod hidden;
 mod host_head;
 mod host_split;
+mod host_step;
 mod plan;
 // Parts of these only the tests read (`dev`).
 #[cfg_attr(not(feature = "dev"), allow(dead_code))]
@@ -51,6 +52,8 @@ pub use plan::{
 pub use fused::DecodePath;
 pub use pool::PoolStats;
 pub use streamed::{StreamTimings, StreamedModel};
+pub use host_step::host_decode_step;
+pub use warmup::zero_layer;
 
 // The pool, the readers and the warm-up measurements: internals, public to the developer
 // tools and tests (`dev` feature).
@@ -59,7 +62,7 @@ pub use {
     pool::{SlotPool, SlotTicket},
     reader::{BlockReader, CheckpointReader, PinnedReader, Uploader},
     staged::StagedReader,
-    warmup::{measure_device_overheads, measure_runtime_bytes, zero_layer, DeviceOverheads},
+    warmup::{measure_device_overheads, measure_runtime_bytes, DeviceOverheads},
 };
 #[cfg(not(feature = "dev"))]
 #[allow(unused_imports)]
@@ -67,5 +70,5 @@ pub(crate) use {
     pool::{SlotPool, SlotTicket},
     reader::{BlockReader, CheckpointReader, PinnedReader, Uploader},
     staged::StagedReader,
-    warmup::{measure_device_overheads, measure_runtime_bytes, zero_layer, DeviceOverheads},
+    warmup::{measure_device_overheads, measure_runtime_bytes, DeviceOverheads},
 };

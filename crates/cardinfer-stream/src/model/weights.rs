@@ -2,6 +2,7 @@
 
 use crate::cuda::copy_stream::{alloc_destination, CopyJob, CopyStream, Destination, UploadEvents};
 use crate::cuda::sizes::float_dtype;
+pub use crate::cuda::sizes::{device_bytes_for, device_bytes_of};
 use crate::device::DeviceMarker;
 use crate::model::names::{resolve_name, Role};
 use crate::cuda::slots::{Placed, SlotCursor, SlotTensor};

@@ -7,6 +7,7 @@ use super::host::OnCpu;
 use super::{trace, Filled, Source, StreamTimings, StreamedModel};
 use crate::device::DeviceMarker;
 use crate::executor::hidden::HiddenState;
+use crate::executor::host_step::host_decode_step;
 use crate::executor::timeline::Timeline;
 use crate::model::kv_cache::KvCache;
 use crate::model::layer_stream::LayerStream;
@@ -155,16 +156,10 @@ impl StreamedModel {
         pass.timings.hop_wait_secs += hop.elapsed().as_secs_f64();
         self.read_ahead(pass.source, &mut pass.ahead, 0);
         let start = Instant::now();
-        let (family, slot, pos) = (&self.family, pass.kv.layer_mut(i), pass.pos);
         // A decode step on the fused path: the device's bits ([`crate::cpu::exact`]).
-        let exact = match (&self.exact_rope, hidden.is_fused()) {
-            (Some(rope), true) => crate::cpu::exact::decode_layer(family.spec(), rope, weights, &x_host, slot)?,
-            _ => None,
-        };
-        let y = match exact {
-            Some(y) => y,
-            None => crate::cpu::matvec::with_serial_small_ops(|| family.block(i, weights, &x_host, slot, pos))?,
-        };
+        let exact_rope = self.exact_rope.as_ref().filter(|_| hidden.is_fused());
+        let family: &(dyn LayerStream + Sync) = self.family.as_ref();
+        let y = host_decode_step(family, exact_rope, i, weights, &x_host, pass.kv.layer_mut(i), pass.pos)?;
         let computed = Instant::now();
         hidden.set(y.to_device(&self.device)?)?;
         pass.timeline.end_host(BlockId::Layer(i), [start - hop, computed - start, computed.elapsed()]);

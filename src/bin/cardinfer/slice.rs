@@ -2,24 +2,20 @@
 //! range), optionally quantized the way llama.cpp's schemes mix types.
 //!
 //! ```text
-//! cargo run --release --example slice -- --input ./Qwen3-0.6B --output qwen3-0.6b-q4_k_m.gguf --quant q4_k_m
-//! cargo run --release --example slice -- --input model.gguf --output model.streaming.gguf   # re-pack only
+//! cardinfer slice --input ./Qwen3-0.6B --output qwen3-0.6b-q4_k_m.gguf --quant q4_k_m
+//! cardinfer slice --input model.gguf --output model.streaming.gguf   # re-pack only
 //! ```
 
-#[path = "cli/mod.rs"]
-mod cli;
 
 use anyhow::{Context, Result};
 use cardinfer_quant::gguf::GgufFile;
 use cardinfer_quant::scheme::QuantScheme;
 use cardinfer_quant::slice::{block_ranges, slice, SliceOptions};
 use cardinfer_quant::Checkpoint;
-use clap::Parser;
 use std::time::Instant;
 
-#[derive(Parser)]
-#[command(about = "Write a checkpoint as a block-ordered GGUF, optionally quantized")]
-struct Args {
+#[derive(clap::Args)]
+pub struct Args {
     /// A Hugging Face checkpoint directory (F32/F16/BF16 safetensors) or a GGUF file.
     #[arg(long)]
     input: String,
@@ -37,8 +33,7 @@ struct Args {
     threads: Option<usize>,
 }
 
-fn main() -> Result<()> {
-    let args = Args::parse();
+pub fn run(args: Args) -> Result<()> {
     let input = Checkpoint::open(&args.input).with_context(|| format!("opening {}", args.input))?;
     let mut options = SliceOptions { tokenizer: !args.no_tokenizer, ..SliceOptions::default() };
     options.scheme = match args.quant.as_str() {
@@ -49,7 +44,7 @@ fn main() -> Result<()> {
         options.threads = threads.max(1);
     }
     let start = Instant::now();
-    let bar = cli::ProgressBar::new(format!("slicing into {}", args.output));
+    let bar = crate::common::ProgressBar::new(format!("slicing into {}", args.output));
     let report = slice(&input, args.output.as_ref(), &options, &mut |p| {
         bar.show(p.done_bytes >> 20, p.total_bytes >> 20, "MiB")
     })?;

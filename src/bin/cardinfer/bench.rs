@@ -2,25 +2,20 @@
 //! `-r` repetitions, median reported, with measured peak device memory.
 //!
 //! ```text
-//! cargo run --release --features cuda --example bench -- --model q14.gguf -p 512 -n 128 -r 3 \
+//! cardinfer bench --model q14.gguf -p 512 -n 128 -r 3 \
 //!     --device cuda --vram-budget 6GiB --mode stream
 //! ```
 //! Prints one markdown row and one JSON line per test.
 
-#[path = "cli/mod.rs"]
-mod cli;
 
 use anyhow::Result;
-use cardinfer_plan::{predict, Mode, PlanRequest, Profile, StreamPlan};
-use cardinfer_stream::device::device_key;
+use cardinfer_plan::{predict, Mode, PlanRequest, StreamPlan};
 use cardinfer_stream::executor::{copies_overlap, device_block_bytes};
 use cardinfer_stream::{Logits, Runner, TextModel};
-use clap::Parser;
 use std::time::Instant;
 
-#[derive(Parser)]
-#[command(about = "Measure prefill and decode speed")]
-struct Args {
+#[derive(clap::Args)]
+pub struct Args {
     /// Prompt tokens for the prefill test (0 skips it).
     #[arg(short = 'p', default_value_t = 512)]
     prompt: usize,
@@ -31,7 +26,7 @@ struct Args {
     #[arg(short = 'r', default_value_t = 3)]
     repetitions: usize,
     #[command(flatten)]
-    model: cli::ModelArgs,
+    model: crate::common::ModelArgs,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -39,9 +34,8 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn main() -> Result<()> {
-    let args = Args::parse();
-    let (loaded, device, mut watch, _) = cli::load(&args.model)?;
+pub fn run(args: Args) -> Result<()> {
+    let (loaded, device, mut watch, _) = crate::common::load(&args.model)?;
     let model = &loaded.model;
     let vocab = model.spec().vocab_size as u64;
     let ids: Vec<u32> = (0..args.prompt.max(1) as u64).map(|i| ((i * 7919 + 13) % vocab) as u32).collect();
@@ -99,7 +93,7 @@ fn main() -> Result<()> {
     let metrics = model.metrics();
     // The cost model's prediction for this run: the plan the executor made, the device's
     // profile from `probe` (cached) or else the built-in fit.
-    let profile = Profile::for_device(&device_key(&device));
+    let profile = crate::common::profile_or_fitted(&device);
     let plan = match model {
         Runner::Streamed(m) => m.plan().clone(),
         Runner::Resident(m) => {
@@ -115,7 +109,7 @@ fn main() -> Result<()> {
             StreamPlan::place(model.spec(), &device_block_bytes(m.layout(), &device), &request)?
         }
     };
-    let predicted = predict(model.spec(), &plan, &profile, copies_overlap(&device));
+    let predicted = predict(model.spec(), &plan, &profile, copies_overlap(&device, !args.model.placement.no_copy_stream));
     eprintln!("plan: {} slots, prefill chunk {}", plan.slots, plan.prefill_chunk);
     eprintln!("decode path: {}", model.decode_path());
     for reason in &plan.reasons {

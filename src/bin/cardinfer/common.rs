@@ -1,19 +1,33 @@
-//! Shared command-line plumbing of the examples: model selection, device, progress.
+//! What the subcommands share: model selection, device, placement flags, progress, and
+//! the environment variables the library no longer reads.
 #![allow(dead_code)]
 
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
-use cardinfer_plan::Budget;
+use cardinfer_plan::{Budget, Profile};
 use cardinfer_stream::device::{device_memory, parse_device};
-use cardinfer_stream::executor::Mode;
-use cardinfer_stream::loader::{model_cache_dir, LoadOptions};
-use cardinfer_stream::{LoadedModel, ModelSource};
+use cardinfer_stream::{CpuKernels, DecodePath, HostTier, LoadOptions, LoadedModel, Mode, ModelSource};
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Instant;
 
 /// The default model: SmolLM2-135M-Instruct, fetched by `scripts/fetch-model.sh`.
 pub const DEFAULT_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+
+/// CardInfer's cache: `$CARDINFER_CACHE`, else `~/.cache/cardinfer` (models fetched by
+/// `scripts/fetch-model.sh` under `models/`, device profiles from `probe` under
+/// `profiles/`).
+pub fn cache_dir() -> PathBuf {
+    match std::env::var_os("CARDINFER_CACHE") {
+        Some(dir) => PathBuf::from(dir),
+        None => std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(std::env::temp_dir).join(".cache/cardinfer"),
+    }
+}
+
+/// Where `scripts/fetch-model.sh` caches models.
+pub fn model_cache_dir() -> PathBuf {
+    cache_dir().join("models")
+}
 
 /// Resolves `--model` (a path, `hf:org/repo[:file]`, or absent for the default model).
 pub fn resolve_model(arg: Option<&str>) -> Result<PathBuf> {
@@ -34,6 +48,15 @@ pub fn resolve_model(arg: Option<&str>) -> Result<PathBuf> {
         bail!("model {} does not exist", path.display());
     }
     Ok(path)
+}
+
+/// `auto`: CUDA device 0 when built with CUDA and a device is present, else the CPU;
+/// otherwise `cpu`, `cuda` or `cuda:N`.
+pub fn device(text: &str) -> Result<Device> {
+    if text != "auto" {
+        return Ok(parse_device(text)?);
+    }
+    Ok(parse_device("cuda").unwrap_or(Device::Cpu))
 }
 
 /// Tracks the lowest free device memory seen, to report a measured peak.
@@ -63,20 +86,24 @@ impl MemoryWatch {
     }
 }
 
-/// Which model, on which device, placed how: the flags every example shares.
+/// Which model, on which device, placed how: the flags every subcommand shares.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ModelArgs {
     /// GGUF file, Hugging Face checkpoint directory, or hf:org/repo[:file]. Default: SmolLM2-135M-Instruct.
-    #[arg(long)]
+    #[arg(short = 'm', long)]
     pub model: Option<String>,
-    /// cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
+    /// auto (CUDA when built with it and present, else CPU), cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
     pub device: String,
+    /// CPU threads (Candle's and the host pool's). Default: all cores, or the count
+    /// `probe` found best for hybrid decode.
+    #[arg(short = 't', long)]
+    pub threads: Option<usize>,
     #[command(flatten)]
     pub placement: PlacementArgs,
 }
 
-/// Placement flags shared by the examples.
+/// Placement flags shared by the subcommands.
 #[derive(clap::Args, Debug, Clone)]
 pub struct PlacementArgs {
     /// Device memory budget: bytes (500MiB, 6GiB) or a share of free memory (80%).
@@ -93,7 +120,7 @@ pub struct PlacementArgs {
     #[arg(long, default_value_t = 512)]
     pub prefill_chunk: usize,
     /// Context length to reserve the KV cache for (default: the model's, at most 4096).
-    #[arg(long)]
+    #[arg(short = 'c', long)]
     pub context: Option<usize>,
     /// Hybrid decode: compute part of the non-resident layers on the CPU while the rest stream.
     #[arg(long)]
@@ -105,15 +132,59 @@ pub struct PlacementArgs {
     /// Keep the planner's host layers: do not let the first decode steps try fewer.
     #[arg(long)]
     pub no_host_tuning: bool,
-    /// Where streamed blocks wait in host memory: auto, pinned (all page-locked), or disk
-    /// (read from the file on demand through a small staging ring).
+    /// Where streamed blocks wait in host memory: auto, pinned (all page-locked), disk
+    /// (read from the file on demand through a small staging ring) or file (the mapped
+    /// file, never page-locked; also `CARDINFER_NO_PIN=1`).
     #[arg(long, default_value = "auto")]
     pub host_tier: String,
+    /// How single tokens are decoded on the device: fused, fused-no-graph, products-only
+    /// (a timing diagnostic) or plain. Also `CARDINFER_DECODE`; `CARDINFER_GRAPH=0` and
+    /// `CARDINFER_FUSED_MATVEC_ONLY=1` ask for the two diagnostic variants.
+    #[arg(long, env = "CARDINFER_DECODE", default_value = "fused")]
+    pub decode_path: String,
+    /// Issue uploads on the compute stream instead of a copy stream (to compare; also
+    /// `CARDINFER_COPY_STREAM=0`).
+    #[arg(long)]
+    pub no_copy_stream: bool,
+    /// CPU product kernels: native, candle-dot or candle-matmul (also
+    /// `CARDINFER_CPU_KERNEL=candle` and `CARDINFER_CPU_MATVEC=candle`).
+    #[arg(long, default_value = "native")]
+    pub cpu_kernels: String,
+}
+
+/// Whether environment variable `name` is set to `value`.
+fn env_is(name: &str, value: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| v == value)
+}
+
+/// `asked`, unless `CARDINFER_CPU_MATVEC=candle` or `CARDINFER_CPU_KERNEL=candle` asks for
+/// Candle's kernels.
+pub fn cpu_kernels_with_env(asked: CpuKernels) -> CpuKernels {
+    if env_is("CARDINFER_CPU_MATVEC", "candle") {
+        CpuKernels::CandleMatmul
+    } else if env_is("CARDINFER_CPU_KERNEL", "candle") {
+        CpuKernels::CandleBlockDot
+    } else {
+        asked
+    }
 }
 
 impl PlacementArgs {
-    /// The load options these flags describe.
-    pub fn options(&self) -> Result<LoadOptions> {
+    /// The load options these flags (and the environment variables they stand for)
+    /// describe, with `profile` for hybrid plans.
+    pub fn options(&self, profile: Option<Profile>) -> Result<LoadOptions> {
+        let mut decode_path: DecodePath = self.decode_path.parse()?;
+        if decode_path == DecodePath::Fused && env_is("CARDINFER_GRAPH", "0") {
+            decode_path = DecodePath::FusedNoGraph;
+        }
+        if decode_path.is_fused() && env_is("CARDINFER_FUSED_MATVEC_ONLY", "1") {
+            decode_path = DecodePath::ProductsOnly;
+        }
+        let mut host_tier: HostTier = self.host_tier.parse()?;
+        if host_tier == HostTier::Auto && std::env::var_os("CARDINFER_NO_PIN").is_some() {
+            host_tier = HostTier::File;
+        }
+        let cpu_kernels = cpu_kernels_with_env(self.cpu_kernels.parse()?);
         Ok(LoadOptions {
             budget: self.vram_budget.parse::<Budget>()?,
             mode: self.mode.parse::<Mode>()?,
@@ -123,20 +194,33 @@ impl PlacementArgs {
             hybrid: self.hybrid,
             host_layers: self.host_layers,
             tune_host_layers: !self.no_host_tuning,
-            host_tier: self.host_tier.parse()?,
+            host_tier,
+            decode_path,
+            copy_stream: !self.no_copy_stream && !env_is("CARDINFER_COPY_STREAM", "0"),
+            cpu_kernels,
+            profile,
         })
     }
 }
 
+/// The device's cached profile from `probe`, if one was measured.
+pub fn cached_profile(device: &Device) -> Option<Profile> {
+    let key = cardinfer_stream::device::device_key(device);
+    Profile::load(&Profile::cache_path(&cache_dir(), &key)).ok()
+}
+
+/// The device's cached profile from `probe`, or the built-in H100 fit.
+pub fn profile_or_fitted(device: &Device) -> Profile {
+    Profile::for_device(&cache_dir(), &cardinfer_stream::device::device_key(device))
+}
+
 /// Loads the model with a progress bar on stderr.
 pub fn load(args: &ModelArgs) -> Result<(LoadedModel, Device, MemoryWatch, f64)> {
-    let options = args.placement.options()?;
-    let (model, device) = (args.model.as_deref(), args.device.as_str());
-    let path = resolve_model(model)?;
-    let device = parse_device(device)?;
-    if options.hybrid || options.host_layers.is_some() {
-        use_profiled_cpu_threads(&device);
-    }
+    let path = resolve_model(args.model.as_deref())?;
+    let device = device(&args.device)?;
+    let hybrid = args.placement.hybrid || args.placement.host_layers.is_some();
+    set_cpu_threads(args.threads, hybrid.then_some(&device));
+    let options = args.placement.options(cached_profile(&device))?;
     let mut watch = MemoryWatch::start(&device);
     let start = Instant::now();
     let bar = ProgressBar::new(format!("loading {}", path.display()));
@@ -149,21 +233,23 @@ pub fn load(args: &ModelArgs) -> Result<(LoadedModel, Device, MemoryWatch, f64)>
     Ok((loaded, device, watch, secs))
 }
 
-/// Hybrid decode: sets the CPU thread count (Candle's pools and the host pool's starting
-/// count, `cardinfer_stream::host_pool`) to the one `probe` found best on this machine
-/// (its cached profile's `cpu_best_threads`), unless `RAYON_NUM_THREADS` or
-/// `CANDLE_NUM_THREADS` is set. Both read it once, at their first use, so this runs
-/// before the model loads.
-fn use_profiled_cpu_threads(device: &Device) {
-    let set = |name| std::env::var_os(name).is_some();
-    if set("RAYON_NUM_THREADS") || set("CANDLE_NUM_THREADS") {
+/// Sets the CPU thread count (Candle's pools and the host pool's starting count read
+/// `RAYON_NUM_THREADS` once, at their first use, so this runs before the model loads):
+/// `-t` when given; else, for hybrid decode on `profiled`, the count `probe` found best
+/// on this machine (its cached profile's `cpu_best_threads`), unless `RAYON_NUM_THREADS`
+/// or `CANDLE_NUM_THREADS` is set.
+pub fn set_cpu_threads(threads: Option<usize>, profiled: Option<&Device>) {
+    if let Some(threads) = threads {
+        // Before any other thread exists that could read the environment.
+        std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
         return;
     }
-    let key = cardinfer_stream::device::device_key(device);
-    let profile = cardinfer_plan::Profile::load(&cardinfer_plan::Profile::cache_path(&key));
-    if let Some(threads) = profile.ok().and_then(|p| p.cpu_best_threads) {
+    let set = |name| std::env::var_os(name).is_some();
+    let Some(device) = profiled.filter(|_| !set("RAYON_NUM_THREADS") && !set("CANDLE_NUM_THREADS")) else {
+        return;
+    };
+    if let Some(threads) = cached_profile(device).and_then(|p| p.cpu_best_threads) {
         eprintln!("CPU threads: {threads} (the best `probe` measured for this machine)");
-        // Before any other thread exists that could read the environment.
         std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
     }
 }
@@ -251,7 +337,7 @@ pub fn probe_spec(family: cardinfer_core::Family, num_layers: usize) -> cardinfe
 /// and one block's weight bytes: computed in turn, their weights come from memory as a
 /// hybrid run's host layers' do, not from the CPU's cache (one block of width 4096 fits in
 /// the large L3 caches of server CPUs and reads at twice the rate).
-pub fn cpu_blocks(spec: &cardinfer_core::ModelSpec) -> Result<(Vec<cardinfer_stream::weights::BlockWeights>, u64)> {
+pub fn cpu_blocks(spec: &cardinfer_core::ModelSpec) -> Result<(Vec<cardinfer_stream::model::weights::BlockWeights>, u64)> {
     let bytes = cardinfer_plan::cost::layer_params(spec) / 256 * 144;
     let count = ((1u64 << 30) / bytes.max(1)).clamp(2, 64) as usize;
     let layers = (0..count)

@@ -2,21 +2,17 @@
 //! the quant mix of Q4_K_M) for speed and memory benchmarks. llama.cpp loads it too.
 //!
 //! ```text
-//! cargo run --release --example synth -- --preset qwen3-14b --output qwen3-14b.gguf
-//! cargo run --release --example synth -- --preset qwen3-4b --layers 2 --output tiny.gguf
+//! cardinfer synth --preset qwen3-14b --output qwen3-14b.gguf
+//! cardinfer synth --preset qwen3-4b --layers 2 --output tiny.gguf
 //! ```
 
-#[path = "cli/mod.rs"]
-mod cli;
 
 use anyhow::Result;
 use cardinfer_quant::synth_preset::{preset, presets, SynthGguf};
-use clap::Parser;
 use std::time::Instant;
 
-#[derive(Parser)]
-#[command(about = "Write a GGUF of an architecture preset with random weights")]
-struct Args {
+#[derive(clap::Args)]
+pub struct Args {
     /// Preset name; --list shows them.
     #[arg(long, required_unless_present = "list")]
     preset: Option<String>,
@@ -34,8 +30,7 @@ struct Args {
     list: bool,
 }
 
-fn main() -> Result<()> {
-    let args = Args::parse();
+pub fn run(args: Args) -> Result<()> {
     if args.list {
         println!("| preset | arch | layers | d | heads/kv | ffn | vocab | GiB |");
         println!("|---|---|---:|---:|---:|---:|---:|---:|");
@@ -61,7 +56,7 @@ fn main() -> Result<()> {
         p.layers = layers;
     }
     let start = Instant::now();
-    let bar = cli::ProgressBar::new(format!("writing {output}"));
+    let bar = crate::common::ProgressBar::new(format!("writing {output}"));
     p.write_gguf(output.as_ref(), args.seed, &mut |done, total| bar.show(done >> 20, total >> 20, "MiB"))?;
     let secs = start.elapsed().as_secs_f64();
     bar.finish(&format!(

@@ -2,13 +2,11 @@
 //! predicted speed — on this machine's profile, or projected onto a catalogued GPU.
 //!
 //! ```text
-//! cargo run --release --example plan -- --model qwen3-14b.gguf --vram-budget 6GiB --gpu h100
-//! cargo run --release --example plan -- --model qwen3-14b.gguf --gpu rtx3060-12gb --json
-//! cargo run --release --example plan -- --table --min-tok-s 5
+//! cardinfer plan --model qwen3-14b.gguf --vram-budget 6GiB --gpu h100
+//! cardinfer plan --model qwen3-14b.gguf --gpu rtx3060-12gb --json
+//! cardinfer plan --table --min-tok-s 5
 //! ```
 
-#[path = "cli/mod.rs"]
-mod cli;
 
 use anyhow::{bail, Context, Result};
 use cardinfer_core::{BlockId, ByteSize};
@@ -16,13 +14,11 @@ use cardinfer_plan::catalog::{gpu_by_key, GpuSpec, H100};
 use cardinfer_plan::table::{markdown, RUNTIME_RESERVE};
 use cardinfer_plan::{predict_batch, Budget, DecodeRates, Mode, Placement, PlanRequest, Profile, StreamPlan};
 use cardinfer_quant::Checkpoint;
-use cardinfer_stream::names::model_layout;
-use cardinfer_stream::weights::device_bytes_for;
-use clap::Parser;
+use cardinfer_stream::model::names::model_layout;
+use cardinfer_stream::model::weights::device_bytes_for;
 
-#[derive(Parser)]
-#[command(about = "Plan a model's placement for a memory budget and predict its speed")]
-struct Args {
+#[derive(clap::Args)]
+pub struct Args {
     /// GGUF file or Hugging Face checkpoint directory.
     #[arg(long, required_unless_present = "table")]
     model: Option<String>,
@@ -70,8 +66,7 @@ fn profile_for(args: &Args, gpu: &GpuSpec) -> Result<Profile> {
     Ok(if gpu.key == H100.key { measured } else { gpu.project(&measured, &H100) })
 }
 
-fn main() -> Result<()> {
-    let args = Args::parse();
+pub fn run(args: Args) -> Result<()> {
     if args.table {
         return print_table(&args);
     }
@@ -207,7 +202,7 @@ fn load_profile(arg: Option<&str>) -> Result<Profile> {
     Ok(match arg {
         None => Profile::h100_fitted(),
         Some(text) if std::path::Path::new(text).is_file() => Profile::load(text.as_ref())?,
-        Some(key) => Profile::load(&Profile::cache_path(key))?,
+        Some(key) => Profile::load(&Profile::cache_path(&crate::common::cache_dir(), key))?,
     })
 }
 

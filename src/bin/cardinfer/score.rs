@@ -1,18 +1,14 @@
 //! Teacher-forced scoring: log-probability of each token given the ones before it.
 //!
 //! ```text
-//! cargo run --release --example score -- --text README.md --json
+//! cardinfer score --text README.md --json
 //! ```
 
-#[path = "cli/mod.rs"]
-mod cli;
 
 use anyhow::{bail, Result};
-use clap::Parser;
 
-#[derive(Parser)]
-#[command(about = "Score a text or token ids with a model")]
-struct Args {
+#[derive(clap::Args)]
+pub struct Args {
     /// A text file to score.
     #[arg(long, conflicts_with = "ids")]
     text: Option<String>,
@@ -20,16 +16,15 @@ struct Args {
     #[arg(long)]
     ids: Option<String>,
     #[command(flatten)]
-    model: cli::ModelArgs,
+    model: crate::common::ModelArgs,
     /// Print JSON.
     #[arg(long)]
     json: bool,
 }
 
-fn main() -> Result<()> {
-    let args = Args::parse();
-    let (loaded, _device, _watch, _) = cli::load(&args.model)?;
-    let Some(ids) = cli::text_or_ids(args.text.as_deref(), args.ids.as_deref(), &loaded)? else {
+pub fn run(args: Args) -> Result<()> {
+    let (loaded, _device, _watch, _) = crate::common::load(&args.model)?;
+    let Some(ids) = crate::common::text_or_ids(args.text.as_deref(), args.ids.as_deref(), &loaded)? else {
         bail!("give --text FILE or --ids 1,2,3");
     };
     let score = cardinfer_stream::score(&loaded.model, &ids)?;

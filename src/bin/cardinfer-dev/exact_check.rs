@@ -1,9 +1,9 @@
-//! Checks, on a CUDA device, that the CPU's MMVQ products ([`cardinfer_stream::exact`])
+//! Checks, on a CUDA device, that the CPU's MMVQ products ([`cardinfer_stream::cpu::exact`])
 //! give the device's bits: random Q4_K and Q6_K matrices at a 14B model's shapes, each
 //! multiplied with a few random inputs by Candle's CUDA kernels and by the CPU.
 //!
 //! ```text
-//! cargo run --release --features cuda --example exact_check
+//! cardinfer-dev exact-check
 //! ```
 //! Prints one line per matrix and input: rows compared, rows whose bits differ, the
 //! largest difference. Exits with an error when any row differs.
@@ -25,7 +25,7 @@ fn values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
         .collect()
 }
 
-fn main() -> Result<()> {
+pub fn run() -> Result<()> {
     let gpu = Device::new_cuda(0)?;
     let mut failures = 0;
     println!("| type | rows × cols | input | rows differing | max abs diff |");
@@ -47,7 +47,7 @@ fn main() -> Result<()> {
             x.iter_mut().step_by(97).for_each(|v| *v *= 40.0);
             let on_gpu =
                 device.forward(&Tensor::from_slice(&x, (1, 1, cols), &gpu)?)?.flatten_all()?.to_vec1::<f32>()?;
-            let Some(mut on_cpu) = cardinfer_stream::exact::mmvq::products(&[&host], &x)? else {
+            let Some(mut on_cpu) = cardinfer_stream::cpu::exact::mmvq::products(&[&host], &x)? else {
                 bail!("{dtype:?} is not covered by the CPU's MMVQ products")
             };
             let on_cpu = on_cpu.remove(0);

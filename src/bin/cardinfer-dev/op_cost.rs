@@ -5,7 +5,7 @@
 //! (BENCHMARKS.md); this says which ones cost what.
 //!
 //! ```text
-//! cargo run --release --features cuda --example op_cost -- --device cuda [--calls 2000] [--seq 512]
+//! cardinfer-dev op-cost --device cuda [--calls 2000] [--seq 512]
 //! ```
 
 use anyhow::Result;
@@ -13,12 +13,10 @@ use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::ops::{rms_norm, silu, softmax_last_dim};
 use cardinfer_stream::device::{parse_device, DeviceMarker};
-use clap::Parser;
 use std::time::Instant;
 
-#[derive(Parser)]
-#[command(about = "Host and device cost per call of a decode layer's operations")]
-struct Args {
+#[derive(clap::Args)]
+pub struct Args {
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cuda")]
     device: String,
@@ -73,8 +71,7 @@ fn time(
     Ok((host_us, device_us))
 }
 
-fn main() -> Result<()> {
-    let args = Args::parse();
+pub fn run(args: Args) -> Result<()> {
     let dev = parse_device(&args.device)?;
     let (hidden, heads, kv_heads, head_dim, ffn) = (2560usize, 32usize, 8usize, 128usize, 9728usize);
     let seq = args.seq.max(1);

@@ -1,28 +1,24 @@
 //! The CPU's matrix-vector products by weight type, as hybrid decode's host layers run
-//! them on the host pool (`cardinfer_stream::host_pool`): weight GB/s for one token, from
+//! them on the host pool (`cardinfer_stream::cpu::host_pool`): weight GB/s for one token, from
 //! memory (a matrix far larger than the caches) and from cache (about 1 MiB), with
-//! `cardinfer_stream::cpu_matvec` (Q8_K inputs) and, for Q4_K and Q6_K, with the device's
-//! bits (`cardinfer_stream::exact::mmvq`, what host layers run on the fused path). Then
+//! `cardinfer_stream::cpu::matvec` (Q8_K inputs) and, for Q4_K and Q6_K, with the device's
+//! bits (`cardinfer_stream::cpu::exact::mmvq`, what host layers run on the fused path). Then
 //! the exact twin's attention for one token (a Qwen3-4B layer's heads) by cache length.
 //! Compare the kernels by running it twice:
 //!
 //! ```text
-//! RAYON_NUM_THREADS=14 cargo run --release --example cpu_kernels
-//! CARDINFER_CPU_KERNEL=candle RAYON_NUM_THREADS=14 cargo run --release --example cpu_kernels
+//! RAYON_NUM_THREADS=14 cardinfer-dev cpu-kernels
+//! CARDINFER_CPU_KERNEL=candle RAYON_NUM_THREADS=14 cardinfer-dev cpu-kernels
 //! ```
 
-#[path = "cli/mod.rs"]
-mod cli;
 
 use anyhow::{Context, Result};
 use candle_core::quantized::ggml_file::qtensor_from_ggml;
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
-use clap::Parser;
 
-#[derive(Parser)]
-#[command(about = "CPU matrix-vector product rates by weight type (the kernel in use)")]
-struct Args {
+#[derive(clap::Args)]
+pub struct Args {
     /// MiB of weights read per product in the "from memory" case.
     #[arg(long, default_value_t = 512)]
     mib: usize,
@@ -54,15 +50,15 @@ fn rate(w: &QTensor, path: Path, reps: usize) -> Result<Option<f64>> {
     let cols = w.shape().dims()[1];
     let x = Tensor::randn(0f32, 1.0, (1, 1, cols), &Device::Cpu)?;
     if let Path::Exact = path {
-        if !cardinfer_stream::exact::mmvq::covers(w.dtype()) {
+        if !cardinfer_stream::cpu::exact::mmvq::covers(w.dtype()) {
             return Ok(None);
         }
     }
     let xs = x.flatten_all()?.to_vec1::<f32>()?;
-    let secs = cli::median_secs(reps, || {
+    let secs = crate::common::median_secs(reps, || {
         match path {
-            Path::Matvec => drop(cardinfer_stream::cpu_matvec::try_matvec(w, &x)?.context("no CPU kernel")?),
-            Path::Exact => drop(cardinfer_stream::exact::mmvq::products(&[w], &xs)?.context("no exact kernel")?),
+            Path::Matvec => drop(cardinfer_stream::cpu::matvec::try_matvec(w, &x)?.context("no CPU kernel")?),
+            Path::Exact => drop(cardinfer_stream::cpu::exact::mmvq::products(&[w], &xs)?.context("no exact kernel")?),
         }
         Ok(())
     })?;
@@ -74,10 +70,9 @@ fn cell(rate: Option<f64>) -> String {
     rate.map_or("–".into(), |r| format!("{r:.1}"))
 }
 
-fn main() -> Result<()> {
-    let args = Args::parse();
+pub fn run(args: Args) -> Result<()> {
     let cols = 4096;
-    let kernel = if cardinfer_stream::vnni_dot::available() { "ours (AVX-512 VNNI)" } else { "Candle's" };
+    let kernel = if cardinfer_stream::cpu::x86::vnni_dot::available() { "ours (AVX-512 VNNI)" } else { "Candle's" };
     println!("Q4_K/Q6_K kernel: {kernel}; threads: {}", candle_core::utils::get_num_threads());
     println!("| weight | from memory GB/s | from cache GB/s | exact, from memory | exact, from cache |");
     println!("|---|---:|---:|---:|---:|");
@@ -103,7 +98,7 @@ fn main() -> Result<()> {
 /// Milliseconds of `exact::kernels::decode_attention` for one token with 32 query heads,
 /// 8 KV heads of 128, by the number of cached positions (median of `reps` × 10 runs).
 fn attention_table(reps: usize) -> Result<()> {
-    use cardinfer_stream::exact::kernels::{decode_attention, AttentionShape};
+    use cardinfer_stream::cpu::exact::kernels::{decode_attention, AttentionShape};
     let (heads, kv_heads, d, capacity) = (32, 8, 128, 2048);
     let values = |n: usize, seed: usize| -> Vec<f32> {
         (0..n).map(|i| ((i * 7919 + seed * 104729) % 1013) as f32 / 1013.0 - 0.5).collect()
@@ -115,7 +110,7 @@ fn attention_table(reps: usize) -> Result<()> {
     println!("| exact attention, 32 heads / 8 KV heads of 128 | ms per layer |");
     println!("|---|---:|");
     for len in [64, 256, 640, 1024, 2048] {
-        let secs = cli::median_secs(reps * 10, || {
+        let secs = crate::common::median_secs(reps * 10, || {
             decode_attention(&q, &k, &v, shape, len, &mut out);
             Ok(())
         })?;

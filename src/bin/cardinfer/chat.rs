@@ -2,20 +2,16 @@
 //! turns (each turn only pays for its new tokens). `/reset` starts over, `/exit` quits.
 //!
 //! ```text
-//! cargo run --release --example chat -- --system "You are concise."
+//! cardinfer chat --system "You are concise."
 //! ```
 
-#[path = "cli/mod.rs"]
-mod cli;
 
 use anyhow::{bail, Result};
 use cardinfer_stream::{GenerateOptions, Message, SamplingParams, Session};
-use clap::Parser;
 use std::io::{BufRead, Write};
 
-#[derive(Parser)]
-#[command(about = "Chat with a model")]
-struct Args {
+#[derive(clap::Args)]
+pub struct Args {
     /// System prompt.
     #[arg(long)]
     system: Option<String>,
@@ -32,12 +28,11 @@ struct Args {
     #[arg(long, default_value_t = 299792458)]
     seed: u64,
     #[command(flatten)]
-    model: cli::ModelArgs,
+    model: crate::common::ModelArgs,
 }
 
-fn main() -> Result<()> {
-    let args = Args::parse();
-    let (loaded, _device, _watch, _) = cli::load(&args.model)?;
+pub fn run(args: Args) -> Result<()> {
+    let (loaded, _device, _watch, _) = crate::common::load(&args.model)?;
     let Some(tokenizer) = loaded.tokenizer.as_ref() else {
         bail!("{} has no tokenizer; chat needs one", loaded.path.display());
     };

@@ -3,21 +3,17 @@
 //! a difference in one step does not change the next step's input.
 //!
 //! ```text
-//! cargo run --release --features cuda --example decode_check -- --model q4.gguf --device cuda -n 32
+//! cardinfer-dev decode-check --model q4.gguf --device cuda -n 32
 //! ```
 //! Prints the largest logit difference per step and whether the chosen ids agree.
 
-#[path = "cli/mod.rs"]
-mod cli;
 
 use anyhow::{bail, Result};
-use cardinfer_stream::fused::DecodePath;
+use cardinfer_stream::DecodePath;
 use cardinfer_stream::{Logits, Runner, TextModel};
-use clap::Parser;
 
-#[derive(Parser)]
-#[command(about = "Fused decode path against the plain one, step by step")]
-struct Args {
+#[derive(clap::Args)]
+pub struct Args {
     /// Prompt tokens before decoding.
     #[arg(short = 'p', default_value_t = 16)]
     prompt: usize,
@@ -32,12 +28,12 @@ struct Args {
     #[arg(long)]
     feed_text: Option<String>,
     #[command(flatten)]
-    model: cli::ModelArgs,
+    model: crate::common::ModelArgs,
 }
 
 /// Logits of the prompt and of every decode step with `path`. The fed tokens are `feed`
 /// when given, else each step's own choice (returned as the second value).
-fn run(
+fn run_path(
     model: &mut Runner,
     path: DecodePath,
     prompt: &[u32],
@@ -65,9 +61,8 @@ fn argmax(v: &[f32]) -> usize {
     v.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i)
 }
 
-fn main() -> Result<()> {
-    let args = Args::parse();
-    let (mut loaded, _, _, _) = cli::load(&args.model)?;
+pub fn run(args: Args) -> Result<()> {
+    let (mut loaded, _, _, _) = crate::common::load(&args.model)?;
     let vocab = loaded.model.spec().vocab_size as u64;
     let encode = |text: &str, continuation: bool| -> Result<Vec<u32>> {
         let Some(tokenizer) = &loaded.tokenizer else { bail!("the model has no tokenizer") };
@@ -83,8 +78,8 @@ fn main() -> Result<()> {
     };
     let steps = feed.as_ref().map_or(args.steps, Vec::len);
     // Without a feed the plain path picks the tokens; the fused path is fed the same ones.
-    let (plain, tokens) = run(&mut loaded.model, DecodePath::Plain, &prompt, steps, feed.as_deref())?;
-    let (fused, _) = run(&mut loaded.model, DecodePath::Fused, &prompt, steps, Some(&tokens))?;
+    let (plain, tokens) = run_path(&mut loaded.model, DecodePath::Plain, &prompt, steps, feed.as_deref())?;
+    let (fused, _) = run_path(&mut loaded.model, DecodePath::Fused, &prompt, steps, Some(&tokens))?;
     if feed.is_some() {
         let agree = |logits: &[Vec<f32>]| logits.iter().zip(&tokens).filter(|(l, &t)| argmax(l) == t as usize).count();
         println!("fed tokens picked: plain {}/{steps}, fused {}/{steps}", agree(&plain), agree(&fused));

@@ -4,25 +4,21 @@
 //! (`{"input_ids": [...], "logits": [[...], ...]}`, as in `shared/reference/hf/*/reference.json`).
 //!
 //! ```text
-//! cargo run --release --example quality -- --model m-q4_k_m.gguf --reference m-f16.gguf --text README.md
-//! cargo run --release --example quality -- --model qwen3-tiny-q8_0.gguf --reference reference.json --json
+//! cardinfer quality --model m-q4_k_m.gguf --reference m-f16.gguf --text README.md
+//! cardinfer quality --model qwen3-tiny-q8_0.gguf --reference reference.json --json
 //! ```
 
-#[path = "cli/mod.rs"]
-mod cli;
 
 use anyhow::{bail, Context, Result};
 use cardinfer_quant::quality::QualityStats;
 use cardinfer_stream::model::{Logits, TextModel};
 use cardinfer_stream::LoadedModel;
-use clap::Parser;
 use std::path::Path;
 
-#[derive(Parser)]
-#[command(about = "KL divergence, top-1 agreement and perplexity of a model against a reference")]
-struct Args {
+#[derive(clap::Args)]
+pub struct Args {
     #[command(flatten)]
-    model: cli::ModelArgs,
+    model: crate::common::ModelArgs,
     /// The reference: a model (GGUF file or checkpoint directory) or a JSON logits file.
     #[arg(long)]
     reference: String,
@@ -76,19 +72,18 @@ impl<'a> ChunkedLogits<'a> {
     }
 }
 
-fn main() -> Result<()> {
-    let args = Args::parse();
-    let (loaded, device, _watch, _) = cli::load(&args.model)?;
+pub fn run(args: Args) -> Result<()> {
+    let (loaded, device, _watch, _) = crate::common::load(&args.model)?;
     let reference_path = Path::new(&args.reference);
     let reference = if reference_path.extension().is_some_and(|e| e == "json") {
         read_logits_file(reference_path)?
     } else {
-        let options = args.model.placement.options()?;
+        let options = args.model.placement.options(None)?;
         let model = LoadedModel::load_with(reference_path, &device, &options, |_, _| {})
             .with_context(|| format!("loading reference {}", reference_path.display()))?;
         Reference::Model(Box::new(model))
     };
-    let ids = match (cli::text_or_ids(args.text.as_deref(), args.ids.as_deref(), &loaded)?, &reference) {
+    let ids = match (crate::common::text_or_ids(args.text.as_deref(), args.ids.as_deref(), &loaded)?, &reference) {
         (Some(ids), _) => ids,
         (None, Reference::Logits { input_ids: Some(ids), .. }) => ids.clone(),
         (None, _) => bail!("give --text FILE or --ids 1,2,3"),

@@ -4,11 +4,9 @@
 //! copies to the device as in hybrid decode), and a file read rate. Saves it where `plan` and the loader look for it (see `Profile::cache_path`).
 //!
 //! ```text
-//! cargo run --release --features cuda --example probe -- --device cuda
+//! cardinfer probe --device cuda
 //! ```
 
-#[path = "cli/mod.rs"]
-mod cli;
 
 use anyhow::{bail, Context, Result};
 use candle_core::quantized::{ggml_file::qtensor_from_ggml, GgmlDType, QMatMul, QTensor};
@@ -19,13 +17,11 @@ use cardinfer_plan::Profile;
 use cardinfer_quant::synth::SyntheticModel;
 use cardinfer_stream::device::{device_key, parse_device, DeviceMarker, PinnedBuffer};
 use cardinfer_stream::{LoadedModel, Logits, TextModel};
-use clap::Parser;
 use std::io::Read;
 use std::time::Instant;
 
-#[derive(Parser)]
-#[command(about = "Measure the rates the planner's cost model needs and save them as a profile")]
-struct Args {
+#[derive(clap::Args)]
+pub struct Args {
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -52,7 +48,7 @@ fn cpu_block_spec() -> cardinfer_core::ModelSpec {
         num_heads: 32,
         num_kv_heads: 8,
         context_length: 512,
-        ..cli::probe_spec(Family::Qwen3, 1)
+        ..crate::common::probe_spec(Family::Qwen3, 1)
     }
 }
 
@@ -177,7 +173,7 @@ fn q4k_matrix(rows: usize, cols: usize, device: &Device) -> Result<QMatMul> {
 /// Milliseconds per decoded token, and per prompt token of a 256-token prefill, of a
 /// resident synthetic Qwen3 with `layers` layers.
 fn model_ms(device: &Device, layers: usize, dir: &std::path::Path) -> Result<(f64, f64)> {
-    let mut spec = cli::probe_spec(Family::Qwen3, layers);
+    let mut spec = crate::common::probe_spec(Family::Qwen3, layers);
     spec.context_length = 256;
     let path = dir.join(format!("probe-{layers}.gguf"));
     SyntheticModel::random(&spec, 1).write_gguf(&path, StorageType::Q4_K, StorageType::Q8_0)?;
@@ -204,7 +200,7 @@ fn model_ms(device: &Device, layers: usize, dir: &std::path::Path) -> Result<(f6
 }
 
 /// Seconds per decoded token of one zero-weight Q4_K block of `spec` on the CPU, and its
-/// weight bytes, over [`cli::cpu_blocks`] (weights from memory). Timed the way hybrid
+/// weight bytes, over [`crate::common::cpu_blocks`] (weights from memory). Timed the way hybrid
 /// decode computes a host layer: with the device's bits ([`cardinfer_stream::exact`],
 /// what a host layer runs where the device decodes with the fused kernels) where they
 /// cover the block, else Candle's block with its small ops on one thread. On the H100
@@ -212,31 +208,25 @@ fn model_ms(device: &Device, layers: usize, dir: &std::path::Path) -> Result<(f6
 /// 14 threads, run73), so timing the other one made the planner put too many layers on
 /// the CPU.
 fn cpu_block_secs(spec: &cardinfer_core::ModelSpec) -> Result<(f64, u64)> {
-    use cardinfer_stream::LayerStream;
-    let (layers, bytes) = cli::cpu_blocks(spec)?;
+    let (layers, bytes) = crate::common::cpu_blocks(spec)?;
     let count = layers.len();
-    let decoder = cardinfer_stream::family::Decoder::new(spec.clone(), None);
+    let decoder = cardinfer_stream::model::family::Decoder::new(spec.clone(), None);
     let rope = decoder.rope().clone();
+    let exact_rope = Some(&rope);
     let mut slots = vec![cardinfer_stream::KvSlot::default(); count];
     let x = Tensor::zeros((1, 1, spec.hidden_size), candle_core::DType::F32, &Device::Cpu)?;
-    let exact = cardinfer_stream::exact::supports(spec, &layers[0]);
     let mut step = 0;
-    let secs = cli::median_secs(4 * count, || {
+    let secs = crate::common::median_secs(4 * count, || {
         let i = step % count;
         let (layer, slot) = (&layers[i], &mut slots[i]);
-        if exact {
-            cardinfer_stream::exact::decode_layer(spec, &rope, layer, &x, slot)?;
-        } else {
-            cardinfer_stream::cpu_matvec::with_serial_small_ops(|| decoder.block(0, layer, &x, slot, step / count))?;
-        }
+        cardinfer_stream::executor::host_decode_step(&decoder, exact_rope, 0, layer, &x, slot, step / count)?;
         step += 1;
         Ok(())
     })?;
     Ok((secs, bytes))
 }
 
-fn main() -> Result<()> {
-    let args = Args::parse();
+pub fn run(args: Args) -> Result<()> {
     if args.cpu_block_only {
         let (rate, fixed_ms) = cpu_block_fit()?;
         println!("{rate} {fixed_ms}");
@@ -246,7 +236,7 @@ fn main() -> Result<()> {
     let key = device_key(&device);
     let mut profile = Profile { device: key.clone(), ..Profile::conservative() };
     let steps = 6;
-    let bar = cli::ProgressBar::new(format!("probing {key}"));
+    let bar = crate::common::ProgressBar::new(format!("probing {key}"));
     let mut rows: Vec<(String, String)> = Vec::new();
 
     // 1. Host→device copies.
@@ -265,7 +255,7 @@ fn main() -> Result<()> {
         }
         // A hybrid hop: one hidden state (width 5120) to the host and back.
         let hidden = Tensor::zeros((1, 1, 5120), candle_core::DType::F32, &device)?;
-        let hop = cli::median_secs(50, || {
+        let hop = crate::common::median_secs(50, || {
             hidden.to_device(&Device::Cpu)?.to_device(&device)?;
             device.synchronize()?;
             Ok(())
@@ -282,7 +272,7 @@ fn main() -> Result<()> {
     let w = &mats[0];
     let weight_bytes = (rows_w * cols / 256 * 144) as f64;
     let x1 = Tensor::randn(0f32, 1.0, (1, cols), &Device::Cpu)?.to_device(&device)?;
-    let gemv = cli::median_secs(10, || {
+    let gemv = crate::common::median_secs(10, || {
         for _ in 0..4 {
             for m in &mats {
                 m.forward(&x1)?;
@@ -296,7 +286,7 @@ fn main() -> Result<()> {
     bar.show(2, steps, "probes");
     let m = if device.is_cpu() { 64 } else { 512 };
     let xm = Tensor::randn(0f32, 1.0, (m, cols), &Device::Cpu)?.to_device(&device)?;
-    let gemm = cli::median_secs(5, || {
+    let gemm = crate::common::median_secs(5, || {
         w.forward(&xm)?;
         device.synchronize()?;
         Ok(())
@@ -319,7 +309,7 @@ fn main() -> Result<()> {
     }
     let _ = std::fs::remove_dir_all(&dir);
     // The slope also holds reading one layer's weights; take that out at the measured rate.
-    let probe_layer_params = layer_params(&cli::probe_spec(Family::Qwen3, 1));
+    let probe_layer_params = layer_params(&crate::common::probe_spec(Family::Qwen3, 1));
     let layer_read_ms = (probe_layer_params / 256 * 144) as f64 / (profile.device_read_gb_s * 1e9) * 1e3;
     profile.decode_overhead_ms_per_layer = ((large - small) / 8.0 - layer_read_ms).max(0.0);
     // Prefill: what a layer costs per token beyond its weight matmuls at the measured rate.
@@ -417,7 +407,7 @@ fn main() -> Result<()> {
     }
     bar.show(steps, steps, "probes");
 
-    let path = args.output.map(std::path::PathBuf::from).unwrap_or_else(|| Profile::cache_path(&key));
+    let path = args.output.map(std::path::PathBuf::from).unwrap_or_else(|| Profile::cache_path(&crate::common::cache_dir(), &key));
     profile.save(&path)?;
     bar.finish(&format!("saved {}", path.display()));
     if args.json {

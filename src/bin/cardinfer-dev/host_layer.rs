@@ -1,33 +1,29 @@
 //! One transformer block computed on the CPU for one token, as a hybrid run's host layers
 //! are: Candle's block with its small ops (norms, RoPE, softmax) on Candle's Rayon pool or
-//! on one thread, or the device's bits ([`cardinfer_stream::exact`], the executor's way on
+//! on one thread, or the device's bits ([`cardinfer_stream::cpu::exact`], the executor's way on
 //! the fused path), with zeroed Q4_K weights cycled through 1 GiB so they come from
 //! memory. Prints milliseconds per block for each, three rounds.
 //!
 //! ```text
-//! RAYON_NUM_THREADS=14 cargo run --release --example host_layer -- --hidden 2560 --intermediate 9728 --heads 32
-//! RAYON_NUM_THREADS=14 cargo run --release --example host_layer -- --model qwen3-4b.gguf --ways exact
+//! RAYON_NUM_THREADS=14 cardinfer-dev host-layer --hidden 2560 --intermediate 9728 --heads 32
+//! RAYON_NUM_THREADS=14 cardinfer-dev host-layer --model qwen3-4b.gguf --ways exact
 //! ```
 //!
 //! With `--model`, the file's own first layers are timed instead, read into host memory
 //! as a hybrid run's host layers are. `CARDINFER_HOST_STAGES=1` prints each exact layer's
-//! steps (`cardinfer_stream::exact::stages`).
+//! steps (`cardinfer_stream::cpu::exact::stages`).
 
-#[path = "cli/mod.rs"]
-mod cli;
 
 use anyhow::Result;
 use candle_core::{Device, Tensor};
 use cardinfer_core::Family;
-use cardinfer_stream::cpu_matvec::with_serial_small_ops;
+use cardinfer_stream::cpu::matvec::with_serial_small_ops;
 use cardinfer_stream::executor::BlockReader;
 use cardinfer_stream::LayerStream;
-use clap::Parser;
 use std::time::Instant;
 
-#[derive(Parser)]
-#[command(about = "A host layer's CPU time: small ops on one thread or on Rayon's pool")]
-struct Args {
+#[derive(clap::Args)]
+pub struct Args {
     /// Hidden size.
     #[arg(long, default_value_t = 2560)]
     hidden: usize,
@@ -52,8 +48,7 @@ struct Args {
     ways: Vec<String>,
 }
 
-fn main() -> Result<()> {
-    let args = Args::parse();
+pub fn run(args: Args) -> Result<()> {
     let (spec, layers) = match &args.model {
         Some(path) => {
             if args.layers == 0 {
@@ -74,14 +69,14 @@ fn main() -> Result<()> {
                 num_heads: args.heads,
                 num_kv_heads: 8,
                 context_length: 512,
-                ..cli::probe_spec(Family::Qwen3, 1)
+                ..crate::common::probe_spec(Family::Qwen3, 1)
             };
-            let (layers, _) = cli::cpu_blocks(&spec)?;
+            let (layers, _) = crate::common::cpu_blocks(&spec)?;
             (spec, layers)
         }
     };
     let count = layers.len();
-    let decoder = cardinfer_stream::family::Decoder::new(spec.clone(), None);
+    let decoder = cardinfer_stream::model::family::Decoder::new(spec.clone(), None);
     let x = Tensor::zeros((1, 1, spec.hidden_size), candle_core::DType::F32, &Device::Cpu)?;
     let rope = decoder.rope().clone();
     for round in 0..3 {
@@ -93,7 +88,7 @@ fn main() -> Result<()> {
                     match way {
                         "rayon" => drop(decoder.block(0, layer, &x, slot, step)?),
                         "serial" => drop(with_serial_small_ops(|| decoder.block(0, layer, &x, slot, step))?),
-                        _ => match cardinfer_stream::exact::decode_layer(&spec, &rope, layer, &x, slot)? {
+                        _ => match cardinfer_stream::cpu::exact::decode_layer(&spec, &rope, layer, &x, slot)? {
                             Some(_) => {}
                             None => anyhow::bail!("the exact layer does not cover this layer"),
                         },
