@@ -201,7 +201,7 @@ fn model_ms(device: &Device, layers: usize, dir: &std::path::Path) -> Result<(f6
 
 /// Seconds per decoded token of one zero-weight Q4_K block of `spec` on the CPU, and its
 /// weight bytes, over [`crate::common::cpu_blocks`] (weights from memory). Timed the way hybrid
-/// decode computes a host layer: with the device's bits ([`cardinfer_stream::exact`],
+/// decode computes a host layer: with the device's bits ([`cardinfer_stream::executor::host_decode_step`],
 /// what a host layer runs where the device decodes with the fused kernels) where they
 /// cover the block, else Candle's block with its small ops on one thread. On the H100
 /// machine the exact layer took 1.17–1.22 ms where Candle's took 0.96 (4B-shaped,

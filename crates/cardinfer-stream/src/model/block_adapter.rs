@@ -10,7 +10,7 @@
 //!
 //! ```no_run
 //! use candle_core::{Module, Tensor};
-//! use cardinfer_stream::block_adapter::{BlockVars, StreamableBlock, StreamedLinear};
+//! use cardinfer_stream::model::block_adapter::{BlockVars, StreamableBlock, StreamedLinear};
 //! use cardinfer_stream::KvSlot;
 //!
 //! /// A block that only applies its MLP (a toy).
