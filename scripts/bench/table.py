@@ -1,0 +1,70 @@
+#!/usr/bin/env python3
+"""The results table of a harness run: one line per claim, ours beside llama.cpp on the
+same machine, the ratio, and whether every run of ours generated the resident run's ids.
+
+    python3 scripts/bench/table.py results.jsonl > table.md
+"""
+import json
+import sys
+
+
+def span(values, fmt="%.2f"):
+    values = sorted(v for v in values if v is not None)
+    if not values:
+        return "-"
+    if len(values) == 1 or values[0] == values[-1]:
+        return fmt % values[0]
+    return (fmt + "–" + fmt) % (values[0], values[-1])
+
+
+def table_line(claim, test, key, of):
+    """The table's line for one claim and one test (decode or prefill)."""
+    ours = [r for r in of if r["role"] == "ours" and r.get(key) is not None]
+    theirs = [r for r in of if r["role"] == "llama.cpp" and r.get(key) is not None]
+    resident = [r for r in of if r["role"] == "resident"]
+    ours_rates = [r[key] for r in ours]
+    their_rates = [r[key] for r in theirs]
+    ratio = "-"
+    if ours_rates and their_rates:
+        lo, hi = min(ours_rates) / max(their_rates), max(ours_rates) / min(their_rates)
+        ratio = span([lo, hi]) + "×"
+    reference = resident[0]["checksum"] if resident else None
+    if test != "decode":
+        same = "-"
+    elif reference is None:
+        same = "-"
+    else:
+        same = "%d of %d" % (sum(1 for r in ours if r["checksum"] == reference), len(ours))
+    config = ", ".join(sorted({r["args"] for r in theirs})) or "-"
+    peaks = span([r.get("own_peak_mib") for r in ours], "%.0f") + " / " + span([r["peak_mib"] for r in ours], "%.0f")
+    return "| %s | %s | %s | %s | `%s` | %s | %s | %s | %s |" % (
+        claim, test, span(ours_rates), peaks, config, span(their_rates),
+        span([r["peak_mib"] for r in theirs], "%.0f"), ratio, same)
+
+
+def main(path):
+    rows = [json.loads(line) for line in open(path) if line.strip()]
+    if not rows:
+        sys.exit("no rows in %s" % path)
+    claims = []
+    for row in rows:
+        if row["claim"] not in claims:
+            claims.append(row["claim"])
+    first = rows[0]
+    print("%s · `%s` · %s · `bash scripts/bench/run.sh`\n" % (first["device"], first["commit"], first["date"]))
+    print("| model, budget | test | ours (tok/s) | ours peak MiB: allocations / process | llama.cpp | llama.cpp (tok/s) | llama.cpp peak MiB: process | ratio | ids = resident |")
+    print("|---|---|---:|---:|---|---:|---:|---:|---|")
+    for claim in claims:
+        of = [r for r in rows if r["claim"] == claim]
+        for key, test in (("tok_s", "decode"), ("pp_tok_s", "prefill")):
+            if any(r.get(key) is not None for r in of if r["role"] == "ours"):
+                print(table_line(claim, test, key, of))
+    print("\nEach `ours` row: `cardinfer bench -m MODEL --device cuda ARGS`, median of `-r` runs; decode is tg, prefill pp;")
+    print("llama.cpp: `llama-bench` (commit 0c1e570, CUDA build) on the same machine, in turn. Rows and")
+    print("arguments: `scripts/bench/readme.rows`. Peak of the process: nvidia-smi every 0.2 s, minus the idle")
+    print("baseline (includes the CUDA context); ours also as the memory it allocated (cuMemGetInfo, sampled),")
+    print("which is what the budget bounds.")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
