@@ -12,9 +12,9 @@ use candle_core::{Device, Tensor};
 use cardinfer_core::{Family, StorageType};
 use cardinfer_plan::Budget;
 use cardinfer_quant::synth::SyntheticModel;
-use cardinfer_stream::model::block_adapter::{BlockVars, StreamableBlock};
 use cardinfer_stream::executor::Mode;
 use cardinfer_stream::load::LoadOptions;
+use cardinfer_stream::model::block_adapter::{BlockVars, StreamableBlock};
 use cardinfer_stream::{CpuKernels, GenerateOptions, KvSlot, LoadedModel, Logits, Session, TextModel};
 use std::path::PathBuf;
 

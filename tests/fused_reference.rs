@@ -12,8 +12,8 @@ mod common;
 use candle_core::{Device, Tensor};
 use cardinfer_core::BlockId;
 use cardinfer_quant::Checkpoint;
-use cardinfer_stream::model::family::Decoder;
 use cardinfer_stream::executor::fused::reference;
+use cardinfer_stream::model::family::Decoder;
 use cardinfer_stream::model::weights::BlockWeights;
 use cardinfer_stream::{KvSlot, LayerStream, ResidentModel};
 

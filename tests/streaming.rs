@@ -14,8 +14,8 @@ use cardinfer_stream::executor::{
     plan_on_device, BlockReader, CheckpointReader, Mode, Placement, PlanRequest, StagedReader, StreamPlan,
     StreamedModel, Uploader,
 };
-use cardinfer_stream::model::family::Decoder;
 use cardinfer_stream::load::{HostTier, LoadOptions, Runner};
+use cardinfer_stream::model::family::Decoder;
 use cardinfer_stream::model::names::model_layout;
 use cardinfer_stream::model::weights::BlockWeights;
 use cardinfer_stream::{GenerateOptions, LoadedModel, Logits, ResidentModel, Session, StreamError, TextModel};

@@ -295,7 +295,11 @@ impl StreamPlan {
         let reserved = fixed + if head_resident { head } else { 0 };
         if slot + reserved > budget_bytes {
             let needed = slot + reserved;
-            return Err(plan.infeasible(needed, slot, &cheapest_change(spec, budget_bytes, needed, plan.kv_bytes, slot)));
+            return Err(plan.infeasible(
+                needed,
+                slot,
+                &cheapest_change(spec, budget_bytes, needed, plan.kv_bytes, slot),
+            ));
         }
         // Two slots by default: one computes while the next fills (the prefetch thread on
         // the CPU; on CUDA, uploads queued ahead while a host layer computes). Where copies
@@ -423,4 +427,3 @@ fn cheapest_change(spec: &ModelSpec, budget: u64, needed: u64, kv_bytes: u64, sl
         ByteSize(slot)
     )
 }
-

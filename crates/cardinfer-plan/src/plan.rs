@@ -8,7 +8,6 @@ use cardinfer_core::{BlockId, ByteSize, ModelSpec};
 use std::fmt;
 use std::str::FromStr;
 
-
 /// Execution mode asked for by the user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Mode {

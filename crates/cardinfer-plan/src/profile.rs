@@ -1,7 +1,7 @@
 //! What a machine can do, measured: link, device and CPU rates and the per-token
 //! overhead. The cost model turns a plan into predicted speed with these numbers.
 //!
-//! Profiles are measured by the `probe` example and fitted from benchmark runs; they
+//! Profiles are measured by `cardinfer probe` and fitted from benchmark runs; they
 //! are cached per machine and device as JSON. Without one, [`Profile::conservative`]
 //! stands in.
 
@@ -84,7 +84,7 @@ impl Profile {
     /// The profile fitted on the H100 machine of `BENCHMARKS.md` (2026-11-22 runs):
     /// pinned h2d from the streamed runs, decode overhead and device read rate from the
     /// resident 4B/14B decodes, prefill rate from the resident pp512 (chunk 512 and 64)
-    /// runs. CPU and disk figures from `../shared/bench/ANCHORS.md`.
+    /// runs. CPU and disk figures measured beside llama.cpp on 2026-11-22 (`BENCHMARKS.md`).
     pub fn h100_fitted() -> Self {
         Self {
             device: "NVIDIA H100 80GB HBM3, PCIe 5 x16, 16 vCPU (fitted 2026-11-23 from BENCHMARKS.md runs)".into(),

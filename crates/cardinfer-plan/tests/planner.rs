@@ -183,7 +183,7 @@ fn predictions_follow_the_bound_resource() {
 }
 
 /// Snapshot: the adaptation table for the built-in fitted profile. Regenerate with
-/// `cargo run --example plan -- --table > crates/cardinfer-plan/tests/snapshots/table_5tok_s.md`
+/// `cargo run -- plan --table > crates/cardinfer-plan/tests/snapshots/table_5tok_s.md`
 /// when the model or catalogue changes on purpose.
 #[test]
 fn adaptation_table_snapshot() {

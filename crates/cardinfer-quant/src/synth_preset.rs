@@ -2,7 +2,7 @@
 //! of a Q4_K_M file (Q4_K matrices, Q6_K for `attn_v`, `ffn_down` and the output head,
 //! F32 norms) filled with random but valid blocks. Speed does not depend on weight
 //! values, so such a file stands in for the real model in timing and memory runs; it
-//! says nothing about output quality. Same layout as `../shared/bench/synth_gguf.py`.
+//! says nothing about output quality. llama.cpp loads these files too.
 
 use crate::gguf::{GgufValue, GgufWriter};
 use crate::hf_to_gguf::ArchMetadata;

@@ -104,6 +104,7 @@ pub struct PinnedBuffer {
 
 // SAFETY: the buffer is plain host memory owned by this value.
 unsafe impl Send for PinnedBuffer {}
+// SAFETY: shared references only read it (`as_slice`); writing needs `&mut self`.
 unsafe impl Sync for PinnedBuffer {}
 
 impl PinnedBuffer {

@@ -27,9 +27,9 @@ pub mod text;
 /// Candle, as this crate uses it: tensors and devices without a second, version-matched
 /// dependency.
 pub use candle_core;
+pub use cardinfer_plan::{Budget, Placement, Profile, StreamPlan};
 pub use cpu::kernels::CpuKernels;
 pub use error::{Result, StreamError};
-pub use cardinfer_plan::{Budget, Placement, Profile, StreamPlan};
 pub use executor::{DecodePath, Mode};
 pub use load::{HostTier, LoadOptions, LoadedModel, ModelSource, Runner};
 pub use model::{KvCache, KvSlot, LayerStream, Logits, ResidentModel, TextModel};

@@ -11,7 +11,6 @@
 //! CARDINFER_CPU_KERNEL=candle RAYON_NUM_THREADS=14 cardinfer-dev cpu-kernels
 //! ```
 
-
 use anyhow::{Context, Result};
 use candle_core::quantized::ggml_file::qtensor_from_ggml;
 use candle_core::quantized::{GgmlDType, QTensor};

@@ -7,7 +7,6 @@
 //! ```
 //! Prints the largest logit difference per step and whether the chosen ids agree.
 
-
 use anyhow::{bail, Result};
 use cardinfer_stream::DecodePath;
 use cardinfer_stream::{Logits, Runner, TextModel};

@@ -13,7 +13,6 @@
 //! as a hybrid run's host layers are. `CARDINFER_HOST_STAGES=1` prints each exact layer's
 //! steps (`cardinfer_stream::cpu::exact::stages`).
 
-
 use anyhow::Result;
 use candle_core::{Device, Tensor};
 use cardinfer_core::Family;

@@ -25,6 +25,8 @@ struct Cli {
     command: Command,
 }
 
+// One subcommand is parsed once per process: boxing the large ones buys nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// CPU matrix-vector product rates by weight type (the kernel in use).

@@ -7,7 +7,6 @@
 //! ```
 //! Prints one markdown row and one JSON line per test.
 
-
 use anyhow::Result;
 use cardinfer_plan::{predict, Mode, PlanRequest, StreamPlan};
 use cardinfer_stream::executor::{copies_overlap, device_block_bytes};
@@ -109,7 +108,8 @@ pub fn run(args: Args) -> Result<()> {
             StreamPlan::place(model.spec(), &device_block_bytes(m.layout(), &device), &request)?
         }
     };
-    let predicted = predict(model.spec(), &plan, &profile, copies_overlap(&device, !args.model.placement.no_copy_stream));
+    let predicted =
+        predict(model.spec(), &plan, &profile, copies_overlap(&device, !args.model.placement.no_copy_stream));
     eprintln!("plan: {} slots, prefill chunk {}", plan.slots, plan.prefill_chunk);
     eprintln!("decode path: {}", model.decode_path());
     for reason in &plan.reasons {

@@ -5,7 +5,6 @@
 //! cardinfer chat --system "You are concise."
 //! ```
 
-
 use anyhow::{bail, Result};
 use cardinfer_stream::{GenerateOptions, Message, SamplingParams, Session};
 use std::io::{BufRead, Write};

@@ -89,7 +89,7 @@ impl MemoryWatch {
 /// Which model, on which device, placed how: the flags every subcommand shares.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ModelArgs {
-    /// GGUF file, Hugging Face checkpoint directory, or hf:org/repo[:file]. Default: SmolLM2-135M-Instruct.
+    /// GGUF file, Hugging Face checkpoint directory, or `hf:org/repo[:file]`. Default: SmolLM2-135M-Instruct.
     #[arg(short = 'm', long)]
     pub model: Option<String>,
     /// auto (CUDA when built with it and present, else CPU), cpu, cuda or cuda:N.
@@ -337,7 +337,9 @@ pub fn probe_spec(family: cardinfer_core::Family, num_layers: usize) -> cardinfe
 /// and one block's weight bytes: computed in turn, their weights come from memory as a
 /// hybrid run's host layers' do, not from the CPU's cache (one block of width 4096 fits in
 /// the large L3 caches of server CPUs and reads at twice the rate).
-pub fn cpu_blocks(spec: &cardinfer_core::ModelSpec) -> Result<(Vec<cardinfer_stream::model::weights::BlockWeights>, u64)> {
+pub fn cpu_blocks(
+    spec: &cardinfer_core::ModelSpec,
+) -> Result<(Vec<cardinfer_stream::model::weights::BlockWeights>, u64)> {
     let bytes = cardinfer_plan::cost::layer_params(spec) / 256 * 144;
     let count = ((1u64 << 30) / bytes.max(1)).clamp(2, 64) as usize;
     let layers = (0..count)

@@ -25,12 +25,18 @@ mod synth;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "cardinfer", version, about = "Run language models larger than the GPU's memory, with identical output")]
+#[command(
+    name = "cardinfer",
+    version,
+    about = "Run language models larger than the GPU's memory, with identical output"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
+// One subcommand is parsed once per process: boxing the large ones buys nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Generate text from a prompt.

@@ -7,7 +7,6 @@
 //! cardinfer plan --table --min-tok-s 5
 //! ```
 
-
 use anyhow::{bail, Context, Result};
 use cardinfer_core::{BlockId, ByteSize};
 use cardinfer_plan::catalog::{gpu_by_key, GpuSpec, H100};

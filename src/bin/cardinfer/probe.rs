@@ -7,7 +7,6 @@
 //! cardinfer probe --device cuda
 //! ```
 
-
 use anyhow::{bail, Context, Result};
 use candle_core::quantized::{ggml_file::qtensor_from_ggml, GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor};
@@ -407,7 +406,10 @@ pub fn run(args: Args) -> Result<()> {
     }
     bar.show(steps, steps, "probes");
 
-    let path = args.output.map(std::path::PathBuf::from).unwrap_or_else(|| Profile::cache_path(&crate::common::cache_dir(), &key));
+    let path = args
+        .output
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| Profile::cache_path(&crate::common::cache_dir(), &key));
     profile.save(&path)?;
     bar.finish(&format!("saved {}", path.display()));
     if args.json {

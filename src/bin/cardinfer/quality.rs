@@ -1,13 +1,12 @@
 //! Compare a model with a reference on the same tokens: KL divergence of the next-token
 //! distributions, top-1 agreement, and the perplexity of each. The reference is another
 //! model (e.g. the f16 file a q4_k_m was made from) or a JSON logits file
-//! (`{"input_ids": [...], "logits": [[...], ...]}`, as in `shared/reference/hf/*/reference.json`).
+//! (`{"input_ids": [...], "logits": [[...], ...]}`, as in `tests/fixtures/reference/hf/*/reference.json`).
 //!
 //! ```text
 //! cardinfer quality --model m-q4_k_m.gguf --reference m-f16.gguf --text README.md
 //! cardinfer quality --model qwen3-tiny-q8_0.gguf --reference reference.json --json
 //! ```
-
 
 use anyhow::{bail, Context, Result};
 use cardinfer_quant::quality::QualityStats;

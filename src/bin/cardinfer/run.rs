@@ -5,7 +5,6 @@
 //! cardinfer run --model model.gguf --prompt-ids 1,2,3 --json
 //! ```
 
-
 use anyhow::{bail, Result};
 use cardinfer_stream::{GenerateOptions, Message, SamplingParams, Session};
 use std::io::Write;

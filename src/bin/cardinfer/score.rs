@@ -4,7 +4,6 @@
 //! cardinfer score --text README.md --json
 //! ```
 
-
 use anyhow::{bail, Result};
 
 #[derive(clap::Args)]

@@ -6,7 +6,6 @@
 //! cardinfer slice --input model.gguf --output model.streaming.gguf   # re-pack only
 //! ```
 
-
 use anyhow::{Context, Result};
 use cardinfer_quant::gguf::GgufFile;
 use cardinfer_quant::scheme::QuantScheme;

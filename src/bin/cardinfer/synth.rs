@@ -6,7 +6,6 @@
 //! cardinfer synth --preset qwen3-4b --layers 2 --output tiny.gguf
 //! ```
 
-
 use anyhow::Result;
 use cardinfer_quant::synth_preset::{preset, presets, SynthGguf};
 use std::time::Instant;

@@ -128,7 +128,7 @@ fn transpose(by_weight_row: Vec<f32>, n: usize, rows: usize) -> Vec<f32> {
 /// token that is microseconds of work per op, and a pool asleep since the last layer (or
 /// competing for cores with the matrix products' spinning pool) costs more to wake than
 /// the op itself. The matrix products inside still run on all the pool's threads.
-/// Measured on the H100 machine, one CPU layer at 14 threads (`host_layer` example,
+/// Measured on the H100 machine, one CPU layer at 14 threads (`cardinfer-dev host-layer`,
 /// run58): 14B-shaped 4.08 → 3.48 ms, 4B-shaped 1.28 → 1.25 ms.
 pub fn with_serial_small_ops<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
@@ -218,12 +218,14 @@ fn kernel_for<'a>(
     }
     let args = (bytes, n, k, xs, rows);
     match dtype {
-        GgmlDType::Q4K => {
-            make::<BlockQ4K>(args, Kernels { one: crate::cpu::x86::vnni_dot::dot_q4k, many: crate::cpu::x86::vnni_dot::dot_q4k_many })
-        }
-        GgmlDType::Q6K => {
-            make::<BlockQ6K>(args, Kernels { one: crate::cpu::x86::vnni_dot::dot_q6k, many: crate::cpu::x86::vnni_dot::dot_q6k_many })
-        }
+        GgmlDType::Q4K => make::<BlockQ4K>(
+            args,
+            Kernels { one: crate::cpu::x86::vnni_dot::dot_q4k, many: crate::cpu::x86::vnni_dot::dot_q4k_many },
+        ),
+        GgmlDType::Q6K => make::<BlockQ6K>(
+            args,
+            Kernels { one: crate::cpu::x86::vnni_dot::dot_q6k, many: crate::cpu::x86::vnni_dot::dot_q6k_many },
+        ),
         GgmlDType::Q5K => make::<BlockQ5K>(args, candle_only()),
         GgmlDType::Q3K => make::<BlockQ3K>(args, candle_only()),
         GgmlDType::Q2K => make::<BlockQ2K>(args, candle_only()),
@@ -314,7 +316,8 @@ mod tests {
         <BlockQ4K as GgmlType>::VecDotType::from_float(&xs, &mut xq);
         for (j, v) in ours.iter().enumerate() {
             let row = &blocks[j * 3..(j + 1) * 3];
-            let expected = crate::cpu::x86::vnni_dot::dot_q4k(row, &xq).unwrap_or_else(|| BlockQ4K::vec_dot(k, row, &xq));
+            let expected =
+                crate::cpu::x86::vnni_dot::dot_q4k(row, &xq).unwrap_or_else(|| BlockQ4K::vec_dot(k, row, &xq));
             assert_eq!(v.to_bits(), expected.to_bits(), "row {j}");
         }
     }

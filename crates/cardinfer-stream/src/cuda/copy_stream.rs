@@ -14,10 +14,10 @@
 //! stream is created: it would add an event record to every kernel launch, and the
 //! three rules above are the synchronization the copies need.
 
-use crate::device::DeviceMarker;
 use crate::cuda::sizes::float_dtype;
-use candle_core::quantized::QTensor;
+use crate::device::DeviceMarker;
 use crate::{Result, StreamError};
+use candle_core::quantized::QTensor;
 use candle_core::{Device, Tensor};
 use cardinfer_core::TensorInfo;
 use cardinfer_quant::candle::ggml_dtype;

@@ -30,7 +30,13 @@ pub fn masked_softmax(
 /// RoPE of `x` in the projection's layout `[batch, seq, heads, head_dim]` (per-head norms
 /// already applied), returned in attention's layout `[batch, heads, seq, head_dim]`:
 /// one kernel on CUDA instead of a transposing copy and the rotation.
-pub fn rope_heads(x: &Tensor, rope: &crate::model::rope::Rope, cos: &Tensor, sin: &Tensor, fused: bool) -> Result<Tensor> {
+pub fn rope_heads(
+    x: &Tensor,
+    rope: &crate::model::rope::Rope,
+    cos: &Tensor,
+    sin: &Tensor,
+    fused: bool,
+) -> Result<Tensor> {
     #[cfg(feature = "cuda")]
     if kernel_applies(fused, x) {
         let op = cuda::RopeTranspose { interleaved: rope.style() == cardinfer_core::RopeStyle::Interleaved };

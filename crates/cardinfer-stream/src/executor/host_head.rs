@@ -72,7 +72,8 @@ impl HostHead {
                 let Weight::Quantized(q) = self.weights.get(Role::Output)? else {
                     return Err(self.not_covered());
                 };
-                let mut rows = crate::cpu::exact::mmvq::products(&[q.as_ref()], &x)?.ok_or_else(|| self.not_covered())?;
+                let mut rows =
+                    crate::cpu::exact::mmvq::products(&[q.as_ref()], &x)?.ok_or_else(|| self.not_covered())?;
                 let values = rows.pop().ok_or_else(|| self.not_covered())?;
                 let n = values.len();
                 Ok(Tensor::from_vec(values, (1, 1, n), &Device::Cpu)?)

@@ -1,8 +1,8 @@
 //! Reading a block's weights onto a device: the host → device leg of the pipeline.
 
 use crate::cuda::copy_stream::CopyStream;
-use crate::device::PinnedBuffer;
 use crate::cuda::slots::SlotArena;
+use crate::device::PinnedBuffer;
 use crate::model::weights::BlockWeights;
 use crate::model::weights::Upload;
 use crate::Result;

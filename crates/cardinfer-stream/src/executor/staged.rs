@@ -42,6 +42,7 @@ struct Ring {
 
 // SAFETY: see the access protocol above; the pointers stay valid while the ring lives.
 unsafe impl Send for Ring {}
+// SAFETY: the same protocol: a buffer is accessed by one side at a time.
 unsafe impl Sync for Ring {}
 
 impl Ring {

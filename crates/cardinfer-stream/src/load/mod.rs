@@ -9,16 +9,16 @@ pub use options::{HostTier, LoadOptions, DEFAULT_CONTEXT};
 pub use runner::{RunMetrics, Runner};
 pub use source::ModelSource;
 
-use crate::model::block_adapter::{BlockAdapter, StreamableBlock};
-use crate::text::chat_template::ChatTemplate;
 use crate::executor::{
     measure_device_overheads, CheckpointReader, Mode, PinnedReader, Placement, PlanRequest, StagedReader, StreamPlan,
     StreamedModel, Uploader,
 };
+use crate::model::block_adapter::{BlockAdapter, StreamableBlock};
 use crate::model::family::Decoder;
 use crate::model::layer_stream::LayerStream;
-use crate::model::resident::ResidentModel;
 use crate::model::names::model_layout;
+use crate::model::resident::ResidentModel;
+use crate::text::chat_template::ChatTemplate;
 use crate::text::tokenizer::Tokenizer;
 use crate::{Result, StreamError};
 use candle_core::Device;
@@ -31,8 +31,9 @@ use std::sync::Arc;
 /// Builds the block computation for a model's spec and RoPE frequency divisors.
 type FamilyFactory = Box<dyn FnOnce(ModelSpec, Option<Vec<f32>>) -> Box<dyn LayerStream + Send + Sync>>;
 
-/// The reader of the streamed blocks for `tier` (see [`HostTier`]), its name and the host
-/// bytes it page-locked. `slots` (count, bytes, widest input, most rows) gives the reader
+/// The reader of the streamed blocks for `options.host_tier` (see [`HostTier`]; uploads
+/// on a copy stream with `options.copy_stream`), its name and the host bytes it
+/// page-locked. `slots` (count, bytes, widest input, most rows) gives the reader
 /// slot buffers for in-place use.
 fn host_reader(
     ckpt: &Arc<Checkpoint>,
@@ -40,10 +41,10 @@ fn host_reader(
     layout: &cardinfer_core::ModelLayout,
     streamed: &[cardinfer_core::BlockId],
     device: &Device,
-    tier: HostTier,
-    copy_stream: bool,
+    options: &LoadOptions,
     slots: Option<(usize, u64, usize, usize)>,
 ) -> (Arc<dyn crate::executor::BlockReader>, &'static str, u64) {
+    let (tier, copy_stream) = (options.host_tier, options.copy_stream);
     let streamed_bytes: u64 = streamed.iter().flat_map(|b| layout.tensors(*b)).map(|t| t.len).sum();
     // Keep a quarter of the available memory for everything else.
     let ram_short = crate::device::host_memory_available().is_some_and(|free| streamed_bytes > free / 4 * 3);
@@ -247,7 +248,9 @@ impl Placed {
         let max_cols = spec.hidden_size.max(spec.intermediate_size).max(spec.num_heads * spec.head_dim);
         let in_place = !device.is_cpu() && options.copy_stream;
         let arena_overhead = match in_place {
-            true => crate::cuda::sizes::arena_overhead_bytes(options.slots.unwrap_or(2), max_cols, options.prefill_chunk),
+            true => {
+                crate::cuda::sizes::arena_overhead_bytes(options.slots.unwrap_or(2), max_cols, options.prefill_chunk)
+            }
             false => 0,
         };
         let request = PlanRequest {
@@ -293,7 +296,9 @@ impl Placed {
         let streamed: Vec<_> = plan
             .blocks
             .iter()
-            .filter(|(b, p)| *p == Placement::Streamed || (*p == Placement::Host && *b != cardinfer_core::BlockId::Embed))
+            .filter(|(b, p)| {
+                *p == Placement::Streamed || (*p == Placement::Host && *b != cardinfer_core::BlockId::Embed)
+            })
             .map(|(b, _)| *b)
             .collect();
         let (reader, tier, host_bytes) = host_reader(
@@ -302,8 +307,7 @@ impl Placed {
             &layout,
             &streamed,
             device,
-            options.host_tier,
-            options.copy_stream,
+            options,
             in_place.then_some((plan.slots, plan.slot_bytes, max_cols, plan.prefill_chunk)),
         );
         let (family, rope) = match family {

@@ -31,7 +31,7 @@ pub struct LoadOptions {
     /// With a hybrid plan whose host-layer count the planner chose (no `host_layers`):
     /// let the first decode steps measure fewer host layers and keep the fastest count,
     /// then fewer CPU threads; after that, compare the split with stream-only again as
-    /// decoding goes on and use the faster (see [`StreamedModel::set_host_tuning`]). On by
+    /// decoding goes on and use the faster (see [`StreamedModel::set_host_tuning`](crate::executor::StreamedModel::set_host_tuning)). On by
     /// default.
     pub tune_host_layers: bool,
     /// Where streamed blocks wait in host memory.

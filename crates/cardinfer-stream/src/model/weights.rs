@@ -3,9 +3,9 @@
 use crate::cuda::copy_stream::{alloc_destination, CopyJob, CopyStream, Destination, UploadEvents};
 use crate::cuda::sizes::float_dtype;
 pub use crate::cuda::sizes::{device_bytes_for, device_bytes_of};
+use crate::cuda::slots::{Placed, SlotCursor, SlotTensor};
 use crate::device::DeviceMarker;
 use crate::model::names::{resolve_name, Role};
-use crate::cuda::slots::{Placed, SlotCursor, SlotTensor};
 use crate::{Result, StreamError};
 use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
@@ -44,7 +44,7 @@ impl Weight {
     }
 
     /// `x @ Wᵢᵀ` for several weights that share the input `x`: one parallel job on the CPU
-    /// when all are block-quantized in host memory ([`crate::cpu::matvec::try_matvec_many`]),
+    /// when all are block-quantized in host memory (`cpu/matvec.rs`),
     /// else each on its own.
     pub fn matmul_t_many(weights: &[&Weight], x: &Tensor) -> Result<Vec<Tensor>> {
         let quantized: Option<Vec<&QTensor>> =

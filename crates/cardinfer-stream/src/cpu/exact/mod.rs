@@ -18,7 +18,7 @@
 //! are multiples of 64 up to 256 (those the CUDA path takes). Elsewhere the caller computes
 //! the layer with Candle's CPU ops (the last bits may then differ from the device's).
 //!
-//! Checked on the GPU by `examples/exact_check` (the products, bit for bit) and by hybrid
+//! Checked on the GPU by `cardinfer-dev exact-check` (the products, bit for bit) and by hybrid
 //! runs whose generated ids equal the resident run's (BENCHMARKS.md, session 9); the unit
 //! tests here check the vector kernels against the scalar references bit for bit and the
 //! whole layer against Candle's CPU block to quantization accuracy.

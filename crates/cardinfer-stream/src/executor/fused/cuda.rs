@@ -10,10 +10,10 @@
 
 use super::reference::ATTENTION_CHUNK;
 use crate::cuda::copy_stream::dense_address;
+use crate::cuda::slot_kernels::{self, Workspace};
 use crate::model::kv_cache::KvCache;
 use crate::model::names::Role;
 use crate::model::rope::Rope;
-use crate::cuda::slot_kernels::{self, Workspace};
 use crate::model::weights::{BlockWeights, Weight};
 use crate::{Result, StreamError};
 use candle_core::cuda_backend::cudarc::driver::{

@@ -68,7 +68,7 @@ impl StreamedModel {
     /// Lets the first decode steps choose how many of the plan's host layers the CPU
     /// computes (see [`cardinfer_plan::tuning`]): from all of them down, each count
     /// measured over a few steps, the fastest kept; then how many CPU threads compute
-    /// them, from the host pool's count down ([`crate::cpu::host_pool`]); then it keeps
+    /// them, from the host pool's count down (the host pool, `cpu/host_pool.rs`); then it keeps
     /// comparing the split with stream-only, both measured again, and uses the faster
     /// ([`cardinfer_plan::split_watch`]). Off by default; the loader turns it on for
     /// hybrid plans whose host-layer count the planner chose. Restarts the search.

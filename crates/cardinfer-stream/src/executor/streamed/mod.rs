@@ -4,24 +4,24 @@
 mod host;
 mod pass;
 
-use host::{host_layers_of, OnCpu};
-use pass::Pass;
 use super::hidden::FusedLayers;
 use super::host_head::HostHead;
 use super::host_split::HostSplit;
 use super::plan::{block_device_bytes, Placement, StreamPlan};
 use super::pool::{PoolStats, SlotPool, SlotTicket};
 use super::reader::BlockReader;
+use crate::cuda::sizes::device_bytes_of;
 use crate::device::DeviceMarker;
 use crate::model::kv_cache::KvCache;
 use crate::model::layer_stream::LayerStream;
 use crate::model::resident::{check_tokens, Logits, TextModel};
-use crate::model::weights::BlockWeights;
-use crate::cuda::sizes::device_bytes_of;
 use crate::model::weights::head_rows_parts;
+use crate::model::weights::BlockWeights;
 use crate::{Result, StreamError};
 use candle_core::{Device, Tensor};
 use cardinfer_core::{BlockId, ModelLayout, ModelSpec};
+use host::{host_layers_of, OnCpu};
+use pass::Pass;
 use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -142,7 +142,7 @@ pub struct StreamedModel {
     /// The fused decode kernels for the device layers, where they apply.
     fused: FusedLayers,
     /// The rotary tables for host layers computed with the device's bits
-    /// ([`crate::cpu::exact`]); set while the fused kernels decode.
+    /// (`cpu/exact/`); set while the fused kernels decode.
     exact_rope: Option<crate::model::rope::Rope>,
 }
 
@@ -215,7 +215,7 @@ impl StreamedModel {
     /// Chooses how single tokens are decoded for a model of the built-in decoder with
     /// `rope`: the fused kernels layer by layer on the device where `path` asks for them
     /// and the model suits them, the plain blocks otherwise. Layers on the CPU (hybrid)
-    /// then compute decode steps with the device's bits ([`crate::cpu::exact`]) where the
+    /// then compute decode steps with the device's bits (`cpu/exact/`) where the
     /// weights' types allow, the plain block otherwise.
     pub fn prepare_decode_path(&mut self, path: crate::executor::fused::DecodePath, rope: &crate::model::rope::Rope) {
         self.fused = FusedLayers::new(path, self.family.spec(), rope, &self.device, self.plan.kv_on_host);
@@ -292,7 +292,7 @@ impl StreamedModel {
         let on_device = |i: usize| !self.host.contains_key(&BlockId::Layer(i));
         let hidden = self.fused.start(x, tokens.len(), kv, &on_device)?;
         // Where the device decodes with the fused kernels, the CPU computes host layers
-        // only in their decode steps, with the device's bits ([`crate::cpu::exact`]); a pass
+        // only in their decode steps, with the device's bits (`cpu/exact/`); a pass
         // the device runs with plain blocks (a prompt chunk, a cache without buffers yet)
         // streams them, as the CPU's Candle ops would round differently.
         let allowed = self.exact_rope.is_none() || hidden.is_fused();

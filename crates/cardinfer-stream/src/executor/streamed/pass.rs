@@ -194,9 +194,8 @@ impl StreamedModel {
                     let family = &self.family;
                     let cpu = scope.spawn(move || head.logits(family.as_ref(), input));
                     self.stream_pieces(block, pass, hidden, &mut parts)?;
-                    cpu.join().unwrap_or_else(|_| {
-                        Err(StreamError::Internal("the CPU's rows of the head panicked".into()))
-                    })
+                    cpu.join()
+                        .unwrap_or_else(|_| Err(StreamError::Internal("the CPU's rows of the head panicked".into())))
                 })?;
                 pass.timings.host_secs += host_start.elapsed().as_secs_f64();
                 parts.push(cpu_rows.to_device(&self.device)?);
@@ -232,7 +231,9 @@ impl StreamedModel {
                 BlockId::Layer(i) => {
                     hidden.device_layer(i, &weights, pass.kv, |x, kv| self.device_block(i, &weights, x, kv, pos))
                 }
-                BlockId::Head => pass.head_input(hidden).and_then(|h| self.family.head(&weights, &h)).map(|l| parts.push(l)),
+                BlockId::Head => {
+                    pass.head_input(hidden).and_then(|h| self.family.head(&weights, &h)).map(|l| parts.push(l))
+                }
                 BlockId::Embed => Ok(()),
             };
             pass.timeline.end(block, pass.copy_markers.last().cloned());

@@ -47,8 +47,9 @@ impl FusedDecoder {
     pub fn visiting_layer(&mut self, i: usize, weights: &BlockWeights, kv: &mut KvCache) -> Result<()> {
         let want = [1, self.dims.kv_heads, self.dims.capacity, self.dims.head_dim];
         let buffers = kv.layer(i).buffers().filter(|(k, v)| k.dims() == want && v.dims() == want);
-        let addresses = buffers
-            .and_then(|(k, v)| Some([crate::cuda::copy_stream::dense_address(k)?, crate::cuda::copy_stream::dense_address(v)?]));
+        let addresses = buffers.and_then(|(k, v)| {
+            Some([crate::cuda::copy_stream::dense_address(k)?, crate::cuda::copy_stream::dense_address(v)?])
+        });
         let Some(addresses) = addresses else {
             return Err(unsupported(format!("layer {i}'s visiting cache is not {want:?} f32 on the device")));
         };
