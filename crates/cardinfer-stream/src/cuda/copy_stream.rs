@@ -18,6 +18,7 @@ use crate::cuda::sizes::float_dtype;
 use crate::device::DeviceMarker;
 use crate::{Result, StreamError};
 use candle_core::quantized::QTensor;
+use std::sync::Arc;
 use candle_core::{Device, Tensor};
 use cardinfer_core::TensorInfo;
 use cardinfer_quant::candle::ggml_dtype;
@@ -102,7 +103,7 @@ impl CopyStream {
 #[derive(Debug)]
 pub enum Destination {
     /// Block-quantized storage.
-    Quantized(QTensor),
+    Quantized(Arc<QTensor>),
     /// Floats.
     Dense(Tensor),
 }
@@ -124,7 +125,7 @@ pub fn alloc_destination(info: &TensorInfo, device: &Device) -> Result<(Destinat
             )));
         }
         let address = q.device_ptr().map_err(|e| err(e.to_string()))? as u64;
-        (Destination::Quantized(q), address)
+        (Destination::Quantized(Arc::new(q)), address)
     } else {
         let dtype = float_dtype(info.storage);
         if (info.elem_count() * dtype.size_in_bytes()) as u64 != info.len {

@@ -44,6 +44,7 @@ impl Workspace {
         let scratch_bytes = workspace_bytes(max_cols, max_rows) as usize - MMQ_FIXUP_BYTES;
         // SAFETY: scratch is written by the quantize kernels before it is read.
         let scratch = unsafe { device.alloc::<u8>(scratch_bytes)? };
+        // SAFETY: MMQ's stream-k fixup buffer is written by the kernel before it is read.
         let fixup = unsafe { device.alloc::<u8>(MMQ_FIXUP_BYTES)? };
         let scratch_address = scratch.device_ptr(&device.cuda_stream()).0;
         Ok(Self {

@@ -115,7 +115,7 @@ impl From<Placed> for Weight {
 impl From<Destination> for Weight {
     fn from(destination: Destination) -> Self {
         match destination {
-            Destination::Quantized(q) => Weight::Quantized(Arc::new(q)),
+            Destination::Quantized(q) => Weight::Quantized(q),
             Destination::Dense(t) => Weight::Dense(t),
         }
     }
