@@ -225,21 +225,9 @@ fn cpu_block_secs(spec: &cardinfer_core::ModelSpec) -> Result<(f64, u64)> {
     Ok((secs, bytes))
 }
 
-pub fn run(args: Args) -> Result<()> {
-    if args.cpu_block_only {
-        let (rate, fixed_ms) = cpu_block_fit()?;
-        println!("{rate} {fixed_ms}");
-        return Ok(());
-    }
-    let device = parse_device(&args.device)?;
-    let key = device_key(&device);
-    let mut profile = Profile { device: key.clone(), ..Profile::conservative() };
-    let steps = 6;
-    let bar = crate::common::ProgressBar::new(format!("probing {key}"));
-    let mut rows: Vec<(String, String)> = Vec::new();
-
+/// Host→device copies, page-locked and pageable, and the hybrid hop.
+fn probe_link(device: &Device, profile: &mut Profile, rows: &mut Vec<(String, String)>) -> Result<()> {
     // 1. Host→device copies.
-    bar.show(0, steps, "probes");
     let len = 256 << 20;
     if !device.is_cpu() {
         let pageable = vec![0u8; len];
@@ -262,9 +250,12 @@ pub fn run(args: Args) -> Result<()> {
         profile.host_hop_ms = hop * 1e3;
         rows.push(("hidden state to the host and back (hybrid hop)".into(), format!("{:.3} ms", profile.host_hop_ms)));
     }
+    Ok(())
+}
 
+/// The device's decode matvec and prefill matmul rates on Q4_K weights of width 4096.
+fn probe_device(device: &Device, profile: &mut Profile, rows: &mut Vec<(String, String)>) -> Result<()> {
     // 2. Decode matvec and 3. prefill matmul on Q4_K weights of width 4096.
-    bar.show(1, steps, "probes");
     // Eight distinct 14336×4096 matrices (264 MB, more than any cache), read in turn.
     let (rows_w, cols) = (14336, 4096);
     let mats: Vec<QMatMul> = (0..8).map(|_| q4k_matrix(rows_w, cols, &device)).collect::<Result<_>>()?;
@@ -282,7 +273,6 @@ pub fn run(args: Args) -> Result<()> {
     })?;
     profile.device_read_gb_s = 32.0 * weight_bytes / gemv / 1e9;
     rows.push(("Q4_K matvec (weights read)".into(), format!("{:.0} GB/s", profile.device_read_gb_s)));
-    bar.show(2, steps, "probes");
     let m = if device.is_cpu() { 64 } else { 512 };
     let xm = Tensor::randn(0f32, 1.0, (m, cols), &Device::Cpu)?.to_device(&device)?;
     let gemm = crate::common::median_secs(5, || {
@@ -292,9 +282,12 @@ pub fn run(args: Args) -> Result<()> {
     })?;
     profile.prefill_tflops_at_4096 = 2.0 * (m * rows_w * cols) as f64 / gemm / 1e12;
     rows.push((format!("Q4_K matmul, {m} tokens"), format!("{:.1} TFLOP/s", profile.prefill_tflops_at_4096)));
+    Ok(())
+}
 
+/// The decode overhead and the non-matmul prefill work per layer, from models of 2 and 10 layers.
+fn probe_overheads(device: &Device, profile: &mut Profile, rows: &mut Vec<(String, String)>) -> Result<()> {
     // 4. Decode overhead per layer: slope of ms/token between 2 and 10 layers.
-    bar.show(3, steps, "probes");
     let dir = std::env::temp_dir().join(format!("cardinfer-probe-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     // Each size twice, alternating, keeping the faster: the first run loads kernels.
@@ -321,11 +314,14 @@ pub fn run(args: Args) -> Result<()> {
         "decode overhead".into(),
         format!("{:.3} ms/layer ({small:.2} ms at 2 layers, {large:.2} at 10)", profile.decode_overhead_ms_per_layer),
     ));
+    Ok(())
+}
 
+/// The CPU computing a transformer block as hybrid decode does, by thread count, alone and beside copies; the best count is kept.
+fn probe_cpu(device: &Device, profile: &mut Profile, rows: &mut Vec<(String, String)>) -> Result<()> {
     // 5. The CPU computing a whole transformer block of width 4096 (Q4_K, zeroed
     //    weights) for one token, as hybrid decode does: weight bytes read per second, at
     //    each candidate thread count (the best is recorded with its rate).
-    bar.show(4, steps, "probes");
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut rates = Vec::new();
     for threads in thread_candidates(cores) {
@@ -387,10 +383,13 @@ pub fn run(args: Args) -> Result<()> {
         "CPU block, best (weights from memory, beside copies where measured; RAYON_NUM_THREADS for hybrid)".into(),
         format!("{rate:.1} GB/s + {fixed_ms:.3} ms per block at {threads} of {cores} threads"),
     ));
+    Ok(())
+}
 
+/// A file read rate, where `--file` is given.
+fn probe_file(file: Option<&str>, profile: &mut Profile, rows: &mut Vec<(String, String)>) -> Result<()> {
     // 6. File read.
-    bar.show(5, steps, "probes");
-    if let Some(file) = &args.file {
+    if let Some(file) = file {
         let mut f = std::fs::File::open(file).with_context(|| format!("opening {file}"))?;
         let mut buf = vec![0u8; 8 << 20];
         let (mut total, start) = (0usize, Instant::now());
@@ -404,6 +403,32 @@ pub fn run(args: Args) -> Result<()> {
         profile.disk_gb_s = total as f64 / start.elapsed().as_secs_f64() / 1e9;
         rows.push((format!("read {file}"), format!("{:.2} GB/s (page cache may be warm)", profile.disk_gb_s)));
     }
+    Ok(())
+}
+
+pub fn run(args: Args) -> Result<()> {
+    if args.cpu_block_only {
+        let (rate, fixed_ms) = cpu_block_fit()?;
+        println!("{rate} {fixed_ms}");
+        return Ok(());
+    }
+    let device = parse_device(&args.device)?;
+    let key = device_key(&device);
+    let mut profile = Profile { device: key.clone(), ..Profile::conservative() };
+    let steps = 5;
+    let bar = crate::common::ProgressBar::new(format!("probing {key}"));
+    let mut rows: Vec<(String, String)> = Vec::new();
+
+    bar.show(0, steps, "probes");
+    probe_link(&device, &mut profile, &mut rows)?;
+    bar.show(1, steps, "probes");
+    probe_device(&device, &mut profile, &mut rows)?;
+    bar.show(2, steps, "probes");
+    probe_overheads(&device, &mut profile, &mut rows)?;
+    bar.show(3, steps, "probes");
+    probe_cpu(&device, &mut profile, &mut rows)?;
+    bar.show(4, steps, "probes");
+    probe_file(args.file.as_deref(), &mut profile, &mut rows)?;
     bar.show(steps, steps, "probes");
 
     let path = args

@@ -18,10 +18,10 @@ use crate::cuda::sizes::float_dtype;
 use crate::device::DeviceMarker;
 use crate::{Result, StreamError};
 use candle_core::quantized::QTensor;
-use std::sync::Arc;
 use candle_core::{Device, Tensor};
 use cardinfer_core::TensorInfo;
 use cardinfer_quant::candle::ggml_dtype;
+use std::sync::Arc;
 
 /// A copy stream on a CUDA device.
 pub struct CopyStream(imp::CopyStream);
