@@ -231,19 +231,19 @@ fn probe_link(device: &Device, profile: &mut Profile, rows: &mut Vec<(String, St
     let len = 256 << 20;
     if !device.is_cpu() {
         let pageable = vec![0u8; len];
-        let pageable_rate = h2d_rate(&device, &pageable)?;
+        let pageable_rate = h2d_rate(device, &pageable)?;
         rows.push(("h2d, pageable".into(), format!("{pageable_rate:.1} GB/s")));
-        if let Some(mut pinned) = PinnedBuffer::alloc(&device, len) {
+        if let Some(mut pinned) = PinnedBuffer::alloc(device, len) {
             pinned.as_mut_slice().fill(0);
-            profile.h2d_gb_s = h2d_rate(&device, pinned.as_slice())?;
+            profile.h2d_gb_s = h2d_rate(device, pinned.as_slice())?;
             rows.push(("h2d, page-locked".into(), format!("{:.1} GB/s", profile.h2d_gb_s)));
         } else {
             profile.h2d_gb_s = pageable_rate;
         }
         // A hybrid hop: one hidden state (width 5120) to the host and back.
-        let hidden = Tensor::zeros((1, 1, 5120), candle_core::DType::F32, &device)?;
+        let hidden = Tensor::zeros((1, 1, 5120), candle_core::DType::F32, device)?;
         let hop = crate::common::median_secs(50, || {
-            hidden.to_device(&Device::Cpu)?.to_device(&device)?;
+            hidden.to_device(&Device::Cpu)?.to_device(device)?;
             device.synchronize()?;
             Ok(())
         })?;
@@ -258,10 +258,10 @@ fn probe_device(device: &Device, profile: &mut Profile, rows: &mut Vec<(String, 
     // 2. Decode matvec and 3. prefill matmul on Q4_K weights of width 4096.
     // Eight distinct 14336×4096 matrices (264 MB, more than any cache), read in turn.
     let (rows_w, cols) = (14336, 4096);
-    let mats: Vec<QMatMul> = (0..8).map(|_| q4k_matrix(rows_w, cols, &device)).collect::<Result<_>>()?;
+    let mats: Vec<QMatMul> = (0..8).map(|_| q4k_matrix(rows_w, cols, device)).collect::<Result<_>>()?;
     let w = &mats[0];
     let weight_bytes = (rows_w * cols / 256 * 144) as f64;
-    let x1 = Tensor::randn(0f32, 1.0, (1, cols), &Device::Cpu)?.to_device(&device)?;
+    let x1 = Tensor::randn(0f32, 1.0, (1, cols), &Device::Cpu)?.to_device(device)?;
     let gemv = crate::common::median_secs(10, || {
         for _ in 0..4 {
             for m in &mats {
@@ -274,7 +274,7 @@ fn probe_device(device: &Device, profile: &mut Profile, rows: &mut Vec<(String, 
     profile.device_read_gb_s = 32.0 * weight_bytes / gemv / 1e9;
     rows.push(("Q4_K matvec (weights read)".into(), format!("{:.0} GB/s", profile.device_read_gb_s)));
     let m = if device.is_cpu() { 64 } else { 512 };
-    let xm = Tensor::randn(0f32, 1.0, (m, cols), &Device::Cpu)?.to_device(&device)?;
+    let xm = Tensor::randn(0f32, 1.0, (m, cols), &Device::Cpu)?.to_device(device)?;
     let gemm = crate::common::median_secs(5, || {
         w.forward(&xm)?;
         device.synchronize()?;
@@ -294,9 +294,9 @@ fn probe_overheads(device: &Device, profile: &mut Profile, rows: &mut Vec<(Strin
     let (mut small, mut large) = (f64::INFINITY, f64::INFINITY);
     let (mut small_prefill, mut large_prefill) = (f64::INFINITY, f64::INFINITY);
     for _ in 0..2 {
-        let (d, p) = model_ms(&device, 2, &dir)?;
+        let (d, p) = model_ms(device, 2, &dir)?;
         (small, small_prefill) = (small.min(d), small_prefill.min(p));
-        let (d, p) = model_ms(&device, 10, &dir)?;
+        let (d, p) = model_ms(device, 10, &dir)?;
         (large, large_prefill) = (large.min(d), large_prefill.min(p));
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -345,13 +345,13 @@ fn probe_cpu(device: &Device, profile: &mut Profile, rows: &mut Vec<(String, Str
     // will not lock that much).
     let pinned = match device.is_cpu() {
         true => None,
-        false => PinnedBuffer::alloc(&device, 1 << 30).or_else(|| PinnedBuffer::alloc(&device, COPY_BYTES)),
+        false => PinnedBuffer::alloc(device, 1 << 30).or_else(|| PinnedBuffer::alloc(device, COPY_BYTES)),
     };
     if let Some(mut pinned) = pinned {
         pinned.as_mut_slice().fill(0);
         let mut loaded = Vec::new();
         for &(threads, alone, _) in &rates {
-            match cpu_rate_under_copies(threads, &device, pinned.as_slice()) {
+            match cpu_rate_under_copies(threads, device, pinned.as_slice()) {
                 Ok((rate, fixed_ms, link)) => {
                     let what = format!("CPU block beside copies, {threads} threads (alone {alone:.1} GB/s)");
                     rows.push((what, format!("{rate:.1} GB/s + {fixed_ms:.3} ms per block; copies {link:.1} GB/s")));
