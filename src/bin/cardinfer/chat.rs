@@ -15,7 +15,7 @@ pub struct Args {
     #[arg(long)]
     system: Option<String>,
     /// Most tokens per reply.
-    #[arg(long, default_value_t = 512)]
+    #[arg(short = 'n', long, default_value_t = 512)]
     max_tokens: usize,
     /// Sampling temperature; 0 is greedy.
     #[arg(long, default_value_t = 0.7)]

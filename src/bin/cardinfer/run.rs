@@ -12,7 +12,7 @@ use std::io::Write;
 #[derive(clap::Args)]
 pub struct Args {
     /// Prompt text.
-    #[arg(long, conflicts_with = "prompt_ids")]
+    #[arg(short = 'p', long, conflicts_with = "prompt_ids")]
     prompt: Option<String>,
     /// Prompt as comma-separated token ids.
     #[arg(long)]
@@ -21,7 +21,7 @@ pub struct Args {
     #[arg(long)]
     chat: bool,
     /// Most tokens to generate.
-    #[arg(long, default_value_t = 128)]
+    #[arg(short = 'n', long, default_value_t = 128)]
     max_tokens: usize,
     /// Sampling temperature; 0 is greedy.
     #[arg(long, default_value_t = 0.8)]
