@@ -11,7 +11,7 @@
 //!
 //! With `--model`, the file's own first layers are timed instead, read into host memory
 //! as a hybrid run's host layers are. `CARDINFER_HOST_STAGES=1` prints each exact layer's
-//! steps (`cardinfer_stream::cpu::exact::stages`).
+//! steps (`cardinfer_stream::executor::host_layer::stages`).
 
 use anyhow::Result;
 use candle_core::{Device, Tensor};
@@ -87,7 +87,9 @@ pub fn run(args: Args) -> Result<()> {
                     match way {
                         "rayon" => drop(decoder.block(0, layer, &x, slot, step)?),
                         "serial" => drop(with_serial_small_ops(|| decoder.block(0, layer, &x, slot, step))?),
-                        _ => match cardinfer_stream::cpu::exact::decode_layer(&spec, &rope, layer, &x, slot)? {
+                        _ => match cardinfer_stream::executor::host_layer::exact::decode_layer(
+                            &spec, &rope, layer, &x, slot,
+                        )? {
                             Some(_) => {}
                             None => anyhow::bail!("the exact layer does not cover this layer"),
                         },

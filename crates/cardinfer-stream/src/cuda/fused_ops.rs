@@ -29,21 +29,16 @@ pub fn masked_softmax(
 
 /// RoPE of `x` in the projection's layout `[batch, seq, heads, head_dim]` (per-head norms
 /// already applied), returned in attention's layout `[batch, heads, seq, head_dim]`:
-/// one kernel on CUDA instead of a transposing copy and the rotation.
-pub fn rope_heads(
-    x: &Tensor,
-    rope: &crate::model::rope::Rope,
-    cos: &Tensor,
-    sin: &Tensor,
-    fused: bool,
-) -> Result<Tensor> {
+/// one kernel on CUDA instead of a transposing copy and the rotation. `None` where the
+/// kernel does not apply (the caller transposes and rotates).
+pub fn rope_heads(x: &Tensor, cos: &Tensor, sin: &Tensor, interleaved: bool, fused: bool) -> Result<Option<Tensor>> {
     #[cfg(feature = "cuda")]
     if kernel_applies(fused, x) {
-        let op = cuda::RopeTranspose { interleaved: rope.style() == cardinfer_core::RopeStyle::Interleaved };
-        return Ok(x.contiguous()?.apply_op3_no_bwd(&cos.contiguous()?, &sin.contiguous()?, &op)?);
+        let op = cuda::RopeTranspose { interleaved };
+        return Ok(Some(x.contiguous()?.apply_op3_no_bwd(&cos.contiguous()?, &sin.contiguous()?, &op)?));
     }
-    let _ = fused;
-    rope.apply(&x.transpose(1, 2)?.contiguous()?, cos, sin)
+    let _ = (x, cos, sin, interleaved, fused);
+    Ok(None)
 }
 
 /// `silu(gate) · up`.
@@ -70,7 +65,7 @@ mod cuda {
     };
     use candle_core::{CpuStorage, CudaDevice, CudaStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape};
 
-    use crate::executor::fused::ptx::{DECODE, MODULE};
+    use crate::cuda::ptx::{DECODE, MODULE};
 
     fn contiguous<'a>(s: &'a CudaStorage, l: &Layout) -> candle_core::Result<CudaView<'a, f32>> {
         let Some((o1, o2)) = l.contiguous_offsets() else { candle_core::bail!("fused op: input must be contiguous") };

@@ -10,3 +10,11 @@ pub mod sizes;
 #[cfg(feature = "cuda")]
 pub mod slot_kernels;
 pub mod slots;
+
+/// The kernels of `kernels/decode.cu`, compiled to PTX by the build script.
+#[cfg(feature = "cuda")]
+pub(crate) mod ptx {
+    include!(concat!(env!("OUT_DIR"), "/ptx.rs"));
+    /// The name the module is cached under on each device.
+    pub const MODULE: &str = "cardinfer_decode";
+}

@@ -32,12 +32,17 @@ pub(crate) mod fused;
 mod hidden;
 mod host_head;
 mod host_split;
-mod host_step;
+// The host layer's exact twin and its stage timings: public to the developer tools (`dev`).
+#[cfg(feature = "dev")]
+pub mod host_layer;
+#[cfg(not(feature = "dev"))]
+mod host_layer;
 mod plan;
 // Parts of these only the tests read (`dev`).
 #[cfg_attr(not(feature = "dev"), allow(dead_code))]
 mod pool;
 mod reader;
+mod resident;
 #[cfg_attr(not(feature = "dev"), allow(dead_code))]
 mod staged;
 mod streamed;
@@ -47,11 +52,12 @@ pub(crate) use timeline::Timeline;
 mod warmup;
 
 pub use fused::DecodePath;
-pub use host_step::host_decode_step;
+pub use host_layer::host_decode_step;
 pub use plan::{
     block_device_bytes, copies_overlap, device_block_bytes, plan_on_device, Mode, Placement, PlanRequest, StreamPlan,
 };
 pub use pool::PoolStats;
+pub use resident::ResidentModel;
 pub use streamed::{StreamTimings, StreamedModel};
 pub use warmup::zero_layer;
 

@@ -9,6 +9,7 @@ pub use options::{HostTier, LoadOptions, DEFAULT_CONTEXT};
 pub use runner::{RunMetrics, Runner};
 pub use source::ModelSource;
 
+use crate::executor::ResidentModel;
 use crate::executor::{
     measure_device_overheads, CheckpointReader, Mode, PinnedReader, Placement, PlanRequest, StagedReader, StreamPlan,
     StreamedModel, Uploader,
@@ -17,7 +18,6 @@ use crate::model::block_adapter::{BlockAdapter, StreamableBlock};
 use crate::model::family::Decoder;
 use crate::model::layer_stream::LayerStream;
 use crate::model::names::model_layout;
-use crate::model::resident::ResidentModel;
 use crate::text::chat_template::ChatTemplate;
 use crate::text::tokenizer::Tokenizer;
 use crate::{Result, StreamError};

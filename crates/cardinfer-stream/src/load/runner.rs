@@ -1,8 +1,9 @@
 //! The loaded model, resident or streamed, and what a run cost.
 
+use crate::executor::ResidentModel;
 use crate::executor::StreamedModel;
 use crate::model::kv_cache::KvCache;
-use crate::model::resident::{Logits, ResidentModel, TextModel};
+use crate::model::text_model::{Logits, TextModel};
 use crate::Result;
 use candle_core::{Device, Tensor};
 use cardinfer_core::ModelSpec;

@@ -1,7 +1,7 @@
 //! Generation: prefill, decode loop, sampling and stop conditions, over a KV cache that
 //! persists across calls (multi-turn chat).
 
-use crate::model::resident::{check_tokens, Logits, TextModel};
+use crate::model::text_model::{check_tokens, Logits, TextModel};
 use crate::text::sampling::{Sampler, SamplingParams};
 use crate::text::tokenizer::{IncrementalDecoder, Tokenizer};
 use crate::{KvCache, Result, StreamError};

@@ -1,6 +1,6 @@
 //! Teacher-forced scoring: the log-probability of each token given the ones before it.
 
-use crate::model::resident::{Logits, TextModel};
+use crate::model::text_model::{Logits, TextModel};
 use crate::{Result, StreamError};
 use candle_core::{IndexOp, D};
 use serde::Serialize;

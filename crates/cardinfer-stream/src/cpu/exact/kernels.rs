@@ -5,8 +5,8 @@
 use super::arith::{block_sum, exp, fast_cpu, inv_rms, warp_sum};
 
 /// Keys per attention block (`ATTENTION_CHUNK` of the CUDA path).
-pub use crate::executor::fused::reference::ATTENTION_CHUNK;
-pub use crate::executor::fused::reference::{AttentionShape, Rotation};
+pub use super::layout::ATTENTION_CHUNK;
+pub use super::layout::{AttentionShape, Rotation};
 
 /// Warps of the attention partial kernel (`ATTENTION_THREADS / 32`).
 const ATTENTION_WARPS: usize = 4;

@@ -13,25 +13,19 @@
 //!   GPU's approximate special-function unit ([`arith`]), so [`kernels`] can follow them
 //!   step by step.
 //!
-//! [`layer::decode_layer`] composes them in the order the CUDA path launches its kernels.
+//! `executor/host_layer/exact.rs` composes them into a layer in the order the CUDA path
+//! launches its kernels.
 //! Covered: Q4_K and Q6_K matrices (a Q4_K_M file), f32 norms and biases, head sizes that
 //! are multiples of 64 up to 256 (those the CUDA path takes). Elsewhere the caller computes
 //! the layer with Candle's CPU ops (the last bits may then differ from the device's).
 //!
 //! Checked on the GPU by `cardinfer-dev exact-check` (the products, bit for bit) and by hybrid
 //! runs whose generated ids equal the resident run's (BENCHMARKS.md, session 9); the unit
-//! tests here check the vector kernels against the scalar references bit for bit and the
-//! whole layer against Candle's CPU block to quantization accuracy.
+//! tests here check the vector kernels against the scalar references bit for bit (the whole
+//! layer's against Candle's CPU block are with the layer).
 
 pub mod arith;
 pub mod kernels;
-pub mod layer;
+pub mod layout;
 pub mod mmvq;
 pub mod q8_1;
-pub mod stages;
-
-#[cfg_attr(not(feature = "dev"), allow(unused_imports))]
-pub use layer::{decode_layer, supports};
-
-#[cfg(test)]
-mod tests;

@@ -32,14 +32,6 @@
 pub mod cuda;
 pub mod reference;
 
-/// The kernels of `kernels/decode.cu`, compiled to PTX by the build script.
-#[cfg(feature = "cuda")]
-pub(crate) mod ptx {
-    include!(concat!(env!("OUT_DIR"), "/ptx.rs"));
-    /// The name the module is cached under on each device.
-    pub const MODULE: &str = "cardinfer_decode";
-}
-
 use crate::{Result, StreamError};
 
 /// How a resident model decodes one token.

@@ -14,7 +14,7 @@ use crate::cuda::sizes::device_bytes_of;
 use crate::device::DeviceMarker;
 use crate::model::kv_cache::KvCache;
 use crate::model::layer_stream::LayerStream;
-use crate::model::resident::{check_tokens, Logits, TextModel};
+use crate::model::text_model::{check_tokens, Logits, TextModel};
 use crate::model::weights::head_rows_parts;
 use crate::model::weights::BlockWeights;
 use crate::{Result, StreamError};

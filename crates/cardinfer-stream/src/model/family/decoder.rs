@@ -33,6 +33,17 @@ impl Decoder {
         self.fused_ops = on;
     }
 
+    /// RoPE of `x` (`[batch, seq, heads, head_dim]`) into attention's layout `[batch,
+    /// heads, seq, head_dim]`: one kernel where the fused ops apply, else a transposing
+    /// copy and the rotation (the same bits).
+    fn rope_heads(&self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+        let interleaved = self.rope.style() == cardinfer_core::RopeStyle::Interleaved;
+        match crate::cuda::fused_ops::rope_heads(x, cos, sin, interleaved, self.fused_ops)? {
+            Some(y) => Ok(y),
+            None => self.rope.apply(&x.transpose(1, 2)?.contiguous()?, cos, sin),
+        }
+    }
+
     /// The model's rotary embeddings (tables cached per device) and causal mask.
     pub fn rope(&self) -> &Rope {
         &self.rope
@@ -97,8 +108,8 @@ impl Decoder {
             k = self.norm(&k, w, Role::AttnKNorm)?;
         }
         let (cos, sin) = self.rope.tables(pos, seq, x.device())?;
-        let q = crate::cuda::fused_ops::rope_heads(&q, &self.rope, &cos, &sin, self.fused_ops)?;
-        let k = crate::cuda::fused_ops::rope_heads(&k, &self.rope, &cos, &sin, self.fused_ops)?;
+        let q = self.rope_heads(&q, &cos, &sin)?;
+        let k = self.rope_heads(&k, &cos, &sin)?;
         let (k, v) = kv.append(&k, &v)?;
         let total = k.dim(2)?;
 

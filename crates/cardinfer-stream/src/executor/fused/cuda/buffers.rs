@@ -50,7 +50,7 @@ pub(super) struct Buffers {
 
 /// Loads the decode kernels (compiled once per device by the driver from the PTX).
 pub(super) fn load_kernels(device: &CudaDevice) -> Result<Kernels> {
-    use crate::executor::fused::ptx::{DECODE, MODULE};
+    use crate::cuda::ptx::{DECODE, MODULE};
     let f = |name: &str| -> Result<CudaFunction> {
         Ok(device.get_or_load_custom_func(name, MODULE, DECODE)?.into_cuda_function())
     };

@@ -1,9 +1,9 @@
 //! One decoder layer for one new token on the CPU, with the bits of the CUDA path's fused
 //! layer (`FusedDecoder::enqueue_layer`): the kernels' CPU twins in its launch order.
 
-use super::kernels::{add_rms_norm, decode_attention, head_norm_rope, silu_mul, AttentionShape, Rotation};
-use super::mmvq;
 use super::stages::StageClock;
+use crate::cpu::exact::kernels::{add_rms_norm, decode_attention, head_norm_rope, silu_mul, AttentionShape, Rotation};
+use crate::cpu::exact::mmvq;
 use crate::model::kv_cache::KvSlot;
 use crate::model::names::Role;
 use crate::model::rope::Rope;

@@ -1,4 +1,11 @@
-//! One decode step of a layer on the CPU, as hybrid decode computes a host layer.
+//! One decode step of a layer on the CPU, as hybrid decode computes a host layer: with
+//! the device's bits ([`exact`]: the CPU twins of the fused CUDA kernels, composed in
+//! their launch order) where they cover the layer, else the family's block.
+
+pub mod exact;
+pub mod stages;
+#[cfg(test)]
+mod tests;
 
 use crate::model::kv_cache::KvSlot;
 use crate::model::layer_stream::LayerStream;
@@ -23,7 +30,7 @@ pub fn host_decode_step(
     pos: usize,
 ) -> Result<Tensor> {
     if let Some(rope) = exact_rope {
-        if let Some(y) = crate::cpu::exact::decode_layer(family.spec(), rope, weights, x, slot)? {
+        if let Some(y) = exact::decode_layer(family.spec(), rope, weights, x, slot)? {
             return Ok(y);
         }
     }

@@ -2,7 +2,7 @@
 //! exact path quantizes inputs to Q8_1, Candle's to Q8_K) and against itself (the same
 //! bits whatever the cache's storage).
 
-use super::{decode_layer, supports};
+use super::exact::{decode_layer, supports};
 use crate::model::family::Decoder;
 use crate::model::kv_cache::KvSlot;
 use crate::model::layer_stream::LayerStream;

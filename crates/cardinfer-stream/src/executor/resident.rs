@@ -5,39 +5,13 @@ use crate::model::family::Decoder;
 use crate::model::kv_cache::KvCache;
 use crate::model::layer_stream::LayerStream;
 use crate::model::names::model_layout;
+use crate::model::text_model::{check_tokens, Logits, TextModel};
 use crate::model::weights::BlockWeights;
-use crate::{Result, StreamError};
+use crate::Result;
 use candle_core::{DType, Device, IndexOp, Tensor};
 use cardinfer_core::{BlockId, ModelLayout, ModelSpec};
 use cardinfer_quant::candle::load_tensor;
 use cardinfer_quant::Checkpoint;
-
-/// Which positions' logits a forward pass returns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Logits {
-    /// Only the last position (generation).
-    Last,
-    /// Every position (scoring).
-    All,
-}
-
-/// What the generator needs of a model, however its weights are placed.
-pub trait TextModel {
-    /// The model's hyper-parameters.
-    fn spec(&self) -> &ModelSpec;
-
-    /// The device computing the blocks.
-    fn device(&self) -> &Device;
-
-    /// Runs `tokens` at the positions following what `kv` holds, appending to `kv`.
-    /// Returns f32 logits `[1, vocab]` (`Logits::Last`) or `[tokens, vocab]` (`Logits::All`).
-    fn forward(&self, tokens: &[u32], kv: &mut KvCache, which: Logits) -> Result<Tensor>;
-
-    /// An empty KV cache for this model.
-    fn new_cache(&self) -> KvCache {
-        KvCache::new(self.spec().num_layers)
-    }
-}
 
 /// A model with all its weights resident on one device.
 pub struct ResidentModel {
@@ -232,18 +206,4 @@ impl TextModel for ResidentModel {
         }
         KvCache::new(self.spec().num_layers)
     }
-}
-
-/// Checks that `tokens` is non-empty, in the vocabulary, and fits after `cached` positions.
-pub fn check_tokens(spec: &ModelSpec, tokens: &[u32], cached: usize) -> Result<()> {
-    if tokens.is_empty() {
-        return Err(StreamError::InvalidParameter { name: "tokens", reason: "no tokens to run".into() });
-    }
-    if let Some(&id) = tokens.iter().find(|&&t| t as usize >= spec.vocab_size) {
-        return Err(StreamError::TokenOutOfRange { id, vocab: spec.vocab_size });
-    }
-    if cached + tokens.len() > spec.context_length {
-        return Err(StreamError::ContextOverflow { tokens: tokens.len(), cached, context: spec.context_length });
-    }
-    Ok(())
 }

@@ -1,4 +1,4 @@
-//! Each host layer computed by [`super::decode_layer`] reports the milliseconds of its
+//! Each host layer computed by [`super::exact::decode_layer`] reports the milliseconds of its
 //! steps as one `debug` event of [`crate::diagnostics::HOST_STAGES`] (`attn_norm 0.008
 //! qkv 0.151 … down 0.326`), in a pass or in `cardinfer-dev host-layer`. Off, a mark costs
 //! one check of a flag.
