@@ -11,6 +11,10 @@
 # RESULTS is $OUT when set (the device tool's output folder), else .gpu/bench/results.
 #
 #   bash scripts/bench/run.sh [ROWS]
+#   BENCH_CLAIMS='qwen3-4b' bash scripts/bench/run.sh      # only the claims this regex matches
+# (a machine whose commands are limited to 10 minutes runs the claims in two calls; the
+# llama.cpp build and the models stay in BENCH_WORK between them, and table.py takes
+# both calls' results.jsonl).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 rows=${1:-scripts/bench/readme.rows}
@@ -51,7 +55,7 @@ if [ ! -x "$llama" ]; then
 fi
 
 # The synthetic models the rows name (`synth` presets: real architectures, random Q4_K_M blocks).
-for preset in $(grep -v '^#' "$rows" | awk -F'|' 'NF>=4 {gsub(/ /,"",$3); print $3}' | sort -u); do
+for preset in $(grep -v '^#' "$rows" | grep -E "${BENCH_CLAIMS:-.}" | awk -F'|' 'NF>=4 {gsub(/ /,"",$3); print $3}' | sort -u); do
   model=$work/$preset.gguf
   [ -f "$model" ] || "$ours" synth --preset "$preset" --output "$model" >> "$log" 2>&1 ||
     { echo "synth $preset failed (see $log)"; exit 1; }
@@ -80,6 +84,7 @@ n=0
 while IFS='|' read -r claim role preset args; do
   claim=$(echo "$claim" | xargs); role=$(echo "$role" | xargs); preset=$(echo "$preset" | xargs)
   [ -z "$claim" ] || [ "${claim:0:1}" = "#" ] && continue
+  [[ "$claim" =~ ${BENCH_CLAIMS:-.} ]] || continue
   n=$((n + 1)); model=$work/$preset.gguf; out=$work/row$n.txt
   echo "== row $n: $claim / $role: $args" >> "$log"
   if [ "$role" = "llama.cpp" ]; then

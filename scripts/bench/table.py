@@ -2,7 +2,7 @@
 """The results table of a harness run: one line per claim, ours beside llama.cpp on the
 same machine, the ratio, and whether every run of ours generated the resident run's ids.
 
-    python3 scripts/bench/table.py results.jsonl > table.md
+    python3 scripts/bench/table.py results.jsonl [more.jsonl ...] > table.md
 """
 import json
 import sys
@@ -42,15 +42,18 @@ def table_line(claim, test, key, of):
         span([r["peak_mib"] for r in theirs], "%.0f"), ratio, same)
 
 
-def main(path):
-    rows = [json.loads(line) for line in open(path) if line.strip()]
+def main(paths):
+    rows = [json.loads(line) for path in paths for line in open(path) if line.strip()]
     if not rows:
-        sys.exit("no rows in %s" % path)
+        sys.exit("no rows in %s" % ", ".join(paths))
     claims = []
     for row in rows:
         if row["claim"] not in claims:
             claims.append(row["claim"])
     first = rows[0]
+    machines = sorted({(r["device"], r["commit"], r["date"]) for r in rows})
+    if len(machines) > 1:
+        sys.exit("rows from several machines or commits: %s" % machines)
     print("%s · `%s` · %s · `bash scripts/bench/run.sh`\n" % (first["device"], first["commit"], first["date"]))
     print("| model, budget | test | ours (tok/s) | ours peak MiB: allocations / process | llama.cpp | llama.cpp (tok/s) | llama.cpp peak MiB: process | ratio | ids = resident |")
     print("|---|---|---:|---:|---|---:|---:|---:|---|")
@@ -67,4 +70,4 @@ def main(path):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1:])
