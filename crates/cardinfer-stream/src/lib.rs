@@ -33,6 +33,7 @@ pub use error::{Result, StreamError};
 pub use executor::{DecodePath, Mode, ResidentModel};
 pub use load::{HostTier, LoadOptions, LoadedModel, ModelSource, Runner};
 pub use model::{KvCache, KvSlot, LayerStream, Logits, TextModel};
+pub use text::chat_prompt::encode_chat;
 pub use text::chat_template::{ChatTemplate, Message};
 pub use text::generator::{GenerateOptions, Generation, Session, StopReason};
 pub use text::sampling::{Sampler, SamplingParams};

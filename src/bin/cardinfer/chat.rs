@@ -6,7 +6,7 @@
 //! ```
 
 use anyhow::{bail, Result};
-use cardinfer_stream::{GenerateOptions, Message, SamplingParams, Session};
+use cardinfer_stream::{encode_chat, GenerateOptions, Message, SamplingParams, Session};
 use std::io::{BufRead, Write};
 
 #[derive(clap::Args)]
@@ -61,8 +61,8 @@ pub fn run(args: Args) -> Result<()> {
             _ => {}
         }
         messages.push(Message::new("user", line));
-        let prompt = loaded.chat_template.render(&messages, true)?;
-        let ids = tokenizer.encode(&prompt)?;
+        // Typed text is tokenized as text: control-token strings in it stay text.
+        let ids = encode_chat(tokenizer, &loaded.chat_template, &messages, true, false)?;
         let new_ids = session.reuse_prefix(&ids)?;
         let options = GenerateOptions {
             max_tokens: args.max_tokens,

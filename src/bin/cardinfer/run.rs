@@ -6,7 +6,7 @@
 //! ```
 
 use anyhow::{bail, Result};
-use cardinfer_stream::{GenerateOptions, Message, SamplingParams, Session};
+use cardinfer_stream::{encode_chat, GenerateOptions, Message, SamplingParams, Session};
 use std::io::Write;
 
 #[derive(clap::Args)]
@@ -57,12 +57,12 @@ pub fn run(args: Args) -> Result<()> {
             let Some(tok) = tokenizer else {
                 bail!("{} has no tokenizer: use --prompt-ids", loaded.path.display());
             };
-            let text = if args.chat {
-                loaded.chat_template.render(&[Message::new("user", text.as_str())], true)?
+            if args.chat {
+                // The prompt is the user's message: its text never becomes control tokens.
+                encode_chat(tok, &loaded.chat_template, &[Message::new("user", text.as_str())], true, false)?
             } else {
-                text.clone()
-            };
-            tok.encode(&text)?
+                tok.encode(text)?
+            }
         }
         (None, None) => bail!("give --prompt TEXT or --prompt-ids 1,2,3"),
     };

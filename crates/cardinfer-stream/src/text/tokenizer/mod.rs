@@ -14,6 +14,8 @@ use std::path::Path;
 #[derive(Clone)]
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
+    /// The same pipeline with special-token strings encoded as plain text.
+    plain: tokenizers::Tokenizer,
     /// Prepend this BOS id when encoding a prompt (GGUF `add_bos_token`).
     bos_to_add: Option<u32>,
     /// Let the pipeline's own post-processor add special tokens (tokenizer.json).
@@ -32,7 +34,7 @@ impl Tokenizer {
         let path = path.as_ref();
         let inner = tokenizers::Tokenizer::from_file(path)
             .map_err(|e| StreamError::Tokenizer(format!("{}: {e}", path.display())))?;
-        Ok(Self { inner, bos_to_add: None, use_post_processor: true })
+        Ok(Self { plain: plain(&inner), inner, bos_to_add: None, use_post_processor: true })
     }
 
     /// Builds the tokenizer a GGUF file describes; `None` if it has none.
@@ -42,6 +44,7 @@ impl Tokenizer {
         };
         let bos = gguf.get_u64("tokenizer.ggml.bos_token_id")?.map(|v| v as u32);
         Ok(Some(Self {
+            plain: plain(&vocab.tokenizer),
             inner: vocab.tokenizer,
             bos_to_add: if vocab.add_bos { bos } else { None },
             use_post_processor: false,
@@ -65,6 +68,14 @@ impl Tokenizer {
         Ok(encoding.get_ids().to_vec())
     }
 
+    /// Token ids of `text` read as plain text: a special token's string (`<|im_end|>`)
+    /// is encoded as the characters it is made of, never as the control token. No BOS.
+    /// For text from users (see [`crate::text::chat_prompt::encode_chat`]).
+    pub fn encode_text(&self, text: &str) -> Result<Vec<u32>> {
+        let encoding = self.plain.encode(text, false).map_err(|e| StreamError::Tokenizer(e.to_string()))?;
+        Ok(encoding.get_ids().to_vec())
+    }
+
     /// Text of `ids`, special tokens included.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
         self.inner.decode(ids, false).map_err(|e| StreamError::Tokenizer(e.to_string()))
@@ -79,6 +90,13 @@ impl Tokenizer {
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
     }
+}
+
+/// `inner` with special-token strings encoded as plain text.
+fn plain(inner: &tokenizers::Tokenizer) -> tokenizers::Tokenizer {
+    let mut plain = inner.clone();
+    plain.set_encode_special_tokens(true);
+    plain
 }
 
 #[cfg(test)]
