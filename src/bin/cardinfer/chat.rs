@@ -7,7 +7,7 @@
 
 use anyhow::{bail, Result};
 use cardinfer_stream::{encode_chat, GenerateOptions, Message, SamplingParams, Session};
-use std::io::{BufRead, Write};
+use std::io::BufRead;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -41,7 +41,6 @@ pub fn run(args: Args) -> Result<()> {
     let mut turn = 0u64;
     eprintln!("chat ready: type a message; /reset starts over, /exit quits");
     let stdin = std::io::stdin();
-    let mut stdout = std::io::stdout();
     loop {
         eprint!("> ");
         let mut line = String::new();
@@ -75,8 +74,7 @@ pub fn run(args: Args) -> Result<()> {
             ..Default::default()
         };
         let reply = match session.generate(&new_ids, &options, |piece| {
-            let _ = stdout.write_all(piece.as_bytes());
-            let _ = stdout.flush();
+            crate::logging::stdout_or_exit(piece);
         }) {
             Ok(reply) => reply,
             Err(e) => {
@@ -85,7 +83,7 @@ pub fn run(args: Args) -> Result<()> {
                 continue;
             }
         };
-        println!();
+        crate::logging::stdout_or_exit("\n");
         eprintln!(
             "[{} new prompt tokens, {} generated, {:.1} tok/s]",
             new_ids.len(),

@@ -42,15 +42,31 @@ pub fn init() {
     let _ = tracing::subscriber::set_global_default(subscriber);
 }
 
+/// Writes `text` to standard output now. A reader that went away (`| head`) ends the
+/// program quietly with status 141 (as a shell reports SIGPIPE); any other failure
+/// (a full disk) with a message and status 1. For output streamed while generating,
+/// where an error cannot travel back through the generator.
+pub fn stdout_or_exit(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(141);
+        }
+        eprintln!("error: writing to standard output: {e}");
+        std::process::exit(1);
+    }
+}
+
 /// Prints an error's chain once (each cause that adds something) and maps it to exit
-/// code 1; a closed stdout (`| head`) ends quietly.
+/// code 1; a closed stdout (`| head`) ends quietly with status 141.
 pub fn exit_code(result: anyhow::Result<()>) -> std::process::ExitCode {
     let Err(error) = result else { return std::process::ExitCode::SUCCESS };
     let broken_pipe = error.chain().any(|cause| {
         cause.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
     });
     if broken_pipe {
-        return std::process::ExitCode::SUCCESS;
+        return std::process::ExitCode::from(141);
     }
     let mut message = String::new();
     for cause in error.chain() {

@@ -7,7 +7,6 @@
 
 use anyhow::{bail, Result};
 use cardinfer_stream::{encode_chat, GenerateOptions, Message, SamplingParams, Session};
-use std::io::Write;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -80,7 +79,6 @@ pub fn run(args: Args) -> Result<()> {
         extra_eos: Vec::new(),
     };
     let mut session = Session::new(&loaded.model, tokenizer);
-    let mut stdout = std::io::stdout();
     let quiet = args.json;
     // When each token's text arrived, seconds from the start (for `--json`: how decode
     // speed changes over a long run).
@@ -89,8 +87,7 @@ pub fn run(args: Args) -> Result<()> {
         token_secs.push(start.elapsed().as_secs_f64());
         watch.sample();
         if !quiet {
-            let _ = stdout.write_all(piece.as_bytes());
-            let _ = stdout.flush();
+            crate::logging::stdout_or_exit(piece);
         }
     })?;
     watch.sample();
@@ -125,9 +122,9 @@ pub fn run(args: Args) -> Result<()> {
             "host_tuning": metrics.host_tuning,
             "token_secs": token_secs,
         });
-        println!("{report}");
+        crate::logging::stdout_or_exit(&format!("{report}\n"));
     } else {
-        println!();
+        crate::logging::stdout_or_exit("\n");
         eprintln!(
             "[{} prompt tokens at {:.1} tok/s, {} generated at {:.1} tok/s, stop: {:?}]",
             result.prompt_ids.len(),

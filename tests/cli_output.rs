@@ -1,0 +1,31 @@
+//! The command line when its reader goes away: `cardinfer run … | head -c 1` ends quietly
+//! with status 141 (SIGPIPE's), not with a panic.
+
+mod common;
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+
+#[test]
+fn a_closed_stdout_ends_the_run_quietly() {
+    let model = common::model_cache_dir().join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    if !model.is_file() {
+        assert!(std::env::var("CI").is_err(), "CI must fetch SmolLM2 (scripts/fetch-model.sh)");
+        eprintln!("SKIP: {} not cached; run scripts/fetch-model.sh", model.display());
+        return;
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cardinfer"))
+        .args(["run", "--device", "cpu", "-n", "64", "--temperature", "0", "-p", "Once upon a time", "-m"])
+        .arg(&model)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the cardinfer binary runs");
+    let mut first = [0u8; 1];
+    child.stdout.take().expect("piped stdout").read_exact(&mut first).expect("some output");
+    // The reader goes away after one byte.
+    let output = child.wait_with_output().expect("the run ends");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(output.status.code(), Some(141), "{stderr}");
+}
