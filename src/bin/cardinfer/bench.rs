@@ -22,8 +22,8 @@ pub struct Args {
     #[arg(short = 'n', default_value_t = 128)]
     generate: usize,
     /// Repetitions (the median is reported).
-    #[arg(short = 'r', default_value_t = 3)]
-    repetitions: usize,
+    #[arg(short = 'r', default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+    repetitions: u64,
     #[command(flatten)]
     model: crate::common::ModelArgs,
 }
@@ -39,7 +39,7 @@ pub fn run(args: Args) -> Result<()> {
     let vocab = model.spec().vocab_size as u64;
     let ids: Vec<u32> = (0..args.prompt.max(1) as u64).map(|i| ((i * 7919 + 13) % vocab) as u32).collect();
     let name = loaded.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let reps = args.repetitions.max(1);
+    let reps = args.repetitions as usize;
     let mut rows = Vec::new();
 
     // Warm-up: the first use of each kernel compiles or loads it.

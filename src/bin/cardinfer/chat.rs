@@ -15,8 +15,8 @@ pub struct Args {
     #[arg(long)]
     system: Option<String>,
     /// Most tokens per reply.
-    #[arg(short = 'n', long, default_value_t = 512)]
-    max_tokens: usize,
+    #[arg(short = 'n', long, default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..))]
+    max_tokens: u64,
     /// Sampling temperature; 0 is greedy.
     #[arg(long, default_value_t = 0.7)]
     temperature: f64,
@@ -64,7 +64,7 @@ pub fn run(args: Args) -> Result<()> {
         let ids = encode_chat(tokenizer, &loaded.chat_template, &messages, true, false)?;
         let new_ids = session.reuse_prefix(&ids)?;
         let options = GenerateOptions {
-            max_tokens: args.max_tokens,
+            max_tokens: args.max_tokens as usize,
             sampling: SamplingParams {
                 temperature: args.temperature,
                 top_p: Some(args.top_p),

@@ -53,7 +53,7 @@ pub struct Args {
     #[arg(long)]
     table: bool,
     /// Decode speed the table asks for.
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(long, default_value_t = 5.0, value_parser = positive_rate)]
     min_tok_s: f64,
     /// Print JSON.
     #[arg(long)]
@@ -63,6 +63,14 @@ pub struct Args {
 fn profile_for(args: &Args, gpu: &GpuSpec) -> Result<Profile> {
     let measured = load_profile(args.profile.as_deref())?;
     Ok(if gpu.key == H100.key { measured } else { gpu.project(&measured, &H100) })
+}
+
+/// A decode rate: a positive, finite number of tokens per second.
+fn positive_rate(text: &str) -> std::result::Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err(format!("`{text}` is not a positive number of tokens per second")),
+    }
 }
 
 pub fn run(args: Args) -> Result<()> {

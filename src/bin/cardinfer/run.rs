@@ -20,8 +20,8 @@ pub struct Args {
     #[arg(long)]
     chat: bool,
     /// Most tokens to generate.
-    #[arg(short = 'n', long, default_value_t = 128)]
-    max_tokens: usize,
+    #[arg(short = 'n', long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..))]
+    max_tokens: u64,
     /// Sampling temperature; 0 is greedy.
     #[arg(long, default_value_t = 0.8)]
     temperature: f64,
@@ -66,7 +66,7 @@ pub fn run(args: Args) -> Result<()> {
         (None, None) => bail!("give --prompt TEXT or --prompt-ids 1,2,3"),
     };
     let options = GenerateOptions {
-        max_tokens: args.max_tokens,
+        max_tokens: args.max_tokens as usize,
         sampling: SamplingParams {
             temperature: args.temperature,
             top_k: args.top_k,
@@ -82,7 +82,7 @@ pub fn run(args: Args) -> Result<()> {
     let quiet = args.json;
     // When each token's text arrived, seconds from the start (for `--json`: how decode
     // speed changes over a long run).
-    let (start, mut token_secs) = (std::time::Instant::now(), Vec::with_capacity(args.max_tokens));
+    let (start, mut token_secs) = (std::time::Instant::now(), Vec::with_capacity(args.max_tokens as usize));
     let result = session.generate(&prompt_ids, &options, |piece| {
         token_secs.push(start.elapsed().as_secs_f64());
         watch.sample();

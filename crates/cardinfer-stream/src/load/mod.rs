@@ -142,6 +142,7 @@ impl LoadedModel {
         family: Option<FamilyFactory>,
         progress: impl FnMut(usize, usize),
     ) -> Result<Self> {
+        options.validate()?;
         crate::cpu::kernels::select(options.cpu_kernels);
         let ckpt = Checkpoint::open(path)?;
         let text = TextParts::read(&ckpt)?;

@@ -105,6 +105,28 @@ impl Default for LoadOptions {
     }
 }
 
+impl LoadOptions {
+    /// Checks every value against its domain: at least one slot, a prefill chunk of at
+    /// least one token, a context of at least one token, hybrid host layers only with
+    /// something to stream. Loading calls this first, before the file is opened.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |name: &'static str, reason: &str| Err(StreamError::InvalidParameter { name, reason: reason.into() });
+        if self.slots == Some(0) {
+            return bad("slots", "0: a streamed block needs at least one pool slot");
+        }
+        if self.prefill_chunk == 0 {
+            return bad("prefill chunk", "0 tokens: a chunk holds at least one token");
+        }
+        if self.context == Some(0) {
+            return bad("context", "0 tokens: the KV cache must hold at least one position");
+        }
+        if self.mode == Mode::Resident && (self.hybrid || self.host_layers.is_some()) {
+            return bad("mode", "resident: hybrid decode needs blocks outside the device (--mode auto or stream)");
+        }
+        Ok(())
+    }
+}
+
 /// Builder-style setters: `LoadOptions::default().budget(b).mode(Mode::Auto).hybrid(true)`.
 impl LoadOptions {
     /// Sets [`LoadOptions::budget`].
@@ -183,5 +205,24 @@ impl LoadOptions {
     pub fn profile(mut self, profile: Profile) -> Self {
         self.profile = Some(profile);
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_outside_their_domain_are_refused() {
+        assert!(LoadOptions::default().validate().is_ok());
+        for (options, name) in [
+            (LoadOptions::default().slots(0), "slots"),
+            (LoadOptions::default().prefill_chunk(0), "prefill chunk"),
+            (LoadOptions::default().context(0), "context"),
+            (LoadOptions::default().mode(Mode::Resident).hybrid(true), "mode"),
+        ] {
+            let err = options.validate().unwrap_err().to_string();
+            assert!(err.contains(name), "{err}");
+        }
     }
 }

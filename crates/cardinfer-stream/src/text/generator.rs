@@ -124,6 +124,12 @@ impl<'m> Session<'m> {
         mut on_text: impl FnMut(&str),
     ) -> Result<Generation> {
         let spec = self.model.spec();
+        if options.max_tokens == 0 {
+            return Err(StreamError::InvalidParameter {
+                name: "max tokens",
+                reason: "0: nothing would be generated".into(),
+            });
+        }
         check_tokens(spec, prompt_ids, self.kv.len())?;
         let mut sampler = Sampler::new(options.sampling.clone())?;
         let is_eos = |t: u32| spec.eos_token_ids.contains(&t) || options.extra_eos.contains(&t);
