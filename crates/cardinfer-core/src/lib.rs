@@ -11,7 +11,7 @@ mod storage;
 pub use bytesize::ByteSize;
 pub use error::CoreError;
 pub use layout::{BlockId, ModelLayout, TensorInfo};
-pub use spec::{Family, ModelSpec, RopeScaling, RopeStyle};
+pub use spec::{limits, Family, ModelSpec, RopeScaling, RopeStyle};
 pub use storage::StorageType;
 
 /// Result type of this crate.

@@ -137,9 +137,12 @@ impl ModelSpec {
         };
         let rope_params = config.get("rope_parameters").filter(|v| v.is_object());
         let rope_scaling_value = config.get("rope_scaling").filter(|v| v.is_object()).or(rope_params);
-        let rope_theta = match config.get("rope_theta").and_then(Value::as_f64) {
+        let rope_theta = match opt_f64(config, "rope_theta")? {
             Some(t) => t,
-            None => rope_params.and_then(|p| p.get("rope_theta")).and_then(Value::as_f64).unwrap_or(10_000.0),
+            None => match rope_params {
+                Some(p) => opt_f64(p, "rope_theta")?.unwrap_or(10_000.0),
+                None => 10_000.0,
+            },
         };
         let rope_scaling = match rope_scaling_value {
             Some(v) => parse_rope_scaling(v)?,
@@ -156,7 +159,7 @@ impl ModelSpec {
             num_heads,
             num_kv_heads,
             head_dim,
-            rms_norm_eps: config.get("rms_norm_eps").and_then(Value::as_f64).unwrap_or(1e-6),
+            rms_norm_eps: opt_f64(config, "rms_norm_eps")?.unwrap_or(1e-6),
             rope_theta,
             rope_scaling,
             rope_style: RopeStyle::Half,
@@ -164,7 +167,7 @@ impl ModelSpec {
             tie_word_embeddings: config.get("tie_word_embeddings").and_then(Value::as_bool).unwrap_or(false),
             qkv_bias,
             qk_norm: family == Family::Qwen3,
-            bos_token_id: opt_usize(config, "bos_token_id")?.map(|v| v as u32),
+            bos_token_id: opt_usize(config, "bos_token_id")?.map(|v| v.min(u32::MAX as usize) as u32),
             eos_token_ids: token_list(config.get("eos_token_id")),
         };
         spec.validate()?;
@@ -173,20 +176,33 @@ impl ModelSpec {
 
     /// Checks that the numbers are consistent (non-zero, GQA divisible).
     pub fn validate(&self) -> Result<(), CoreError> {
-        let positive = [
-            ("vocab_size", self.vocab_size),
-            ("hidden_size", self.hidden_size),
-            ("intermediate_size", self.intermediate_size),
-            ("num_hidden_layers", self.num_layers),
-            ("num_attention_heads", self.num_heads),
-            ("num_key_value_heads", self.num_kv_heads),
-            ("head_dim", self.head_dim),
-            ("context_length", self.context_length),
+        let counts = [
+            ("vocab_size", self.vocab_size, limits::VOCAB),
+            ("hidden_size", self.hidden_size, limits::WIDTH),
+            ("intermediate_size", self.intermediate_size, limits::WIDTH),
+            ("num_hidden_layers", self.num_layers, limits::LAYERS),
+            ("num_attention_heads", self.num_heads, limits::HEADS),
+            ("num_key_value_heads", self.num_kv_heads, limits::HEADS),
+            ("head_dim", self.head_dim, limits::HEAD_DIM),
+            ("context_length", self.context_length, limits::CONTEXT),
         ];
-        for (key, value) in positive {
+        for (key, value, most) in counts {
             if value == 0 {
                 return Err(invalid(key, "must be greater than zero"));
             }
+            if value > most {
+                return Err(invalid(key, format!("{value} is more than this engine's limit of {most}")));
+            }
+        }
+        let token_ids = self.bos_token_id.iter().chain(&self.eos_token_ids);
+        if let Some(id) = token_ids.copied().find(|&id| id as usize >= self.vocab_size) {
+            return Err(invalid(
+                "bos_token_id/eos_token_id",
+                format!("{id} is outside the vocabulary of {}", self.vocab_size),
+            ));
+        }
+        if !(self.rms_norm_eps.is_finite() && self.rms_norm_eps > 0.0) {
+            return Err(invalid("rms_norm_eps", format!("{} is not a positive number", self.rms_norm_eps)));
         }
         if !self.num_heads.is_multiple_of(self.num_kv_heads) {
             return Err(invalid(
@@ -197,8 +213,8 @@ impl ModelSpec {
         if !self.head_dim.is_multiple_of(2) {
             return Err(invalid("head_dim", "RoPE needs an even head dimension"));
         }
-        if self.rope_theta.is_nan() || self.rope_theta <= 0.0 {
-            return Err(invalid("rope_theta", "must be positive"));
+        if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
+            return Err(invalid("rope_theta", format!("{} is not a positive number", self.rope_theta)));
         }
         Ok(())
     }
@@ -230,6 +246,24 @@ fn parse_rope_scaling(v: &Value) -> Result<Option<RopeScaling>, CoreError> {
     }
 }
 
+/// The largest counts a model file may state: far beyond any released model, small
+/// enough that what they imply (per-layer state, embedding rows, KV positions) is checked
+/// before anything is allocated. A file over one is refused, naming the key and the limit.
+pub mod limits {
+    /// Transformer layers.
+    pub const LAYERS: usize = 1024;
+    /// Hidden and intermediate widths.
+    pub const WIDTH: usize = 1 << 20;
+    /// Attention heads (query or key/value).
+    pub const HEADS: usize = 4096;
+    /// Elements per head.
+    pub const HEAD_DIM: usize = 4096;
+    /// Vocabulary entries.
+    pub const VOCAB: usize = 1 << 24;
+    /// Context positions.
+    pub const CONTEXT: usize = 1 << 24;
+}
+
 fn invalid(key: &str, reason: impl Into<String>) -> CoreError {
     CoreError::InvalidField { key: key.to_string(), reason: reason.into() }
 }
@@ -244,14 +278,23 @@ fn opt_usize(config: &Value, key: &str) -> Result<Option<usize>, CoreError> {
     }
 }
 
+fn opt_f64(config: &Value, key: &str) -> Result<Option<f64>, CoreError> {
+    match config.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v.as_f64().map(Some).ok_or_else(|| invalid(key, format!("expected a number, found {v}"))),
+    }
+}
+
 fn req_usize(config: &Value, key: &str) -> Result<usize, CoreError> {
     opt_usize(config, key)?.ok_or_else(|| CoreError::MissingField { key: key.to_string() })
 }
 
 fn token_list(v: Option<&Value>) -> Vec<u32> {
     match v {
-        Some(Value::Number(n)) => n.as_u64().map(|n| vec![n as u32]).unwrap_or_default(),
-        Some(Value::Array(items)) => items.iter().filter_map(Value::as_u64).map(|n| n as u32).collect(),
+        Some(Value::Number(n)) => n.as_u64().map(|n| vec![n.min(u32::MAX as u64) as u32]).unwrap_or_default(),
+        Some(Value::Array(items)) => {
+            items.iter().filter_map(Value::as_u64).map(|n| n.min(u32::MAX as u64) as u32).collect()
+        }
         _ => Vec::new(),
     }
 }
@@ -309,5 +352,28 @@ mod tests {
         let err = ModelSpec::from_hf_config_str(&bad_gqa).unwrap_err();
         assert!(err.to_string().contains("KV heads"), "{err}");
         assert!(ModelSpec::from_hf_config_str("{not json").is_err());
+    }
+
+    #[test]
+    fn absurd_counts_and_values_are_refused_before_anything_is_allocated() {
+        let cases = [
+            ("\"num_hidden_layers\": 32", "\"num_hidden_layers\": 4294967296", "num_hidden_layers"),
+            ("\"vocab_size\": 128256", "\"vocab_size\": 18446744073709551615", "vocab_size"),
+            ("\"num_attention_heads\": 32", "\"num_attention_heads\": 65536", "num_attention_heads"),
+            ("\"rope_theta\": 500000.0", "\"rope_theta\": \"abc\"", "rope_theta"),
+            ("\"rms_norm_eps\": 1e-5", "\"rms_norm_eps\": -1.0", "rms_norm_eps"),
+            ("\"max_position_embeddings\": 131072", "\"max_position_embeddings\": 4294967296", "context_length"),
+        ];
+        for (from, to, key) in cases {
+            assert!(LLAMA31.contains(from), "{from}");
+            let err = ModelSpec::from_hf_config_str(&LLAMA31.replace(from, to)).unwrap_err().to_string();
+            assert!(err.contains(key), "{to}: {err}");
+        }
+        let huge = LLAMA31.replace("\"num_hidden_layers\": 32", "\"num_hidden_layers\": 4294967296");
+        let err = ModelSpec::from_hf_config_str(&huge).unwrap_err().to_string();
+        assert!(err.contains("limit of 1024"), "{err}");
+        let eos = LLAMA31.replace("\"vocab_size\": 128256", "\"vocab_size\": 1000");
+        let err = ModelSpec::from_hf_config_str(&eos).unwrap_err().to_string();
+        assert!(err.contains("outside the vocabulary"), "{err}");
     }
 }

@@ -18,9 +18,9 @@ pub struct Args {
     /// The GGUF file to write (written to OUTPUT.tmp, renamed when complete).
     #[arg(long, required_unless_present = "list")]
     output: Option<String>,
-    /// Override the layer count.
-    #[arg(long)]
-    layers: Option<usize>,
+    /// Override the layer count (1 to 1024, `cardinfer_core::limits::LAYERS`).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=cardinfer_core::limits::LAYERS as u64))]
+    layers: Option<u64>,
     /// Random seed.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -50,7 +50,7 @@ pub fn run(args: Args) -> Result<()> {
         anyhow::bail!("give --preset and --output (or --list)");
     };
     let mut p = preset(name)?;
-    if let Some(layers) = args.layers {
+    if let Some(layers) = args.layers.map(|n| n as usize) {
         anyhow::ensure!(layers > 0, "--layers must be at least 1");
         p.layers = layers;
     }

@@ -133,6 +133,7 @@ impl GgufFile {
             let shape = dims.iter().rev().map(|&d| d as usize).collect();
             tensors.push(TensorInfo { name, shape, storage, file: 0, offset, len });
         }
+        check_disjoint(&path, &tensors)?;
         Ok(Self { path, mmap, version, metadata, tensors, data_offset, alignment })
     }
 
@@ -318,4 +319,31 @@ impl<'a> Cursor<'a> {
         };
         Ok(value)
     }
+}
+
+/// Every tensor has a name of its own and bytes of its own: two tensors with one name,
+/// or whose byte ranges overlap, make a corrupt file (each would read the other's data).
+fn check_disjoint(path: &Path, tensors: &[TensorInfo]) -> Result<(), QuantError> {
+    let mut by_offset: Vec<&TensorInfo> = tensors.iter().collect();
+    by_offset.sort_by_key(|t| (t.offset, t.len));
+    for pair in by_offset.windows(2) {
+        let (a, b) = (pair[0], pair[1]);
+        if a.len > 0 && b.len > 0 && a.offset + a.len > b.offset {
+            let reason = format!(
+                "its bytes {}..{} overlap those of `{}` ({}..{})",
+                b.offset,
+                b.end(),
+                a.name,
+                a.offset,
+                a.end()
+            );
+            return Err(tensor_err(path, &b.name, reason));
+        }
+    }
+    let mut names: Vec<&str> = tensors.iter().map(|t| t.name.as_str()).collect();
+    names.sort_unstable();
+    if let Some(pair) = names.windows(2).find(|p| p[0] == p[1]) {
+        return Err(tensor_err(path, pair[0], "the file lists this tensor twice".into()));
+    }
+    Ok(())
 }

@@ -61,7 +61,30 @@ impl GgufFile {
             bos_token_id: self.get_u64("tokenizer.ggml.bos_token_id")?.map(|v| v as u32),
             eos_token_ids,
         };
-        spec.validate().map_err(spec_err)?;
+        spec.validate().map_err(|e| spec_err(gguf_key(e, &arch)))?;
         Ok(spec)
     }
+}
+
+/// `error` naming the GGUF key (`qwen3.block_count`) where it names the `config.json` one
+/// (`num_hidden_layers`) that `ModelSpec::validate` uses.
+fn gguf_key(error: CoreError, arch: &str) -> CoreError {
+    let CoreError::InvalidField { key, reason } = error else { return error };
+    let suffix = match key.as_str() {
+        "vocab_size" => "vocab_size",
+        "hidden_size" => "embedding_length",
+        "intermediate_size" => "feed_forward_length",
+        "num_hidden_layers" => "block_count",
+        "num_attention_heads" => "attention.head_count",
+        "num_key_value_heads" => "attention.head_count_kv",
+        "head_dim" => "attention.key_length",
+        "context_length" => "context_length",
+        "rms_norm_eps" => "attention.layer_norm_rms_epsilon",
+        "rope_theta" => "rope.freq_base",
+        "bos_token_id/eos_token_id" => {
+            return CoreError::InvalidField { key: "tokenizer.ggml.bos_token_id/eos_token_id".into(), reason }
+        }
+        _ => return CoreError::InvalidField { key, reason },
+    };
+    CoreError::InvalidField { key: format!("{arch}.{suffix}"), reason }
 }

@@ -139,3 +139,72 @@ fn writer_rejects_wrong_sizes_and_leaves_no_partial_file() {
     assert!(final_path.exists());
     assert!(!dir.path().join("x.gguf.tmp").exists());
 }
+
+/// A one-layer qwen3 file whose metadata and tensors a test can spoil.
+fn tiny_model(dir: &std::path::Path, name: &str, spoil: impl FnOnce(&mut GgufWriter<'_>)) -> PathBuf {
+    let mut w = GgufWriter::new();
+    w.metadata("general.architecture", GgufValue::String("qwen3".into()));
+    for (key, value) in [
+        ("qwen3.embedding_length", 256u32),
+        ("qwen3.feed_forward_length", 512),
+        ("qwen3.block_count", 1),
+        ("qwen3.attention.head_count", 4),
+        ("qwen3.attention.head_count_kv", 2),
+        ("qwen3.vocab_size", 300),
+    ] {
+        w.metadata(key, GgufValue::U32(value));
+    }
+    w.metadata("qwen3.attention.layer_norm_rms_epsilon", GgufValue::F32(1e-6));
+    spoil(&mut w);
+    let data = vec![0u8; 256 * 4];
+    w.tensor("output_norm.weight", &[256], StorageType::F32, data.clone()).unwrap();
+    w.tensor("blk.0.attn_norm.weight", &[256], StorageType::F32, data).unwrap();
+    let path = dir.join(name);
+    w.write(&path).unwrap();
+    path
+}
+
+#[test]
+fn absurd_counts_and_values_in_metadata_name_their_key() {
+    let dir = temp_dir("absurd");
+    let ok = tiny_model(dir.path(), "ok.gguf", |_| {});
+    assert_eq!(GgufFile::open(&ok).unwrap().model_spec().unwrap().num_layers, 1);
+    let cases: [(&str, GgufValue, &str); 4] = [
+        ("qwen3.block_count", GgufValue::U64(1 << 32), "qwen3.block_count"),
+        ("qwen3.vocab_size", GgufValue::U64(u64::MAX), "qwen3.vocab_size"),
+        ("qwen3.attention.layer_norm_rms_epsilon", GgufValue::F32(f32::NAN), "layer_norm_rms_epsilon"),
+        ("qwen3.rope.freq_base", GgufValue::F32(f32::INFINITY), "rope.freq_base"),
+    ];
+    for (i, (key, value, named)) in cases.into_iter().enumerate() {
+        let path = tiny_model(dir.path(), &format!("bad{i}.gguf"), |w| w.metadata(key, value));
+        let err = GgufFile::open(&path).unwrap().model_spec().unwrap_err().to_string();
+        assert!(err.contains(named) && err.contains(&format!("bad{i}.gguf")), "{key}: {err}");
+    }
+}
+
+#[test]
+fn overlapping_or_repeated_tensors_are_refused() {
+    let dir = temp_dir("overlap");
+    let path = tiny_model(dir.path(), "model.gguf", |_| {});
+    let mut bytes = std::fs::read(&path).unwrap();
+    // The second tensor's offset field follows its name, dimension count, one dimension
+    // and its type: point it at the first tensor's bytes.
+    let name = b"blk.0.attn_norm.weight";
+    let at = bytes.windows(name.len()).position(|w| w == name).unwrap() + name.len() + 4 + 8 + 4;
+    bytes[at..at + 8].copy_from_slice(&0u64.to_le_bytes());
+    std::fs::write(&path, &bytes).unwrap();
+    let err = GgufFile::open(&path).unwrap_err().to_string();
+    assert!(err.contains("overlap") && err.contains("output_norm.weight"), "{err}");
+    // The same name twice: two tensors `xa` and `xb`, the second renamed `xa`.
+    let twice = tiny_model(dir.path(), "twice.gguf", |w| {
+        w.tensor("xa", &[256], StorageType::F32, vec![0u8; 1024]).unwrap();
+        w.tensor("xb", &[256], StorageType::F32, vec![0u8; 1024]).unwrap();
+    });
+    assert!(GgufFile::open(&twice).is_ok(), "distinct names load");
+    let mut bytes = std::fs::read(&twice).unwrap();
+    let at = bytes.windows(2).position(|w| w == b"xb").unwrap();
+    bytes[at + 1] = b'a';
+    std::fs::write(&twice, &bytes).unwrap();
+    let err = GgufFile::open(&twice).unwrap_err().to_string();
+    assert!(err.contains("`xa`") && err.contains("twice"), "{err}");
+}
