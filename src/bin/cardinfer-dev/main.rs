@@ -13,6 +13,7 @@ mod decode_check;
 mod exact_check;
 mod host_layer;
 #[path = "../cardinfer/logging.rs"]
+#[allow(dead_code)]
 mod logging;
 mod op_cost;
 
