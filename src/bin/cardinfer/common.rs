@@ -254,6 +254,19 @@ pub fn set_cpu_threads(threads: Option<usize>, profiled: Option<&Device>) {
     }
 }
 
+/// Removes `OUTPUT.tmp` (where the GGUF writers put an output until it is complete) if
+/// the process is interrupted (SIGINT, SIGTERM, SIGHUP), then ends it with status 130;
+/// a completed output is never touched.
+pub fn clean_temporary_on_signal(output: &str) -> Result<()> {
+    let tmp = PathBuf::from(format!("{output}.tmp"));
+    ctrlc::set_handler(move || {
+        let _ = std::fs::remove_file(&tmp);
+        eprintln!("\ninterrupted: removed {}", tmp.display());
+        std::process::exit(130);
+    })
+    .context("installing the signal handler")
+}
+
 /// A one-line progress bar on stderr, drawn only when stderr is a terminal.
 pub struct ProgressBar {
     label: String,

@@ -42,6 +42,7 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(threads) = args.threads {
         options.threads = threads.max(1);
     }
+    crate::common::clean_temporary_on_signal(&args.output)?;
     let start = Instant::now();
     let bar = crate::common::ProgressBar::new(format!("slicing into {}", args.output));
     let report = slice(&input, args.output.as_ref(), &options, &mut |p| {

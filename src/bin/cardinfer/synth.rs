@@ -54,6 +54,7 @@ pub fn run(args: Args) -> Result<()> {
         anyhow::ensure!(layers > 0, "--layers must be at least 1");
         p.layers = layers;
     }
+    crate::common::clean_temporary_on_signal(output)?;
     let start = Instant::now();
     let bar = crate::common::ProgressBar::new(format!("writing {output}"));
     p.write_gguf(output.as_ref(), args.seed, &mut |done, total| bar.show(done >> 20, total >> 20, "MiB"))?;

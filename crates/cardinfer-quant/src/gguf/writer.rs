@@ -101,8 +101,9 @@ impl<'a> GgufWriter<'a> {
         self.tensors.iter().map(|t| t.len).sum()
     }
 
-    /// Writes the file: to `<path>.tmp` first, renamed to `path` once complete. Every
-    /// tensor must have been given its bytes with [`GgufWriter::tensor`].
+    /// Writes the file: to `<path>.tmp` first (replacing a `.tmp` file an interrupted
+    /// write left), renamed to `path` once complete. Every tensor must have been given its
+    /// bytes with [`GgufWriter::tensor`].
     pub fn write(&self, path: impl AsRef<Path>) -> Result<(), QuantError> {
         self.write_with(path, |index| {
             let t = &self.tensors[index];
@@ -125,6 +126,16 @@ impl<'a> GgufWriter<'a> {
         let mut tmp_name = path.as_os_str().to_owned();
         tmp_name.push(".tmp");
         let tmp = PathBuf::from(tmp_name);
+        // A `<path>.tmp` file is what an interrupted write of this same output left: ours to
+        // replace. Anything else by that name is not ours to remove.
+        match std::fs::symlink_metadata(&tmp) {
+            Ok(meta) if meta.is_file() => std::fs::remove_file(&tmp).map_err(|e| QuantError::io(&tmp, e))?,
+            Ok(_) => {
+                let reason = "is in the way of the temporary output and is not a file this writer left: remove it";
+                return Err(QuantError::io(&tmp, std::io::Error::other(reason)));
+            }
+            Err(_) => {}
+        }
         let result = self
             .write_to(&tmp, &mut produce)
             .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| QuantError::io(path, e)));
