@@ -6,7 +6,7 @@ mod common;
 
 use candle_core::Device;
 use cardinfer_stream::{
-    score, ChatTemplate, GenerateOptions, IncrementalDecoder, LoadedModel, Message, Session, StopReason,
+    score, ChatTemplate, GenerateOptions, IncrementalDecoder, LoadedModel, Message, Session, StopReason, TextModel,
 };
 
 fn smollm2() -> Option<LoadedModel> {
@@ -104,4 +104,12 @@ fn score_agrees_with_generation_logits() {
     let paris = s.logprobs[ids.len() - 3];
     assert!(paris > -2.0, "log p(Paris) = {paris}");
     assert!(score(&m.model, &ids[..1]).is_err());
+}
+
+#[test]
+fn scoring_an_id_outside_the_vocabulary_names_it() {
+    let Some(m) = smollm2() else { return };
+    let vocab = m.model.spec().vocab_size as u32;
+    let err = score(&m.model, &[1, 2, vocab]).unwrap_err().to_string();
+    assert!(err.contains(&vocab.to_string()) && err.contains("outside the vocabulary"), "{err}");
 }

@@ -1,6 +1,6 @@
 //! Teacher-forced scoring: the log-probability of each token given the ones before it.
 
-use crate::model::text_model::{Logits, TextModel};
+use crate::model::text_model::{check_tokens, Logits, TextModel};
 use crate::{Result, StreamError};
 use candle_core::{IndexOp, D};
 use serde::Serialize;
@@ -23,6 +23,8 @@ pub fn score(model: &dyn TextModel, ids: &[u32]) -> Result<Score> {
     if ids.len() < 2 {
         return Err(StreamError::InvalidParameter { name: "ids", reason: "scoring needs at least 2 tokens".into() });
     }
+    // Every id, the last (only a target) included, must be in the vocabulary.
+    check_tokens(model.spec(), ids, 0)?;
     let mut kv = model.new_cache();
     let logits = model.forward(&ids[..ids.len() - 1], &mut kv, Logits::All)?;
     let logprobs_all = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
