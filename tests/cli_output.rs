@@ -29,3 +29,27 @@ fn a_closed_stdout_ends_the_run_quietly() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(output.status.code(), Some(141), "{stderr}");
 }
+
+#[test]
+fn chat_reports_a_line_that_is_not_text_and_carries_on() {
+    use std::io::Write;
+    let model = common::model_cache_dir().join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    if !model.is_file() {
+        assert!(std::env::var("CI").is_err(), "CI must fetch SmolLM2 (scripts/fetch-model.sh)");
+        return;
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cardinfer"))
+        .args(["chat", "--device", "cpu", "-n", "4", "-m"])
+        .arg(&model)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the cardinfer binary runs");
+    child.stdin.take().expect("piped stdin").write_all(b"bad \xff\xfe line\nHello\n").expect("input written");
+    let output = child.wait_with_output().expect("the chat ends at end of input");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("not UTF-8"), "{stderr}");
+    assert!(stderr.contains("4 generated"), "the next line was answered: {stderr}");
+}

@@ -43,10 +43,15 @@ pub fn run(args: Args) -> Result<()> {
     let stdin = std::io::stdin();
     loop {
         eprint!("> ");
-        let mut line = String::new();
-        if stdin.lock().read_line(&mut line)? == 0 {
+        let mut bytes = Vec::new();
+        if stdin.lock().read_until(b'\n', &mut bytes)? == 0 {
             break;
         }
+        // A line that is not UTF-8 is reported and skipped; the conversation goes on.
+        let Ok(line) = String::from_utf8(bytes) else {
+            eprintln!("(that line is not UTF-8 text; type it again)");
+            continue;
+        };
         let line = line.trim();
         match line {
             "" => continue,
