@@ -229,6 +229,9 @@ pub fn load(args: &ModelArgs) -> Result<(LoadedModel, Device, MemoryWatch, f64)>
             .with_context(|| format!("loading {}", path.display()))?;
     let secs = start.elapsed().as_secs_f64();
     bar.finish(&format!("loaded {} ({secs:.1} s)", path.display()));
+    if let Some(note) = &loaded.chat_template_note {
+        eprintln!("note: {note}");
+    }
     watch.sample();
     Ok((loaded, device, watch, secs))
 }

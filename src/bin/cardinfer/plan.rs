@@ -209,7 +209,15 @@ fn load_profile(arg: Option<&str>) -> Result<Profile> {
     Ok(match arg {
         None => Profile::h100_fitted(),
         Some(text) if std::path::Path::new(text).is_file() => Profile::load(text.as_ref())?,
-        Some(key) => Profile::load(&Profile::cache_path(&crate::common::cache_dir(), key))?,
+        // A path that is not there is reported as given, not as a cache path.
+        Some(path) if path.contains(std::path::MAIN_SEPARATOR) || path.ends_with(".json") => {
+            anyhow::bail!("profile {path}: no such file")
+        }
+        Some(key) => {
+            let cached = Profile::cache_path(&crate::common::cache_dir(), key);
+            Profile::load(&cached)
+                .with_context(|| format!("`{key}` is neither a file nor a device key `probe` cached"))?
+        }
     })
 }
 

@@ -94,6 +94,8 @@ pub struct LoadedModel {
     pub tokenizer: Option<Tokenizer>,
     /// How conversations become prompts.
     pub chat_template: ChatTemplate,
+    /// Why the model's own chat template is not the one in use, when it is not.
+    pub chat_template_note: Option<String>,
     /// The local path the model was loaded from.
     pub path: PathBuf,
 }
@@ -161,8 +163,10 @@ impl LoadedModel {
         } else {
             Runner::Streamed(Box::new(placement.stream(ckpt, spec, layout, device, options, family, progress)?))
         };
-        let chat_template = ChatTemplate::select(text.template, text.tokenizer.as_ref(), text.bos, text.eos);
-        Ok(Self { model, budget_bytes, tokenizer: text.tokenizer, chat_template, path: path.to_path_buf() })
+        let (chat_template, chat_template_note) =
+            ChatTemplate::select_explained(text.template, text.tokenizer.as_ref(), text.bos, text.eos);
+        let tokenizer = text.tokenizer;
+        Ok(Self { model, budget_bytes, tokenizer, chat_template, chat_template_note, path: path.to_path_buf() })
     }
 }
 

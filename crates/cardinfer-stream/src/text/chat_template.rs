@@ -49,16 +49,34 @@ impl ChatTemplate {
         bos: Option<String>,
         eos: Option<String>,
     ) -> Self {
+        Self::select_explained(model_template, tokenizer, bos, eos).0
+    }
+
+    /// [`ChatTemplate::select`], with a note saying why the model's own template was not
+    /// used when it has one that does not render (for the user to see: the built-in
+    /// format may not be the one the model was trained on).
+    pub fn select_explained(
+        model_template: Option<String>,
+        tokenizer: Option<&Tokenizer>,
+        bos: Option<String>,
+        eos: Option<String>,
+    ) -> (Self, Option<String>) {
         let builtin = match tokenizer {
             Some(t) if t.token_to_id("<|start_header_id|>").is_some() => Self::Llama3,
             _ => Self::ChatMl,
         };
-        let Some(source) = model_template else { return builtin };
+        let Some(source) = model_template else { return (builtin, None) };
         let jinja = Self::Jinja { source, bos_token: bos.unwrap_or_default(), eos_token: eos.unwrap_or_default() };
         // A template this engine cannot render falls back to the built-in format.
         match jinja.render(&[Message::new("user", "hi")], true) {
-            Ok(_) => jinja,
-            Err(_) => builtin,
+            Ok(_) => (jinja, None),
+            Err(e) => {
+                let name = if builtin == Self::Llama3 { "Llama 3" } else { "ChatML" };
+                (
+                    builtin,
+                    Some(format!("the model's chat template does not render ({e}); using the built-in {name} format")),
+                )
+            }
         }
     }
 
@@ -128,8 +146,11 @@ mod tests {
 
     #[test]
     fn broken_template_falls_back() {
-        let t = ChatTemplate::select(Some("{% for %}".into()), None, None, None);
+        let (t, note) = ChatTemplate::select_explained(Some("{% for %}".into()), None, None, None);
         assert_eq!(t, ChatTemplate::ChatMl);
+        let note = note.expect("the fallback is explained");
+        assert!(note.contains("does not render") && note.contains("ChatML"), "{note}");
+        assert_eq!(ChatTemplate::select_explained(Some(SMOLLM2.into()), None, None, None).1, None);
         let raising = "{{ raise_exception('no') }}";
         assert_eq!(ChatTemplate::select(Some(raising.into()), None, None, None), ChatTemplate::ChatMl);
     }
