@@ -17,4 +17,4 @@ pub mod tokenizer_meta;
 
 pub use checkpoint::Checkpoint;
 pub use error::QuantError;
-pub use safetensors::HfCheckpoint;
+pub use safetensors::{shard_tensors, HfCheckpoint};

@@ -43,36 +43,8 @@ impl HfCheckpoint {
             let file = File::open(&path).map_err(|e| QuantError::io(&path, e))?;
             // SAFETY: read-only map of a file we do not modify.
             let mmap = unsafe { Mmap::map(&file) }.map_err(|e| QuantError::io(&path, e))?;
-            let st_err = |source| QuantError::Safetensors { path: path.clone(), source };
-            // `deserialize` checks that the header's offsets cover the data exactly.
-            SafeTensors::deserialize(&mmap).map_err(st_err)?;
-            let (header_len, metadata) = SafeTensors::read_metadata(&mmap).map_err(st_err)?;
-            let data_start = 8 + header_len as u64;
-            for (tensor, info) in metadata.tensors() {
-                let storage = match info.dtype {
-                    Dtype::F32 => StorageType::F32,
-                    Dtype::F16 => StorageType::F16,
-                    Dtype::BF16 => StorageType::BF16,
-                    other => {
-                        return Err(QuantError::Tensor {
-                            path: path.clone(),
-                            tensor,
-                            reason: format!("dtype {other:?} is not supported (F32, F16, BF16 are)"),
-                        })
-                    }
-                };
-                let (start, end) = info.data_offsets;
-                tensors.insert(
-                    tensor.clone(),
-                    TensorInfo {
-                        name: tensor,
-                        shape: info.shape.clone(),
-                        storage,
-                        file: index,
-                        offset: data_start + start as u64,
-                        len: (end - start) as u64,
-                    },
-                );
+            for info in shard_tensors(&path, index, &mmap)? {
+                tensors.insert(info.name.clone(), info);
             }
             shards.push((path, mmap));
         }
@@ -118,6 +90,42 @@ impl HfCheckpoint {
         let value: serde_json::Value = serde_json::from_str(&text).ok()?;
         value.get("chat_template")?.as_str().map(str::to_string)
     }
+}
+
+/// The tensors of one safetensors file's `bytes` (shard `file` of its checkpoint, at
+/// `path` in errors), each with its storage type and byte range in the file. The header's
+/// offsets are checked to cover the data exactly.
+pub fn shard_tensors(path: &Path, file: usize, bytes: &[u8]) -> Result<Vec<TensorInfo>, QuantError> {
+    let st_err = |source| QuantError::Safetensors { path: path.to_path_buf(), source };
+    SafeTensors::deserialize(bytes).map_err(st_err)?;
+    let (header_len, metadata) = SafeTensors::read_metadata(bytes).map_err(st_err)?;
+    let data_start = 8 + header_len as u64;
+    let mut tensors = Vec::new();
+    for (tensor, info) in metadata.tensors() {
+        let storage = match info.dtype {
+            Dtype::F32 => StorageType::F32,
+            Dtype::F16 => StorageType::F16,
+            Dtype::BF16 => StorageType::BF16,
+            other => {
+                return Err(QuantError::Tensor {
+                    path: path.to_path_buf(),
+                    tensor,
+                    reason: format!("dtype {other:?} is not supported (F32, F16, BF16 are)"),
+                })
+            }
+        };
+        let (start, end) = info.data_offsets;
+        let len = (end - start) as u64;
+        tensors.push(TensorInfo {
+            name: tensor,
+            shape: info.shape.clone(),
+            storage,
+            file,
+            offset: data_start + start as u64,
+            len,
+        });
+    }
+    Ok(tensors)
 }
 
 fn shard_files(dir: &Path) -> Result<Vec<String>, QuantError> {

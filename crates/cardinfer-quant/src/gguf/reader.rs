@@ -45,6 +45,20 @@ impl GgufFile {
         Self::parse(path, mmap)
     }
 
+    /// Parses a GGUF file held in memory (a copy of `bytes`), named `name` in errors. For
+    /// tests and fuzzing; models are read with [`GgufFile::open`], which maps the file.
+    pub fn from_bytes(name: &str, bytes: &[u8]) -> Result<Self, QuantError> {
+        let path = PathBuf::from(name);
+        let mut anon = memmap2::MmapMut::map_anon(bytes.len().max(1)).map_err(|e| QuantError::io(&path, e))?;
+        anon[..bytes.len()].copy_from_slice(bytes);
+        let mmap = anon.make_read_only().map_err(|e| QuantError::io(&path, e))?;
+        // An empty input maps one zero byte: parse exactly the bytes given.
+        if bytes.is_empty() {
+            return Err(QuantError::Truncated { path, what: "magic".into(), offset: 0, needed: 4, file_len: 0 });
+        }
+        Self::parse(path, mmap)
+    }
+
     fn parse(path: PathBuf, mmap: Mmap) -> Result<Self, QuantError> {
         let mut cur = Cursor { path: &path, bytes: &mmap, pos: 0 };
         let magic: [u8; 4] = cur.take(4, "magic")?.try_into().unwrap_or([0; 4]);

@@ -22,6 +22,11 @@ impl Message {
     }
 }
 
+/// Instructions a Jinja template may execute to render one conversation: thousands of
+/// times what real templates use for a long conversation, so a hostile template (a loop
+/// over `range(10**9)`) ends with an error instead of hanging.
+pub const TEMPLATE_FUEL: u64 = 5_000_000;
+
 /// How a conversation becomes prompt text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChatTemplate {
@@ -105,6 +110,8 @@ impl ChatTemplate {
             }
             Self::Jinja { source, bos_token, eos_token } => {
                 let mut env = minijinja::Environment::new();
+                // A template is code from the model file: bound the work it may do.
+                env.set_fuel(Some(TEMPLATE_FUEL));
                 minijinja_contrib::add_to_environment(&mut env);
                 env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
                 env.add_function("raise_exception", |msg: String| -> std::result::Result<String, minijinja::Error> {
