@@ -3,6 +3,7 @@
 same machine, the ratio, and whether every run of ours generated the resident run's ids.
 
     python3 scripts/bench/table.py results.jsonl [more.jsonl ...] > table.md
+    python3 scripts/bench/table.py results.jsonl --into README.md   # between its results markers
 """
 import json
 import sys
@@ -69,5 +70,26 @@ def main(paths):
     print("which is what the budget bounds.")
 
 
+def into(path, paths):
+    """Writes the table between `<!-- results:begin -->` and `<!-- results:end -->` of `path`."""
+    import contextlib
+    import io
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        main(paths)
+    text = open(path).read()
+    begin, end = "<!-- results:begin -->\n", "<!-- results:end -->"
+    if begin not in text or end not in text:
+        sys.exit("%s has no results markers" % path)
+    head, rest = text.split(begin, 1)
+    tail = rest.split(end, 1)[1]
+    open(path, "w").write(head + begin + out.getvalue() + end + tail)
+
+
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    args = sys.argv[1:]
+    if "--into" in args:
+        i = args.index("--into")
+        into(args[i + 1], args[:i] + args[i + 2:])
+    else:
+        main(args)
