@@ -16,6 +16,7 @@ mod host_layer;
 #[allow(dead_code)]
 mod logging;
 mod op_cost;
+mod soak;
 
 use clap::{Parser, Subcommand};
 
@@ -40,6 +41,8 @@ enum Command {
     HostLayer(host_layer::Args),
     /// Host and device cost per call of a decode layer's operations.
     OpCost(op_cost::Args),
+    /// Many generations and chat turns in one process, memory sampled.
+    Soak(soak::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -52,6 +55,7 @@ fn main() -> std::process::ExitCode {
         Command::ExactCheck => exact_check::run(),
         Command::HostLayer(args) => host_layer::run(args),
         Command::OpCost(args) => op_cost::run(args),
+        Command::Soak(args) => soak::run(args),
     };
     logging::exit_code(result)
 }
