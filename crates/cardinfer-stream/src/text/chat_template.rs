@@ -22,10 +22,32 @@ impl Message {
     }
 }
 
-/// Instructions a Jinja template may execute to render one conversation: thousands of
+/// Instructions a Jinja template may execute to render one conversation: about a hundred
 /// times what real templates use for a long conversation, so a hostile template (a loop
 /// over `range(10**9)`) ends with an error instead of hanging.
-pub const TEMPLATE_FUEL: u64 = 5_000_000;
+pub const TEMPLATE_FUEL: u64 = 1_000_000;
+
+/// The most text a chat template may render: far more than any context holds, so a
+/// template that loops over long text ends with an error instead of exhausting memory.
+pub const TEMPLATE_OUTPUT_BYTES: usize = 16 << 20;
+
+/// A rendering's text, refused past [`TEMPLATE_OUTPUT_BYTES`] (the flag says it was).
+struct CappedText(Vec<u8>, bool);
+
+impl std::io::Write for CappedText {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        if self.0.len() + bytes.len() > TEMPLATE_OUTPUT_BYTES {
+            self.1 = true;
+            return Err(std::io::Error::other(format!("the rendered prompt exceeds {TEMPLATE_OUTPUT_BYTES} bytes")));
+        }
+        self.0.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
 
 /// How a conversation becomes prompt text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,14 +142,22 @@ impl ChatTemplate {
                 let err = |e: minijinja::Error| StreamError::ChatTemplate(e.to_string());
                 env.add_template("chat", source).map_err(err)?;
                 let template = env.get_template("chat").map_err(err)?;
-                template
-                    .render(minijinja::context! {
-                        messages => messages,
-                        add_generation_prompt => add_generation_prompt,
-                        bos_token => bos_token,
-                        eos_token => eos_token,
-                    })
-                    .map_err(err)
+                let context = minijinja::context! {
+                    messages => messages,
+                    add_generation_prompt => add_generation_prompt,
+                    bos_token => bos_token,
+                    eos_token => eos_token,
+                };
+                let mut out = CappedText(Vec::new(), false);
+                if let Err(e) = template.render_to_write(context, &mut out) {
+                    return Err(match out.1 {
+                        true => StreamError::ChatTemplate(format!(
+                            "the rendered prompt exceeds {TEMPLATE_OUTPUT_BYTES} bytes (the template loops over long text)"
+                        )),
+                        false => err(e),
+                    });
+                }
+                String::from_utf8(out.0).map_err(|e| StreamError::ChatTemplate(e.to_string()))
             }
         }
     }
@@ -160,6 +190,24 @@ mod tests {
         assert_eq!(ChatTemplate::select_explained(Some(SMOLLM2.into()), None, None, None).1, None);
         let raising = "{{ raise_exception('no') }}";
         assert_eq!(ChatTemplate::select(Some(raising.into()), None, None, None), ChatTemplate::ChatMl);
+    }
+
+    #[test]
+    fn hostile_templates_end_with_an_error() {
+        let jinja = |source: &str| ChatTemplate::Jinja {
+            source: source.into(),
+            bos_token: String::new(),
+            eos_token: String::new(),
+        };
+        let messages = [Message::new("user", "hi")];
+        // Found by the chat_template fuzz target: 1.3M iterations of output.
+        let slow = "{% for i in range(398) %}{% for j in range(3198) %}{{ 'es0]o' }}{% endfor %}{% endfor %}";
+        let endless = "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}";
+        let huge = "{% for i in range(1000) %}{{ 'x' * 100000 }}{% endfor %}";
+        for source in [slow, endless, huge] {
+            let err = jinja(source).render(&messages, true).unwrap_err().to_string();
+            assert!(err.contains("fuel") || err.contains("exceeds"), "{source}: {err}");
+        }
     }
 
     #[test]
