@@ -65,6 +65,7 @@ pub fn from_gguf(gguf: &GgufFile) -> Result<Option<GgufVocab>> {
                 .iter()
                 .filter_map(GgufValue::as_str)
                 .collect();
+            check_merges(&tokens, &merges).map_err(|reason| bad(&reason))?;
             let pre = meta.get("tokenizer.ggml.pre").and_then(GgufValue::as_str).unwrap_or("default");
             (byte_level_bpe(&tokens, &merges, pre), false)
         }
@@ -91,6 +92,31 @@ pub fn from_gguf(gguf: &GgufFile) -> Result<Option<GgufVocab>> {
     let tokenizer = text.parse::<tokenizers::Tokenizer>().map_err(|e| bad(&format!("cannot build tokenizer: {e}")))?;
     let add_bos = flag("tokenizer.ggml.add_bos_token").unwrap_or(default_bos);
     Ok(Some(GgufVocab { tokenizer, add_bos }))
+}
+
+/// Every merge is two tokens of the vocabulary whose concatenation is one too, as in any
+/// vocabulary a BPE was trained into. (The `tokenizers` crate indexes a buffer sized by the
+/// longest token with the merge's length before it checks the vocabulary, so a merge
+/// longer than every token panics there; found by the `gguf_tokenizer` fuzz target.)
+fn check_merges(tokens: &[&str], merges: &[&str]) -> std::result::Result<(), String> {
+    let known: std::collections::HashSet<&str> = tokens.iter().copied().collect();
+    for (i, merge) in merges.iter().enumerate() {
+        let parts = merge.split_once(' ').filter(|(a, b)| !a.is_empty() && !b.is_empty() && !b.contains(' '));
+        let Some((a, b)) = parts else {
+            return Err(format!("tokenizer.ggml.merges[{i}] `{}` is not two tokens", merge.escape_debug()));
+        };
+        if let Some(missing) = [a, b].into_iter().find(|t| !known.contains(t)) {
+            return Err(format!("tokenizer.ggml.merges[{i}] names `{}`, which is not a token", missing.escape_debug()));
+        }
+        if !known.contains(format!("{a}{b}").as_str()) {
+            return Err(format!(
+                "tokenizer.ggml.merges[{i}] makes `{}{}`, which is not a token",
+                a.escape_debug(),
+                b.escape_debug()
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn vocab_map(tokens: &[&str]) -> Map<String, Value> {
