@@ -149,7 +149,7 @@ impl ChatTemplate {
                     eos_token => eos_token,
                 };
                 let mut out = CappedText(Vec::new(), false);
-                if let Err(e) = template.render_to_write(context, &mut out) {
+                if let Err(e) = template.render_captured_to(context, &mut out) {
                     return Err(match out.1 {
                         true => StreamError::ChatTemplate(format!(
                             "the rendered prompt exceeds {TEMPLATE_OUTPUT_BYTES} bytes (the template loops over long text)"
