@@ -18,10 +18,13 @@ fn placeholder(i: usize) -> String {
 }
 
 /// How the template treats a message's content: as given, or trimmed of surrounding
-/// whitespace (`| trim`, `.strip()`, the built-in Llama 3 format).
-fn trims_content(template: &ChatTemplate) -> Result<bool> {
-    let probe = [Message::new("user", " \u{E002} ")];
-    let text = template.render(&probe, false)?;
+/// whitespace (`| trim`, `.strip()`, the built-in Llama 3 format). The probe is the
+/// conversation itself with each content padded around a marker, so a template that
+/// insists on a shape (a system turn first) renders it as it renders the real one; one
+/// that renders neither is reported by the real rendering.
+fn trims_content(template: &ChatTemplate, messages: &[Message]) -> Result<bool> {
+    let probe: Vec<Message> = messages.iter().map(|m| Message::new(m.role.clone(), " \u{E002} ")).collect();
+    let Ok(text) = template.render(&probe, false) else { return Ok(false) };
     Ok(!text.contains(" \u{E002} ") && text.contains('\u{E002}'))
 }
 
@@ -47,7 +50,7 @@ pub fn encode_chat(
             reason: format!("a {} message contains U+E000 or U+E001, which are reserved", m.role),
         });
     }
-    let trims = trims_content(template)?;
+    let trims = trims_content(template, messages)?;
     let masked: Vec<Message> =
         messages.iter().enumerate().map(|(i, m)| Message::new(m.role.clone(), placeholder(i))).collect();
     let rendered = template.render(&masked, add_generation_prompt)?;
@@ -91,14 +94,24 @@ mod tests {
 
     #[test]
     fn trimming_templates_are_recognised() {
-        assert!(trims_content(&ChatTemplate::Llama3).unwrap());
-        assert!(!trims_content(&ChatTemplate::ChatMl).unwrap());
+        let user = [Message::new("user", "hi")];
+        assert!(trims_content(&ChatTemplate::Llama3, &user).unwrap());
+        assert!(!trims_content(&ChatTemplate::ChatMl, &user).unwrap());
         let jinja = |source: &str| ChatTemplate::Jinja {
             source: source.into(),
             bos_token: String::new(),
             eos_token: String::new(),
         };
-        assert!(trims_content(&jinja("{% for m in messages %}{{ m['content'] | trim }}{% endfor %}")).unwrap());
-        assert!(!trims_content(&jinja("{% for m in messages %}[{{ m['content'] }}]{% endfor %}")).unwrap());
+        let trim = jinja("{% for m in messages %}{{ m['content'] | trim }}{% endfor %}");
+        assert!(trims_content(&trim, &user).unwrap());
+        let as_given = jinja("{% for m in messages %}[{{ m['content'] }}]{% endfor %}");
+        assert!(!trims_content(&as_given, &user).unwrap());
+        // A template that insists on a system turn first is probed in the conversation's shape.
+        let strict = jinja(
+            "{% if messages[0]['role'] != 'system' %}{{ raise_exception('system first') }}{% endif %}\
+             {% for m in messages %}{{ m['content'] | trim }}{% endfor %}",
+        );
+        let conversation = [Message::new("system", "Be brief."), Message::new("user", "hi")];
+        assert!(trims_content(&strict, &conversation).unwrap());
     }
 }
