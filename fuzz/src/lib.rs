@@ -71,10 +71,8 @@ pub fn gguf_tokenizer(data: &[u8]) {
     if let Some(&bos) = ids.first() {
         w.metadata("tokenizer.ggml.bos_token_id", GgufValue::U32(bos));
     }
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let path = dir.path().join("vocab.gguf");
-    w.write(&path).expect("the writer takes any metadata");
-    let Ok(file) = GgufFile::open(&path) else { return };
+    let bytes = w.to_bytes().expect("the writer takes any metadata");
+    let Ok(file) = GgufFile::from_bytes("vocab.gguf", &bytes) else { return };
     if let Ok(Some(tokenizer)) = Tokenizer::from_gguf(&file) {
         if let Ok(ids) = tokenizer.encode(text) {
             let _ = tokenizer.decode(&ids);

@@ -46,6 +46,7 @@ pub fn tiny_spec(
         qk_norm: family == Family::Qwen3,
         bos_token_id: None,
         eos_token_ids: vec![],
+        moe: None,
     }
 }
 

@@ -5,20 +5,21 @@
 #[non_exhaustive]
 pub enum CoreError {
     /// A model's configuration names an architecture CardInfer does not run.
-    /// Likely cause: a model family other than Llama / Mistral / Qwen2 / Qwen3.
-    #[error("unsupported architecture `{arch}` (supported: llama, mistral, qwen2, qwen3)")]
+    /// Likely cause: a model family other than Llama / Mistral / Qwen2 / Qwen3 /
+    /// Qwen3-MoE / Mixtral.
+    #[error("unsupported architecture `{}` (supported: llama, mistral, qwen2, qwen3, qwen3moe, mixtral)", crate::Printable(.arch))]
     UnsupportedArchitecture {
         /// The architecture name as the file spells it.
         arch: String,
     },
     /// A required hyper-parameter is missing from the configuration.
-    #[error("model configuration is missing `{key}`")]
+    #[error("model configuration is missing `{}`", crate::Printable(.key))]
     MissingField {
         /// The key that was looked for.
         key: String,
     },
     /// A hyper-parameter is present but unusable (wrong type, zero, inconsistent).
-    #[error("model configuration field `{key}` is invalid: {reason}")]
+    #[error("model configuration field `{}` is invalid: {reason}", crate::Printable(.key))]
     InvalidField {
         /// The offending key.
         key: String,
@@ -29,7 +30,7 @@ pub enum CoreError {
     #[error("configuration is not valid JSON: {0}")]
     Json(#[from] serde_json::Error),
     /// A size such as `6GiB` could not be parsed.
-    #[error("cannot parse size `{text}`: {reason}")]
+    #[error("cannot parse size `{}`: {reason}", crate::Printable(.text))]
     InvalidSize {
         /// The text given.
         text: String,
@@ -43,7 +44,7 @@ pub enum CoreError {
         id: u32,
     },
     /// A tensor's element count does not fit its storage type's block size.
-    #[error("tensor `{name}`: row of {row_len} elements is not a multiple of the {storage:?} block size {block}")]
+    #[error("tensor `{}`: row of {row_len} elements is not a multiple of the {storage:?} block size {block}", crate::Printable(.name))]
     RowNotBlockAligned {
         /// Tensor name.
         name: String,

@@ -5,13 +5,15 @@ mod bytesize;
 mod error;
 mod layout;
 pub mod presets;
+mod printable;
 mod spec;
 mod storage;
 
 pub use bytesize::ByteSize;
 pub use error::CoreError;
+pub use printable::Printable;
 pub use layout::{BlockId, ModelLayout, TensorInfo};
-pub use spec::{limits, Family, ModelSpec, RopeScaling, RopeStyle};
+pub use spec::{limits, Family, ModelSpec, MoeSpec, RopeScaling, RopeStyle};
 pub use storage::StorageType;
 
 /// Result type of this crate.

@@ -193,6 +193,7 @@ impl ArchPreset {
             qk_norm: family == Family::Qwen3,
             bos_token_id: None,
             eos_token_ids: vec![],
+            moe: None,
         }
     }
 }

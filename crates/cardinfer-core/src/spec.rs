@@ -3,8 +3,9 @@
 use crate::CoreError;
 use serde_json::Value;
 
-/// Architecture family. All four run through one generic decoder block; the family
-/// decides the few places where they differ (biases, q/k norms, defaults).
+/// Architecture family. All run through one generic decoder block; the family decides
+/// the few places where they differ (biases, q/k norms, defaults, a mixture-of-experts
+/// MLP described by [`ModelSpec::moe`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Family {
     /// Llama 2 / 3 / 3.1 / 3.2, SmolLM, and other `llama`-architecture models.
@@ -16,6 +17,11 @@ pub enum Family {
     Qwen2,
     /// Qwen3: RMS norm on q and k per head, `head_dim` independent of hidden / heads.
     Qwen3,
+    /// Qwen3-MoE (Qwen3-30B-A3B, Qwen3-235B-A22B): Qwen3's attention, routed experts in
+    /// place of the MLP (dense MLPs in `mlp_only_layers`).
+    Qwen3Moe,
+    /// Mixtral: Llama's attention, routed experts in every layer's MLP.
+    Mixtral,
 }
 
 impl Family {
@@ -27,6 +33,8 @@ impl Family {
             "mistral" | "mistralforcausallm" => Self::Mistral,
             "qwen2" | "qwen2forcausallm" => Self::Qwen2,
             "qwen3" | "qwen3forcausallm" => Self::Qwen3,
+            "qwen3_moe" | "qwen3moe" | "qwen3moeforcausallm" => Self::Qwen3Moe,
+            "mixtral" | "mixtralforcausallm" => Self::Mixtral,
             _ => return Err(CoreError::UnsupportedArchitecture { arch: name.to_string() }),
         };
         Ok(family)
@@ -39,8 +47,33 @@ impl Family {
             Self::Mistral => "llama",
             Self::Qwen2 => "qwen2",
             Self::Qwen3 => "qwen3",
+            Self::Qwen3Moe => "qwen3moe",
+            Self::Mixtral => "llama",
         }
     }
+
+    /// Whether q and k get a per-head RMS norm (Qwen3 and Qwen3-MoE).
+    pub fn has_qk_norm(self) -> bool {
+        matches!(self, Self::Qwen3 | Self::Qwen3Moe)
+    }
+}
+
+/// The routed experts that replace the MLP of a mixture-of-experts layer: a router picks
+/// `experts_per_token` of `experts` SwiGLU MLPs per token and sums their outputs weighted
+/// by the router's probabilities.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MoeSpec {
+    /// Experts per layer.
+    pub experts: usize,
+    /// Experts each token is routed to (top-k).
+    pub experts_per_token: usize,
+    /// Width of one expert's hidden layer.
+    pub expert_intermediate_size: usize,
+    /// The top-k probabilities are divided by their sum (Mixtral always; Qwen3-MoE with
+    /// `norm_topk_prob`), else used as the softmax over all experts gave them.
+    pub norm_topk_prob: bool,
+    /// Layers whose MLP is dense (`intermediate_size` wide) rather than routed, ascending.
+    pub dense_layers: Vec<usize>,
 }
 
 /// How rotary embeddings pair up the dimensions of a head.
@@ -109,6 +142,8 @@ pub struct ModelSpec {
     pub bos_token_id: Option<u32>,
     /// Tokens that end generation.
     pub eos_token_ids: Vec<u32>,
+    /// The routed experts of a mixture-of-experts model; `None` for a dense model.
+    pub moe: Option<MoeSpec>,
 }
 
 impl ModelSpec {
@@ -149,6 +184,7 @@ impl ModelSpec {
             None => None,
         };
         let default_bias = family == Family::Qwen2;
+        let moe = moe_from_hf_config(config, family)?;
         let qkv_bias = config.get("attention_bias").and_then(Value::as_bool).unwrap_or(default_bias);
         let spec = Self {
             family,
@@ -166,9 +202,10 @@ impl ModelSpec {
             context_length: opt_usize(config, "max_position_embeddings")?.unwrap_or(4096),
             tie_word_embeddings: config.get("tie_word_embeddings").and_then(Value::as_bool).unwrap_or(false),
             qkv_bias,
-            qk_norm: family == Family::Qwen3,
+            qk_norm: family.has_qk_norm(),
             bos_token_id: opt_usize(config, "bos_token_id")?.map(|v| v.min(u32::MAX as usize) as u32),
             eos_token_ids: token_list(config.get("eos_token_id")),
+            moe,
         };
         spec.validate()?;
         Ok(spec)
@@ -216,13 +253,87 @@ impl ModelSpec {
         if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
             return Err(invalid("rope_theta", format!("{} is not a positive number", self.rope_theta)));
         }
+        if let Some(moe) = &self.moe {
+            self.validate_moe(moe)?;
+        }
         Ok(())
+    }
+
+    fn validate_moe(&self, moe: &MoeSpec) -> Result<(), CoreError> {
+        let counts = [
+            ("num_experts", moe.experts, limits::EXPERTS),
+            ("num_experts_per_tok", moe.experts_per_token, limits::EXPERTS),
+            ("moe_intermediate_size", moe.expert_intermediate_size, limits::WIDTH),
+        ];
+        for (key, value, most) in counts {
+            if value == 0 {
+                return Err(invalid(key, "must be greater than zero"));
+            }
+            if value > most {
+                return Err(invalid(key, format!("{value} is more than this engine's limit of {most}")));
+            }
+        }
+        if moe.experts_per_token > moe.experts {
+            return Err(invalid(
+                "num_experts_per_tok",
+                format!("{} experts per token, but a layer has only {}", moe.experts_per_token, moe.experts),
+            ));
+        }
+        if let Some(&layer) = moe.dense_layers.iter().find(|&&l| l >= self.num_layers) {
+            return Err(invalid("mlp_only_layers", format!("layer {layer} is not one of the {} layers", self.num_layers)));
+        }
+        Ok(())
+    }
+
+    /// Whether layer `layer`'s MLP is routed experts (a mixture-of-experts layer).
+    pub fn is_moe_layer(&self, layer: usize) -> bool {
+        self.moe.as_ref().is_some_and(|moe| moe.dense_layers.binary_search(&layer).is_err())
     }
 
     /// Bytes of K and V for one token across all layers, at `bytes_per_elem` per value.
     pub fn kv_bytes_per_token(&self, bytes_per_elem: usize) -> u64 {
         2 * (self.num_layers * self.num_kv_heads * self.head_dim * bytes_per_elem) as u64
     }
+}
+
+/// The experts of a Qwen3-MoE or Mixtral `config.json`; `None` for other families.
+fn moe_from_hf_config(config: &Value, family: Family) -> Result<Option<MoeSpec>, CoreError> {
+    if !matches!(family, Family::Qwen3Moe | Family::Mixtral) {
+        return Ok(None);
+    }
+    let experts = match opt_usize(config, "num_experts")? {
+        Some(n) => n,
+        None => req_usize(config, "num_local_experts")?,
+    };
+    let experts_per_token = req_usize(config, "num_experts_per_tok")?;
+    let num_layers = req_usize(config, "num_hidden_layers")?.min(limits::LAYERS + 1);
+    let (expert_intermediate_size, norm_topk_prob, dense_layers) = match family {
+        Family::Qwen3Moe => {
+            let step = opt_usize(config, "decoder_sparse_step")?.unwrap_or(1);
+            if step == 0 {
+                return Err(invalid("decoder_sparse_step", "must be greater than zero"));
+            }
+            let only: Vec<usize> = match config.get("mlp_only_layers") {
+                None | Some(Value::Null) => Vec::new(),
+                Some(Value::Array(items)) => items
+                    .iter()
+                    .map(|v| v.as_u64().map(|n| n as usize))
+                    .collect::<Option<_>>()
+                    .ok_or_else(|| invalid("mlp_only_layers", "expected a list of layer indices"))?,
+                Some(other) => return Err(invalid("mlp_only_layers", format!("expected a list, found {other}"))),
+            };
+            if let Some(&layer) = only.iter().find(|&&l| l >= num_layers) {
+                return Err(invalid("mlp_only_layers", format!("layer {layer} is not one of the {num_layers} layers")));
+            }
+            // transformers: layer `i` is sparse when it is not in `mlp_only_layers` and
+            // `(i + 1) % decoder_sparse_step == 0`.
+            let dense = (0..num_layers).filter(|i| only.contains(i) || (i + 1) % step != 0).collect();
+            let norm = config.get("norm_topk_prob").and_then(Value::as_bool).unwrap_or(false);
+            (req_usize(config, "moe_intermediate_size")?, norm, dense)
+        }
+        _ => (req_usize(config, "intermediate_size")?, true, Vec::new()),
+    };
+    Ok(Some(MoeSpec { experts, experts_per_token, expert_intermediate_size, norm_topk_prob, dense_layers }))
 }
 
 fn parse_rope_scaling(v: &Value) -> Result<Option<RopeScaling>, CoreError> {
@@ -262,6 +373,8 @@ pub mod limits {
     pub const VOCAB: usize = 1 << 24;
     /// Context positions.
     pub const CONTEXT: usize = 1 << 24;
+    /// Experts per mixture-of-experts layer.
+    pub const EXPERTS: usize = 4096;
 }
 
 fn invalid(key: &str, reason: impl Into<String>) -> CoreError {

@@ -1,5 +1,6 @@
 //! The error type of `cardinfer-quant`.
 
+use cardinfer_core::Printable;
 use std::path::PathBuf;
 
 /// Everything that can go wrong reading or writing weight files.
@@ -45,7 +46,7 @@ pub enum QuantError {
         version: u32,
     },
     /// A metadata entry is malformed, missing or has an unexpected type.
-    #[error("{path}: metadata `{key}`: {reason}")]
+    #[error("{path}: metadata `{}`: {reason}", Printable(.key))]
     Metadata {
         /// The file concerned.
         path: PathBuf,
@@ -55,7 +56,7 @@ pub enum QuantError {
         reason: String,
     },
     /// A tensor entry is malformed (bad shape, type, offset or range).
-    #[error("{path}: tensor `{tensor}`: {reason}")]
+    #[error("{path}: tensor `{}`: {reason}", Printable(.tensor))]
     Tensor {
         /// The file concerned.
         path: PathBuf,
@@ -65,7 +66,7 @@ pub enum QuantError {
         reason: String,
     },
     /// A tensor the model needs is not in the checkpoint.
-    #[error("{path}: tensor `{tensor}` is missing")]
+    #[error("{path}: tensor `{}` is missing", Printable(.tensor))]
     MissingTensor {
         /// The checkpoint concerned.
         path: PathBuf,
@@ -97,7 +98,7 @@ pub enum QuantError {
         source: cardinfer_core::CoreError,
     },
     /// A quantization scheme name that is not known.
-    #[error("unknown quantization scheme `{name}` (known: {known})")]
+    #[error("unknown quantization scheme `{}` (known: {known})", Printable(.name))]
     UnknownScheme {
         /// The name given.
         name: String,
@@ -105,7 +106,7 @@ pub enum QuantError {
         known: String,
     },
     /// A model preset name that is not known.
-    #[error("unknown model preset `{name}` (known: {known})")]
+    #[error("unknown model preset `{}` (known: {known})", Printable(.name))]
     UnknownPreset {
         /// The name given.
         name: String,
@@ -121,7 +122,7 @@ pub enum QuantError {
         reason: String,
     },
     /// Candle failed to build or quantize a tensor.
-    #[error("tensor `{tensor}`: {source}")]
+    #[error("tensor `{}`: {source}", Printable(.tensor))]
     Candle {
         /// The tensor concerned.
         tensor: String,

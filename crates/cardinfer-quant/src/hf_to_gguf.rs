@@ -33,15 +33,36 @@ pub fn gguf_tensor_name(hf: &str) -> Option<String> {
         "mlp.gate_proj.weight" => "ffn_gate.weight",
         "mlp.up_proj.weight" => "ffn_up.weight",
         "mlp.down_proj.weight" => "ffn_down.weight",
+        "mlp.gate.weight" | "block_sparse_moe.gate.weight" => "ffn_gate_inp.weight",
         _ => return None,
     };
     Some(format!("blk.{layer}.{role}"))
 }
 
+/// One routed expert's projection in a Hugging Face checkpoint (`…mlp.experts.3.up_proj.weight`,
+/// Mixtral's `…block_sparse_moe.experts.3.w3.weight`): the layer, the GGUF name of the
+/// 3-D tensor that holds every expert's (`blk.0.ffn_up_exps.weight`) and the expert's
+/// index in it. `None` for any other name.
+pub fn gguf_expert_tensor(hf: &str) -> Option<(usize, String, usize)> {
+    let rest = hf.strip_prefix("model.layers.")?;
+    let (layer, role) = rest.split_once('.')?;
+    let layer: usize = layer.parse().ok()?;
+    let role = role.strip_prefix("mlp.experts.").or_else(|| role.strip_prefix("block_sparse_moe.experts."))?;
+    let (expert, proj) = role.split_once('.')?;
+    let expert: usize = expert.parse().ok()?;
+    let merged = match proj {
+        "gate_proj.weight" | "w1.weight" => "ffn_gate_exps.weight",
+        "up_proj.weight" | "w3.weight" => "ffn_up_exps.weight",
+        "down_proj.weight" | "w2.weight" => "ffn_down_exps.weight",
+        _ => return None,
+    };
+    Some((layer, format!("blk.{layer}.{merged}"), expert))
+}
+
 /// How many heads' rows a Hugging Face tensor must be permuted by for GGUF (llama.cpp
 /// converts Llama/Mistral q/k projections to interleaved RoPE pairs), or `None`.
 pub fn qk_permutation_heads(spec: &ModelSpec, hf: &str) -> Option<usize> {
-    if !matches!(spec.family, Family::Llama | Family::Mistral) {
+    if !matches!(spec.family, Family::Llama | Family::Mistral | Family::Mixtral) {
         return None;
     }
     if hf.ends_with("q_proj.weight") || hf.ends_with("q_proj.bias") {
@@ -134,6 +155,12 @@ pub fn write_model_metadata(w: &mut GgufWriter<'_>, spec: &ModelSpec, name: &str
     }
     .write(w, name);
     w.metadata(format!("{arch}.vocab_size"), GgufValue::U32(spec.vocab_size as u32));
+    if let Some(moe) = &spec.moe {
+        w.metadata(format!("{arch}.expert_count"), GgufValue::U32(moe.experts as u32));
+        w.metadata(format!("{arch}.expert_used_count"), GgufValue::U32(moe.experts_per_token as u32));
+        w.metadata(format!("{arch}.expert_feed_forward_length"), GgufValue::U32(moe.expert_intermediate_size as u32));
+        w.metadata(format!("{arch}.expert_weights_norm"), GgufValue::Bool(moe.norm_topk_prob));
+    }
     if let Some(&eos) = spec.eos_token_ids.first() {
         w.metadata("tokenizer.ggml.eos_token_id", GgufValue::U32(eos));
     }
@@ -178,6 +205,16 @@ mod tests {
         assert_eq!(gguf_tensor_name("lm_head.weight").as_deref(), Some("output.weight"));
         assert_eq!(gguf_tensor_name("model.layers.0.self_attn.rotary_emb.inv_freq"), None);
         assert_eq!(gguf_tensor_name("model.layers.x.mlp.up_proj.weight"), None);
+        assert_eq!(gguf_tensor_name("model.layers.2.mlp.gate.weight").as_deref(), Some("blk.2.ffn_gate_inp.weight"));
+        assert_eq!(
+            gguf_expert_tensor("model.layers.1.mlp.experts.7.down_proj.weight"),
+            Some((1, "blk.1.ffn_down_exps.weight".into(), 7))
+        );
+        assert_eq!(
+            gguf_expert_tensor("model.layers.0.block_sparse_moe.experts.3.w3.weight"),
+            Some((0, "blk.0.ffn_up_exps.weight".into(), 3))
+        );
+        assert_eq!(gguf_expert_tensor("model.layers.0.mlp.up_proj.weight"), None);
     }
 
     #[test]

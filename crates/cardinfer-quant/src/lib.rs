@@ -9,6 +9,7 @@ pub mod hf_to_gguf;
 pub mod quality;
 pub mod quant_math;
 mod safetensors;
+mod safetensors_check;
 pub mod scheme;
 pub mod slice;
 pub mod synth;

@@ -97,6 +97,7 @@ impl HfCheckpoint {
 /// offsets are checked to cover the data exactly.
 pub fn shard_tensors(path: &Path, file: usize, bytes: &[u8]) -> Result<Vec<TensorInfo>, QuantError> {
     let st_err = |source| QuantError::Safetensors { path: path.to_path_buf(), source };
+    crate::safetensors_check::check_header(path, bytes)?;
     SafeTensors::deserialize(bytes).map_err(st_err)?;
     let (header_len, metadata) = SafeTensors::read_metadata(bytes).map_err(st_err)?;
     let data_start = 8 + header_len as u64;

@@ -70,7 +70,7 @@ impl TensorRole {
             Self::AttnV { layer: layer() }
         } else if name.ends_with("attn_output.weight") {
             Self::AttnOutput
-        } else if name.ends_with("ffn_down.weight") {
+        } else if name.ends_with("ffn_down.weight") || name.ends_with("ffn_down_exps.weight") {
             Self::FfnDown { layer: layer() }
         } else {
             Self::OtherMatrix

@@ -5,7 +5,7 @@
 use crate::candle::quantize;
 use crate::gguf::{GgufFile, GgufValue, GgufWriter};
 use crate::hf_to_gguf::{
-    gguf_tensor_name, permute_qk_rows, qk_permutation_heads, rope_freq_divisors, write_model_metadata,
+    gguf_expert_tensor, gguf_tensor_name, permute_qk_rows, qk_permutation_heads, rope_freq_divisors, write_model_metadata,
 };
 use crate::quant_math::{dequantize, quantize_parallel};
 use crate::scheme::{QuantScheme, SchemeContext, TensorRole};
@@ -70,6 +70,9 @@ enum Source<'a> {
     Input { info: &'a TensorInfo, permute_heads: Option<usize> },
     /// Values computed here (`rope_freqs.weight`).
     Computed(Vec<f32>),
+    /// One projection of every routed expert of a layer, each a tensor of the input,
+    /// stacked in expert order into llama.cpp's 3-D `ffn_*_exps` tensor (HF → GGUF).
+    Experts(Vec<&'a TensorInfo>),
 }
 
 struct Planned<'a> {
@@ -107,6 +110,7 @@ pub fn slice(
         .map(|p| match &p.source {
             Source::Input { info, .. } => info.len,
             Source::Computed(v) => 4 * v.len() as u64,
+            Source::Experts(infos) => infos.iter().map(|t| t.len).sum(),
         })
         .sum();
     let mut done_bytes = 0;
@@ -204,8 +208,13 @@ fn plan_hf<'a>(
         }
     }
     let mut planned = Vec::new();
+    let mut experts: BTreeMap<String, Vec<(usize, &TensorInfo)>> = BTreeMap::new();
     for info in hf.tensors() {
         if info.name.ends_with("rotary_emb.inv_freq") || (spec.tie_word_embeddings && info.name == "lm_head.weight") {
+            continue;
+        }
+        if let Some((_, merged, expert)) = gguf_expert_tensor(&info.name) {
+            experts.entry(merged).or_default().push((expert, info));
             continue;
         }
         let gguf_name = gguf_tensor_name(&info.name).ok_or_else(|| QuantError::Tensor {
@@ -222,6 +231,13 @@ fn plan_hf<'a>(
             source: Source::Input { info, permute_heads },
         });
     }
+    for (name, mut parts) in experts {
+        parts.sort_by_key(|(expert, _)| *expert);
+        let shape = stacked_expert_shape(hf.dir(), spec, &name, &parts)?;
+        let storage = target_storage(options, spec, &name, &shape, parts[0].1.storage);
+        let infos = parts.into_iter().map(|(_, info)| info).collect();
+        planned.push(Planned { name, shape, storage, source: Source::Experts(infos) });
+    }
     if let Some(divisors) = rope_freq_divisors(spec) {
         let shape = vec![divisors.len()];
         planned.push(Planned {
@@ -234,8 +250,54 @@ fn plan_hf<'a>(
     Ok((planned, tokenizer))
 }
 
+/// The shape `[experts, rows, cols]` of the stacked tensor `name` made of `parts` (sorted
+/// by expert): exactly the spec's experts, `0..n` each once, all of one shape and type.
+fn stacked_expert_shape(
+    dir: &Path,
+    spec: &ModelSpec,
+    name: &str,
+    parts: &[(usize, &TensorInfo)],
+) -> Result<Vec<usize>, QuantError> {
+    let bad = |reason: String| QuantError::Tensor { path: dir.to_path_buf(), tensor: name.to_string(), reason };
+    let Some(moe) = &spec.moe else {
+        return Err(bad(format!("expert tensors in a {:?} model, whose configuration has no experts", spec.family)));
+    };
+    if let Some(missing) = (0..moe.experts).find(|e| parts.get(*e).map(|(i, _)| *i) != Some(*e)) {
+        return Err(bad(format!(
+            "expert {missing} of {} is missing (or repeated) among the checkpoint's {} expert tensors",
+            moe.experts,
+            parts.len()
+        )));
+    }
+    if parts.len() != moe.experts {
+        return Err(bad(format!("{} expert tensors, but the configuration has {} experts", parts.len(), moe.experts)));
+    }
+    let first = parts[0].1;
+    if let Some((_, odd)) = parts.iter().find(|(_, t)| t.shape != first.shape || t.storage != first.storage) {
+        return Err(bad(format!(
+            "`{}` is {:?} {:?}, unlike `{}` ({:?} {:?})",
+            odd.name, odd.storage, odd.shape, first.name, first.storage, first.shape
+        )));
+    }
+    if first.shape.len() != 2 {
+        return Err(bad(format!("`{}` has shape {:?}; an expert's projection is a matrix", first.name, first.shape)));
+    }
+    Ok(vec![moe.experts, first.shape[0], first.shape[1]])
+}
+
 fn produce(input: &Checkpoint, p: &Planned<'_>, threads: usize) -> Result<Vec<u8>, QuantError> {
     let values = match &p.source {
+        Source::Experts(infos) if infos.iter().all(|t| t.storage == p.storage) => {
+            return Ok(infos.iter().flat_map(|t| input.tensor_bytes(t).iter().copied()).collect());
+        }
+        Source::Experts(infos) => {
+            let mut values = Vec::new();
+            for t in infos {
+                values.extend(dequantize(&t.name, input.tensor_bytes(t), &t.shape, t.storage)?);
+            }
+            let cols = *p.shape.last().unwrap_or(&1);
+            return quantize_parallel(&p.name, &values, &[values.len() / cols.max(1), cols], p.storage, threads);
+        }
         Source::Computed(values) => return quantize(&p.name, values, &p.shape, p.storage),
         Source::Input { info, permute_heads: None } if info.storage == p.storage => {
             return Ok(input.tensor_bytes(info).to_vec());

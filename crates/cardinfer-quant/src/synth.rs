@@ -4,7 +4,7 @@
 
 use crate::candle::quantize;
 use crate::gguf::GgufWriter;
-use crate::hf_to_gguf::{gguf_tensor_name, permute_qk_rows, qk_permutation_heads, write_model_metadata};
+use crate::hf_to_gguf::{gguf_expert_tensor, gguf_tensor_name, permute_qk_rows, qk_permutation_heads, write_model_metadata};
 use crate::synth_preset::SplitMix;
 use crate::QuantError;
 use cardinfer_core::{Family, ModelSpec, RopeStyle, StorageType};
@@ -51,9 +51,23 @@ impl SyntheticModel {
                 add(format!("{p}self_attn.q_norm.weight"), vec![hd], true);
                 add(format!("{p}self_attn.k_norm.weight"), vec![hd], true);
             }
-            add(format!("{p}mlp.gate_proj.weight"), vec![ff, h], false);
-            add(format!("{p}mlp.up_proj.weight"), vec![ff, h], false);
-            add(format!("{p}mlp.down_proj.weight"), vec![h, ff], false);
+            match &spec.moe {
+                Some(moe) if spec.is_moe_layer(i) => {
+                    let eff = moe.expert_intermediate_size;
+                    let (router, experts, [gate, up, down]) = hf_expert_names(spec.family);
+                    add(format!("{p}{router}"), vec![moe.experts, h], false);
+                    for e in 0..moe.experts {
+                        add(format!("{p}{experts}.{e}.{gate}"), vec![eff, h], false);
+                        add(format!("{p}{experts}.{e}.{up}"), vec![eff, h], false);
+                        add(format!("{p}{experts}.{e}.{down}"), vec![h, eff], false);
+                    }
+                }
+                _ => {
+                    add(format!("{p}mlp.gate_proj.weight"), vec![ff, h], false);
+                    add(format!("{p}mlp.up_proj.weight"), vec![ff, h], false);
+                    add(format!("{p}mlp.down_proj.weight"), vec![h, ff], false);
+                }
+            }
         }
         add("model.norm.weight".into(), vec![h], true);
         if !spec.tie_word_embeddings {
@@ -71,8 +85,10 @@ impl SyntheticModel {
             Family::Mistral => "mistral",
             Family::Qwen2 => "qwen2",
             Family::Qwen3 => "qwen3",
+            Family::Qwen3Moe => "qwen3_moe",
+            Family::Mixtral => "mixtral",
         };
-        let config = serde_json::json!({
+        let mut config = serde_json::json!({
             "model_type": model_type, "vocab_size": s.vocab_size, "hidden_size": s.hidden_size,
             "intermediate_size": s.intermediate_size, "num_hidden_layers": s.num_layers,
             "num_attention_heads": s.num_heads, "num_key_value_heads": s.num_kv_heads,
@@ -80,6 +96,14 @@ impl SyntheticModel {
             "max_position_embeddings": s.context_length, "tie_word_embeddings": s.tie_word_embeddings,
             "attention_bias": s.qkv_bias, "eos_token_id": s.eos_token_ids, "bos_token_id": s.bos_token_id,
         });
+        if let (Some(moe), Some(object)) = (&s.moe, config.as_object_mut()) {
+            let moe_keys = serde_json::json!({
+                "num_experts": moe.experts, "num_local_experts": moe.experts,
+                "num_experts_per_tok": moe.experts_per_token, "moe_intermediate_size": moe.expert_intermediate_size,
+                "norm_topk_prob": moe.norm_topk_prob, "decoder_sparse_step": 1, "mlp_only_layers": moe.dense_layers,
+            });
+            object.extend(moe_keys.as_object().into_iter().flatten().map(|(k, v)| (k.clone(), v.clone())));
+        }
         let config_path = dir.join("config.json");
         std::fs::write(&config_path, config.to_string()).map_err(|e| QuantError::io(&config_path, e))?;
         let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = self
@@ -107,7 +131,45 @@ impl SyntheticModel {
     pub fn write_gguf(&self, path: &Path, matrix_type: StorageType, embed_type: StorageType) -> Result<(), QuantError> {
         let mut w = GgufWriter::new();
         write_model_metadata(&mut w, &self.spec, "cardinfer synthetic");
+        let matrix_storage = |name: &str| {
+            if name == "token_embd.weight" || name == "output.weight" {
+                embed_type
+            } else {
+                matrix_type
+            }
+        };
+        // Each projection of a layer's experts, stacked in expert order as llama.cpp stores them.
+        let mut stacked: BTreeMap<String, (Vec<usize>, Vec<f32>)> = BTreeMap::new();
+        for (hf_name, (shape, _)) in &self.tensors {
+            if let Some((_, name, _)) = gguf_expert_tensor(hf_name) {
+                let entry = stacked.entry(name).or_insert_with(|| (vec![0, shape[0], shape[1]], Vec::new()));
+                entry.0[0] += 1;
+            }
+        }
+        for (name, (shape, values)) in stacked.iter_mut() {
+            let layer_prefix = name.split(".ffn_").next().unwrap_or("").replace("blk.", "model.layers.");
+            let (_, experts, projs) = hf_expert_names(self.spec.family);
+            let proj = match name.rsplit('.').nth(1) {
+                Some("ffn_gate_exps") => projs[0],
+                Some("ffn_up_exps") => projs[1],
+                _ => projs[2],
+            };
+            // By index: `tensors` is ordered by name, where expert 10 precedes expert 2.
+            for e in 0..shape[0] {
+                let hf_name = format!("{layer_prefix}.{experts}.{e}.{proj}");
+                let (_, part) = self.tensors.get(&hf_name).ok_or_else(|| QuantError::MissingTensor {
+                    path: path.to_path_buf(),
+                    tensor: hf_name.clone(),
+                })?;
+                values.extend_from_slice(part);
+            }
+            let data = quantize(name, values, &[shape[0] * shape[1], shape[2]], matrix_type)?;
+            w.tensor(name.clone(), shape, matrix_type, data)?;
+        }
         for (hf_name, (shape, values)) in &self.tensors {
+            if gguf_expert_tensor(hf_name).is_some() {
+                continue;
+            }
             let name = gguf_tensor_name(hf_name).ok_or_else(|| QuantError::Tensor {
                 path: path.to_path_buf(),
                 tensor: hf_name.clone(),
@@ -117,13 +179,7 @@ impl SyntheticModel {
                 Some(heads) => permute_qk_rows(values, shape[0], values.len() / shape[0], heads),
                 None => values.clone(),
             };
-            let storage = if shape.len() == 1 {
-                StorageType::F32
-            } else if name == "token_embd.weight" || name == "output.weight" {
-                embed_type
-            } else {
-                matrix_type
-            };
+            let storage = if shape.len() == 1 { StorageType::F32 } else { matrix_storage(&name) };
             let data = quantize(&name, &values, shape, storage)?;
             w.tensor(name, shape, storage, data)?;
         }
@@ -133,9 +189,20 @@ impl SyntheticModel {
     /// The spec a GGUF written by [`SyntheticModel::write_gguf`] reads back as.
     pub fn gguf_spec(&self) -> ModelSpec {
         let mut spec = self.spec.clone();
-        if matches!(spec.family, Family::Llama | Family::Mistral) {
+        if matches!(spec.family, Family::Llama | Family::Mistral | Family::Mixtral) {
             spec.rope_style = RopeStyle::Interleaved;
         }
         spec
+    }
+}
+
+/// How a Hugging Face checkpoint of `family` names a layer's router, its experts' prefix
+/// and their gate/up/down projections.
+fn hf_expert_names(family: Family) -> (&'static str, &'static str, [&'static str; 3]) {
+    match family {
+        Family::Mixtral => {
+            ("block_sparse_moe.gate.weight", "block_sparse_moe.experts", ["w1.weight", "w3.weight", "w2.weight"])
+        }
+        _ => ("mlp.gate.weight", "mlp.experts", ["gate_proj.weight", "up_proj.weight", "down_proj.weight"]),
     }
 }

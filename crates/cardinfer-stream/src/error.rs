@@ -34,7 +34,7 @@ pub enum StreamError {
         vocab: usize,
     },
     /// The tokenizer could not be built or failed on input.
-    #[error("tokenizer: {0}")]
+    #[error("tokenizer: {}", cardinfer_core::Printable(.0))]
     Tokenizer(String),
     /// Text was given but the model has no tokenizer.
     #[error("{model} has no tokenizer (no tokenizer.json, no GGUF vocabulary): pass token ids instead")]
@@ -73,7 +73,7 @@ pub enum StreamError {
     #[error(transparent)]
     Plan(#[from] cardinfer_plan::PlanError),
     /// A weight has a shape the model family does not expect.
-    #[error("tensor `{tensor}`: expected shape {expected:?}, found {found:?}")]
+    #[error("tensor `{}`: expected shape {expected:?}, found {found:?}", cardinfer_core::Printable(.tensor))]
     ShapeMismatch {
         /// The tensor.
         tensor: String,

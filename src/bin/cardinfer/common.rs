@@ -346,6 +346,7 @@ pub fn probe_spec(family: cardinfer_core::Family, num_layers: usize) -> cardinfe
         qk_norm: family == cardinfer_core::Family::Qwen3,
         bos_token_id: None,
         eos_token_ids: vec![],
+        moe: None,
     }
 }
 

@@ -2,15 +2,20 @@
 
 use super::GgufFile;
 use crate::QuantError;
-use cardinfer_core::{CoreError, Family, ModelSpec, RopeStyle};
+use cardinfer_core::{limits, CoreError, Family, ModelSpec, MoeSpec, RopeStyle};
 
 impl GgufFile {
     /// Reads the model's hyper-parameters from the `{arch}.*` and `tokenizer.ggml.*` keys.
     pub fn model_spec(&self) -> Result<ModelSpec, QuantError> {
         let arch = self.get_str("general.architecture")?.to_string();
         let spec_err = |source| QuantError::Spec { path: self.path().to_path_buf(), source };
-        let family = Family::from_name(&arch).map_err(spec_err)?;
+        let mut family = Family::from_name(&arch).map_err(spec_err)?;
         let key = |k: &str| format!("{arch}.{k}");
+        let expert_count = self.get_u64(&key("expert_count"))?.filter(|&n| n > 0);
+        if family == Family::Llama && expert_count.is_some() {
+            // Mixtral is written as the `llama` architecture with experts.
+            family = Family::Mixtral;
+        }
         let req = |k: &str| -> Result<usize, QuantError> {
             self.get_u64(&key(k))?.map(|v| v as usize).ok_or_else(|| spec_err(CoreError::MissingField { key: key(k) }))
         };
@@ -37,12 +42,18 @@ impl GgufFile {
                 }
             }
         }
+        let num_layers = req("block_count")?;
+        let moe = match (family, expert_count) {
+            (Family::Qwen3Moe | Family::Mixtral, Some(experts)) => Some(self.moe_spec(&arch, experts, num_layers)?),
+            (Family::Qwen3Moe, None) => return Err(spec_err(CoreError::MissingField { key: key("expert_count") })),
+            _ => None,
+        };
         let spec = ModelSpec {
             family,
             vocab_size,
             hidden_size,
             intermediate_size: req("feed_forward_length")?,
-            num_layers: req("block_count")?,
+            num_layers,
             num_heads,
             num_kv_heads,
             head_dim,
@@ -51,8 +62,8 @@ impl GgufFile {
             // Llama 3.1 scaling travels as the `rope_freqs.weight` tensor in GGUF.
             rope_scaling: None,
             rope_style: match family {
-                Family::Llama | Family::Mistral => RopeStyle::Interleaved,
-                Family::Qwen2 | Family::Qwen3 => RopeStyle::Half,
+                Family::Llama | Family::Mistral | Family::Mixtral => RopeStyle::Interleaved,
+                Family::Qwen2 | Family::Qwen3 | Family::Qwen3Moe => RopeStyle::Half,
             },
             context_length: self.get_u64(&key("context_length"))?.map_or(4096, |v| v as usize),
             tie_word_embeddings: self.tensor("output.weight").is_none(),
@@ -60,9 +71,51 @@ impl GgufFile {
             qk_norm: self.tensor("blk.0.attn_q_norm.weight").is_some(),
             bos_token_id: self.get_u64("tokenizer.ggml.bos_token_id")?.map(|v| v as u32),
             eos_token_ids,
+            moe,
         };
         spec.validate().map_err(|e| spec_err(gguf_key(e, &arch)))?;
         Ok(spec)
+    }
+}
+
+impl GgufFile {
+    /// The routed experts of an `{arch}` file with `experts` per layer: `expert_used_count`,
+    /// `expert_feed_forward_length` (else `feed_forward_length`, as Mixtral files have),
+    /// `expert_weights_norm` (llama.cpp normalizes the top-k weights of both families
+    /// unless it says otherwise), and the layers without a router tensor are dense.
+    fn moe_spec(&self, arch: &str, experts: u64, num_layers: usize) -> Result<MoeSpec, QuantError> {
+        let key = |k: &str| format!("{arch}.{k}");
+        let spec_err = |source| QuantError::Spec { path: self.path().to_path_buf(), source };
+        let used = self
+            .get_u64(&key("expert_used_count"))?
+            .ok_or_else(|| spec_err(CoreError::MissingField { key: key("expert_used_count") }))?;
+        let ff = match self.get_u64(&key("expert_feed_forward_length"))? {
+            Some(ff) => ff,
+            None => self
+                .get_u64(&key("feed_forward_length"))?
+                .ok_or_else(|| spec_err(CoreError::MissingField { key: key("expert_feed_forward_length") }))?,
+        };
+        let norm_topk_prob = match self.metadata().get(&key("expert_weights_norm")) {
+            Some(value) => value.as_bool().ok_or_else(|| QuantError::Metadata {
+                path: self.path().to_path_buf(),
+                key: key("expert_weights_norm"),
+                reason: "expected a boolean".into(),
+            })?,
+            None => true,
+        };
+        // `num_layers` is checked against its limit by `validate`, after this: scan no
+        // more layers than the limit allows.
+        let dense_layers = (0..num_layers.min(limits::LAYERS + 1))
+            .filter(|l| self.tensor(&format!("blk.{l}.ffn_gate_inp.weight")).is_none())
+            .collect();
+        let clamp = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        Ok(MoeSpec {
+            experts: clamp(experts),
+            experts_per_token: clamp(used),
+            expert_intermediate_size: clamp(ff),
+            norm_topk_prob,
+            dense_layers,
+        })
     }
 }
 
@@ -81,6 +134,9 @@ fn gguf_key(error: CoreError, arch: &str) -> CoreError {
         "context_length" => "context_length",
         "rms_norm_eps" => "attention.layer_norm_rms_epsilon",
         "rope_theta" => "rope.freq_base",
+        "num_experts" => "expert_count",
+        "num_experts_per_tok" => "expert_used_count",
+        "moe_intermediate_size" => "expert_feed_forward_length",
         "bos_token_id/eos_token_id" => {
             return CoreError::InvalidField { key: "tokenizer.ggml.bos_token_id/eos_token_id".into(), reason }
         }

@@ -208,3 +208,18 @@ fn overlapping_or_repeated_tensors_are_refused() {
     let err = GgufFile::open(&twice).unwrap_err().to_string();
     assert!(err.contains("`xa`") && err.contains("twice"), "{err}");
 }
+
+#[test]
+fn control_characters_in_names_are_escaped_in_messages() {
+    let dir = temp_dir("escape");
+    let twice = tiny_model(dir.path(), "esc.gguf", |w| {
+        w.tensor("x\u{1b}[2Ja", &[256], StorageType::F32, vec![0u8; 1024]).unwrap();
+        w.tensor("x\u{1b}[2Jb", &[256], StorageType::F32, vec![0u8; 1024]).unwrap();
+    });
+    let mut bytes = std::fs::read(&twice).unwrap();
+    let at = bytes.windows(6).position(|w| w == b"x\x1b[2Jb").unwrap();
+    bytes[at + 5] = b'a';
+    std::fs::write(&twice, &bytes).unwrap();
+    let err = GgufFile::open(&twice).unwrap_err().to_string();
+    assert!(err.contains("x\\u{1b}[2Ja") && !err.contains('\u{1b}'), "{err:?}");
+}

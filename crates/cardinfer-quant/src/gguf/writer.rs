@@ -152,7 +152,33 @@ impl<'a> GgufWriter<'a> {
     ) -> Result<(), QuantError> {
         let io = |e| QuantError::io(path, e);
         let file = File::create(path).map_err(io)?;
-        let mut out = Counting { inner: BufWriter::new(file), written: 0 };
+        let mut out = BufWriter::new(file);
+        self.write_into(&mut out, path, produce)?;
+        out.flush().map_err(io)?;
+        out.get_ref().sync_all().map_err(io)?;
+        Ok(())
+    }
+
+    /// The whole file in memory, for small files (tests, fuzzing): every tensor must have
+    /// been given its bytes with [`GgufWriter::tensor`].
+    pub fn to_bytes(&self) -> Result<Vec<u8>, QuantError> {
+        let mut bytes = Vec::new();
+        let path = Path::new("<memory>");
+        self.write_into(&mut bytes, path, &mut |index| {
+            let reason = "declared without data and written to memory".into();
+            Err(QuantError::Tensor { path: path.to_path_buf(), tensor: self.tensors[index].name.clone(), reason })
+        })?;
+        Ok(bytes)
+    }
+
+    fn write_into<W: Write>(
+        &self,
+        inner: W,
+        path: &Path,
+        produce: &mut dyn FnMut(usize) -> Result<Vec<u8>, QuantError>,
+    ) -> Result<(), QuantError> {
+        let io = |e| QuantError::io(path, e);
+        let mut out = Counting { inner, written: 0 };
         let alignment = self
             .metadata
             .iter()
@@ -194,8 +220,6 @@ impl<'a> GgufWriter<'a> {
             }
             out.pad_to(alignment).map_err(io)?;
         }
-        out.inner.flush().map_err(io)?;
-        out.inner.get_ref().sync_all().map_err(io)?;
         Ok(())
     }
 }

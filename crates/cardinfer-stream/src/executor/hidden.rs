@@ -44,6 +44,9 @@ impl FusedLayers {
         if kv_on_host {
             return Self::off("the KV cache lives in host memory");
         }
+        if spec.moe.is_some() {
+            return Self::off("no fused kernels for routed experts yet");
+        }
         Self::try_new(path, spec, rope, device)
     }
 

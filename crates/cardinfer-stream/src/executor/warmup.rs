@@ -195,6 +195,7 @@ mod tests {
                 qk_norm: family == Family::Qwen3,
                 bos_token_id: None,
                 eos_token_ids: vec![],
+                moe: None,
             };
             for storage in [StorageType::Q4_K, StorageType::Q8_0, StorageType::F16] {
                 run_tiny_block(&spec, &Device::Cpu, storage).unwrap();

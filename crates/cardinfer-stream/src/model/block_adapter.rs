@@ -63,7 +63,7 @@ pub struct BlockVars<'a> {
     spec: &'a ModelSpec,
     rope: &'a Rope,
     layer: usize,
-    weights: HashMap<&'static str, &'a Weight>,
+    weights: HashMap<std::borrow::Cow<'static, str>, &'a Weight>,
     device: Device,
 }
 
@@ -102,8 +102,8 @@ impl<'a> BlockVars<'a> {
         })
     }
 
-    fn names(&self) -> Vec<&'static str> {
-        let mut names: Vec<_> = self.weights.keys().copied().collect();
+    fn names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.weights.keys().map(|k| k.as_ref()).collect();
         names.sort_unstable();
         names
     }

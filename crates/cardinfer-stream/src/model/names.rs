@@ -1,7 +1,43 @@
 //! Tensor names: the roles the decoder family uses, and how each format spells them.
 
-use cardinfer_core::{BlockId, ModelLayout, ModelSpec};
-use cardinfer_quant::Checkpoint;
+use cardinfer_core::{BlockId, Family, ModelLayout, ModelSpec, TensorInfo};
+use cardinfer_quant::{Checkpoint, QuantError};
+use std::borrow::Cow;
+
+/// One projection of a routed expert's SwiGLU MLP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ExpertProj {
+    /// Gate projection (`w1` in Mixtral).
+    Gate,
+    /// Up projection (`w3` in Mixtral).
+    Up,
+    /// Down projection (`w2` in Mixtral).
+    Down,
+}
+
+impl ExpertProj {
+    /// The three projections, in the order an expert applies them.
+    pub const ALL: [ExpertProj; 3] = [ExpertProj::Gate, ExpertProj::Up, ExpertProj::Down];
+
+    fn gguf_stem(self) -> &'static str {
+        match self {
+            ExpertProj::Gate => "ffn_gate",
+            ExpertProj::Up => "ffn_up",
+            ExpertProj::Down => "ffn_down",
+        }
+    }
+
+    fn hf_name(self, family: Family) -> &'static str {
+        match (family, self) {
+            (Family::Mixtral, ExpertProj::Gate) => "w1.weight",
+            (Family::Mixtral, ExpertProj::Up) => "w3.weight",
+            (Family::Mixtral, ExpertProj::Down) => "w2.weight",
+            (_, ExpertProj::Gate) => "gate_proj.weight",
+            (_, ExpertProj::Up) => "up_proj.weight",
+            (_, ExpertProj::Down) => "down_proj.weight",
+        }
+    }
+}
 
 /// A weight's role in a block, independent of the file format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -36,6 +72,12 @@ pub enum Role {
     FfnUp,
     /// MLP down projection.
     FfnDown,
+    /// The router of a mixture-of-experts layer: `[experts, hidden]`, one logit per expert.
+    FfnRouter,
+    /// One projection of routed expert `.1` of a mixture-of-experts layer. GGUF files
+    /// store every expert's in one 3-D tensor (`ffn_gate_exps.weight`); the expert's part
+    /// of it is one contiguous byte range ([`role_tensor`]).
+    Expert(ExpertProj, u16),
     /// Final RMS norm.
     OutputNorm,
     /// Output projection `[vocab, hidden]` (absent when tied).
@@ -43,9 +85,10 @@ pub enum Role {
 }
 
 impl Role {
-    /// The roles of one transformer layer for `spec` (biases and q/k norms only where the
-    /// family has them).
-    pub fn layer_roles(spec: &ModelSpec) -> Vec<Role> {
+    /// The roles of transformer layer `layer` for `spec` (biases and q/k norms only where
+    /// the family has them; a router and every expert's projections in place of the MLP
+    /// in a mixture-of-experts layer).
+    pub fn layer_roles(spec: &ModelSpec, layer: usize) -> Vec<Role> {
         let mut roles = vec![Role::AttnNorm, Role::AttnQ, Role::AttnK, Role::AttnV];
         if spec.qkv_bias {
             roles.extend([Role::AttnQBias, Role::AttnKBias, Role::AttnVBias]);
@@ -53,7 +96,16 @@ impl Role {
         if spec.qk_norm {
             roles.extend([Role::AttnQNorm, Role::AttnKNorm]);
         }
-        roles.extend([Role::AttnOutput, Role::FfnNorm, Role::FfnGate, Role::FfnUp, Role::FfnDown]);
+        roles.extend([Role::AttnOutput, Role::FfnNorm]);
+        match &spec.moe {
+            Some(moe) if spec.is_moe_layer(layer) => {
+                roles.push(Role::FfnRouter);
+                for expert in 0..moe.experts.min(u16::MAX as usize + 1) {
+                    roles.extend(ExpertProj::ALL.map(|proj| Role::Expert(proj, expert as u16)));
+                }
+            }
+            _ => roles.extend([Role::FfnGate, Role::FfnUp, Role::FfnDown]),
+        }
         roles
     }
 
@@ -61,31 +113,38 @@ impl Role {
     pub fn block_roles(spec: &ModelSpec, block: BlockId) -> Vec<Role> {
         match block {
             BlockId::Embed => vec![Role::TokenEmbedding],
-            BlockId::Layer(_) => Self::layer_roles(spec),
+            BlockId::Layer(layer) => Self::layer_roles(spec, layer),
             BlockId::Head => vec![Role::OutputNorm, Role::Output],
         }
     }
 
-    /// The name of this role's tensor in layer `layer` (ignored for global roles).
-    pub fn tensor_name(self, format: Format, layer: usize) -> String {
-        let hf = match self {
+    /// The name of this role's tensor in layer `layer` (ignored for global roles) of a
+    /// `family` checkpoint; for an expert in a GGUF file, the 3-D tensor holding it.
+    pub fn tensor_name(self, format: Format, family: Family, layer: usize) -> String {
+        let moe_prefix = if family == Family::Mixtral { "block_sparse_moe" } else { "mlp" };
+        let hf: Cow<'static, str> = match self {
             Role::TokenEmbedding => return format.pick("token_embd.weight", "model.embed_tokens.weight"),
             Role::OutputNorm => return format.pick("output_norm.weight", "model.norm.weight"),
             Role::Output => return format.pick("output.weight", "lm_head.weight"),
-            Role::AttnNorm => "input_layernorm.weight",
-            Role::AttnQ => "self_attn.q_proj.weight",
-            Role::AttnK => "self_attn.k_proj.weight",
-            Role::AttnV => "self_attn.v_proj.weight",
-            Role::AttnQBias => "self_attn.q_proj.bias",
-            Role::AttnKBias => "self_attn.k_proj.bias",
-            Role::AttnVBias => "self_attn.v_proj.bias",
-            Role::AttnQNorm => "self_attn.q_norm.weight",
-            Role::AttnKNorm => "self_attn.k_norm.weight",
-            Role::AttnOutput => "self_attn.o_proj.weight",
-            Role::FfnNorm => "post_attention_layernorm.weight",
-            Role::FfnGate => "mlp.gate_proj.weight",
-            Role::FfnUp => "mlp.up_proj.weight",
-            Role::FfnDown => "mlp.down_proj.weight",
+            Role::AttnNorm => "input_layernorm.weight".into(),
+            Role::AttnQ => "self_attn.q_proj.weight".into(),
+            Role::AttnK => "self_attn.k_proj.weight".into(),
+            Role::AttnV => "self_attn.v_proj.weight".into(),
+            Role::AttnQBias => "self_attn.q_proj.bias".into(),
+            Role::AttnKBias => "self_attn.k_proj.bias".into(),
+            Role::AttnVBias => "self_attn.v_proj.bias".into(),
+            Role::AttnQNorm => "self_attn.q_norm.weight".into(),
+            Role::AttnKNorm => "self_attn.k_norm.weight".into(),
+            Role::AttnOutput => "self_attn.o_proj.weight".into(),
+            Role::FfnNorm => "post_attention_layernorm.weight".into(),
+            Role::FfnGate => "mlp.gate_proj.weight".into(),
+            Role::FfnUp => "mlp.up_proj.weight".into(),
+            Role::FfnDown => "mlp.down_proj.weight".into(),
+            Role::FfnRouter => format!("{moe_prefix}.gate.weight").into(),
+            Role::Expert(proj, expert) => match format {
+                Format::Gguf => return format!("blk.{layer}.{}_exps.weight", proj.gguf_stem()),
+                Format::Hf => format!("{moe_prefix}.experts.{expert}.{}", proj.hf_name(family)).into(),
+            },
         };
         match format {
             Format::Gguf => format!("blk.{layer}.{}", self.short_name()),
@@ -94,9 +153,11 @@ impl Role {
     }
 
     /// The tensor's name within its block, as llama.cpp spells it without the
-    /// `blk.N.` prefix (`attn_q.weight`, `output_norm.weight`), whatever the file format.
-    pub fn short_name(self) -> &'static str {
-        match self {
+    /// `blk.N.` prefix (`attn_q.weight`, `output_norm.weight`), whatever the file format;
+    /// an expert's projection as older llama.cpp files named it per expert
+    /// (`ffn_gate.3.weight`).
+    pub fn short_name(self) -> Cow<'static, str> {
+        Cow::Borrowed(match self {
             Role::TokenEmbedding => "token_embd.weight",
             Role::OutputNorm => "output_norm.weight",
             Role::Output => "output.weight",
@@ -114,11 +175,14 @@ impl Role {
             Role::FfnGate => "ffn_gate.weight",
             Role::FfnUp => "ffn_up.weight",
             Role::FfnDown => "ffn_down.weight",
-        }
+            Role::FfnRouter => "ffn_gate_inp.weight",
+            Role::Expert(proj, expert) => return Cow::Owned(format!("{}.{expert}.weight", proj.gguf_stem())),
+        })
     }
 
-    /// Every role, in declaration order.
-    pub const ALL: [Role; 17] = [
+    /// Every role of a dense model, and a mixture-of-experts layer's router and expert 0's
+    /// projections, in declaration order.
+    pub const ALL: [Role; 21] = [
         Role::TokenEmbedding,
         Role::AttnNorm,
         Role::AttnQ,
@@ -134,6 +198,10 @@ impl Role {
         Role::FfnGate,
         Role::FfnUp,
         Role::FfnDown,
+        Role::FfnRouter,
+        Role::Expert(ExpertProj::Gate, 0),
+        Role::Expert(ExpertProj::Up, 0),
+        Role::Expert(ExpertProj::Down, 0),
         Role::OutputNorm,
         Role::Output,
     ];
@@ -172,11 +240,35 @@ pub fn resolve_name(ckpt: &Checkpoint, spec: &ModelSpec, block: BlockId, role: R
         BlockId::Layer(i) => i,
         _ => 0,
     };
-    let name = role.tensor_name(format, layer);
+    let name = role.tensor_name(format, spec.family, layer);
     if role == Role::Output && (spec.tie_word_embeddings || ckpt.tensor(&name).is_none()) {
-        return Role::TokenEmbedding.tensor_name(format, 0);
+        return Role::TokenEmbedding.tensor_name(format, spec.family, 0);
     }
     name
+}
+
+/// The tensor of `role` in `block`: the checkpoint's own, or for a routed expert of a GGUF
+/// file, the expert's part of the 3-D tensor that holds every expert's projection (one
+/// contiguous byte range, shaped as a matrix, so an expert is copied and used alone).
+///
+/// Fails naming the tensor when it is missing, or when a 3-D expert tensor does not hold
+/// the spec's number of experts.
+pub fn role_tensor(ckpt: &Checkpoint, spec: &ModelSpec, block: BlockId, role: Role) -> Result<TensorInfo, QuantError> {
+    let name = resolve_name(ckpt, spec, block, role);
+    let info = ckpt.require(&name)?;
+    let (Role::Expert(_, expert), Format::Gguf) = (role, Format::of(ckpt)) else {
+        return Ok(info.clone());
+    };
+    let experts = spec.moe.as_ref().map_or(0, |moe| moe.experts);
+    let bad = |reason: String| QuantError::Tensor { path: ckpt.path().to_path_buf(), tensor: name.clone(), reason };
+    if info.shape.len() != 3 || info.shape[0] != experts || experts == 0 {
+        return Err(bad(format!("shape {:?} does not hold {experts} experts ([experts, rows, columns])", info.shape)));
+    }
+    if !info.len.is_multiple_of(experts as u64) {
+        return Err(bad(format!("{} bytes do not split into {experts} experts", info.len)));
+    }
+    let len = info.len / experts as u64;
+    Ok(TensorInfo { shape: info.shape[1..].to_vec(), offset: info.offset + expert as u64 * len, len, ..info.clone() })
 }
 
 /// The model's layout: every block with its tensors' exact byte ranges.
@@ -190,8 +282,7 @@ pub fn model_layout(ckpt: &Checkpoint, spec: &ModelSpec) -> Result<ModelLayout, 
     for block in ids {
         let mut tensors = Vec::new();
         for role in Role::block_roles(spec, block) {
-            let name = resolve_name(ckpt, spec, block, role);
-            tensors.push(ckpt.require(&name)?.clone());
+            tensors.push(role_tensor(ckpt, spec, block, role)?);
         }
         blocks.push((block, tensors));
     }

@@ -5,7 +5,7 @@ use crate::cuda::sizes::float_dtype;
 pub use crate::cuda::sizes::{device_bytes_for, device_bytes_of};
 use crate::cuda::slots::{Placed, SlotCursor, SlotTensor};
 use crate::device::DeviceMarker;
-use crate::model::names::{resolve_name, Role};
+use crate::model::names::{resolve_name, role_tensor, ExpertProj, Role};
 use crate::{Result, StreamError};
 use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
@@ -153,13 +153,16 @@ impl BlockWeights {
         let mut weights = HashMap::new();
         let mut jobs = Vec::new();
         for role in Role::block_roles(spec, block) {
-            let name = resolve_name(ckpt, spec, block, role);
-            let info = ckpt.require(&name)?;
+            let info = role_tensor(ckpt, spec, block, role)?;
             let expected = expected_shape(spec, role);
             if info.shape != expected {
-                return Err(StreamError::ShapeMismatch { tensor: name, expected, found: info.shape.clone() });
+                let tensor = match role {
+                    Role::Expert(_, expert) if info.name.contains("_exps") => format!("{} (expert {expert})", info.name),
+                    _ => info.name.clone(),
+                };
+                return Err(StreamError::ShapeMismatch { tensor, expected, found: info.shape.clone() });
             }
-            let weight = load_or_queue(info, bytes_of(info), device, upload.as_deref_mut(), &mut jobs)?;
+            let weight = load_or_queue(&info, bytes_of(&info), device, upload.as_deref_mut(), &mut jobs)?;
             weights.insert(role, weight);
         }
         let upload = queue_upload(upload.as_deref(), &jobs)?;
@@ -347,5 +350,13 @@ fn expected_shape(spec: &ModelSpec, role: Role) -> Vec<usize> {
         Role::AttnOutput => vec![h, q],
         Role::FfnGate | Role::FfnUp => vec![ff, h],
         Role::FfnDown => vec![h, ff],
+        Role::FfnRouter => vec![spec.moe.as_ref().map_or(0, |moe| moe.experts), h],
+        Role::Expert(proj, _) => {
+            let eff = spec.moe.as_ref().map_or(0, |moe| moe.expert_intermediate_size);
+            match proj {
+                ExpertProj::Gate | ExpertProj::Up => vec![eff, h],
+                ExpertProj::Down => vec![h, eff],
+            }
+        }
     }
 }

@@ -32,6 +32,7 @@ fn spec(family: Family, style: RopeStyle) -> ModelSpec {
         qk_norm: family == Family::Qwen3,
         bos_token_id: None,
         eos_token_ids: vec![],
+        moe: None,
     }
 }
 

@@ -35,6 +35,7 @@ fn spec(family: Family, style: RopeStyle, head_dim: usize) -> ModelSpec {
         qk_norm: family == Family::Qwen3,
         bos_token_id: None,
         eos_token_ids: vec![],
+        moe: None,
     }
 }
 

@@ -1,5 +1,6 @@
-//! The generic decoder block: pre-norm attention with RoPE and GQA, then a SwiGLU MLP.
-//! Qwen2's q/k/v biases and Qwen3's per-head q/k norms are switched on by the spec.
+//! The generic decoder block: pre-norm attention with RoPE and GQA, then a SwiGLU MLP
+//! or, in a mixture-of-experts layer, routed SwiGLU experts (`moe.rs`). Qwen2's q/k/v
+//! biases and Qwen3's per-head q/k norms are switched on by the spec.
 
 use crate::model::kv_cache::KvSlot;
 use crate::model::layer_stream::LayerStream;
@@ -11,7 +12,7 @@ use candle_core::{Device, Tensor};
 use candle_nn::ops::{rms_norm, softmax_last_dim};
 use cardinfer_core::ModelSpec;
 
-/// Llama / Mistral / Qwen2 / Qwen3 as one parameterized family.
+/// Llama / Mistral / Qwen2 / Qwen3 / Qwen3-MoE / Mixtral as one parameterized family.
 #[derive(Debug, Clone)]
 pub struct Decoder {
     spec: ModelSpec,
@@ -53,13 +54,13 @@ impl Decoder {
         Ok(rms_norm(&x.contiguous()?, weights.get(role)?.dense()?, self.spec.rms_norm_eps as f32)?)
     }
 
-    fn project(&self, x: &Tensor, weights: &BlockWeights, role: Role, bias: Option<Role>) -> Result<Tensor> {
+    pub(super) fn project(&self, x: &Tensor, weights: &BlockWeights, role: Role, bias: Option<Role>) -> Result<Tensor> {
         let [y] = self.project_many(x, weights, [(role, bias)])?;
         Ok(y)
     }
 
     /// `x @ Wᵀ (+ bias)` for several roles that share the input (one CPU job for all).
-    fn project_many<const N: usize>(
+    pub(super) fn project_many<const N: usize>(
         &self,
         x: &Tensor,
         weights: &BlockWeights,
@@ -133,7 +134,11 @@ impl Decoder {
         self.project(&y, w, Role::AttnOutput, None)
     }
 
-    fn mlp(&self, w: &BlockWeights, x: &Tensor) -> Result<Tensor> {
+    pub(super) fn fused_ops(&self) -> bool {
+        self.fused_ops
+    }
+
+    pub(super) fn mlp(&self, w: &BlockWeights, x: &Tensor) -> Result<Tensor> {
         let [gate, up] = self.project_many(x, w, [(Role::FfnGate, None), (Role::FfnUp, None)])?;
         let act = crate::cuda::fused_ops::silu_mul(&gate, &up, self.fused_ops)?;
         self.project(&act, w, Role::FfnDown, None)
@@ -163,11 +168,15 @@ impl LayerStream for Decoder {
         weights.get(Role::TokenEmbedding)?.embedding(tokens)
     }
 
-    fn block(&self, _layer: usize, weights: &BlockWeights, x: &Tensor, kv: &mut KvSlot, pos: usize) -> Result<Tensor> {
+    fn block(&self, layer: usize, weights: &BlockWeights, x: &Tensor, kv: &mut KvSlot, pos: usize) -> Result<Tensor> {
         let h = self.norm(x, weights, Role::AttnNorm)?;
         let x = (x + self.attention(weights, &h, kv, pos)?)?;
         let h = self.norm(&x, weights, Role::FfnNorm)?;
-        Ok((&x + self.mlp(weights, &h)?)?)
+        let y = match self.spec.is_moe_layer(layer) {
+            true => self.experts(weights, &h)?,
+            false => self.mlp(weights, &h)?,
+        };
+        Ok((&x + y)?)
     }
 
     fn head(&self, weights: &BlockWeights, x: &Tensor) -> Result<Tensor> {

@@ -1,5 +1,7 @@
-//! Model families. One generic decoder block covers Llama, Mistral, Qwen2 and Qwen3.
+//! Model families. One generic decoder block covers Llama, Mistral, Qwen2 and Qwen3, and
+//! with routed experts in place of the MLP, Qwen3-MoE and Mixtral.
 
 mod decoder;
+mod moe;
 
 pub use decoder::{causal_mask, Decoder};

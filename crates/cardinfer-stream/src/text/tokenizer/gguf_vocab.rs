@@ -89,9 +89,26 @@ pub fn from_gguf(gguf: &GgufFile) -> Result<Option<GgufVocab>> {
     pipeline.insert("added_tokens".into(), Value::Array(added_tokens));
     pipeline.insert("post_processor".into(), Value::Null);
     let text = Value::Object(pipeline).to_string();
-    let tokenizer = text.parse::<tokenizers::Tokenizer>().map_err(|e| bad(&format!("cannot build tokenizer: {e}")))?;
+    let tokenizer = text
+        .parse::<tokenizers::Tokenizer>()
+        .map_err(|e| bad(&format!("the vocabulary does not make a tokenizer: {}", without_position(&e.to_string()))))?;
     let add_bos = flag("tokenizer.ggml.add_bos_token").unwrap_or(default_bos);
     Ok(Some(GgufVocab { tokenizer, add_bos }))
+}
+
+/// The `tokenizers` crate's message without the ` at line L column C` it appends: the
+/// position is in the document built here from the GGUF metadata, not in any file the
+/// user has.
+fn without_position(message: &str) -> &str {
+    match message.rfind(" at line ") {
+        Some(at) if message[at + 9..].split_once(" column ").is_some_and(|(line, column)| {
+            !line.is_empty() && line.bytes().all(|b| b.is_ascii_digit()) && column.bytes().all(|b| b.is_ascii_digit())
+        }) =>
+        {
+            &message[..at]
+        }
+        _ => message,
+    }
 }
 
 /// Every merge is two tokens of the vocabulary whose concatenation is one too, as in any
@@ -196,6 +213,7 @@ fn sentencepiece(tokens: &[&str], scores: &[f32], add_space_prefix: bool) -> Map
 
 #[cfg(test)]
 mod tests {
+    use super::without_position;
     use crate::text::tokenizer::Tokenizer;
     use cardinfer_quant::gguf::{GgufFile, GgufValue, GgufWriter};
 
@@ -240,5 +258,12 @@ mod tests {
         assert_eq!(&ids[..2], &[1, id("▁hello")]);
         assert_eq!(&ids[ids.len() - 2..], &[3 + 0xC3, 3 + 0xA9]);
         assert_eq!(tok.decode(&ids[1..]).unwrap(), "hello é");
+    }
+
+    #[test]
+    fn a_position_in_the_built_document_is_not_reported() {
+        assert_eq!(without_position("Token `x` out of vocabulary at line 1 column 4077"), "Token `x` out of vocabulary");
+        assert_eq!(without_position("merges at line one"), "merges at line one");
+        assert_eq!(without_position("no position"), "no position");
     }
 }

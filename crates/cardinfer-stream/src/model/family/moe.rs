@@ -1,0 +1,111 @@
+//! The routed experts of a mixture-of-experts layer (Qwen3-MoE, Mixtral): the router's
+//! softmax picks `k` experts per token, each chosen expert's SwiGLU MLP runs on the rows
+//! of the tokens routed to it, and its output, weighted by the router's probability, is
+//! added into the tokens' rows — experts in ascending order, as transformers does, so
+//! every token's sum has one order on every device and placement.
+
+use super::decoder::Decoder;
+use crate::model::names::{ExpertProj, Role};
+use crate::model::weights::BlockWeights;
+use crate::{Result, StreamError};
+use candle_core::{DType, Tensor};
+use cardinfer_core::MoeSpec;
+
+/// The experts of one token with their weights, best first.
+pub(crate) type Route = Vec<(usize, f32)>;
+
+/// Routes each row of router logits (`tokens × experts`, row-major): softmax over the
+/// experts (in f32, as transformers computes it), the `k` most probable (ties to the
+/// lower index), divided by their sum where `norm_topk_prob`.
+pub(crate) fn route(logits: &[f32], experts: usize, k: usize, norm_topk_prob: bool) -> Vec<Route> {
+    logits
+        .chunks(experts.max(1))
+        .map(|row| {
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let exps: Vec<f32> = row.iter().map(|&l| (l - max).exp()).collect();
+            let sum: f32 = exps.iter().sum();
+            let mut order: Vec<usize> = (0..row.len()).collect();
+            order.sort_by(|&a, &b| exps[b].total_cmp(&exps[a]).then(a.cmp(&b)));
+            let mut chosen: Route = order.into_iter().take(k).map(|e| (e, exps[e] / sum)).collect();
+            if norm_topk_prob {
+                let total: f32 = chosen.iter().map(|(_, p)| p).sum();
+                chosen.iter_mut().for_each(|(_, p)| *p /= total);
+            }
+            chosen
+        })
+        .collect()
+}
+
+/// For each expert, the tokens routed to it and their weights, in token order.
+pub(crate) fn tokens_by_expert(routes: &[Route], experts: usize) -> Vec<Vec<(u32, f32)>> {
+    let mut by_expert = vec![Vec::new(); experts];
+    for (token, route) in routes.iter().enumerate() {
+        for &(expert, weight) in route {
+            if let Some(list) = by_expert.get_mut(expert) {
+                list.push((token as u32, weight));
+            }
+        }
+    }
+    by_expert
+}
+
+impl Decoder {
+    /// The mixture-of-experts MLP of `x` (`[batch, seq, hidden]`, f32, normed).
+    pub(super) fn experts(&self, w: &BlockWeights, x: &Tensor) -> Result<Tensor> {
+        let moe = self.moe_spec()?;
+        let (b, seq, hidden) = x.dims3()?;
+        let xs = x.reshape((b * seq, hidden))?;
+        let logits = w.get(Role::FfnRouter)?.matmul_t(&xs)?.to_dtype(DType::F32)?;
+        let logits = logits.flatten_all()?.to_vec1::<f32>()?;
+        let routes = route(&logits, moe.experts, moe.experts_per_token, moe.norm_topk_prob);
+        let mut out = Tensor::zeros((b * seq, hidden), DType::F32, x.device())?;
+        for (expert, tokens) in tokens_by_expert(&routes, moe.experts).into_iter().enumerate() {
+            if tokens.is_empty() {
+                continue;
+            }
+            let expert = expert as u16;
+            let ids: Vec<u32> = tokens.iter().map(|(t, _)| *t).collect();
+            let weights: Vec<f32> = tokens.iter().map(|(_, p)| *p).collect();
+            let n = ids.len();
+            let ids = Tensor::from_vec(ids, n, x.device())?;
+            let rows = if n == b * seq { xs.clone() } else { xs.index_select(&ids, 0)? };
+            let [gate, up] = self.project_many(
+                &rows,
+                w,
+                [(Role::Expert(ExpertProj::Gate, expert), None), (Role::Expert(ExpertProj::Up, expert), None)],
+            )?;
+            let act = crate::cuda::fused_ops::silu_mul(&gate, &up, self.fused_ops())?;
+            let y = self.project(&act, w, Role::Expert(ExpertProj::Down, expert), None)?;
+            let y = y.broadcast_mul(&Tensor::from_vec(weights, (n, 1), x.device())?)?;
+            out = out.index_add(&ids, &y, 0)?;
+        }
+        Ok(out.reshape((b, seq, hidden))?)
+    }
+
+    fn moe_spec(&self) -> Result<&MoeSpec> {
+        use crate::model::layer_stream::LayerStream;
+        self.spec().moe.as_ref().ok_or_else(|| StreamError::Internal("a routed layer in a model without experts".into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{route, tokens_by_expert};
+
+    #[test]
+    fn routing_picks_the_top_k_by_softmax_and_normalizes_when_asked() {
+        let logits = [0.0, 2.0, 1.0, 2.0, /* token 1 */ 5.0, 0.0, 0.0, 0.0];
+        let plain = route(&logits, 4, 2, false);
+        // Ties go to the lower index; weights are the softmax over all four experts.
+        assert_eq!(plain[0].iter().map(|r| r.0).collect::<Vec<_>>(), vec![1, 3]);
+        let z: f32 = [0.0f32, 2.0, 1.0, 2.0].iter().map(|l| (l - 2.0).exp()).sum();
+        assert!((plain[0][0].1 - 1.0 / z).abs() < 1e-6);
+        let normed = route(&logits, 4, 2, true);
+        assert!((normed[0][0].1 - 0.5).abs() < 1e-6 && (normed[0][1].1 - 0.5).abs() < 1e-6);
+        assert_eq!(normed[1][0].0, 0);
+        let by_expert = tokens_by_expert(&normed, 4);
+        assert_eq!(by_expert[0].iter().map(|t| t.0).collect::<Vec<_>>(), vec![1]);
+        assert_eq!(by_expert[1].len(), 2);
+        assert!(by_expert[2].is_empty() || by_expert[2][0].0 == 1);
+    }
+}
