@@ -91,3 +91,55 @@ fn moe_gguf_slices_stack_experts_and_match_transformers() {
         check_against_transformers(name, &load(&path));
     }
 }
+
+fn tiny_moe_spec() -> cardinfer_core::ModelSpec {
+    common::tiny_spec(Family::Qwen3Moe, false, 2, 64)
+}
+
+fn load_error(path: &Path) -> String {
+    match Checkpoint::open(path).and_then(|c| c.spec().map(|_| c)) {
+        Err(e) => e.to_string(),
+        Ok(ckpt) => ResidentModel::load(&ckpt, &Device::Cpu, |_, _| {}).err().expect("an error").to_string(),
+    }
+}
+
+#[test]
+fn bad_expert_configurations_are_clear_errors() {
+    use cardinfer_quant::synth::SyntheticModel;
+    let dir = tempfile::tempdir().expect("tempdir");
+
+    // More experts per token than a layer has.
+    let config = std::fs::read_to_string(reference_dir("qwen3moe-tiny").join("config.json")).unwrap();
+    let too_many = config.replace("\"num_experts_per_tok\": 2", "\"num_experts_per_tok\": 9");
+    assert_ne!(config, too_many);
+    let err = cardinfer_core::ModelSpec::from_hf_config_str(&too_many).unwrap_err().to_string();
+    assert!(err.contains("num_experts_per_tok") && err.contains("only 8"), "{err}");
+
+    // A missing expert tensor is named.
+    let mut synth = SyntheticModel::random(&tiny_moe_spec(), 3);
+    let gone = "model.layers.0.mlp.experts.5.up_proj.weight";
+    assert!(synth.tensors.remove(gone).is_some());
+    synth.write_hf(&dir.path().join("missing")).unwrap();
+    let err = load_error(&dir.path().join("missing"));
+    assert!(err.contains(gone), "{err}");
+
+    // The configuration counts 8 experts, the router and expert tensors hold 4.
+    let spec = tiny_moe_spec();
+    let four = cardinfer_core::ModelSpec {
+        moe: spec.moe.clone().map(|m| cardinfer_core::MoeSpec { experts: 4, ..m }),
+        ..spec.clone()
+    };
+    let mut synth = SyntheticModel::random(&four, 3);
+    synth.write_hf(&dir.path().join("router")).unwrap();
+    let path = dir.path().join("router/config.json");
+    let text = std::fs::read_to_string(&path).unwrap().replace("\"num_experts\":4", "\"num_experts\":8");
+    std::fs::write(&path, text).unwrap();
+    let err = load_error(&dir.path().join("router"));
+    assert!(err.contains("model.layers.0.mlp.gate.weight") && err.contains("declares 8 experts"), "{err}");
+
+    // The same in GGUF: metadata says 8 experts, the stacked tensors hold 4.
+    synth.spec = spec;
+    synth.write_gguf(&dir.path().join("router.gguf"), StorageType::F32, StorageType::F32).unwrap();
+    let err = load_error(&dir.path().join("router.gguf"));
+    assert!(err.contains("blk.0.ffn_gate_inp.weight") && err.contains("declares 8 experts"), "{err}");
+}

@@ -23,8 +23,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+const ALL_FAMILIES: [Family; 6] =
+    [Family::Llama, Family::Mistral, Family::Qwen2, Family::Qwen3, Family::Qwen3Moe, Family::Mixtral];
+
 fn spec(family: Family) -> ModelSpec {
-    common::tiny_spec(family, family == Family::Qwen3, 4, 320)
+    common::tiny_spec(family, matches!(family, Family::Qwen3 | Family::Qwen3Moe), 4, 320)
 }
 
 /// The test model of `family`, in a directory removed when the returned guard is dropped.
@@ -90,7 +93,7 @@ fn plan_of(path: &Path, budget: u64, mode: Mode, slots: usize) -> Result<StreamP
 
 #[test]
 fn streamed_equals_resident_bit_for_bit_for_every_family_and_budget() {
-    for family in [Family::Llama, Family::Mistral, Family::Qwen2, Family::Qwen3] {
+    for family in ALL_FAMILIES {
         let (_dir, path) = model_file(family);
         let resident = ResidentModel::load(&Checkpoint::open(&path).unwrap(), &Device::Cpu, |_, _| {}).unwrap();
         let chunk = 4;
@@ -348,7 +351,7 @@ fn head_chunks_on_the_cpu_change_nothing() {
 /// within its slots.
 #[test]
 fn hybrid_decode_equals_resident_for_every_family() {
-    for family in [Family::Llama, Family::Mistral, Family::Qwen2, Family::Qwen3] {
+    for family in ALL_FAMILIES {
         let (_dir, path) = model_file(family);
         let resident = ResidentModel::load(&Checkpoint::open(&path).unwrap(), &Device::Cpu, |_, _| {}).unwrap();
         let expected = run(&resident, 5, 24);
@@ -417,7 +420,7 @@ fn a_kv_cache_in_host_memory_changes_nothing() {
 
 #[test]
 fn the_disk_tier_equals_resident_for_every_family() {
-    for family in [Family::Llama, Family::Mistral, Family::Qwen2, Family::Qwen3] {
+    for family in ALL_FAMILIES {
         let (_dir, path) = model_file(family);
         let resident = ResidentModel::load(&Checkpoint::open(&path).unwrap(), &Device::Cpu, |_, _| {}).unwrap();
         let (ref_logits, ref_ids) = run(&resident, 4, 12);
@@ -571,4 +574,38 @@ fn host_layer_tuning_changes_where_layers_run_not_the_output() {
     assert!(model.pool_stats().peak_in_use <= 2, "{:?}", model.pool_stats());
     let metrics = loaded.model.metrics();
     assert!(metrics.host_tuning.is_some_and(|line| line.starts_with("planned 3:")));
+}
+
+/// A mixture-of-experts model whose whole does not fit the budget but whose parts besides
+/// the routed experts do: in `auto` mode those are resident and the experts stay in host
+/// memory, computed by the CPU; the output equals the resident run's, and the device
+/// holds only the rest.
+#[test]
+fn moe_experts_in_host_memory_equal_resident() {
+    for family in [Family::Qwen3Moe, Family::Mixtral] {
+        let (_dir, path) = model_file(family);
+        let resident = ResidentModel::load(&Checkpoint::open(&path).unwrap(), &Device::Cpu, |_, _| {}).unwrap();
+        let expected = run(&resident, 4, 24);
+        let ckpt = Checkpoint::open(&path).unwrap();
+        let spec = ckpt.spec().unwrap();
+        let dense = cardinfer_stream::model::names::layout_without_experts(&ckpt, &spec).unwrap();
+        let full = plan_of(&path, u64::MAX / 2, Mode::Resident, 1).unwrap().device_bytes();
+        let dense_bytes: u64 = (0..spec.num_layers + 2)
+            .map(|i| match i {
+                0 => BlockId::Embed,
+                i if i <= spec.num_layers => BlockId::Layer(i - 1),
+                _ => BlockId::Head,
+            })
+            .flat_map(|b| dense.tensors(b).to_vec())
+            .map(|t| t.len)
+            .sum();
+        // Between the dense part (with its KV cache and overheads) and the whole model.
+        let budget = full - (full - dense_bytes) / 4;
+        let loaded = streamed(&path, budget, Mode::Auto, 2, 4);
+        match &loaded.model {
+            Runner::Resident(m) => assert!(m.experts_on_host(), "{family:?}: experts on the host"),
+            Runner::Streamed(m) => panic!("{family:?}: streamed {}", m.plan()),
+        }
+        assert_eq!(run(&loaded.model, 4, 24), expected, "{family:?}");
+    }
 }

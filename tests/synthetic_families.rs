@@ -48,9 +48,15 @@ fn correlation(a: &[Vec<f32>], b: &[Vec<f32>]) -> f64 {
 
 #[test]
 fn gguf_f32_equals_safetensors_for_every_family() {
-    for (family, tied) in
-        [(Family::Llama, false), (Family::Mistral, true), (Family::Qwen2, false), (Family::Qwen3, true)]
-    {
+    let cases = [
+        (Family::Llama, false),
+        (Family::Mistral, true),
+        (Family::Qwen2, false),
+        (Family::Qwen3, true),
+        (Family::Qwen3Moe, false),
+        (Family::Mixtral, false),
+    ];
+    for (family, tied) in cases {
         let dir = work_dir(&format!("{family:?}"));
         let synth = SyntheticModel::random(&spec(family, tied), 42);
         synth.write_hf(&dir.path().join("hf")).unwrap();
@@ -59,6 +65,8 @@ fn gguf_f32_equals_safetensors_for_every_family() {
         let (gguf_model, gguf) = logits_of(&dir.path().join("f32.gguf"), &PROMPT);
         assert_eq!(gguf_model.spec().rope_style, synth.gguf_spec().rope_style);
         assert_eq!(hf_model.spec().tie_word_embeddings, tied);
+        assert_eq!(hf_model.spec().moe, synth.spec.moe, "{family:?}: experts read back from config.json");
+        assert_eq!(gguf_model.spec().moe, synth.spec.moe, "{family:?}: experts read back from GGUF metadata");
         let diff = max_abs_diff(&hf, &gguf);
         assert!(diff < 1e-4, "{family:?}: GGUF vs safetensors max |Δ| = {diff}");
     }

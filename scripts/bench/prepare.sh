@@ -18,9 +18,14 @@ if [ -n "${CARDINFER_CUDA_ENV:-}" ]; then source "$CARDINFER_CUDA_ENV"; fi
 command -v nvcc >/dev/null || { echo "nvcc not found: set CARDINFER_CUDA_ENV or put nvcc on PATH" >&2; exit 2; }
 export CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-90}"
 
-echo "building cardinfer (release, cuda, sm_$CUDA_COMPUTE_CAP) ..." >&2
-cargo build --release --features cuda --bin cardinfer >&2
-gzip -9 -c target/release/cardinfer > "$out/cardinfer.gz.tmp" && mv "$out/cardinfer.gz.tmp" "$out/cardinfer.gz"
+# BENCH_DEV=1 also builds the developer tools (cardinfer-dev: soak.sh needs it).
+features=cuda; bins=(--bin cardinfer)
+if [ -n "${BENCH_DEV:-}" ]; then features=cuda,dev; bins+=(--bin cardinfer-dev); fi
+echo "building ${bins[*]} (release, $features, sm_$CUDA_COMPUTE_CAP) ..." >&2
+cargo build --release --features "$features" "${bins[@]}" >&2
+for bin in cardinfer ${BENCH_DEV:+cardinfer-dev}; do
+  gzip -9 -c "target/release/$bin" > "$out/$bin.gz.tmp" && mv "$out/$bin.gz.tmp" "$out/$bin.gz"
+done
 git rev-parse --short HEAD > "$out/commit"
 git diff --quiet HEAD -- crates src Cargo.toml Cargo.lock || echo "+uncommitted" >> "$out/commit"
 # Libraries outside CUDA's that the binary links and a bare machine may not have.

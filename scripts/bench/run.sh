@@ -25,15 +25,7 @@ mkdir -p "$results" "$work"
 log=$results/log.txt
 : > "$results/results.jsonl"
 
-# CUDA libraries: the machine's torch environment, then the usual places.
-py=${TORCH_PY:-/opt/torch/.venv/bin/python3}
-libs="$PWD/$pack/lib"
-if [ -x "$py" ]; then
-  sp=$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-  for d in "$sp"/nvidia/*/lib; do [ -d "$d" ] && libs="$libs:$d"; done
-fi
-for d in /usr/local/cuda/lib64 /usr/local/nvidia/lib64; do [ -d "$d" ] && libs="$libs:$d"; done
-export LD_LIBRARY_PATH="$libs:${LD_LIBRARY_PATH:-}"
+source scripts/bench/env.sh
 
 ours=$work/cardinfer
 gzip -dc "$pack/cardinfer.gz" > "$ours" && chmod +x "$ours"

@@ -19,7 +19,8 @@ pub fn model_cache_dir() -> PathBuf {
 }
 
 /// A tiny model of `family` whose rows suit every quant type (256 wide): 4 heads of 64,
-/// 2 KV heads, vocabulary 300.
+/// 2 KV heads, vocabulary 300; Qwen3-MoE with 8 experts (top 2, layer 1 dense), Mixtral
+/// with 4 (top 2).
 pub fn tiny_spec(
     family: cardinfer_core::Family,
     tied: bool,
@@ -43,10 +44,26 @@ pub fn tiny_spec(
         context_length: context,
         tie_word_embeddings: tied,
         qkv_bias: family == Family::Qwen2,
-        qk_norm: family == Family::Qwen3,
+        qk_norm: family.has_qk_norm(),
         bos_token_id: None,
         eos_token_ids: vec![],
-        moe: None,
+        moe: match family {
+            Family::Qwen3Moe => Some(cardinfer_core::MoeSpec {
+                experts: 8,
+                experts_per_token: 2,
+                expert_intermediate_size: 256,
+                norm_topk_prob: true,
+                dense_layers: vec![1],
+            }),
+            Family::Mixtral => Some(cardinfer_core::MoeSpec {
+                experts: 4,
+                experts_per_token: 2,
+                expert_intermediate_size: 512,
+                norm_topk_prob: true,
+                dense_layers: vec![],
+            }),
+            _ => None,
+        },
     }
 }
 

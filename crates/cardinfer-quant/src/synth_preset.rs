@@ -160,7 +160,12 @@ fn placeholder_vocab(vocab: usize) -> (Vec<GgufValue>, Vec<GgufValue>) {
         .unzip()
 }
 
-/// Random valid bytes for a tensor: norms are 1.0; quantized blocks are random with
+/// Half-width of a synthetic router's uniform entries: with unit-RMS inputs of width
+/// 2048, logits of standard deviation about 1.3, so routes spread over the experts.
+const ROUTER_SCALE: f32 = 0.05;
+
+/// Random valid bytes for a tensor: norms are 1.0; a router's entries uniform in
+/// ±[`ROUTER_SCALE`]; quantized blocks are random with
 /// their f16 super-scales set small (1e-4), as `synth_gguf.py` does, so activations stay finite.
 fn random_tensor(rng: &mut SplitMix, name: &str, shape: &[usize], storage: StorageType) -> Result<Vec<u8>, QuantError> {
     let row_len = *shape.last().unwrap_or(&1);
@@ -170,6 +175,12 @@ fn random_tensor(rng: &mut SplitMix, name: &str, shape: &[usize], storage: Stora
         tensor: name.to_string(),
         reason: e.to_string(),
     })?;
+    if storage == StorageType::F32 && name.ends_with("ffn_gate_inp.weight") {
+        // A router of random rows: tokens spread over the experts (all-equal rows would
+        // tie every logit and route every token to the same experts).
+        let unit = |r: u64| (r >> 40) as f32 / (1u64 << 23) as f32 - 1.0;
+        return Ok((0..len / 4).flat_map(|_| (ROUTER_SCALE * unit(rng.next_u64())).to_le_bytes()).collect());
+    }
     if storage == StorageType::F32 {
         return Ok(1.0f32.to_le_bytes().repeat(len as usize / 4));
     }
@@ -235,5 +246,9 @@ mod tests {
         let names: Vec<String> = preset("qwen3-30b-a3b").unwrap().tensors().into_iter().map(|t| t.0).collect();
         assert!(names.contains(&"blk.47.ffn_down_exps.weight".to_string()));
         assert!(!names.iter().any(|n| n == "blk.0.ffn_down.weight"));
+        let router = random_tensor(&mut SplitMix(1), "blk.0.ffn_gate_inp.weight", &[128, 2048], StorageType::F32).unwrap();
+        let values: Vec<f32> = router.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        let distinct = values.iter().map(|v| v.to_bits()).collect::<std::collections::HashSet<_>>().len();
+        assert!(distinct > values.len() / 2 && values.iter().all(|v| v.abs() <= ROUTER_SCALE), "a random router");
     }
 }

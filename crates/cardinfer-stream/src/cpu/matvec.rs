@@ -45,50 +45,76 @@ pub fn try_matvec(w: &QTensor, x: &Tensor) -> candle_core::Result<Option<Tensor>
 /// work of the small ones (k, v) balanced with the large. `None` when any of them is not
 /// covered (see [`try_matvec`]); then the caller computes each on its own.
 pub fn try_matvec_many(ws: &[&QTensor], x: &Tensor) -> candle_core::Result<Option<Vec<Tensor>>> {
-    if !enabled() || !matches!(x.device(), Device::Cpu) || x.dtype() != DType::F32 || ws.is_empty() {
+    matvec_job(ws, &[x], &vec![0; ws.len()])
+}
+
+/// `xᵢ @ Wᵢᵀ` for several weights each with its own input (the down projections of a
+/// token's routed experts), as one parallel job; each product's rows are the same bits
+/// as [`try_matvec`] of that pair. `None` when any pair is not covered.
+pub fn try_matvec_pairs(pairs: &[(&QTensor, &Tensor)]) -> candle_core::Result<Option<Vec<Tensor>>> {
+    let ws: Vec<&QTensor> = pairs.iter().map(|(w, _)| *w).collect();
+    let xs: Vec<&Tensor> = pairs.iter().map(|(_, x)| *x).collect();
+    let input_of: Vec<usize> = (0..pairs.len()).collect();
+    matvec_job(&ws, &xs, &input_of)
+}
+
+/// The products `inputs[input_of[i]] @ ws[i]ᵀ` as one job of the host pool.
+fn matvec_job(ws: &[&QTensor], inputs: &[&Tensor], input_of: &[usize]) -> candle_core::Result<Option<Vec<Tensor>>> {
+    if !enabled() || ws.is_empty() || ws.len() != input_of.len() {
         return Ok(None);
     }
-    let dims = x.dims();
-    let Some((&k, lead)) = dims.split_last() else { return Ok(None) };
-    let rows: usize = lead.iter().product();
-    if rows == 0 {
-        return Ok(None);
+    // Each input as f32 values with its leading dims, row count and row length.
+    let mut flat = Vec::with_capacity(inputs.len());
+    for x in inputs {
+        if !matches!(x.device(), Device::Cpu) || x.dtype() != DType::F32 {
+            return Ok(None);
+        }
+        let dims = x.dims();
+        let Some((&k, lead)) = dims.split_last() else { return Ok(None) };
+        let rows: usize = lead.iter().product();
+        if rows == 0 {
+            return Ok(None);
+        }
+        flat.push((x.contiguous()?.flatten_all()?.to_vec1::<f32>()?, lead.to_vec(), rows, k));
     }
     let mut shapes = Vec::with_capacity(ws.len());
-    for w in ws {
+    for (w, &input) in ws.iter().zip(input_of) {
+        let Some((_, _, _, k)) = flat.get(input) else { return Ok(None) };
         match (w.device(), w.shape().dims()) {
-            (Device::Cpu, [n, wk]) if *wk == k => shapes.push(*n),
+            (Device::Cpu, [n, wk]) if wk == k => shapes.push(*n),
             _ => return Ok(None),
         }
     }
-    let x = x.contiguous()?;
-    let xs = x.flatten_all()?.to_vec1::<f32>()?;
     let data = ws.iter().map(|w| w.data()).collect::<candle_core::Result<Vec<_>>>()?;
     let mut kernels = Vec::with_capacity(ws.len());
-    for ((w, bytes), &n) in ws.iter().zip(&data).zip(&shapes) {
-        match kernel_for(w.dtype(), bytes, n, k, &xs, rows) {
+    for (((w, bytes), &n), &input) in ws.iter().zip(&data).zip(&shapes).zip(input_of) {
+        let (xs, _, rows, k) = &flat[input];
+        match kernel_for(w.dtype(), bytes, n, *k, xs, *rows) {
             Some(kernel) => kernels.push(kernel),
             None => return Ok(None),
         }
     }
     // Outputs in [n, rows] order so a task owns one contiguous range; transposed after.
-    let mut outs: Vec<Vec<f32>> = shapes.iter().map(|&n| vec![0f32; n * rows]).collect();
+    let rows_of = |i: usize| flat[input_of[i]].2;
+    let mut outs: Vec<Vec<f32>> = shapes.iter().enumerate().map(|(i, &n)| vec![0f32; n * rows_of(i)]).collect();
     let mut tasks: Vec<Task<'_>> = Vec::new();
-    for (kernel, out) in kernels.iter().zip(outs.iter_mut()) {
+    for (i, (kernel, out)) in kernels.iter().zip(outs.iter_mut()).enumerate() {
+        let rows = rows_of(i);
         for (t, chunk) in out.chunks_mut(ROWS_PER_TASK * rows).enumerate() {
-            tasks.push((kernel.as_ref(), t * ROWS_PER_TASK, chunk));
+            tasks.push((kernel.as_ref(), t * ROWS_PER_TASK, rows, chunk));
         }
     }
-    run_tasks(tasks, |(kernel, first, out)| {
-        for (i, out_row) in out.chunks_exact_mut(rows).enumerate() {
+    run_tasks(tasks, |(kernel, first, rows, out)| {
+        for (i, out_row) in out.chunks_exact_mut(*rows).enumerate() {
             kernel.dot(*first + i, out_row);
         }
     });
     let mut ys = Vec::with_capacity(outs.len());
-    for (out, &n) in outs.into_iter().zip(&shapes) {
-        let mut shape = lead.to_vec();
+    for (i, (out, &n)) in outs.into_iter().zip(&shapes).enumerate() {
+        let (_, lead, rows, _) = &flat[input_of[i]];
+        let mut shape = lead.clone();
         shape.push(n);
-        ys.push(Tensor::from_vec(transpose(out, n, rows), shape, &Device::Cpu)?);
+        ys.push(Tensor::from_vec(transpose(out, n, *rows), shape, &Device::Cpu)?);
     }
     Ok(Some(ys))
 }
@@ -146,8 +172,9 @@ fn enabled() -> bool {
     crate::cpu::kernels::selected() != crate::cpu::kernels::CpuKernels::CandleMatmul
 }
 
-/// Rows `first..` of one weight and the output they fill (`[rows, inputs]`).
-type Task<'a> = (&'a dyn RowDot, usize, &'a mut [f32]);
+/// Rows `first..` of one weight, the number of input rows, and the output they fill
+/// (`[rows of the weight, input rows]`).
+type Task<'a> = (&'a dyn RowDot, usize, usize, &'a mut [f32]);
 
 /// One weight row's dot products with every input row.
 trait RowDot: Sync {
@@ -362,6 +389,20 @@ mod tests {
         }
         let wide = weights(GgmlDType::Q4K, 16, 768);
         assert!(try_matvec_many(&[&ws[0], &wide], &input(1, 512)).unwrap().is_none(), "widths differ");
+    }
+
+    #[test]
+    fn pairs_with_their_own_inputs_equal_each_alone() {
+        let ws = [weights(GgmlDType::Q4K, 300, 512), weights(GgmlDType::Q6K, 70, 768), weights(GgmlDType::Q8_0, 64, 512)];
+        let xs = [input(1, 512), input(3, 768), input(2, 512)];
+        let pairs: Vec<(&QTensor, &Tensor)> = ws.iter().zip(&xs).collect();
+        let ys = try_matvec_pairs(&pairs).unwrap().unwrap();
+        for ((w, x), y) in ws.iter().zip(&xs).zip(&ys) {
+            let alone = try_matvec(w, x).unwrap().unwrap();
+            assert_eq!(y.dims(), alone.dims());
+            let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert_eq!(flat(y), flat(&alone), "{:?}", w.dtype());
+        }
     }
 
     #[test]

@@ -26,6 +26,8 @@ pub struct ResidentModel {
     fused: Option<std::sync::Mutex<crate::executor::fused::cuda::FusedDecoder>>,
     /// Which path decodes single tokens, and why when it is not the fused one.
     decode_status: String,
+    /// The routed experts live in host memory and the CPU computes them.
+    experts_on_host: bool,
 }
 
 impl std::fmt::Debug for ResidentModel {
@@ -46,6 +48,28 @@ impl ResidentModel {
         ckpt: &Checkpoint,
         spec: ModelSpec,
         device: &Device,
+        progress: impl FnMut(usize, usize),
+    ) -> Result<Self> {
+        Self::load_placed(ckpt, spec, device, false, progress)
+    }
+
+    /// A mixture-of-experts model with everything but its routed experts on `device` and
+    /// the experts in host memory, computed there by the CPU for the tokens routed to them
+    /// (llama.cpp's `--cpu-moe`): the device holds the parts every token uses.
+    pub fn load_experts_on_host(
+        ckpt: &Checkpoint,
+        spec: ModelSpec,
+        device: &Device,
+        progress: impl FnMut(usize, usize),
+    ) -> Result<Self> {
+        Self::load_placed(ckpt, spec, device, true, progress)
+    }
+
+    fn load_placed(
+        ckpt: &Checkpoint,
+        spec: ModelSpec,
+        device: &Device,
+        experts_on_host: bool,
         mut progress: impl FnMut(usize, usize),
     ) -> Result<Self> {
         let layout = model_layout(ckpt, &spec)?;
@@ -55,7 +79,11 @@ impl ResidentModel {
         progress(1, total);
         let mut layers = Vec::with_capacity(spec.num_layers);
         for i in 0..spec.num_layers {
-            layers.push(BlockWeights::load(ckpt, &spec, BlockId::Layer(i), device)?);
+            let block = BlockId::Layer(i);
+            layers.push(match experts_on_host {
+                true => BlockWeights::load_experts_on_host(ckpt, &spec, block, device)?,
+                false => BlockWeights::load(ckpt, &spec, block, device)?,
+            });
             progress(i + 2, total);
         }
         let head = BlockWeights::load(ckpt, &spec, BlockId::Head, device)?;
@@ -71,6 +99,7 @@ impl ResidentModel {
             #[cfg(feature = "cuda")]
             fused: None,
             decode_status: "plain".into(),
+            experts_on_host,
         };
         model.prepare_decode_path(crate::executor::fused::DecodePath::default());
         Ok(model)
@@ -109,6 +138,12 @@ impl ResidentModel {
     #[cfg(not(feature = "cuda"))]
     fn try_fused(&mut self, _path: crate::executor::fused::DecodePath) -> String {
         "plain (the fused path needs the `cuda` feature)".into()
+    }
+
+    /// Whether the routed experts of this mixture-of-experts model live in host memory,
+    /// computed by the CPU ([`ResidentModel::load_experts_on_host`]).
+    pub fn experts_on_host(&self) -> bool {
+        self.experts_on_host
     }
 
     /// How single tokens are decoded: `fused (CUDA graph)`, `fused (no graph)`, or
@@ -154,9 +189,8 @@ impl ResidentModel {
 
     /// Bytes of weights on the device.
     pub fn weight_bytes(&self) -> u64 {
-        self.embed.device_bytes()
-            + self.layers.iter().map(BlockWeights::device_bytes).sum::<u64>()
-            + self.head.device_bytes()
+        let on = |b: &BlockWeights| b.bytes_on(&self.device);
+        on(&self.embed) + self.layers.iter().map(on).sum::<u64>() + on(&self.head)
     }
 }
 

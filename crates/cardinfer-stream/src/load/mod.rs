@@ -155,18 +155,44 @@ impl LoadedModel {
             None => spec.context_length.min(DEFAULT_CONTEXT),
         };
         let layout = model_layout(&ckpt, &spec)?;
-        let placement = Placed::plan(&spec, &layout, device, options, budget_bytes)?;
-        let model = if placement.plan.slots == 0 && options.mode != Mode::Stream && family.is_none() {
+        let placement = Placed::plan(&spec, &layout, device, options, budget_bytes);
+        let resident = matches!(&placement, Ok(p) if p.plan.slots == 0);
+        let model = if resident && options.mode != Mode::Stream && family.is_none() {
             let mut model = ResidentModel::load_spec(&ckpt, spec, device, progress)?;
             model.prepare_decode_path(options.decode_path);
             Runner::Resident(Box::new(model))
+        } else if Self::experts_fit_on_host(&ckpt, &spec, device, options, budget_bytes, family.is_some())? {
+            Runner::Resident(Box::new(ResidentModel::load_experts_on_host(&ckpt, spec, device, progress)?))
         } else {
-            Runner::Streamed(Box::new(placement.stream(ckpt, spec, layout, device, options, family, progress)?))
+            Runner::Streamed(Box::new(placement?.stream(ckpt, spec, layout, device, options, family, progress)?))
         };
         let (chat_template, chat_template_note) =
             ChatTemplate::select_explained(text.template, text.tokenizer.as_ref(), text.bos, text.eos);
         let tokenizer = text.tokenizer;
         Ok(Self { model, budget_bytes, tokenizer, chat_template, chat_template_note, path: path.to_path_buf() })
+    }
+}
+
+impl LoadedModel {
+    /// Whether a mixture-of-experts model that does not fit whole should run with its
+    /// routed experts in host memory (computed by the CPU) and everything else resident:
+    /// when the budget holds the rest resident, in the `auto` mode, with the built-in
+    /// blocks. (Expert-granular streaming and a device cache of hot experts are planned,
+    /// not built: issue 30.)
+    fn experts_fit_on_host(
+        ckpt: &Checkpoint,
+        spec: &ModelSpec,
+        device: &Device,
+        options: &LoadOptions,
+        budget_bytes: u64,
+        custom_blocks: bool,
+    ) -> Result<bool> {
+        if spec.moe.is_none() || custom_blocks || options.mode != Mode::Auto {
+            return Ok(false);
+        }
+        let dense = crate::model::names::layout_without_experts(ckpt, spec)?;
+        let resident = LoadOptions { mode: Mode::Resident, hybrid: false, host_layers: None, ..options.clone() };
+        Ok(matches!(Placed::plan(spec, &dense, device, &resident, budget_bytes), Ok(p) if p.plan.slots == 0))
     }
 }
 

@@ -102,7 +102,7 @@ impl Runner {
     pub fn metrics(&self) -> RunMetrics {
         match self {
             Self::Resident(m) => RunMetrics {
-                mode: "resident",
+                mode: if m.experts_on_host() { "resident, experts on cpu" } else { "resident" },
                 weight_bytes: m.weight_bytes(),
                 accounted_peak_bytes: m.weight_bytes(),
                 bytes_streamed_per_token: 0,

@@ -256,11 +256,18 @@ pub fn resolve_name(ckpt: &Checkpoint, spec: &ModelSpec, block: BlockId, role: R
 pub fn role_tensor(ckpt: &Checkpoint, spec: &ModelSpec, block: BlockId, role: Role) -> Result<TensorInfo, QuantError> {
     let name = resolve_name(ckpt, spec, block, role);
     let info = ckpt.require(&name)?;
+    let experts = spec.moe.as_ref().map_or(0, |moe| moe.experts);
+    let bad = |reason: String| QuantError::Tensor { path: ckpt.path().to_path_buf(), tensor: name.clone(), reason };
+    if role == Role::FfnRouter && info.shape.first() != Some(&experts) {
+        return Err(bad(format!(
+            "the router has shape {:?}: one row per expert, but the model declares {experts} experts \
+             (num_experts in config.json, expert_count in GGUF)",
+            info.shape
+        )));
+    }
     let (Role::Expert(_, expert), Format::Gguf) = (role, Format::of(ckpt)) else {
         return Ok(info.clone());
     };
-    let experts = spec.moe.as_ref().map_or(0, |moe| moe.experts);
-    let bad = |reason: String| QuantError::Tensor { path: ckpt.path().to_path_buf(), tensor: name.clone(), reason };
     if info.shape.len() != 3 || info.shape[0] != experts || experts == 0 {
         return Err(bad(format!("shape {:?} does not hold {experts} experts ([experts, rows, columns])", info.shape)));
     }
@@ -275,13 +282,23 @@ pub fn role_tensor(ckpt: &Checkpoint, spec: &ModelSpec, block: BlockId, role: Ro
 ///
 /// Fails with the missing tensor's name when the checkpoint lacks one the spec needs.
 pub fn model_layout(ckpt: &Checkpoint, spec: &ModelSpec) -> Result<ModelLayout, cardinfer_quant::QuantError> {
+    layout_of(ckpt, spec, |_| true)
+}
+
+/// The layout of what stays on the device when a mixture-of-experts model's routed
+/// experts live in host memory: every block without its experts' matrices.
+pub fn layout_without_experts(ckpt: &Checkpoint, spec: &ModelSpec) -> Result<ModelLayout, QuantError> {
+    layout_of(ckpt, spec, |role| !matches!(role, Role::Expert(..)))
+}
+
+fn layout_of(ckpt: &Checkpoint, spec: &ModelSpec, keep: impl Fn(Role) -> bool) -> Result<ModelLayout, QuantError> {
     let mut blocks = Vec::with_capacity(spec.num_layers + 2);
     let ids = std::iter::once(BlockId::Embed)
         .chain((0..spec.num_layers).map(BlockId::Layer))
         .chain(std::iter::once(BlockId::Head));
     for block in ids {
         let mut tensors = Vec::new();
-        for role in Role::block_roles(spec, block) {
+        for role in Role::block_roles(spec, block).into_iter().filter(|&r| keep(r)) {
             tensors.push(role_tensor(ckpt, spec, block, role)?);
         }
         blocks.push((block, tensors));

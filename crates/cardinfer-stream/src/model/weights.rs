@@ -93,6 +93,15 @@ impl Weight {
         }
     }
 
+    /// Whether this weight is in host memory (on the CPU device).
+    pub fn is_on_host(&self) -> bool {
+        match self {
+            Weight::Quantized(q) => q.device().is_cpu(),
+            Weight::InSlot(_) => false,
+            Weight::Dense(t) => t.device().is_cpu(),
+        }
+    }
+
     /// Bytes this weight occupies on its device.
     pub fn device_bytes(&self) -> u64 {
         match self {
@@ -153,20 +162,25 @@ impl BlockWeights {
         let mut weights = HashMap::new();
         let mut jobs = Vec::new();
         for role in Role::block_roles(spec, block) {
-            let info = role_tensor(ckpt, spec, block, role)?;
-            let expected = expected_shape(spec, role);
-            if info.shape != expected {
-                let tensor = match role {
-                    Role::Expert(_, expert) if info.name.contains("_exps") => format!("{} (expert {expert})", info.name),
-                    _ => info.name.clone(),
-                };
-                return Err(StreamError::ShapeMismatch { tensor, expected, found: info.shape.clone() });
-            }
+            let info = checked_role_tensor(ckpt, spec, block, role)?;
             let weight = load_or_queue(&info, bytes_of(&info), device, upload.as_deref_mut(), &mut jobs)?;
             weights.insert(role, weight);
         }
         let upload = queue_upload(upload.as_deref(), &jobs)?;
         Ok(Self { block, weights, upload })
+    }
+
+    /// Loads block `block` like [`BlockWeights::load`], with the matrices of its routed
+    /// experts in host memory, where the CPU computes them, and everything else on
+    /// `device` (llama.cpp's `--cpu-moe`).
+    pub fn load_experts_on_host(ckpt: &Checkpoint, spec: &ModelSpec, block: BlockId, device: &Device) -> Result<Self> {
+        let mut weights = HashMap::new();
+        for role in Role::block_roles(spec, block) {
+            let info = checked_role_tensor(ckpt, spec, block, role)?;
+            let on = if matches!(role, Role::Expert(..)) { &Device::Cpu } else { device };
+            weights.insert(role, load_weight(&info, ckpt.tensor_bytes(&info), on)?);
+        }
+        Ok(Self { block, weights, upload: None })
     }
 
     /// The head's final norm and the output rows `rows` only: one chunk of a head too
@@ -242,6 +256,13 @@ impl BlockWeights {
     /// Bytes the block occupies on its device.
     pub fn device_bytes(&self) -> u64 {
         self.weights.values().map(Weight::device_bytes).sum()
+    }
+
+    /// Bytes of the weights held on `device`'s kind of memory (the device's, or host
+    /// memory for the CPU): a block whose experts live in host memory holds only the rest
+    /// on an accelerator.
+    pub fn bytes_on(&self, device: &Device) -> u64 {
+        self.weights.values().filter(|w| w.is_on_host() == device.is_cpu()).map(Weight::device_bytes).sum()
     }
 }
 
@@ -332,6 +353,25 @@ fn load_weight(info: &cardinfer_core::TensorInfo, bytes: &[u8], device: &Device)
         _ => DType::F32,
     };
     Ok(Weight::Dense(load_tensor(info, bytes, dtype, device)?))
+}
+
+/// The tensor of `role` ([`role_tensor`]), checked to have the shape `spec` implies.
+fn checked_role_tensor(
+    ckpt: &Checkpoint,
+    spec: &ModelSpec,
+    block: BlockId,
+    role: Role,
+) -> Result<cardinfer_core::TensorInfo> {
+    let info = role_tensor(ckpt, spec, block, role)?;
+    let expected = expected_shape(spec, role);
+    if info.shape != expected {
+        let tensor = match role {
+            Role::Expert(_, expert) if info.name.contains("_exps") => format!("{} (expert {expert})", info.name),
+            _ => info.name.clone(),
+        };
+        return Err(StreamError::ShapeMismatch { tensor, expected, found: info.shape.clone() });
+    }
+    Ok(info)
 }
 
 fn expected_shape(spec: &ModelSpec, role: Role) -> Vec<usize> {

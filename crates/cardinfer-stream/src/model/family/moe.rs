@@ -6,9 +6,10 @@
 
 use super::decoder::Decoder;
 use crate::model::names::{ExpertProj, Role};
-use crate::model::weights::BlockWeights;
+use crate::model::weights::{BlockWeights, Weight};
 use crate::{Result, StreamError};
-use candle_core::{DType, Tensor};
+use candle_core::quantized::QTensor;
+use candle_core::{DType, Device, Tensor};
 use cardinfer_core::MoeSpec;
 
 /// The experts of one token with their weights, best first.
@@ -58,8 +59,12 @@ impl Decoder {
         let logits = w.get(Role::FfnRouter)?.matmul_t(&xs)?.to_dtype(DType::F32)?;
         let logits = logits.flatten_all()?.to_vec1::<f32>()?;
         let routes = route(&logits, moe.experts, moe.experts_per_token, moe.norm_topk_prob);
+        let by_expert = tokens_by_expert(&routes, moe.experts);
+        if let Some(out) = self.experts_on_host(w, &xs, &by_expert)? {
+            return Ok(out.to_device(x.device())?.reshape((b, seq, hidden))?);
+        }
         let mut out = Tensor::zeros((b * seq, hidden), DType::F32, x.device())?;
-        for (expert, tokens) in tokens_by_expert(&routes, moe.experts).into_iter().enumerate() {
+        for (expert, tokens) in by_expert.into_iter().enumerate() {
             if tokens.is_empty() {
                 continue;
             }
@@ -80,6 +85,53 @@ impl Decoder {
             out = out.index_add(&ids, &y, 0)?;
         }
         Ok(out.reshape((b, seq, hidden))?)
+    }
+
+    /// The routed experts computed by the CPU from host memory, when every routed expert's
+    /// matrices are block-quantized there (experts placed on the host, or a CPU run): all
+    /// gate and up products in one job of the host pool, then all down products in
+    /// another, instead of three jobs per expert. The products are the same per-row
+    /// kernels as one expert at a time, so the bits are too. `None` where this does not
+    /// apply.
+    fn experts_on_host(&self, w: &BlockWeights, xs: &Tensor, by_expert: &[Vec<(u32, f32)>]) -> Result<Option<Tensor>> {
+        let host_matrix = |role: Role| match w.get(role) {
+            Ok(Weight::Quantized(q)) if q.device().is_cpu() => Some(q.clone()),
+            _ => None,
+        };
+        let mut hit = Vec::new();
+        for (expert, tokens) in by_expert.iter().enumerate().filter(|(_, t)| !t.is_empty()) {
+            let e = expert as u16;
+            let [Some(gate), Some(up), Some(down)] = ExpertProj::ALL.map(|p| host_matrix(Role::Expert(p, e))) else {
+                return Ok(None);
+            };
+            hit.push((tokens, gate, up, down));
+        }
+        let xs = xs.to_device(&Device::Cpu)?;
+        let all = xs.dim(0)?;
+        let mut rows = Vec::with_capacity(hit.len());
+        for (tokens, ..) in &hit {
+            let ids: Vec<u32> = tokens.iter().map(|(t, _)| *t).collect();
+            let n = ids.len();
+            let ids = Tensor::from_vec(ids, n, &Device::Cpu)?;
+            let r = if n == all { xs.clone() } else { xs.index_select(&ids, 0)? };
+            rows.push((ids, r));
+        }
+        let pairs: Vec<(&QTensor, &Tensor)> =
+            hit.iter().zip(&rows).flat_map(|((_, gate, up, _), (_, r))| [(gate.as_ref(), r), (up.as_ref(), r)]).collect();
+        let Some(gate_up) = crate::cpu::matvec::try_matvec_pairs(&pairs)? else { return Ok(None) };
+        let acts = gate_up
+            .chunks_exact(2)
+            .map(|gu| crate::cuda::fused_ops::silu_mul(&gu[0], &gu[1], self.fused_ops()))
+            .collect::<Result<Vec<_>>>()?;
+        let pairs: Vec<(&QTensor, &Tensor)> = hit.iter().zip(&acts).map(|((.., down), a)| (down.as_ref(), a)).collect();
+        let Some(downs) = crate::cpu::matvec::try_matvec_pairs(&pairs)? else { return Ok(None) };
+        let mut out = Tensor::zeros(xs.dims(), DType::F32, &Device::Cpu)?;
+        for (((tokens, ..), (ids, _)), y) in hit.iter().zip(&rows).zip(downs) {
+            let weights: Vec<f32> = tokens.iter().map(|(_, p)| *p).collect();
+            let y = y.broadcast_mul(&Tensor::from_vec(weights, (tokens.len(), 1), &Device::Cpu)?)?;
+            out = out.index_add(ids, &y, 0)?;
+        }
+        Ok(Some(out))
     }
 
     fn moe_spec(&self) -> Result<&MoeSpec> {

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The soak benchmark on the GPU machine (issue 24): `cardinfer-dev soak` — N generations in
+# one process, then N chat turns in one session — with RSS and device memory sampled, on a
+# synthetic model written here. Needs .gpu/bench/cardinfer-dev.gz (prepare.sh with
+# BENCH_DEV=1) beside cardinfer.gz. Writes the table to RESULTS/soak.md ($OUT or .gpu/bench/results).
+#
+#   bash scripts/bench/soak.sh [PRESET] [N] [-- soak args]      (default: qwen3-0.6b 1000)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+preset=${1:-qwen3-0.6b}; n=${2:-1000}; shift $(( $# > 2 ? 3 : $# ))
+pack=.gpu/bench
+results=${OUT:-$pack/results}
+work=${BENCH_WORK:-/tmp/cardinfer-bench}
+mkdir -p "$results" "$work"
+source scripts/bench/env.sh
+for bin in cardinfer cardinfer-dev; do gzip -dc "$pack/$bin.gz" > "$work/$bin" && chmod +x "$work/$bin"; done
+model=$work/$preset.gguf
+[ -f "$model" ] || "$work/cardinfer" synth --preset "$preset" --output "$model" >&2
+{
+  echo "soak: $preset (synthetic), $(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)," \
+    "cardinfer $(tr '\n' ' ' < "$pack/commit"), $(date -u +%Y-%m-%d)"
+  echo "command: cardinfer-dev soak -m $preset.gguf --device cuda -n $n --turns $n $*"
+  "$work/cardinfer-dev" soak -m "$model" --device cuda -n "$n" --turns "$n" "$@"
+} | tee "$results/soak.md"
