@@ -7,6 +7,7 @@
 #
 #   scripts/fuzz-long.sh TARGET [RUNS] [OUTDIR]
 #   FUZZ_BIN=path/to/built/TARGET scripts/fuzz-long.sh ...   (a fuzzer built elsewhere)
+#   FUZZ_MAX_SECONDS=N                                         (stop each process after N s)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target=$1; runs=${2:-10000000}; out=${3:-fuzz/runs/$target}
@@ -22,7 +23,8 @@ start=$(date +%s)
 pids=()
 for j in $(seq 1 "$jobs"); do
   "$bin" "$out/corpus" "fuzz/corpus/$target" -runs="$per" -seed="$j" -max_len=8192 -rss_limit_mb=2048 \
-    -timeout=20 -artifact_prefix="$out/artifacts/" -print_final_stats=1 > "$out/logs/job$j.log" 2>&1 &
+    -timeout=20 -max_total_time="${FUZZ_MAX_SECONDS:-0}" -artifact_prefix="$out/artifacts/" \
+    -print_final_stats=1 > "$out/logs/job$j.log" 2>&1 &
   pids+=($!)
 done
 failed=0
