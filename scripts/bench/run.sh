@@ -12,6 +12,7 @@
 #
 #   bash scripts/bench/run.sh [ROWS]
 #   BENCH_CLAIMS='qwen3-4b' bash scripts/bench/run.sh      # only the claims this regex matches
+#   BENCH_PREPARE_ONLY=1 bash scripts/bench/run.sh ROWS      # build llama.cpp, write ROWS' models
 # (a machine whose commands are limited to 10 minutes runs the claims in two calls; the
 # llama.cpp build and the models stay in BENCH_WORK between them, and table.py takes
 # both calls' results.jsonl).
@@ -55,6 +56,9 @@ done
 if [ -n "${building:-}" ]; then
   wait "$building" || { tail -20 "$work/llama-build.log"; echo "llama.cpp build failed"; exit 1; }
 fi
+# BENCH_PREPARE_ONLY=1: build llama.cpp and write the models, run nothing (a later call on
+# the same machine runs the rows).
+[ -z "${BENCH_PREPARE_ONLY:-}" ] || { echo "prepared: llama.cpp and the models in $work"; exit 0; }
 
 # Peak device memory of one command: nvidia-smi every 0.2 s, minus the idle baseline.
 baseline=$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -1)
