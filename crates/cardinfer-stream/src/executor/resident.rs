@@ -28,6 +28,8 @@ pub struct ResidentModel {
     decode_status: String,
     /// The routed experts live in host memory and the CPU computes them.
     experts_on_host: bool,
+    /// Longest piece of a prompt computed at once (its workspace is planned for).
+    prefill_chunk: usize,
 }
 
 impl std::fmt::Debug for ResidentModel {
@@ -100,6 +102,7 @@ impl ResidentModel {
             fused: None,
             decode_status: "plain".into(),
             experts_on_host,
+            prefill_chunk: usize::MAX,
         };
         model.prepare_decode_path(crate::executor::fused::DecodePath::default());
         Ok(model)
@@ -138,6 +141,12 @@ impl ResidentModel {
     #[cfg(not(feature = "cuda"))]
     fn try_fused(&mut self, _path: crate::executor::fused::DecodePath) -> String {
         "plain (the fused path needs the `cuda` feature)".into()
+    }
+
+    /// Computes prompts longer than `tokens` in pieces of that many (at least 1), so the
+    /// activations of a long prompt stay within what a budgeted plan reserved.
+    pub fn set_prefill_chunk(&mut self, tokens: usize) {
+        self.prefill_chunk = tokens.max(1);
     }
 
     /// Whether the routed experts of this mixture-of-experts model live in host memory,
@@ -208,6 +217,31 @@ impl TextModel for ResidentModel {
     fn forward(&self, tokens: &[u32], kv: &mut KvCache, which: Logits) -> Result<Tensor> {
         let spec = self.spec();
         check_tokens(spec, tokens, kv.len())?;
+        if tokens.len() > self.prefill_chunk {
+            let mut parts = Vec::new();
+            let pieces: Vec<&[u32]> = tokens.chunks(self.prefill_chunk).collect();
+            for (i, piece) in pieces.iter().enumerate() {
+                let last = i + 1 == pieces.len();
+                let logits = self.forward_piece(piece, kv, if last { which } else { Logits::Last })?;
+                if which == Logits::All || last {
+                    parts.push(logits);
+                }
+            }
+            return match which {
+                Logits::All => Ok(Tensor::cat(&parts, 0)?),
+                Logits::Last => parts.pop().ok_or_else(|| crate::StreamError::Internal("an empty prompt".into())),
+            };
+        }
+        self.forward_piece(tokens, kv, which)
+    }
+
+    fn new_cache(&self) -> KvCache {
+        self.new_cache_inner()
+    }
+}
+
+impl ResidentModel {
+    fn forward_piece(&self, tokens: &[u32], kv: &mut KvCache, which: Logits) -> Result<Tensor> {
         if let Some(logits) = self.fused_decode(tokens, kv)? {
             return Ok(logits);
         }
@@ -233,7 +267,7 @@ impl TextModel for ResidentModel {
 
     /// A cache with buffers preallocated for the whole context when the fused path is
     /// on (it writes into them in place), else one that grows.
-    fn new_cache(&self) -> KvCache {
+    fn new_cache_inner(&self) -> KvCache {
         #[cfg(feature = "cuda")]
         if let Some(fused) = &self.fused {
             let capacity = fused.lock().unwrap_or_else(|e| e.into_inner()).capacity();

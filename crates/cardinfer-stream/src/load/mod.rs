@@ -161,8 +161,10 @@ impl LoadedModel {
             let mut model = ResidentModel::load_spec(&ckpt, spec, device, progress)?;
             model.prepare_decode_path(options.decode_path);
             Runner::Resident(Box::new(model))
-        } else if Self::experts_fit_on_host(&ckpt, &spec, device, options, budget_bytes, family.is_some())? {
-            Runner::Resident(Box::new(ResidentModel::load_experts_on_host(&ckpt, spec, device, progress)?))
+        } else if let Some(chunk) = Self::experts_fit_on_host(&ckpt, &spec, device, options, budget_bytes, family.is_some())? {
+            let mut model = ResidentModel::load_experts_on_host(&ckpt, spec, device, progress)?;
+            model.set_prefill_chunk(chunk);
+            Runner::Resident(Box::new(model))
         } else {
             Runner::Streamed(Box::new(placement?.stream(ckpt, spec, layout, device, options, family, progress)?))
         };
@@ -175,10 +177,10 @@ impl LoadedModel {
 
 impl LoadedModel {
     /// Whether a mixture-of-experts model that does not fit whole should run with its
-    /// routed experts in host memory (computed by the CPU) and everything else resident:
-    /// when the budget holds the rest resident, in the `auto` mode, with the built-in
-    /// blocks. (Expert-granular streaming and a device cache of hot experts are planned,
-    /// not built: issue 30.)
+    /// routed experts in host memory (computed by the CPU) and everything else resident —
+    /// when the budget holds the rest resident (in the `auto` mode, with the built-in
+    /// blocks) — and then the prefill chunk whose workspace fits beside it. (Expert-granular
+    /// streaming and a device cache of hot experts are planned, not built: issue 30.)
     fn experts_fit_on_host(
         ckpt: &Checkpoint,
         spec: &ModelSpec,
@@ -186,13 +188,24 @@ impl LoadedModel {
         options: &LoadOptions,
         budget_bytes: u64,
         custom_blocks: bool,
-    ) -> Result<bool> {
+    ) -> Result<Option<usize>> {
         if spec.moe.is_none() || custom_blocks || options.mode != Mode::Auto {
-            return Ok(false);
+            return Ok(None);
         }
         let dense = crate::model::names::layout_without_experts(ckpt, spec)?;
-        let resident = LoadOptions { mode: Mode::Resident, hybrid: false, host_layers: None, ..options.clone() };
-        Ok(matches!(Placed::plan(spec, &dense, device, &resident, budget_bytes), Ok(p) if p.plan.slots == 0))
+        // The largest prefill chunk (from the one asked for, halving) whose workspace fits
+        // beside everything resident.
+        let mut chunk = options.prefill_chunk;
+        while chunk >= 16 {
+            let auto = LoadOptions { hybrid: false, host_layers: None, prefill_chunk: chunk, ..options.clone() };
+            if let Ok(p) = Placed::plan(spec, &dense, device, &auto, budget_bytes) {
+                if p.plan.slots == 0 {
+                    return Ok(Some(p.plan.prefill_chunk));
+                }
+            }
+            chunk /= 2;
+        }
+        Ok(None)
     }
 }
 
