@@ -50,6 +50,9 @@ pub fn measure_device_overheads(
     storage: StorageType,
     chunk: usize,
 ) -> Result<Option<DeviceOverheads>> {
+    // A routed layer's workspace is bounded by a dense MLP's of the same widths (each expert
+    // computes only its tokens' rows): the probe runs the dense block.
+    let spec = &ModelSpec { moe: None, ..spec.clone() };
     let Some(runtime_bytes) = measure_runtime_bytes(spec, device, storage)? else { return Ok(None) };
     let Some((free_start, _)) = device_memory(device) else { return Ok(None) };
     let workspace_bytes = {
@@ -138,6 +141,7 @@ fn run_tiny_block(spec: &ModelSpec, device: &Device, storage: StorageType) -> Re
             num_kv_heads: 2,
             head_dim: 64,
             context_length: 32,
+            moe: None,
             ..spec.clone()
         };
         let decoder = Decoder::new(tiny.clone(), None);
