@@ -169,6 +169,55 @@ pub fn run(args: Args) -> Result<()> {
     for reason in &plan.reasons {
         println!("  - {reason}");
     }
+    print_experts(&ckpt, &spec, &request)
+}
+
+/// A mixture-of-experts model's split: the dense part every token reads (attention,
+/// norms, routers, embedding and head) and the routed experts, of which a token reads k
+/// per layer; and whether the loader's placement with the experts in host memory fits.
+fn print_experts(ckpt: &Checkpoint, spec: &cardinfer_core::ModelSpec, request: &PlanRequest) -> Result<()> {
+    let Some(moe) = &spec.moe else { return Ok(()) };
+    let dense_layout = cardinfer_stream::model::names::layout_without_experts(ckpt, spec)?;
+    let sum = |layout: &cardinfer_core::ModelLayout| -> u64 {
+        layout.blocks.iter().flat_map(|(_, ts)| ts.iter()).map(|t| device_bytes_for(t, true)).sum()
+    };
+    let (all, dense) = (sum(&model_layout(ckpt, spec)?), sum(&dense_layout));
+    let experts = all.saturating_sub(dense);
+    let routed_layers = (0..spec.num_layers).filter(|&l| spec.is_moe_layer(l)).count();
+    let per_token = experts * moe.experts_per_token as u64 / moe.experts.max(1) as u64;
+    println!();
+    println!(
+        "mixture of experts: {routed_layers} routed layers × {} experts, {} per token",
+        moe.experts, moe.experts_per_token
+    );
+    println!("| part | bytes | read per token |");
+    println!("|---|---:|---:|");
+    println!("| dense: attention, norms, routers, embedding, head | {} | {} |", ByteSize(dense), ByteSize(dense));
+    println!("| routed experts | {} | {} |", ByteSize(experts), ByteSize(per_token));
+    // The loader's choice when the whole does not fit resident: the dense part resident
+    // with the largest prefill chunk (halving) that fits, the experts in host memory.
+    let blocks: Vec<(BlockId, u64)> = dense_layout
+        .blocks
+        .iter()
+        .map(|(b, ts)| (*b, ts.iter().map(|t| device_bytes_for(t, true)).sum()))
+        .collect();
+    let mut chunk = request.prefill_chunk;
+    while all > request.budget_bytes && chunk >= 16 && request.mode == Mode::Auto {
+        let attempt = PlanRequest { prefill_chunk: chunk, ..request.clone() };
+        if let Ok(p) = StreamPlan::place(spec, &blocks, &attempt) {
+            if p.slots == 0 {
+                println!(
+                    "placement (the loader's for this budget): the dense part resident, {} with KV cache and \
+                     workspace (prefill chunk {}); the experts in host memory, the CPU reading {} of them per token",
+                    ByteSize(p.device_bytes()),
+                    p.prefill_chunk,
+                    ByteSize(per_token)
+                );
+                break;
+            }
+        }
+        chunk /= 2;
+    }
     Ok(())
 }
 
