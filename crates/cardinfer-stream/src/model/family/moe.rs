@@ -57,11 +57,22 @@ impl Decoder {
         let (b, seq, hidden) = x.dims3()?;
         let xs = x.reshape((b * seq, hidden))?;
         let logits = w.get(Role::FfnRouter)?.matmul_t(&xs)?.to_dtype(DType::F32)?;
+        // Experts in host memory need the activations there too: one copy with the logits.
+        let host_experts = matches!(w.get(Role::Expert(ExpertProj::Gate, 0)), Ok(Weight::Quantized(q)) if q.device().is_cpu());
+        let (xs_host, logits) = match host_experts && !x.device().is_cpu() {
+            true => {
+                let both = Tensor::cat(&[&xs.to_dtype(DType::F32)?, &logits], 1)?.to_device(&Device::Cpu)?;
+                (Some(both.narrow(1, 0, hidden)?), both.narrow(1, hidden, moe.experts)?)
+            }
+            false => (None, logits),
+        };
         let logits = logits.flatten_all()?.to_vec1::<f32>()?;
         let routes = route(&logits, moe.experts, moe.experts_per_token, moe.norm_topk_prob);
         let by_expert = tokens_by_expert(&routes, moe.experts);
-        if let Some(out) = self.experts_on_host(w, &xs, &by_expert)? {
-            return Ok(out.to_device(x.device())?.reshape((b, seq, hidden))?);
+        if host_experts {
+            if let Some(out) = self.experts_on_host(w, xs_host.as_ref().unwrap_or(&xs), &by_expert)? {
+                return Ok(out.to_device(x.device())?.reshape((b, seq, hidden))?);
+            }
         }
         let mut out = Tensor::zeros((b * seq, hidden), DType::F32, x.device())?;
         for (expert, tokens) in by_expert.into_iter().enumerate() {
