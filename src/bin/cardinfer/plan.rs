@@ -201,8 +201,8 @@ fn print_experts(ckpt: &Checkpoint, spec: &cardinfer_core::ModelSpec, request: &
         .iter()
         .map(|(b, ts)| (*b, ts.iter().map(|t| device_bytes_for(t, true)).sum()))
         .collect();
-    let mut chunk = request.prefill_chunk;
-    while all > request.budget_bytes && chunk >= 16 && request.mode == Mode::Auto {
+    let mut chunk = request.prefill_chunk.max(1);
+    while all > request.budget_bytes && request.mode == Mode::Auto {
         let attempt = PlanRequest { prefill_chunk: chunk, ..request.clone() };
         if let Ok(p) = StreamPlan::place(spec, &blocks, &attempt) {
             if p.slots == 0 {
@@ -216,7 +216,10 @@ fn print_experts(ckpt: &Checkpoint, spec: &cardinfer_core::ModelSpec, request: &
                 break;
             }
         }
-        chunk /= 2;
+        if chunk <= 16 {
+            break;
+        }
+        chunk = (chunk / 2).max(16);
     }
     Ok(())
 }

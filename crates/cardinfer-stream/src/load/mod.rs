@@ -195,17 +195,19 @@ impl LoadedModel {
         let dense = crate::model::names::layout_without_experts(ckpt, spec)?;
         // The largest prefill chunk (from the one asked for, halving) whose workspace fits
         // beside everything resident.
-        let mut chunk = options.prefill_chunk;
-        while chunk >= 16 {
+        let mut chunk = options.prefill_chunk.max(1);
+        loop {
             let auto = LoadOptions { hybrid: false, host_layers: None, prefill_chunk: chunk, ..options.clone() };
             if let Ok(p) = Placed::plan(spec, &dense, device, &auto, budget_bytes) {
                 if p.plan.slots == 0 {
                     return Ok(Some(p.plan.prefill_chunk));
                 }
             }
-            chunk /= 2;
+            if chunk <= 16 {
+                return Ok(None);
+            }
+            chunk = (chunk / 2).max(16);
         }
-        Ok(None)
     }
 }
 
