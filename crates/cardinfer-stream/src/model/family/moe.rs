@@ -8,9 +8,32 @@ use super::decoder::Decoder;
 use crate::model::names::{ExpertProj, Role};
 use crate::model::weights::{BlockWeights, Weight};
 use crate::{Result, StreamError};
-use candle_core::quantized::QTensor;
+use candle_core::quantized::{ggml_file::qtensor_from_ggml, QTensor};
 use candle_core::{DType, Device, Tensor};
 use cardinfer_core::MoeSpec;
+
+/// Tokens in a forward pass from which routed experts in host memory are copied to the
+/// device and computed there rather than by the CPU.
+const UPLOAD_TOKENS: usize = 32;
+
+/// Expert `expert`'s three matrices of `w` (in host memory) copied to `device`.
+fn upload_expert(w: &BlockWeights, expert: u16, device: &Device) -> Result<BlockWeights> {
+    let mut parts = std::collections::HashMap::new();
+    for proj in ExpertProj::ALL {
+        let role = Role::Expert(proj, expert);
+        let on_device = match w.get(role)? {
+            Weight::Quantized(q) => {
+                let bytes = q.data()?;
+                let q = qtensor_from_ggml(q.dtype(), &bytes, q.shape().dims().to_vec(), device)?;
+                Weight::Quantized(std::sync::Arc::new(q))
+            }
+            Weight::Dense(t) => Weight::Dense(t.to_device(device)?),
+            other => other.clone(),
+        };
+        parts.insert(role, on_device);
+    }
+    Ok(BlockWeights::from_parts(w.block, parts))
+}
 
 /// The experts of one token with their weights, best first.
 pub(crate) type Route = Vec<(usize, f32)>;
@@ -59,7 +82,11 @@ impl Decoder {
         let logits = w.get(Role::FfnRouter)?.matmul_t(&xs)?.to_dtype(DType::F32)?;
         // Experts in host memory need the activations there too: one copy with the logits.
         let host_experts = matches!(w.get(Role::Expert(ExpertProj::Gate, 0)), Ok(Weight::Quantized(q)) if q.device().is_cpu());
-        let (xs_host, logits) = match host_experts && !x.device().is_cpu() {
+        // A prompt chunk routes its tokens to most experts: copying each used expert to the
+        // device once and computing its tokens there beats the CPU (and gives the bits of
+        // the resident run, whose experts the device computes).
+        let upload = host_experts && !x.device().is_cpu() && b * seq >= UPLOAD_TOKENS;
+        let (xs_host, logits) = match host_experts && !upload && !x.device().is_cpu() {
             true => {
                 let both = Tensor::cat(&[&xs.to_dtype(DType::F32)?, &logits], 1)?.to_device(&Device::Cpu)?;
                 (Some(both.narrow(1, 0, hidden)?), both.narrow(1, hidden, moe.experts)?)
@@ -69,7 +96,7 @@ impl Decoder {
         let logits = logits.flatten_all()?.to_vec1::<f32>()?;
         let routes = route(&logits, moe.experts, moe.experts_per_token, moe.norm_topk_prob);
         let by_expert = tokens_by_expert(&routes, moe.experts);
-        if host_experts {
+        if host_experts && !upload {
             if let Some(out) = self.experts_on_host(w, xs_host.as_ref().unwrap_or(&xs), &by_expert)? {
                 return Ok(out.to_device(x.device())?.reshape((b, seq, hidden))?);
             }
@@ -80,6 +107,16 @@ impl Decoder {
                 continue;
             }
             let expert = expert as u16;
+            // An expert in host memory, used by this chunk: its matrices copied to the
+            // device for this chunk only (one expert's bytes at a time).
+            let uploaded;
+            let w = match upload {
+                true => {
+                    uploaded = upload_expert(w, expert, x.device())?;
+                    &uploaded
+                }
+                false => w,
+            };
             let ids: Vec<u32> = tokens.iter().map(|(t, _)| *t).collect();
             let weights: Vec<f32> = tokens.iter().map(|(_, p)| *p).collect();
             let n = ids.len();
