@@ -31,6 +31,10 @@ pub const TEMPLATE_FUEL: u64 = 1_000_000;
 /// template that loops over long text ends with an error instead of exhausting memory.
 pub const TEMPLATE_OUTPUT_BYTES: usize = 16 << 20;
 
+/// The longest a chat template may take to render (real ones take well under a
+/// millisecond); see [`ChatTemplate::render`].
+pub const TEMPLATE_SECONDS: u64 = 2;
+
 /// A rendering's text, refused past [`TEMPLATE_OUTPUT_BYTES`] (the flag says it was).
 struct CappedText(Vec<u8>, bool);
 
@@ -108,7 +112,35 @@ impl ChatTemplate {
     }
 
     /// Renders `messages`; with `add_generation_prompt`, ends with the assistant header.
+    ///
+    /// A Jinja template is code from the model file: it renders within
+    /// [`TEMPLATE_FUEL`] instructions, [`TEMPLATE_OUTPUT_BYTES`] of output and
+    /// [`TEMPLATE_SECONDS`], else this returns an error. Past the time limit the rendering
+    /// thread is abandoned (Rust cannot stop a thread): it runs on until its work ends or
+    /// the process does — a template that loops inside one instruction (`x in (() * 10**13)`,
+    /// which the fuel does not count) costs one core, not the caller.
     pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
+        let Self::Jinja { .. } = self else { return self.render_here(messages, add_generation_prompt) };
+        let (done, result) = std::sync::mpsc::channel();
+        let (template, messages) = (self.clone(), messages.to_vec());
+        std::thread::Builder::new()
+            .name("chat-template".into())
+            .spawn(move || {
+                let _ = done.send(template.render_here(&messages, add_generation_prompt));
+            })
+            .map_err(|e| StreamError::Internal(format!("cannot start the chat-template thread: {e}")))?;
+        match result.recv_timeout(std::time::Duration::from_secs(TEMPLATE_SECONDS)) {
+            Ok(rendered) => rendered,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(StreamError::ChatTemplate(format!(
+                "the template did not finish rendering within {TEMPLATE_SECONDS} s (it loops without end)"
+            ))),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                Err(StreamError::Internal("the chat-template thread stopped without a result".into()))
+            }
+        }
+    }
+
+    fn render_here(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
         match self {
             Self::ChatMl => {
                 let mut out = String::new();
@@ -208,6 +240,11 @@ mod tests {
             let err = jinja(source).render(&messages, true).unwrap_err().to_string();
             assert!(err.contains("fuel") || err.contains("exceeds"), "{source}: {err}");
         }
+        // Found by the chat_template fuzz target: one `in` over an empty tuple repeated
+        // 3.9·10^13 times, a single instruction that never ends.
+        let spin = "{{ 4 < 44 in 4444531711 * 8885 * () }}";
+        let err = jinja(spin).render(&messages, true).unwrap_err().to_string();
+        assert!(err.contains("did not finish rendering within"), "{err}");
     }
 
     #[test]
