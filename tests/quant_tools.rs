@@ -311,12 +311,22 @@ fn corrupt_and_unsupported_inputs_are_clear_errors() {
     let err = slice_to(&hf, &out, Some(QuantScheme::Q8_0)).unwrap_err().to_string();
     assert!(err.contains("model.layers.0.mlp.experts.0.weight"), "{err}");
 
-    // An architecture CardInfer cannot run.
+    // A mixture of experts slices (its experts stay stacked per projection) ...
     let moe = ArchPreset { experts: Some((2, 1)), ..shrunk("qwen3-30b-a3b", 1) };
     let moe_path = tmp.path().join("moe.gguf");
     moe.write_gguf(&moe_path, 0, &mut |_, _| {}).unwrap();
-    let err = slice_to(&moe_path, &out, None).unwrap_err().to_string();
-    assert!(err.contains("qwen3moe"), "{err}");
+    let moe_out = tmp.path().join("moe-sliced.gguf");
+    slice_to(&moe_path, &moe_out, None).unwrap();
+    let sliced = GgufFile::open(&moe_out).unwrap();
+    assert_eq!(sliced.tensor("blk.0.ffn_up_exps.weight").unwrap().shape[0], 2);
+    // ... and an architecture CardInfer cannot run is named.
+    let mut w = GgufWriter::new();
+    w.metadata("general.architecture", cardinfer_quant::gguf::GgufValue::String("rwkv6".into()));
+    w.tensor("token_embd.weight", &[4, 4], StorageType::F32, vec![0u8; 64]).unwrap();
+    let rwkv = tmp.path().join("rwkv.gguf");
+    w.write(&rwkv).unwrap();
+    let err = slice_to(&rwkv, &out, None).unwrap_err().to_string();
+    assert!(err.contains("rwkv6"), "{err}");
 
     // An output directory that does not exist.
     let err = slice_to(&good, &tmp.path().join("no/such/dir/out.gguf"), None).unwrap_err().to_string();
