@@ -38,7 +38,9 @@ echo "device: $device, $(nproc) CPU threads; cardinfer $commit; $date" | tee -a 
 
 # llama.cpp, built once per machine (about 4.5 minutes on 16 cores) while models are written.
 llama=$work/llama.cpp/build/bin/llama-bench
-if [ ! -x "$llama" ]; then
+# BENCH_NO_LLAMA=1: our rows only (a loan too short for the llama.cpp build; such rows make
+# no ratio, and table.py shows none).
+if [ ! -x "$llama" ] && [ -z "${BENCH_NO_LLAMA:-}" ]; then
   ( rm -rf "$work/llama.cpp" && tar -xJf "$pack/llama.cpp.tar.xz" -C "$work" && cd "$work/llama.cpp" &&
     cmake -B build -G Ninja -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DGGML_NATIVE=ON \
       -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_CURL=OFF \
@@ -83,6 +85,9 @@ while IFS='|' read -r claim role preset args; do
   [[ "$claim" =~ ${BENCH_CLAIMS:-.} ]] || continue
   n=$((n + 1)); model=$work/$preset.gguf; out=$work/row$n.txt
   echo "== row $n: $claim / $role: $args" >> "$log"
+  if [ "$role" = "llama.cpp" ] && [ -n "${BENCH_NO_LLAMA:-}" ]; then
+    n=$((n - 1)); continue
+  fi
   if [ "$role" = "llama.cpp" ]; then
     # shellcheck disable=SC2086
     sampled timeout -s KILL 300 "$llama" -m "$model" $args -o jsonl < /dev/null > "$out" 2>> "$log"; rc=$?
