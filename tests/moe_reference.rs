@@ -34,11 +34,8 @@ fn check_against_transformers(name: &str, model: &ResidentModel) {
     let mut kv = model.new_cache();
     let ours: Vec<Vec<f32>> = model.forward(&ids(&v, "input_ids"), &mut kv, Logits::All).unwrap().to_vec2().unwrap();
     assert_eq!(ours.len(), reference.len());
-    let max_diff = ours
-        .iter()
-        .zip(&reference)
-        .flat_map(|(a, b)| a.iter().zip(b).map(|(x, y)| (x - y).abs()))
-        .fold(0f32, f32::max);
+    let max_diff =
+        ours.iter().zip(&reference).flat_map(|(a, b)| a.iter().zip(b).map(|(x, y)| (x - y).abs())).fold(0f32, f32::max);
     assert!(max_diff < 1e-4, "{name}: max |Δlogit| = {max_diff}");
 
     let mut kv = model.new_cache();

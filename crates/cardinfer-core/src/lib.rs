@@ -11,8 +11,8 @@ mod storage;
 
 pub use bytesize::ByteSize;
 pub use error::CoreError;
-pub use printable::Printable;
 pub use layout::{BlockId, ModelLayout, TensorInfo};
+pub use printable::Printable;
 pub use spec::{limits, Family, ModelSpec, MoeSpec, RopeScaling, RopeStyle};
 pub use storage::StorageType;
 

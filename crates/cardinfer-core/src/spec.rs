@@ -280,7 +280,10 @@ impl ModelSpec {
             ));
         }
         if let Some(&layer) = moe.dense_layers.iter().find(|&&l| l >= self.num_layers) {
-            return Err(invalid("mlp_only_layers", format!("layer {layer} is not one of the {} layers", self.num_layers)));
+            return Err(invalid(
+                "mlp_only_layers",
+                format!("layer {layer} is not one of the {} layers", self.num_layers),
+            ));
         }
         Ok(())
     }

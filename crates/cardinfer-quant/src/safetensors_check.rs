@@ -64,7 +64,8 @@ pub(crate) fn check_header(path: &Path, bytes: &[u8]) -> Result<(), QuantError> 
         }
         if start > covered {
             let after = previous.map_or("the start of the data".to_string(), |p| format!("tensor `{p}`"));
-            let reason = format!("data_offsets start at {start}, leaving bytes {covered}..{start} after {after} unused");
+            let reason =
+                format!("data_offsets start at {start}, leaving bytes {covered}..{start} after {after} unused");
             return Err(tensor_err(name, reason));
         }
         covered = end;

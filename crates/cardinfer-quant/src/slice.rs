@@ -5,7 +5,8 @@
 use crate::candle::quantize;
 use crate::gguf::{GgufFile, GgufValue, GgufWriter};
 use crate::hf_to_gguf::{
-    gguf_expert_tensor, gguf_tensor_name, permute_qk_rows, qk_permutation_heads, rope_freq_divisors, write_model_metadata,
+    gguf_expert_tensor, gguf_tensor_name, permute_qk_rows, qk_permutation_heads, rope_freq_divisors,
+    write_model_metadata,
 };
 use crate::quant_math::{dequantize, quantize_parallel};
 use crate::scheme::{QuantScheme, SchemeContext, TensorRole};

@@ -4,7 +4,9 @@
 
 use crate::candle::quantize;
 use crate::gguf::GgufWriter;
-use crate::hf_to_gguf::{gguf_expert_tensor, gguf_tensor_name, permute_qk_rows, qk_permutation_heads, write_model_metadata};
+use crate::hf_to_gguf::{
+    gguf_expert_tensor, gguf_tensor_name, permute_qk_rows, qk_permutation_heads, write_model_metadata,
+};
 use crate::synth_preset::SplitMix;
 use crate::QuantError;
 use cardinfer_core::{Family, ModelSpec, RopeStyle, StorageType};
@@ -157,10 +159,10 @@ impl SyntheticModel {
             // By index: `tensors` is ordered by name, where expert 10 precedes expert 2.
             for e in 0..shape[0] {
                 let hf_name = format!("{layer_prefix}.{experts}.{e}.{proj}");
-                let (_, part) = self.tensors.get(&hf_name).ok_or_else(|| QuantError::MissingTensor {
-                    path: path.to_path_buf(),
-                    tensor: hf_name.clone(),
-                })?;
+                let (_, part) = self
+                    .tensors
+                    .get(&hf_name)
+                    .ok_or_else(|| QuantError::MissingTensor { path: path.to_path_buf(), tensor: hf_name.clone() })?;
                 values.extend_from_slice(part);
             }
             let data = quantize(name, values, &[shape[0] * shape[1], shape[2]], matrix_type)?;

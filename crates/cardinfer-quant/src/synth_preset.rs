@@ -246,7 +246,8 @@ mod tests {
         let names: Vec<String> = preset("qwen3-30b-a3b").unwrap().tensors().into_iter().map(|t| t.0).collect();
         assert!(names.contains(&"blk.47.ffn_down_exps.weight".to_string()));
         assert!(!names.iter().any(|n| n == "blk.0.ffn_down.weight"));
-        let router = random_tensor(&mut SplitMix(1), "blk.0.ffn_gate_inp.weight", &[128, 2048], StorageType::F32).unwrap();
+        let router =
+            random_tensor(&mut SplitMix(1), "blk.0.ffn_gate_inp.weight", &[128, 2048], StorageType::F32).unwrap();
         let values: Vec<f32> = router.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
         let distinct = values.iter().map(|v| v.to_bits()).collect::<std::collections::HashSet<_>>().len();
         assert!(distinct > values.len() / 2 && values.iter().all(|v| v.abs() <= ROUTER_SCALE), "a random router");

@@ -196,11 +196,8 @@ fn print_experts(ckpt: &Checkpoint, spec: &cardinfer_core::ModelSpec, request: &
     println!("| routed experts | {} | {} |", ByteSize(experts), ByteSize(per_token));
     // The loader's choice when the whole does not fit resident: the dense part resident
     // with the largest prefill chunk (halving) that fits, the experts in host memory.
-    let blocks: Vec<(BlockId, u64)> = dense_layout
-        .blocks
-        .iter()
-        .map(|(b, ts)| (*b, ts.iter().map(|t| device_bytes_for(t, true)).sum()))
-        .collect();
+    let blocks: Vec<(BlockId, u64)> =
+        dense_layout.blocks.iter().map(|(b, ts)| (*b, ts.iter().map(|t| device_bytes_for(t, true)).sum())).collect();
     let mut chunk = request.prefill_chunk.max(1);
     while all > request.budget_bytes && request.mode == Mode::Auto {
         let attempt = PlanRequest { prefill_chunk: chunk, ..request.clone() };

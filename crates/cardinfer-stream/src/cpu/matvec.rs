@@ -393,7 +393,8 @@ mod tests {
 
     #[test]
     fn pairs_with_their_own_inputs_equal_each_alone() {
-        let ws = [weights(GgmlDType::Q4K, 300, 512), weights(GgmlDType::Q6K, 70, 768), weights(GgmlDType::Q8_0, 64, 512)];
+        let ws =
+            [weights(GgmlDType::Q4K, 300, 512), weights(GgmlDType::Q6K, 70, 768), weights(GgmlDType::Q8_0, 64, 512)];
         let xs = [input(1, 512), input(3, 768), input(2, 512)];
         let pairs: Vec<(&QTensor, &Tensor)> = ws.iter().zip(&xs).collect();
         let ys = try_matvec_pairs(&pairs).unwrap().unwrap();

@@ -161,7 +161,9 @@ impl LoadedModel {
             let mut model = ResidentModel::load_spec(&ckpt, spec, device, progress)?;
             model.prepare_decode_path(options.decode_path);
             Runner::Resident(Box::new(model))
-        } else if let Some(chunk) = Self::experts_fit_on_host(&ckpt, &spec, device, options, budget_bytes, family.is_some())? {
+        } else if let Some(chunk) =
+            Self::experts_fit_on_host(&ckpt, &spec, device, options, budget_bytes, family.is_some())?
+        {
             let mut model = ResidentModel::load_experts_on_host(&ckpt, spec, device, progress)?;
             model.set_prefill_chunk(chunk);
             Runner::Resident(Box::new(model))

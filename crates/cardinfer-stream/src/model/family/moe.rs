@@ -81,7 +81,8 @@ impl Decoder {
         let xs = x.reshape((b * seq, hidden))?;
         let logits = w.get(Role::FfnRouter)?.matmul_t(&xs)?.to_dtype(DType::F32)?;
         // Experts in host memory need the activations there too: one copy with the logits.
-        let host_experts = matches!(w.get(Role::Expert(ExpertProj::Gate, 0)), Ok(Weight::Quantized(q)) if q.device().is_cpu());
+        let host_experts =
+            matches!(w.get(Role::Expert(ExpertProj::Gate, 0)), Ok(Weight::Quantized(q)) if q.device().is_cpu());
         // A prompt chunk routes its tokens to most experts: copying each used expert to the
         // device once and computing its tokens there beats the CPU (and gives the bits of
         // the resident run, whose experts the device computes).
@@ -164,8 +165,11 @@ impl Decoder {
             let r = if n == all { xs.clone() } else { xs.index_select(&ids, 0)? };
             rows.push((ids, r));
         }
-        let pairs: Vec<(&QTensor, &Tensor)> =
-            hit.iter().zip(&rows).flat_map(|((_, gate, up, _), (_, r))| [(gate.as_ref(), r), (up.as_ref(), r)]).collect();
+        let pairs: Vec<(&QTensor, &Tensor)> = hit
+            .iter()
+            .zip(&rows)
+            .flat_map(|((_, gate, up, _), (_, r))| [(gate.as_ref(), r), (up.as_ref(), r)])
+            .collect();
         let Some(gate_up) = crate::cpu::matvec::try_matvec_pairs(&pairs)? else { return Ok(None) };
         let acts = gate_up
             .chunks_exact(2)
@@ -184,7 +188,10 @@ impl Decoder {
 
     fn moe_spec(&self) -> Result<&MoeSpec> {
         use crate::model::layer_stream::LayerStream;
-        self.spec().moe.as_ref().ok_or_else(|| StreamError::Internal("a routed layer in a model without experts".into()))
+        self.spec()
+            .moe
+            .as_ref()
+            .ok_or_else(|| StreamError::Internal("a routed layer in a model without experts".into()))
     }
 }
 

@@ -101,9 +101,12 @@ pub fn from_gguf(gguf: &GgufFile) -> Result<Option<GgufVocab>> {
 /// user has.
 fn without_position(message: &str) -> &str {
     match message.rfind(" at line ") {
-        Some(at) if message[at + 9..].split_once(" column ").is_some_and(|(line, column)| {
-            !line.is_empty() && line.bytes().all(|b| b.is_ascii_digit()) && column.bytes().all(|b| b.is_ascii_digit())
-        }) =>
+        Some(at)
+            if message[at + 9..].split_once(" column ").is_some_and(|(line, column)| {
+                !line.is_empty()
+                    && line.bytes().all(|b| b.is_ascii_digit())
+                    && column.bytes().all(|b| b.is_ascii_digit())
+            }) =>
         {
             &message[..at]
         }
@@ -262,7 +265,10 @@ mod tests {
 
     #[test]
     fn a_position_in_the_built_document_is_not_reported() {
-        assert_eq!(without_position("Token `x` out of vocabulary at line 1 column 4077"), "Token `x` out of vocabulary");
+        assert_eq!(
+            without_position("Token `x` out of vocabulary at line 1 column 4077"),
+            "Token `x` out of vocabulary"
+        );
         assert_eq!(without_position("merges at line one"), "merges at line one");
         assert_eq!(without_position("no position"), "no position");
     }
