@@ -96,7 +96,7 @@ fn tiny_moe_spec() -> cardinfer_core::ModelSpec {
 fn load_error(path: &Path) -> String {
     match Checkpoint::open(path).and_then(|c| c.spec().map(|_| c)) {
         Err(e) => e.to_string(),
-        Ok(ckpt) => ResidentModel::load(&ckpt, &Device::Cpu, |_, _| {}).err().expect("an error").to_string(),
+        Ok(ckpt) => ResidentModel::load(&ckpt, &Device::Cpu, |_, _| {}).expect_err("an error").to_string(),
     }
 }
 

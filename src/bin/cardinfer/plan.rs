@@ -198,9 +198,12 @@ fn print_experts(ckpt: &Checkpoint, spec: &cardinfer_core::ModelSpec, request: &
     // with the largest prefill chunk (halving) that fits, the experts in host memory.
     let blocks: Vec<(BlockId, u64)> =
         dense_layout.blocks.iter().map(|(b, ts)| (*b, ts.iter().map(|t| device_bytes_for(t, true)).sum())).collect();
+    if all <= request.budget_bytes || request.mode != Mode::Auto {
+        return Ok(());
+    }
     let mut chunk = request.prefill_chunk.max(1);
-    while all > request.budget_bytes && request.mode == Mode::Auto {
-        let attempt = PlanRequest { prefill_chunk: chunk, ..request.clone() };
+    loop {
+        let attempt = PlanRequest { prefill_chunk: chunk, ..*request };
         if let Ok(p) = StreamPlan::place(spec, &blocks, &attempt) {
             if p.slots == 0 {
                 println!(
@@ -210,15 +213,14 @@ fn print_experts(ckpt: &Checkpoint, spec: &cardinfer_core::ModelSpec, request: &
                     p.prefill_chunk,
                     ByteSize(per_token)
                 );
-                break;
+                return Ok(());
             }
         }
         if chunk <= 16 {
-            break;
+            return Ok(());
         }
         chunk = (chunk / 2).max(16);
     }
-    Ok(())
 }
 
 /// Consecutive blocks with the same placement, as (blocks, placement, bytes).
