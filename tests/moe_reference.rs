@@ -140,3 +140,61 @@ fn bad_expert_configurations_are_clear_errors() {
     let err = load_error(&dir.path().join("router.gguf"));
     assert!(err.contains("blk.0.ffn_gate_inp.weight") && err.contains("declares 8 experts"), "{err}");
 }
+
+/// Logits of `PROMPT` fed 4 tokens at a time, then 24 greedy tokens.
+fn run(model: &dyn TextModel) -> (Vec<Vec<f32>>, Vec<u32>) {
+    const PROMPT: [u32; 13] = [5, 17, 250, 3, 99, 42, 7, 7, 128, 64, 1, 200, 31];
+    let mut kv = model.new_cache();
+    let mut rows = Vec::new();
+    for piece in PROMPT.chunks(4) {
+        rows.extend(model.forward(piece, &mut kv, Logits::All).unwrap().to_vec2::<f32>().unwrap());
+    }
+    let options = cardinfer_stream::GenerateOptions { max_tokens: 24, ..Default::default() };
+    let generated = cardinfer_stream::Session::new(model, None).generate(&PROMPT, &options, |_| {}).unwrap();
+    (rows, generated.generated_ids)
+}
+
+/// A mixture-of-experts model whose whole does not fit the budget but whose parts besides
+/// the routed experts do: in `auto` mode those are resident and the experts stay in host
+/// memory, computed by the CPU; the output equals the resident run's.
+#[test]
+fn moe_experts_in_host_memory_equal_resident() {
+    use cardinfer_core::BlockId;
+    use cardinfer_plan::Budget;
+    use cardinfer_stream::executor::Mode;
+    use cardinfer_stream::load::{LoadOptions, Runner};
+    for family in [Family::Qwen3Moe, Family::Mixtral] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("m.gguf");
+        let spec = common::tiny_spec(family, family == Family::Qwen3Moe, 4, 320);
+        cardinfer_quant::synth::SyntheticModel::random(&spec, 11)
+            .write_gguf(&path, StorageType::Q4_K, StorageType::Q8_0)
+            .unwrap();
+        let resident = load(&path);
+        let expected = run(&resident);
+        let ckpt = Checkpoint::open(&path).unwrap();
+        let spec = ckpt.spec().unwrap();
+        let bytes = |layout: &cardinfer_core::ModelLayout| -> u64 {
+            let blocks = std::iter::once(BlockId::Embed)
+                .chain((0..spec.num_layers).map(BlockId::Layer))
+                .chain(std::iter::once(BlockId::Head));
+            blocks.flat_map(|b| layout.tensors(b).to_vec()).map(|t| t.len).sum()
+        };
+        let all = bytes(&cardinfer_stream::model::names::model_layout(&ckpt, &spec).unwrap());
+        let dense = bytes(&cardinfer_stream::model::names::layout_without_experts(&ckpt, &spec).unwrap());
+        // Short of the whole model by a quarter of its experts: the rest fits with room.
+        let budget = all - (all - dense) / 4;
+        let options = LoadOptions {
+            budget: Budget::Bytes(cardinfer_core::ByteSize(budget)),
+            mode: Mode::Auto,
+            prefill_chunk: 4,
+            ..Default::default()
+        };
+        let loaded = cardinfer_stream::LoadedModel::load_with(&path, &Device::Cpu, &options, |_, _| {}).unwrap();
+        match &loaded.model {
+            Runner::Resident(m) => assert!(m.experts_on_host(), "{family:?}: experts on the host"),
+            Runner::Streamed(m) => panic!("{family:?}: streamed {}", m.plan()),
+        }
+        assert_eq!(run(&loaded.model), expected, "{family:?}");
+    }
+}

@@ -575,37 +575,3 @@ fn host_layer_tuning_changes_where_layers_run_not_the_output() {
     let metrics = loaded.model.metrics();
     assert!(metrics.host_tuning.is_some_and(|line| line.starts_with("planned 3:")));
 }
-
-/// A mixture-of-experts model whose whole does not fit the budget but whose parts besides
-/// the routed experts do: in `auto` mode those are resident and the experts stay in host
-/// memory, computed by the CPU; the output equals the resident run's, and the device
-/// holds only the rest.
-#[test]
-fn moe_experts_in_host_memory_equal_resident() {
-    for family in [Family::Qwen3Moe, Family::Mixtral] {
-        let (_dir, path) = model_file(family);
-        let resident = ResidentModel::load(&Checkpoint::open(&path).unwrap(), &Device::Cpu, |_, _| {}).unwrap();
-        let expected = run(&resident, 4, 24);
-        let ckpt = Checkpoint::open(&path).unwrap();
-        let spec = ckpt.spec().unwrap();
-        let dense = cardinfer_stream::model::names::layout_without_experts(&ckpt, &spec).unwrap();
-        let full = plan_of(&path, u64::MAX / 2, Mode::Resident, 1).unwrap().device_bytes();
-        let dense_bytes: u64 = (0..spec.num_layers + 2)
-            .map(|i| match i {
-                0 => BlockId::Embed,
-                i if i <= spec.num_layers => BlockId::Layer(i - 1),
-                _ => BlockId::Head,
-            })
-            .flat_map(|b| dense.tensors(b).to_vec())
-            .map(|t| t.len)
-            .sum();
-        // Between the dense part (with its KV cache and overheads) and the whole model.
-        let budget = full - (full - dense_bytes) / 4;
-        let loaded = streamed(&path, budget, Mode::Auto, 2, 4);
-        match &loaded.model {
-            Runner::Resident(m) => assert!(m.experts_on_host(), "{family:?}: experts on the host"),
-            Runner::Streamed(m) => panic!("{family:?}: streamed {}", m.plan()),
-        }
-        assert_eq!(run(&loaded.model, 4, 24), expected, "{family:?}");
-    }
-}
