@@ -31,6 +31,9 @@ pub const TEMPLATE_FUEL: u64 = 1_000_000;
 /// template that loops over long text ends with an error instead of exhausting memory.
 pub const TEMPLATE_OUTPUT_BYTES: usize = 16 << 20;
 
+/// Stack of the thread a chat template renders on.
+const TEMPLATE_STACK_BYTES: usize = 32 << 20;
+
 /// The longest a chat template may take to render (real ones take well under a
 /// millisecond); see [`ChatTemplate::render`].
 pub const TEMPLATE_SECONDS: u64 = 2;
@@ -125,6 +128,10 @@ impl ChatTemplate {
         let (template, messages) = (self.clone(), messages.to_vec());
         std::thread::Builder::new()
             .name("chat-template".into())
+            // minijinja bounds its recursion for a main thread's stack (8 MiB); a spawned
+            // thread's default 2 MiB overflowed on nested templates (the fuzz target,
+            // unoptimized): give it more.
+            .stack_size(TEMPLATE_STACK_BYTES)
             .spawn(move || {
                 let _ = done.send(template.render_here(&messages, add_generation_prompt));
             })
