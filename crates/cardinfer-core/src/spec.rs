@@ -223,14 +223,7 @@ impl ModelSpec {
             ("head_dim", self.head_dim, limits::HEAD_DIM),
             ("context_length", self.context_length, limits::CONTEXT),
         ];
-        for (key, value, most) in counts {
-            if value == 0 {
-                return Err(invalid(key, "must be greater than zero"));
-            }
-            if value > most {
-                return Err(invalid(key, format!("{value} is more than this engine's limit of {most}")));
-            }
-        }
+        check_counts(&counts)?;
         let token_ids = self.bos_token_id.iter().chain(&self.eos_token_ids);
         if let Some(id) = token_ids.copied().find(|&id| id as usize >= self.vocab_size) {
             return Err(invalid(
@@ -265,14 +258,7 @@ impl ModelSpec {
             ("num_experts_per_tok", moe.experts_per_token, limits::EXPERTS),
             ("moe_intermediate_size", moe.expert_intermediate_size, limits::WIDTH),
         ];
-        for (key, value, most) in counts {
-            if value == 0 {
-                return Err(invalid(key, "must be greater than zero"));
-            }
-            if value > most {
-                return Err(invalid(key, format!("{value} is more than this engine's limit of {most}")));
-            }
-        }
+        check_counts(&counts)?;
         if moe.experts_per_token > moe.experts {
             return Err(invalid(
                 "num_experts_per_tok",
@@ -378,6 +364,19 @@ pub mod limits {
     pub const CONTEXT: usize = 1 << 24;
     /// Experts per mixture-of-experts layer.
     pub const EXPERTS: usize = 4096;
+}
+
+/// Each `(key, value, limit)`: the value is at least 1 and at most the limit.
+fn check_counts(counts: &[(&str, usize, usize)]) -> Result<(), CoreError> {
+    for &(key, value, most) in counts {
+        if value == 0 {
+            return Err(invalid(key, "must be greater than zero"));
+        }
+        if value > most {
+            return Err(invalid(key, format!("{value} is more than this engine's limit of {most}")));
+        }
+    }
+    Ok(())
 }
 
 fn invalid(key: &str, reason: impl Into<String>) -> CoreError {
