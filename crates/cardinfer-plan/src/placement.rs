@@ -93,8 +93,31 @@ impl StreamPlan {
     /// workspace of the asked prefill chunk does not fit, the chunk is halved (down to
     /// 16 tokens) before giving up.
     pub fn place(spec: &ModelSpec, block_bytes: &[(BlockId, u64)], request: &PlanRequest) -> Result<Self, PlanError> {
+        Self::place_first_chunk_that_fits(spec, block_bytes, request, chunk_candidates(request))
+    }
+
+    /// Plans every block resident (the embedding in host memory, as always) with the
+    /// largest prefill chunk whose workspace fits beside them: the asked one, then
+    /// halvings down to 16 tokens, as [`StreamPlan::place`] lowers it. Resident mode
+    /// itself never lowers the chunk; this is for a model whose other part runs elsewhere
+    /// (a mixture of experts with its experts in host memory: `block_bytes` without them).
+    pub fn place_resident(
+        spec: &ModelSpec,
+        block_bytes: &[(BlockId, u64)],
+        request: &PlanRequest,
+    ) -> Result<Self, PlanError> {
+        let resident = PlanRequest { mode: Mode::Resident, ..*request };
+        Self::place_first_chunk_that_fits(spec, block_bytes, &resident, halvings(request.prefill_chunk))
+    }
+
+    fn place_first_chunk_that_fits(
+        spec: &ModelSpec,
+        block_bytes: &[(BlockId, u64)],
+        request: &PlanRequest,
+        chunks: impl Iterator<Item = usize>,
+    ) -> Result<Self, PlanError> {
         let mut last_err = None;
-        for chunk in chunk_candidates(request) {
+        for chunk in chunks {
             match Self::place_with_chunk(spec, block_bytes, request, chunk) {
                 Ok(mut plan) => {
                     if chunk != request.prefill_chunk.max(1) {
@@ -397,9 +420,13 @@ fn chunk_workspace_bytes(spec: &ModelSpec, request: &PlanRequest, prefill_chunk:
 /// The prefill chunks a plan may use: the asked one, then (except in resident mode,
 /// where the chunk does not decide placement) halvings down to 16 tokens.
 fn chunk_candidates(request: &PlanRequest) -> impl Iterator<Item = usize> {
-    let asked = request.prefill_chunk.max(1);
     let lower = request.mode != Mode::Resident;
-    std::iter::successors(Some(asked), move |&c| (lower && c > 16).then_some(c / 2))
+    halvings(request.prefill_chunk).take(if lower { usize::MAX } else { 1 })
+}
+
+/// `asked` (at least 1), then its halvings down to 16 tokens.
+fn halvings(asked: usize) -> impl Iterator<Item = usize> {
+    std::iter::successors(Some(asked.max(1)), |&c| (c > 16).then_some(c / 2))
 }
 
 fn no_chunk_tried() -> PlanError {

@@ -118,6 +118,23 @@ fn a_chunk_too_large_for_the_budget_is_lowered() {
     assert!(plan.reasons.iter().any(|r| r.contains("prefill chunk lowered")), "{:?}", plan.reasons);
 }
 
+/// Everything resident with a lowered chunk: what resident mode refuses (it never lowers
+/// the chunk) and auto mode would stream instead.
+#[test]
+fn place_resident_lowers_the_chunk_and_never_streams() {
+    let a = arch("Qwen3-4B");
+    let (spec, blocks) = (a.spec(1024), a.block_bytes(&q4()));
+    let all: u64 = blocks.iter().map(|(_, b)| b).sum();
+    let asked = PlanRequest { prefill_chunk: 4096, ..request(all + (400 << 20)) };
+    let resident_mode = PlanRequest { mode: Mode::Resident, ..asked };
+    assert!(StreamPlan::place(&spec, &blocks, &resident_mode).is_err(), "the 4096-token workspace does not fit");
+    let plan = StreamPlan::place_resident(&spec, &blocks, &asked).unwrap();
+    assert_eq!(plan.slots, 0);
+    assert!(plan.blocks.iter().all(|(_, p)| *p != Placement::Streamed), "{plan}");
+    assert!(plan.prefill_chunk < 4096 && plan.device_bytes() <= asked.budget_bytes, "{plan}");
+    assert!(StreamPlan::place_resident(&spec, &blocks, &request(all / 2)).is_err(), "half the blocks cannot fit");
+}
+
 /// The seeds' arithmetic: a Qwen2-1.5B layer in f32 is ~150-250 MB.
 #[test]
 fn qwen2_1_5b_f32_layers_weigh_what_the_seeds_say() {

@@ -85,11 +85,7 @@ pub fn run(args: Args) -> Result<()> {
     let mut spec = ckpt.spec()?;
     spec.context_length = args.context.unwrap_or(spec.context_length.min(4096)).min(spec.context_length);
     let layout = model_layout(&ckpt, &spec)?;
-    let blocks: Vec<(BlockId, u64)> = layout
-        .blocks
-        .iter()
-        .map(|(b, _)| (*b, layout.tensors(*b).iter().map(|t| device_bytes_for(t, true)).sum()))
-        .collect();
+    let blocks = block_bytes(&layout);
     let budget_bytes = match &args.vram_budget {
         Some(text) => text.parse::<Budget>()?.resolve(Some(gpu.vram_bytes()))?,
         None => gpu.vram_bytes().saturating_sub(RUNTIME_RESERVE),
@@ -177,11 +173,9 @@ pub fn run(args: Args) -> Result<()> {
 /// per layer; and whether the loader's placement with the experts in host memory fits.
 fn print_experts(ckpt: &Checkpoint, spec: &cardinfer_core::ModelSpec, request: &PlanRequest) -> Result<()> {
     let Some(moe) = &spec.moe else { return Ok(()) };
-    let dense_layout = cardinfer_stream::model::names::layout_without_experts(ckpt, spec)?;
-    let sum = |layout: &cardinfer_core::ModelLayout| -> u64 {
-        layout.blocks.iter().flat_map(|(_, ts)| ts.iter()).map(|t| device_bytes_for(t, true)).sum()
-    };
-    let (all, dense) = (sum(&model_layout(ckpt, spec)?), sum(&dense_layout));
+    let dense_blocks = block_bytes(&cardinfer_stream::model::names::layout_without_experts(ckpt, spec)?);
+    let sum = |blocks: &[(BlockId, u64)]| -> u64 { blocks.iter().map(|(_, bytes)| bytes).sum() };
+    let (all, dense) = (sum(&block_bytes(&model_layout(ckpt, spec)?)), sum(&dense_blocks));
     let experts = all.saturating_sub(dense);
     let routed_layers = (0..spec.num_layers).filter(|&l| spec.is_moe_layer(l)).count();
     let per_token = experts * moe.experts_per_token as u64 / moe.experts.max(1) as u64;
@@ -195,32 +189,25 @@ fn print_experts(ckpt: &Checkpoint, spec: &cardinfer_core::ModelSpec, request: &
     println!("| dense: attention, norms, routers, embedding, head | {} | {} |", ByteSize(dense), ByteSize(dense));
     println!("| routed experts | {} | {} |", ByteSize(experts), ByteSize(per_token));
     // The loader's choice when the whole does not fit resident: the dense part resident
-    // with the largest prefill chunk (halving) that fits, the experts in host memory.
-    let blocks: Vec<(BlockId, u64)> =
-        dense_layout.blocks.iter().map(|(b, ts)| (*b, ts.iter().map(|t| device_bytes_for(t, true)).sum())).collect();
+    // with the largest prefill chunk that fits, the experts in host memory.
     if all <= request.budget_bytes || request.mode != Mode::Auto {
         return Ok(());
     }
-    let mut chunk = request.prefill_chunk.max(1);
-    loop {
-        let attempt = PlanRequest { prefill_chunk: chunk, ..*request };
-        if let Ok(p) = StreamPlan::place(spec, &blocks, &attempt) {
-            if p.slots == 0 {
-                println!(
-                    "placement (the loader's for this budget): the dense part resident, {} with KV cache and \
-                     workspace (prefill chunk {}); the experts in host memory, the CPU reading {} of them per token",
-                    ByteSize(p.device_bytes()),
-                    p.prefill_chunk,
-                    ByteSize(per_token)
-                );
-                return Ok(());
-            }
-        }
-        if chunk <= 16 {
-            return Ok(());
-        }
-        chunk = (chunk / 2).max(16);
+    if let Ok(p) = StreamPlan::place_resident(spec, &dense_blocks, request) {
+        println!(
+            "placement (the loader's for this budget): the dense part resident, {} with KV cache and \
+             workspace (prefill chunk {}); the experts in host memory, the CPU reading {} of them per token",
+            ByteSize(p.device_bytes()),
+            p.prefill_chunk,
+            ByteSize(per_token)
+        );
     }
+    Ok(())
+}
+
+/// Each block of `layout` with the bytes it takes on an accelerator.
+fn block_bytes(layout: &cardinfer_core::ModelLayout) -> Vec<(BlockId, u64)> {
+    layout.blocks.iter().map(|(b, ts)| (*b, ts.iter().map(|t| device_bytes_for(t, true)).sum())).collect()
 }
 
 /// Consecutive blocks with the same placement, as (blocks, placement, bytes).

@@ -155,7 +155,7 @@ impl LoadedModel {
             None => spec.context_length.min(DEFAULT_CONTEXT),
         };
         let layout = model_layout(&ckpt, &spec)?;
-        let placement = Placed::plan(&spec, &layout, device, options, budget_bytes);
+        let placement = Placed::plan(&spec, &layout, device, options, budget_bytes, false);
         let resident = matches!(&placement, Ok(p) if p.plan.slots == 0);
         let model = if resident && options.mode != Mode::Stream && family.is_none() {
             let mut model = ResidentModel::load_spec(&ckpt, spec, device, progress)?;
@@ -195,21 +195,8 @@ impl LoadedModel {
             return Ok(None);
         }
         let dense = crate::model::names::layout_without_experts(ckpt, spec)?;
-        // The largest prefill chunk (from the one asked for, halving) whose workspace fits
-        // beside everything resident.
-        let mut chunk = options.prefill_chunk.max(1);
-        loop {
-            let auto = LoadOptions { hybrid: false, host_layers: None, prefill_chunk: chunk, ..options.clone() };
-            if let Ok(p) = Placed::plan(spec, &dense, device, &auto, budget_bytes) {
-                if p.plan.slots == 0 {
-                    return Ok(Some(p.plan.prefill_chunk));
-                }
-            }
-            if chunk <= 16 {
-                return Ok(None);
-            }
-            chunk = (chunk / 2).max(16);
-        }
+        let options = LoadOptions { hybrid: false, host_layers: None, ..options.clone() };
+        Ok(Placed::plan(spec, &dense, device, &options, budget_bytes, true).ok().map(|p| p.plan.prefill_chunk))
     }
 }
 
@@ -268,7 +255,8 @@ struct Placed {
 }
 
 impl Placed {
-    /// Plans `spec` on `device` within `budget_bytes`, with the runtime's own device
+    /// Plans `spec` on `device` within `budget_bytes` (`all_resident`: every block of
+    /// `layout` resident, the prefill chunk lowered until its workspace fits), with the runtime's own device
     /// bytes (cuBLAS, kernel modules, measured with a tiny block of this family) and the
     /// slot buffers' scratch reserved inside the budget; hybrid plans place host layers
     /// at the rates of `options.profile`.
@@ -278,6 +266,7 @@ impl Placed {
         device: &Device,
         options: &LoadOptions,
         budget_bytes: u64,
+        all_resident: bool,
     ) -> Result<Self> {
         let dominant = layout
             .tensors(cardinfer_core::BlockId::Layer(0))
@@ -310,7 +299,10 @@ impl Placed {
             measured_workspace_bytes: overheads.map(|o| o.workspace_bytes),
             overlapped_copies: crate::executor::copies_overlap(device, options.copy_stream),
         };
-        let mut plan = crate::executor::plan_on_device(spec, layout, device, &request)?;
+        let mut plan = match all_resident {
+            true => StreamPlan::place_resident(spec, &crate::executor::device_block_bytes(layout, device), &request)?,
+            false => crate::executor::plan_on_device(spec, layout, device, &request)?,
+        };
         if options.hybrid || options.host_layers.is_some() {
             let profile = options.profile.clone().unwrap_or_else(cardinfer_plan::Profile::h100_fitted);
             plan.place_hybrid(
