@@ -1,7 +1,7 @@
-//! A safetensors header checked tensor by tensor before the `safetensors` crate reads it,
-//! so a bad entry is reported with its tensor's name and the numbers that disagree (the
-//! crate reports most of these without a name, or names the tensor after a gap rather
-//! than the one that caused it). What this check does not recognise is left to the crate.
+//! A safetensors header the `safetensors` crate refused, checked tensor by tensor, so a
+//! bad entry is reported with its tensor's name and the numbers that disagree (the crate
+//! reports most of these without a name, or names the tensor after a gap rather than the
+//! one that caused it). What this check does not recognise is left to the crate's error.
 
 use crate::QuantError;
 use serde_json::{Map, Value};
@@ -135,5 +135,9 @@ mod tests {
         assert!(e.contains("4 bytes follow the last tensor `a`"), "{e}");
         let huge = r#"{"a":{"dtype":"F32","shape":[4294967296,4294967296,4294967296],"data_offsets":[0,8]}}"#;
         assert!(error(huge, 8).contains("too large"));
+        // Through the reader: the file the crate refuses gets the named message.
+        let e = crate::shard_tensors(Path::new("m.safetensors"), 0, &file(overlap, 12)).unwrap_err().to_string();
+        assert!(e.contains("overlap tensor `a`"), "{e}");
+        assert_eq!(crate::shard_tensors(Path::new("m.safetensors"), 0, &file(good, 16)).unwrap().len(), 2);
     }
 }
