@@ -59,6 +59,18 @@ pub fn gguf_expert_tensor(hf: &str) -> Option<(usize, String, usize)> {
     Some((layer, format!("blk.{layer}.{merged}"), expert))
 }
 
+/// How a Hugging Face checkpoint of `family` names, within a layer, its router, its
+/// experts' prefix (expert `e`'s tensors are `<prefix>.<e>.<projection>`) and their gate,
+/// up and down projections (Mixtral: `w1`, `w3`, `w2`).
+pub fn hf_expert_names(family: Family) -> (&'static str, &'static str, [&'static str; 3]) {
+    match family {
+        Family::Mixtral => {
+            ("block_sparse_moe.gate.weight", "block_sparse_moe.experts", ["w1.weight", "w3.weight", "w2.weight"])
+        }
+        _ => ("mlp.gate.weight", "mlp.experts", ["gate_proj.weight", "up_proj.weight", "down_proj.weight"]),
+    }
+}
+
 /// How many heads' rows a Hugging Face tensor must be permuted by for GGUF (llama.cpp
 /// converts Llama/Mistral q/k projections to interleaved RoPE pairs), or `None`.
 pub fn qk_permutation_heads(spec: &ModelSpec, hf: &str) -> Option<usize> {

@@ -5,7 +5,7 @@
 use crate::candle::quantize;
 use crate::gguf::GgufWriter;
 use crate::hf_to_gguf::{
-    gguf_expert_tensor, gguf_tensor_name, permute_qk_rows, qk_permutation_heads, write_model_metadata,
+    gguf_expert_tensor, gguf_tensor_name, hf_expert_names, permute_qk_rows, qk_permutation_heads, write_model_metadata,
 };
 use crate::synth_preset::SplitMix;
 use crate::QuantError;
@@ -195,16 +195,5 @@ impl SyntheticModel {
             spec.rope_style = RopeStyle::Interleaved;
         }
         spec
-    }
-}
-
-/// How a Hugging Face checkpoint of `family` names a layer's router, its experts' prefix
-/// and their gate/up/down projections.
-fn hf_expert_names(family: Family) -> (&'static str, &'static str, [&'static str; 3]) {
-    match family {
-        Family::Mixtral => {
-            ("block_sparse_moe.gate.weight", "block_sparse_moe.experts", ["w1.weight", "w3.weight", "w2.weight"])
-        }
-        _ => ("mlp.gate.weight", "mlp.experts", ["gate_proj.weight", "up_proj.weight", "down_proj.weight"]),
     }
 }

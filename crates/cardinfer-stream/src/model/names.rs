@@ -1,6 +1,7 @@
 //! Tensor names: the roles the decoder family uses, and how each format spells them.
 
 use cardinfer_core::{BlockId, Family, ModelLayout, ModelSpec, TensorInfo};
+use cardinfer_quant::hf_to_gguf::hf_expert_names;
 use cardinfer_quant::{Checkpoint, QuantError};
 use std::borrow::Cow;
 
@@ -24,17 +25,6 @@ impl ExpertProj {
             ExpertProj::Gate => "ffn_gate",
             ExpertProj::Up => "ffn_up",
             ExpertProj::Down => "ffn_down",
-        }
-    }
-
-    fn hf_name(self, family: Family) -> &'static str {
-        match (family, self) {
-            (Family::Mixtral, ExpertProj::Gate) => "w1.weight",
-            (Family::Mixtral, ExpertProj::Up) => "w3.weight",
-            (Family::Mixtral, ExpertProj::Down) => "w2.weight",
-            (_, ExpertProj::Gate) => "gate_proj.weight",
-            (_, ExpertProj::Up) => "up_proj.weight",
-            (_, ExpertProj::Down) => "down_proj.weight",
         }
     }
 }
@@ -121,7 +111,7 @@ impl Role {
     /// The name of this role's tensor in layer `layer` (ignored for global roles) of a
     /// `family` checkpoint; for an expert in a GGUF file, the 3-D tensor holding it.
     pub fn tensor_name(self, format: Format, family: Family, layer: usize) -> String {
-        let moe_prefix = if family == Family::Mixtral { "block_sparse_moe" } else { "mlp" };
+        let (router, experts, projs) = hf_expert_names(family);
         let hf: Cow<'static, str> = match self {
             Role::TokenEmbedding => return format.pick("token_embd.weight", "model.embed_tokens.weight"),
             Role::OutputNorm => return format.pick("output_norm.weight", "model.norm.weight"),
@@ -140,10 +130,18 @@ impl Role {
             Role::FfnGate => "mlp.gate_proj.weight".into(),
             Role::FfnUp => "mlp.up_proj.weight".into(),
             Role::FfnDown => "mlp.down_proj.weight".into(),
-            Role::FfnRouter => format!("{moe_prefix}.gate.weight").into(),
+            Role::FfnRouter => router.into(),
             Role::Expert(proj, expert) => match format {
                 Format::Gguf => return format!("blk.{layer}.{}_exps.weight", proj.gguf_stem()),
-                Format::Hf => format!("{moe_prefix}.experts.{expert}.{}", proj.hf_name(family)).into(),
+                Format::Hf => {
+                    let [gate, up, down] = projs;
+                    let name = match proj {
+                        ExpertProj::Gate => gate,
+                        ExpertProj::Up => up,
+                        ExpertProj::Down => down,
+                    };
+                    format!("{experts}.{expert}.{name}").into()
+                }
             },
         };
         match format {
