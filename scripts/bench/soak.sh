@@ -7,7 +7,8 @@
 #   bash scripts/bench/soak.sh [PRESET] [N] [-- soak args]      (default: qwen3-0.6b 1000)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-preset=${1:-qwen3-0.6b}; n=${2:-1000}; shift $(( $# > 2 ? 3 : $# ))
+preset=${1:-qwen3-0.6b}; n=${2:-1000}; shift $(( $# < 2 ? $# : 2 ))
+[ "${1:-}" != "--" ] || shift
 pack=.gpu/bench
 results=${OUT:-$pack/results}
 work=${BENCH_WORK:-/tmp/cardinfer-bench}
