@@ -5,7 +5,7 @@ use crate::model::family::Decoder;
 use crate::model::kv_cache::KvCache;
 use crate::model::layer_stream::LayerStream;
 use crate::model::names::model_layout;
-use crate::model::text_model::{check_tokens, Logits, TextModel};
+use crate::model::text_model::{check_tokens, forward_in_chunks, Logits, TextModel};
 use crate::model::weights::BlockWeights;
 use crate::Result;
 use candle_core::{DType, Device, IndexOp, Tensor};
@@ -217,22 +217,7 @@ impl TextModel for ResidentModel {
     fn forward(&self, tokens: &[u32], kv: &mut KvCache, which: Logits) -> Result<Tensor> {
         let spec = self.spec();
         check_tokens(spec, tokens, kv.len())?;
-        if tokens.len() > self.prefill_chunk {
-            let mut parts = Vec::new();
-            let pieces: Vec<&[u32]> = tokens.chunks(self.prefill_chunk).collect();
-            for (i, piece) in pieces.iter().enumerate() {
-                let last = i + 1 == pieces.len();
-                let logits = self.forward_piece(piece, kv, if last { which } else { Logits::Last })?;
-                if which == Logits::All || last {
-                    parts.push(logits);
-                }
-            }
-            return match which {
-                Logits::All => Ok(Tensor::cat(&parts, 0)?),
-                Logits::Last => parts.pop().ok_or_else(|| crate::StreamError::Internal("an empty prompt".into())),
-            };
-        }
-        self.forward_piece(tokens, kv, which)
+        forward_in_chunks(tokens, self.prefill_chunk, which, |piece, need| self.forward_piece(piece, kv, need))
     }
 
     fn new_cache(&self) -> KvCache {
@@ -241,9 +226,10 @@ impl TextModel for ResidentModel {
 }
 
 impl ResidentModel {
-    fn forward_piece(&self, tokens: &[u32], kv: &mut KvCache, which: Logits) -> Result<Tensor> {
+    /// One weight pass over `tokens`; the head runs only when logits are asked for.
+    fn forward_piece(&self, tokens: &[u32], kv: &mut KvCache, which: Option<Logits>) -> Result<Option<Tensor>> {
         if let Some(logits) = self.fused_decode(tokens, kv)? {
-            return Ok(logits);
+            return Ok(which.map(|_| logits));
         }
         let pos = kv.len();
         let mut timeline = Timeline::start(&self.device);
@@ -255,14 +241,18 @@ impl ResidentModel {
             timeline.end(BlockId::Layer(i), None);
         }
         let x = match which {
-            Logits::Last => x.i((.., tokens.len() - 1..tokens.len(), ..))?,
-            Logits::All => x,
+            None => {
+                timeline.print(tokens.len());
+                return Ok(None);
+            }
+            Some(Logits::Last) => x.i((.., tokens.len() - 1..tokens.len(), ..))?,
+            Some(Logits::All) => x,
         };
         timeline.begin();
         let logits = self.decoder.head(&self.head, &x)?.squeeze(0)?;
         timeline.end(BlockId::Head, None);
         timeline.print(tokens.len());
-        Ok(logits)
+        Ok(Some(logits))
     }
 
     /// A cache with buffers preallocated for the whole context when the fused path is

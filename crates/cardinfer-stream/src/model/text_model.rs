@@ -46,3 +46,26 @@ pub fn check_tokens(spec: &ModelSpec, tokens: &[u32], cached: usize) -> Result<(
     }
     Ok(())
 }
+
+/// Runs `tokens` through `pass` in pieces of at most `chunk` tokens (one weight pass
+/// each), asking for logits only where `which` needs them — every piece's for
+/// `Logits::All`, the last piece's for `Logits::Last` — and joins them.
+pub(crate) fn forward_in_chunks(
+    tokens: &[u32],
+    chunk: usize,
+    which: Logits,
+    mut pass: impl FnMut(&[u32], Option<Logits>) -> Result<Option<Tensor>>,
+) -> Result<Tensor> {
+    let chunks: Vec<&[u32]> = tokens.chunks(chunk.max(1)).collect();
+    let mut rows = Vec::with_capacity(chunks.len());
+    for (i, piece) in chunks.iter().enumerate() {
+        let last = i + 1 == chunks.len();
+        rows.extend(pass(piece, (last || which == Logits::All).then_some(which))?);
+    }
+    Ok(match which {
+        Logits::All => Tensor::cat(&rows, 0)?,
+        Logits::Last => {
+            rows.pop().ok_or_else(|| StreamError::InvalidParameter { name: "tokens", reason: "empty".into() })?
+        }
+    })
+}

@@ -14,7 +14,7 @@ use crate::cuda::sizes::device_bytes_of;
 use crate::device::DeviceMarker;
 use crate::model::kv_cache::KvCache;
 use crate::model::layer_stream::LayerStream;
-use crate::model::text_model::{check_tokens, Logits, TextModel};
+use crate::model::text_model::{check_tokens, forward_in_chunks, Logits, TextModel};
 use crate::model::weights::head_rows_parts;
 use crate::model::weights::BlockWeights;
 use crate::{Result, StreamError};
@@ -451,19 +451,7 @@ impl TextModel for StreamedModel {
     /// Runs the prompt in chunks of `plan.prefill_chunk` tokens, one weight pass each.
     fn forward(&self, tokens: &[u32], kv: &mut KvCache, which: Logits) -> Result<Tensor> {
         check_tokens(self.spec(), tokens, kv.len())?;
-        let chunks: Vec<&[u32]> = tokens.chunks(self.plan.prefill_chunk).collect();
-        let mut rows = Vec::with_capacity(chunks.len());
-        for (i, chunk) in chunks.iter().enumerate() {
-            let last = i + 1 == chunks.len();
-            let need = (last || which == Logits::All).then_some(which);
-            rows.extend(self.pass(chunk, kv, need)?);
-        }
-        Ok(match which {
-            Logits::All => Tensor::cat(&rows, 0)?,
-            Logits::Last => {
-                rows.pop().ok_or_else(|| StreamError::InvalidParameter { name: "tokens", reason: "empty".into() })?
-            }
-        })
+        forward_in_chunks(tokens, self.plan.prefill_chunk, which, |piece, need| self.pass(piece, kv, need))
     }
 }
 
