@@ -165,6 +165,7 @@ impl LoadedModel {
             Self::experts_fit_on_host(&ckpt, &spec, device, options, budget_bytes, family.is_some())?
         {
             let mut model = ResidentModel::load_experts_on_host(&ckpt, spec, device, progress)?;
+            model.prepare_decode_path(options.decode_path);
             model.set_prefill_chunk(chunk);
             Runner::Resident(Box::new(model))
         } else {
