@@ -4,10 +4,14 @@
 # synthetic model written here. Needs .gpu/bench/cardinfer-dev.gz (prepare.sh with
 # BENCH_DEV=1) beside cardinfer.gz. Writes the table to RESULTS/soak.md ($OUT or .gpu/bench/results).
 #
-#   bash scripts/bench/soak.sh [PRESET] [N] [-- soak args]      (default: qwen3-0.6b 1000)
+#   bash scripts/bench/soak.sh [PRESET] [GENERATIONS] [TURNS] [-- soak args]
+#                                          (default: qwen3-0.6b 1000 1000)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-preset=${1:-qwen3-0.6b}; n=${2:-1000}; shift $(( $# < 2 ? $# : 2 ))
+preset=qwen3-0.6b; n=1000; turns=1000
+[ $# -eq 0 ] || [ "$1" = "--" ] || { preset=$1; shift; }
+[ $# -eq 0 ] || [ "$1" = "--" ] || { n=$1; shift; }
+[ $# -eq 0 ] || [ "$1" = "--" ] || { turns=$1; shift; }
 [ "${1:-}" != "--" ] || shift
 pack=.gpu/bench
 results=${OUT:-$pack/results}
@@ -20,6 +24,6 @@ model=$work/$preset.gguf
 {
   echo "soak: $preset (synthetic), $(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)," \
     "cardinfer $(tr '\n' ' ' < "$pack/commit"), $(date -u +%Y-%m-%d)"
-  echo "command: cardinfer-dev soak -m $preset.gguf --device cuda -n $n --turns $n $*"
-  "$work/cardinfer-dev" soak -m "$model" --device cuda -n "$n" --turns "$n" "$@"
+  echo "command: cardinfer-dev soak -m $preset.gguf --device cuda -n $n --turns $turns $*"
+  "$work/cardinfer-dev" soak -m "$model" --device cuda -n "$n" --turns "$turns" "$@"
 } | tee "$results/soak.md"
