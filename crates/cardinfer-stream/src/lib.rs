@@ -30,6 +30,7 @@ pub use candle_core;
 pub use cardinfer_plan::{Budget, Placement, Profile, StreamPlan};
 pub use cpu::kernels::CpuKernels;
 pub use error::{Result, StreamError};
+pub use executor::expert_cache::ExpertStats;
 pub use executor::{DecodePath, Mode, ResidentModel};
 pub use load::{HostTier, LoadOptions, LoadedModel, ModelSource, Runner};
 pub use model::{KvCache, KvSlot, LayerStream, Logits, TextModel};

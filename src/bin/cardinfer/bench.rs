@@ -122,6 +122,19 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(tuning) = &metrics.host_tuning {
         eprintln!("host layers: {tuning}");
     }
+    if let Some(e) = &metrics.experts {
+        eprintln!(
+            "experts: {} cache slots ({:.0} MiB), hit rate {:.1} %, {} uploaded, {} on the CPU, {} copied for one pass; CPU {:.1} GB/s, link {:.1} GB/s",
+            e.slots,
+            e.device_bytes as f64 / (1 << 20) as f64,
+            100.0 * e.hit_rate(),
+            e.uploaded,
+            e.cpu,
+            e.temporary,
+            e.cpu_gbs,
+            e.link_gbs
+        );
+    }
     let peak = watch.peak_bytes().or(device.is_cpu().then_some(metrics.accounted_peak_bytes));
     let mib = |b: u64| b as f64 / (1 << 20) as f64;
     let budget = (loaded.budget_bytes != u64::MAX).then_some(loaded.budget_bytes);

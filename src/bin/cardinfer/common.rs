@@ -150,6 +150,10 @@ pub struct PlacementArgs {
     /// `CARDINFER_CPU_KERNEL=candle` and `CARDINFER_CPU_MATVEC=candle`).
     #[arg(long, default_value = "native")]
     pub cpu_kernels: String,
+    /// Mixture-of-experts models with experts in host memory: no device cache of experts,
+    /// the CPU computes every routed expert of a decode step (llama.cpp's --cpu-moe).
+    #[arg(long)]
+    pub no_expert_cache: bool,
 }
 
 /// Whether environment variable `name` is set to `value`.
@@ -198,6 +202,7 @@ impl PlacementArgs {
             decode_path,
             copy_stream: !self.no_copy_stream && !env_is("CARDINFER_COPY_STREAM", "0"),
             cpu_kernels,
+            expert_cache: !self.no_expert_cache,
             profile,
         })
     }

@@ -58,8 +58,51 @@ pub fn try_matvec_pairs(pairs: &[(&QTensor, &Tensor)]) -> candle_core::Result<Op
     matvec_job(&ws, &xs, &input_of)
 }
 
+/// A block-quantized matrix `[rows, cols]` as bytes in host memory (a tensor's storage,
+/// or a range of a page-locked buffer), in the file's block layout.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HostMatrix<'a> {
+    /// Quantization of the blocks.
+    pub dtype: GgmlDType,
+    /// The blocks, row after row.
+    pub bytes: &'a [u8],
+    /// Output rows.
+    pub rows: usize,
+    /// Values per row.
+    pub cols: usize,
+}
+
+/// [`try_matvec_pairs`] for matrices given as bytes: the same kernels, the same bits.
+pub(crate) fn try_matvec_host_pairs(pairs: &[(HostMatrix<'_>, &Tensor)]) -> candle_core::Result<Option<Vec<Tensor>>> {
+    let ws: Vec<HostMatrix<'_>> = pairs.iter().map(|(w, _)| *w).collect();
+    let xs: Vec<&Tensor> = pairs.iter().map(|(_, x)| *x).collect();
+    let input_of: Vec<usize> = (0..pairs.len()).collect();
+    host_matvec_job(&ws, &xs, &input_of)
+}
+
 /// The products `inputs[input_of[i]] @ ws[i]ᵀ` as one job of the host pool.
 fn matvec_job(ws: &[&QTensor], inputs: &[&Tensor], input_of: &[usize]) -> candle_core::Result<Option<Vec<Tensor>>> {
+    if ws.iter().any(|w| !matches!(w.device(), Device::Cpu) || w.shape().dims().len() != 2) {
+        return Ok(None);
+    }
+    let data = ws.iter().map(|w| w.data()).collect::<candle_core::Result<Vec<_>>>()?;
+    let matrices: Vec<HostMatrix<'_>> = ws
+        .iter()
+        .zip(&data)
+        .map(|(w, bytes)| {
+            let dims = w.shape().dims();
+            HostMatrix { dtype: w.dtype(), bytes, rows: dims[0], cols: dims[1] }
+        })
+        .collect();
+    host_matvec_job(&matrices, inputs, input_of)
+}
+
+/// The products `inputs[input_of[i]] @ ws[i]ᵀ` as one job of the host pool.
+fn host_matvec_job(
+    ws: &[HostMatrix<'_>],
+    inputs: &[&Tensor],
+    input_of: &[usize],
+) -> candle_core::Result<Option<Vec<Tensor>>> {
     if !enabled() || ws.is_empty() || ws.len() != input_of.len() {
         return Ok(None);
     }
@@ -80,16 +123,15 @@ fn matvec_job(ws: &[&QTensor], inputs: &[&Tensor], input_of: &[usize]) -> candle
     let mut shapes = Vec::with_capacity(ws.len());
     for (w, &input) in ws.iter().zip(input_of) {
         let Some((_, _, _, k)) = flat.get(input) else { return Ok(None) };
-        match (w.device(), w.shape().dims()) {
-            (Device::Cpu, [n, wk]) if wk == k => shapes.push(*n),
-            _ => return Ok(None),
+        if w.cols != *k {
+            return Ok(None);
         }
+        shapes.push(w.rows);
     }
-    let data = ws.iter().map(|w| w.data()).collect::<candle_core::Result<Vec<_>>>()?;
     let mut kernels = Vec::with_capacity(ws.len());
-    for (((w, bytes), &n), &input) in ws.iter().zip(&data).zip(&shapes).zip(input_of) {
+    for ((w, &n), &input) in ws.iter().zip(&shapes).zip(input_of) {
         let (xs, _, rows, k) = &flat[input];
-        match kernel_for(w.dtype(), bytes, n, *k, xs, *rows) {
+        match kernel_for(w.dtype, w.bytes, n, *k, xs, *rows) {
             Some(kernel) => kernels.push(kernel),
             None => return Ok(None),
         }

@@ -78,6 +78,22 @@ impl SlotArena {
         SlotCursor { slot: self.0.next(), used: 0 }
     }
 
+    /// Slot `index` (modulo the slot count), to be filled from its start: for a cache
+    /// that chooses which slot to reuse.
+    pub fn slot(&self, index: usize) -> SlotCursor {
+        SlotCursor { slot: self.0.get(index), used: 0 }
+    }
+
+    /// How many slots the arena holds.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether the arena holds no slot (never: it is made with at least one).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Device bytes the arena holds.
     pub fn device_bytes(&self) -> u64 {
         self.0.bytes()
@@ -235,6 +251,14 @@ mod imp {
             self.slots[i].clone()
         }
 
+        pub fn get(&self, index: usize) -> Arc<Slot> {
+            self.slots[index % self.slots.len()].clone()
+        }
+
+        pub fn len(&self) -> usize {
+            self.slots.len()
+        }
+
         pub fn bytes(&self) -> u64 {
             self.slots.iter().map(|s| s.buffer.len() as u64).sum::<u64>() + self.workspace_bytes
         }
@@ -277,6 +301,12 @@ mod imp {
             None
         }
         pub fn next(&self) -> std::sync::Arc<Slot> {
+            match *self {}
+        }
+        pub fn get(&self, _index: usize) -> std::sync::Arc<Slot> {
+            match *self {}
+        }
+        pub fn len(&self) -> usize {
             match *self {}
         }
         pub fn bytes(&self) -> u64 {

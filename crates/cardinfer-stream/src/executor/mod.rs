@@ -40,6 +40,7 @@ mod host_layer;
 mod plan;
 // Parts of these only the tests read (`dev`).
 #[cfg_attr(not(feature = "dev"), allow(dead_code))]
+pub(crate) mod expert_cache;
 mod pool;
 mod reader;
 mod resident;

@@ -1,10 +1,12 @@
 //! A fully resident model: every block loaded once onto one device.
 
+use crate::cuda::sizes::{kernel_workspace_bytes, slot_tensor_bytes, MAX_TENSORS_PER_SLOT, SLOT_ALIGN};
+use crate::executor::expert_cache::{ExpertCache, ExpertStats};
 use crate::executor::Timeline;
 use crate::model::family::Decoder;
 use crate::model::kv_cache::KvCache;
 use crate::model::layer_stream::LayerStream;
-use crate::model::names::model_layout;
+use crate::model::names::{model_layout, role_tensor, ExpertProj, Role};
 use crate::model::text_model::{check_tokens, forward_in_chunks, Logits, TextModel};
 use crate::model::weights::BlockWeights;
 use crate::Result;
@@ -28,6 +30,8 @@ pub struct ResidentModel {
     decode_status: String,
     /// The routed experts live in host memory and the CPU computes them.
     experts_on_host: bool,
+    /// The device's cache of routed experts, when they live in host memory on CUDA.
+    expert_cache: Option<std::sync::Arc<ExpertCache>>,
     /// Longest piece of a prompt computed at once (its workspace is planned for).
     prefill_chunk: usize,
 }
@@ -52,26 +56,61 @@ impl ResidentModel {
         device: &Device,
         progress: impl FnMut(usize, usize),
     ) -> Result<Self> {
-        Self::load_placed(ckpt, spec, device, false, progress)
+        Self::load_placed(ckpt, spec, device, None, progress)
     }
 
     /// A mixture-of-experts model with everything but its routed experts on `device` and
-    /// the experts in host memory, computed there by the CPU for the tokens routed to them
-    /// (llama.cpp's `--cpu-moe`): the device holds the parts every token uses.
+    /// the experts in host memory (llama.cpp's `--cpu-moe`): the device holds the parts
+    /// every token uses, and on CUDA a cache of experts in up to `cache_bytes` of its
+    /// memory ([`crate::executor::expert_cache`]), for passes of up to `max_rows` tokens.
+    /// Experts not in the cache are computed by the CPU or uploaded, whichever is cheaper.
     pub fn load_experts_on_host(
         ckpt: &Checkpoint,
         spec: ModelSpec,
         device: &Device,
+        cache_bytes: u64,
+        max_rows: usize,
         progress: impl FnMut(usize, usize),
     ) -> Result<Self> {
-        Self::load_placed(ckpt, spec, device, true, progress)
+        let cache = Self::expert_cache(ckpt, &spec, device, cache_bytes, max_rows)?.map(std::sync::Arc::new);
+        Self::load_placed(ckpt, spec, device, Some(cache), progress)
+    }
+
+    /// The largest cache of whole experts that fits `cache_bytes` (slots and kernel
+    /// scratch), if any fits and the device has one.
+    fn expert_cache(
+        ckpt: &Checkpoint,
+        spec: &ModelSpec,
+        device: &Device,
+        cache_bytes: u64,
+        max_rows: usize,
+    ) -> Result<Option<ExpertCache>> {
+        let Some(moe) = spec.moe.as_ref() else { return Ok(None) };
+        let Some(layer) = (0..spec.num_layers).find(|&i| spec.is_moe_layer(i)) else { return Ok(None) };
+        if device.is_cpu() || cache_bytes == 0 {
+            return Ok(None);
+        }
+        let mut expert_bytes = 0;
+        for proj in ExpertProj::ALL {
+            let info = role_tensor(ckpt, spec, BlockId::Layer(layer), Role::Expert(proj, 0))?;
+            expert_bytes += slot_tensor_bytes(&info) + SLOT_ALIGN;
+        }
+        let max_cols = spec.hidden_size.max(moe.expert_intermediate_size);
+        let scratch = kernel_workspace_bytes(max_cols, max_rows);
+        let slots = (cache_bytes.saturating_sub(scratch) / (expert_bytes + SLOT_ALIGN * MAX_TENSORS_PER_SLOT)) as usize;
+        Ok(ExpertCache::new(device, slots, expert_bytes, max_cols, max_rows.max(1)))
+    }
+
+    /// How the routed experts were computed so far, when a device cache holds some.
+    pub fn expert_stats(&self) -> Option<ExpertStats> {
+        self.expert_cache.as_ref().map(|c| c.stats())
     }
 
     fn load_placed(
         ckpt: &Checkpoint,
         spec: ModelSpec,
         device: &Device,
-        experts_on_host: bool,
+        experts_on_host: Option<Option<std::sync::Arc<ExpertCache>>>,
         mut progress: impl FnMut(usize, usize),
     ) -> Result<Self> {
         let layout = model_layout(ckpt, &spec)?;
@@ -82,9 +121,9 @@ impl ResidentModel {
         let mut layers = Vec::with_capacity(spec.num_layers);
         for i in 0..spec.num_layers {
             let block = BlockId::Layer(i);
-            layers.push(match experts_on_host {
-                true => BlockWeights::load_experts_on_host(ckpt, &spec, block, device)?,
-                false => BlockWeights::load(ckpt, &spec, block, device)?,
+            layers.push(match &experts_on_host {
+                Some(cache) => BlockWeights::load_experts_on_host(ckpt, &spec, block, device, cache.clone())?,
+                None => BlockWeights::load(ckpt, &spec, block, device)?,
             });
             progress(i + 2, total);
         }
@@ -101,7 +140,8 @@ impl ResidentModel {
             #[cfg(feature = "cuda")]
             fused: None,
             decode_status: "plain".into(),
-            experts_on_host,
+            experts_on_host: experts_on_host.is_some(),
+            expert_cache: experts_on_host.flatten(),
             prefill_chunk: usize::MAX,
         };
         model.prepare_decode_path(crate::executor::fused::DecodePath::default());

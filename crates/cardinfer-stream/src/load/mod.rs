@@ -161,10 +161,15 @@ impl LoadedModel {
             let mut model = ResidentModel::load_spec(&ckpt, spec, device, progress)?;
             model.prepare_decode_path(options.decode_path);
             Runner::Resident(Box::new(model))
-        } else if let Some(chunk) =
+        } else if let Some(plan) =
             Self::experts_fit_on_host(&ckpt, &spec, device, options, budget_bytes, family.is_some())?
         {
-            let mut model = ResidentModel::load_experts_on_host(&ckpt, spec, device, progress)?;
+            let cache_bytes = match options.expert_cache {
+                true => expert_cache_bytes(&plan),
+                false => 0,
+            };
+            let chunk = plan.prefill_chunk;
+            let mut model = ResidentModel::load_experts_on_host(&ckpt, spec, device, cache_bytes, chunk, progress)?;
             model.prepare_decode_path(options.decode_path);
             model.set_prefill_chunk(chunk);
             Runner::Resident(Box::new(model))
@@ -180,10 +185,10 @@ impl LoadedModel {
 
 impl LoadedModel {
     /// Whether a mixture-of-experts model that does not fit whole should run with its
-    /// routed experts in host memory (computed by the CPU) and everything else resident —
-    /// when the budget holds the rest resident (in the `auto` mode, with the built-in
-    /// blocks) — and then the prefill chunk whose workspace fits beside it. (Expert-granular
-    /// streaming and a device cache of hot experts are planned, not built: issue 30.)
+    /// routed experts in host memory and everything else resident — when the budget holds
+    /// the rest resident (in the `auto` mode, with the built-in blocks) — and then the
+    /// plan of that rest (its prefill chunk is the one whose workspace fits beside it; what
+    /// it leaves of the budget holds the device's expert cache).
     fn experts_fit_on_host(
         ckpt: &Checkpoint,
         spec: &ModelSpec,
@@ -191,14 +196,27 @@ impl LoadedModel {
         options: &LoadOptions,
         budget_bytes: u64,
         custom_blocks: bool,
-    ) -> Result<Option<usize>> {
+    ) -> Result<Option<StreamPlan>> {
         if spec.moe.is_none() || custom_blocks || options.mode != Mode::Auto {
             return Ok(None);
         }
         let dense = crate::model::names::layout_without_experts(ckpt, spec)?;
         let options = LoadOptions { hybrid: false, host_layers: None, ..options.clone() };
-        Ok(Placed::plan(spec, &dense, device, &options, budget_bytes, true).ok().map(|p| p.plan.prefill_chunk))
+        Ok(Placed::plan(spec, &dense, device, &options, budget_bytes, true).ok().map(|p| p.plan))
     }
+}
+
+/// Device bytes kept free beside the expert cache for a pass's own tensors (routed
+/// activations, outputs, an expert copied for one pass).
+const EXPERT_CACHE_MARGIN: u64 = 64 << 20;
+
+/// What `plan` (everything but the routed experts resident) leaves of its budget for the
+/// device's expert cache.
+fn expert_cache_bytes(plan: &StreamPlan) -> u64 {
+    let kv = if plan.kv_on_host { 0 } else { plan.kv_bytes };
+    let used =
+        plan.resident_bytes + kv + plan.workspace_bytes + plan.runtime_bytes + plan.slots as u64 * plan.slot_bytes;
+    plan.budget_bytes.saturating_sub(used).saturating_sub(EXPERT_CACHE_MARGIN)
 }
 
 /// What a checkpoint says about text: its tokenizer, its chat template, and the text of

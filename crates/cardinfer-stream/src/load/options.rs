@@ -48,6 +48,11 @@ pub struct LoadOptions {
     /// The device's measured rates for hybrid plans (the CLI's `probe` writes them);
     /// `None`: rates fitted on an H100 machine.
     pub profile: Option<Profile>,
+    /// Mixture-of-experts models whose routed experts live in host memory: keep a cache
+    /// of experts in the device memory the budget leaves, and upload missing experts
+    /// while the CPU computes others (on by default, CUDA); off, the CPU computes every
+    /// routed expert of a decode step (llama.cpp's `--cpu-moe`, to compare).
+    pub expert_cache: bool,
 }
 
 /// Where streamed blocks wait in host memory between their uploads.
@@ -101,6 +106,7 @@ impl Default for LoadOptions {
             copy_stream: true,
             cpu_kernels: CpuKernels::Native,
             profile: None,
+            expert_cache: true,
         }
     }
 }

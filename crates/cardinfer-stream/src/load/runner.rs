@@ -1,5 +1,6 @@
 //! The loaded model, resident or streamed, and what a run cost.
 
+use crate::executor::expert_cache::ExpertStats;
 use crate::executor::ResidentModel;
 use crate::executor::StreamedModel;
 use crate::model::kv_cache::KvCache;
@@ -95,6 +96,9 @@ pub struct RunMetrics {
     /// Where streamed blocks wait in host memory: `pinned` (all page-locked), `disk` (read
     /// on demand through a staging ring), `file` (the mapped file), or `-` (resident).
     pub host_tier: &'static str,
+    /// A mixture-of-experts model with experts in host memory and a device cache of them:
+    /// how its routed experts were computed (hit rate, uploads, CPU share, rates).
+    pub experts: Option<ExpertStats>,
 }
 
 impl Runner {
@@ -102,7 +106,11 @@ impl Runner {
     pub fn metrics(&self) -> RunMetrics {
         match self {
             Self::Resident(m) => RunMetrics {
-                mode: if m.experts_on_host() { "resident, experts on cpu" } else { "resident" },
+                mode: match (m.experts_on_host(), m.expert_stats().is_some()) {
+                    (true, true) => "resident, experts on host + device cache",
+                    (true, false) => "resident, experts on cpu",
+                    _ => "resident",
+                },
                 weight_bytes: m.weight_bytes(),
                 accounted_peak_bytes: m.weight_bytes(),
                 bytes_streamed_per_token: 0,
@@ -117,6 +125,7 @@ impl Runner {
                 h2d_gb_s: None,
                 pinned_bytes: 0,
                 host_tier: "-",
+                experts: m.expert_stats(),
             },
             Self::Streamed(m) => {
                 let t = m.timings();
@@ -137,6 +146,7 @@ impl Runner {
                     h2d_gb_s: (t.copy_secs > 0.0).then(|| stats.bytes_streamed as f64 / t.copy_secs / 1e9),
                     pinned_bytes: m.pinned_bytes(),
                     host_tier: m.host_tier(),
+                    experts: None,
                 }
             }
         }

@@ -5,6 +5,7 @@
 
 pub mod block_adapter;
 pub mod family;
+pub(crate) mod host_experts;
 pub mod kv_cache;
 pub mod layer_stream;
 pub mod names;

@@ -5,6 +5,8 @@ use crate::cuda::sizes::float_dtype;
 pub use crate::cuda::sizes::{device_bytes_for, device_bytes_of};
 use crate::cuda::slots::{Placed, SlotCursor, SlotTensor};
 use crate::device::DeviceMarker;
+use crate::executor::expert_cache::ExpertCache;
+use crate::model::host_experts::HostExperts;
 use crate::model::names::{resolve_name, role_tensor, ExpertProj, Role};
 use crate::{Result, StreamError};
 use candle_core::quantized::{QMatMul, QTensor};
@@ -138,6 +140,9 @@ pub struct BlockWeights {
     weights: HashMap<Role, Weight>,
     /// The copy-stream upload still filling these weights, if any ("slot ready").
     upload: Option<Arc<UploadEvents>>,
+    /// The routed experts, when they are held as one buffer in host memory (then the
+    /// map has no `Role::Expert` weights).
+    host_experts: Option<Arc<HostExperts>>,
 }
 
 impl BlockWeights {
@@ -167,20 +172,61 @@ impl BlockWeights {
             weights.insert(role, weight);
         }
         let upload = queue_upload(upload.as_deref(), &jobs)?;
-        Ok(Self { block, weights, upload })
+        Ok(Self { block, weights, upload, host_experts: None })
     }
 
     /// Loads block `block` like [`BlockWeights::load`], with the matrices of its routed
-    /// experts in host memory, where the CPU computes them, and everything else on
-    /// `device` (llama.cpp's `--cpu-moe`).
-    pub fn load_experts_on_host(ckpt: &Checkpoint, spec: &ModelSpec, block: BlockId, device: &Device) -> Result<Self> {
+    /// experts in host memory and everything else on `device` (llama.cpp's `--cpu-moe`).
+    /// Block-quantized experts are copied into one buffer (page-locked for `device` where
+    /// it can be; [`HostExperts`]) from which the CPU computes them and `cache`, if given,
+    /// uploads them; float experts become host tensors.
+    pub(crate) fn load_experts_on_host(
+        ckpt: &Checkpoint,
+        spec: &ModelSpec,
+        block: BlockId,
+        device: &Device,
+        cache: Option<Arc<ExpertCache>>,
+    ) -> Result<Self> {
         let mut weights = HashMap::new();
+        let mut expert_tensors = Vec::new();
         for role in Role::block_roles(spec, block) {
             let info = checked_role_tensor(ckpt, spec, block, role)?;
-            let on = if matches!(role, Role::Expert(..)) { &Device::Cpu } else { device };
-            weights.insert(role, load_weight(&info, ckpt.tensor_bytes(&info), on)?);
+            match role {
+                Role::Expert(..) => expert_tensors.push((role, info)),
+                _ => {
+                    weights.insert(role, load_weight(&info, ckpt.tensor_bytes(&info), device)?);
+                }
+            }
         }
-        Ok(Self { block, weights, upload: None })
+        // Per expert, gate, up and down (roles come expert by expert in that order).
+        let mut by_expert: Vec<[Option<cardinfer_core::TensorInfo>; 3]> = Vec::new();
+        for (role, info) in &expert_tensors {
+            if let Role::Expert(proj, expert) = *role {
+                let expert = expert as usize;
+                if by_expert.len() <= expert {
+                    by_expert.resize_with(expert + 1, Default::default);
+                }
+                let index = ExpertProj::ALL.iter().position(|p| *p == proj).unwrap_or(0);
+                by_expert[expert][index] = Some(info.clone());
+            }
+        }
+        let complete: Option<Vec<[cardinfer_core::TensorInfo; 3]>> =
+            by_expert.into_iter().map(|[g, u, d]| Some([g?, u?, d?])).collect();
+        let host = match complete {
+            Some(infos) => HostExperts::load(block, infos, &|info| ckpt.tensor_bytes(info), device, cache)?,
+            None => None,
+        };
+        if host.is_none() {
+            for (role, info) in expert_tensors {
+                weights.insert(role, load_weight(&info, ckpt.tensor_bytes(&info), &Device::Cpu)?);
+            }
+        }
+        Ok(Self { block, weights, upload: None, host_experts: host.map(Arc::new) })
+    }
+
+    /// The routed experts held as one buffer in host memory, if they are.
+    pub(crate) fn host_experts(&self) -> Option<&Arc<HostExperts>> {
+        self.host_experts.as_ref()
     }
 
     /// The head's final norm and the output rows `rows` only: one chunk of a head too
@@ -213,12 +259,12 @@ impl BlockWeights {
         weights.insert(Role::OutputNorm, load_weight(norm_info, bytes_of(norm_info), device)?);
         weights.insert(Role::Output, load_or_queue(&chunk_info, chunk, device, upload.as_deref_mut(), &mut jobs)?);
         let upload = queue_upload(upload.as_deref(), &jobs)?;
-        Ok(Self { block, weights, upload })
+        Ok(Self { block, weights, upload, host_experts: None })
     }
 
     /// Builds block weights from tensors already on a device (tests, adapters).
     pub fn from_parts(block: BlockId, weights: HashMap<Role, Weight>) -> Self {
-        Self { block, weights, upload: None }
+        Self { block, weights, upload: None, host_experts: None }
     }
 
     /// Makes the device's compute stream wait until a copy-stream upload of these weights

@@ -3,5 +3,6 @@
 
 mod decoder;
 mod moe;
+mod moe_host;
 
 pub use decoder::{causal_mask, Decoder};
