@@ -49,10 +49,13 @@ if [ ! -x "$llama" ] && [ -z "${BENCH_NO_LLAMA:-}" ]; then
   building=$!
 fi
 
-# The synthetic models the rows name (`synth` presets: real architectures, random Q4_K_M blocks).
+# The synthetic models the rows name (`synth` presets: real architectures, random Q4_K_M
+# blocks; PRESET+hotN: a mixture of experts with N hot experts per layer, `synth --hot-experts N`).
 for preset in $(grep -v '^#' "$rows" | grep -E "${BENCH_CLAIMS:-.}" | awk -F'|' 'NF>=4 {gsub(/ /,"",$3); print $3}' | sort -u); do
   model=$work/$preset.gguf
-  [ -f "$model" ] || "$ours" synth --preset "$preset" --output "$model" >> "$log" 2>&1 ||
+  hot=()
+  [[ "$preset" != *+hot* ]] || hot=(--hot-experts "${preset##*+hot}")
+  [ -f "$model" ] || "$ours" synth --preset "${preset%%+hot*}" "${hot[@]}" --output "$model" >> "$log" 2>&1 ||
     { echo "synth $preset failed (see $log)"; exit 1; }
 done
 if [ -n "${building:-}" ]; then

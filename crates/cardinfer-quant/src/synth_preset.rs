@@ -40,8 +40,39 @@ pub trait SynthGguf {
     fn file_bytes(&self) -> u64;
     /// Writes a GGUF of this preset to `path` (temporary name, renamed at the end) with
     /// random blocks from `seed`, a placeholder vocabulary and llama.cpp's metadata;
-    /// reports `(bytes written, bytes in all)` after each tensor.
-    fn write_gguf(&self, path: &Path, seed: u64, progress: &mut dyn FnMut(u64, u64)) -> Result<(), QuantError>;
+    /// reports `(bytes written, bytes in all)` after each tensor. Routers route uniformly.
+    fn write_gguf(&self, path: &Path, seed: u64, progress: &mut dyn FnMut(u64, u64)) -> Result<(), QuantError> {
+        self.write_gguf_with(path, &SynthOptions { seed, hot_experts: 0 }, progress)
+    }
+    /// [`SynthGguf::write_gguf`] with every option.
+    fn write_gguf_with(
+        &self,
+        path: &Path,
+        options: &SynthOptions,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<(), QuantError>;
+}
+
+/// How a synthetic file's random values are drawn.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SynthOptions {
+    /// Seed of the random values.
+    pub seed: u64,
+    /// Mixture-of-experts presets: experts per layer whose router rows are
+    /// [`HOT_ROUTER_SCALE`] times larger, so that they are routed to far more often than
+    /// the rest (a few hot experts, the case a cache of experts is made for); 0: every
+    /// expert alike (tokens spread evenly, the worst case for a cache).
+    pub hot_experts: usize,
+}
+
+/// How much larger a hot expert's router row is than the others.
+pub const HOT_ROUTER_SCALE: f32 = 8.0;
+
+/// Whether expert `expert` of layer `layer` is one of the `hot` hot experts: a different
+/// set per layer (consecutive experts from a per-layer start).
+pub fn is_hot_expert(layer: usize, expert: usize, experts: usize, hot: usize) -> bool {
+    let start = (layer * 37) % experts.max(1);
+    (expert + experts - start) % experts.max(1) < hot
 }
 
 impl SynthGguf for ArchPreset {
@@ -92,7 +123,12 @@ impl SynthGguf for ArchPreset {
             .sum()
     }
 
-    fn write_gguf(&self, path: &Path, seed: u64, progress: &mut dyn FnMut(u64, u64)) -> Result<(), QuantError> {
+    fn write_gguf_with(
+        &self,
+        path: &Path,
+        options: &SynthOptions,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<(), QuantError> {
         let arch = self.arch;
         let mut w = GgufWriter::new();
         let u32_of = |v: usize| GgufValue::U32(v as u32);
@@ -129,10 +165,13 @@ impl SynthGguf for ArchPreset {
         }
         let total = w.tensor_bytes();
         let mut done = 0u64;
-        let mut rng = SplitMix(seed);
+        let mut rng = SplitMix(options.seed);
         w.write_with(path, |index| {
             let (name, shape, storage) = &tensors[index];
-            let bytes = random_tensor(&mut rng, name, shape, *storage)?;
+            let mut bytes = random_tensor(&mut rng, name, shape, *storage)?;
+            if options.hot_experts > 0 && name.ends_with("ffn_gate_inp.weight") {
+                heat_router(&mut bytes, name, shape, options.hot_experts);
+            }
             done += bytes.len() as u64;
             progress(done, total);
             Ok(bytes)
@@ -210,6 +249,21 @@ fn random_tensor(rng: &mut SplitMix, name: &str, shape: &[usize], storage: Stora
     Ok(bytes)
 }
 
+/// Scales the rows of the hot experts of router `name` (`blk.N.ffn_gate_inp.weight`, F32
+/// `[experts, hidden]`) by [`HOT_ROUTER_SCALE`].
+fn heat_router(bytes: &mut [u8], name: &str, shape: &[usize], hot: usize) {
+    let layer = name.split('.').nth(1).and_then(|n| n.parse::<usize>().ok()).unwrap_or(0);
+    let (experts, hidden) = (shape.first().copied().unwrap_or(0), shape.get(1).copied().unwrap_or(0));
+    for (expert, row) in bytes.chunks_exact_mut(hidden * 4).enumerate().take(experts) {
+        if is_hot_expert(layer, expert, experts, hot) {
+            for v in row.chunks_exact_mut(4) {
+                let x = f32::from_le_bytes([v[0], v[1], v[2], v[3]]) * HOT_ROUTER_SCALE;
+                v.copy_from_slice(&x.to_le_bytes());
+            }
+        }
+    }
+}
+
 /// SplitMix64: fast, deterministic, no dependency.
 pub(crate) struct SplitMix(pub(crate) u64);
 
@@ -251,5 +305,12 @@ mod tests {
         let values: Vec<f32> = router.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
         let distinct = values.iter().map(|v| v.to_bits()).collect::<std::collections::HashSet<_>>().len();
         assert!(distinct > values.len() / 2 && values.iter().all(|v| v.abs() <= ROUTER_SCALE), "a random router");
+        // Hot experts: their rows scaled, a different set per layer, `hot` of them.
+        let mut hot = router.clone();
+        heat_router(&mut hot, "blk.3.ffn_gate_inp.weight", &[128, 2048], 4);
+        let scaled: Vec<usize> = (0..128).filter(|&e| hot[e * 8192..e * 8192 + 4] != router[e * 8192..e * 8192 + 4]).collect();
+        assert_eq!(scaled.len(), 4, "{scaled:?}");
+        assert!(scaled.iter().all(|&e| is_hot_expert(3, e, 128, 4)));
+        assert_ne!((0..128).filter(|&e| is_hot_expert(0, e, 128, 4)).collect::<Vec<_>>(), scaled);
     }
 }

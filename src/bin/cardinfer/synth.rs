@@ -7,7 +7,7 @@
 //! ```
 
 use anyhow::Result;
-use cardinfer_quant::synth_preset::{preset, presets, SynthGguf};
+use cardinfer_quant::synth_preset::{preset, presets, SynthGguf, SynthOptions};
 use std::time::Instant;
 
 #[derive(clap::Args)]
@@ -24,6 +24,11 @@ pub struct Args {
     /// Random seed.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Mixture-of-experts presets: this many hot experts per layer (router rows 8× larger,
+    /// routed to far more often); 0, the default, routes uniformly (the worst case for a
+    /// cache of experts).
+    #[arg(long, default_value_t = 0)]
+    hot_experts: usize,
     /// List the presets with their sizes.
     #[arg(long)]
     list: bool,
@@ -57,7 +62,17 @@ pub fn run(args: Args) -> Result<()> {
     crate::common::clean_temporary_on_signal(output)?;
     let start = Instant::now();
     let bar = crate::common::ProgressBar::new(format!("writing {output}"));
-    p.write_gguf(output.as_ref(), args.seed, &mut |done, total| bar.show(done >> 20, total >> 20, "MiB"))?;
+    if args.hot_experts > 0 {
+        let experts = p.experts.map_or(0, |(e, _)| e);
+        anyhow::ensure!(
+            args.hot_experts <= experts,
+            "--hot-experts {}: {} has {experts} experts per layer",
+            args.hot_experts,
+            p.key
+        );
+    }
+    let options = SynthOptions { seed: args.seed, hot_experts: args.hot_experts };
+    p.write_gguf_with(output.as_ref(), &options, &mut |done, total| bar.show(done >> 20, total >> 20, "MiB"))?;
     let secs = start.elapsed().as_secs_f64();
     bar.finish(&format!(
         "wrote {output}: {} ({} layers), {:.2} GiB in {secs:.1} s",
