@@ -308,7 +308,8 @@ mod tests {
         // Hot experts: their rows scaled, a different set per layer, `hot` of them.
         let mut hot = router.clone();
         heat_router(&mut hot, "blk.3.ffn_gate_inp.weight", &[128, 2048], 4);
-        let scaled: Vec<usize> = (0..128).filter(|&e| hot[e * 8192..e * 8192 + 4] != router[e * 8192..e * 8192 + 4]).collect();
+        let scaled: Vec<usize> =
+            (0..128).filter(|&e| hot[e * 8192..e * 8192 + 4] != router[e * 8192..e * 8192 + 4]).collect();
         assert_eq!(scaled.len(), 4, "{scaled:?}");
         assert!(scaled.iter().all(|&e| is_hot_expert(3, e, 128, 4)));
         assert_ne!((0..128).filter(|&e| is_hot_expert(0, e, 128, 4)).collect::<Vec<_>>(), scaled);

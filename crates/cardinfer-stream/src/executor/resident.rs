@@ -86,14 +86,21 @@ impl ResidentModel {
         max_rows: usize,
     ) -> Result<Option<ExpertCache>> {
         let Some(moe) = spec.moe.as_ref() else { return Ok(None) };
-        let Some(layer) = (0..spec.num_layers).find(|&i| spec.is_moe_layer(i)) else { return Ok(None) };
         if device.is_cpu() || cache_bytes == 0 {
             return Ok(None);
         }
+        // The largest expert of any layer (a Q4_K_M file mixes Q4_K and Q6_K down projections).
         let mut expert_bytes = 0;
-        for proj in ExpertProj::ALL {
-            let info = role_tensor(ckpt, spec, BlockId::Layer(layer), Role::Expert(proj, 0))?;
-            expert_bytes += slot_tensor_bytes(&info) + SLOT_ALIGN;
+        for layer in (0..spec.num_layers).filter(|&i| spec.is_moe_layer(i)) {
+            let mut bytes = 0;
+            for proj in ExpertProj::ALL {
+                let info = role_tensor(ckpt, spec, BlockId::Layer(layer), Role::Expert(proj, 0))?;
+                bytes += slot_tensor_bytes(&info) + SLOT_ALIGN;
+            }
+            expert_bytes = expert_bytes.max(bytes);
+        }
+        if expert_bytes == 0 {
+            return Ok(None);
         }
         let max_cols = spec.hidden_size.max(moe.expert_intermediate_size);
         let scratch = kernel_workspace_bytes(max_cols, max_rows);
