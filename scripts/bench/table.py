@@ -18,11 +18,14 @@ def span(values, fmt="%.2f"):
     return (fmt + "–" + fmt) % (values[0], values[-1])
 
 
-def table_line(claim, test, key, of):
-    """The table's line for one claim and one test (decode or prefill)."""
+def table_line(claim, test, key, of, rows):
+    """The table's line for one claim and one test (decode or prefill); the resident run
+    is the claim's, else one of the same model in another claim (`rows`)."""
     ours = [r for r in of if r["role"] == "ours" and r.get(key) is not None]
     theirs = [r for r in of if r["role"] == "llama.cpp" and r.get(key) is not None]
     resident = [r for r in of if r["role"] == "resident"]
+    if not resident and ours:
+        resident = [r for r in rows if r["role"] == "resident" and r["preset"] == ours[0]["preset"]]
     ours_rates = [r[key] for r in ours]
     their_rates = [r[key] for r in theirs]
     ratio = "-"
@@ -62,10 +65,10 @@ def main(paths):
         of = [r for r in rows if r["claim"] == claim]
         for key, test in (("tok_s", "decode"), ("pp_tok_s", "prefill")):
             if any(r.get(key) is not None for r in of if r["role"] == "ours"):
-                print(table_line(claim, test, key, of))
+                print(table_line(claim, test, key, of, rows))
     print("\nEach `ours` row: `cardinfer bench -m MODEL --device cuda ARGS`, median of `-r` runs; decode is tg, prefill pp;")
     print("llama.cpp: `llama-bench` (commit 0c1e570, CUDA build) on the same machine, in turn. Rows and")
-    print("arguments: `scripts/bench/readme.rows`. Peak of the process: nvidia-smi every 0.2 s, minus the idle")
+    print("arguments: `scripts/bench/*.rows`. Peak of the process: nvidia-smi every 0.2 s, minus the idle")
     print("baseline (includes the CUDA context); ours also as the memory it allocated (cuMemGetInfo, sampled),")
     print("which is what the budget bounds.")
 
