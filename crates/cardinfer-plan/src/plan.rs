@@ -8,6 +8,10 @@ use cardinfer_core::{BlockId, ByteSize, ModelSpec};
 use std::fmt;
 use std::str::FromStr;
 
+/// Device bytes kept free beside a cache of routed experts for a pass's own tensors
+/// (routed activations and outputs, an expert copied for one pass).
+pub const EXPERT_CACHE_MARGIN: u64 = 64 << 20;
+
 /// Execution mode asked for by the user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Mode {
@@ -130,6 +134,19 @@ impl StreamPlan {
             + self.kv_bytes
             + self.workspace_bytes
             + self.runtime_bytes
+    }
+
+    /// What this plan leaves of its budget for a device cache of routed experts (a
+    /// mixture of experts with everything but its experts placed): the budget less the
+    /// plan's device bytes (KV in host memory not counted) and [`EXPERT_CACHE_MARGIN`].
+    pub fn expert_cache_bytes(&self) -> u64 {
+        let kv_on_device = if self.kv_on_host { 0 } else { self.kv_bytes };
+        let used = self.resident_bytes
+            + self.slots as u64 * self.slot_bytes
+            + kv_on_device
+            + self.workspace_bytes
+            + self.runtime_bytes;
+        self.budget_bytes.saturating_sub(used).saturating_sub(EXPERT_CACHE_MARGIN)
     }
 
     /// Device bytes of `block`.

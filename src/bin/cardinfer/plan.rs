@@ -194,12 +194,18 @@ fn print_experts(ckpt: &Checkpoint, spec: &cardinfer_core::ModelSpec, request: &
         return Ok(());
     }
     if let Ok(p) = StreamPlan::place_resident(spec, &dense_blocks, request) {
+        let expert = experts / (routed_layers as u64 * moe.experts as u64).max(1);
+        let cached = (p.expert_cache_bytes() / expert.max(1)).min(routed_layers as u64 * moe.experts as u64);
         println!(
             "placement (the loader's for this budget): the dense part resident, {} with KV cache and \
-             workspace (prefill chunk {}); the experts in host memory, the CPU reading {} of them per token",
+             workspace (prefill chunk {}); the experts in host memory, {} of them read per token; \
+             on CUDA a device cache of about {cached} experts ({}, {:.1} % of them) in what the budget \
+             leaves, the experts a token misses split between the CPU and uploads into the cache",
             ByteSize(p.device_bytes()),
             p.prefill_chunk,
-            ByteSize(per_token)
+            ByteSize(per_token),
+            ByteSize(cached * expert),
+            100.0 * cached as f64 / (routed_layers as u64 * moe.experts as u64).max(1) as f64
         );
     }
     Ok(())

@@ -165,7 +165,7 @@ impl LoadedModel {
             Self::experts_fit_on_host(&ckpt, &spec, device, options, budget_bytes, family.is_some())?
         {
             let cache_bytes = match options.expert_cache {
-                true => expert_cache_bytes(&plan),
+                true => plan.expert_cache_bytes(),
                 false => 0,
             };
             let chunk = plan.prefill_chunk;
@@ -204,19 +204,6 @@ impl LoadedModel {
         let options = LoadOptions { hybrid: false, host_layers: None, ..options.clone() };
         Ok(Placed::plan(spec, &dense, device, &options, budget_bytes, true).ok().map(|p| p.plan))
     }
-}
-
-/// Device bytes kept free beside the expert cache for a pass's own tensors (routed
-/// activations, outputs, an expert copied for one pass).
-const EXPERT_CACHE_MARGIN: u64 = 64 << 20;
-
-/// What `plan` (everything but the routed experts resident) leaves of its budget for the
-/// device's expert cache.
-fn expert_cache_bytes(plan: &StreamPlan) -> u64 {
-    let kv = if plan.kv_on_host { 0 } else { plan.kv_bytes };
-    let used =
-        plan.resident_bytes + kv + plan.workspace_bytes + plan.runtime_bytes + plan.slots as u64 * plan.slot_bytes;
-    plan.budget_bytes.saturating_sub(used).saturating_sub(EXPERT_CACHE_MARGIN)
 }
 
 /// What a checkpoint says about text: its tokenizer, its chat template, and the text of
