@@ -64,13 +64,16 @@ pub fn run(args: Args) -> Result<()> {
     }
     let mut session = Session::new(&loaded.model, Some(tokenizer));
     let mut messages = Vec::new();
+    let mut resets = 0;
     for turn in 1..=args.turns {
         messages.push(Message::new("user", format!("Say a word, number {turn}.")));
-        let ids = cardinfer_stream::encode_chat(tokenizer, &loaded.chat_template, &messages, true, false)?;
+        let mut ids = cardinfer_stream::encode_chat(tokenizer, &loaded.chat_template, &messages, true, false)?;
         if ids.len() + args.tokens + 1 > loaded.model.spec().context_length {
+            // The context is full: a new conversation starting with this turn's message.
             messages = vec![messages.pop().unwrap_or_else(|| Message::new("user", "Hi"))];
             session.reset();
-            continue;
+            resets += 1;
+            ids = cardinfer_stream::encode_chat(tokenizer, &loaded.chat_template, &messages, true, false)?;
         }
         let new_ids = session.reuse_prefix(&ids)?;
         let reply = session.generate(&new_ids, &options(turn as u64), |_| {})?;
@@ -79,6 +82,9 @@ pub fn run(args: Args) -> Result<()> {
         if turn % every(args.turns) == 0 {
             println!("| chat turns | {turn} | {:.1} | {} |", rss_mib(), device_mib(&watch));
         }
+    }
+    if args.turns > 0 {
+        println!("\n{} chat turns, the context full (a new conversation) {resets} times.", args.turns);
     }
     Ok(())
 }

@@ -38,6 +38,47 @@ pub(crate) fn route(logits: &[f32], experts: usize, k: usize, norm_topk_prob: bo
         .collect()
 }
 
+/// The routed tokens' ids and weights of every used expert on a device: all experts' in
+/// one copy each (a decode step would otherwise make two small copies per expert).
+pub(crate) struct Routing {
+    /// Per expert: its tokens' ids `[n]` and weights `[n, 1]`, if any token is routed to it.
+    per_expert: Vec<Option<(Tensor, Tensor)>>,
+}
+
+impl Routing {
+    /// The routing of `by_expert` (each expert's tokens and weights) on `device`.
+    pub(crate) fn upload(by_expert: &[Vec<(u32, f32)>], device: &Device) -> Result<Self> {
+        let ids: Vec<u32> = by_expert.iter().flatten().map(|(t, _)| *t).collect();
+        let weights: Vec<f32> = by_expert.iter().flatten().map(|(_, p)| *p).collect();
+        let total = ids.len();
+        let mut per_expert = Vec::with_capacity(by_expert.len());
+        if total == 0 {
+            per_expert.resize_with(by_expert.len(), || None);
+            return Ok(Self { per_expert });
+        }
+        let ids = Tensor::from_vec(ids, total, device)?;
+        let weights = Tensor::from_vec(weights, (total, 1), device)?;
+        let mut at = 0;
+        for tokens in by_expert {
+            let n = tokens.len();
+            per_expert.push(match n {
+                0 => None,
+                _ => Some((ids.narrow(0, at, n)?, weights.narrow(0, at, n)?)),
+            });
+            at += n;
+        }
+        Ok(Self { per_expert })
+    }
+
+    /// Expert `expert`'s token ids and weights.
+    pub(crate) fn of(&self, expert: u16) -> Result<&(Tensor, Tensor)> {
+        self.per_expert
+            .get(expert as usize)
+            .and_then(Option::as_ref)
+            .ok_or_else(|| StreamError::Internal(format!("no token is routed to expert {expert}")))
+    }
+}
+
 /// For each expert, the tokens routed to it and their weights, in token order.
 pub(crate) fn tokens_by_expert(routes: &[Route], experts: usize) -> Vec<Vec<(u32, f32)>> {
     let mut by_expert = vec![Vec::new(); experts];
@@ -71,7 +112,7 @@ impl Decoder {
         let (xs_host, logits) = match host.is_some() && !upload && on_device {
             true => {
                 let both = Tensor::cat(&[&xs.to_dtype(DType::F32)?, &logits], 1)?.to_device(&Device::Cpu)?;
-                (Some(both.narrow(1, 0, hidden)?), both.narrow(1, hidden, moe.experts)?)
+                (Some(both.narrow(1, 0, hidden)?.contiguous()?), both.narrow(1, hidden, moe.experts)?)
             }
             false => (None, logits),
         };
@@ -101,6 +142,7 @@ impl Decoder {
         by_expert: &[Vec<(u32, f32)>],
         upload: bool,
     ) -> Result<Tensor> {
+        let routing = Routing::upload(by_expert, xs.device())?;
         let mut ys = Vec::new();
         for (expert, tokens) in by_expert.iter().enumerate() {
             if tokens.is_empty() {
@@ -115,26 +157,24 @@ impl Decoder {
                 }
                 false => w,
             };
-            let (ids, y) = self.expert_on_device(weights, expert, xs, tokens)?;
+            let (ids, y) = self.expert_on_device(weights, expert, xs, &routing)?;
             ys.push((expert, ids, y));
         }
         sum_in_order(ys, xs.dims(), xs.device())
     }
 
-    /// One expert's weighted output for its tokens (`tokens`, of the rows of `xs`), with
-    /// its matrices in `w` on the device of `xs`: the token ids and the `[n, hidden]` rows.
+    /// One expert's weighted output for its tokens (of the rows of `xs`), with its
+    /// matrices in `w` on the device of `xs`: the token ids and the `[n, hidden]` rows.
     pub(super) fn expert_on_device(
         &self,
         w: &BlockWeights,
         expert: u16,
         xs: &Tensor,
-        tokens: &[(u32, f32)],
+        routing: &Routing,
     ) -> Result<(Tensor, Tensor)> {
-        let ids: Vec<u32> = tokens.iter().map(|(t, _)| *t).collect();
-        let weights: Vec<f32> = tokens.iter().map(|(_, p)| *p).collect();
-        let n = ids.len();
-        let ids = Tensor::from_vec(ids, n, xs.device())?;
-        let rows = if n == xs.dim(0)? { xs.clone() } else { xs.index_select(&ids, 0)? };
+        let (ids, weights) = routing.of(expert)?;
+        let n = ids.dim(0)?;
+        let rows = if n == xs.dim(0)? { xs.clone() } else { xs.index_select(ids, 0)? };
         let [gate, up] = self.project_many(
             &rows,
             w,
@@ -142,8 +182,8 @@ impl Decoder {
         )?;
         let act = crate::cuda::fused_ops::silu_mul(&gate, &up, self.fused_ops())?;
         let y = self.project(&act, w, Role::Expert(ExpertProj::Down, expert), None)?;
-        let y = y.broadcast_mul(&Tensor::from_vec(weights, (n, 1), xs.device())?)?;
-        Ok((ids, y))
+        let y = y.broadcast_mul(weights)?;
+        Ok((ids.clone(), y))
     }
 
     pub(super) fn moe_spec(&self) -> Result<&MoeSpec> {

@@ -8,6 +8,7 @@
 //! computes give its kernels' bits (the last bits can differ from the device's).
 
 use super::decoder::Decoder;
+use super::moe::Routing;
 use crate::cpu::matvec::{try_matvec_host_pairs, HostMatrix};
 use crate::cuda::copy_stream::{CopyJob, UploadEvents};
 use crate::executor::expert_cache::{ExpertCache, Source};
@@ -93,14 +94,26 @@ pub(super) fn upload_expert(w: &BlockWeights, expert: u16, device: &Device) -> R
 }
 
 /// The experts' outputs added into zeroed `dims` rows on `device`, in ascending expert
-/// order (the order of the resident run).
+/// order (the order of the resident run). An output covering every row (a decode step's)
+/// is added whole rather than through an index (the same single addition per value);
+/// the first such output is taken as the sum so far.
 pub(super) fn sum_in_order(mut ys: Vec<ExpertOutput>, dims: &[usize], device: &Device) -> Result<Tensor> {
     ys.sort_by_key(|(expert, ..)| *expert);
-    let mut out = Tensor::zeros(dims, DType::F32, device)?;
+    let rows = dims.first().copied().unwrap_or(0);
+    let mut out: Option<Tensor> = None;
     for (_, ids, y) in ys {
-        out = out.index_add(&ids, &y, 0)?;
+        let whole = y.dim(0)? == rows;
+        out = Some(match (out, whole) {
+            (None, true) => y,
+            (None, false) => Tensor::zeros(dims, DType::F32, device)?.index_add(&ids, &y, 0)?,
+            (Some(sum), true) => (sum + y)?,
+            (Some(sum), false) => sum.index_add(&ids, &y, 0)?,
+        });
     }
-    Ok(out)
+    match out {
+        Some(out) => Ok(out),
+        None => Ok(Tensor::zeros(dims, DType::F32, device)?),
+    }
 }
 
 impl Decoder {
@@ -126,7 +139,7 @@ impl Decoder {
         if hit.is_empty() {
             return Ok(Some(Vec::new()));
         }
-        let xs = xs.to_device(&Device::Cpu)?;
+        let xs = xs.to_device(&Device::Cpu)?.contiguous()?;
         let all = xs.dim(0)?;
         let mut rows = Vec::with_capacity(hit.len());
         for (_, tokens, _) in &hit {
@@ -178,6 +191,7 @@ impl Decoder {
             .map(|(e, _)| (e as u16, experts.expert_bytes(e)))
             .collect();
         let sources = cache.assign(w.block, &used, xs.dim(0)?);
+        let routing = Routing::upload(by_expert, xs.device())?;
         // The copies, all queued before any kernel of this pass so that none waits for one.
         let mut uploads: Vec<(usize, BlockWeights, UploadEvents)> = Vec::new();
         let mut uploaded_bytes = 0;
@@ -206,22 +220,21 @@ impl Decoder {
                 let weights = cache
                     .weights(slot)
                     .ok_or_else(|| StreamError::Internal(format!("expert cache slot {slot} has no weights")))?;
-                let (ids, y) =
-                    self.expert_on_device(&slot_weights(w, expert, weights), expert, xs, &by_expert[expert as usize])?;
+                let (ids, y) = self.expert_on_device(&slot_weights(w, expert, weights), expert, xs, &routing)?;
                 ys.push((expert, ids, y));
             }
         }
         for (i, weights, events) in &uploads {
             events.wait()?;
             let expert = used[*i].0;
-            let (ids, y) = self.expert_on_device(weights, expert, xs, &by_expert[expert as usize])?;
+            let (ids, y) = self.expert_on_device(weights, expert, xs, &routing)?;
             ys.push((expert, ids, y));
         }
         for (i, source) in sources.iter().enumerate() {
             if *source == Source::Temporary {
                 let expert = used[i].0;
                 let weights = upload_expert(w, expert, xs.device())?;
-                let (ids, y) = self.expert_on_device(&weights, expert, xs, &by_expert[expert as usize])?;
+                let (ids, y) = self.expert_on_device(&weights, expert, xs, &routing)?;
                 ys.push((expert, ids, y));
             }
         }
