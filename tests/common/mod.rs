@@ -64,6 +64,7 @@ pub fn tiny_spec(
             }),
             _ => None,
         },
+        gemma: None,
     }
 }
 

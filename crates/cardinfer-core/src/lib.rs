@@ -13,7 +13,7 @@ pub use bytesize::ByteSize;
 pub use error::CoreError;
 pub use layout::{BlockId, ModelLayout, TensorInfo};
 pub use printable::Printable;
-pub use spec::{limits, Family, ModelSpec, MoeSpec, RopeScaling, RopeStyle};
+pub use spec::{limits, Family, GemmaSpec, ModelSpec, MoeSpec, RopeScaling, RopeStyle};
 pub use storage::StorageType;
 
 /// Result type of this crate.

@@ -194,6 +194,7 @@ impl ArchPreset {
             bos_token_id: None,
             eos_token_ids: vec![],
             moe: None,
+            gemma: None,
         }
     }
 }

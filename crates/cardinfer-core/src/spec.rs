@@ -22,6 +22,10 @@ pub enum Family {
     Qwen3Moe,
     /// Mixtral: Llama's attention, routed experts in every layer's MLP.
     Mixtral,
+    /// Gemma 3 (text): sliding-window and global layers with their own RoPE bases, q/k
+    /// norms, norms after attention and the MLP too, GeLU-tanh, embeddings scaled by
+    /// √hidden ([`GemmaSpec`]).
+    Gemma3,
 }
 
 impl Family {
@@ -35,6 +39,7 @@ impl Family {
             "qwen3" | "qwen3forcausallm" => Self::Qwen3,
             "qwen3_moe" | "qwen3moe" | "qwen3moeforcausallm" => Self::Qwen3Moe,
             "mixtral" | "mixtralforcausallm" => Self::Mixtral,
+            "gemma3" | "gemma3_text" | "gemma3forcausallm" | "gemma3forconditionalgeneration" => Self::Gemma3,
             _ => return Err(CoreError::UnsupportedArchitecture { arch: name.to_string() }),
         };
         Ok(family)
@@ -49,12 +54,13 @@ impl Family {
             Self::Qwen3 => "qwen3",
             Self::Qwen3Moe => "qwen3moe",
             Self::Mixtral => "llama",
+            Self::Gemma3 => "gemma3",
         }
     }
 
-    /// Whether q and k get a per-head RMS norm (Qwen3 and Qwen3-MoE).
+    /// Whether q and k get a per-head RMS norm (Qwen3, Qwen3-MoE, Gemma 3).
     pub fn has_qk_norm(self) -> bool {
-        matches!(self, Self::Qwen3 | Self::Qwen3Moe)
+        matches!(self, Self::Qwen3 | Self::Qwen3Moe | Self::Gemma3)
     }
 }
 
@@ -74,6 +80,27 @@ pub struct MoeSpec {
     pub norm_topk_prob: bool,
     /// Layers whose MLP is dense (`intermediate_size` wide) rather than routed, ascending.
     pub dense_layers: Vec<usize>,
+}
+
+/// Gemma 3's departures from the generic decoder block: per layer, attention within a
+/// sliding window or over the whole context, each kind with its own RoPE base; scores
+/// scaled by `query_pre_attn_scalar`; RMS norms that multiply by `1 + w` (Hugging Face
+/// files; GGUF files store `1 + w`); norms after attention and after the MLP too;
+/// GeLU-tanh; embeddings scaled by √hidden.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GemmaSpec {
+    /// Positions a sliding-window layer's query sees: itself and the `window - 1` before.
+    pub sliding_window: usize,
+    /// Per layer: `true` for a global (full attention) layer, `false` for a sliding one.
+    pub global_layers: Vec<bool>,
+    /// RoPE base of the sliding-window layers (`ModelSpec::rope_theta` is the global ones').
+    pub local_rope_theta: f64,
+    /// Linear RoPE scaling of the global layers (positions divided by it), 1 for none.
+    pub global_rope_factor: f64,
+    /// Scores are scaled by `query_pre_attn_scalar^-0.5` (not `head_dim^-0.5`).
+    pub query_pre_attn_scalar: f64,
+    /// The stored norm weights are `w` of `1 + w` (Hugging Face), not `1 + w` (GGUF).
+    pub norm_plus_one: bool,
 }
 
 /// How rotary embeddings pair up the dimensions of a head.
@@ -144,6 +171,8 @@ pub struct ModelSpec {
     pub eos_token_ids: Vec<u32>,
     /// The routed experts of a mixture-of-experts model; `None` for a dense model.
     pub moe: Option<MoeSpec>,
+    /// Gemma 3's layer kinds and departures from the generic block; `None` for others.
+    pub gemma: Option<GemmaSpec>,
 }
 
 impl ModelSpec {
@@ -172,6 +201,11 @@ impl ModelSpec {
         };
         let rope_params = config.get("rope_parameters").filter(|v| v.is_object());
         let rope_scaling_value = config.get("rope_scaling").filter(|v| v.is_object()).or(rope_params);
+        // Gemma 3 (transformers 5): RoPE parameters per layer type; the global layers' here.
+        let rope_params = match rope_params.and_then(|p| p.get("full_attention")) {
+            Some(full) if family == Family::Gemma3 => Some(full),
+            _ => rope_params,
+        };
         let rope_theta = match opt_f64(config, "rope_theta")? {
             Some(t) => t,
             None => match rope_params {
@@ -180,11 +214,14 @@ impl ModelSpec {
             },
         };
         let rope_scaling = match rope_scaling_value {
+            // Gemma 3's linear scaling of its global layers is `GemmaSpec::global_rope_factor`.
+            Some(_) if family == Family::Gemma3 => None,
             Some(v) => parse_rope_scaling(v)?,
             None => None,
         };
         let default_bias = family == Family::Qwen2;
         let moe = moe_from_hf_config(config, family)?;
+        let gemma = gemma_from_hf_config(config, family)?;
         let qkv_bias = config.get("attention_bias").and_then(Value::as_bool).unwrap_or(default_bias);
         let spec = Self {
             family,
@@ -206,6 +243,7 @@ impl ModelSpec {
             bos_token_id: opt_usize(config, "bos_token_id")?.map(|v| v.min(u32::MAX as usize) as u32),
             eos_token_ids: token_list(config.get("eos_token_id")),
             moe,
+            gemma,
         };
         spec.validate()?;
         Ok(spec)
@@ -249,7 +287,35 @@ impl ModelSpec {
         if let Some(moe) = &self.moe {
             self.validate_moe(moe)?;
         }
+        if let Some(g) = &self.gemma {
+            check_counts(&[("sliding_window", g.sliding_window, limits::CONTEXT)])?;
+            if g.global_layers.len() != self.num_layers {
+                return Err(invalid(
+                    "layer_types",
+                    format!("{} layer types for {} layers", g.global_layers.len(), self.num_layers),
+                ));
+            }
+            for (key, v) in [
+                ("rope_local_base_freq", g.local_rope_theta),
+                ("rope_scaling.factor", g.global_rope_factor),
+                ("query_pre_attn_scalar", g.query_pre_attn_scalar),
+            ] {
+                if !(v.is_finite() && v > 0.0) {
+                    return Err(invalid(key, format!("{v} is not a positive number")));
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// Whether layer `layer` attends within a sliding window (Gemma 3's local layers):
+    /// the window, else `None` (full attention).
+    pub fn sliding_window(&self, layer: usize) -> Option<usize> {
+        let g = self.gemma.as_ref()?;
+        match g.global_layers.get(layer) {
+            Some(false) => Some(g.sliding_window),
+            _ => None,
+        }
     }
 
     fn validate_moe(&self, moe: &MoeSpec) -> Result<(), CoreError> {
@@ -283,6 +349,62 @@ impl ModelSpec {
     pub fn kv_bytes_per_token(&self, bytes_per_elem: usize) -> u64 {
         2 * (self.num_layers * self.num_kv_heads * self.head_dim * bytes_per_elem) as u64
     }
+}
+
+/// Gemma 3's layer kinds, RoPE bases and scaling of a `config.json` (transformers 5's
+/// `rope_parameters` per layer type, or 4's `rope_theta` / `rope_local_base_freq`, and
+/// `layer_types` or `sliding_window_pattern`); `None` for other families.
+fn gemma_from_hf_config(config: &Value, family: Family) -> Result<Option<GemmaSpec>, CoreError> {
+    if family != Family::Gemma3 {
+        return Ok(None);
+    }
+    let num_layers = req_usize(config, "num_hidden_layers")?.min(limits::LAYERS + 1);
+    let global_layers: Vec<bool> = match config.get("layer_types") {
+        Some(Value::Array(kinds)) => kinds
+            .iter()
+            .map(|k| match k.as_str() {
+                Some("full_attention") => Ok(true),
+                Some("sliding_attention") => Ok(false),
+                _ => Err(invalid("layer_types", format!("unknown layer type {k}"))),
+            })
+            .collect::<Result<_, _>>()?,
+        _ => {
+            let pattern = opt_usize(config, "sliding_window_pattern")?
+                .or(opt_usize(config, "_sliding_window_pattern")?)
+                .unwrap_or(6)
+                .max(1);
+            (0..num_layers).map(|i| (i + 1) % pattern == 0).collect()
+        }
+    };
+    let by_type = config.get("rope_parameters").filter(|v| v.get("full_attention").is_some());
+    let theta_of = |kind: &str, fallback: f64| -> Result<f64, CoreError> {
+        match by_type.and_then(|p| p.get(kind)) {
+            Some(p) => Ok(opt_f64(p, "rope_theta")?.unwrap_or(fallback)),
+            None => Ok(fallback),
+        }
+    };
+    let local_rope_theta = theta_of("sliding_attention", opt_f64(config, "rope_local_base_freq")?.unwrap_or(10_000.0))?;
+    let scaling = match by_type.and_then(|p| p.get("full_attention")) {
+        Some(p) => Some(p),
+        None => config.get("rope_scaling").filter(|v| v.is_object()),
+    };
+    let global_rope_factor = match scaling {
+        Some(s) => match s.get("rope_type").or_else(|| s.get("type")).and_then(Value::as_str).unwrap_or("default") {
+            "default" => 1.0,
+            "linear" => opt_f64(s, "factor")?.unwrap_or(1.0),
+            other => return Err(invalid("rope_scaling", format!("{other} scaling of Gemma 3 is not supported"))),
+        },
+        None => 1.0,
+    };
+    let head_dim = opt_usize(config, "head_dim")?.unwrap_or(256);
+    Ok(Some(GemmaSpec {
+        sliding_window: opt_usize(config, "sliding_window")?.unwrap_or(4096),
+        global_layers,
+        local_rope_theta,
+        global_rope_factor,
+        query_pre_attn_scalar: opt_f64(config, "query_pre_attn_scalar")?.unwrap_or(head_dim as f64),
+        norm_plus_one: true,
+    }))
 }
 
 /// The experts of a Qwen3-MoE or Mixtral `config.json`; `None` for other families.

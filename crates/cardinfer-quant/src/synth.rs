@@ -89,6 +89,7 @@ impl SyntheticModel {
             Family::Qwen3 => "qwen3",
             Family::Qwen3Moe => "qwen3_moe",
             Family::Mixtral => "mixtral",
+            Family::Gemma3 => return Err(gemma_unsupported()),
         };
         let mut config = serde_json::json!({
             "model_type": model_type, "vocab_size": s.vocab_size, "hidden_size": s.hidden_size,
@@ -131,6 +132,9 @@ impl SyntheticModel {
     /// output head in `embed_type`), norms and biases in F32. For Llama/Mistral the q/k
     /// rows are permuted as llama.cpp's converter does, so the file uses interleaved RoPE.
     pub fn write_gguf(&self, path: &Path, matrix_type: StorageType, embed_type: StorageType) -> Result<(), QuantError> {
+        if self.spec.family == Family::Gemma3 {
+            return Err(gemma_unsupported());
+        }
         let mut w = GgufWriter::new();
         write_model_metadata(&mut w, &self.spec, "cardinfer synthetic");
         let matrix_storage = |name: &str| {
@@ -195,5 +199,13 @@ impl SyntheticModel {
             spec.rope_style = RopeStyle::Interleaved;
         }
         spec
+    }
+}
+
+/// Synthetic models have the generic block's tensors, not Gemma 3's extra norms.
+fn gemma_unsupported() -> QuantError {
+    QuantError::Mismatch {
+        what: "synthetic model".into(),
+        reason: "Gemma 3 is not among the synthetic families (its extra norms are not written)".into(),
     }
 }

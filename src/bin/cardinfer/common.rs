@@ -352,6 +352,7 @@ pub fn probe_spec(family: cardinfer_core::Family, num_layers: usize) -> cardinfe
         bos_token_id: None,
         eos_token_ids: vec![],
         moe: None,
+        gemma: None,
     }
 }
 

@@ -2,7 +2,10 @@
 
 use super::GgufFile;
 use crate::QuantError;
-use cardinfer_core::{limits, CoreError, Family, ModelSpec, MoeSpec, RopeStyle};
+use cardinfer_core::{limits, CoreError, Family, GemmaSpec, ModelSpec, MoeSpec, RopeStyle};
+
+/// Our converter's list of Gemma 3's global layers (llama.cpp reads a fixed pattern).
+pub const GLOBAL_LAYERS_KEY: &str = "cardinfer.gemma3.global_layers";
 
 impl GgufFile {
     /// Reads the model's hyper-parameters from the `{arch}.*` and `tokenizer.ggml.*` keys.
@@ -48,6 +51,10 @@ impl GgufFile {
             (Family::Qwen3Moe, None) => return Err(spec_err(CoreError::MissingField { key: key("expert_count") })),
             _ => None,
         };
+        let gemma = match family {
+            Family::Gemma3 => Some(self.gemma_spec(&arch, num_layers, num_heads, hidden_size, head_dim)?),
+            _ => None,
+        };
         let spec = ModelSpec {
             family,
             vocab_size,
@@ -63,7 +70,7 @@ impl GgufFile {
             rope_scaling: None,
             rope_style: match family {
                 Family::Llama | Family::Mistral | Family::Mixtral => RopeStyle::Interleaved,
-                Family::Qwen2 | Family::Qwen3 | Family::Qwen3Moe => RopeStyle::Half,
+                Family::Qwen2 | Family::Qwen3 | Family::Qwen3Moe | Family::Gemma3 => RopeStyle::Half,
             },
             context_length: self.get_u64(&key("context_length"))?.map_or(4096, |v| v as usize),
             tie_word_embeddings: self.tensor("output.weight").is_none(),
@@ -72,6 +79,7 @@ impl GgufFile {
             bos_token_id: self.get_u64("tokenizer.ggml.bos_token_id")?.map(|v| v as u32),
             eos_token_ids,
             moe,
+            gemma,
         };
         spec.validate().map_err(|e| spec_err(gguf_key(e, &arch)))?;
         Ok(spec)
@@ -83,6 +91,49 @@ impl GgufFile {
     /// `expert_feed_forward_length` (else `feed_forward_length`, as Mixtral files have),
     /// `expert_weights_norm` (llama.cpp normalizes the top-k weights of both families
     /// unless it says otherwise), and the layers without a router tensor are dense.
+    /// Gemma 3's layer kinds and attention parameters as llama.cpp reads them: a global
+    /// layer every `attention.sliding_window_pattern` (6 when absent) unless the file lists
+    /// them (`cardinfer.gemma3.global_layers`, written by our converter), the local RoPE
+    /// base 10000, linear `rope.scaling.factor` on global layers, and the score scale of
+    /// `head_dim` (hidden / heads for the 62-layer 27B, as llama.cpp); norms stored as `1 + w`.
+    fn gemma_spec(
+        &self,
+        arch: &str,
+        num_layers: usize,
+        num_heads: usize,
+        hidden_size: usize,
+        head_dim: usize,
+    ) -> Result<GemmaSpec, QuantError> {
+        let key = |k: &str| format!("{arch}.{k}");
+        let listed = self.metadata().get(GLOBAL_LAYERS_KEY).and_then(|v| v.as_array()).map(|items| {
+            items.iter().map(|v| matches!(v, crate::gguf::GgufValue::Bool(true))).collect::<Vec<bool>>()
+        });
+        let global_layers = match listed {
+            Some(list) => list,
+            None => {
+                let pattern = self.get_u64(&key("attention.sliding_window_pattern"))?.unwrap_or(6).max(1) as usize;
+                (0..num_layers.min(limits::LAYERS + 1)).map(|i| (i + 1) % pattern == 0).collect()
+            }
+        };
+        let scalar = match self.get_f64(&key("attention.query_pre_attn_scalar"))? {
+            Some(v) => v,
+            None if num_layers == 62 => (hidden_size / num_heads.max(1)) as f64,
+            None => head_dim as f64,
+        };
+        let factor = match self.metadata().get(&key("rope.scaling.type")).and_then(|v| v.as_str()) {
+            Some("linear") => self.get_f64(&key("rope.scaling.factor"))?.unwrap_or(1.0),
+            _ => 1.0,
+        };
+        Ok(GemmaSpec {
+            sliding_window: self.get_u64(&key("attention.sliding_window"))?.map_or(4096, |v| v as usize),
+            global_layers,
+            local_rope_theta: self.get_f64(&key("rope.local_freq_base"))?.unwrap_or(10_000.0),
+            global_rope_factor: factor,
+            query_pre_attn_scalar: scalar,
+            norm_plus_one: false,
+        })
+    }
+
     fn moe_spec(&self, arch: &str, experts: u64, num_layers: usize) -> Result<MoeSpec, QuantError> {
         let key = |k: &str| format!("{arch}.{k}");
         let spec_err = |source| QuantError::Spec { path: self.path().to_path_buf(), source };

@@ -47,6 +47,9 @@ impl FusedLayers {
         if spec.moe.is_some() {
             return Self::off("no fused kernels for routed experts yet");
         }
+        if spec.gemma.is_some() {
+            return Self::off("no fused kernels for Gemma 3's layers yet");
+        }
         Self::try_new(path, spec, rope, device)
     }
 

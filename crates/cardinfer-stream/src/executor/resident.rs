@@ -166,6 +166,7 @@ impl ResidentModel {
         self.decode_status = match path {
             crate::executor::fused::DecodePath::Plain => "plain (asked for)".into(),
             _ if self.decoder.spec().moe.is_some() => "plain (no fused kernels for routed experts yet)".into(),
+            _ if self.decoder.spec().gemma.is_some() => "plain (no fused kernels for Gemma 3's layers yet)".into(),
             fused => self.try_fused(fused),
         };
     }

@@ -142,6 +142,7 @@ fn run_tiny_block(spec: &ModelSpec, device: &Device, storage: StorageType) -> Re
             head_dim: 64,
             context_length: 32,
             moe: None,
+            gemma: None,
             ..spec.clone()
         };
         let decoder = Decoder::new(tiny.clone(), None);
@@ -200,6 +201,7 @@ mod tests {
                 bos_token_id: None,
                 eos_token_ids: vec![],
                 moe: None,
+                gemma: None,
             };
             for storage in [StorageType::Q4_K, StorageType::Q8_0, StorageType::F16] {
                 run_tiny_block(&spec, &Device::Cpu, storage).unwrap();

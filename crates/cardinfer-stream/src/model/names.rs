@@ -56,6 +56,10 @@ pub enum Role {
     AttnOutput,
     /// RMS norm before the MLP.
     FfnNorm,
+    /// RMS norm of the attention's output, before the residual add (Gemma 3).
+    PostAttnNorm,
+    /// RMS norm of the MLP's output, before the residual add (Gemma 3).
+    PostFfnNorm,
     /// MLP gate projection.
     FfnGate,
     /// MLP up projection.
@@ -87,6 +91,9 @@ impl Role {
             roles.extend([Role::AttnQNorm, Role::AttnKNorm]);
         }
         roles.extend([Role::AttnOutput, Role::FfnNorm]);
+        if spec.gemma.is_some() {
+            roles.extend([Role::PostAttnNorm, Role::PostFfnNorm]);
+        }
         match &spec.moe {
             Some(moe) if spec.is_moe_layer(layer) => {
                 roles.push(Role::FfnRouter);
@@ -126,7 +133,12 @@ impl Role {
             Role::AttnQNorm => "self_attn.q_norm.weight".into(),
             Role::AttnKNorm => "self_attn.k_norm.weight".into(),
             Role::AttnOutput => "self_attn.o_proj.weight".into(),
+            // Gemma 3 norms before and after attention and the MLP; its `post_attention_layernorm`
+            // is the attention output's norm, where Llama's is the norm before the MLP.
+            Role::FfnNorm if family == Family::Gemma3 => "pre_feedforward_layernorm.weight".into(),
             Role::FfnNorm => "post_attention_layernorm.weight".into(),
+            Role::PostAttnNorm => "post_attention_layernorm.weight".into(),
+            Role::PostFfnNorm => "post_feedforward_layernorm.weight".into(),
             Role::FfnGate => "mlp.gate_proj.weight".into(),
             Role::FfnUp => "mlp.up_proj.weight".into(),
             Role::FfnDown => "mlp.down_proj.weight".into(),
@@ -170,6 +182,8 @@ impl Role {
             Role::AttnKNorm => "attn_k_norm.weight",
             Role::AttnOutput => "attn_output.weight",
             Role::FfnNorm => "ffn_norm.weight",
+            Role::PostAttnNorm => "post_attention_norm.weight",
+            Role::PostFfnNorm => "post_ffw_norm.weight",
             Role::FfnGate => "ffn_gate.weight",
             Role::FfnUp => "ffn_up.weight",
             Role::FfnDown => "ffn_down.weight",
@@ -180,7 +194,7 @@ impl Role {
 
     /// Every role of a dense model, and a mixture-of-experts layer's router and expert 0's
     /// projections, in declaration order.
-    pub const ALL: [Role; 21] = [
+    pub const ALL: [Role; 23] = [
         Role::TokenEmbedding,
         Role::AttnNorm,
         Role::AttnQ,
@@ -193,6 +207,8 @@ impl Role {
         Role::AttnKNorm,
         Role::AttnOutput,
         Role::FfnNorm,
+        Role::PostAttnNorm,
+        Role::PostFfnNorm,
         Role::FfnGate,
         Role::FfnUp,
         Role::FfnDown,

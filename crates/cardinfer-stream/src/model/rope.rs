@@ -52,6 +52,34 @@ impl Rope {
         Self { inv_freq, style: spec.rope_style, context: spec.context_length, cached: Arc::default() }
     }
 
+    /// The same RoPE with every frequency divided by `factor` (linear position scaling).
+    pub fn scaled(mut self, factor: f64) -> Self {
+        if factor != 1.0 {
+            self.inv_freq.iter_mut().for_each(|f| *f /= factor as f32);
+        }
+        self
+    }
+
+    /// Additive mask `[group * seq, total]` of a sliding-window layer: query row `r` (position
+    /// `q = pos + r % seq`) sees keys `q - window + 1 ..= q` (0), no others (−∞).
+    pub fn window_mask(
+        &self,
+        group: usize,
+        seq: usize,
+        pos: usize,
+        total: usize,
+        window: usize,
+        device: &Device,
+    ) -> Result<Tensor> {
+        let mut mask = Vec::with_capacity(seq * total);
+        for i in 0..seq {
+            let q = pos + i;
+            mask.extend((0..total).map(|k| if k <= q && q - k < window { 0f32 } else { f32::NEG_INFINITY }));
+        }
+        let mask = Tensor::from_vec(mask, (1, seq, total), device)?;
+        Ok(mask.broadcast_as((group, seq, total))?.contiguous()?.reshape((group * seq, total))?)
+    }
+
     /// Which elements are rotated together.
     pub fn style(&self) -> RopeStyle {
         self.style
@@ -181,6 +209,7 @@ mod tests {
             bos_token_id: None,
             eos_token_ids: vec![],
             moe: None,
+            gemma: None,
         }
     }
 

@@ -427,7 +427,7 @@ fn expected_shape(spec: &ModelSpec, role: Role) -> Vec<usize> {
     let ff = spec.intermediate_size;
     match role {
         Role::TokenEmbedding | Role::Output => vec![spec.vocab_size, h],
-        Role::AttnNorm | Role::FfnNorm | Role::OutputNorm => vec![h],
+        Role::AttnNorm | Role::FfnNorm | Role::PostAttnNorm | Role::PostFfnNorm | Role::OutputNorm => vec![h],
         Role::AttnQ => vec![q, h],
         Role::AttnK | Role::AttnV => vec![kv, h],
         Role::AttnQBias => vec![q],

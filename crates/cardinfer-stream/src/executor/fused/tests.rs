@@ -33,6 +33,7 @@ fn spec(family: Family, style: RopeStyle) -> ModelSpec {
         bos_token_id: None,
         eos_token_ids: vec![],
         moe: None,
+        gemma: None,
     }
 }
 

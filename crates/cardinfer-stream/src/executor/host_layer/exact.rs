@@ -31,7 +31,9 @@ pub fn supports(spec: &ModelSpec, weights: &BlockWeights) -> bool {
         _ => false,
     };
     let optional_ok = |role| !weights.has(role) || vector_ok(role);
-    heads_ok
+    // Gemma 3's extra norms, scaled embeddings and GeLU are not in the twin.
+    spec.gemma.is_none()
+        && heads_ok
         && [Role::AttnQ, Role::AttnK, Role::AttnV, Role::AttnOutput, Role::FfnGate, Role::FfnUp, Role::FfnDown]
             .into_iter()
             .all(matrix_ok)

@@ -36,6 +36,7 @@ fn spec(family: Family, style: RopeStyle, head_dim: usize) -> ModelSpec {
         bos_token_id: None,
         eos_token_ids: vec![],
         moe: None,
+        gemma: None,
     }
 }
 

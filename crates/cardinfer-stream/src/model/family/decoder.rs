@@ -17,6 +17,8 @@ use cardinfer_core::ModelSpec;
 pub struct Decoder {
     spec: ModelSpec,
     rope: Rope,
+    /// Gemma 3's sliding-window layers' RoPE (its own base); `rope` serves the global ones.
+    local_rope: Option<Rope>,
     /// One-kernel versions of the masked softmax, RoPE and SwiGLU on CUDA ([`crate::cuda::fused_ops`]).
     fused_ops: bool,
 }
@@ -24,8 +26,13 @@ pub struct Decoder {
 impl Decoder {
     /// A decoder for `spec`, with RoPE frequency divisors from the file if it has them.
     pub fn new(spec: ModelSpec, rope_freq_factors: Option<Vec<f32>>) -> Self {
-        let rope = Rope::new(&spec, rope_freq_factors);
-        Self { spec, rope, fused_ops: true }
+        let mut rope = Rope::new(&spec, rope_freq_factors);
+        let mut local_rope = None;
+        if let Some(g) = &spec.gemma {
+            rope = rope.scaled(g.global_rope_factor);
+            local_rope = Some(Rope::new(&ModelSpec { rope_theta: g.local_rope_theta, ..spec.clone() }, None));
+        }
+        Self { spec, rope, local_rope, fused_ops: true }
     }
 
     /// Switches the one-kernel masked softmax, RoPE and SwiGLU on or off (on by default,
@@ -37,11 +44,11 @@ impl Decoder {
     /// RoPE of `x` (`[batch, seq, heads, head_dim]`) into attention's layout `[batch,
     /// heads, seq, head_dim]`: one kernel where the fused ops apply, else a transposing
     /// copy and the rotation (the same bits).
-    fn rope_heads(&self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
-        let interleaved = self.rope.style() == cardinfer_core::RopeStyle::Interleaved;
+    fn rope_heads(&self, rope: &Rope, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+        let interleaved = rope.style() == cardinfer_core::RopeStyle::Interleaved;
         match crate::cuda::fused_ops::rope_heads(x, cos, sin, interleaved, self.fused_ops)? {
             Some(y) => Ok(y),
-            None => self.rope.apply(&x.transpose(1, 2)?.contiguous()?, cos, sin),
+            None => rope.apply(&x.transpose(1, 2)?.contiguous()?, cos, sin),
         }
     }
 
@@ -50,8 +57,14 @@ impl Decoder {
         &self.rope
     }
 
-    fn norm(&self, x: &Tensor, weights: &BlockWeights, role: Role) -> Result<Tensor> {
-        Ok(rms_norm(&x.contiguous()?, weights.get(role)?.dense()?, self.spec.rms_norm_eps as f32)?)
+    pub(super) fn norm(&self, x: &Tensor, weights: &BlockWeights, role: Role) -> Result<Tensor> {
+        let w = weights.get(role)?.dense()?;
+        let eps = self.spec.rms_norm_eps as f32;
+        match &self.spec.gemma {
+            // Gemma's norms multiply by 1 + w (Hugging Face files store w).
+            Some(g) if g.norm_plus_one => Ok(rms_norm(&x.contiguous()?, &w.affine(1.0, 1.0)?, eps)?),
+            _ => Ok(rms_norm(&x.contiguous()?, w, eps)?),
+        }
     }
 
     pub(super) fn project(&self, x: &Tensor, weights: &BlockWeights, role: Role, bias: Option<Role>) -> Result<Tensor> {
@@ -87,8 +100,20 @@ impl Decoder {
         Ok(x.reshape((b, seq, heads, head_dim))?.transpose(1, 2)?.contiguous()?)
     }
 
-    fn attention(&self, w: &BlockWeights, x: &Tensor, kv: &mut KvSlot, pos: usize) -> Result<Tensor> {
+    pub(super) fn attention(
+        &self,
+        w: &BlockWeights,
+        x: &Tensor,
+        kv: &mut KvSlot,
+        pos: usize,
+        layer: usize,
+    ) -> Result<Tensor> {
         let s = &self.spec;
+        let window = s.sliding_window(layer);
+        let rope = match (window, &self.local_rope) {
+            (Some(_), Some(local)) => local,
+            _ => &self.rope,
+        };
         let (b, seq, _) = x.dims3()?;
         let [q, k, v] = self.project_many(
             x,
@@ -108,19 +133,34 @@ impl Decoder {
             q = self.norm(&q, w, Role::AttnQNorm)?;
             k = self.norm(&k, w, Role::AttnKNorm)?;
         }
-        let (cos, sin) = self.rope.tables(pos, seq, x.device())?;
-        let q = self.rope_heads(&q, &cos, &sin)?;
-        let k = self.rope_heads(&k, &cos, &sin)?;
+        let (cos, sin) = rope.tables(pos, seq, x.device())?;
+        let q = self.rope_heads(rope, &q, &cos, &sin)?;
+        let k = self.rope_heads(rope, &k, &cos, &sin)?;
         let (k, v) = kv.append(&k, &v)?;
-        let total = k.dim(2)?;
+        let mut total = k.dim(2)?;
+        // One query of a sliding-window layer sees the last `window` keys only.
+        let (k, v) = match window {
+            Some(wnd) if seq == 1 && total > wnd => {
+                let (k, v) = (k.narrow(2, total - wnd, wnd)?.contiguous()?, v.narrow(2, total - wnd, wnd)?.contiguous()?);
+                total = wnd;
+                (k, v)
+            }
+            _ => (k, v),
+        };
 
         // GQA: view the query heads of one KV head as extra rows, so no KV copy is made.
         let group = s.num_heads / s.num_kv_heads;
         let q = q.reshape((b, s.num_kv_heads, group * seq, s.head_dim))?;
-        let scale = 1.0 / (s.head_dim as f64).sqrt();
+        let scale = match &s.gemma {
+            Some(g) => 1.0 / g.query_pre_attn_scalar.sqrt(),
+            None => 1.0 / (s.head_dim as f64).sqrt(),
+        };
         let scores = q.matmul(&k.t()?)?;
-        let probs = if seq > 1 {
-            let mask = || self.rope.causal_mask(group, seq, pos, total, x.device());
+        let probs = if let (Some(wnd), true) = (window, seq > 1) {
+            let mask = rope.window_mask(group, seq, pos, total, wnd, x.device())?;
+            softmax_last_dim(&(scores * scale)?.broadcast_add(&mask)?)?
+        } else if seq > 1 {
+            let mask = || rope.causal_mask(group, seq, pos, total, x.device());
             crate::cuda::fused_ops::masked_softmax(&scores, scale, seq, pos, self.fused_ops, mask)?
         } else {
             softmax_last_dim(&(scores * scale)?)?
@@ -165,12 +205,20 @@ impl LayerStream for Decoder {
     }
 
     fn embed(&self, weights: &BlockWeights, tokens: &Tensor) -> Result<Tensor> {
-        weights.get(Role::TokenEmbedding)?.embedding(tokens)
+        let x = weights.get(Role::TokenEmbedding)?.embedding(tokens)?;
+        match &self.spec.gemma {
+            // Gemma scales the embeddings by √hidden (as an f32, like transformers).
+            Some(_) => Ok(x.affine((self.spec.hidden_size as f64).sqrt() as f32 as f64, 0.0)?),
+            None => Ok(x),
+        }
     }
 
     fn block(&self, layer: usize, weights: &BlockWeights, x: &Tensor, kv: &mut KvSlot, pos: usize) -> Result<Tensor> {
+        if self.spec.gemma.is_some() {
+            return self.gemma_block(layer, weights, x, kv, pos);
+        }
         let h = self.norm(x, weights, Role::AttnNorm)?;
-        let x = (x + self.attention(weights, &h, kv, pos)?)?;
+        let x = (x + self.attention(weights, &h, kv, pos, layer)?)?;
         let h = self.norm(&x, weights, Role::FfnNorm)?;
         let y = match self.spec.is_moe_layer(layer) {
             true => self.experts(weights, &h)?,

@@ -2,6 +2,7 @@
 //! with routed experts in place of the MLP, Qwen3-MoE and Mixtral.
 
 mod decoder;
+mod gemma;
 mod moe;
 mod moe_host;
 
