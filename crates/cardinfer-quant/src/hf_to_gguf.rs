@@ -4,9 +4,11 @@
 use crate::gguf::{GgufValue, GgufWriter};
 use cardinfer_core::{Family, ModelSpec, RopeScaling};
 
-/// llama.cpp's name for a Hugging Face tensor, or `None` for tensors GGUF files do not
-/// carry (e.g. `rotary_emb.inv_freq`) and names this mapping does not know.
-pub fn gguf_tensor_name(hf: &str) -> Option<String> {
+/// llama.cpp's name for a Hugging Face tensor of a `family` model, or `None` for tensors
+/// GGUF files do not carry (e.g. `rotary_emb.inv_freq`) and names this mapping does not
+/// know. (Gemma 3's `post_attention_layernorm` is the attention output's norm, Llama's the
+/// norm before the MLP.)
+pub fn gguf_tensor_name(hf: &str, family: Family) -> Option<String> {
     let fixed = [
         ("model.embed_tokens.weight", "token_embd.weight"),
         ("model.norm.weight", "output_norm.weight"),
@@ -18,8 +20,12 @@ pub fn gguf_tensor_name(hf: &str) -> Option<String> {
     let rest = hf.strip_prefix("model.layers.")?;
     let (layer, role) = rest.split_once('.')?;
     let layer: usize = layer.parse().ok()?;
+    let gemma = family == Family::Gemma3;
     let role = match role {
         "input_layernorm.weight" => "attn_norm.weight",
+        "post_attention_layernorm.weight" if gemma => "post_attention_norm.weight",
+        "pre_feedforward_layernorm.weight" if gemma => "ffn_norm.weight",
+        "post_feedforward_layernorm.weight" if gemma => "post_ffw_norm.weight",
         "post_attention_layernorm.weight" => "ffn_norm.weight",
         "self_attn.q_proj.weight" => "attn_q.weight",
         "self_attn.k_proj.weight" => "attn_k.weight",
@@ -173,6 +179,17 @@ pub fn write_model_metadata(w: &mut GgufWriter<'_>, spec: &ModelSpec, name: &str
         w.metadata(format!("{arch}.expert_feed_forward_length"), GgufValue::U32(moe.expert_intermediate_size as u32));
         w.metadata(format!("{arch}.expert_weights_norm"), GgufValue::Bool(moe.norm_topk_prob));
     }
+    if let Some(g) = &spec.gemma {
+        w.metadata(format!("{arch}.attention.sliding_window"), GgufValue::U32(g.sliding_window as u32));
+        w.metadata(format!("{arch}.attention.query_pre_attn_scalar"), GgufValue::F32(g.query_pre_attn_scalar as f32));
+        w.metadata(format!("{arch}.rope.local_freq_base"), GgufValue::F32(g.local_rope_theta as f32));
+        if g.global_rope_factor != 1.0 {
+            w.metadata(format!("{arch}.rope.scaling.type"), GgufValue::String("linear".into()));
+            w.metadata(format!("{arch}.rope.scaling.factor"), GgufValue::F32(g.global_rope_factor as f32));
+        }
+        let kinds = g.global_layers.iter().map(|&global| GgufValue::Bool(global)).collect();
+        w.metadata(crate::gguf::GLOBAL_LAYERS_KEY, GgufValue::Array(kinds));
+    }
     if let Some(&eos) = spec.eos_token_ids.first() {
         w.metadata("tokenizer.ggml.eos_token_id", GgufValue::U32(eos));
     }
@@ -213,11 +230,29 @@ mod tests {
 
     #[test]
     fn names_map_to_llama_cpp_and_unknown_names_are_none() {
-        assert_eq!(gguf_tensor_name("model.layers.3.mlp.down_proj.weight").as_deref(), Some("blk.3.ffn_down.weight"));
-        assert_eq!(gguf_tensor_name("lm_head.weight").as_deref(), Some("output.weight"));
-        assert_eq!(gguf_tensor_name("model.layers.0.self_attn.rotary_emb.inv_freq"), None);
-        assert_eq!(gguf_tensor_name("model.layers.x.mlp.up_proj.weight"), None);
-        assert_eq!(gguf_tensor_name("model.layers.2.mlp.gate.weight").as_deref(), Some("blk.2.ffn_gate_inp.weight"));
+        assert_eq!(
+            gguf_tensor_name("model.layers.3.mlp.down_proj.weight", Family::Llama).as_deref(),
+            Some("blk.3.ffn_down.weight")
+        );
+        assert_eq!(gguf_tensor_name("lm_head.weight", Family::Llama).as_deref(), Some("output.weight"));
+        assert_eq!(gguf_tensor_name("model.layers.0.self_attn.rotary_emb.inv_freq", Family::Llama), None);
+        assert_eq!(gguf_tensor_name("model.layers.x.mlp.up_proj.weight", Family::Llama), None);
+        assert_eq!(
+            gguf_tensor_name("model.layers.2.mlp.gate.weight", Family::Llama).as_deref(),
+            Some("blk.2.ffn_gate_inp.weight")
+        );
+        // Gemma 3's norm after attention is not Llama's norm before the MLP.
+        let gemma = |n: &str| gguf_tensor_name(n, Family::Gemma3);
+        assert_eq!(
+            gemma("model.layers.1.post_attention_layernorm.weight").as_deref(),
+            Some("blk.1.post_attention_norm.weight")
+        );
+        assert_eq!(gemma("model.layers.1.pre_feedforward_layernorm.weight").as_deref(), Some("blk.1.ffn_norm.weight"));
+        assert_eq!(
+            gemma("model.layers.1.post_feedforward_layernorm.weight").as_deref(),
+            Some("blk.1.post_ffw_norm.weight")
+        );
+        assert_eq!(gguf_tensor_name("model.layers.1.pre_feedforward_layernorm.weight", Family::Llama), None);
         assert_eq!(
             gguf_expert_tensor("model.layers.1.mlp.experts.7.down_proj.weight"),
             Some((1, "blk.1.ffn_down_exps.weight".into(), 7))

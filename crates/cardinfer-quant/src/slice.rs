@@ -71,6 +71,8 @@ enum Source<'a> {
     Input { info: &'a TensorInfo, permute_heads: Option<usize> },
     /// Values computed here (`rope_freqs.weight`).
     Computed(Vec<f32>),
+    /// A Gemma norm's `w`, written as the `1 + w` llama.cpp's files hold (HF → GGUF).
+    PlusOne(&'a TensorInfo),
     /// One projection of every routed expert of a layer, each a tensor of the input,
     /// stacked in expert order into llama.cpp's 3-D `ffn_*_exps` tensor (HF → GGUF).
     Experts(Vec<&'a TensorInfo>),
@@ -109,7 +111,7 @@ pub fn slice(
     let input_bytes = planned
         .iter()
         .map(|p| match &p.source {
-            Source::Input { info, .. } => info.len,
+            Source::Input { info, .. } | Source::PlusOne(info) => info.len,
             Source::Computed(v) => 4 * v.len() as u64,
             Source::Experts(infos) => infos.iter().map(|t| t.len).sum(),
         })
@@ -218,19 +220,19 @@ fn plan_hf<'a>(
             experts.entry(merged).or_default().push((expert, info));
             continue;
         }
-        let gguf_name = gguf_tensor_name(&info.name).ok_or_else(|| QuantError::Tensor {
+        let gguf_name = gguf_tensor_name(&info.name, spec.family).ok_or_else(|| QuantError::Tensor {
             path: hf.dir().to_path_buf(),
             tensor: info.name.clone(),
             reason: format!("not a tensor of a {:?} model this slicer knows", spec.family),
         })?;
         let storage = target_storage(options, spec, &gguf_name, &info.shape, info.storage);
         let permute_heads = qk_permutation_heads(spec, &info.name);
-        planned.push(Planned {
-            name: gguf_name,
-            shape: info.shape.clone(),
-            storage,
-            source: Source::Input { info, permute_heads },
-        });
+        let plus_one = spec.gemma.as_ref().is_some_and(|g| g.norm_plus_one) && gguf_name.ends_with("norm.weight");
+        let source = match plus_one {
+            true => Source::PlusOne(info),
+            false => Source::Input { info, permute_heads },
+        };
+        planned.push(Planned { name: gguf_name, shape: info.shape.clone(), storage, source });
     }
     for (name, mut parts) in experts {
         parts.sort_by_key(|(expert, _)| *expert);
@@ -300,6 +302,10 @@ fn produce(input: &Checkpoint, p: &Planned<'_>, threads: usize) -> Result<Vec<u8
             return quantize_parallel(&p.name, &values, &[values.len() / cols.max(1), cols], p.storage, threads);
         }
         Source::Computed(values) => return quantize(&p.name, values, &p.shape, p.storage),
+        Source::PlusOne(info) => {
+            let values = dequantize(&info.name, input.tensor_bytes(info), &info.shape, info.storage)?;
+            values.into_iter().map(|v| 1.0 + v).collect()
+        }
         Source::Input { info, permute_heads: None } if info.storage == p.storage => {
             return Ok(input.tensor_bytes(info).to_vec());
         }

@@ -176,7 +176,7 @@ impl SyntheticModel {
             if gguf_expert_tensor(hf_name).is_some() {
                 continue;
             }
-            let name = gguf_tensor_name(hf_name).ok_or_else(|| QuantError::Tensor {
+            let name = gguf_tensor_name(hf_name, self.spec.family).ok_or_else(|| QuantError::Tensor {
                 path: path.to_path_buf(),
                 tensor: hf_name.clone(),
                 reason: "no GGUF name for this tensor".into(),

@@ -6,6 +6,7 @@ mod value;
 mod writer;
 
 pub use reader::{align_up, GgufFile, DEFAULT_ALIGNMENT};
+pub use spec::GLOBAL_LAYERS_KEY;
 pub use value::GgufValue;
 pub use writer::GgufWriter;
 

@@ -105,9 +105,10 @@ impl GgufFile {
         head_dim: usize,
     ) -> Result<GemmaSpec, QuantError> {
         let key = |k: &str| format!("{arch}.{k}");
-        let listed = self.metadata().get(GLOBAL_LAYERS_KEY).and_then(|v| v.as_array()).map(|items| {
-            items.iter().map(|v| matches!(v, crate::gguf::GgufValue::Bool(true))).collect::<Vec<bool>>()
-        });
+        let listed =
+            self.metadata().get(GLOBAL_LAYERS_KEY).and_then(|v| v.as_array()).map(|items| {
+                items.iter().map(|v| matches!(v, crate::gguf::GgufValue::Bool(true))).collect::<Vec<bool>>()
+            });
         let global_layers = match listed {
             Some(list) => list,
             None => {

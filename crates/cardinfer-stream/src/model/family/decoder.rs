@@ -141,7 +141,8 @@ impl Decoder {
         // One query of a sliding-window layer sees the last `window` keys only.
         let (k, v) = match window {
             Some(wnd) if seq == 1 && total > wnd => {
-                let (k, v) = (k.narrow(2, total - wnd, wnd)?.contiguous()?, v.narrow(2, total - wnd, wnd)?.contiguous()?);
+                let (k, v) =
+                    (k.narrow(2, total - wnd, wnd)?.contiguous()?, v.narrow(2, total - wnd, wnd)?.contiguous()?);
                 total = wnd;
                 (k, v)
             }

@@ -1,0 +1,136 @@
+//! Gemma 3 against Hugging Face transformers: the tiny `Gemma3ForCausalLM` checkpoint of
+//! `tests/fixtures/reference/hf/gemma3-tiny` (float32, CPU; sliding-window layers with a
+//! window of 8 and a global layer, 24 positions, so the window is exercised), loaded from its
+//! safetensors and from a GGUF slice of it (norms written as llama.cpp stores them, `1 + w`);
+//! then a streamed run = the resident one, and the configuration's bad values.
+
+mod common;
+
+use candle_core::Device;
+use cardinfer_core::{Family, ModelSpec};
+use cardinfer_quant::slice::{slice, SliceOptions};
+use cardinfer_quant::Checkpoint;
+use cardinfer_stream::{Logits, ResidentModel, TextModel};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+const NAME: &str = "gemma3-tiny";
+
+fn reference_dir() -> PathBuf {
+    common::reference_dir().join("hf").join(NAME)
+}
+
+fn reference() -> Value {
+    let text = std::fs::read_to_string(reference_dir().join("reference.json")).expect("reference.json");
+    serde_json::from_str(&text).expect("json")
+}
+
+fn ids(v: &Value, key: &str) -> Vec<u32> {
+    v[key].as_array().expect(key).iter().map(|x| x.as_u64().expect("id") as u32).collect()
+}
+
+fn load(path: &Path) -> ResidentModel {
+    let ckpt = Checkpoint::open(path).expect("open checkpoint");
+    ResidentModel::load(&ckpt, &Device::Cpu, |_, _| {}).expect("load model")
+}
+
+/// Logits at all 24 positions within 1e-4 of transformers, and its 16 greedy tokens.
+fn check_against_transformers(model: &dyn TextModel) {
+    let v = reference();
+    let (_, _, expected) = common::hf_reference(NAME);
+    let mut kv = model.new_cache();
+    let ours: Vec<Vec<f32>> = model.forward(&ids(&v, "input_ids"), &mut kv, Logits::All).unwrap().to_vec2().unwrap();
+    assert_eq!(ours.len(), expected.len());
+    for (pos, (a, b)) in ours.iter().zip(&expected).enumerate() {
+        let diff = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+        assert!(diff < 1e-4, "position {pos}: max |Δlogit| = {diff}");
+    }
+    let mut kv = model.new_cache();
+    let mut logits = model.forward(&ids(&v, "greedy_prefix"), &mut kv, Logits::Last).unwrap();
+    let mut generated = Vec::new();
+    for _ in 0..16 {
+        let next = logits.squeeze(0).unwrap().argmax(0).unwrap().to_scalar::<u32>().unwrap();
+        generated.push(next);
+        logits = model.forward(&[next], &mut kv, Logits::Last).unwrap();
+    }
+    assert_eq!(generated, ids(&v, "greedy_new_tokens"), "greedy tokens");
+}
+
+#[test]
+fn gemma3_config_gives_layer_kinds_rope_bases_and_scales() {
+    let spec = Checkpoint::open(reference_dir()).unwrap().spec().unwrap();
+    assert_eq!(spec.family, Family::Gemma3);
+    let g = spec.gemma.clone().expect("Gemma parameters");
+    assert_eq!(g.global_layers, vec![false, false, false, true]);
+    assert_eq!((g.sliding_window, g.local_rope_theta, spec.rope_theta), (8, 10_000.0, 1_000_000.0));
+    assert_eq!(g.query_pre_attn_scalar, 32.0);
+    assert!(g.norm_plus_one && spec.tie_word_embeddings && spec.qk_norm);
+    assert_eq!((spec.sliding_window(0), spec.sliding_window(3)), (Some(8), None));
+}
+
+#[test]
+fn gemma3_tiny_matches_transformers_from_safetensors() {
+    check_against_transformers(&load(&reference_dir()));
+}
+
+#[test]
+fn gemma3_gguf_slice_matches_transformers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("gemma3-tiny.gguf");
+    let ckpt = Checkpoint::open(reference_dir()).expect("open checkpoint");
+    slice(&ckpt, &out, &SliceOptions { scheme: None, threads: 2, tokenizer: false }, &mut |_| {}).expect("slice");
+    let gguf = Checkpoint::open(&out).expect("open slice");
+    let Checkpoint::Gguf(file) = &gguf else { panic!("a GGUF") };
+    assert!(
+        file.tensor("blk.0.post_attention_norm.weight").is_some()
+            && file.tensor("blk.0.post_ffw_norm.weight").is_some()
+    );
+    let spec = file.model_spec().expect("spec");
+    let g = spec.gemma.clone().expect("Gemma parameters");
+    assert!(!g.norm_plus_one, "the slice stores 1 + w");
+    assert_eq!(g.global_layers, vec![false, false, false, true]);
+    check_against_transformers(&load(&out));
+}
+
+#[test]
+fn gemma3_streamed_equals_resident() {
+    use cardinfer_stream::executor::Mode;
+    use cardinfer_stream::load::LoadOptions;
+    let prompt = ids(&reference(), "input_ids");
+    // The prompt in pieces of 5 (the streamed run's prefill chunk), then 8 greedy steps:
+    // every logit of every piece and step, bit for bit.
+    let run = |model: &dyn TextModel| -> Vec<Vec<f32>> {
+        let mut kv = model.new_cache();
+        let mut rows = Vec::new();
+        for piece in prompt.chunks(5) {
+            rows.extend(model.forward(piece, &mut kv, Logits::All).unwrap().to_vec2::<f32>().unwrap());
+        }
+        for _ in 0..8 {
+            let last = rows.last().unwrap();
+            let next = (0..last.len()).max_by(|&a, &b| last[a].total_cmp(&last[b])).unwrap() as u32;
+            rows.extend(model.forward(&[next], &mut kv, Logits::All).unwrap().to_vec2::<f32>().unwrap());
+        }
+        rows
+    };
+    let resident = run(&load(&reference_dir()));
+    let options = LoadOptions { mode: Mode::Stream, slots: Some(1), prefill_chunk: 5, ..Default::default() };
+    let streamed =
+        cardinfer_stream::LoadedModel::load_with(&reference_dir(), &Device::Cpu, &options, |_, _| {}).unwrap();
+    assert!(matches!(streamed.model, cardinfer_stream::Runner::Streamed(_)));
+    assert_eq!(run(&streamed.model), resident);
+}
+
+#[test]
+fn gemma3_bad_configurations_are_clear_errors() {
+    let config = std::fs::read_to_string(reference_dir().join("config.json")).unwrap();
+    let bad_kind = config.replace("\"full_attention\"\n  ]", "\"chunked_attention\"\n  ]");
+    assert_ne!(config, bad_kind);
+    let err = ModelSpec::from_hf_config_str(&bad_kind).unwrap_err().to_string();
+    assert!(err.contains("layer_types") && err.contains("chunked_attention"), "{err}");
+    let three_kinds = config.replace("\"sliding_attention\",\n    \"full_attention\"", "\"full_attention\"");
+    let err = ModelSpec::from_hf_config_str(&three_kinds).unwrap_err().to_string();
+    assert!(err.contains("layer_types") && err.contains("3 layer types for 4 layers"), "{err}");
+    let no_window = config.replace("\"sliding_window\": 8", "\"sliding_window\": 0");
+    let err = ModelSpec::from_hf_config_str(&no_window).unwrap_err().to_string();
+    assert!(err.contains("sliding_window"), "{err}");
+}
