@@ -172,7 +172,7 @@ pub struct ModelSpec {
     /// The routed experts of a mixture-of-experts model; `None` for a dense model.
     pub moe: Option<MoeSpec>,
     /// Gemma 3's layer kinds and departures from the generic block; `None` for others.
-    pub gemma: Option<GemmaSpec>,
+    pub gemma: Option<Box<GemmaSpec>>,
 }
 
 impl ModelSpec {
@@ -354,7 +354,7 @@ impl ModelSpec {
 /// Gemma 3's layer kinds, RoPE bases and scaling of a `config.json` (transformers 5's
 /// `rope_parameters` per layer type, or 4's `rope_theta` / `rope_local_base_freq`, and
 /// `layer_types` or `sliding_window_pattern`); `None` for other families.
-fn gemma_from_hf_config(config: &Value, family: Family) -> Result<Option<GemmaSpec>, CoreError> {
+fn gemma_from_hf_config(config: &Value, family: Family) -> Result<Option<Box<GemmaSpec>>, CoreError> {
     if family != Family::Gemma3 {
         return Ok(None);
     }
@@ -397,14 +397,14 @@ fn gemma_from_hf_config(config: &Value, family: Family) -> Result<Option<GemmaSp
         None => 1.0,
     };
     let head_dim = opt_usize(config, "head_dim")?.unwrap_or(256);
-    Ok(Some(GemmaSpec {
+    Ok(Some(Box::new(GemmaSpec {
         sliding_window: opt_usize(config, "sliding_window")?.unwrap_or(4096),
         global_layers,
         local_rope_theta,
         global_rope_factor,
         query_pre_attn_scalar: opt_f64(config, "query_pre_attn_scalar")?.unwrap_or(head_dim as f64),
         norm_plus_one: true,
-    }))
+    })))
 }
 
 /// The experts of a Qwen3-MoE or Mixtral `config.json`; `None` for other families.

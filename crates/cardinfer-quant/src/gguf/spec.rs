@@ -52,7 +52,7 @@ impl GgufFile {
             _ => None,
         };
         let gemma = match family {
-            Family::Gemma3 => Some(self.gemma_spec(&arch, num_layers, num_heads, hidden_size, head_dim)?),
+            Family::Gemma3 => Some(Box::new(self.gemma_spec(&arch, num_layers, num_heads, hidden_size, head_dim)?)),
             _ => None,
         };
         let spec = ModelSpec {
