@@ -45,6 +45,15 @@ impl GgufFile {
                 }
             }
         }
+        // Gemma's turns end with `<end_of_turn>`, which llama.cpp also treats as the end of
+        // generation; its files name only `<eos>`.
+        if family == Family::Gemma3 {
+            let tokens = self.metadata().get("tokenizer.ggml.tokens").and_then(|v| v.as_array());
+            let eot = tokens.and_then(|t| t.iter().position(|v| v.as_str() == Some("<end_of_turn>")));
+            if let Some(id) = eot.map(|i| i as u32).filter(|id| !eos_token_ids.contains(id)) {
+                eos_token_ids.push(id);
+            }
+        }
         let num_layers = req("block_count")?;
         let moe = match (family, expert_count) {
             (Family::Qwen3Moe | Family::Mixtral, Some(experts)) => Some(self.moe_spec(&arch, experts, num_layers)?),

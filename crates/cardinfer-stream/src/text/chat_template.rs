@@ -72,6 +72,9 @@ pub enum ChatTemplate {
     ChatMl,
     /// `<|start_header_id|>role<|end_header_id|>\n\ncontent<|eot_id|>` (Llama 3).
     Llama3,
+    /// `<start_of_turn>role\ncontent<end_of_turn>\n`, the assistant's role `model`, a system
+    /// message's text put before the first user turn's (Gemma 3).
+    Gemma,
 }
 
 impl ChatTemplate {
@@ -97,6 +100,7 @@ impl ChatTemplate {
     ) -> (Self, Option<String>) {
         let builtin = match tokenizer {
             Some(t) if t.token_to_id("<|start_header_id|>").is_some() => Self::Llama3,
+            Some(t) if t.token_to_id("<start_of_turn>").is_some() => Self::Gemma,
             _ => Self::ChatMl,
         };
         let Some(source) = model_template else { return (builtin, None) };
@@ -105,7 +109,11 @@ impl ChatTemplate {
         match jinja.render(&[Message::new("user", "hi")], true) {
             Ok(_) => (jinja, None),
             Err(e) => {
-                let name = if builtin == Self::Llama3 { "Llama 3" } else { "ChatML" };
+                let name = match builtin {
+                    Self::Llama3 => "Llama 3",
+                    Self::Gemma => "Gemma",
+                    _ => "ChatML",
+                };
                 (
                     builtin,
                     Some(format!("the model's chat template does not render ({e}); using the built-in {name} format")),
@@ -166,6 +174,24 @@ impl ChatTemplate {
                 }
                 if add_generation_prompt {
                     out += "<|start_header_id|>assistant<|end_header_id|>\n\n";
+                }
+                Ok(out)
+            }
+            Self::Gemma => {
+                // BOS is the tokenizer's to add (Gemma's files ask for it).
+                let mut out = String::new();
+                let mut system = None;
+                for m in messages {
+                    if m.role == "system" {
+                        system = Some(m.content.trim());
+                        continue;
+                    }
+                    let role = if m.role == "assistant" { "model" } else { m.role.as_str() };
+                    let before = system.take().map(|s| format!("{s}\n\n")).unwrap_or_default();
+                    out += &format!("<start_of_turn>{role}\n{before}{}<end_of_turn>\n", m.content.trim());
+                }
+                if add_generation_prompt {
+                    out += "<start_of_turn>model\n";
                 }
                 Ok(out)
             }
@@ -252,6 +278,22 @@ mod tests {
         let spin = "{{ 4 < 44 in 4444531711 * 8885 * () }}";
         let err = jinja(spin).render(&messages, true).unwrap_err().to_string();
         assert!(err.contains("did not finish rendering within"), "{err}");
+    }
+
+    #[test]
+    fn gemma_format() {
+        let messages = [
+            Message::new("system", "Be brief."),
+            Message::new("user", " Hi "),
+            Message::new("assistant", "Hello."),
+            Message::new("user", "2+2?"),
+        ];
+        let text = ChatTemplate::Gemma.render(&messages, true).unwrap();
+        assert_eq!(
+            text,
+            "<start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\nHello.<end_of_turn>\n\
+             <start_of_turn>user\n2+2?<end_of_turn>\n<start_of_turn>model\n"
+        );
     }
 
     #[test]
