@@ -92,6 +92,39 @@ fn gemma3_gguf_slice_matches_transformers() {
     check_against_transformers(&load(&out));
 }
 
+/// The text part of a multimodal checkpoint (`Gemma3ForConditionalGeneration`: the text
+/// model's parameters under `text_config`, its tensors under `model.language_model.`, a
+/// vision tower beside them) loads as the text model.
+#[test]
+fn gemma3_text_part_of_a_multimodal_checkpoint_matches_transformers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text_config: Value =
+        serde_json::from_str(&std::fs::read_to_string(reference_dir().join("config.json")).unwrap()).unwrap();
+    let config = serde_json::json!({
+        "architectures": ["Gemma3ForConditionalGeneration"], "model_type": "gemma3",
+        "text_config": text_config, "vision_config": {"hidden_size": 8},
+    });
+    std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
+    let bytes = std::fs::read(reference_dir().join("model.safetensors")).unwrap();
+    let tiny = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let vision = vec![0u8; 16];
+    let mut views = vec![(
+        "model.vision_tower.patch_embedding.weight".to_string(),
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![2, 2], &vision).unwrap(),
+    )];
+    for (name, view) in tiny.tensors() {
+        let renamed = name.replacen("model.", "model.language_model.", 1);
+        views.push((
+            renamed,
+            safetensors::tensor::TensorView::new(view.dtype(), view.shape().to_vec(), view.data()).unwrap(),
+        ));
+    }
+    safetensors::serialize_to_file(views, None, &dir.path().join("model.safetensors")).unwrap();
+    let model = load(dir.path());
+    assert_eq!(model.spec().family, Family::Gemma3);
+    check_against_transformers(&model);
+}
+
 #[test]
 fn gemma3_streamed_equals_resident() {
     use cardinfer_stream::executor::Mode;
@@ -118,6 +151,19 @@ fn gemma3_streamed_equals_resident() {
         cardinfer_stream::LoadedModel::load_with(&reference_dir(), &Device::Cpu, &options, |_, _| {}).unwrap();
     assert!(matches!(streamed.model, cardinfer_stream::Runner::Streamed(_)));
     assert_eq!(run(&streamed.model), resident);
+    // Hybrid: two layers placed on the host (decode steps computed there, prompt pieces
+    // streamed); Gemma's layers have no exact twin, so the host computes them with the block.
+    let hybrid = LoadOptions { hybrid: true, host_layers: Some(2), slots: Some(2), ..options };
+    let hybrid = cardinfer_stream::LoadedModel::load_with(&reference_dir(), &Device::Cpu, &hybrid, |_, _| {}).unwrap();
+    let cardinfer_stream::Runner::Streamed(m) = &hybrid.model else { panic!("a streamed runner") };
+    let host = m
+        .plan()
+        .blocks
+        .iter()
+        .filter(|(b, p)| *p == cardinfer_stream::Placement::Host && *b != cardinfer_core::BlockId::Embed)
+        .count();
+    assert_eq!(host, 2, "{}", m.plan());
+    assert_eq!(run(&hybrid.model), resident);
 }
 
 #[test]

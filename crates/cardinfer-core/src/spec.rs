@@ -186,6 +186,11 @@ impl ModelSpec {
     ///
     /// Accepts both `rope_scaling` and the newer `rope_parameters` spellings.
     pub fn from_hf_config(config: &Value) -> Result<Self, CoreError> {
+        // A Gemma 3 checkpoint with a vision tower (`Gemma3ForConditionalGeneration`): its
+        // text part's parameters are under `text_config`.
+        if let Some(text) = gemma3_text_config(config) {
+            return Self::from_hf_config(&text);
+        }
         let arch = config
             .get("model_type")
             .and_then(Value::as_str)
@@ -349,6 +354,21 @@ impl ModelSpec {
     pub fn kv_bytes_per_token(&self, bytes_per_elem: usize) -> u64 {
         2 * (self.num_layers * self.num_kv_heads * self.head_dim * bytes_per_elem) as u64
     }
+}
+
+/// The text model's configuration of a multimodal Gemma 3 `config.json` (`model_type`
+/// `gemma3` with a `text_config`), marked `gemma3_text`; `None` otherwise.
+fn gemma3_text_config(config: &Value) -> Option<Value> {
+    let text = config.get("text_config").filter(|v| v.is_object())?;
+    let model_type = config.get("model_type").and_then(Value::as_str).unwrap_or_default();
+    let arch = config.get("architectures").and_then(|a| a.get(0)).and_then(Value::as_str).unwrap_or_default();
+    let gemma = model_type == "gemma3" || arch.eq_ignore_ascii_case("Gemma3ForConditionalGeneration");
+    let mut text = text.clone();
+    if let Some(object) = text.as_object_mut().filter(|_| gemma) {
+        object.insert("model_type".into(), Value::String("gemma3_text".into()));
+        return Some(text);
+    }
+    None
 }
 
 /// Gemma 3's layer kinds, RoPE bases and scaling of a `config.json` (transformers 5's

@@ -43,7 +43,15 @@ impl HfCheckpoint {
             let file = File::open(&path).map_err(|e| QuantError::io(&path, e))?;
             // SAFETY: read-only map of a file we do not modify.
             let mmap = unsafe { Mmap::map(&file) }.map_err(|e| QuantError::io(&path, e))?;
-            for info in shard_tensors(&path, index, &mmap)? {
+            for mut info in shard_tensors(&path, index, &mmap)? {
+                if spec.family == cardinfer_core::Family::Gemma3 {
+                    // A multimodal Gemma 3's text model under its usual names; its vision
+                    // tower and projector are not read.
+                    match text_model_name(&info.name) {
+                        Some(name) => info.name = name,
+                        None => continue,
+                    }
+                }
                 tensors.insert(info.name.clone(), info);
             }
             shards.push((path, mmap));
@@ -157,4 +165,24 @@ fn shard_files(dir: &Path) -> Result<Vec<String>, QuantError> {
         return Err(bad(&format!("shard name `{escape}` leaves the checkpoint directory")));
     }
     Ok(files)
+}
+
+/// The text model's name of a tensor of a Gemma 3 checkpoint: `model.layers.…` whether
+/// it is stored so (text-only), as `language_model.model.…` (multimodal, transformers 4)
+/// or as `model.language_model.…` (transformers 5); `None` for the vision tower and the
+/// multimodal projector.
+fn text_model_name(name: &str) -> Option<String> {
+    if let Some(rest) =
+        name.strip_prefix("language_model.model.").or_else(|| name.strip_prefix("model.language_model."))
+    {
+        return Some(format!("model.{rest}"));
+    }
+    if let Some(rest) = name.strip_prefix("language_model.") {
+        return Some(rest.to_string());
+    }
+    let vision = ["vision_tower.", "multi_modal_projector.", "model.vision_tower.", "model.multi_modal_projector."];
+    match vision.iter().any(|p| name.starts_with(p)) {
+        true => None,
+        false => Some(name.to_string()),
+    }
 }
