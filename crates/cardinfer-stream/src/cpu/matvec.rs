@@ -7,7 +7,9 @@
 //! decode step that is bound by memory reads a third more bytes — and the tiles are a
 //! second copy of every host layer. Here each output row is a dot product straight over
 //! the file's blocks with Candle's own SIMD block kernels ([`GgmlType::vec_dot`]), or for
-//! Q4_K and Q6_K on CPUs with AVX-512 VNNI ours ([`crate::cpu::x86::vnni_dot`]); the rows are split
+//! Q4_K and Q6_K on CPUs with AVX-512 VNNI ours ([`crate::cpu::x86::vnni_dot`]), and for
+//! Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0 on CPUs with AVX2 ours
+//! ([`crate::cpu::x86::legacy_dot`], where Candle's are scalar); the rows are split
 //! into contiguous ranges, tasks of the host pool ([`crate::cpu::host_pool`]), so each thread
 //! streams one region of memory.
 //!
@@ -285,6 +287,7 @@ fn kernel_for<'a>(
         }
         Some(Box::new(Blocks { w, xq, k, kernels }))
     }
+    use crate::cpu::x86::legacy_dot as legacy;
     let args = (bytes, n, k, xs, rows);
     match dtype {
         GgmlDType::Q4K => make::<BlockQ4K>(
@@ -298,11 +301,11 @@ fn kernel_for<'a>(
         GgmlDType::Q5K => make::<BlockQ5K>(args, candle_only()),
         GgmlDType::Q3K => make::<BlockQ3K>(args, candle_only()),
         GgmlDType::Q2K => make::<BlockQ2K>(args, candle_only()),
-        GgmlDType::Q8_0 => make::<BlockQ8_0>(args, candle_only()),
-        GgmlDType::Q4_0 => make::<BlockQ4_0>(args, candle_only()),
-        GgmlDType::Q4_1 => make::<BlockQ4_1>(args, candle_only()),
-        GgmlDType::Q5_0 => make::<BlockQ5_0>(args, candle_only()),
-        GgmlDType::Q5_1 => make::<BlockQ5_1>(args, candle_only()),
+        GgmlDType::Q8_0 => make::<BlockQ8_0>(args, Kernels { one: legacy::dot_q8_0, many: legacy::dot_q8_0_many }),
+        GgmlDType::Q4_0 => make::<BlockQ4_0>(args, Kernels { one: legacy::dot_q4_0, many: legacy::dot_q4_0_many }),
+        GgmlDType::Q4_1 => make::<BlockQ4_1>(args, Kernels { one: legacy::dot_q4_1, many: legacy::dot_q4_1_many }),
+        GgmlDType::Q5_0 => make::<BlockQ5_0>(args, Kernels { one: legacy::dot_q5_0, many: legacy::dot_q5_0_many }),
+        GgmlDType::Q5_1 => make::<BlockQ5_1>(args, Kernels { one: legacy::dot_q5_1, many: legacy::dot_q5_1_many }),
         _ => None,
     }
 }

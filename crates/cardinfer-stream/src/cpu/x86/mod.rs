@@ -1,6 +1,7 @@
 //! x86-64 vector kernels (AVX-512 VNNI), detected at run time; each has a portable
 //! fallback in its caller.
 
+pub(crate) mod legacy_dot;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod mmvq_avx512;
 pub mod vnni_dot;

@@ -6,6 +6,8 @@
 //! tiny ones: the composition the CUDA path records is tested without a GPU. The CPU
 //! twins that give the CUDA kernels' own bits are in [`crate::cpu::exact`].
 
+// `ATTENTION_CHUNK` is the tests' (`fused/tests.rs`) and the developer tools'.
+#[allow(unused_imports)]
 pub use crate::cpu::exact::layout::{AttentionShape, Rotation, ATTENTION_CHUNK};
 
 /// `x += delta` (when given), then `out = x / rms(x) * weight`.
@@ -70,31 +72,15 @@ pub fn decode_attention(
     let scale = 1.0 / (d as f32).sqrt();
     let group = heads / kv_heads;
     for h in 0..heads {
-        let kh = h / group;
-        let qh = &q[h * d..(h + 1) * d];
-        let mut partials = Vec::new();
-        for start in (0..len).step_by(ATTENTION_CHUNK) {
-            let mut m = f32::NEG_INFINITY;
-            let mut l = 0f32;
-            let mut acc = vec![0f32; d];
-            for t in start..(start + ATTENTION_CHUNK).min(len) {
-                let row = (kh * capacity + t) * d;
-                let s = qh.iter().zip(&k_cache[row..row + d]).map(|(a, b)| a * b).sum::<f32>() * scale;
-                let m_new = m.max(s);
-                let (correction, p) = ((m - m_new).exp(), (s - m_new).exp());
-                l = l * correction + p;
-                for (a, v) in acc.iter_mut().zip(&v_cache[row..row + d]) {
-                    *a = *a * correction + p * v;
-                }
-                m = m_new;
-            }
-            partials.push((m, l, acc));
-        }
-        let m_max = partials.iter().map(|p| p.0).fold(f32::NEG_INFINITY, f32::max);
-        let total: f32 = partials.iter().map(|(m, l, _)| l * (m - m_max).exp()).sum();
-        for (i, o) in out[h * d..(h + 1) * d].iter_mut().enumerate() {
-            *o = partials.iter().map(|(m, _, acc)| acc[i] * (m - m_max).exp()).sum::<f32>() / total;
-        }
+        let base = (h / group) * capacity;
+        crate::cpu::attention::attend_one(
+            &q[h * d..(h + 1) * d],
+            0..=len.saturating_sub(1),
+            |t| &k_cache[(base + t) * d..][..d],
+            |t| &v_cache[(base + t) * d..][..d],
+            scale,
+            &mut out[h * d..(h + 1) * d],
+        );
     }
 }
 

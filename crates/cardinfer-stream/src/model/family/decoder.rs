@@ -137,6 +137,20 @@ impl Decoder {
         let q = self.rope_heads(rope, &q, &cos, &sin)?;
         let k = self.rope_heads(rope, &k, &cos, &sin)?;
         let (k, v) = kv.append(&k, &v)?;
+        let scale = match &s.gemma {
+            Some(g) => 1.0 / g.query_pre_attn_scalar.sqrt(),
+            None => 1.0 / (s.head_dim as f64).sqrt(),
+        };
+        if x.device().is_cpu() {
+            // Row by row over each position's own keys: the same bits in any pass, and a
+            // decode step's are the fused path's (scale in f32 as its kernels take it).
+            let scale = match &s.gemma {
+                Some(g) => 1.0 / (g.query_pre_attn_scalar as f32).sqrt(),
+                None => 1.0 / (s.head_dim as f32).sqrt(),
+            };
+            let y = crate::cpu::attention::attend(&q, &k, &v, pos, scale, window)?;
+            return self.project(&y, w, Role::AttnOutput, None);
+        }
         let mut total = k.dim(2)?;
         // One query of a sliding-window layer sees the last `window` keys only.
         let (k, v) = match window {
@@ -152,10 +166,6 @@ impl Decoder {
         // GQA: view the query heads of one KV head as extra rows, so no KV copy is made.
         let group = s.num_heads / s.num_kv_heads;
         let q = q.reshape((b, s.num_kv_heads, group * seq, s.head_dim))?;
-        let scale = match &s.gemma {
-            Some(g) => 1.0 / g.query_pre_attn_scalar.sqrt(),
-            None => 1.0 / (s.head_dim as f64).sqrt(),
-        };
         let scores = q.matmul(&k.t()?)?;
         let probs = if let (Some(wnd), true) = (window, seq > 1) {
             let mask = rope.window_mask(group, seq, pos, total, wnd, x.device())?;
