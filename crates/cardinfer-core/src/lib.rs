@@ -3,6 +3,7 @@
 
 mod bytesize;
 mod error;
+mod family_config;
 mod layout;
 pub mod presets;
 mod printable;
