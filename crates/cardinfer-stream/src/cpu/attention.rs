@@ -12,8 +12,8 @@
 //! next token differed by 0.04 nats (issue 29; `tests/generation.rs`).
 
 use crate::cpu::exact::layout::ATTENTION_CHUNK;
-use crate::Result;
-use candle_core::{Device, Tensor};
+use crate::{Result, StreamError};
+use candle_core::{Device, Storage, Tensor};
 use rayon::prelude::*;
 
 /// `Σ a·b` in eight interleaved partial sums combined in a fixed tree (the compiler keeps
@@ -91,30 +91,51 @@ pub(crate) fn attend(
     let (_, kv_heads, total, _) = k.dims4()?;
     let group = heads / kv_heads.max(1);
     let q = q.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
-    let k = k.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
-    let v = v.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
     let mut out = vec![0f32; b * seq * heads * d];
-    // One task per (batch, position): every head of one output row.
-    out.par_chunks_mut(heads * d).enumerate().for_each(|(row, out)| {
-        let (batch, s) = (row / seq, row % seq);
-        let p = pos + s;
-        let last = p.min(total.saturating_sub(1));
-        let first = window.map_or(0, |w| (p + 1).saturating_sub(w.max(1))).min(last);
-        for h in 0..heads {
-            let kv = h / group.max(1);
-            let q_row = &q[((batch * heads + h) * seq + s) * d..][..d];
-            let base = (batch * kv_heads + kv) * total;
-            attend_one(
-                q_row,
-                first..=last,
-                |j| &k[(base + j) * d..][..d],
-                |j| &v[(base + j) * d..][..d],
-                scale,
-                &mut out[h * d..(h + 1) * d],
-            );
-        }
-    });
+    // The cache's keys and values read in place (no copy of the whole context per layer).
+    let (k, v) = (k.contiguous()?, v.contiguous()?);
+    with_host_f32(&k, |k, _| {
+        with_host_f32(&v, |v, _| {
+            // One task per (batch, position): every head of one output row.
+            out.par_chunks_mut(heads * d).enumerate().for_each(|(row, out)| {
+                let (batch, s) = (row / seq, row % seq);
+                let p = pos + s;
+                let last = p.min(total.saturating_sub(1));
+                let first = window.map_or(0, |w| (p + 1).saturating_sub(w.max(1))).min(last);
+                for h in 0..heads {
+                    let kv = h / group.max(1);
+                    let q_row = &q[((batch * heads + h) * seq + s) * d..][..d];
+                    let base = (batch * kv_heads + kv) * total;
+                    attend_one(
+                        q_row,
+                        first..=last,
+                        |j| &k[(base + j) * d..][..d],
+                        |j| &v[(base + j) * d..][..d],
+                        scale,
+                        &mut out[h * d..(h + 1) * d],
+                    );
+                }
+            })
+        })
+    })??;
     Ok(Tensor::from_vec(out, (b, seq, heads * d), &Device::Cpu)?)
+}
+
+/// Runs `f` on the f32 data of a contiguous CPU tensor of keys or values `[batch, heads,
+/// capacity, d]` (from its first element, in place) and its `capacity`.
+pub(crate) fn with_host_f32<R>(t: &Tensor, f: impl FnOnce(&[f32], usize) -> R) -> Result<R> {
+    let capacity = t.dim(2)?;
+    let not_host =
+        || StreamError::InvalidParameter { name: "kv", reason: "the KV cache is not f32 in host memory".into() };
+    let (storage, layout) = t.storage_and_layout();
+    if !layout.is_contiguous() {
+        return Err(StreamError::InvalidParameter { name: "kv", reason: "the KV cache is not contiguous".into() });
+    }
+    let Storage::Cpu(cpu) = &*storage else { return Err(not_host()) };
+    let data = cpu.as_slice::<f32>().map_err(|_| not_host())?;
+    let start = layout.start_offset();
+    let data = data.get(start..start + t.elem_count()).ok_or_else(not_host)?;
+    Ok(f(data, capacity))
 }
 
 #[cfg(test)]
@@ -137,13 +158,15 @@ mod tests {
         let k = random((1, kv, total, d), 2);
         let v = random((1, kv, total, d), 3);
         let whole = attend(&q, &k, &v, 0, 0.3, None).unwrap().to_vec3::<f32>().unwrap();
+        // Query `at` alone with keys `first..first + keys` (its position among them: the last).
+        let alone = |at: usize, first: usize, keys: usize| -> Vec<f32> {
+            let (q, k, v) =
+                (q.narrow(2, at, 1).unwrap(), k.narrow(2, first, keys).unwrap(), v.narrow(2, first, keys).unwrap());
+            attend(&q, &k, &v, keys - 1, 0.3, None).unwrap().to_vec3::<f32>().unwrap()[0][0].clone()
+        };
         // Position 6 alone, with only its keys: the same bits.
-        let one =
-            attend(&q.narrow(2, 6, 1).unwrap(), &k.narrow(2, 0, 7).unwrap(), &v.narrow(2, 0, 7).unwrap(), 6, 0.3, None)
-                .unwrap()
-                .to_vec3::<f32>()
-                .unwrap();
-        assert_eq!(one[0][0], whole[0][6]);
+        let one = alone(6, 0, 7);
+        assert_eq!(one, whole[0][6]);
         // Against the softmax formula in f64, head 3 (KV head 1) at position 4.
         let q4 = q.get(0).unwrap().get(3).unwrap().get(4).unwrap().to_vec1::<f32>().unwrap();
         let keys = k.get(0).unwrap().get(1).unwrap().to_vec2::<f32>().unwrap();
@@ -161,11 +184,7 @@ mod tests {
         }
         // A window of 3: position 8 sees keys 6, 7 and 8 only.
         let windowed = attend(&q, &k, &v, 0, 0.3, Some(3)).unwrap().to_vec3::<f32>().unwrap();
-        let last =
-            attend(&q.narrow(2, 8, 1).unwrap(), &k.narrow(2, 6, 3).unwrap(), &v.narrow(2, 6, 3).unwrap(), 2, 0.3, None)
-                .unwrap()
-                .to_vec3::<f32>()
-                .unwrap();
-        assert_eq!(last[0][0], windowed[0][8]);
+        let last = alone(8, 6, 3);
+        assert_eq!(last, windowed[0][8]);
     }
 }

@@ -2,6 +2,7 @@
 //! layer (`FusedDecoder::enqueue_layer`): the kernels' CPU twins in its launch order.
 
 use super::stages::StageClock;
+use crate::cpu::attention::with_host_f32;
 use crate::cpu::exact::kernels::{add_rms_norm, decode_attention, head_norm_rope, silu_mul, AttentionShape, Rotation};
 use crate::cpu::exact::mmvq;
 use crate::model::kv_cache::KvSlot;
@@ -10,7 +11,7 @@ use crate::model::rope::Rope;
 use crate::model::weights::{BlockWeights, Weight};
 use crate::{Result, StreamError};
 use candle_core::quantized::QTensor;
-use candle_core::{Device, Storage, Tensor};
+use candle_core::{Device, Tensor};
 use cardinfer_core::ModelSpec;
 
 /// Whether [`decode_layer`] computes a layer of `spec` with `weights`: the head layout the
@@ -156,21 +157,4 @@ fn append(kv: &mut KvSlot, k: Vec<f32>, v: Vec<f32>, kv_heads: usize, d: usize) 
         return Ok((kb, vb));
     }
     kv.append(&k, &v)
-}
-
-/// Runs `f` on the f32 data of a contiguous CPU tensor `[1, heads, capacity, d]` (from its
-/// first element) and its `capacity`.
-fn with_host_f32<R>(t: &Tensor, f: impl FnOnce(&[f32], usize) -> R) -> Result<R> {
-    let capacity = t.dim(2)?;
-    let not_host =
-        || StreamError::InvalidParameter { name: "kv", reason: "the KV cache is not f32 in host memory".into() };
-    let (storage, layout) = t.storage_and_layout();
-    if !layout.is_contiguous() {
-        return Err(StreamError::InvalidParameter { name: "kv", reason: "the KV cache is not contiguous".into() });
-    }
-    let Storage::Cpu(cpu) = &*storage else { return Err(not_host()) };
-    let data = cpu.as_slice::<f32>().map_err(|_| not_host())?;
-    let start = layout.start_offset();
-    let data = data.get(start..start + t.elem_count()).ok_or_else(not_host)?;
-    Ok(f(data, capacity))
 }

@@ -137,10 +137,6 @@ impl Decoder {
         let q = self.rope_heads(rope, &q, &cos, &sin)?;
         let k = self.rope_heads(rope, &k, &cos, &sin)?;
         let (k, v) = kv.append(&k, &v)?;
-        let scale = match &s.gemma {
-            Some(g) => 1.0 / g.query_pre_attn_scalar.sqrt(),
-            None => 1.0 / (s.head_dim as f64).sqrt(),
-        };
         if x.device().is_cpu() {
             // Row by row over each position's own keys: the same bits in any pass, and a
             // decode step's are the fused path's (scale in f32 as its kernels take it).
@@ -163,6 +159,10 @@ impl Decoder {
             _ => (k, v),
         };
 
+        let scale = match &s.gemma {
+            Some(g) => 1.0 / g.query_pre_attn_scalar.sqrt(),
+            None => 1.0 / (s.head_dim as f64).sqrt(),
+        };
         // GQA: view the query heads of one KV head as extra rows, so no KV copy is made.
         let group = s.num_heads / s.num_kv_heads;
         let q = q.reshape((b, s.num_kv_heads, group * seq, s.head_dim))?;
