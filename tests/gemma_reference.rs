@@ -8,7 +8,6 @@ mod common;
 
 use candle_core::Device;
 use cardinfer_core::{Family, ModelSpec};
-use cardinfer_quant::slice::{slice, SliceOptions};
 use cardinfer_quant::Checkpoint;
 use cardinfer_stream::{Logits, ResidentModel, TextModel};
 use serde_json::Value;
@@ -34,28 +33,6 @@ fn load(path: &Path) -> ResidentModel {
     ResidentModel::load(&ckpt, &Device::Cpu, |_, _| {}).expect("load model")
 }
 
-/// Logits at all 24 positions within 1e-4 of transformers, and its 16 greedy tokens.
-fn check_against_transformers(model: &dyn TextModel) {
-    let v = reference();
-    let (_, _, expected) = common::hf_reference(NAME);
-    let mut kv = model.new_cache();
-    let ours: Vec<Vec<f32>> = model.forward(&ids(&v, "input_ids"), &mut kv, Logits::All).unwrap().to_vec2().unwrap();
-    assert_eq!(ours.len(), expected.len());
-    for (pos, (a, b)) in ours.iter().zip(&expected).enumerate() {
-        let diff = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
-        assert!(diff < 1e-4, "position {pos}: max |Δlogit| = {diff}");
-    }
-    let mut kv = model.new_cache();
-    let mut logits = model.forward(&ids(&v, "greedy_prefix"), &mut kv, Logits::Last).unwrap();
-    let mut generated = Vec::new();
-    for _ in 0..16 {
-        let next = logits.squeeze(0).unwrap().argmax(0).unwrap().to_scalar::<u32>().unwrap();
-        generated.push(next);
-        logits = model.forward(&[next], &mut kv, Logits::Last).unwrap();
-    }
-    assert_eq!(generated, ids(&v, "greedy_new_tokens"), "greedy tokens");
-}
-
 #[test]
 fn gemma3_config_gives_layer_kinds_rope_bases_and_scales() {
     let spec = Checkpoint::open(reference_dir()).unwrap().spec().unwrap();
@@ -70,15 +47,13 @@ fn gemma3_config_gives_layer_kinds_rope_bases_and_scales() {
 
 #[test]
 fn gemma3_tiny_matches_transformers_from_safetensors() {
-    check_against_transformers(&load(&reference_dir()));
+    common::check_against_transformers(NAME, &load(&reference_dir()));
 }
 
 #[test]
 fn gemma3_gguf_slice_matches_transformers() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let out = dir.path().join("gemma3-tiny.gguf");
-    let ckpt = Checkpoint::open(reference_dir()).expect("open checkpoint");
-    slice(&ckpt, &out, &SliceOptions { scheme: None, threads: 2, tokenizer: false }, &mut |_| {}).expect("slice");
+    let out = common::gguf_slice(NAME, dir.path());
     let gguf = Checkpoint::open(&out).expect("open slice");
     let Checkpoint::Gguf(file) = &gguf else { panic!("a GGUF") };
     assert!(
@@ -89,7 +64,7 @@ fn gemma3_gguf_slice_matches_transformers() {
     let g = spec.gemma.clone().expect("Gemma parameters");
     assert!(!g.norm_plus_one, "the slice stores 1 + w");
     assert_eq!(g.global_layers, vec![false, false, false, true]);
-    check_against_transformers(&load(&out));
+    common::check_against_transformers(NAME, &load(&out));
 }
 
 /// The text part of a multimodal checkpoint (`Gemma3ForConditionalGeneration`: the text
@@ -122,7 +97,7 @@ fn gemma3_text_part_of_a_multimodal_checkpoint_matches_transformers() {
     safetensors::serialize_to_file(views, None, &dir.path().join("model.safetensors")).unwrap();
     let model = load(dir.path());
     assert_eq!(model.spec().family, Family::Gemma3);
-    check_against_transformers(&model);
+    common::check_against_transformers(NAME, &model);
 }
 
 #[test]

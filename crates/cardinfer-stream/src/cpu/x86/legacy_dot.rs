@@ -97,7 +97,7 @@ fn hardware() -> bool {
 /// weights become bytes for `maddubs`.
 trait Legacy: Sized {
     /// The input block type (Q8_0 or Q8_1).
-    type Input;
+    type Input: Input;
     /// Whether a block has a minimum (Q4_1, Q5_1).
     const HAS_MIN: bool = false;
     /// The weight block's f16 scale.
@@ -114,8 +114,23 @@ trait Legacy: Sized {
     /// The CPU must have AVX2.
     #[cfg(target_arch = "x86_64")]
     unsafe fn bytes(&self) -> (std::arch::x86_64::__m256i, bool);
-    /// The input block's f16 scale and bytes.
-    fn input(x: &Self::Input) -> (u16, &[i8; 32]);
+}
+
+/// An 8-bit input block: its f16 scale and its 32 bytes.
+trait Input {
+    fn scale_and_bytes(&self) -> (u16, &[i8; 32]);
+}
+
+impl Input for Q8_0 {
+    fn scale_and_bytes(&self) -> (u16, &[i8; 32]) {
+        (self.d, &self.qs)
+    }
+}
+
+impl Input for Q8_1 {
+    fn scale_and_bytes(&self) -> (u16, &[i8; 32]) {
+        (self.d, &self.qs)
+    }
 }
 
 /// 32 nibbles as bytes in value order (the low nibbles, then the high ones).
@@ -151,9 +166,6 @@ impl Legacy for Q4_0 {
         use std::arch::x86_64::*;
         (_mm256_sub_epi8(nibbles(&self.qs), _mm256_set1_epi8(8)), true)
     }
-    fn input(x: &Q8_0) -> (u16, &[i8; 32]) {
-        (x.d, &x.qs)
-    }
 }
 
 impl Legacy for Q8_0 {
@@ -164,9 +176,6 @@ impl Legacy for Q8_0 {
     #[cfg(target_arch = "x86_64")]
     unsafe fn bytes(&self) -> (std::arch::x86_64::__m256i, bool) {
         (std::arch::x86_64::_mm256_loadu_si256(self.qs.as_ptr().cast()), true)
-    }
-    fn input(x: &Q8_0) -> (u16, &[i8; 32]) {
-        (x.d, &x.qs)
     }
 }
 
@@ -183,9 +192,6 @@ impl Legacy for Q4_1 {
     fn min_and_sum(&self, x: &Q8_1) -> Option<(u16, u16)> {
         Some((self.m, x.s))
     }
-    fn input(x: &Q8_1) -> (u16, &[i8; 32]) {
-        (x.d, &x.qs)
-    }
 }
 
 impl Legacy for Q5_0 {
@@ -199,9 +205,6 @@ impl Legacy for Q5_0 {
         // Without the fifth bit a value is nibble - 16: the nibble with 0xF0 set, as i8.
         let high = _mm256_andnot_si256(bit_bytes(&self.qh), _mm256_set1_epi8(0xF0u8 as i8));
         (_mm256_or_si256(nibbles(&self.qs), high), true)
-    }
-    fn input(x: &Q8_0) -> (u16, &[i8; 32]) {
-        (x.d, &x.qs)
     }
 }
 
@@ -219,9 +222,6 @@ impl Legacy for Q5_1 {
     }
     fn min_and_sum(&self, x: &Q8_1) -> Option<(u16, u16)> {
         Some((self.m, x.s))
-    }
-    fn input(x: &Q8_1) -> (u16, &[i8; 32]) {
-        (x.d, &x.qs)
     }
 }
 
@@ -245,7 +245,7 @@ unsafe fn dot_avx2<M: Legacy, const R: usize>(w: &[M], xs: [&[M::Input]; R]) -> 
         let magnitude = if signed { _mm256_sign_epi8(weights, weights) } else { weights };
         for r in 0..R {
             let x = &xs[r][i];
-            let (d_x, qs) = M::input(x);
+            let (d_x, qs) = x.scale_and_bytes();
             let mut q = _mm256_loadu_si256(qs.as_ptr().cast());
             if signed {
                 q = _mm256_sign_epi8(q, weights);
