@@ -7,7 +7,7 @@ pub enum CoreError {
     /// A model's configuration names an architecture CardInfer does not run.
     /// Likely cause: a model family other than Llama / Mistral / Qwen2 / Qwen3 /
     /// Qwen3-MoE / Mixtral.
-    #[error("unsupported architecture `{}` (supported: llama, mistral, qwen2, qwen3, qwen3moe, mixtral)", crate::Printable(.arch))]
+    #[error("unsupported architecture `{}` (supported: llama, mistral, qwen2, qwen3, qwen3moe, mixtral, gemma3)", crate::Printable(.arch))]
     UnsupportedArchitecture {
         /// The architecture name as the file spells it.
         arch: String,
