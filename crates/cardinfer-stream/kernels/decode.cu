@@ -71,10 +71,17 @@ __device__ float block_sum(float v) {
     return v;
 }
 
+// The norm weight of element i: w[i], or 1 + w[i] for Gemma's norms (`plus_one`), rounded
+// as the plain path's f32 `w + 1` is.
+__device__ __forceinline__ float norm_weight(const float* w, int i, int plus_one) {
+    return plus_one ? __fadd_rn(w[i], 1.0f) : w[i];
+}
+
 // x += delta (when delta is not null); out = x * rsqrt(mean(x²) + eps) * w.
 // One block, of 32 threads under 1024 elements and 1024 threads from there on: the
 // block sizes Candle's rmsnorm kernel uses, so the sum is added in the same order.
-extern "C" __global__ void add_rms_norm(float* x, const float* delta, const float* w, float* out, int n, float eps) {
+extern "C" __global__ void add_rms_norm(float* x, const float* delta, const float* w, float* out, int n, int plus_one,
+                                        float eps) {
     float ss = 0.f;
     for (int i = threadIdx.x; i < n; i += blockDim.x) {
         float v = x[i];
@@ -85,7 +92,7 @@ extern "C" __global__ void add_rms_norm(float* x, const float* delta, const floa
         ss += v * v;
     }
     const float scale = rsqrtf(block_sum(ss) / n + eps);
-    for (int i = threadIdx.x; i < n; i += blockDim.x) out[i] = scale * x[i] * w[i];
+    for (int i = threadIdx.x; i < n; i += blockDim.x) out[i] = scale * x[i] * norm_weight(w, i, plus_one);
 }
 
 // Sum over the whole block with rounded adds (blockDim.x a multiple of 32, at most 1024).
@@ -105,7 +112,9 @@ __device__ float block_sum_rn(float v) {
 // add_rms_norm of the decode layers, reproducible on the CPU: the same block sizes and
 // order, each thread's squares added with fused multiply-adds, 1/sqrt correctly rounded.
 // (The head keeps add_rms_norm above, which gives the bits of Candle's rmsnorm kernel.)
-extern "C" __global__ void add_rms_norm_exact(float* x, const float* delta, const float* w, float* out, int n, float eps) {
+// `out` may be `x` (Gemma's norms after attention and the MLP normalize in place).
+extern "C" __global__ void add_rms_norm_exact(float* x, const float* delta, const float* w, float* out, int n,
+                                              int plus_one, float eps) {
     float ss = 0.f;
     for (int i = threadIdx.x; i < n; i += blockDim.x) {
         float v = x[i];
@@ -116,7 +125,8 @@ extern "C" __global__ void add_rms_norm_exact(float* x, const float* delta, cons
         ss = __fmaf_rn(v, v, ss);
     }
     const float scale = inv_rms_rn(block_sum_rn(ss), n, eps);
-    for (int i = threadIdx.x; i < n; i += blockDim.x) out[i] = __fmul_rn(__fmul_rn(scale, x[i]), w[i]);
+    for (int i = threadIdx.x; i < n; i += blockDim.x)
+        out[i] = __fmul_rn(__fmul_rn(scale, x[i]), norm_weight(w, i, plus_one));
 }
 
 // One block per head: `heads` query heads, then `kv_heads` key heads, then `kv_heads`
@@ -129,7 +139,7 @@ extern "C" __global__ void qk_norm_rope_append(
     const float* q_norm, const float* k_norm,
     const float* cos_table, const float* sin_table, const uint32_t* pos_ptr,
     float* q_out, const uint64_t* kv_table, int layer,
-    int heads, int kv_heads, int d, int cap, int interleaved, float eps) {
+    int heads, int kv_heads, int d, int cap, int interleaved, int plus_one, float eps) {
     const int h = blockIdx.x, i = threadIdx.x, half = d / 2;
     const int pos = (int)*pos_ptr;
     float* k_cache = (float*)kv_table[2 * layer];
@@ -177,8 +187,8 @@ extern "C" __global__ void qk_norm_rope_append(
             if (threadIdx.x == 0) scale = inv_rms_rn(ss, d, eps);
         }
         __syncthreads();
-        xa = __fmul_rn(__fmul_rn(scale, xa), norm[a]);
-        xb = __fmul_rn(__fmul_rn(scale, xb), norm[b]);
+        xa = __fmul_rn(__fmul_rn(scale, xa), norm_weight(norm, a, plus_one));
+        xb = __fmul_rn(__fmul_rn(scale, xb), norm_weight(norm, b, plus_one));
     }
     if (rotate) {
         const float c = cos_table[(size_t)pos * half + i], s = sin_table[(size_t)pos * half + i];
@@ -193,19 +203,27 @@ extern "C" __global__ void qk_norm_rope_append(
 
 #define MAX_DIMS_PER_LANE 8  // head_dim up to 256
 
+// The first key a query at position len - 1 sees: 0, or len - window on a sliding-window
+// layer (window > 0; Gemma 3's local layers).
+__device__ __forceinline__ int first_key(int len, int window) {
+    return (window > 0 && len > window) ? len - window : 0;
+}
+
 // Grid (heads, chunks); blockDim.x = 128 (4 warps). Block (h, c) reads keys
-// [c*chunk, min((c+1)*chunk, len)) of its KV head, len = *pos_ptr + 1, and writes the
-// partial max score, sum of exponentials and weighted value sum of its chunk.
+// [max(c*chunk, first), min((c+1)*chunk, len)) of its KV head, len = *pos_ptr + 1, and
+// writes the partial max score, sum of exponentials and weighted value sum of its chunk.
+// Chunks wholly before the window's first key write nothing (the combine skips them).
 // Lane `l` of a warp holds dims l*per .. l*per+per-1 (per = d / 32).
 extern "C" __global__ void decode_attention_partial(
     const float* q, const uint64_t* kv_table, const uint32_t* pos_ptr,
     float* part_max, float* part_sum, float* part_acc, int layer,
-    int heads, int kv_heads, int d, int cap, int chunk, int chunks, float scale) {
+    int heads, int kv_heads, int d, int cap, int chunk, int chunks, int window, float scale) {
     const int h = blockIdx.x, c = blockIdx.y;
     const int len = (int)*pos_ptr + 1;
-    const int start = c * chunk;
-    if (start >= len) return;
-    const int end = min(start + chunk, len);
+    const int first = first_key(len, window);
+    const int start = max(c * chunk, first);
+    if (start >= len || (c + 1) * chunk <= first) return;
+    const int end = min((c + 1) * chunk, len);
     const int kh = h / (heads / kv_heads);
     const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP, warps = blockDim.x / WARP;
     const int per = d / WARP;
@@ -266,14 +284,15 @@ extern "C" __global__ void decode_attention_partial(
 // One block per head, blockDim.x = d: out[h] = Σ_c acc_c e^(m_c - M) / Σ_c l_c e^(m_c - M).
 extern "C" __global__ void decode_attention_combine(
     const float* part_max, const float* part_sum, const float* part_acc, const uint32_t* pos_ptr,
-    float* out, int d, int chunk, int chunks) {
+    float* out, int d, int chunk, int chunks, int window) {
     const int h = blockIdx.x, i = threadIdx.x;
-    const int used = ((int)*pos_ptr + 1 + chunk - 1) / chunk;
+    const int len = (int)*pos_ptr + 1;
+    const int used = (len + chunk - 1) / chunk, skipped = first_key(len, window) / chunk;
     const size_t base = (size_t)h * chunks;
     float mm = -INFINITY;
-    for (int c = 0; c < used; c++) mm = fmaxf(mm, part_max[base + c]);
+    for (int c = skipped; c < used; c++) mm = fmaxf(mm, part_max[base + c]);
     float total = 0.f, a = 0.f;
-    for (int c = 0; c < used; c++) {
+    for (int c = skipped; c < used; c++) {
         const float e = exact_expf(__fsub_rn(part_max[base + c], mm));
         total = __fmaf_rn(part_sum[base + c], e, total);
         a = __fmaf_rn(part_acc[(base + c) * d + i], e, a);
@@ -287,6 +306,18 @@ extern "C" __global__ void silu_mul_exact(const float* gate, const float* up, fl
     if (i < n) {
         const float g = gate[i];
         out[i] = __fmul_rn(__fdiv_rn(g, __fadd_rn(1.f, exact_expf(-g))), up[i]);
+    }
+}
+
+// out = gelu(gate) * up with GeLU's tanh form (Gemma's MLP), in the order of Candle's
+// CUDA gelu kernel followed by the multiply.
+extern "C" __global__ void gelu_mul(const float* gate, const float* up, float* out, int n) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) {
+        const float x = gate[i];
+        const float alpha = x + 0.044715f * (x * x * x);  // sqrt(2 / pi) below, as Candle's float
+        const float g = 0.5f * x * (1.0f + tanhf(0.7978845608028654f * alpha));
+        out[i] = g * up[i];
     }
 }
 

@@ -29,6 +29,9 @@ pub(crate) fn insert_vectors(spec: &ModelSpec, weights: &mut HashMap<Role, Weigh
     if spec.qk_norm {
         vectors.extend([(Role::AttnQNorm, d), (Role::AttnKNorm, d)]);
     }
+    if spec.gemma.is_some() {
+        vectors.extend([(Role::PostAttnNorm, h), (Role::PostFfnNorm, h)]);
+    }
     for (i, (role, n)) in vectors.into_iter().enumerate() {
         let v: Vec<f32> = values(n, 100 + i as u64, 0.5).into_iter().map(|v| 1.0 + v).collect();
         weights.insert(role, Weight::Dense(Tensor::from_vec(v, n, &Device::Cpu).expect("vector")));

@@ -7,12 +7,12 @@
 //! the CPU and the head take the hidden state out as a tensor and (the CPU's) put it back.
 
 use crate::executor::fused::DecodePath;
+use crate::model::family::Decoder;
 use crate::model::kv_cache::KvCache;
-use crate::model::rope::Rope;
+use crate::model::layer_stream::LayerStream;
 use crate::model::weights::BlockWeights;
 use crate::Result;
 use candle_core::{Device, Tensor};
-use cardinfer_core::ModelSpec;
 
 #[cfg(feature = "cuda")]
 use crate::executor::fused::cuda::FusedDecoder;
@@ -34,28 +34,25 @@ impl FusedLayers {
         }
     }
 
-    /// The kernels for a built-in decoder of `spec` on `device`, when `path` asks for them
-    /// and the model suits them; `kv_on_host` plans keep the plain path (their caches move
+    /// The kernels for the built-in `decoder` on `device`, when `path` asks for them and
+    /// the model suits them; `kv_on_host` plans keep the plain path (their caches move
     /// layer by layer).
-    pub(crate) fn new(path: DecodePath, spec: &ModelSpec, rope: &Rope, device: &Device, kv_on_host: bool) -> Self {
+    pub(crate) fn new(path: DecodePath, decoder: &Decoder, device: &Device, kv_on_host: bool) -> Self {
         if path == DecodePath::Plain {
             return Self::off("asked for");
         }
         if kv_on_host {
             return Self::off("the KV cache lives in host memory");
         }
-        if spec.moe.is_some() {
+        if decoder.spec().moe.is_some() {
             return Self::off("no fused kernels for routed experts yet");
         }
-        if spec.gemma.is_some() {
-            return Self::off("no fused kernels for Gemma 3's layers yet");
-        }
-        Self::try_new(path, spec, rope, device)
+        Self::try_new(path, decoder, device)
     }
 
     #[cfg(feature = "cuda")]
-    fn try_new(path: DecodePath, spec: &ModelSpec, rope: &Rope, device: &Device) -> Self {
-        match FusedDecoder::layerwise(spec, rope, device) {
+    fn try_new(path: DecodePath, decoder: &Decoder, device: &Device) -> Self {
+        match FusedDecoder::layerwise(decoder, device) {
             Ok(mut decoder) => {
                 decoder.configure(path);
                 Self { decoder: Some(std::sync::Mutex::new(decoder)), status: "fused (layer by layer)".into() }
@@ -65,7 +62,7 @@ impl FusedLayers {
     }
 
     #[cfg(not(feature = "cuda"))]
-    fn try_new(_path: DecodePath, _spec: &ModelSpec, _rope: &Rope, _device: &Device) -> Self {
+    fn try_new(_path: DecodePath, _decoder: &Decoder, _device: &Device) -> Self {
         Self::off("the fused path needs the `cuda` feature")
     }
 

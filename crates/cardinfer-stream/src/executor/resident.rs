@@ -166,7 +166,6 @@ impl ResidentModel {
         self.decode_status = match path {
             crate::executor::fused::DecodePath::Plain => "plain (asked for)".into(),
             _ if self.decoder.spec().moe.is_some() => "plain (no fused kernels for routed experts yet)".into(),
-            _ if self.decoder.spec().gemma.is_some() => "plain (no fused kernels for Gemma 3's layers yet)".into(),
             fused => self.try_fused(fused),
         };
     }
@@ -174,8 +173,7 @@ impl ResidentModel {
     #[cfg(feature = "cuda")]
     fn try_fused(&mut self, path: crate::executor::fused::DecodePath) -> String {
         use crate::executor::fused::cuda::FusedDecoder;
-        let spec = self.decoder.spec();
-        match FusedDecoder::new(spec, self.decoder.rope(), &self.layers, &self.head, &self.device) {
+        match FusedDecoder::new(&self.decoder, &self.layers, &self.head, &self.device) {
             Ok(mut fused) => {
                 fused.configure(path);
                 let status = if fused.uses_graph() { "fused (CUDA graph)" } else { "fused (no graph)" };

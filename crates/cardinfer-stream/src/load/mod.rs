@@ -356,20 +356,19 @@ impl Placed {
             options,
             in_place.then_some((plan.slots, plan.slot_bytes, max_cols, plan.prefill_chunk)),
         );
-        let (family, rope) = match family {
+        let (family, decoder) = match family {
             Some(make) => (make(spec, rope_factors), None),
             None => {
                 let mut decoder = Decoder::new(spec, rope_factors);
                 decoder.set_fused_ops(options.decode_path.is_fused());
-                let rope = decoder.rope().clone();
-                (Box::new(decoder) as Box<dyn LayerStream + Send + Sync>, Some(rope))
+                (Box::new(decoder.clone()) as Box<dyn LayerStream + Send + Sync>, Some(decoder))
             }
         };
         let mut model = StreamedModel::new(family, layout, plan, device, reader, progress)?;
         model.set_host_tier(tier, host_bytes);
         model.set_host_tuning(options.tune_host_layers && options.host_layers.is_none());
-        if let Some(rope) = rope {
-            model.prepare_decode_path(options.decode_path, &rope);
+        if let Some(decoder) = decoder {
+            model.prepare_decode_path(options.decode_path, &decoder);
         }
         Ok(model)
     }

@@ -11,37 +11,28 @@
 use super::reference::ATTENTION_CHUNK;
 use crate::cuda::copy_stream::dense_address;
 use crate::cuda::slot_kernels::{self, Workspace};
+use crate::model::family::Decoder;
 use crate::model::kv_cache::KvCache;
+use crate::model::layer_stream::LayerStream;
 use crate::model::names::Role;
 use crate::model::rope::Rope;
 use crate::model::weights::{BlockWeights, Weight};
 use crate::{Result, StreamError};
-use candle_core::cuda_backend::cudarc::driver::{
-    result, sys, CudaFunction, CudaGraph, CudaStream, DevicePtr, LaunchConfig, PushKernelArg,
-};
+use candle_core::cuda_backend::cudarc::driver::{result, sys, CudaGraph, CudaStream, DevicePtr};
 use candle_core::op::BackpropOp;
 use candle_core::quantized::GgmlDType;
 use candle_core::{CudaDevice, CudaStorage, DType, Device, Storage, Tensor};
 use cardinfer_core::{ModelSpec, RopeStyle};
-use std::ffi::c_void;
 use std::sync::Arc;
 
 mod buffers;
+mod launches;
 mod layerwise;
 
 use buffers::{load_kernels, Buffers, Kernels};
 
 /// Threads of the attention partial kernel (it combines exactly 4 warps).
 const ATTENTION_THREADS: u32 = 128;
-/// Threads of the whole-vector RMS norm kernel: Candle's choice for its rmsnorm kernel
-/// (one warp under 1024 elements), so both add the squares in the same order.
-fn norm_threads(n: usize) -> u32 {
-    if n < 1024 {
-        32
-    } else {
-        1024
-    }
-}
 
 /// A block-quantized matrix on the device.
 #[derive(Debug, Clone, Copy)]
@@ -66,6 +57,9 @@ struct LayerAddresses {
     k_norm: u64,
     o: Matrix,
     ffn_norm: u64,
+    /// Gemma 3's norms of the attention and MLP outputs (0 for other families).
+    post_attn_norm: u64,
+    post_ffn_norm: u64,
     gate: Matrix,
     up: Matrix,
     down: Matrix,
@@ -92,6 +86,12 @@ struct Dims {
     layers: usize,
     eps: f32,
     interleaved: bool,
+    /// Norm weights stored as Gemma's `w` of `1 + w`.
+    plus_one: bool,
+    /// GeLU-tanh (Gemma 3) instead of SwiGLU.
+    gelu: bool,
+    /// The attention scores' scale.
+    attention_scale: f32,
 }
 
 /// Decodes one token through a resident model with fused kernels and a CUDA graph.
@@ -106,8 +106,13 @@ pub struct FusedDecoder {
     /// The output norm and matrix (resident models; `None` layer by layer, where the
     /// caller runs the head).
     head: Option<Head>,
+    /// cos and sin tables of the global layers' RoPE, and of the sliding-window layers'
+    /// (Gemma 3) when they have their own.
     rope: (u64, u64),
-    _rope_tables: (Tensor, Tensor),
+    local_rope: Option<(u64, u64)>,
+    _rope_tables: Vec<Tensor>,
+    /// Per layer: the sliding window (0 for full attention).
+    windows: Vec<i32>,
     dims: Dims,
     use_graph: bool,
     /// Benchmarks only ([`super::DecodePath::ProductsOnly`]): launch just the quantized matrix
@@ -158,6 +163,8 @@ impl LayerAddresses {
             k_norm: if spec.qk_norm { vector(w, Role::AttnKNorm, d)? } else { 0 },
             o: matrix(w, Role::AttnOutput, hidden, q_dim)?,
             ffn_norm: vector(w, Role::FfnNorm, hidden)?,
+            post_attn_norm: if spec.gemma.is_some() { vector(w, Role::PostAttnNorm, hidden)? } else { 0 },
+            post_ffn_norm: if spec.gemma.is_some() { vector(w, Role::PostFfnNorm, hidden)? } else { 0 },
             gate: matrix(w, Role::FfnGate, ffn, hidden)?,
             up: matrix(w, Role::FfnUp, ffn, hidden)?,
             down: matrix(w, Role::FfnDown, hidden, ffn)?,
@@ -211,35 +218,25 @@ impl FusedDecoder {
     /// kernel and the head size suits the kernels, loads the kernels, allocates the
     /// activations. Errors say why the model cannot take this path (it then decodes
     /// through the plain one).
-    pub fn new(
-        spec: &ModelSpec,
-        rope: &Rope,
-        layers: &[BlockWeights],
-        head: &BlockWeights,
-        device: &Device,
-    ) -> Result<Self> {
+    pub fn new(decoder: &Decoder, layers: &[BlockWeights], head: &BlockWeights, device: &Device) -> Result<Self> {
+        let spec = decoder.spec();
         let layers = layers.iter().map(|w| LayerAddresses::of(spec, w)).collect::<Result<Vec<_>>>()?;
         let head = Head {
             norm: vector(head, Role::OutputNorm, spec.hidden_size)?,
             output: matrix(head, Role::Output, 0, spec.hidden_size)?,
         };
-        Self::build(spec, rope, device, layers, Some(head))
+        Self::build(decoder, device, layers, Some(head))
     }
 
     /// The decoder without weights of its own, for models whose blocks move (streamed and
     /// hybrid): each token is run layer by layer with the weights where they are at that
     /// moment ([`FusedDecoder::layer`]); see `fused/layerwise.rs`.
-    pub fn layerwise(spec: &ModelSpec, rope: &Rope, device: &Device) -> Result<Self> {
-        Self::build(spec, rope, device, Vec::new(), None)
+    pub fn layerwise(decoder: &Decoder, device: &Device) -> Result<Self> {
+        Self::build(decoder, device, Vec::new(), None)
     }
 
-    fn build(
-        spec: &ModelSpec,
-        rope: &Rope,
-        device: &Device,
-        layers: Vec<LayerAddresses>,
-        head: Option<Head>,
-    ) -> Result<Self> {
+    fn build(decoder: &Decoder, device: &Device, layers: Vec<LayerAddresses>, head: Option<Head>) -> Result<Self> {
+        let spec = decoder.spec();
         let Device::Cuda(cuda) = device else { return Err(unsupported("not a CUDA device")) };
         check_heads(spec)?;
         let d = spec.head_dim;
@@ -259,12 +256,24 @@ impl FusedDecoder {
             layers: spec.num_layers,
             eps: spec.rms_norm_eps as f32,
             interleaved: spec.rope_style == RopeStyle::Interleaved,
+            plus_one: decoder.norm_plus_one(),
+            gelu: spec.gemma.is_some(),
+            attention_scale: decoder.attention_scale_f32(),
         };
-        let (cos, sin) = rope.tables(0, capacity, device)?;
-        let rope_addresses = (
-            dense_address(&cos).ok_or_else(|| unsupported("RoPE tables not on the device"))?,
-            dense_address(&sin).ok_or_else(|| unsupported("RoPE tables not on the device"))?,
-        );
+        let mut rope_tables = Vec::new();
+        let mut tables_of = |rope: &Rope| -> Result<(u64, u64)> {
+            let (cos, sin) = rope.tables(0, capacity, device)?;
+            let addresses = (
+                dense_address(&cos).ok_or_else(|| unsupported("RoPE tables not on the device"))?,
+                dense_address(&sin).ok_or_else(|| unsupported("RoPE tables not on the device"))?,
+            );
+            rope_tables.extend([cos, sin]);
+            Ok(addresses)
+        };
+        let rope_addresses = tables_of(decoder.rope())?;
+        let windows: Vec<i32> = (0..spec.num_layers).map(|l| spec.sliding_window(l).map_or(0, |w| w as i32)).collect();
+        let local_layer = windows.iter().position(|&w| w > 0);
+        let local_rope = local_layer.map(|l| tables_of(decoder.layer_rope(l))).transpose()?;
         let stream = cuda.cuda_stream();
         let kernels = load_kernels(cuda)?;
         let buffers = Buffers::new(cuda, &dims, q_dim, kv_dim, spec.num_layers)?;
@@ -279,7 +288,9 @@ impl FusedDecoder {
             layers,
             head,
             rope: rope_addresses,
-            _rope_tables: (cos, sin),
+            local_rope,
+            _rope_tables: rope_tables,
+            windows,
             dims,
             use_graph: true,
             matvec_only: false,
@@ -288,6 +299,14 @@ impl FusedDecoder {
             kv_table_host: Vec::new(),
             residual_pending: false,
         })
+    }
+
+    /// The cos and sin tables layer `layer` rotates with.
+    fn rope_of(&self, layer: usize) -> (u64, u64) {
+        match (self.windows.get(layer), self.local_rope) {
+            (Some(&w), Some(local)) if w > 0 => local,
+            _ => self.rope,
+        }
     }
 
     /// Positions the KV cache must hold ([`KvCache::with_capacity`]) for this path.
@@ -407,171 +426,7 @@ impl FusedDecoder {
         for (i, layer) in self.layers.iter().enumerate() {
             self.enqueue_layer(i, layer, i > 0)?;
         }
-        let b = &self.buffers;
-        if !self.matvec_only {
-            self.add_rms_norm(&self.kernels.add_rms_norm, if self.layers.is_empty() { 0 } else { b.down }, head.norm)?;
-        }
-        self.quantize(b.h, self.dims.hidden);
-        self.matvec(&head.output, b.logits)
-    }
-
-    /// Launches layer `i`; `residual_pending`: the previous layer's MLP output in `down`
-    /// is still to be added to `x` (the first norm adds it).
-    fn enqueue_layer(&self, i: usize, layer: &LayerAddresses, residual_pending: bool) -> Result<()> {
-        let b = &self.buffers;
-        let dims = self.dims;
-        let full = !self.matvec_only;
-        {
-            if full {
-                let norm = &self.kernels.add_rms_norm_exact;
-                self.add_rms_norm(norm, if residual_pending { b.down } else { 0 }, layer.attn_norm)?;
-            }
-            self.quantize(b.h, dims.hidden);
-            self.matvec(&layer.q, b.q)?;
-            self.matvec(&layer.k, b.k)?;
-            self.matvec(&layer.v, b.v)?;
-            if full {
-                self.qk_norm_rope_append(layer, i)?;
-                self.attention(i)?;
-            }
-            self.quantize(b.attn, dims.heads * dims.head_dim);
-            self.matvec(&layer.o, b.o)?;
-            if full {
-                self.add_rms_norm(&self.kernels.add_rms_norm_exact, b.o, layer.ffn_norm)?;
-            }
-            self.quantize(b.h, dims.hidden);
-            self.matvec(&layer.gate, b.gate)?;
-            self.matvec(&layer.up, b.up)?;
-            if full {
-                self.silu_mul()?;
-            }
-            self.quantize(b.act, dims.ffn);
-            self.matvec(&layer.down, b.down)?;
-        }
-        Ok(())
-    }
-
-    /// Launches `f` with its arguments in the order the kernels of decode.cu take them:
-    /// device addresses, then integers, then floats.
-    fn launch(
-        &self,
-        f: &CudaFunction,
-        grid: (u32, u32),
-        block: u32,
-        args: &[&u64],
-        ints: &[i32],
-        floats: &[f32],
-    ) -> Result<()> {
-        let mut builder = self.stream.launch_builder(f);
-        for a in args {
-            builder.arg(*a);
-        }
-        for i in ints {
-            builder.arg(i);
-        }
-        for x in floats {
-            builder.arg(x);
-        }
-        let config = LaunchConfig { grid_dim: (grid.0, grid.1, 1), block_dim: (block, 1, 1), shared_mem_bytes: 0 };
-        // SAFETY: the argument lists match the kernels' signatures in decode.cu, and every
-        // address is a live device buffer of the size the kernel reads or writes.
-        unsafe { builder.launch(config) }.map_err(cuda_err)?;
-        Ok(())
-    }
-
-    /// `x += residual` (unless 0), `h = norm(x) · weight`, by `kernel` (one of the two norms).
-    fn add_rms_norm(&self, kernel: &CudaFunction, residual: u64, weight: u64) -> Result<()> {
-        let b = &self.buffers;
-        self.launch(
-            kernel,
-            (1, 1),
-            norm_threads(self.dims.hidden),
-            &[&b.x, &residual, &weight, &b.h],
-            &[self.dims.hidden as i32],
-            &[self.dims.eps],
-        )
-    }
-
-    fn quantize(&self, input: u64, k: usize) {
-        // SAFETY: `input` holds `k` f32; the workspace was sized for the widest input.
-        unsafe { slot_kernels::quantize_q8_1(&self.workspace, input, k, 1, self.stream_ptr()) }
-    }
-
-    fn matvec(&self, m: &Matrix, out: u64) -> Result<()> {
-        // SAFETY: the matrix is a resident QTensor of `rows × cols`; `out` holds `rows` f32.
-        unsafe { slot_kernels::mmvq(&self.workspace, m.dtype, m.address, m.rows, m.cols, 1, out, self.stream_ptr()) }?;
-        Ok(())
-    }
-
-    fn qk_norm_rope_append(&self, l: &LayerAddresses, layer: usize) -> Result<()> {
-        let (b, d) = (&self.buffers, self.dims);
-        self.launch(
-            &self.kernels.qk_norm_rope_append,
-            ((d.heads + 2 * d.kv_heads) as u32, 1),
-            (d.head_dim / 2) as u32,
-            &[
-                &b.q,
-                &b.k,
-                &b.v,
-                &l.q_bias,
-                &l.k_bias,
-                &l.v_bias,
-                &l.q_norm,
-                &l.k_norm,
-                &self.rope.0,
-                &self.rope.1,
-                &b.pos_address,
-                &b.q_rot,
-                &b.kv_table_address,
-            ],
-            &[
-                layer as i32,
-                d.heads as i32,
-                d.kv_heads as i32,
-                d.head_dim as i32,
-                d.capacity as i32,
-                d.interleaved as i32,
-            ],
-            &[d.eps],
-        )
-    }
-
-    fn attention(&self, layer: usize) -> Result<()> {
-        let (b, d) = (&self.buffers, self.dims);
-        let (chunk, chunks) = (ATTENTION_CHUNK as i32, d.chunks as i32);
-        self.launch(
-            &self.kernels.attention_partial,
-            (d.heads as u32, d.chunks as u32),
-            ATTENTION_THREADS,
-            &[&b.q_rot, &b.kv_table_address, &b.pos_address, &b.part_max, &b.part_sum, &b.part_acc],
-            &[layer as i32, d.heads as i32, d.kv_heads as i32, d.head_dim as i32, d.capacity as i32, chunk, chunks],
-            &[1.0 / (d.head_dim as f32).sqrt()],
-        )?;
-        self.launch(
-            &self.kernels.attention_combine,
-            (d.heads as u32, 1),
-            d.head_dim as u32,
-            &[&b.part_max, &b.part_sum, &b.part_acc, &b.pos_address, &b.attn],
-            &[d.head_dim as i32, chunk, chunks],
-            &[],
-        )
-    }
-
-    fn silu_mul(&self) -> Result<()> {
-        let b = &self.buffers;
-        let n = self.dims.ffn;
-        self.launch(
-            &self.kernels.silu_mul_exact,
-            (n.div_ceil(256) as u32, 1),
-            256,
-            &[&b.gate, &b.up, &b.act],
-            &[n as i32],
-            &[],
-        )
-    }
-
-    fn stream_ptr(&self) -> *mut c_void {
-        self.stream.cu_stream() as *mut c_void
+        self.enqueue_head(&head)
     }
 
     /// A copy of the logits buffer as a Candle tensor `[1, vocab]`.

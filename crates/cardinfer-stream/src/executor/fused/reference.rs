@@ -68,14 +68,30 @@ pub fn decode_attention(
     len: usize,
     out: &mut [f32],
 ) {
+    let scale = 1.0 / (shape.head_dim as f32).sqrt();
+    decode_attention_in_window(q, k_cache, v_cache, shape, len, (scale, None), out);
+}
+
+/// [`decode_attention`] with the scores' scale given and, on a sliding-window layer
+/// (Gemma 3), only the last `window` keys: `scope` is `(scale, window)`.
+pub fn decode_attention_in_window(
+    q: &[f32],
+    k_cache: &[f32],
+    v_cache: &[f32],
+    shape: AttentionShape,
+    len: usize,
+    scope: (f32, Option<usize>),
+    out: &mut [f32],
+) {
     let AttentionShape { heads, kv_heads, head_dim: d, capacity } = shape;
-    let scale = 1.0 / (d as f32).sqrt();
+    let (scale, window) = scope;
+    let first = window.map_or(0, |w| len.saturating_sub(w));
     let group = heads / kv_heads;
     for h in 0..heads {
         let base = (h / group) * capacity;
         crate::cpu::attention::attend_one(
             &q[h * d..(h + 1) * d],
-            0..=len.saturating_sub(1),
+            first..=len.saturating_sub(1),
             |t| &k_cache[(base + t) * d..][..d],
             |t| &v_cache[(base + t) * d..][..d],
             scale,
@@ -91,11 +107,21 @@ pub fn silu_mul(gate: &[f32], up: &[f32], out: &mut [f32]) {
     }
 }
 
+/// `out = gelu(gate) · up` with GeLU's tanh form, as Candle's CPU `gelu` computes it.
+/// Kernel `gelu_mul` (Gemma 3).
+pub fn gelu_mul(gate: &[f32], up: &[f32], out: &mut [f32]) {
+    const SQRT_TWO_OVER_PI: f32 = 0.797_884_6;
+    for ((o, &v), u) in out.iter_mut().zip(gate).zip(up) {
+        *o = 0.5 * v * (1.0 + (SQRT_TWO_OVER_PI * v * (1.0 + 0.044715 * v * v)).tanh()) * u;
+    }
+}
+
 /// One decoder block for one new token, composed of the functions above in the order the
 /// CUDA path launches its kernels: `x` (`[hidden]`) becomes the block's output, the new
 /// key and value are written into the slot's preallocated buffers and committed. The
 /// CUDA path defers the final residual add into the next block's `add_rms_norm`; here it
-/// is done at the end, which is the same arithmetic.
+/// is done at the end, which is the same arithmetic. Gemma 3's blocks add the norms of
+/// the attention and MLP outputs, GeLU, their own RoPE and window on local layers.
 pub fn decode_block(
     decoder: &crate::model::family::Decoder,
     weights: &crate::model::weights::BlockWeights,
@@ -109,18 +135,27 @@ pub fn decode_block(
     let (d, heads, kv_heads) = (spec.head_dim, spec.num_heads, spec.num_kv_heads);
     let eps = spec.rms_norm_eps as f32;
     let pos = kv.len();
+    let layer = match weights.block {
+        cardinfer_core::BlockId::Layer(i) => i,
+        _ => 0,
+    };
     let vector = |role: Role| -> crate::Result<Option<Vec<f32>>> {
         match weights.has(role) {
             true => Ok(Some(weights.get(role)?.dense()?.flatten_all()?.to_vec1::<f32>()?)),
             false => Ok(None),
         }
     };
+    // Norm weights as the kernels multiply by them (Gemma's stored `w` → `1 + w`).
+    let norm_vector = |role: Role| -> crate::Result<Option<Vec<f32>>> {
+        let plus = if decoder.norm_plus_one() { 1.0 } else { 0.0 };
+        Ok(vector(role)?.map(|w| w.into_iter().map(|w| w + plus).collect()))
+    };
     let matvec = |role: Role, input: &[f32]| -> crate::Result<Vec<f32>> {
         let x = Tensor::from_slice(input, (1, 1, input.len()), &Device::Cpu)?;
         Ok(weights.get(role)?.matmul_t(&x)?.flatten_all()?.to_vec1::<f32>()?)
     };
     let norm = |role| -> crate::Result<Vec<f32>> {
-        vector(role)?.ok_or(crate::StreamError::InvalidParameter { name: "weights", reason: format!("no {role:?}") })
+        norm_vector(role)?.ok_or(crate::StreamError::InvalidParameter { name: "weights", reason: format!("no {role:?}") })
     };
 
     let mut h = vec![0f32; spec.hidden_size];
@@ -128,8 +163,8 @@ pub fn decode_block(
     let (q, k, v) = (matvec(Role::AttnQ, &h)?, matvec(Role::AttnK, &h)?, matvec(Role::AttnV, &h)?);
     let (q_bias, k_bias, v_bias) = (vector(Role::AttnQBias)?, vector(Role::AttnKBias)?, vector(Role::AttnVBias)?);
     let (q_norm, k_norm) =
-        if spec.qk_norm { (vector(Role::AttnQNorm)?, vector(Role::AttnKNorm)?) } else { (None, None) };
-    let (cos, sin) = decoder.rope().tables(pos, 1, &Device::Cpu)?;
+        if spec.qk_norm { (norm_vector(Role::AttnQNorm)?, norm_vector(Role::AttnKNorm)?) } else { (None, None) };
+    let (cos, sin) = decoder.layer_rope(layer).tables(pos, 1, &Device::Cpu)?;
     let (cos, sin) = (cos.flatten_all()?.to_vec1::<f32>()?, sin.flatten_all()?.to_vec1::<f32>()?);
     let rotation = Rotation { cos: &cos, sin: &sin, style: spec.rope_style };
     let head = |i: usize, all: &[f32], bias: &Option<Vec<f32>>, norm: &Option<Vec<f32>>, rotate: bool| {
@@ -156,15 +191,34 @@ pub fn decode_block(
 
     let mut attn = vec![0f32; heads * d];
     let shape = AttentionShape { heads, kv_heads, head_dim: d, capacity };
-    decode_attention(&q_rot, &k_all, &v_all, shape, pos + 1, &mut attn);
-    let o = matvec(Role::AttnOutput, &attn)?;
+    let scope = (decoder.attention_scale_f32(), spec.sliding_window(layer));
+    decode_attention_in_window(&q_rot, &k_all, &v_all, shape, pos + 1, scope, &mut attn);
+    let gemma = spec.gemma.is_some();
+    let mut o = matvec(Role::AttnOutput, &attn)?;
+    if gemma {
+        o = post_norm(&o, &norm(Role::PostAttnNorm)?, eps);
+    }
     add_rms_norm(x, Some(&o), &norm(Role::FfnNorm)?, eps, &mut h);
     let (gate, up) = (matvec(Role::FfnGate, &h)?, matvec(Role::FfnUp, &h)?);
     let mut act = vec![0f32; gate.len()];
-    silu_mul(&gate, &up, &mut act);
-    let down = matvec(Role::FfnDown, &act)?;
+    match gemma {
+        true => gelu_mul(&gate, &up, &mut act),
+        false => silu_mul(&gate, &up, &mut act),
+    }
+    let mut down = matvec(Role::FfnDown, &act)?;
+    if gemma {
+        down = post_norm(&down, &norm(Role::PostFfnNorm)?, eps);
+    }
     x.iter_mut().zip(&down).for_each(|(x, d)| *x += d);
     Ok(())
+}
+
+/// Gemma 3's norm of a sub-block's output before it is added (`add_rms_norm_exact` in
+/// place, without a residual).
+fn post_norm(y: &[f32], weight: &[f32], eps: f32) -> Vec<f32> {
+    let mut out = vec![0f32; y.len()];
+    rms_norm(y, weight, eps, &mut out);
+    out
 }
 
 /// One row of prefill attention scores → probabilities: `softmax(row · scale)` over keys

@@ -112,6 +112,51 @@ fn fused_decode_step_equals_the_plain_block_for_every_family() {
     }
 }
 
+/// A one-layer Gemma 3 spec whose layer is sliding (`window`) or global (`None`), with
+/// RoPE bases, a RoPE factor and a score scale that all differ from the defaults, so a
+/// composition taking the wrong one fails.
+fn gemma_spec(window: Option<usize>) -> ModelSpec {
+    let mut spec = spec(Family::Gemma3, RopeStyle::Half);
+    spec.qk_norm = true;
+    spec.rope_theta = 1e6;
+    spec.gemma = Some(Box::new(cardinfer_core::GemmaSpec {
+        sliding_window: window.unwrap_or(4),
+        global_layers: vec![window.is_none()],
+        local_rope_theta: 1e4,
+        global_rope_factor: 8.0,
+        query_pre_attn_scalar: 24.0,
+        norm_plus_one: true,
+    }));
+    spec
+}
+
+#[test]
+fn fused_gemma_step_equals_the_plain_block_on_local_and_global_layers() {
+    // Prompts shorter than, equal to and longer than the window, on both layer kinds;
+    // the long one also spans several attention chunks with the first ones outside.
+    for (window, prompt) in [(Some(4), 2), (Some(4), 4), (Some(4), 9), (None, 9), (Some(80), 2 * ATTENTION_CHUNK + 17)] {
+        let spec = gemma_spec(window);
+        for quant in [None, Some(GgmlDType::Q8_0)] {
+            let weights = layer(&spec, quant);
+            let (plain, fused, _, fused_kv) = decode_once(&spec, &weights, prompt);
+            let diff = max_abs_diff(&plain, &fused);
+            assert!(diff < 1e-4, "window {window:?}, prompt {prompt}, {quant:?}: max difference {diff}");
+            assert_eq!(fused_kv.len(), prompt + 1);
+        }
+    }
+}
+
+#[test]
+fn gemma_reference_differs_from_the_plain_block_without_its_window() {
+    // The same weights as a global layer give another output once the prompt passes the
+    // window: the test above would notice a composition that ignores it.
+    let (local, global) = (gemma_spec(Some(4)), gemma_spec(None));
+    let weights = layer(&local, None);
+    let (windowed, _, _, _) = decode_once(&local, &weights, 9);
+    let (_, full, _, _) = decode_once(&global, &weights, 9);
+    assert!(max_abs_diff(&windowed, &full) > 1e-3);
+}
+
 #[test]
 fn fused_decode_step_spans_several_attention_chunks() {
     let spec = spec(Family::Qwen3, RopeStyle::Half);

@@ -212,14 +212,14 @@ impl StreamedModel {
         })
     }
 
-    /// Chooses how single tokens are decoded for a model of the built-in decoder with
-    /// `rope`: the fused kernels layer by layer on the device where `path` asks for them
+    /// Chooses how single tokens are decoded for a model of the built-in `decoder`: the
+    /// fused kernels layer by layer on the device where `path` asks for them
     /// and the model suits them, the plain blocks otherwise. Layers on the CPU (hybrid)
     /// then compute decode steps with the device's bits (`cpu/exact/`) where the
     /// weights' types allow, the plain block otherwise.
-    pub fn prepare_decode_path(&mut self, path: crate::executor::fused::DecodePath, rope: &crate::model::rope::Rope) {
-        self.fused = FusedLayers::new(path, self.family.spec(), rope, &self.device, self.plan.kv_on_host);
-        self.exact_rope = self.fused.capacity().map(|_| rope.clone());
+    pub fn prepare_decode_path(&mut self, path: crate::executor::fused::DecodePath, decoder: &crate::model::family::Decoder) {
+        self.fused = FusedLayers::new(path, decoder, &self.device, self.plan.kv_on_host);
+        self.exact_rope = self.fused.capacity().map(|_| decoder.rope().clone());
     }
 
     /// How single tokens are decoded on the device: `fused (layer by layer)` or

@@ -57,13 +57,36 @@ impl Decoder {
         &self.rope
     }
 
+    /// The rotary embeddings of layer `layer`: Gemma 3's sliding-window layers have their
+    /// own base, every other layer uses [`Decoder::rope`].
+    pub(crate) fn layer_rope(&self, layer: usize) -> &Rope {
+        match (self.spec.sliding_window(layer), &self.local_rope) {
+            (Some(_), Some(local)) => local,
+            _ => &self.rope,
+        }
+    }
+
+    /// The attention scores' scale as the CPU's and the fused kernels' f32 arithmetic take
+    /// it: `query_pre_attn_scalar^-0.5` for Gemma 3, `head_dim^-0.5` otherwise.
+    pub(crate) fn attention_scale_f32(&self) -> f32 {
+        match &self.spec.gemma {
+            Some(g) => 1.0 / (g.query_pre_attn_scalar as f32).sqrt(),
+            None => 1.0 / (self.spec.head_dim as f32).sqrt(),
+        }
+    }
+
+    /// Whether the stored norm weights are `w` of Gemma's `1 + w` (added at run time).
+    pub(crate) fn norm_plus_one(&self) -> bool {
+        self.spec.gemma.as_ref().is_some_and(|g| g.norm_plus_one)
+    }
+
     pub(super) fn norm(&self, x: &Tensor, weights: &BlockWeights, role: Role) -> Result<Tensor> {
         let w = weights.get(role)?.dense()?;
         let eps = self.spec.rms_norm_eps as f32;
-        match &self.spec.gemma {
+        match self.norm_plus_one() {
             // Gemma's norms multiply by 1 + w (Hugging Face files store w).
-            Some(g) if g.norm_plus_one => Ok(rms_norm(&x.contiguous()?, &w.affine(1.0, 1.0)?, eps)?),
-            _ => Ok(rms_norm(&x.contiguous()?, w, eps)?),
+            true => Ok(rms_norm(&x.contiguous()?, &w.affine(1.0, 1.0)?, eps)?),
+            false => Ok(rms_norm(&x.contiguous()?, w, eps)?),
         }
     }
 
@@ -110,10 +133,7 @@ impl Decoder {
     ) -> Result<Tensor> {
         let s = &self.spec;
         let window = s.sliding_window(layer);
-        let rope = match (window, &self.local_rope) {
-            (Some(_), Some(local)) => local,
-            _ => &self.rope,
-        };
+        let rope = self.layer_rope(layer);
         let (b, seq, _) = x.dims3()?;
         let [q, k, v] = self.project_many(
             x,
@@ -140,11 +160,7 @@ impl Decoder {
         if x.device().is_cpu() {
             // Row by row over each position's own keys: the same bits in any pass, and a
             // decode step's are the fused path's (scale in f32 as its kernels take it).
-            let scale = match &s.gemma {
-                Some(g) => 1.0 / (g.query_pre_attn_scalar as f32).sqrt(),
-                None => 1.0 / (s.head_dim as f32).sqrt(),
-            };
-            let y = crate::cpu::attention::attend(&q, &k, &v, pos, scale, window)?;
+            let y = crate::cpu::attention::attend(&q, &k, &v, pos, self.attention_scale_f32(), window)?;
             return self.project(&y, w, Role::AttnOutput, None);
         }
         let mut total = k.dim(2)?;

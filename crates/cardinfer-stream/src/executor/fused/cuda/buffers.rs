@@ -15,6 +15,8 @@ pub(super) struct Kernels {
     pub(super) attention_partial: CudaFunction,
     pub(super) attention_combine: CudaFunction,
     pub(super) silu_mul_exact: CudaFunction,
+    /// Gemma 3's GeLU-tanh times up.
+    pub(super) gelu_mul: CudaFunction,
 }
 
 /// The activations of one token, allocated once: a few MiB, most of it the attention
@@ -61,6 +63,7 @@ pub(super) fn load_kernels(device: &CudaDevice) -> Result<Kernels> {
         attention_partial: f("decode_attention_partial")?,
         attention_combine: f("decode_attention_combine")?,
         silu_mul_exact: f("silu_mul_exact")?,
+        gelu_mul: f("gelu_mul")?,
     })
 }
 
