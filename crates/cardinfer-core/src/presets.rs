@@ -1,7 +1,7 @@
 //! Architecture presets: the shapes of real model families, shared by the synthetic
 //! model writer (`cardinfer-quant`) and the planner's projections (`cardinfer-plan`).
 
-use crate::{Family, ModelSpec, RopeStyle};
+use crate::{Family, GemmaSpec, ModelSpec, RopeStyle};
 
 /// The shape of a real architecture.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -36,6 +36,9 @@ pub struct ArchPreset {
     pub rms_eps: f32,
     /// Mixture of experts: (experts, experts used per token); `None` for a dense model.
     pub experts: Option<(usize, usize)>,
+    /// Gemma 3: the window of its sliding-window layers (every sixth layer is global);
+    /// `None` where every layer attends to the whole context.
+    pub sliding_window: Option<usize>,
 }
 
 #[allow(clippy::too_many_arguments)] // one row of the table below
@@ -65,12 +68,54 @@ const fn qwen3(
         rope_theta: 1e6,
         rms_eps: 1e-6,
         experts: None,
+        sliding_window: None,
     }
 }
 
-/// Every preset, dense first: Qwen3 0.6B to 32B, Llama-3 8B and 70B; then mixtures of
-/// experts (which CardInfer cannot run yet): Qwen3-30B-A3B, gpt-oss-120b, Qwen3-235B-A22B.
-pub const PRESETS: [ArchPreset; 11] = [
+/// Gemma 3 (4B and larger: head size 256 but 128 for the 27B, a 1024-token window, a
+/// vocabulary of 262144 tied to the embeddings, global RoPE base 10⁶ scaled by 8).
+#[allow(clippy::too_many_arguments)] // one row of the table below
+const fn gemma3(
+    key: &'static str,
+    name: &'static str,
+    params_b: f64,
+    hidden: usize,
+    layers: usize,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    ffn: usize,
+) -> ArchPreset {
+    ArchPreset {
+        key,
+        name,
+        arch: "gemma3",
+        params_b,
+        hidden,
+        layers,
+        heads,
+        kv_heads,
+        head_dim,
+        ffn,
+        vocab: 262144,
+        tied: true,
+        rope_theta: 1e6,
+        rms_eps: 1e-6,
+        experts: None,
+        sliding_window: Some(1024),
+    }
+}
+
+/// Gemma 3's linear RoPE factor on the global layers of the presets above.
+const GEMMA3_ROPE_FACTOR: f64 = 8.0;
+/// Gemma 3's RoPE base on its sliding-window layers.
+const GEMMA3_LOCAL_ROPE_THETA: f64 = 10_000.0;
+/// Every this many layers one is global (the last of each group).
+const GEMMA3_PATTERN: usize = 6;
+
+/// Every preset, dense first: Qwen3 0.6B to 32B, Llama-3 8B and 70B, Gemma 3 4B to 27B;
+/// then mixtures of experts: Qwen3-30B-A3B, gpt-oss-120b (not runnable), Qwen3-235B-A22B.
+pub const PRESETS: [ArchPreset; 14] = [
     qwen3("qwen3-0.6b", "Qwen3-0.6B", 0.6, 1024, 28, 16, 3072, true),
     qwen3("qwen3-1.7b", "Qwen3-1.7B", 1.7, 2048, 28, 16, 6144, true),
     qwen3("qwen3-4b", "Qwen3-4B", 4.0, 2560, 36, 32, 9728, true),
@@ -93,6 +138,7 @@ pub const PRESETS: [ArchPreset; 11] = [
         rope_theta: 500000.0,
         rms_eps: 1e-5,
         experts: None,
+        sliding_window: None,
     },
     ArchPreset {
         key: "llama-3-70b",
@@ -110,7 +156,11 @@ pub const PRESETS: [ArchPreset; 11] = [
         rope_theta: 500000.0,
         rms_eps: 1e-5,
         experts: None,
+        sliding_window: None,
     },
+    gemma3("gemma3-4b", "Gemma-3-4B", 3.9, 2560, 34, 8, 4, 256, 10240),
+    gemma3("gemma3-12b", "Gemma-3-12B", 11.8, 3840, 48, 16, 8, 256, 15360),
+    gemma3("gemma3-27b", "Gemma-3-27B", 27.0, 5376, 62, 32, 16, 128, 21504),
     ArchPreset {
         key: "qwen3-30b-a3b",
         name: "Qwen3-30B-A3B (MoE)",
@@ -127,6 +177,7 @@ pub const PRESETS: [ArchPreset; 11] = [
         rope_theta: 1e6,
         rms_eps: 1e-6,
         experts: Some((128, 8)),
+        sliding_window: None,
     },
     ArchPreset {
         key: "gpt-oss-120b",
@@ -144,6 +195,7 @@ pub const PRESETS: [ArchPreset; 11] = [
         rope_theta: 150000.0,
         rms_eps: 1e-5,
         experts: Some((128, 4)),
+        sliding_window: None,
     },
     ArchPreset {
         key: "qwen3-235b-a22b",
@@ -161,6 +213,7 @@ pub const PRESETS: [ArchPreset; 11] = [
         rope_theta: 1e6,
         rms_eps: 1e-6,
         experts: Some((128, 8)),
+        sliding_window: None,
     },
 ];
 
@@ -173,7 +226,11 @@ impl ArchPreset {
     /// The dense model's spec with `context` tokens of context (a mixture of experts is
     /// described as the dense model of one expert's width, for shape arithmetic only).
     pub fn spec(&self, context: usize) -> ModelSpec {
-        let family = if self.arch == "llama" { Family::Llama } else { Family::Qwen3 };
+        let family = match self.arch {
+            "llama" => Family::Llama,
+            "gemma3" => Family::Gemma3,
+            _ => Family::Qwen3,
+        };
         ModelSpec {
             family,
             vocab_size: self.vocab,
@@ -190,11 +247,25 @@ impl ArchPreset {
             context_length: context,
             tie_word_embeddings: self.tied,
             qkv_bias: false,
-            qk_norm: family == Family::Qwen3,
+            qk_norm: family != Family::Llama,
             bos_token_id: None,
             eos_token_ids: vec![],
             moe: None,
-            gemma: None,
+            gemma: self.sliding_window.map(|window| {
+                Box::new(GemmaSpec {
+                    sliding_window: window,
+                    global_layers: (0..self.layers).map(|i| (i + 1) % GEMMA3_PATTERN == 0).collect(),
+                    local_rope_theta: GEMMA3_LOCAL_ROPE_THETA,
+                    global_rope_factor: GEMMA3_ROPE_FACTOR,
+                    // llama.cpp's rule: hidden / heads for the 27B, the head size otherwise.
+                    query_pre_attn_scalar: if self.layers == 62 {
+                        (self.hidden / self.heads) as f64
+                    } else {
+                        self.head_dim as f64
+                    },
+                    norm_plus_one: false,
+                })
+            }),
         }
     }
 }

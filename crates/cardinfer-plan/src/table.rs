@@ -89,7 +89,11 @@ pub fn markdown(measured: &Profile, min_tok_s: f64) -> String {
         };
     }
     let moe: Vec<&str> = PRESETS.iter().filter(|a| a.is_moe()).map(|a| a.name).collect();
-    let _ = writeln!(out, "\nNot executable until mixture-of-experts is supported: {}.", moe.join(", "));
+    let _ = writeln!(
+        out,
+        "\nNot in this table (its cost model has no routed experts yet; `plan` on the file places them): {}.",
+        moe.join(", ")
+    );
     let _ = writeln!(
         out,
         "Profile: {}; projected per GPU from PCIe generation, memory bandwidth and FP16 rate.",

@@ -14,7 +14,7 @@ pub use cardinfer_core::presets::ArchPreset;
 use cardinfer_core::presets::PRESETS;
 
 /// GGUF architectures this writer lays out (gpt-oss has tensors it does not write).
-const WRITABLE: [&str; 3] = ["qwen3", "llama", "qwen3moe"];
+const WRITABLE: [&str; 4] = ["qwen3", "llama", "qwen3moe", "gemma3"];
 
 /// The presets this writer can write, from `cardinfer_core::presets::PRESETS`.
 pub fn presets() -> impl Iterator<Item = ArchPreset> {
@@ -88,9 +88,13 @@ impl SynthGguf for ArchPreset {
             t.push((b("attn_k.weight"), vec![kv, h], Q4_K));
             t.push((b("attn_v.weight"), vec![kv, h], Q6_K));
             t.push((b("attn_output.weight"), vec![h, q], Q4_K));
-            if self.arch.starts_with("qwen3") {
+            let gemma = self.arch == "gemma3";
+            if self.arch.starts_with("qwen3") || gemma {
                 t.push((b("attn_q_norm.weight"), vec![hd], F32));
                 t.push((b("attn_k_norm.weight"), vec![hd], F32));
+            }
+            if gemma {
+                t.push((b("post_attention_norm.weight"), vec![h], F32));
             }
             t.push((b("ffn_norm.weight"), vec![h], F32));
             match self.experts {
@@ -98,6 +102,9 @@ impl SynthGguf for ArchPreset {
                     t.push((b("ffn_gate.weight"), vec![ff, h], Q4_K));
                     t.push((b("ffn_up.weight"), vec![ff, h], Q4_K));
                     t.push((b("ffn_down.weight"), vec![h, ff], Q6_K));
+                    if gemma {
+                        t.push((b("post_ffw_norm.weight"), vec![h], F32));
+                    }
                 }
                 Some((experts, _)) => {
                     t.push((b("ffn_gate_inp.weight"), vec![experts, h], F32));
@@ -147,6 +154,13 @@ impl SynthGguf for ArchPreset {
         .write(&mut w, &format!("synthetic-{}", self.key));
         w.metadata("general.file_type", GgufValue::U32(15));
         w.metadata("general.quantization_version", GgufValue::U32(2));
+        if let Some(g) = self.spec(40960).gemma {
+            // As llama.cpp's converter writes Gemma 3: the window and the global layers'
+            // linear RoPE scaling (the layer pattern and the local base are its defaults).
+            w.metadata(format!("{arch}.attention.sliding_window"), u32_of(g.sliding_window));
+            w.metadata(format!("{arch}.rope.scaling.type"), GgufValue::String("linear".into()));
+            w.metadata(format!("{arch}.rope.scaling.factor"), GgufValue::F32(g.global_rope_factor as f32));
+        }
         if let Some((experts, used)) = self.experts {
             w.metadata(format!("{arch}.expert_count"), u32_of(experts));
             w.metadata(format!("{arch}.expert_used_count"), u32_of(used));
@@ -293,6 +307,37 @@ mod tests {
     fn unknown_presets_list_the_known_ones() {
         let err = preset("qwen9-1t").unwrap_err().to_string();
         assert!(err.contains("qwen9-1t") && err.contains("llama-3-8b"), "{err}");
+    }
+
+    #[test]
+    fn a_gemma_preset_reads_back_as_the_spec_it_describes() {
+        // A small Gemma 3 shape (the real presets are gigabytes): the file's metadata and
+        // tensors must give back the preset's spec, post-norms included.
+        let tiny = ArchPreset {
+            key: "gemma3-tiny",
+            hidden: 256,
+            layers: 7,
+            heads: 2,
+            kv_heads: 1,
+            head_dim: 256,
+            ffn: 512,
+            vocab: 300,
+            sliding_window: Some(8),
+            ..preset("gemma3-4b").unwrap()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.gguf");
+        tiny.write_gguf(&path, 3, &mut |_, _| {}).unwrap();
+        let file = crate::gguf::GgufFile::open(&path).unwrap();
+        let spec = file.model_spec().unwrap();
+        let want = tiny.spec(spec.context_length);
+        assert_eq!(spec.family, cardinfer_core::Family::Gemma3);
+        assert_eq!(spec.gemma, want.gemma);
+        assert_eq!(spec.gemma.as_ref().unwrap().global_layers, vec![false, false, false, false, false, true, false]);
+        assert_eq!((spec.head_dim, spec.num_kv_heads, spec.qk_norm), (256, 1, true));
+        for name in ["blk.6.post_attention_norm.weight", "blk.6.post_ffw_norm.weight", "blk.0.attn_k_norm.weight"] {
+            assert!(file.tensor(name).is_some(), "{name} missing");
+        }
     }
 
     #[test]
