@@ -82,6 +82,16 @@ pub enum StreamError {
         /// The shape in the file.
         found: Vec<usize>,
     },
+    /// A draft model whose token ids do not mean what the target's mean.
+    #[error("the draft model {draft} cannot draft for {target}: {reason}")]
+    VocabularyMismatch {
+        /// The target model.
+        target: String,
+        /// The draft model.
+        draft: String,
+        /// Where the vocabularies differ.
+        reason: String,
+    },
     /// A fault inside CardInfer, not in the input: a worker thread panicked, a device
     /// call that cannot fail for valid input failed. Worth a bug report.
     #[error("internal error: {0} (a fault in CardInfer, not in your input; please report it)")]

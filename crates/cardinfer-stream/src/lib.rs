@@ -39,4 +39,5 @@ pub use text::chat_template::{ChatTemplate, Message};
 pub use text::generator::{GenerateOptions, Generation, Session, StopReason};
 pub use text::sampling::{Sampler, SamplingParams};
 pub use text::scoring::{score, Score};
+pub use text::speculative::{check_draft_vocabulary, SpeculationStats, SpeculativeOptions, SpeculativeSession};
 pub use text::tokenizer::{IncrementalDecoder, Tokenizer};

@@ -2,8 +2,10 @@
 //! persists across calls (multi-turn chat).
 
 use crate::model::text_model::{check_tokens, Logits, TextModel};
+use crate::text::emission::Emitter;
 use crate::text::sampling::{Sampler, SamplingParams};
-use crate::text::tokenizer::{IncrementalDecoder, Tokenizer};
+use crate::text::speculative::SpeculationStats;
+use crate::text::tokenizer::Tokenizer;
 use crate::{KvCache, Result, StreamError};
 use std::time::Instant;
 
@@ -55,6 +57,8 @@ pub struct Generation {
     pub prefill_secs: f64,
     /// Seconds spent generating after the first token.
     pub decode_secs: f64,
+    /// Drafted and accepted tokens, when a draft model proposed them.
+    pub speculation: Option<SpeculationStats>,
 }
 
 impl Generation {
@@ -124,15 +128,9 @@ impl<'m> Session<'m> {
         mut on_text: impl FnMut(&str),
     ) -> Result<Generation> {
         let spec = self.model.spec();
-        if options.max_tokens == 0 {
-            return Err(StreamError::InvalidParameter {
-                name: "max tokens",
-                reason: "0: nothing would be generated".into(),
-            });
-        }
+        check_max_tokens(options)?;
         check_tokens(spec, prompt_ids, self.kv.len())?;
         let mut sampler = Sampler::new(options.sampling.clone())?;
-        let is_eos = |t: u32| spec.eos_token_ids.contains(&t) || options.extra_eos.contains(&t);
 
         let start = Instant::now();
         let mut logits = self.model.forward(prompt_ids, &mut self.kv, Logits::Last)?;
@@ -141,32 +139,10 @@ impl<'m> Session<'m> {
         let prefill_secs = start.elapsed().as_secs_f64();
 
         let decode_start = Instant::now();
-        let mut generated = Vec::new();
-        let mut detok = IncrementalDecoder::new();
-        let mut text = String::new();
-        let mut emitted = 0;
+        let mut emitter = Emitter::new(self.tokenizer, options, &spec.eos_token_ids);
         let stop_reason = loop {
-            generated.push(next);
-            if is_eos(next) {
-                break StopReason::Eos;
-            }
-            if let Some(tok) = self.tokenizer {
-                if let Some(piece) = detok.push(tok, next)? {
-                    text += &piece;
-                }
-                if let Some(cut) = find_stop(&text, &options.stop_strings) {
-                    text.truncate(cut);
-                    break StopReason::StopString;
-                }
-                // Hold back text that could be the start of a stop string.
-                let safe = text.len() - partial_stop_len(&text, &options.stop_strings);
-                if safe > emitted && text.is_char_boundary(safe) {
-                    on_text(&text[emitted..safe]);
-                    emitted = safe;
-                }
-            }
-            if generated.len() >= options.max_tokens {
-                break StopReason::MaxTokens;
+            if let Some(stop) = emitter.push(next, &mut on_text)? {
+                break stop;
             }
             if self.kv.len() >= spec.context_length {
                 break StopReason::ContextFull;
@@ -176,21 +152,15 @@ impl<'m> Session<'m> {
             next = sampler.sample(&logits, &self.tokens)?;
         };
         // The last token is generated but not yet in the cache; a next turn feeds it.
-        if let (Some(tok), false) = (self.tokenizer, stop_reason == StopReason::StopString) {
-            if let Some(rest) = detok.finish(tok)? {
-                text += &rest;
-            }
-        }
-        if text.len() > emitted {
-            on_text(&text[emitted..]);
-        }
+        let (generated_ids, text) = emitter.finish(stop_reason, &mut on_text)?;
         Ok(Generation {
             prompt_ids: prompt_ids.to_vec(),
-            generated_ids: generated,
+            generated_ids,
             text,
             stop_reason,
             prefill_secs,
             decode_secs: decode_start.elapsed().as_secs_f64(),
+            speculation: None,
         })
     }
 
@@ -200,31 +170,13 @@ impl<'m> Session<'m> {
     }
 }
 
-fn find_stop(text: &str, stops: &[String]) -> Option<usize> {
-    stops.iter().filter(|s| !s.is_empty()).filter_map(|s| text.find(s.as_str())).min()
-}
-
-/// Length of the longest suffix of `text` that is a proper prefix of a stop string.
-fn partial_stop_len(text: &str, stops: &[String]) -> usize {
-    stops
-        .iter()
-        .flat_map(|s| (1..s.len()).rev().filter(move |&n| s.is_char_boundary(n)).map(move |n| &s[..n]))
-        .filter(|prefix| text.ends_with(prefix))
-        .map(str::len)
-        .max()
-        .unwrap_or(0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stop_string_helpers() {
-        let stops = vec!["\n\nUser:".to_string()];
-        assert_eq!(find_stop("Hi\n\nUser: x", &stops), Some(2));
-        assert_eq!(find_stop("Hi", &stops), None);
-        assert_eq!(partial_stop_len("Hi\n\nUs", &stops), 4);
-        assert_eq!(partial_stop_len("Hi", &stops), 0);
+/// `max_tokens` must allow one token.
+pub(crate) fn check_max_tokens(options: &GenerateOptions) -> Result<()> {
+    if options.max_tokens == 0 {
+        return Err(StreamError::InvalidParameter {
+            name: "max tokens",
+            reason: "0: nothing would be generated".into(),
+        });
     }
+    Ok(())
 }

@@ -155,7 +155,8 @@ pub fn decode_block(
         Ok(weights.get(role)?.matmul_t(&x)?.flatten_all()?.to_vec1::<f32>()?)
     };
     let norm = |role| -> crate::Result<Vec<f32>> {
-        norm_vector(role)?.ok_or(crate::StreamError::InvalidParameter { name: "weights", reason: format!("no {role:?}") })
+        norm_vector(role)?
+            .ok_or(crate::StreamError::InvalidParameter { name: "weights", reason: format!("no {role:?}") })
     };
 
     let mut h = vec![0f32; spec.hidden_size];

@@ -134,7 +134,8 @@ fn gemma_spec(window: Option<usize>) -> ModelSpec {
 fn fused_gemma_step_equals_the_plain_block_on_local_and_global_layers() {
     // Prompts shorter than, equal to and longer than the window, on both layer kinds;
     // the long one also spans several attention chunks with the first ones outside.
-    for (window, prompt) in [(Some(4), 2), (Some(4), 4), (Some(4), 9), (None, 9), (Some(80), 2 * ATTENTION_CHUNK + 17)] {
+    for (window, prompt) in [(Some(4), 2), (Some(4), 4), (Some(4), 9), (None, 9), (Some(80), 2 * ATTENTION_CHUNK + 17)]
+    {
         let spec = gemma_spec(window);
         for quant in [None, Some(GgmlDType::Q8_0)] {
             let weights = layer(&spec, quant);

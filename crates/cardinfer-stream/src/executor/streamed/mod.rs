@@ -217,7 +217,11 @@ impl StreamedModel {
     /// and the model suits them, the plain blocks otherwise. Layers on the CPU (hybrid)
     /// then compute decode steps with the device's bits (`cpu/exact/`) where the
     /// weights' types allow, the plain block otherwise.
-    pub fn prepare_decode_path(&mut self, path: crate::executor::fused::DecodePath, decoder: &crate::model::family::Decoder) {
+    pub fn prepare_decode_path(
+        &mut self,
+        path: crate::executor::fused::DecodePath,
+        decoder: &crate::model::family::Decoder,
+    ) {
         self.fused = FusedLayers::new(path, decoder, &self.device, self.plan.kv_on_host);
         self.exact_rope = self.fused.capacity().map(|_| decoder.rope().clone());
     }

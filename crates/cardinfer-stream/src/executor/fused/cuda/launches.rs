@@ -169,7 +169,16 @@ impl FusedDecoder {
             (d.heads as u32, d.chunks as u32),
             ATTENTION_THREADS,
             &[&b.q_rot, &b.kv_table_address, &b.pos_address, &b.part_max, &b.part_sum, &b.part_acc],
-            &[layer as i32, d.heads as i32, d.kv_heads as i32, d.head_dim as i32, d.capacity as i32, chunk, chunks, window],
+            &[
+                layer as i32,
+                d.heads as i32,
+                d.kv_heads as i32,
+                d.head_dim as i32,
+                d.capacity as i32,
+                chunk,
+                chunks,
+                window,
+            ],
             &[d.attention_scale],
         )?;
         self.launch(
