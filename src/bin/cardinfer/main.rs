@@ -11,8 +11,10 @@
 //! library's diagnostics (`tracing`).
 
 mod bench;
+mod bench_draft;
 mod chat;
 mod common;
+mod draft;
 mod logging;
 mod plan;
 mod probe;

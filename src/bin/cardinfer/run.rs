@@ -6,7 +6,7 @@
 //! ```
 
 use anyhow::{bail, Result};
-use cardinfer_stream::{encode_chat, GenerateOptions, Message, SamplingParams, Session};
+use cardinfer_stream::{encode_chat, GenerateOptions, Message, SamplingParams};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -42,13 +42,16 @@ pub struct Args {
     stop: Vec<String>,
     #[command(flatten)]
     model: crate::common::ModelArgs,
+    #[command(flatten)]
+    draft: crate::draft::DraftArgs,
     /// Print one JSON object with ids, text and timings at the end.
     #[arg(long)]
     json: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let (loaded, device, mut watch, load_secs) = crate::common::load(&args.model)?;
+    let crate::draft::Loaded { target: loaded, draft, device, mut watch, load_secs } =
+        crate::draft::load(&args.model, &args.draft)?;
     let tokenizer = loaded.tokenizer.as_ref();
     let prompt_ids = match (&args.prompt, &args.prompt_ids) {
         (_, Some(ids)) => crate::common::parse_ids(ids)?,
@@ -78,7 +81,7 @@ pub fn run(args: Args) -> Result<()> {
         stop_strings: args.stop.clone(),
         extra_eos: Vec::new(),
     };
-    let mut session = Session::new(&loaded.model, tokenizer);
+    let mut session = crate::draft::AnySession::new(&loaded, draft.as_ref(), &args.draft)?;
     let quiet = args.json;
     // When each token's text arrived, seconds from the start (for `--json`: how decode
     // speed changes over a long run).
@@ -121,6 +124,8 @@ pub fn run(args: Args) -> Result<()> {
             "host_bytes_per_token": metrics.host_bytes_per_token,
             "host_tuning": metrics.host_tuning,
             "token_secs": token_secs,
+            "draft": draft.as_ref().map(|d| d.path.display().to_string()),
+            "speculation": result.speculation,
         });
         crate::logging::stdout_or_exit(&format!("{report}\n"));
     } else {
@@ -133,6 +138,9 @@ pub fn run(args: Args) -> Result<()> {
             result.decode_tok_s(),
             result.stop_reason
         );
+        if let Some(line) = crate::draft::summary(&result) {
+            eprintln!("[{line}]");
+        }
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! Loading a model: open the checkpoint, read its tokenizer and chat template, plan its
 //! placement within the budget, and build the resident or streamed runner.
 
+mod draft;
 mod options;
 mod runner;
 mod source;

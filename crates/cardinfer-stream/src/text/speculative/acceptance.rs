@@ -82,7 +82,7 @@ mod tests {
         let mut kept = 0;
         for _ in 0..n {
             let d = drafter.draw(&q).unwrap();
-            let v = verify(&[d], &[q.clone()], |_| Ok(p.clone()), &mut checker).unwrap();
+            let v = verify(&[d], std::slice::from_ref(&q), |_| Ok(p.clone()), &mut checker).unwrap();
             let first = if v.accepted == 1 { d } else { v.next };
             kept += v.accepted;
             counts[first as usize] += 1;
