@@ -25,7 +25,7 @@ const DECAY: f64 = 0.9;
 
 /// Passes without drafts after which one token is drafted anyway, so that an acceptance
 /// estimate that fell to nothing can recover when the text becomes predictable.
-const PROBE_AFTER: usize = 16;
+const PROBE_AFTER: usize = 64;
 
 impl DraftLength {
     /// Drafts of at most `max` tokens; `adaptive` false always asks for `max`.
@@ -51,6 +51,10 @@ impl DraftLength {
         let max = self.max.min(limit);
         if !self.adaptive || max == 0 {
             return max;
+        }
+        // The first pass decodes one token alone: its cost is what every draft must beat.
+        if self.pass_secs[0].is_none() {
+            return 0;
         }
         let a = self.acceptance();
         let draft = self.draft_secs.unwrap_or(0.0);
@@ -102,6 +106,7 @@ mod tests {
     #[test]
     fn a_flat_pass_cost_and_good_drafts_ask_for_long_drafts() {
         let mut d = DraftLength::new(8, true);
+        assert_eq!(d.choose(8), 0, "a plain pass is measured first");
         for _ in 0..20 {
             d.record(8, 8, 8.0 * 0.001, 0.100);
             d.record(0, 0, 0.0, 0.100);
