@@ -38,7 +38,13 @@ impl LoadedModel {
             host_layers: None,
             ..options.clone()
         };
-        let draft = LoadedModel::load_with(draft, device, &draft_options, |_, _| {})?;
+        let draft = LoadedModel::load_with(draft, device, &draft_options, |_, _| {}).map_err(|e| match e {
+            StreamError::Plan(e) => StreamError::InvalidParameter {
+                name: "budget",
+                reason: format!("the draft model {} is loaded resident, and does not fit: {e}", draft.display()),
+            },
+            other => other,
+        })?;
         let measured = free_before
             .zip(crate::device::device_memory(device))
             .map_or(0, |(before, (after, _))| before.saturating_sub(after));
