@@ -309,15 +309,16 @@ extern "C" __global__ void silu_mul_exact(const float* gate, const float* up, fl
     }
 }
 
-// out = gelu(gate) * up with GeLU's tanh form (Gemma's MLP), in the order of Candle's
-// CUDA gelu kernel followed by the multiply.
+// out = gelu(gate) * up with GeLU's tanh form (Gemma's MLP), reproducible on the CPU:
+// tanh(a) = 1 - 2 / (e^(2a) + 1) with exact_expf, every operation explicitly rounded.
 extern "C" __global__ void gelu_mul(const float* gate, const float* up, float* out, int n) {
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) {
-        const float x = gate[i];
-        const float alpha = x + 0.044715f * (x * x * x);  // sqrt(2 / pi) below, as Candle's float
-        const float g = 0.5f * x * (1.0f + tanhf(0.7978845608028654f * alpha));
-        out[i] = g * up[i];
+        const float g = gate[i];
+        const float cube = __fmul_rn(__fmul_rn(__fmul_rn(0.044715f, g), g), g);
+        const float a = __fmul_rn(0.7978845608028654f, __fadd_rn(g, cube));
+        const float t = __fsub_rn(1.f, __fdiv_rn(2.f, __fadd_rn(exact_expf(__fmul_rn(2.f, a)), 1.f)));
+        out[i] = __fmul_rn(__fmul_rn(__fmul_rn(0.5f, g), __fadd_rn(1.f, t)), up[i]);
     }
 }
 

@@ -77,7 +77,6 @@ pub fn run(args: Args) -> Result<()> {
     let count = layers.len();
     let decoder = cardinfer_stream::model::family::Decoder::new(spec.clone(), None);
     let x = Tensor::zeros((1, 1, spec.hidden_size), candle_core::DType::F32, &Device::Cpu)?;
-    let rope = decoder.rope().clone();
     for round in 0..3 {
         for way in args.ways.iter().map(String::as_str) {
             let mut slots = vec![cardinfer_stream::KvSlot::default(); count];
@@ -88,7 +87,7 @@ pub fn run(args: Args) -> Result<()> {
                         "rayon" => drop(decoder.block(0, layer, &x, slot, step)?),
                         "serial" => drop(with_serial_small_ops(|| decoder.block(0, layer, &x, slot, step))?),
                         _ => match cardinfer_stream::executor::host_layer::exact::decode_layer(
-                            &spec, &rope, layer, &x, slot,
+                            &decoder, 0, layer, &x, slot,
                         )? {
                             Some(_) => {}
                             None => anyhow::bail!("the exact layer does not cover this layer"),

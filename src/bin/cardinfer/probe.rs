@@ -210,15 +210,13 @@ fn cpu_block_secs(spec: &cardinfer_core::ModelSpec) -> Result<(f64, u64)> {
     let (layers, bytes) = crate::common::cpu_blocks(spec)?;
     let count = layers.len();
     let decoder = cardinfer_stream::model::family::Decoder::new(spec.clone(), None);
-    let rope = decoder.rope().clone();
-    let exact_rope = Some(&rope);
     let mut slots = vec![cardinfer_stream::KvSlot::default(); count];
     let x = Tensor::zeros((1, 1, spec.hidden_size), candle_core::DType::F32, &Device::Cpu)?;
     let mut step = 0;
     let secs = crate::common::median_secs(4 * count, || {
         let i = step % count;
         let (layer, slot) = (&layers[i], &mut slots[i]);
-        cardinfer_stream::executor::host_decode_step(&decoder, exact_rope, 0, layer, &x, slot, step / count)?;
+        cardinfer_stream::executor::host_decode_step(&decoder, Some(&decoder), 0, layer, &x, slot, step / count)?;
         step += 1;
         Ok(())
     })?;

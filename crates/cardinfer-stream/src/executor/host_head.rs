@@ -39,10 +39,19 @@ pub(crate) enum HeadInput {
 }
 
 impl HostHead {
-    /// Reads rows `rows` of the head into host memory, and its norm onto `device`.
-    pub(crate) fn load(reader: &dyn BlockReader, rows: Range<usize>, eps: f64, device: &Device) -> Result<Self> {
+    /// Reads rows `rows` of the head into host memory, and its norm onto `device` (as
+    /// `1 + w` where the file stores Gemma's `w`: `plus_one`, as the decoder's head takes it).
+    pub(crate) fn load(
+        reader: &dyn BlockReader,
+        rows: Range<usize>,
+        (eps, plus_one): (f64, bool),
+        device: &Device,
+    ) -> Result<Self> {
         let weights = reader.read_head_rows(rows.clone(), &Device::Cpu)?;
-        let device_norm = weights.get(Role::OutputNorm)?.dense()?.to_device(device)?;
+        let mut device_norm = weights.get(Role::OutputNorm)?.dense()?.to_device(device)?;
+        if plus_one {
+            device_norm = device_norm.affine(1.0, 1.0)?;
+        }
         let exact_covers = match weights.get(Role::Output)? {
             Weight::Quantized(q) => {
                 crate::cpu::exact::mmvq::covers(q.dtype()) && q.shape().dims().last().is_some_and(|k| k % 256 == 0)

@@ -122,9 +122,27 @@ pub fn decode_attention(
     len: usize,
     out: &mut [f32],
 ) {
+    let scale = 1.0 / (shape.head_dim as f32).sqrt();
+    decode_attention_in_window(q, k_cache, v_cache, shape, len, (scale, 0), out)
+}
+
+/// [`decode_attention`] with the scores scaled by `scale` and, for `window > 0` (a
+/// sliding-window layer), only the last `window` keys: chunks wholly before them are not
+/// computed and the chunk holding the first is computed from it, as the kernels do.
+pub fn decode_attention_in_window(
+    q: &[f32],
+    k_cache: &[f32],
+    v_cache: &[f32],
+    shape: AttentionShape,
+    len: usize,
+    (scale, window): (f32, usize),
+    out: &mut [f32],
+) {
     let AttentionShape { heads, kv_heads, head_dim: d, capacity } = shape;
     let group = heads / kv_heads;
-    let chunks = len.div_ceil(ATTENTION_CHUNK);
+    let first = if window > 0 && len > window { len - window } else { 0 };
+    let skipped = first / ATTENTION_CHUNK;
+    let chunks = len.div_ceil(ATTENTION_CHUNK) - skipped;
     // Per (KV head, chunk, query head of the group): the chunk's largest score and sum of
     // exponentials, and its weighted values.
     let mut stats = vec![(0f32, 0f32); kv_heads * chunks * group];
@@ -136,13 +154,13 @@ pub fn decode_attention(
         .map(|(index, (stats, weighted))| PartialTask { index, stats, weighted })
         .collect();
     crate::cpu::matvec::run_tasks(tasks, |PartialTask { index, stats, weighted }| {
-        let (kv, c) = (*index / chunks, *index % chunks);
-        let (start, end) = (c * ATTENTION_CHUNK, ((c + 1) * ATTENTION_CHUNK).min(len));
+        let (kv, c) = (*index / chunks, skipped + *index % chunks);
+        let (start, end) = ((c * ATTENTION_CHUNK).max(first), ((c + 1) * ATTENTION_CHUNK).min(len));
         let rows = kv * capacity * d..(kv * capacity + len) * d;
         let (keys, values) = (&k_cache[rows.clone()], &v_cache[rows]);
         for (g, (stat, acc)) in stats.iter_mut().zip(weighted.chunks_mut(d)).enumerate() {
             let h = kv * group + g;
-            *stat = head_chunk(&q[h * d..(h + 1) * d], keys, values, start, end, acc);
+            *stat = head_chunk(&q[h * d..(h + 1) * d], keys, values, (start, end, scale), acc);
         }
     });
     let tasks: Vec<(usize, &mut [f32])> = out.chunks_mut(d).take(heads).enumerate().collect();
@@ -163,14 +181,15 @@ struct PartialTask<'a> {
     weighted: &'a mut [f32],
 }
 
-/// One head's partial over keys `start..end` of `keys`/`values` (its KV head's rows).
-fn head_chunk(q: &[f32], keys: &[f32], values: &[f32], start: usize, end: usize, acc: &mut [f32]) -> (f32, f32) {
-    dispatch!(fast, head_chunk_impl, (q: &[f32], keys: &[f32], values: &[f32], start: usize, end: usize, acc: &mut [f32]) -> (f32, f32))
+/// One head's partial over keys `start..end` of `keys`/`values` (its KV head's rows),
+/// scores scaled by `scale`.
+fn head_chunk(q: &[f32], keys: &[f32], values: &[f32], range: (usize, usize, f32), acc: &mut [f32]) -> (f32, f32) {
+    dispatch!(fast, head_chunk_impl, (q: &[f32], keys: &[f32], values: &[f32], range: (usize, usize, f32), acc: &mut [f32]) -> (f32, f32))
 }
 
 #[inline(always)]
-fn head_chunk_impl(q: &[f32], keys: &[f32], values: &[f32], start: usize, end: usize, acc: &mut [f32]) -> (f32, f32) {
-    let scale = 1.0 / (q.len() as f32).sqrt();
+fn head_chunk_impl(q: &[f32], keys: &[f32], values: &[f32], range: (usize, usize, f32), acc: &mut [f32]) -> (f32, f32) {
+    let (start, end, scale) = range;
     chunk_partial(q, keys, values, start, end, scale, acc)
 }
 
@@ -299,6 +318,27 @@ fn silu_mul_impl(gate: &[f32], up: &[f32], out: &mut [f32]) {
     for ((o, g), u) in out.iter_mut().zip(gate).zip(up) {
         *o = (g / (1.0 + exp(-g))) * u;
     }
+}
+
+/// Kernel `gelu_mul_exact`: `out = gelu(g) · up` with GeLU's tanh form, tanh(a) written as
+/// `1 − 2 / (e^(2a) + 1)` with the kernels' e^x, so the CPU gives the device's bits
+/// (Gemma 3's MLP).
+pub fn gelu_mul(gate: &[f32], up: &[f32], out: &mut [f32]) {
+    let tasks: Vec<_> = gate.chunks(SILU_CHUNK).zip(up.chunks(SILU_CHUNK)).zip(out.chunks_mut(SILU_CHUNK)).collect();
+    crate::cpu::matvec::run_tasks(tasks, |((gate, up), out)| {
+        for ((o, &g), u) in out.iter_mut().zip(gate.iter()).zip(up.iter()) {
+            *o = gelu_exact(g) * u;
+        }
+    });
+}
+
+/// GeLU (tanh form) of `g`, each operation rounded as `gelu_mul_exact` rounds it.
+pub fn gelu_exact(g: f32) -> f32 {
+    // √(2/π) rounded to f32 as the kernel's literal is.
+    const SQRT_2_OVER_PI: f32 = 0.797_884_560_802_865_4_f64 as f32;
+    let a = SQRT_2_OVER_PI * (g + ((0.044715 * g) * g) * g);
+    let tanh = 1.0 - 2.0 / (exp(2.0 * a) + 1.0);
+    (0.5 * g) * (1.0 + tanh)
 }
 
 #[cfg(test)]

@@ -107,13 +107,10 @@ pub fn silu_mul(gate: &[f32], up: &[f32], out: &mut [f32]) {
     }
 }
 
-/// `out = gelu(gate) · up` with GeLU's tanh form, as Candle's CPU `gelu` computes it.
-/// Kernel `gelu_mul` (Gemma 3).
+/// Kernel `gelu_mul` (Gemma 3): `out = gelu(gate) · up` with GeLU's tanh form, the
+/// exact twin's arithmetic.
 pub fn gelu_mul(gate: &[f32], up: &[f32], out: &mut [f32]) {
-    const SQRT_TWO_OVER_PI: f32 = 0.797_884_6;
-    for ((o, &v), u) in out.iter_mut().zip(gate).zip(up) {
-        *o = 0.5 * v * (1.0 + (SQRT_TWO_OVER_PI * v * (1.0 + 0.044715 * v * v)).tanh()) * u;
-    }
+    crate::cpu::exact::kernels::gelu_mul(gate, up, out)
 }
 
 /// One decoder block for one new token, composed of the functions above in the order the

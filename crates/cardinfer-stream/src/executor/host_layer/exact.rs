@@ -3,11 +3,14 @@
 
 use super::stages::StageClock;
 use crate::cpu::attention::with_host_f32;
-use crate::cpu::exact::kernels::{add_rms_norm, decode_attention, head_norm_rope, silu_mul, AttentionShape, Rotation};
+use crate::cpu::exact::kernels::{
+    add_rms_norm, decode_attention_in_window, gelu_mul, head_norm_rope, silu_mul, AttentionShape, Rotation,
+};
 use crate::cpu::exact::mmvq;
+use crate::model::family::Decoder;
 use crate::model::kv_cache::KvSlot;
+use crate::model::layer_stream::LayerStream;
 use crate::model::names::Role;
-use crate::model::rope::Rope;
 use crate::model::weights::{BlockWeights, Weight};
 use crate::{Result, StreamError};
 use candle_core::quantized::QTensor;
@@ -32,8 +35,9 @@ pub fn supports(spec: &ModelSpec, weights: &BlockWeights) -> bool {
         _ => false,
     };
     let optional_ok = |role| !weights.has(role) || vector_ok(role);
-    // Gemma 3's extra norms, scaled embeddings and GeLU are not in the twin.
-    spec.gemma.is_none()
+    // Gemma 3's norms of the attention and MLP outputs.
+    let gemma_ok = spec.gemma.is_none() || [Role::PostAttnNorm, Role::PostFfnNorm].into_iter().all(vector_ok);
+    gemma_ok
         && heads_ok
         && [Role::AttnQ, Role::AttnK, Role::AttnV, Role::AttnOutput, Role::FfnGate, Role::FfnUp, Role::FfnDown]
             .into_iter()
@@ -44,26 +48,38 @@ pub fn supports(spec: &ModelSpec, weights: &BlockWeights) -> bool {
             .all(optional_ok)
 }
 
-/// Layer `weights` for the token at position `kv.len()` with residual input `x` (`[1, 1,
-/// hidden]` f32 on the CPU): returns the layer's output and appends the token's key and
-/// value to `kv` (moved to host memory first). `None`, with nothing changed, where
-/// [`supports`] says no.
+/// Layer `layer` of `decoder` (its weights `weights`) for the token at position
+/// `kv.len()` with residual input `x` (`[1, 1, hidden]` f32 on the CPU): returns the
+/// layer's output and appends the token's key and value to `kv` (moved to host memory
+/// first). `None`, with nothing changed, where [`supports`] says no. Gemma 3's layers add
+/// `1 + w` norms, the norms of the attention and MLP outputs, GeLU, the score scale, their
+/// own RoPE and, on sliding-window layers, the window — as the fused kernels take them.
 pub fn decode_layer(
-    spec: &ModelSpec,
-    rope: &Rope,
+    decoder: &Decoder,
+    layer: usize,
     weights: &BlockWeights,
     x: &Tensor,
     kv: &mut KvSlot,
 ) -> Result<Option<Tensor>> {
+    let spec = decoder.spec();
     if !supports(spec, weights) {
         return Ok(None);
     }
     let (d, heads, kv_heads) = (spec.head_dim, spec.num_heads, spec.num_kv_heads);
     let eps = spec.rms_norm_eps as f32;
     let pos = kv.len();
+    let rope = decoder.layer_rope(layer);
+    let plus_one = decoder.norm_plus_one();
+    // A norm's weights, `1 + w` where the file stores Gemma's `w` (`norm_weight` of the kernels).
     let vector = |role: Role| -> Result<Option<Vec<f32>>> {
         match weights.has(role) {
-            true => Ok(Some(weights.get(role)?.dense()?.flatten_all()?.to_vec1::<f32>()?)),
+            true => {
+                let mut w = weights.get(role)?.dense()?.flatten_all()?.to_vec1::<f32>()?;
+                if plus_one && is_norm(role) {
+                    w.iter_mut().for_each(|w| *w += 1.0);
+                }
+                Ok(Some(w))
+            }
             false => Ok(None),
         }
     };
@@ -106,24 +122,49 @@ pub fn decode_layer(
     with_host_f32(&keys, |k_all, capacity| {
         with_host_f32(&values, |v_all, _| {
             let shape = AttentionShape { heads, kv_heads, head_dim: d, capacity };
-            decode_attention(&q_rot, k_all, v_all, shape, pos + 1, &mut attn);
+            let scope = (decoder.attention_scale_f32(), spec.sliding_window(layer).unwrap_or(0));
+            decode_attention_in_window(&q_rot, k_all, v_all, shape, pos + 1, scope, &mut attn);
         })
     })??;
     stages.mark("attention");
-    let [o] = products(weights, [Role::AttnOutput], &attn)?;
+    let [mut o] = products(weights, [Role::AttnOutput], &attn)?;
     stages.mark("o");
+    if let Some(w) = vector(Role::PostAttnNorm)?.filter(|_| spec.gemma.is_some()) {
+        o = post_norm(o, &w, eps);
+    }
     add_rms_norm(&mut x, Some(&o), &required(Role::FfnNorm)?, eps, &mut h);
     stages.mark("ffn_norm");
     let [gate, up] = products(weights, [Role::FfnGate, Role::FfnUp], &h)?;
     stages.mark("gate_up");
     let mut act = vec![0f32; gate.len()];
-    silu_mul(&gate, &up, &mut act);
-    stages.mark("silu");
-    let [down] = products(weights, [Role::FfnDown], &act)?;
+    match spec.gemma.is_some() {
+        true => gelu_mul(&gate, &up, &mut act),
+        false => silu_mul(&gate, &up, &mut act),
+    }
+    stages.mark("activation");
+    let [mut down] = products(weights, [Role::FfnDown], &act)?;
     stages.mark("down");
+    if let Some(w) = vector(Role::PostFfnNorm)?.filter(|_| spec.gemma.is_some()) {
+        down = post_norm(down, &w, eps);
+    }
     x.iter_mut().zip(&down).for_each(|(x, d)| *x += d);
     stages.print();
     Ok(Some(Tensor::from_vec(x, (1, 1, spec.hidden_size), &Device::Cpu)?))
+}
+
+/// Whether `role` is a norm's weight vector (not a bias).
+fn is_norm(role: Role) -> bool {
+    matches!(
+        role,
+        Role::AttnNorm | Role::FfnNorm | Role::AttnQNorm | Role::AttnKNorm | Role::PostAttnNorm | Role::PostFfnNorm
+    )
+}
+
+/// `norm(v) · w` of a sublayer's output, as the kernels apply it in place.
+fn post_norm(mut v: Vec<f32>, w: &[f32], eps: f32) -> Vec<f32> {
+    let mut out = vec![0f32; v.len()];
+    add_rms_norm(&mut v, None, w, eps, &mut out);
+    out
 }
 
 /// `input · Wᵀ` for the matrices of `roles` (one job of the thread pool).

@@ -92,8 +92,8 @@ fn exact_layer_is_the_layer() {
             let x = hidden(&spec, 20 + step);
             let pos = plain_kv.len();
             let plain = flat(&decoder.block(0, &weights, &x, &mut plain_kv, pos).unwrap());
-            let exact = decode_layer(&spec, decoder.rope(), &weights, &x, &mut exact_kv).unwrap().unwrap();
-            let grown = decode_layer(&spec, decoder.rope(), &weights, &x, &mut growing_kv).unwrap().unwrap();
+            let exact = decode_layer(&decoder, 0, &weights, &x, &mut exact_kv).unwrap().unwrap();
+            let grown = decode_layer(&decoder, 0, &weights, &x, &mut growing_kv).unwrap().unwrap();
             let exact = flat(&exact);
             assert_eq!(exact, flat(&grown), "{family:?} step {step}: cache storage changed the bits");
             let scale = plain.iter().fold(0f32, |m, v| m.max(v.abs()));
@@ -114,11 +114,62 @@ fn declines_what_the_kernels_do_not_take() {
     assert!(!supports(&narrow, &weights), "head size 32");
     let decoder = Decoder::new(narrow.clone(), None);
     let mut kv = KvSlot::default();
-    assert!(decode_layer(&narrow, decoder.rope(), &weights, &hidden(&narrow, 1), &mut kv).unwrap().is_none());
+    assert!(decode_layer(&decoder, 0, &weights, &hidden(&narrow, 1), &mut kv).unwrap().is_none());
     assert!(kv.is_empty(), "nothing appended");
     let spec = spec(Family::Qwen3, RopeStyle::Half, 64);
     let mut parts: HashMap<Role, Weight> = layer(&spec).iter().map(|(r, w)| (r, w.clone())).collect();
     let t = Tensor::from_vec(values(256 * 256, 1, 0.1), (256, 256), &Device::Cpu).unwrap();
     parts.insert(Role::AttnQ, Weight::Quantized(Arc::new(QTensor::quantize(&t, GgmlDType::Q8_0).unwrap())));
     assert!(!supports(&spec, &BlockWeights::from_parts(BlockId::Layer(0), parts)), "a Q8_0 matrix");
+}
+
+/// Gemma 3 (a sliding-window layer of 40 positions and a global one, `1 + w` norms as
+/// Hugging Face files store them, the norms of the attention and MLP outputs, GeLU, the
+/// score scale): each exact step is the plain block to quantization accuracy, and
+/// without the window the local layer's step is not.
+#[test]
+fn exact_gemma_layers_are_the_layers() {
+    let gemma = cardinfer_core::GemmaSpec {
+        sliding_window: 40,
+        global_layers: vec![false, true],
+        local_rope_theta: 1e4,
+        global_rope_factor: 8.0,
+        query_pre_attn_scalar: 48.0,
+        norm_plus_one: true,
+    };
+    let spec = ModelSpec {
+        family: Family::Gemma3,
+        num_layers: 2,
+        rope_theta: 1e6,
+        qk_norm: true,
+        gemma: Some(Box::new(gemma)),
+        ..spec(Family::Gemma3, RopeStyle::Half, 64)
+    };
+    let weights = layer(&spec);
+    assert!(supports(&spec, &weights));
+    let decoder = Decoder::new(spec.clone(), None);
+    let mut all_global = spec.clone();
+    if let Some(g) = all_global.gemma.as_mut() {
+        g.global_layers = vec![true, true];
+    }
+    let unwindowed = Decoder::new(all_global, None);
+    for layer_index in [0, 1] {
+        let prompt = Tensor::from_vec(values(68 * 256, 7, 1.0), (1, 68, 256), &Device::Cpu).unwrap();
+        let mut plain_kv = KvSlot::with_capacity(spec.context_length);
+        decoder.block(layer_index, &weights, &prompt, &mut plain_kv, 0).unwrap();
+        let (mut exact_kv, mut full_kv) = (plain_kv.clone(), plain_kv.clone());
+        for step in 0..3 {
+            let x = hidden(&spec, 20 + step);
+            let pos = plain_kv.len();
+            let plain = flat(&decoder.block(layer_index, &weights, &x, &mut plain_kv, pos).unwrap());
+            let exact = flat(&decode_layer(&decoder, layer_index, &weights, &x, &mut exact_kv).unwrap().unwrap());
+            let full = flat(&decode_layer(&unwindowed, layer_index, &weights, &x, &mut full_kv).unwrap().unwrap());
+            let scale = plain.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let diff = |a: &[f32]| plain.iter().zip(a).fold(0f32, |m, (p, e)| m.max((p - e).abs()));
+            assert!(diff(&exact) < 3e-2 * scale, "layer {layer_index} step {step}: {} (scale {scale})", diff(&exact));
+            if layer_index == 0 {
+                assert!(diff(&full) > 5e-2 * scale, "the window matters: {} (scale {scale})", diff(&full));
+            }
+        }
+    }
 }

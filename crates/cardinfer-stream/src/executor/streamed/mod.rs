@@ -143,7 +143,7 @@ pub struct StreamedModel {
     fused: FusedLayers,
     /// The rotary tables for host layers computed with the device's bits
     /// (`cpu/exact/`); set while the fused kernels decode.
-    exact_rope: Option<crate::model::rope::Rope>,
+    exact_twin: Option<crate::model::family::Decoder>,
 }
 
 impl std::fmt::Debug for StreamedModel {
@@ -185,7 +185,11 @@ impl StreamedModel {
             progress(i + 1, total);
         }
         let host_head = match plan.head_host_rows() {
-            Some(rows) => Some(HostHead::load(reader.as_ref(), rows, family.spec().rms_norm_eps, device)?),
+            Some(rows) => {
+                let spec = family.spec();
+                let plus_one = spec.gemma.as_ref().is_some_and(|g| g.norm_plus_one);
+                Some(HostHead::load(reader.as_ref(), rows, (spec.rms_norm_eps, plus_one), device)?)
+            }
             None => None,
         };
         let pool = SlotPool::new(plan.slots, plan.slot_bytes);
@@ -208,7 +212,7 @@ impl StreamedModel {
             pool,
             timings: Mutex::new(StreamTimings::default()),
             fused: FusedLayers::off("not prepared: a custom block family"),
-            exact_rope: None,
+            exact_twin: None,
         })
     }
 
@@ -223,7 +227,7 @@ impl StreamedModel {
         decoder: &crate::model::family::Decoder,
     ) {
         self.fused = FusedLayers::new(path, decoder, &self.device, self.plan.kv_on_host);
-        self.exact_rope = self.fused.capacity().map(|_| decoder.rope().clone());
+        self.exact_twin = self.fused.capacity().map(|_| decoder.clone());
     }
 
     /// How single tokens are decoded on the device: `fused (layer by layer)` or
@@ -299,7 +303,7 @@ impl StreamedModel {
         // only in their decode steps, with the device's bits (`cpu/exact/`); a pass
         // the device runs with plain blocks (a prompt chunk, a cache without buffers yet)
         // streams them, as the CPU's Candle ops would round differently.
-        let allowed = self.exact_rope.is_none() || hidden.is_fused();
+        let allowed = self.exact_twin.is_none() || hidden.is_fused();
         let head_rows = match which {
             Some(Logits::All) => tokens.len(),
             _ => 1,

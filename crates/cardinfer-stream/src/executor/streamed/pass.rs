@@ -157,9 +157,9 @@ impl StreamedModel {
         self.read_ahead(pass.source, &mut pass.ahead, 0);
         let start = Instant::now();
         // A decode step on the fused path: the device's bits ([`crate::cpu::exact`]).
-        let exact_rope = self.exact_rope.as_ref().filter(|_| hidden.is_fused());
+        let exact = self.exact_twin.as_ref().filter(|_| hidden.is_fused());
         let family: &(dyn LayerStream + Sync) = self.family.as_ref();
-        let y = host_decode_step(family, exact_rope, i, weights, &x_host, pass.kv.layer_mut(i), pass.pos)?;
+        let y = host_decode_step(family, exact, i, weights, &x_host, pass.kv.layer_mut(i), pass.pos)?;
         let computed = Instant::now();
         hidden.set(y.to_device(&self.device)?)?;
         pass.timeline.end_host(BlockId::Layer(i), [start - hop, computed - start, computed.elapsed()]);
@@ -181,7 +181,7 @@ impl StreamedModel {
         // beside the device's chunks.
         let host_head = match (block, self.host_head(pass.on_cpu)) {
             (BlockId::Head, Some(head)) => {
-                let exact = self.exact_rope.is_some() && hidden.is_fused();
+                let exact = self.exact_twin.is_some() && hidden.is_fused();
                 Some((head, head.input(&pass.head_input(hidden)?, exact)?))
             }
             _ => None,
