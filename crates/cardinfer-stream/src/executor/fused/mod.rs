@@ -38,7 +38,8 @@ use crate::{Result, StreamError};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DecodePath {
     /// Fused kernels replayed from a CUDA graph where the model and device allow it
-    /// (CUDA, a Llama-style decoder, block-quantized matrices), the plain path elsewhere.
+    /// (CUDA, the built-in decoder of a dense model — Gemma 3 included — with block-quantized
+    /// matrices), the plain path elsewhere.
     #[default]
     Fused,
     /// The fused kernels launched one by one for every token, without the CUDA graph
