@@ -128,15 +128,8 @@ impl<'m> Session<'m> {
         mut on_text: impl FnMut(&str),
     ) -> Result<Generation> {
         let spec = self.model.spec();
-        check_max_tokens(options)?;
-        check_tokens(spec, prompt_ids, self.kv.len())?;
-        let mut sampler = Sampler::new(options.sampling.clone())?;
-
-        let start = Instant::now();
-        let mut logits = self.model.forward(prompt_ids, &mut self.kv, Logits::Last)?;
-        self.tokens.extend_from_slice(prompt_ids);
-        let mut next = sampler.sample(&logits, &self.tokens)?;
-        let prefill_secs = start.elapsed().as_secs_f64();
+        let Started { mut sampler, mut next, prefill_secs } =
+            start(self.model, &mut self.kv, &mut self.tokens, prompt_ids, options)?;
 
         let decode_start = Instant::now();
         let mut emitter = Emitter::new(self.tokenizer, options, &spec.eos_token_ids);
@@ -147,7 +140,7 @@ impl<'m> Session<'m> {
             if self.kv.len() >= spec.context_length {
                 break StopReason::ContextFull;
             }
-            logits = self.model.forward(&[next], &mut self.kv, Logits::Last)?;
+            let logits = self.model.forward(&[next], &mut self.kv, Logits::Last)?;
             self.tokens.push(next);
             next = sampler.sample(&logits, &self.tokens)?;
         };
@@ -170,13 +163,34 @@ impl<'m> Session<'m> {
     }
 }
 
-/// `max_tokens` must allow one token.
-pub(crate) fn check_max_tokens(options: &GenerateOptions) -> Result<()> {
+/// What every generation loop starts from: the sampler, the first generated token (not
+/// yet in the cache) and the seconds the prompt took.
+pub(crate) struct Started {
+    pub(crate) sampler: Sampler,
+    pub(crate) next: u32,
+    pub(crate) prefill_secs: f64,
+}
+
+/// Checks the request, runs `prompt_ids` through `model` after what `kv` holds (adding
+/// them to `tokens`) and samples the first token.
+pub(crate) fn start(
+    model: &dyn TextModel,
+    kv: &mut KvCache,
+    tokens: &mut Vec<u32>,
+    prompt_ids: &[u32],
+    options: &GenerateOptions,
+) -> Result<Started> {
     if options.max_tokens == 0 {
         return Err(StreamError::InvalidParameter {
             name: "max tokens",
             reason: "0: nothing would be generated".into(),
         });
     }
-    Ok(())
+    check_tokens(model.spec(), prompt_ids, kv.len())?;
+    let mut sampler = Sampler::new(options.sampling.clone())?;
+    let start = Instant::now();
+    let logits = model.forward(prompt_ids, kv, Logits::Last)?;
+    tokens.extend_from_slice(prompt_ids);
+    let next = sampler.sample(&logits, tokens)?;
+    Ok(Started { sampler, next, prefill_secs: start.elapsed().as_secs_f64() })
 }

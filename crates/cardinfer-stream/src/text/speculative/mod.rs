@@ -12,9 +12,9 @@ mod vocabulary;
 
 pub use vocabulary::check_draft_vocabulary;
 
-use crate::model::text_model::{check_tokens, Logits, TextModel};
+use crate::model::text_model::{Logits, TextModel};
 use crate::text::emission::Emitter;
-use crate::text::generator::{check_max_tokens, GenerateOptions, Generation, StopReason};
+use crate::text::generator::{start, GenerateOptions, Generation, Started, StopReason};
 use crate::text::sampling::Sampler;
 use crate::text::tokenizer::Tokenizer;
 use crate::{KvCache, Result, StreamError};
@@ -169,21 +169,14 @@ impl<'m> SpeculativeSession<'m> {
         mut on_text: impl FnMut(&str),
     ) -> Result<Generation> {
         let spec = self.target.spec();
-        check_max_tokens(options)?;
-        check_tokens(spec, prompt_ids, self.target_kv.len())?;
-        let mut sampler = Sampler::new(options.sampling.clone())?;
+        let Started { mut sampler, mut next, prefill_secs } =
+            start(self.target, &mut self.target_kv, &mut self.tokens, prompt_ids, options)?;
         // The draft draws from its own stream, so its draws and the checks are independent.
         let draft_params =
             crate::SamplingParams { seed: options.sampling.seed ^ 0x9e37_79b9_7f4a_7c15, ..options.sampling.clone() };
         let mut draft_sampler = Sampler::new(draft_params)?;
         let mut length = DraftLength::new(self.options.max_draft, self.options.adaptive);
         let mut stats = SpeculationStats::default();
-
-        let start = Instant::now();
-        let logits = self.target.forward(prompt_ids, &mut self.target_kv, Logits::Last)?;
-        self.tokens.extend_from_slice(prompt_ids);
-        let mut next = sampler.sample(&logits, &self.tokens)?;
-        let prefill_secs = start.elapsed().as_secs_f64();
 
         let decode_start = Instant::now();
         let mut emitter = Emitter::new(self.tokenizer, options, &spec.eos_token_ids);
