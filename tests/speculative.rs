@@ -194,3 +194,22 @@ fn a_draft_of_another_vocabulary_is_refused_by_name() {
     let bad = SpeculativeOptions { max_draft: 0, ..Default::default() };
     assert!(SpeculativeSession::new(&target.model, &target.model, None, bad).is_err());
 }
+
+/// A draft with a shorter context than the target drafts while it has room, then the
+/// target goes on alone: the output is still the target's.
+#[test]
+fn a_draft_with_a_shorter_context_stops_drafting_at_its_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let (target_path, q4_path, _) = models(dir.path());
+    let target = resident(&target_path);
+    let expected = Session::new(&target, None).generate(&PROMPT, &greedy(40), |_| {}).unwrap().generated_ids;
+    let options = LoadOptions { context: Some(20), ..Default::default() };
+    let draft = LoadedModel::load_with(&q4_path, &Device::Cpu, &options, |_, _| {}).unwrap();
+    assert_eq!(draft.model.spec().context_length, 20);
+    let fixed = SpeculativeOptions { max_draft: 4, min_confidence: 0.0, adaptive: false };
+    let mut session = SpeculativeSession::new(&target, &draft.model, None, fixed).unwrap();
+    let out = session.generate(&PROMPT, &greedy(40), |_| {}).unwrap();
+    assert_eq!(out.generated_ids, expected);
+    let stats = out.speculation.unwrap();
+    assert!(stats.drafted > 0 && stats.passes > 20, "drafts early, plain passes after: {stats:?}");
+}
