@@ -120,6 +120,8 @@ fn layer_of(
         (Role::AttnKNorm, vector(hd)?),
         (Role::AttnOutput, matrix(h, q)?),
         (Role::FfnNorm, vector(h)?),
+        (Role::PostAttnNorm, vector(h)?),
+        (Role::PostFfnNorm, vector(h)?),
         (Role::FfnGate, matrix(ff, h)?),
         (Role::FfnUp, matrix(ff, h)?),
         (Role::FfnDown, matrix(h, ff)?),
@@ -180,7 +182,7 @@ mod tests {
 
     #[test]
     fn the_tiny_block_runs_for_every_family_and_the_cpu_reports_nothing() {
-        for family in [Family::Llama, Family::Mistral, Family::Qwen2, Family::Qwen3] {
+        for family in [Family::Llama, Family::Mistral, Family::Qwen2, Family::Qwen3, Family::Gemma3] {
             let spec = ModelSpec {
                 family,
                 vocab_size: 10,
@@ -201,7 +203,17 @@ mod tests {
                 bos_token_id: None,
                 eos_token_ids: vec![],
                 moe: None,
-                gemma: None,
+                // Gemma's layers have the norms of the attention and MLP outputs too.
+                gemma: (family == Family::Gemma3).then(|| {
+                    Box::new(cardinfer_core::GemmaSpec {
+                        sliding_window: 4,
+                        global_layers: vec![false],
+                        local_rope_theta: 1e4,
+                        global_rope_factor: 1.0,
+                        query_pre_attn_scalar: 8.0,
+                        norm_plus_one: false,
+                    })
+                }),
             };
             for storage in [StorageType::Q4_K, StorageType::Q8_0, StorageType::F16] {
                 run_tiny_block(&spec, &Device::Cpu, storage).unwrap();
