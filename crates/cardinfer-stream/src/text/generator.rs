@@ -109,11 +109,7 @@ impl<'m> Session<'m> {
     /// Keeps the longest cached prefix of `ids` and returns the part still to feed, so a
     /// re-rendered conversation only pays for its new tokens.
     pub fn reuse_prefix(&mut self, ids: &[u32]) -> Result<Vec<u32>> {
-        let mut common = self.tokens.iter().zip(ids).take_while(|(a, b)| a == b).count();
-        if common == ids.len() && common > 0 {
-            // Something must be fed to get logits: recompute the last position.
-            common -= 1;
-        }
+        let common = reusable_prefix(&self.tokens, ids);
         self.kv.truncate(common)?;
         self.tokens.truncate(common);
         Ok(ids[common..].to_vec())
@@ -160,6 +156,18 @@ impl<'m> Session<'m> {
     /// Text of ids for callers without their own tokenizer handle.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
         self.tokenizer.ok_or_else(|| StreamError::Tokenizer("this model has no tokenizer".into()))?.decode(ids)
+    }
+}
+
+/// How many of `cached` tokens a conversation re-rendered as `ids` keeps: their common
+/// prefix, less one where that is all of `ids` (something must be fed to get logits, so
+/// the last position is recomputed).
+pub(crate) fn reusable_prefix(cached: &[u32], ids: &[u32]) -> usize {
+    let common = cached.iter().zip(ids).take_while(|(a, b)| a == b).count();
+    if common == ids.len() && common > 0 {
+        common - 1
+    } else {
+        common
     }
 }
 

@@ -14,7 +14,7 @@ pub use vocabulary::check_draft_vocabulary;
 
 use crate::model::text_model::{Logits, TextModel};
 use crate::text::emission::Emitter;
-use crate::text::generator::{start, GenerateOptions, Generation, Started, StopReason};
+use crate::text::generator::{reusable_prefix, start, GenerateOptions, Generation, Started, StopReason};
 use crate::text::sampling::Sampler;
 use crate::text::tokenizer::Tokenizer;
 use crate::{KvCache, Result, StreamError};
@@ -145,10 +145,7 @@ impl<'m> SpeculativeSession<'m> {
 
     /// Keeps the longest cached prefix of `ids` and returns the part still to feed.
     pub fn reuse_prefix(&mut self, ids: &[u32]) -> Result<Vec<u32>> {
-        let mut common = self.tokens.iter().zip(ids).take_while(|(a, b)| a == b).count();
-        if common == ids.len() && common > 0 {
-            common -= 1;
-        }
+        let common = reusable_prefix(&self.tokens, ids);
         self.rewind(common)?;
         Ok(ids[common..].to_vec())
     }
