@@ -63,7 +63,9 @@ impl LoadedModel {
                 ),
             });
         }
-        let target_options = LoadOptions { budget: Budget::Bytes(ByteSize(budget - used)), ..options.clone() };
+        // No limit (a percentage on the CPU) stays no limit.
+        let rest = if budget == u64::MAX { budget } else { budget - used };
+        let target_options = LoadOptions { budget: Budget::Bytes(ByteSize(rest)), ..options.clone() };
         let target = LoadedModel::load_with(target, device, &target_options, progress)?;
         check_draft_vocabulary(&target, &draft)?;
         Ok((target, draft))
