@@ -103,7 +103,15 @@ pub fn dot_q6k(w: &[BlockQ6K], x: &[BlockQ8K]) -> Option<f32> {
 pub fn dot_q4k_many(w: &[BlockQ4K], xs: &[BlockQ8K], out: &mut [f32]) -> bool {
     let Some((w, xs)) = ready_many::<_, Q4K>(w, xs, out.len()) else { return false };
     // SAFETY: `ready_many` checked the CPU features the kernel is compiled for.
-    unsafe { for_each_group(w, xs, out, |w, x| dot_q4k_avx512::<GROUP>(w, x), |w, x| dot_q4k_avx512::<1>(w, x)) };
+    unsafe {
+        for_each_group(
+            w,
+            xs,
+            out,
+            |w, x| dot_q4k_avx512::<GROUP>(w, x),
+            (|w, x| dot_q4k_avx512::<3>(w, x), |w, x| dot_q4k_avx512::<2>(w, x), |w, x| dot_q4k_avx512::<1>(w, x)),
+        )
+    };
     true
 }
 
@@ -111,7 +119,15 @@ pub fn dot_q4k_many(w: &[BlockQ4K], xs: &[BlockQ8K], out: &mut [f32]) -> bool {
 pub fn dot_q6k_many(w: &[BlockQ6K], xs: &[BlockQ8K], out: &mut [f32]) -> bool {
     let Some((w, xs)) = ready_many::<_, Q6K>(w, xs, out.len()) else { return false };
     // SAFETY: `ready_many` checked the CPU features the kernel is compiled for.
-    unsafe { for_each_group(w, xs, out, |w, x| dot_q6k_avx512::<GROUP>(w, x), |w, x| dot_q6k_avx512::<1>(w, x)) };
+    unsafe {
+        for_each_group(
+            w,
+            xs,
+            out,
+            |w, x| dot_q6k_avx512::<GROUP>(w, x),
+            (|w, x| dot_q6k_avx512::<3>(w, x), |w, x| dot_q6k_avx512::<2>(w, x), |w, x| dot_q6k_avx512::<1>(w, x)),
+        )
+    };
     true
 }
 
@@ -119,22 +135,28 @@ pub fn dot_q6k_many(w: &[BlockQ6K], xs: &[BlockQ8K], out: &mut [f32]) -> bool {
 const GROUP: usize = 4;
 
 /// Runs `group` on each [`GROUP`] of the inputs in `xs` (rows of `w.len()` blocks, as
-/// many as `out` has values; `w` not empty) and `single` on the rest, writing `out`.
+/// many as `out` has values; `w` not empty) and the kernel of the remainder's size (3, 2
+/// or 1 inputs) on the rest, writing `out`: 2 or 3 inputs (a short verification pass of
+/// speculative decoding) read the row's blocks once, not once per input.
 fn for_each_group<M>(
     w: &[M],
     xs: &[Q8K],
     out: &mut [f32],
     group: impl Fn(&[M], [&[Q8K]; GROUP]) -> [f32; GROUP],
-    single: impl Fn(&[M], [&[Q8K]; 1]) -> [f32; 1],
+    (three, two, one): (
+        impl Fn(&[M], [&[Q8K]; 3]) -> [f32; 3],
+        impl Fn(&[M], [&[Q8K]; 2]) -> [f32; 2],
+        impl Fn(&[M], [&[Q8K]; 1]) -> [f32; 1],
+    ),
 ) {
     let row = w.len();
     for (values, inputs) in out.chunks_mut(GROUP).zip(xs.chunks(row * GROUP)) {
-        if values.len() == GROUP {
-            values.copy_from_slice(&group(w, std::array::from_fn(|r| &inputs[r * row..(r + 1) * row])));
-        } else {
-            for (value, x) in values.iter_mut().zip(inputs.chunks_exact(row)) {
-                *value = single(w, [x])[0];
-            }
+        let input = |r: usize| &inputs[r * row..(r + 1) * row];
+        match values.len() {
+            GROUP => values.copy_from_slice(&group(w, std::array::from_fn(input))),
+            3 => values.copy_from_slice(&three(w, std::array::from_fn(input))),
+            2 => values.copy_from_slice(&two(w, std::array::from_fn(input))),
+            _ => values.copy_from_slice(&one(w, [input(0)])),
         }
     }
 }
