@@ -351,6 +351,12 @@ impl ModelSpec {
         self.moe.as_ref().is_some_and(|moe| moe.dense_layers.binary_search(&layer).is_err())
     }
 
+    /// Whether the stored norm weights are `w` of Gemma's `1 + w` (Hugging Face files),
+    /// so that readers add 1.
+    pub fn norms_plus_one(&self) -> bool {
+        self.gemma.as_ref().is_some_and(|g| g.norm_plus_one)
+    }
+
     /// Bytes of K and V for one token across all layers, at `bytes_per_elem` per value.
     pub fn kv_bytes_per_token(&self, bytes_per_elem: usize) -> u64 {
         2 * (self.num_layers * self.num_kv_heads * self.head_dim * bytes_per_elem) as u64

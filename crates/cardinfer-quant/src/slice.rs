@@ -227,7 +227,7 @@ fn plan_hf<'a>(
         })?;
         let storage = target_storage(options, spec, &gguf_name, &info.shape, info.storage);
         let permute_heads = qk_permutation_heads(spec, &info.name);
-        let plus_one = spec.gemma.as_ref().is_some_and(|g| g.norm_plus_one) && gguf_name.ends_with("norm.weight");
+        let plus_one = spec.norms_plus_one() && gguf_name.ends_with("norm.weight");
         let source = match plus_one {
             true => Source::PlusOne(info),
             false => Source::Input { info, permute_heads },

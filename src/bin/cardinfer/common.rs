@@ -221,6 +221,24 @@ pub fn profile_or_fitted(device: &Device) -> Profile {
 
 /// Loads the model with a progress bar on stderr.
 pub fn load(args: &ModelArgs) -> Result<(LoadedModel, Device, MemoryWatch, f64)> {
+    let loaded = load_as(
+        args,
+        |path| path.display().to_string(),
+        |path, device, options, progress| Ok(LoadedModel::load_with(path, device, options, progress)?),
+    )?;
+    print_template_note(&loaded.0);
+    Ok(loaded)
+}
+
+/// What every model-loading subcommand does around the load itself: resolves `--model`,
+/// the device and the CPU threads, builds the load options, starts the memory watch, then
+/// runs `load` behind a progress bar titled `loading {name(path)}`. Returns what `load`
+/// returned, the device, the watch and the seconds the load took.
+pub fn load_as<T>(
+    args: &ModelArgs,
+    name: impl Fn(&std::path::Path) -> String,
+    load: impl FnOnce(&std::path::Path, &Device, &LoadOptions, &mut dyn FnMut(usize, usize)) -> Result<T>,
+) -> Result<(T, Device, MemoryWatch, f64)> {
     let path = resolve_model(args.model.as_deref())?;
     let device = device(&args.device)?;
     let hybrid = args.placement.hybrid || args.placement.host_layers.is_some();
@@ -228,17 +246,21 @@ pub fn load(args: &ModelArgs) -> Result<(LoadedModel, Device, MemoryWatch, f64)>
     let options = args.placement.options(cached_profile(&device))?;
     let mut watch = MemoryWatch::start(&device);
     let start = Instant::now();
-    let bar = ProgressBar::new(format!("loading {}", path.display()));
-    let loaded =
-        LoadedModel::load_with(&path, &device, &options, |done, total| bar.show(done as u64, total as u64, "blocks"))
-            .with_context(|| format!("loading {}", path.display()))?;
+    let name = name(&path);
+    let bar = ProgressBar::new(format!("loading {name}"));
+    let loaded = load(&path, &device, &options, &mut |done, total| bar.show(done as u64, total as u64, "blocks"))
+        .with_context(|| format!("loading {name}"))?;
     let secs = start.elapsed().as_secs_f64();
-    bar.finish(&format!("loaded {} ({secs:.1} s)", path.display()));
+    bar.finish(&format!("loaded {name} ({secs:.1} s)"));
+    watch.sample();
+    Ok((loaded, device, watch, secs))
+}
+
+/// Prints why the model's own chat template is not the one in use, when it is not.
+pub fn print_template_note(loaded: &LoadedModel) {
     if let Some(note) = &loaded.chat_template_note {
         eprintln!("note: {note}");
     }
-    watch.sample();
-    Ok((loaded, device, watch, secs))
 }
 
 /// Sets the CPU thread count (Candle's pools and the host pool's starting count read

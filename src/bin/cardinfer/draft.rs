@@ -2,11 +2,10 @@
 //! loading of a target with its draft in one budget, and one session type over both ways
 //! of generating.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use cardinfer_stream::{
     GenerateOptions, Generation, LoadedModel, Session, SpeculativeOptions, SpeculativeSession, TextModel, Tokenizer,
 };
-use std::time::Instant;
 
 /// The draft model and how it drafts.
 #[derive(clap::Args, Debug, Clone)]
@@ -57,23 +56,13 @@ pub fn load(args: &crate::common::ModelArgs, draft: &DraftArgs) -> Result<Loaded
         return Ok(Loaded { target, draft: None, device, watch, load_secs });
     };
     draft.options().validate()?;
-    let path = crate::common::resolve_model(args.model.as_deref())?;
     let draft_path = crate::common::resolve_model(Some(draft_arg))?;
-    let device = crate::common::device(&args.device)?;
-    let hybrid = args.placement.hybrid || args.placement.host_layers.is_some();
-    crate::common::set_cpu_threads(args.threads, hybrid.then_some(&device));
-    let options = args.placement.options(crate::common::cached_profile(&device))?;
-    let mut watch = crate::common::MemoryWatch::start(&device);
-    let start = Instant::now();
-    let bar =
-        crate::common::ProgressBar::new(format!("loading {} with draft {}", path.display(), draft_path.display()));
-    let (target, draft) = LoadedModel::load_with_draft(&path, &draft_path, &device, &options, |done, total| {
-        bar.show(done as u64, total as u64, "blocks")
-    })
-    .with_context(|| format!("loading {} with draft {}", path.display(), draft_path.display()))?;
-    let load_secs = start.elapsed().as_secs_f64();
-    bar.finish(&format!("loaded {} and draft {} ({load_secs:.1} s)", path.display(), draft_path.display()));
-    watch.sample();
+    let name = |path: &std::path::Path| format!("{} with draft {}", path.display(), draft_path.display());
+    let ((target, draft), device, watch, load_secs) =
+        crate::common::load_as(args, name, |path, device, options, progress| {
+            Ok(LoadedModel::load_with_draft(path, &draft_path, device, options, progress)?)
+        })?;
+    crate::common::print_template_note(&target);
     Ok(Loaded { target, draft: Some(draft), device, watch, load_secs })
 }
 

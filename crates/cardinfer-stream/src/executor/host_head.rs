@@ -15,6 +15,7 @@ use crate::model::names::Role;
 use crate::model::weights::{BlockWeights, Weight};
 use crate::{Result, StreamError};
 use candle_core::{Device, Tensor};
+use cardinfer_core::ModelSpec;
 use std::ops::Range;
 
 /// The CPU's rows of the head.
@@ -39,17 +40,17 @@ pub(crate) enum HeadInput {
 }
 
 impl HostHead {
-    /// Reads rows `rows` of the head into host memory, and its norm onto `device` (as
-    /// `1 + w` where the file stores Gemma's `w`: `plus_one`, as the decoder's head takes it).
+    /// Reads rows `rows` of the head of a `spec` model into host memory, and its norm onto
+    /// `device` (as `1 + w` where the file stores Gemma's `w`, as the decoder's head takes it).
     pub(crate) fn load(
         reader: &dyn BlockReader,
         rows: Range<usize>,
-        (eps, plus_one): (f64, bool),
+        spec: &ModelSpec,
         device: &Device,
     ) -> Result<Self> {
         let weights = reader.read_head_rows(rows.clone(), &Device::Cpu)?;
         let mut device_norm = weights.get(Role::OutputNorm)?.dense()?.to_device(device)?;
-        if plus_one {
+        if spec.norms_plus_one() {
             device_norm = device_norm.affine(1.0, 1.0)?;
         }
         let exact_covers = match weights.get(Role::Output)? {
@@ -58,7 +59,7 @@ impl HostHead {
             }
             _ => false,
         };
-        Ok(Self { rows, weights, device_norm, eps: eps as f32, exact_covers })
+        Ok(Self { rows, weights, device_norm, eps: spec.rms_norm_eps as f32, exact_covers })
     }
 
     /// The input for [`HostHead::logits`] from the final hidden state `x` (`[1, 1,

@@ -123,11 +123,11 @@ pub fn decode_attention(
     out: &mut [f32],
 ) {
     let scale = 1.0 / (shape.head_dim as f32).sqrt();
-    decode_attention_in_window(q, k_cache, v_cache, shape, len, (scale, 0), out)
+    decode_attention_in_window(q, k_cache, v_cache, shape, len, (scale, None), out)
 }
 
-/// [`decode_attention`] with the scores scaled by `scale` and, for `window > 0` (a
-/// sliding-window layer), only the last `window` keys: chunks wholly before them are not
+/// [`decode_attention`] with the scores scaled by `scale` and, on a sliding-window layer
+/// (`window` given), only the last `window` keys: chunks wholly before them are not
 /// computed and the chunk holding the first is computed from it, as the kernels do.
 pub fn decode_attention_in_window(
     q: &[f32],
@@ -135,12 +135,12 @@ pub fn decode_attention_in_window(
     v_cache: &[f32],
     shape: AttentionShape,
     len: usize,
-    (scale, window): (f32, usize),
+    (scale, window): (f32, Option<usize>),
     out: &mut [f32],
 ) {
     let AttentionShape { heads, kv_heads, head_dim: d, capacity } = shape;
     let group = heads / kv_heads;
-    let first = if window > 0 && len > window { len - window } else { 0 };
+    let first = window.map_or(0, |w| len.saturating_sub(w));
     let skipped = first / ATTENTION_CHUNK;
     let chunks = len.div_ceil(ATTENTION_CHUNK) - skipped;
     // Per (KV head, chunk, query head of the group): the chunk's largest score and sum of

@@ -122,7 +122,7 @@ pub fn decode_layer(
     with_host_f32(&keys, |k_all, capacity| {
         with_host_f32(&values, |v_all, _| {
             let shape = AttentionShape { heads, kv_heads, head_dim: d, capacity };
-            let scope = (decoder.attention_scale_f32(), spec.sliding_window(layer).unwrap_or(0));
+            let scope = (decoder.attention_scale_f32(), spec.sliding_window(layer));
             decode_attention_in_window(&q_rot, k_all, v_all, shape, pos + 1, scope, &mut attn);
         })
     })??;

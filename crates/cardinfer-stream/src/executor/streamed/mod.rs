@@ -141,8 +141,9 @@ pub struct StreamedModel {
     timings: Mutex<StreamTimings>,
     /// The fused decode kernels for the device layers, where they apply.
     fused: FusedLayers,
-    /// The rotary tables for host layers computed with the device's bits
-    /// (`cpu/exact/`); set while the fused kernels decode.
+    /// The decoder whose fused kernels host layers reproduce with the device's bits
+    /// (`cpu/exact/`: each layer's RoPE, window, score scale and norms); set while the
+    /// fused kernels decode.
     exact_twin: Option<crate::model::family::Decoder>,
 }
 
@@ -185,11 +186,7 @@ impl StreamedModel {
             progress(i + 1, total);
         }
         let host_head = match plan.head_host_rows() {
-            Some(rows) => {
-                let spec = family.spec();
-                let plus_one = spec.gemma.as_ref().is_some_and(|g| g.norm_plus_one);
-                Some(HostHead::load(reader.as_ref(), rows, (spec.rms_norm_eps, plus_one), device)?)
-            }
+            Some(rows) => Some(HostHead::load(reader.as_ref(), rows, family.spec(), device)?),
             None => None,
         };
         let pool = SlotPool::new(plan.slots, plan.slot_bytes);

@@ -77,7 +77,7 @@ impl Decoder {
 
     /// Whether the stored norm weights are `w` of Gemma's `1 + w` (added at run time).
     pub(crate) fn norm_plus_one(&self) -> bool {
-        self.spec.gemma.as_ref().is_some_and(|g| g.norm_plus_one)
+        self.spec.norms_plus_one()
     }
 
     pub(super) fn norm(&self, x: &Tensor, weights: &BlockWeights, role: Role) -> Result<Tensor> {

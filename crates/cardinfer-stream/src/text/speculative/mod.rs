@@ -201,11 +201,10 @@ impl<'m> SpeculativeSession<'m> {
             let which = if drafts.is_empty() { Logits::Last } else { Logits::All };
             let rows = self.target.forward(&chunk, &mut self.target_kv, which)?;
             self.tokens.push(next);
-            let tokens = &self.tokens;
-            let target_probs = |i: usize| {
-                let history: Vec<u32> = tokens.iter().chain(&drafts[..i]).copied().collect();
-                options.sampling.distribution(&rows.get(i)?, &history)
-            };
+            // Row i's history: the committed tokens, `next` and the first i drafts.
+            let history: Vec<u32> = self.tokens.iter().chain(&drafts).copied().collect();
+            let before_drafts = self.tokens.len();
+            let target_probs = |i: usize| options.sampling.distribution(&rows.get(i)?, &history[..before_drafts + i]);
             let verdict = verify(&drafts, &draft_probs, target_probs, &mut sampler)?;
             let verify_secs = verify_start.elapsed().as_secs_f64();
 
