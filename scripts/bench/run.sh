@@ -110,6 +110,7 @@ print(tg[-1] if tg else "null", pp[-1] if pp else "null")' "$out")
   else
     # shellcheck disable=SC2086
     sampled timeout -s KILL 300 "$ours" bench -m "$model" --device cuda $args < /dev/null > "$out" 2>> "$log"; rc=$?
+    grep -v '^{' "$out" >> "$log"   # bench's tables (pass costs, expert cache) beside the row
     read -r tok_s pp_tok_s checksum own < <(python3 -c 'import json,sys
 rows=[json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
 tg=[r for r in rows if r["test"].startswith("tg")]
