@@ -148,11 +148,7 @@ fn host_matvec_job(
             tasks.push((kernel.as_ref(), t * ROWS_PER_TASK, rows, chunk));
         }
     }
-    run_tasks(tasks, |(kernel, first, rows, out)| {
-        for (i, out_row) in out.chunks_exact_mut(*rows).enumerate() {
-            kernel.dot(*first + i, out_row);
-        }
-    });
+    run_tasks(tasks, |(kernel, first, _, out)| kernel.dot_rows(*first, out));
     let mut ys = Vec::with_capacity(outs.len());
     for (i, (out, &n)) in outs.into_iter().zip(&shapes).enumerate() {
         let (_, lead, rows, _) = &flat[input_of[i]];
@@ -224,6 +220,18 @@ type Task<'a> = (&'a dyn RowDot, usize, usize, &'a mut [f32]);
 trait RowDot: Sync {
     /// Writes row `row`'s product with input row `r` into `out[r]`.
     fn dot(&self, row: usize, out: &mut [f32]);
+
+    /// [`Self::dot`] for rows `first..`, as many as `out` holds (each row's values one
+    /// after another); a kernel that serves several rows at once overrides it.
+    fn dot_rows(&self, first: usize, out: &mut [f32]) {
+        let inputs = self.inputs();
+        for (i, out_row) in out.chunks_exact_mut(inputs).enumerate() {
+            self.dot(first + i, out_row);
+        }
+    }
+
+    /// The number of input rows.
+    fn inputs(&self) -> usize;
 }
 
 /// A weight's blocks, the input quantized to their dot-product partner, and our block
@@ -259,6 +267,10 @@ impl<T: GgmlType> RowDot for Blocks<'_, T> {
             *value = (self.kernels.one)(w, q).unwrap_or_else(|| T::vec_dot(self.k, w, q));
         }
     }
+
+    fn inputs(&self) -> usize {
+        self.xq.len() / (self.k / T::VecDotType::BLCK_SIZE)
+    }
 }
 
 /// No kernels of ours for this type: Candle's block dot product runs.
@@ -289,6 +301,19 @@ fn kernel_for<'a>(
     }
     use crate::cpu::x86::legacy_dot as legacy;
     let args = (bytes, n, k, xs, rows);
+    if crate::cpu::x86::legacy_vnni::available() {
+        let packed = match dtype {
+            GgmlDType::Q8_0 => packed::<BlockQ8_0, legacy::Q8_0>(args),
+            GgmlDType::Q4_0 => packed::<BlockQ4_0, legacy::Q4_0>(args),
+            GgmlDType::Q4_1 => packed::<BlockQ4_1, legacy::Q4_1>(args),
+            GgmlDType::Q5_0 => packed::<BlockQ5_0, legacy::Q5_0>(args),
+            GgmlDType::Q5_1 => packed::<BlockQ5_1, legacy::Q5_1>(args),
+            _ => None,
+        };
+        if packed.is_some() {
+            return packed;
+        }
+    }
     match dtype {
         GgmlDType::Q4K => make::<BlockQ4K>(
             args,
@@ -307,6 +332,56 @@ fn kernel_for<'a>(
         GgmlDType::Q5_0 => make::<BlockQ5_0>(args, Kernels { one: legacy::dot_q5_0, many: legacy::dot_q5_0_many }),
         GgmlDType::Q5_1 => make::<BlockQ5_1>(args, Kernels { one: legacy::dot_q5_1, many: legacy::dot_q5_1_many }),
         _ => None,
+    }
+}
+
+/// A legacy-type weight (Candle's block `T`, our mirror `M`) with its inputs repacked for
+/// the AVX-512 VNNI kernels ([`crate::cpu::x86::legacy_vnni`]); `None` for layouts not
+/// covered.
+fn packed<'a, T, M>((bytes, n, k, xs, rows): (&'a [u8], usize, usize, &[f32], usize)) -> Option<Box<dyn RowDot + 'a>>
+where
+    T: GgmlType + 'a,
+    T::VecDotType: crate::cpu::x86::legacy_vnni::InputBlock,
+    M: crate::cpu::x86::legacy_vnni::Unsigned + 'a,
+{
+    let w = blocks_of::<T>(bytes, n, k)?;
+    let x_blocks = k / T::VecDotType::BLCK_SIZE;
+    let mut xq = vec![T::VecDotType::zeros(); rows * x_blocks];
+    for (x, q) in xs.chunks_exact(k).zip(xq.chunks_exact_mut(x_blocks)) {
+        T::VecDotType::from_float(x, q);
+    }
+    let inputs = crate::cpu::x86::legacy_vnni::PackedInputs::new::<M, _>(&xq, rows, x_blocks);
+    // SAFETY: each mirror has its Candle type's size and no stricter alignment (checked at
+    // compile time in legacy_dot), all plain data.
+    let w: &[M] = unsafe { crate::cpu::x86::vnni_dot::mirror(w) };
+    Some(Box::new(Packed { w, inputs, blocks: x_blocks }))
+}
+
+/// A legacy-type weight and its repacked inputs ([`packed`]).
+struct Packed<'a, M> {
+    w: &'a [M],
+    inputs: crate::cpu::x86::legacy_vnni::PackedInputs,
+    blocks: usize,
+}
+
+impl<M: crate::cpu::x86::legacy_vnni::Unsigned> RowDot for Packed<'_, M> {
+    fn dot(&self, row: usize, out: &mut [f32]) {
+        self.dot_rows(row, out);
+    }
+
+    fn inputs(&self) -> usize {
+        self.inputs.rows()
+    }
+
+    fn dot_rows(&self, first: usize, out: &mut [f32]) {
+        let rows = out.len() / self.inputs.rows();
+        let ws: Vec<&[M]> =
+            (first..first + rows).map(|row| &self.w[row * self.blocks..(row + 1) * self.blocks]).collect();
+        let done = crate::cpu::x86::legacy_vnni::dot_rows(&ws, &self.inputs, 0, out);
+        debug_assert!(done, "checked when the kernel was chosen");
+        if !done {
+            out.fill(f32::NAN);
+        }
     }
 }
 

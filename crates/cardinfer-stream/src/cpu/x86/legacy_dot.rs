@@ -20,48 +20,48 @@ use candle_core::quantized::k_quants::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_
 /// its high nibble), a value is `nibble - 8`.
 #[repr(C)]
 pub(crate) struct Q4_0 {
-    d: u16,
-    qs: [u8; 16],
+    pub(crate) d: u16,
+    pub(crate) qs: [u8; 16],
 }
 
 /// Q4_1's block: f16 scale and minimum, 32 nibbles; a value is `d · nibble + m`.
 #[repr(C)]
 pub(crate) struct Q4_1 {
-    d: u16,
-    m: u16,
-    qs: [u8; 16],
+    pub(crate) d: u16,
+    pub(crate) m: u16,
+    pub(crate) qs: [u8; 16],
 }
 
 /// Q5_0's block: f16 scale, the 32 fifth bits, 32 nibbles; a value is `(nibble | bit << 4) - 16`.
 #[repr(C)]
 pub(crate) struct Q5_0 {
-    d: u16,
-    qh: [u8; 4],
-    qs: [u8; 16],
+    pub(crate) d: u16,
+    pub(crate) qh: [u8; 4],
+    pub(crate) qs: [u8; 16],
 }
 
 /// Q5_1's block: f16 scale and minimum, the fifth bits, nibbles; a value is `d · q + m`.
 #[repr(C)]
 pub(crate) struct Q5_1 {
-    d: u16,
-    m: u16,
-    qh: [u8; 4],
-    qs: [u8; 16],
+    pub(crate) d: u16,
+    pub(crate) m: u16,
+    pub(crate) qh: [u8; 4],
+    pub(crate) qs: [u8; 16],
 }
 
 /// Q8_0's block: f16 scale, 32 signed bytes.
 #[repr(C)]
 pub(crate) struct Q8_0 {
-    d: u16,
-    qs: [i8; 32],
+    pub(crate) d: u16,
+    pub(crate) qs: [i8; 32],
 }
 
 /// Q8_1's block: f16 scale, f16 `s` (the scale times the sum of the bytes), 32 signed bytes.
 #[repr(C)]
 pub(crate) struct Q8_1 {
-    d: u16,
-    s: u16,
-    qs: [i8; 32],
+    pub(crate) d: u16,
+    pub(crate) s: u16,
+    pub(crate) qs: [i8; 32],
 }
 
 macro_rules! same_layout {
@@ -136,7 +136,7 @@ impl Input for Q8_1 {
 /// 32 nibbles as bytes in value order (the low nibbles, then the high ones).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn nibbles(qs: &[u8; 16]) -> std::arch::x86_64::__m256i {
+pub(crate) unsafe fn nibbles(qs: &[u8; 16]) -> std::arch::x86_64::__m256i {
     use std::arch::x86_64::*;
     let packed = _mm_loadu_si128(qs.as_ptr().cast());
     let both = _mm256_insertf128_si256::<1>(_mm256_castsi128_si256(packed), _mm_srli_epi16::<4>(packed));
@@ -147,7 +147,7 @@ unsafe fn nibbles(qs: &[u8; 16]) -> std::arch::x86_64::__m256i {
 /// `bytes_from_bits_32`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn bit_bytes(qh: &[u8; 4]) -> std::arch::x86_64::__m256i {
+pub(crate) unsafe fn bit_bytes(qh: &[u8; 4]) -> std::arch::x86_64::__m256i {
     use std::arch::x86_64::*;
     let bits = _mm256_set1_epi32(i32::from_le_bytes(*qh));
     let spread =

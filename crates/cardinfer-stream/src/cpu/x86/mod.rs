@@ -2,6 +2,7 @@
 //! fallback in its caller.
 
 pub(crate) mod legacy_dot;
+pub(crate) mod legacy_vnni;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod mmvq_avx512;
 pub mod vnni_dot;
