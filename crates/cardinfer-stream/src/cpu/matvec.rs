@@ -180,10 +180,19 @@ fn transpose(by_weight_row: Vec<f32>, n: usize, rows: usize) -> Vec<f32> {
     if rows == 1 {
         return by_weight_row;
     }
+    // In tiles of TILE × TILE values, so both sides stay in cache: a plain loop writes
+    // one value per cache line of a stride-`n` column, and took 12 % of a 128-token CPU
+    // prefill (synthetic Qwen3-0.6B, 2 threads).
+    const TILE: usize = 32;
     let mut out = vec![0f32; n * rows];
-    for (j, values) in by_weight_row.chunks_exact(rows).enumerate() {
-        for (r, v) in values.iter().enumerate() {
-            out[r * n + j] = *v;
+    for j0 in (0..n).step_by(TILE) {
+        for r0 in (0..rows).step_by(TILE) {
+            for j in j0..(j0 + TILE).min(n) {
+                let values = &by_weight_row[j * rows..(j + 1) * rows];
+                for r in r0..(r0 + TILE).min(rows) {
+                    out[r * n + j] = values[r];
+                }
+            }
         }
     }
     out
@@ -403,6 +412,19 @@ pub(crate) fn blocks_of<T: GgmlType>(bytes: &[u8], n: usize, k: usize) -> Option
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn transpose_tiles_cover_every_value() {
+        for (n, rows) in [(1, 1), (37, 45), (64, 32), (5, 100)] {
+            let by_weight_row: Vec<f32> = (0..n * rows).map(|i| i as f32).collect();
+            let out = transpose(by_weight_row, n, rows);
+            for r in 0..rows {
+                for j in 0..n {
+                    assert_eq!(out[r * n + j], (j * rows + r) as f32, "{n}x{rows} at ({r}, {j})");
+                }
+            }
+        }
+    }
     use candle_core::quantized::QMatMul;
     use candle_core::Module;
 
