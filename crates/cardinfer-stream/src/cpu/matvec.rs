@@ -29,6 +29,8 @@ use candle_core::{DType, Device, Tensor};
 
 use std::sync::Mutex;
 
+use crate::cpu::packed_rows;
+
 /// Output rows per task: enough work (a few hundred KB of weights) to amortize the task,
 /// small enough that every thread of a 16-core pool gets several.
 const ROWS_PER_TASK: usize = 64;
@@ -226,7 +228,7 @@ fn enabled() -> bool {
 type Task<'a> = (&'a dyn RowDot, usize, usize, &'a mut [f32]);
 
 /// One weight row's dot products with every input row.
-trait RowDot: Sync {
+pub(crate) trait RowDot: Sync {
     /// Writes row `row`'s product with input row `r` into `out[r]`.
     fn dot(&self, row: usize, out: &mut [f32]);
 
@@ -312,16 +314,19 @@ fn kernel_for<'a>(
     let args = (bytes, n, k, xs, rows);
     if crate::cpu::x86::legacy_vnni::available() {
         let packed = match dtype {
-            GgmlDType::Q8_0 => packed::<BlockQ8_0, legacy::Q8_0>(args),
-            GgmlDType::Q4_0 => packed::<BlockQ4_0, legacy::Q4_0>(args),
-            GgmlDType::Q4_1 => packed::<BlockQ4_1, legacy::Q4_1>(args),
-            GgmlDType::Q5_0 => packed::<BlockQ5_0, legacy::Q5_0>(args),
-            GgmlDType::Q5_1 => packed::<BlockQ5_1, legacy::Q5_1>(args),
+            GgmlDType::Q8_0 => packed_rows::legacy::<BlockQ8_0, legacy::Q8_0>(args),
+            GgmlDType::Q4_0 => packed_rows::legacy::<BlockQ4_0, legacy::Q4_0>(args),
+            GgmlDType::Q4_1 => packed_rows::legacy::<BlockQ4_1, legacy::Q4_1>(args),
+            GgmlDType::Q5_0 => packed_rows::legacy::<BlockQ5_0, legacy::Q5_0>(args),
+            GgmlDType::Q5_1 => packed_rows::legacy::<BlockQ5_1, legacy::Q5_1>(args),
             _ => None,
         };
         if packed.is_some() {
             return packed;
         }
+    }
+    if dtype == GgmlDType::Q4K && crate::cpu::x86::q4k_packed::available() {
+        return packed_rows::q4k(args);
     }
     match dtype {
         GgmlDType::Q4K => make::<BlockQ4K>(
@@ -344,55 +349,9 @@ fn kernel_for<'a>(
     }
 }
 
-/// A legacy-type weight (Candle's block `T`, our mirror `M`) with its inputs repacked for
-/// the AVX-512 VNNI kernels ([`crate::cpu::x86::legacy_vnni`]); `None` for layouts not
-/// covered.
-fn packed<'a, T, M>((bytes, n, k, xs, rows): (&'a [u8], usize, usize, &[f32], usize)) -> Option<Box<dyn RowDot + 'a>>
-where
-    T: GgmlType + 'a,
-    T::VecDotType: crate::cpu::x86::legacy_vnni::InputBlock,
-    M: crate::cpu::x86::legacy_vnni::Unsigned + 'a,
-{
-    let w = blocks_of::<T>(bytes, n, k)?;
-    let x_blocks = k / T::VecDotType::BLCK_SIZE;
-    let mut xq = vec![T::VecDotType::zeros(); rows * x_blocks];
-    for (x, q) in xs.chunks_exact(k).zip(xq.chunks_exact_mut(x_blocks)) {
-        T::VecDotType::from_float(x, q);
-    }
-    let inputs = crate::cpu::x86::legacy_vnni::PackedInputs::new::<M, _>(&xq, rows, x_blocks);
-    // SAFETY: each mirror has its Candle type's size and no stricter alignment (checked at
-    // compile time in legacy_dot), all plain data.
-    let w: &[M] = unsafe { crate::cpu::x86::vnni_dot::mirror(w) };
-    Some(Box::new(Packed { w, inputs, blocks: x_blocks }))
-}
-
-/// A legacy-type weight and its repacked inputs ([`packed`]).
-struct Packed<'a, M> {
-    w: &'a [M],
-    inputs: crate::cpu::x86::legacy_vnni::PackedInputs,
-    blocks: usize,
-}
-
-impl<M: crate::cpu::x86::legacy_vnni::Unsigned> RowDot for Packed<'_, M> {
-    fn dot(&self, row: usize, out: &mut [f32]) {
-        self.dot_rows(row, out);
-    }
-
-    fn inputs(&self) -> usize {
-        self.inputs.rows()
-    }
-
-    fn dot_rows(&self, first: usize, out: &mut [f32]) {
-        let rows = out.len() / self.inputs.rows();
-        let ws: Vec<&[M]> =
-            (first..first + rows).map(|row| &self.w[row * self.blocks..(row + 1) * self.blocks]).collect();
-        let done = crate::cpu::x86::legacy_vnni::dot_rows(&ws, &self.inputs, 0, out);
-        debug_assert!(done, "checked when the kernel was chosen");
-        if !done {
-            out.fill(f32::NAN);
-        }
-    }
-}
+/// A weight's bytes, its rows and row length, the f32 inputs (row after row) and their
+/// count: what a row kernel is made from.
+pub(crate) type KernelArgs<'a, 'x> = (&'a [u8], usize, usize, &'x [f32], usize);
 
 /// The blocks of `bytes` as `T`, if the length and alignment are those of `n` rows of `k`.
 pub(crate) fn blocks_of<T: GgmlType>(bytes: &[u8], n: usize, k: usize) -> Option<&[T]> {
@@ -471,7 +430,7 @@ mod tests {
     }
 
     /// Each output is the per-row dot product of the kernel in use: Candle's block
-    /// kernel, or ours for Q4_K where the CPU has AVX-512 VNNI.
+    /// kernel, or ours for Q4_K where the CPU has AVX-512 VNNI (`q4k_packed`).
     #[test]
     fn rows_equal_the_per_row_dot_product() {
         let (n, k) = (70, 768);
@@ -483,11 +442,16 @@ mod tests {
         let xs = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let mut xq = vec![<BlockQ4K as GgmlType>::VecDotType::zeros(); k / 256];
         <BlockQ4K as GgmlType>::VecDotType::from_float(&xs, &mut xq);
+        let packed = crate::cpu::x86::q4k_packed::PackedQ8K::new(&xq, 1, k / 256);
         for (j, v) in ours.iter().enumerate() {
             let row = &blocks[j * 3..(j + 1) * 3];
-            let expected =
-                crate::cpu::x86::vnni_dot::dot_q4k(row, &xq).unwrap_or_else(|| BlockQ4K::vec_dot(k, row, &xq));
-            assert_eq!(v.to_bits(), expected.to_bits(), "row {j}");
+            let mut expected = [f32::NAN];
+            // SAFETY: the mirror has Candle's layout (checked at compile time in vnni_dot).
+            let mirrored = unsafe { crate::cpu::x86::vnni_dot::mirror(row) };
+            if !crate::cpu::x86::q4k_packed::dot_rows(mirrored, &packed, 0, &mut expected) {
+                expected[0] = BlockQ4K::vec_dot(k, row, &xq);
+            }
+            assert_eq!(v.to_bits(), expected[0].to_bits(), "row {j}");
         }
     }
 

@@ -6,4 +6,5 @@ pub mod exact;
 pub mod host_pool;
 pub mod kernels;
 pub mod matvec;
+pub(crate) mod packed_rows;
 pub mod x86;

@@ -5,4 +5,5 @@ pub(crate) mod legacy_dot;
 pub(crate) mod legacy_vnni;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod mmvq_avx512;
+pub(crate) mod q4k_packed;
 pub mod vnni_dot;

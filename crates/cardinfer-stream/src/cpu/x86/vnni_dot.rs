@@ -33,10 +33,10 @@ pub(crate) struct Q4K {
 /// Q8_K's block (`#[repr(C)]`, as Candle's `BlockQ8K`): f32 scale, 256 values, and the sum
 /// of every 16 of them.
 #[repr(C)]
-struct Q8K {
-    d: f32,
-    qs: [i8; 256],
-    bsums: [i16; 16],
+pub(crate) struct Q8K {
+    pub(crate) d: f32,
+    pub(crate) qs: [i8; 256],
+    pub(crate) bsums: [i16; 16],
 }
 
 /// Q6_K's block (`#[repr(C)]`, as Candle's `BlockQ6K`): low 4 bits of 256 values, their
