@@ -89,8 +89,8 @@ sampled() {
 # One row: CLAIM | ROLE | PRESET | ARGS (ROLE: ours, resident, llama.cpp).
 n=0
 while IFS='|' read -r claim role preset args; do
+  [[ "$claim" =~ ^[[:space:]]*(#|$) ]] && continue   # comments (xargs would trip on their quotes)
   claim=$(echo "$claim" | xargs); role=$(echo "$role" | xargs); preset=$(echo "$preset" | xargs)
-  [ -z "$claim" ] || [ "${claim:0:1}" = "#" ] && continue
   [[ "$claim" =~ ${BENCH_CLAIMS:-.} ]] || continue
   n=$((n + 1)); model=$work/$preset.gguf; out=$work/row$n.txt
   args=$(echo "$args" | sed -E "s#--draft ([^ ]+)#--draft $work/\1.gguf#")
@@ -106,24 +106,29 @@ rows=[json.loads(l) for l in open(sys.argv[1]) if l.strip().startswith("{")]
 tg=[r["avg_ts"] for r in rows if r.get("n_gen",0)>0]
 pp=[r["avg_ts"] for r in rows if r.get("n_prompt",0)>0 and r.get("n_gen",0)==0]
 print(tg[-1] if tg else "null", pp[-1] if pp else "null")' "$out")
-    checksum=null; own=null
+    checksum=null; own=null; speculation=null
   else
     # shellcheck disable=SC2086
     sampled timeout -s KILL 300 "$ours" bench -m "$model" --device cuda $args < /dev/null > "$out" 2>> "$log"; rc=$?
     grep -v '^{' "$out" >> "$log"   # bench's tables (pass costs, expert cache) beside the row
-    read -r tok_s pp_tok_s checksum own < <(python3 -c 'import json,sys
+    read -r tok_s pp_tok_s checksum own speculation < <(python3 -c 'import json,sys
 rows=[json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
 tg=[r for r in rows if r["test"].startswith("tg")]
 pp=[r for r in rows if r["test"].startswith("pp")]
 own=max((r["peak_device_bytes"] or 0 for r in rows), default=None)
+spec=[r for r in tg if "speculation" in r]
+plain=[r for r in tg if "speculation" not in r]
+kept=json.dumps({"plain_tok_s": plain[-1]["tok_s"] if plain else None, "acceptance_rate": spec[-1]["acceptance_rate"],
+                 "tokens_per_pass": spec[-1]["tokens_per_pass"], "ids_equal_plain": spec[-1]["ids_equal_plain"],
+                 "pass_secs": spec[-1]["pass_secs"]}, separators=(",", ":")) if spec else "null"
 print(tg[-1]["tok_s"] if tg else "null", pp[-1]["tok_s"] if pp else "null",
-      tg[-1]["generated_checksum"] if tg else "null", "null" if not own else round(own / 2**20))' "$out")
+      tg[-1]["generated_checksum"] if tg else "null", "null" if not own else round(own / 2**20), kept)' "$out")
   fi
   python3 - "$results/results.jsonl" <<PY
 import json, sys
-null = None
+null, true, false = None, True, False
 row = {"claim": """$claim""", "role": "$role", "preset": "$preset", "args": """$args""".strip(),
-       "tok_s": $tok_s, "pp_tok_s": $pp_tok_s, "peak_mib": $peak, "own_peak_mib": $own, "checksum": $checksum, "rc": $rc,
+       "tok_s": $tok_s, "pp_tok_s": $pp_tok_s, "peak_mib": $peak, "own_peak_mib": $own, "checksum": $checksum, "speculation": $speculation, "rc": $rc,
        "device": """$device""", "commit": "$commit", "date": "$date"}
 open(sys.argv[1], "a").write(json.dumps(row) + "\n")
 print("%-32s %-9s decode %8s  prefill %8s tok/s  peak %6s MiB  rc %s" % (row["claim"], row["role"], row["tok_s"], row["pp_tok_s"], row["peak_mib"], row["rc"]))
