@@ -94,14 +94,14 @@ pub(crate) fn dot_rows(w: &[Q4K], x: &PackedQ8K, first: usize, out: &mut [f32]) 
 unsafe fn each_group(w: &[Q4K], x: &PackedQ8K, first: usize, out: &mut [f32]) {
     let mut at = first;
     for values in out.chunks_mut(GROUP) {
-        if values.len() == GROUP {
-            // SAFETY: as the caller promises.
-            values.copy_from_slice(&unsafe { dot_packed::<GROUP>(w, x, at) });
-        } else {
-            for (i, v) in values.iter_mut().enumerate() {
-                // SAFETY: as the caller promises.
-                *v = unsafe { dot_packed::<1>(w, x, at + i) }[0];
-            }
+        // The rest of 2 or 3 inputs (a short verification pass of speculative decoding)
+        // also reads the row's blocks once.
+        // SAFETY (each call): as the caller promises.
+        match values.len() {
+            GROUP => values.copy_from_slice(&unsafe { dot_packed::<GROUP>(w, x, at) }),
+            3 => values.copy_from_slice(&unsafe { dot_packed::<3>(w, x, at) }),
+            2 => values.copy_from_slice(&unsafe { dot_packed::<2>(w, x, at) }),
+            _ => values.copy_from_slice(&unsafe { dot_packed::<1>(w, x, at) }),
         }
         at += values.len();
     }
