@@ -1,7 +1,9 @@
 //! Speculative decoding: a small draft model proposes tokens, the target model checks all
 //! of them in one pass (one weight pass of a streamed target for several tokens), and the
 //! speculative sampling rule keeps the output distributed exactly as the target's own —
-//! token for token the same under greedy decoding.
+//! under greedy decoding, the target's argmax chain as its multi-token pass computes it
+//! (on the CPU the same bits as plain decode; on CUDA that pass runs the prefill kernels,
+//! whose rounding differs from the fused decode kernels', so near-ties can go the other way).
 //!
 //! Both models keep a KV cache of the tokens committed so far; drafted tokens the target
 //! rejects are cut from both caches ([`KvCache::truncate`]).
