@@ -62,7 +62,7 @@ impl ResidentModel {
     /// A mixture-of-experts model with everything but its routed experts on `device` and
     /// the experts in host memory (llama.cpp's `--cpu-moe`): the device holds the parts
     /// every token uses, and on CUDA a cache of experts in up to `cache_bytes` of its
-    /// memory ([`crate::executor::expert_cache`]), for passes of up to `max_rows` tokens.
+    /// memory (the executor's expert cache), for passes of up to `max_rows` tokens.
     /// Experts not in the cache are computed by the CPU or uploaded, whichever is cheaper.
     pub fn load_experts_on_host(
         ckpt: &Checkpoint,
