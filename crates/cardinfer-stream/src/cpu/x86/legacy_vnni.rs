@@ -53,65 +53,49 @@ pub(crate) trait Unsigned: Sized + Sync {
 #[cfg(target_arch = "x86_64")]
 use crate::cpu::x86::legacy_dot::{bit_bytes, nibbles};
 
-impl Unsigned for Q4_0 {
-    const OFFSET: i32 = 8;
-    fn scale_and_min(&self) -> (u16, u16) {
-        (self.d, 0)
-    }
-    #[cfg(target_arch = "x86_64")]
-    unsafe fn unsigned_bytes(&self) -> std::arch::x86_64::__m256i {
-        nibbles(&self.qs)
-    }
+/// Nibbles plus the fifth bits of Q5_0 / Q5_1 (0..32).
+///
+/// # Safety
+/// The CPU must have AVX2.
+#[cfg(target_arch = "x86_64")]
+unsafe fn five_bits(qs: &[u8; 16], qh: &[u8; 4]) -> std::arch::x86_64::__m256i {
+    use std::arch::x86_64::*;
+    // SAFETY: as the caller promises.
+    unsafe { _mm256_or_si256(nibbles(qs), _mm256_and_si256(bit_bytes(qh), _mm256_set1_epi8(0x10))) }
 }
 
-impl Unsigned for Q4_1 {
-    const OFFSET: i32 = 0;
-    const HAS_MIN: bool = true;
-    fn scale_and_min(&self) -> (u16, u16) {
-        (self.d, self.m)
-    }
-    #[cfg(target_arch = "x86_64")]
-    unsafe fn unsigned_bytes(&self) -> std::arch::x86_64::__m256i {
-        nibbles(&self.qs)
-    }
+/// `Unsigned` for a block type: its offset, its minimum (a field, or none), and how its
+/// values become unsigned bytes.
+macro_rules! unsigned {
+    ($block:ty, $offset:expr, $min:ident, |$b:ident| $bytes:expr) => {
+        impl Unsigned for $block {
+            const OFFSET: i32 = $offset;
+            const HAS_MIN: bool = unsigned!(@has $min);
+            fn scale_and_min(&self) -> (u16, u16) {
+                (self.d, unsigned!(@min self, $min))
+            }
+            #[cfg(target_arch = "x86_64")]
+            unsafe fn unsigned_bytes(&self) -> std::arch::x86_64::__m256i {
+                let $b = self;
+                // SAFETY: the caller promises AVX2 (the trait's contract).
+                unsafe { $bytes }
+            }
+        }
+    };
+    (@has none) => { false };
+    (@has m) => { true };
+    (@min $self:ident, none) => { 0 };
+    (@min $self:ident, m) => { $self.m };
 }
 
-impl Unsigned for Q5_0 {
-    const OFFSET: i32 = 16;
-    fn scale_and_min(&self) -> (u16, u16) {
-        (self.d, 0)
-    }
-    #[cfg(target_arch = "x86_64")]
-    unsafe fn unsigned_bytes(&self) -> std::arch::x86_64::__m256i {
-        use std::arch::x86_64::*;
-        _mm256_or_si256(nibbles(&self.qs), _mm256_and_si256(bit_bytes(&self.qh), _mm256_set1_epi8(0x10)))
-    }
-}
-
-impl Unsigned for Q5_1 {
-    const OFFSET: i32 = 0;
-    const HAS_MIN: bool = true;
-    fn scale_and_min(&self) -> (u16, u16) {
-        (self.d, self.m)
-    }
-    #[cfg(target_arch = "x86_64")]
-    unsafe fn unsigned_bytes(&self) -> std::arch::x86_64::__m256i {
-        use std::arch::x86_64::*;
-        _mm256_or_si256(nibbles(&self.qs), _mm256_and_si256(bit_bytes(&self.qh), _mm256_set1_epi8(0x10)))
-    }
-}
-
-impl Unsigned for Q8_0 {
-    const OFFSET: i32 = 128;
-    fn scale_and_min(&self) -> (u16, u16) {
-        (self.d, 0)
-    }
-    #[cfg(target_arch = "x86_64")]
-    unsafe fn unsigned_bytes(&self) -> std::arch::x86_64::__m256i {
-        use std::arch::x86_64::*;
-        _mm256_xor_si256(_mm256_loadu_si256(self.qs.as_ptr().cast()), _mm256_set1_epi8(i8::MIN))
-    }
-}
+unsigned!(Q4_0, 8, none, |b| nibbles(&b.qs));
+unsigned!(Q4_1, 0, m, |b| nibbles(&b.qs));
+unsigned!(Q5_0, 16, none, |b| five_bits(&b.qs, &b.qh));
+unsigned!(Q5_1, 0, m, |b| five_bits(&b.qs, &b.qh));
+unsigned!(Q8_0, 128, none, |b| {
+    use std::arch::x86_64::*;
+    _mm256_xor_si256(_mm256_loadu_si256(b.qs.as_ptr().cast()), _mm256_set1_epi8(i8::MIN))
+});
 
 /// An 8-bit input block as Candle quantizes it (Q8_0 or Q8_1): scale, scaled sum, bytes.
 pub(crate) trait InputBlock {

@@ -18,7 +18,9 @@
 
 use candle_core::quantized::k_quants::BlockQ8K;
 
-use crate::cpu::x86::vnni_dot::{mirror, scales_and_mins, Q4K};
+use crate::cpu::x86::vnni_dot::{mirror, Q4K};
+#[cfg(target_arch = "x86_64")]
+use crate::cpu::x86::vnni_dot::{unpack_q4k, UnpackedQ4K};
 
 /// Whether this machine runs the kernel (the features of [`crate::cpu::x86::vnni_dot`]).
 pub fn available() -> bool {
@@ -119,43 +121,12 @@ unsafe fn each_group(_: &[Q4K], _: &PackedQ8K, _: usize, _: &mut [f32]) {}
 #[allow(clippy::needless_range_loop)] // `r` picks both the input row and its accumulators
 unsafe fn dot_packed<const R: usize>(w: &[Q4K], x: &PackedQ8K, first: usize) -> [f32; R] {
     use std::arch::x86_64::*;
-    let nibble = _mm512_set1_epi8(0x0F);
-    // As in vnni_dot: the i32 products of two sub-block pairs packed to i16 (per 128-bit
-    // lane: four of the first vector, four of the second), one `madd` with each lane's
-    // sub-block scale.
-    const SCALE_LANES: [[i16; 32]; 2] = {
-        let mut lanes = [[0i16; 32]; 2];
-        let mut i = 0;
-        while i < 32 {
-            let (lane, second) = (i / 8, (i % 8) / 4);
-            let pair = if lane < 2 { 0 } else { 2 };
-            lanes[0][i] = pair + second as i16;
-            lanes[1][i] = 4 + pair + second as i16;
-            i += 1;
-        }
-        lanes
-    };
-    let (idx0213, idx4657) =
-        (_mm512_loadu_si512(SCALE_LANES[0].as_ptr().cast()), _mm512_loadu_si512(SCALE_LANES[1].as_ptr().cast()));
     let mut acc = [_mm512_setzero_ps(); R];
     let mut mins_acc = [_mm_setzero_ps(); R];
     for (i, b) in w.iter().enumerate() {
         crate::cpu::x86::vnni_dot::prefetch_ahead((b as *const Q4K).cast());
-        let scales_f16 = _mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(b.d) | (i32::from(b.dmin) << 16)));
-        let (d_w, dmin_w) = (_mm_cvtss_f32(scales_f16), _mm_cvtss_f32(_mm_movehdup_ps(scales_f16)));
-        let sm = scales_and_mins(&b.scales);
-        let mins = _mm_cvtepu8_epi16(_mm_loadl_epi64(sm.as_ptr().add(8).cast()));
-        let scales = _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_loadl_epi64(sm.as_ptr().cast())));
-        let (scales0213, scales4657) =
-            (_mm512_permutexvar_epi16(idx0213, scales), _mm512_permutexvar_epi16(idx4657, scales));
-        let q4 = b.qs.as_ptr();
-        let (low, high) = (_mm512_loadu_si512(q4.cast()), _mm512_loadu_si512(q4.add(64).cast()));
-        let nibbles = [
-            _mm512_and_si512(low, nibble),
-            _mm512_and_si512(_mm512_srli_epi16::<4>(low), nibble),
-            _mm512_and_si512(high, nibble),
-            _mm512_and_si512(_mm512_srli_epi16::<4>(high), nibble),
-        ];
+        let UnpackedQ4K { nibbles, scales0213, scales4657, mins, scales } = unpack_q4k(b);
+        let (d_w, dmin_w) = (_mm_cvtss_f32(scales), _mm_cvtss_f32(_mm_movehdup_ps(scales)));
         for r in 0..R {
             let at = (first + r) * x.blocks + i;
             // SAFETY: the caller promised input row `first + r` (of `x.blocks` blocks).

@@ -231,14 +231,27 @@ pub(crate) fn prefetch_ahead(at: *const u8) {
     }
 }
 
-/// The row `w`'s products with each of the `R` inputs `xs` (each `w.len()` blocks): the
-/// weights are unpacked once per block, and each input's sum takes the same steps, in the
-/// same order, whatever `R` is.
+/// A Q4_K block unpacked for `vpdpbusd`: its nibbles as four 64-byte vectors (sub-blocks
+/// 0/2, 1/3, 4/6 and 5/7), its sub-block scales laid out for the `madd` of packed products,
+/// its mins, and its two scales as f32 (lanes 0 and 1).
+#[cfg(target_arch = "x86_64")]
+pub(crate) struct UnpackedQ4K {
+    pub(crate) nibbles: [std::arch::x86_64::__m512i; 4],
+    pub(crate) scales0213: std::arch::x86_64::__m512i,
+    pub(crate) scales4657: std::arch::x86_64::__m512i,
+    pub(crate) mins: std::arch::x86_64::__m128i,
+    pub(crate) scales: std::arch::x86_64::__m128,
+}
+
+/// Unpacks `b` ([`UnpackedQ4K`]).
+///
+/// # Safety
+/// The CPU must have AVX-512 F and BW, and F16C.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
-unsafe fn dot_q4k_avx512<const R: usize>(w: &[Q4K], xs: [&[Q8K]; R]) -> [f32; R] {
+#[inline]
+pub(crate) unsafe fn unpack_q4k(b: &Q4K) -> UnpackedQ4K {
     use std::arch::x86_64::*;
-    let nibble = _mm512_set1_epi8(0x0F);
     // Sub-block j of a block covers weights 32j..32j+32: the low nibbles of bytes
     // 32(j/2).. for even j, the high nibbles for odd j. One 64-byte load holds two
     // sub-blocks' nibbles: lanes 0..8 of the products belong to one, 8..16 to the other.
@@ -257,26 +270,45 @@ unsafe fn dot_q4k_avx512<const R: usize>(w: &[Q4K], xs: [&[Q8K]; R]) -> [f32; R]
         }
         lanes
     };
-    let (idx0213, idx4657) =
-        (_mm512_loadu_si512(SCALE_LANES[0].as_ptr().cast()), _mm512_loadu_si512(SCALE_LANES[1].as_ptr().cast()));
-    let mut acc = [_mm512_setzero_ps(); R];
-    let mut mins_total = [0f32; R];
-    for (i, b) in w.iter().enumerate() {
-        prefetch_ahead((b as *const Q4K).cast());
-        let scales_f16 = _mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(b.d) | (i32::from(b.dmin) << 16)));
-        let sm = scales_and_mins(&b.scales);
-        let mins = _mm_cvtepu8_epi16(_mm_loadl_epi64(sm.as_ptr().add(8).cast()));
-        let scales = _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_loadl_epi64(sm.as_ptr().cast())));
-        let (scales0213, scales4657) =
-            (_mm512_permutexvar_epi16(idx0213, scales), _mm512_permutexvar_epi16(idx4657, scales));
-        let q4 = b.qs.as_ptr();
-        let (first, second) = (_mm512_loadu_si512(q4.cast()), _mm512_loadu_si512(q4.add(64).cast()));
-        let nibbles = [
+    let nibble = _mm512_set1_epi8(0x0F);
+    // SAFETY: each array is 64 bytes.
+    let (idx0213, idx4657) = unsafe {
+        (_mm512_loadu_si512(SCALE_LANES[0].as_ptr().cast()), _mm512_loadu_si512(SCALE_LANES[1].as_ptr().cast()))
+    };
+    let sm = scales_and_mins(&b.scales);
+    // SAFETY: `sm` is 16 bytes.
+    let (sub_scales, mins) =
+        unsafe { (_mm_loadl_epi64(sm.as_ptr().cast()), _mm_loadl_epi64(sm.as_ptr().add(8).cast())) };
+    let sub_scales = _mm512_castsi128_si512(_mm_cvtepu8_epi16(sub_scales));
+    let q4 = b.qs.as_ptr();
+    // SAFETY: `b.qs` is 128 bytes.
+    let (first, second) = unsafe { (_mm512_loadu_si512(q4.cast()), _mm512_loadu_si512(q4.add(64).cast())) };
+    UnpackedQ4K {
+        nibbles: [
             _mm512_and_si512(first, nibble),
             _mm512_and_si512(_mm512_srli_epi16::<4>(first), nibble),
             _mm512_and_si512(second, nibble),
             _mm512_and_si512(_mm512_srli_epi16::<4>(second), nibble),
-        ];
+        ],
+        scales0213: _mm512_permutexvar_epi16(idx0213, sub_scales),
+        scales4657: _mm512_permutexvar_epi16(idx4657, sub_scales),
+        mins: _mm_cvtepu8_epi16(mins),
+        scales: _mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(b.d) | (i32::from(b.dmin) << 16))),
+    }
+}
+
+/// The row `w`'s products with each of the `R` inputs `xs` (each `w.len()` blocks): the
+/// weights are unpacked once per block, and each input's sum takes the same steps, in the
+/// same order, whatever `R` is.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
+unsafe fn dot_q4k_avx512<const R: usize>(w: &[Q4K], xs: [&[Q8K]; R]) -> [f32; R] {
+    use std::arch::x86_64::*;
+    let mut acc = [_mm512_setzero_ps(); R];
+    let mut mins_total = [0f32; R];
+    for (i, b) in w.iter().enumerate() {
+        prefetch_ahead((b as *const Q4K).cast());
+        let UnpackedQ4K { nibbles, scales0213, scales4657, mins, scales: scales_f16 } = unpack_q4k(b);
         for r in 0..R {
             let q = &xs[r][i];
             // The block's two f16 scales (F16C), times the input's scale.
