@@ -1,5 +1,5 @@
-//! llama-bench-like speed test: prefill of `-p` tokens and decode of `-n` tokens,
-//! `-r` repetitions, median reported, with measured peak device memory.
+//! llama-bench-like speed test: prefill of `-p` tokens and decode of `-n` tokens (after
+//! `-d` cached tokens), `-r` repetitions, median reported, with measured peak device memory.
 //!
 //! ```text
 //! cardinfer bench --model q14.gguf -p 512 -n 128 -r 3 \
@@ -21,6 +21,10 @@ pub struct Args {
     /// Tokens for the decode test (0 skips it).
     #[arg(short = 'n', default_value_t = 128)]
     generate: usize,
+    /// Tokens in the cache before the decode test (llama-bench's `-d`): each repetition
+    /// first prefills this many tokens, untimed, then decodes `-n` after them.
+    #[arg(short = 'd', long = "depth", default_value_t = 0)]
+    depth: usize,
     /// Repetitions (the median is reported).
     #[arg(short = 'r', default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
     repetitions: u64,
@@ -76,8 +80,12 @@ pub fn run(args: Args) -> Result<()> {
         // runs against 35–47 for the others; BENCHMARKS.md, session 7).
         let mut kv = model.new_cache();
         model.forward(&ids[..1], &mut kv, Logits::Last)?.to_vec2::<f32>()?;
+        let depth_ids: Vec<u32> = (0..args.depth as u64).map(|i| ((i * 104729 + 7) % vocab) as u32).collect();
         for _ in 0..reps {
             kv.clear();
+            if !depth_ids.is_empty() {
+                model.forward(&depth_ids, &mut kv, Logits::Last)?.to_vec2::<f32>()?;
+            }
             let mut next = ids[0];
             generated.clear();
             let start = Instant::now();
@@ -89,7 +97,12 @@ pub fn run(args: Args) -> Result<()> {
             }
             rates.push(args.generate as f64 / start.elapsed().as_secs_f64());
         }
-        rows.push((format!("tg{}", args.generate), median(rates), generated));
+        let test = if args.depth > 0 {
+            format!("tg{} @ d{}", args.generate, args.depth)
+        } else {
+            format!("tg{}", args.generate)
+        };
+        rows.push((test, median(rates), generated));
     }
     let speculative = match (&draft, args.generate) {
         (Some(draft), n) if n > 0 => {
