@@ -58,10 +58,21 @@ pub(crate) fn attend_one<'a>(
         for t in start..(start + ATTENTION_CHUNK).min(last + 1) {
             let s = dot(q, key(t)) * scale;
             let m_new = m.max(s);
-            let (correction, p) = ((m - m_new).exp(), (s - m_new).exp());
-            l = l * correction + p;
-            for (a, v) in acc.iter_mut().zip(value(t)) {
-                *a = *a * correction + p * v;
+            let p = (s - m_new).exp();
+            if m_new == m {
+                // The running maximum held: the correction is exp(0) = 1 and multiplying by
+                // it changes nothing, so skipping it gives the same bits (half the `exp`s of
+                // a long context, where the maximum rarely moves).
+                l += p;
+                for (a, v) in acc.iter_mut().zip(value(t)) {
+                    *a += p * v;
+                }
+            } else {
+                let correction = (m - m_new).exp();
+                l = l * correction + p;
+                for (a, v) in acc.iter_mut().zip(value(t)) {
+                    *a = *a * correction + p * v;
+                }
             }
             m = m_new;
         }
@@ -89,6 +100,9 @@ pub(crate) fn attend(
 ) -> Result<Tensor> {
     let (b, heads, seq, d) = q.dims4()?;
     let (_, kv_heads, total, _) = k.dims4()?;
+    if d == 0 {
+        return Err(StreamError::InvalidParameter { name: "head_dim", reason: "attention heads of 0 values".into() });
+    }
     let group = heads / kv_heads.max(1);
     let q = q.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
     let mut out = vec![0f32; b * seq * heads * d];
@@ -96,25 +110,25 @@ pub(crate) fn attend(
     let (k, v) = (k.contiguous()?, v.contiguous()?);
     with_host_f32(&k, |k, _| {
         with_host_f32(&v, |v, _| {
-            // One task per (batch, position): every head of one output row.
-            out.par_chunks_mut(heads * d).enumerate().for_each(|(row, out)| {
+            // One task per (batch, position, head): a decode step's heads split over the
+            // threads too (one task per position left one thread working).
+            out.par_chunks_mut(d).enumerate().for_each(|(task, out)| {
+                let (row, h) = (task / heads, task % heads);
                 let (batch, s) = (row / seq, row % seq);
                 let p = pos + s;
                 let last = p.min(total.saturating_sub(1));
                 let first = window.map_or(0, |w| (p + 1).saturating_sub(w.max(1))).min(last);
-                for h in 0..heads {
-                    let kv = h / group.max(1);
-                    let q_row = &q[((batch * heads + h) * seq + s) * d..][..d];
-                    let base = (batch * kv_heads + kv) * total;
-                    attend_one(
-                        q_row,
-                        first..=last,
-                        |j| &k[(base + j) * d..][..d],
-                        |j| &v[(base + j) * d..][..d],
-                        scale,
-                        &mut out[h * d..(h + 1) * d],
-                    );
-                }
+                let kv = h / group.max(1);
+                let q_row = &q[((batch * heads + h) * seq + s) * d..][..d];
+                let base = (batch * kv_heads + kv) * total;
+                attend_one(
+                    q_row,
+                    first..=last,
+                    |j| &k[(base + j) * d..][..d],
+                    |j| &v[(base + j) * d..][..d],
+                    scale,
+                    out,
+                );
             })
         })
     })??;
