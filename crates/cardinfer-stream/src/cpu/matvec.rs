@@ -303,12 +303,7 @@ fn kernel_for<'a>(
         kernels: Kernels<T>,
     ) -> Option<Box<dyn RowDot + 'a>> {
         let w = blocks_of::<T>(bytes, n, k)?;
-        let x_blocks = k / T::VecDotType::BLCK_SIZE;
-        let mut xq = vec![T::VecDotType::zeros(); rows * x_blocks];
-        for (x, q) in xs.chunks_exact(k).zip(xq.chunks_exact_mut(x_blocks)) {
-            T::VecDotType::from_float(x, q);
-        }
-        Some(Box::new(Blocks { w, xq, k, kernels }))
+        Some(Box::new(Blocks { w, xq: quantize_rows(xs, k, rows), k, kernels }))
     }
     use crate::cpu::x86::legacy_dot as legacy;
     let args = (bytes, n, k, xs, rows);
@@ -329,10 +324,8 @@ fn kernel_for<'a>(
         return packed_rows::q4k(args);
     }
     match dtype {
-        GgmlDType::Q4K => make::<BlockQ4K>(
-            args,
-            Kernels { one: crate::cpu::x86::vnni_dot::dot_q4k, many: crate::cpu::x86::vnni_dot::dot_q4k_many },
-        ),
+        // Where AVX-512 VNNI runs, Q4_K took `packed_rows::q4k` above.
+        GgmlDType::Q4K => make::<BlockQ4K>(args, candle_only()),
         GgmlDType::Q6K => make::<BlockQ6K>(
             args,
             Kernels { one: crate::cpu::x86::vnni_dot::dot_q6k, many: crate::cpu::x86::vnni_dot::dot_q6k_many },
@@ -353,6 +346,17 @@ fn kernel_for<'a>(
 /// count: what a row kernel is made from.
 pub(crate) type KernelArgs<'a, 'x> = (&'a [u8], usize, usize, &'x [f32], usize);
 
+/// `rows` input rows of `k` values (`xs`, row after row) quantized to `X` blocks as
+/// Candle quantizes a product's input (each row's blocks after the previous row's).
+pub(crate) fn quantize_rows<X: GgmlType>(xs: &[f32], k: usize, rows: usize) -> Vec<X> {
+    let blocks = k / X::BLCK_SIZE;
+    let mut xq = vec![X::zeros(); rows * blocks];
+    for (x, q) in xs.chunks_exact(k).zip(xq.chunks_exact_mut(blocks)) {
+        X::from_float(x, q);
+    }
+    xq
+}
+
 /// The blocks of `bytes` as `T`, if the length and alignment are those of `n` rows of `k`.
 pub(crate) fn blocks_of<T: GgmlType>(bytes: &[u8], n: usize, k: usize) -> Option<&[T]> {
     if !k.is_multiple_of(T::BLCK_SIZE) || !k.is_multiple_of(T::VecDotType::BLCK_SIZE) {
@@ -371,6 +375,8 @@ pub(crate) fn blocks_of<T: GgmlType>(bytes: &[u8], n: usize, k: usize) -> Option
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::quantized::QMatMul;
+    use candle_core::Module;
 
     #[test]
     fn transpose_tiles_cover_every_value() {
@@ -384,8 +390,6 @@ mod tests {
             }
         }
     }
-    use candle_core::quantized::QMatMul;
-    use candle_core::Module;
 
     fn weights(dtype: GgmlDType, n: usize, k: usize) -> QTensor {
         let values: Vec<f32> = (0..n * k).map(|i| ((i * 7919 % 1013) as f32 / 1013.0 - 0.5) * 0.2).collect();

@@ -6,7 +6,7 @@
 use candle_core::quantized::k_quants::{BlockQ4K, BlockQ8K};
 use candle_core::quantized::GgmlType;
 
-use crate::cpu::matvec::{blocks_of, KernelArgs, RowDot};
+use crate::cpu::matvec::{blocks_of, quantize_rows, KernelArgs, RowDot};
 
 /// A legacy-type weight (Candle's block `T`, our mirror `M`) with its inputs repacked for
 /// the AVX-512 VNNI kernels ([`crate::cpu::x86::legacy_vnni`]); `None` for layouts not
@@ -19,10 +19,7 @@ where
 {
     let w = blocks_of::<T>(bytes, n, k)?;
     let x_blocks = k / T::VecDotType::BLCK_SIZE;
-    let mut xq = vec![T::VecDotType::zeros(); rows * x_blocks];
-    for (x, q) in xs.chunks_exact(k).zip(xq.chunks_exact_mut(x_blocks)) {
-        T::VecDotType::from_float(x, q);
-    }
+    let xq: Vec<T::VecDotType> = quantize_rows(xs, k, rows);
     let inputs = crate::cpu::x86::legacy_vnni::PackedInputs::new::<M, _>(&xq, rows, x_blocks);
     // SAFETY: each mirror has its Candle type's size and no stricter alignment (checked at
     // compile time in legacy_dot), all plain data.
@@ -63,10 +60,7 @@ impl<M: crate::cpu::x86::legacy_vnni::Unsigned> RowDot for Packed<'_, M> {
 pub(crate) fn q4k<'a>((bytes, n, k, xs, rows): KernelArgs<'a, '_>) -> Option<Box<dyn RowDot + 'a>> {
     let w = blocks_of::<BlockQ4K>(bytes, n, k)?;
     let blocks = k / BlockQ4K::BLCK_SIZE;
-    let mut xq = vec![BlockQ8K::zeros(); rows * blocks];
-    for (x, q) in xs.chunks_exact(k).zip(xq.chunks_exact_mut(blocks)) {
-        BlockQ8K::from_float(x, q);
-    }
+    let xq: Vec<BlockQ8K> = quantize_rows(xs, k, rows);
     let inputs = crate::cpu::x86::q4k_packed::PackedQ8K::new(&xq, rows, blocks);
     // SAFETY: the mirror has Candle's layout (checked at compile time in vnni_dot).
     let w = unsafe { crate::cpu::x86::vnni_dot::mirror(w) };

@@ -79,6 +79,20 @@ pub enum Role {
 }
 
 impl Role {
+    /// Whether this is a norm's weight vector (Gemma's files store `w` of its `1 + w`).
+    pub(crate) fn is_norm(self) -> bool {
+        matches!(
+            self,
+            Role::AttnNorm
+                | Role::FfnNorm
+                | Role::AttnQNorm
+                | Role::AttnKNorm
+                | Role::PostAttnNorm
+                | Role::PostFfnNorm
+                | Role::OutputNorm
+        )
+    }
+
     /// The roles of transformer layer `layer` for `spec` (biases and q/k norms only where
     /// the family has them; a router and every expert's projections in place of the MLP
     /// in a mixture-of-experts layer).

@@ -1,6 +1,8 @@
-//! The Q4_K × Q8_K and Q6_K × Q8_K dot products with AVX-512 VNNI, for the CPU's
-//! matrix-vector products ([`crate::cpu::matvec`]) on x86 machines that have it (a
-//! Q4_K_M file is Q4_K with Q6_K for `attn_v`, `ffn_down` and the head).
+//! The Q6_K × Q8_K dot products with AVX-512 VNNI, for the CPU's matrix-vector products
+//! ([`crate::cpu::matvec`]) on x86 machines that have it (a Q4_K_M file is Q4_K with Q6_K
+//! for `attn_v`, `ffn_down` and the head), and what the Q4_K kernel
+//! ([`crate::cpu::x86::q4k_packed`]) shares with them: the block layouts, the unpacking
+//! of a Q4_K block ([`unpack_q4k`]), the prefetch distance and the exact reference sum.
 //!
 //! A decoded token reads each weight once, so what bounds these products is how fast one
 //! thread pulls a stream of blocks from memory: on the H100 machine 14 threads read 51–70
@@ -80,42 +82,19 @@ fn hardware() -> bool {
     false
 }
 
-/// `Σ w·x` over matching blocks of a Q4_K row and a Q8_K input; `None` where the kernel
+/// `Σ w·x` over matching blocks of a Q6_K row and a Q8_K input; `None` where the kernel
 /// is not [`available`] or the lengths differ.
-pub fn dot_q4k(w: &[BlockQ4K], x: &[BlockQ8K]) -> Option<f32> {
-    let (w, x) = ready::<_, Q4K>(w, x)?;
-    // SAFETY: `ready` checked the CPU features the kernel is compiled for.
-    Some(unsafe { dot_q4k_avx512::<1>(w, [x])[0] })
-}
-
-/// As [`dot_q4k`] for a Q6_K row.
 pub fn dot_q6k(w: &[BlockQ6K], x: &[BlockQ8K]) -> Option<f32> {
     let (w, x) = ready::<_, Q6K>(w, x)?;
     // SAFETY: `ready` checked the CPU features the kernel is compiled for.
     Some(unsafe { dot_q6k_avx512::<1>(w, [x])[0] })
 }
 
-/// `Σ w·x` of a Q4_K row with each of several Q8_K input rows, `xs` holding `out.len()`
+/// `Σ w·x` of a Q6_K row with each of several Q8_K input rows, `xs` holding `out.len()`
 /// rows of `w.len()` blocks one after the other: the row's blocks are unpacked once for
-/// all of them (a prompt chunk's product). Each value has the bits [`dot_q4k`] gives for
+/// all of them (a prompt chunk's product). Each value has the bits [`dot_q6k`] gives for
 /// that input. `false`, with `out` untouched, where the kernel is not [`available`] or the
 /// lengths differ.
-pub fn dot_q4k_many(w: &[BlockQ4K], xs: &[BlockQ8K], out: &mut [f32]) -> bool {
-    let Some((w, xs)) = ready_many::<_, Q4K>(w, xs, out.len()) else { return false };
-    // SAFETY: `ready_many` checked the CPU features the kernel is compiled for.
-    unsafe {
-        for_each_group(
-            w,
-            xs,
-            out,
-            |w, x| dot_q4k_avx512::<GROUP>(w, x),
-            (|w, x| dot_q4k_avx512::<3>(w, x), |w, x| dot_q4k_avx512::<2>(w, x), |w, x| dot_q4k_avx512::<1>(w, x)),
-        )
-    };
-    true
-}
-
-/// As [`dot_q4k_many`] for a Q6_K row (each value has the bits of [`dot_q6k`]).
 pub fn dot_q6k_many(w: &[BlockQ6K], xs: &[BlockQ8K], out: &mut [f32]) -> bool {
     let Some((w, xs)) = ready_many::<_, Q6K>(w, xs, out.len()) else { return false };
     // SAFETY: `ready_many` checked the CPU features the kernel is compiled for.
@@ -131,7 +110,7 @@ pub fn dot_q6k_many(w: &[BlockQ6K], xs: &[BlockQ8K], out: &mut [f32]) -> bool {
     true
 }
 
-/// Inputs one call of the kernels takes together in [`dot_q4k_many`] / [`dot_q6k_many`].
+/// Inputs one call of the kernel takes together in [`dot_q6k_many`].
 const GROUP: usize = 4;
 
 /// Runs `group` on each [`GROUP`] of the inputs in `xs` (rows of `w.len()` blocks, as
@@ -297,51 +276,9 @@ pub(crate) unsafe fn unpack_q4k(b: &Q4K) -> UnpackedQ4K {
     }
 }
 
-/// The row `w`'s products with each of the `R` inputs `xs` (each `w.len()` blocks): the
-/// weights are unpacked once per block, and each input's sum takes the same steps, in the
-/// same order, whatever `R` is.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
-unsafe fn dot_q4k_avx512<const R: usize>(w: &[Q4K], xs: [&[Q8K]; R]) -> [f32; R] {
-    use std::arch::x86_64::*;
-    let mut acc = [_mm512_setzero_ps(); R];
-    let mut mins_total = [0f32; R];
-    for (i, b) in w.iter().enumerate() {
-        prefetch_ahead((b as *const Q4K).cast());
-        let UnpackedQ4K { nibbles, scales0213, scales4657, mins, scales: scales_f16 } = unpack_q4k(b);
-        for r in 0..R {
-            let q = &xs[r][i];
-            // The block's two f16 scales (F16C), times the input's scale.
-            let both = _mm_mul_ps(scales_f16, _mm_set1_ps(q.d));
-            let (d, dmin) = (_mm_cvtss_f32(both), _mm_cvtss_f32(_mm_movehdup_ps(both)));
-            // Σ_j min_j × (sum of the input's sub-block j): pairs of the 16 partial sums.
-            let bsums = _mm256_loadu_si256(q.bsums.as_ptr().cast());
-            let sub_sums = _mm_hadd_epi16(_mm256_castsi256_si128(bsums), _mm256_extracti128_si256::<1>(bsums));
-            let products = _mm_madd_epi16(mins, sub_sums);
-            let products = _mm_add_epi32(products, _mm_unpackhi_epi64(products, products));
-            let products = _mm_add_epi32(products, _mm_shuffle_epi32::<0b01>(products));
-            mins_total[r] += dmin * _mm_cvtsi128_si32(products) as f32;
-            let q8 = q.qs.as_ptr();
-            let pair = |lo: usize, hi: usize| {
-                let low = _mm512_castsi256_si512(_mm256_loadu_si256(q8.add(lo).cast()));
-                _mm512_inserti64x4::<1>(low, _mm256_loadu_si256(q8.add(hi).cast()))
-            };
-            let zero = _mm512_setzero_si512();
-            let p02 = _mm512_dpbusd_epi32(zero, nibbles[0], pair(0, 64));
-            let p13 = _mm512_dpbusd_epi32(zero, nibbles[1], pair(32, 96));
-            let p46 = _mm512_dpbusd_epi32(zero, nibbles[2], pair(128, 192));
-            let p57 = _mm512_dpbusd_epi32(zero, nibbles[3], pair(160, 224));
-            let sum = _mm512_add_epi32(
-                _mm512_madd_epi16(_mm512_packs_epi32(p02, p13), scales0213),
-                _mm512_madd_epi16(_mm512_packs_epi32(p46, p57), scales4657),
-            );
-            acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(sum), acc[r]);
-        }
-    }
-    std::array::from_fn(|r| _mm512_reduce_add_ps(acc[r]) - mins_total[r])
-}
-
-/// As [`dot_q4k_avx512`] for a Q6_K row.
+/// The Q6_K row `w`'s products with each of the `R` inputs `xs` (each `w.len()` blocks):
+/// the weights are unpacked once per block, and each input's sum takes the same steps, in
+/// the same order, whatever `R` is.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
 unsafe fn dot_q6k_avx512<const R: usize>(w: &[Q6K], xs: [&[Q8K]; R]) -> [f32; R] {
@@ -421,12 +358,7 @@ unsafe fn dot_q6k_avx512<const R: usize>(w: &[Q6K], xs: [&[Q8K]; R]) -> [f32; R]
     std::array::from_fn(|r| _mm512_reduce_add_ps(acc[r]) - offsets[r])
 }
 
-/// Off x86 there is no kernel: [`available`] is false there, so these are never called.
-#[cfg(not(target_arch = "x86_64"))]
-unsafe fn dot_q4k_avx512<const R: usize>(_: &[Q4K], _: [&[Q8K]; R]) -> [f32; R] {
-    [f32::NAN; R]
-}
-
+/// Off x86 there is no kernel: [`available`] is false there, so this is never called.
 #[cfg(not(target_arch = "x86_64"))]
 unsafe fn dot_q6k_avx512<const R: usize>(_: &[Q6K], _: [&[Q8K]; R]) -> [f32; R] {
     [f32::NAN; R]
@@ -488,26 +420,34 @@ mod tests {
         unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<T>(), N * K / 256) }
     }
 
-    /// Against the exact integer sum and against Candle's AVX2 kernel, over rows whose
-    /// scales and mins take many values; skipped where the CPU lacks AVX-512 VNNI (the
-    /// caller then uses Candle's kernel).
+    /// Our Q4_K kernel (`q4k_packed`, on the blocks as `unpack_q4k` reads them) against the
+    /// exact integer sum and against Candle's AVX2 kernel, over rows whose scales and mins
+    /// take many values; skipped where the CPU lacks AVX-512 VNNI (the caller then uses
+    /// Candle's kernel).
     #[test]
     fn matches_the_exact_sum_and_candles_kernel() {
+        use crate::cpu::x86::q4k_packed::{dot_rows, PackedQ8K};
         if !available() {
             eprintln!("skipped: no AVX-512 VNNI on this CPU");
             return;
         }
         let (bytes, xq) = rows_and_input(GgmlDType::Q4K);
         let blocks = blocks::<BlockQ4K>(&bytes);
+        let packed = PackedQ8K::new(&xq, 1, K / 256);
+        let ours = |row: &[BlockQ4K]| {
+            let mut value = [f32::NAN];
+            // SAFETY: the mirror has Candle's layout (checked at compile time above).
+            dot_rows(unsafe { mirror(row) }, &packed, 0, &mut value).then_some(value[0])
+        };
         for row in blocks.chunks_exact(K / 256) {
-            let ours = dot_q4k(row, &xq).expect("available");
+            let ours = ours(row).expect("available");
             let exact = dot_reference(row, &xq);
             let candle = BlockQ4K::vec_dot(K, row, &xq);
             let tolerance = 1e-5 * exact.abs().max(1.0);
             assert!((f64::from(ours) - exact).abs() <= tolerance, "ours {ours} exact {exact}");
             assert!((f64::from(candle) - exact).abs() <= tolerance, "candle {candle} exact {exact}");
         }
-        assert!(dot_q4k(&blocks[..2], &xq[..1]).is_none(), "lengths differ");
+        assert!(ours(&blocks[..2]).is_none(), "lengths differ");
     }
 
     /// Q6_K against Candle's kernel (exact integer parts there too, its own float order).
@@ -526,7 +466,8 @@ mod tests {
     }
 
     /// Several inputs at once give each input's single-row bits, for every count of
-    /// inputs (whole groups and the rest); wrong lengths are refused.
+    /// inputs (whole groups and the rest); wrong lengths are refused. (Q4_K's kernel:
+    /// `q4k_packed`'s tests.)
     #[test]
     fn many_inputs_give_each_inputs_bits() {
         if !available() {
@@ -536,32 +477,21 @@ mod tests {
         let xs: Vec<f32> = (0..9 * K).map(|i| ((i * 104729 % 997) as f32 / 997.0 - 0.5) * 4.0).collect();
         let xq = quantize_input(&xs);
         let per_row = K / 256;
-        for dtype in [GgmlDType::Q4K, GgmlDType::Q6K] {
-            let (bytes, _) = rows_and_input(dtype);
-            for rows in 1..=9 {
-                let inputs = &xq[..rows * per_row];
-                for w_row in 0..N {
-                    let mut many = vec![f32::NAN; rows];
-                    let single: Vec<f32> = match dtype {
-                        GgmlDType::Q4K => {
-                            let w = &blocks::<BlockQ4K>(&bytes)[w_row * per_row..(w_row + 1) * per_row];
-                            assert!(dot_q4k_many(w, inputs, &mut many));
-                            inputs.chunks_exact(per_row).map(|x| dot_q4k(w, x).expect("available")).collect()
-                        }
-                        _ => {
-                            let w = &blocks::<BlockQ6K>(&bytes)[w_row * per_row..(w_row + 1) * per_row];
-                            assert!(dot_q6k_many(w, inputs, &mut many));
-                            inputs.chunks_exact(per_row).map(|x| dot_q6k(w, x).expect("available")).collect()
-                        }
-                    };
-                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                    assert_eq!(bits(&many), bits(&single), "{dtype:?}, {rows} inputs, row {w_row}");
-                }
+        let (bytes, _) = rows_and_input(GgmlDType::Q6K);
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for rows in 1..=9 {
+            let inputs = &xq[..rows * per_row];
+            for w_row in 0..N {
+                let w = &blocks::<BlockQ6K>(&bytes)[w_row * per_row..(w_row + 1) * per_row];
+                let mut many = vec![f32::NAN; rows];
+                assert!(dot_q6k_many(w, inputs, &mut many));
+                let single: Vec<f32> =
+                    inputs.chunks_exact(per_row).map(|x| dot_q6k(w, x).expect("available")).collect();
+                assert_eq!(bits(&many), bits(&single), "{rows} inputs, row {w_row}");
             }
         }
-        let (bytes, _) = rows_and_input(GgmlDType::Q4K);
-        let w = &blocks::<BlockQ4K>(&bytes)[..per_row];
-        assert!(!dot_q4k_many(w, &xq[..2 * per_row + 1], &mut [0.0; 2]), "lengths differ");
+        let w = &blocks::<BlockQ6K>(&bytes)[..per_row];
+        assert!(!dot_q6k_many(w, &xq[..2 * per_row + 1], &mut [0.0; 2]), "lengths differ");
     }
 
     #[test]

@@ -75,7 +75,7 @@ pub fn decode_layer(
         match weights.has(role) {
             true => {
                 let mut w = weights.get(role)?.dense()?.flatten_all()?.to_vec1::<f32>()?;
-                if plus_one && is_norm(role) {
+                if plus_one && role.is_norm() {
                     w.iter_mut().for_each(|w| *w += 1.0);
                 }
                 Ok(Some(w))
@@ -150,14 +150,6 @@ pub fn decode_layer(
     x.iter_mut().zip(&down).for_each(|(x, d)| *x += d);
     stages.print();
     Ok(Some(Tensor::from_vec(x, (1, 1, spec.hidden_size), &Device::Cpu)?))
-}
-
-/// Whether `role` is a norm's weight vector (not a bias).
-fn is_norm(role: Role) -> bool {
-    matches!(
-        role,
-        Role::AttnNorm | Role::FfnNorm | Role::AttnQNorm | Role::AttnKNorm | Role::PostAttnNorm | Role::PostFfnNorm
-    )
 }
 
 /// `norm(v) · w` of a sublayer's output, as the kernels apply it in place.
