@@ -12,6 +12,7 @@
 #
 #   bash scripts/bench/run.sh [ROWS]
 #   BENCH_CLAIMS='qwen3-4b' bash scripts/bench/run.sh      # only the claims this regex matches
+#   BENCH_ROLES='ours|resident' bash scripts/bench/run.sh   # only the roles this regex matches
 #   BENCH_PREPARE_ONLY=1 bash scripts/bench/run.sh ROWS      # build llama.cpp, write ROWS' models
 # (a machine whose commands are limited to 10 minutes runs the claims in two calls; the
 # llama.cpp build and the models stay in BENCH_WORK between them, and table.py takes
@@ -92,6 +93,7 @@ while IFS='|' read -r claim role preset args; do
   [[ "$claim" =~ ^[[:space:]]*(#|$) ]] && continue   # comments (xargs would trip on their quotes)
   claim=$(echo "$claim" | xargs); role=$(echo "$role" | xargs); preset=$(echo "$preset" | xargs)
   [[ "$claim" =~ ${BENCH_CLAIMS:-.} ]] || continue
+  [[ "$role" =~ ${BENCH_ROLES:-.} ]] || continue
   n=$((n + 1)); model=$work/$preset.gguf; out=$work/row$n.txt
   args=$(echo "$args" | sed -E "s#--draft ([^ ]+)#--draft $work/\1.gguf#")
   echo "== row $n: $claim / $role: $args" >> "$log"

@@ -6,15 +6,19 @@
 
 pub mod copy_stream;
 pub mod fused_ops;
+pub(crate) mod routed;
 pub mod sizes;
 #[cfg(feature = "cuda")]
 pub mod slot_kernels;
 pub mod slots;
 
-/// The kernels of `kernels/decode.cu`, compiled to PTX by the build script.
+/// The kernels of `kernels/decode.cu` (`DECODE`) and `kernels/moe.cu` (`MOE`), compiled
+/// to PTX by the build script.
 #[cfg(feature = "cuda")]
 pub(crate) mod ptx {
     include!(concat!(env!("OUT_DIR"), "/ptx.rs"));
     /// The name the module is cached under on each device.
     pub const MODULE: &str = "cardinfer_decode";
+    /// The name the mixture-of-experts module is cached under on each device.
+    pub const MOE_MODULE: &str = "cardinfer_moe";
 }

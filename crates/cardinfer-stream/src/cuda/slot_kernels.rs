@@ -56,6 +56,16 @@ impl Workspace {
             info: device_info(device),
         })
     }
+
+    /// Device address of the quantized activations (what [`quantize_q8_1`] writes).
+    pub(crate) fn scratch_address(&self) -> u64 {
+        self.scratch_address
+    }
+
+    /// Bytes of the quantized-activation scratch.
+    pub(crate) fn scratch_bytes(&self) -> usize {
+        self.scratch_bytes
+    }
 }
 
 fn device_info(device: &CudaDevice) -> DeviceInfo {

@@ -98,6 +98,12 @@ impl SlotArena {
     pub fn device_bytes(&self) -> u64 {
         self.0.bytes()
     }
+
+    /// The kernels' scratch the arena's slots share.
+    #[cfg(feature = "cuda")]
+    pub(crate) fn workspace(&self) -> Option<&crate::cuda::slot_kernels::Workspace> {
+        Some(self.0.workspace())
+    }
 }
 
 /// A matrix placed in a slot: float ones are Candle tensors viewing the slot's memory,
@@ -219,6 +225,7 @@ mod imp {
     pub struct Arena {
         slots: Vec<Arc<Slot>>,
         next: AtomicUsize,
+        workspace: Arc<Workspace>,
         workspace_bytes: u64,
     }
 
@@ -243,7 +250,11 @@ mod imp {
                 })
                 .collect::<Option<Vec<_>>>()?;
             let workspace_bytes = crate::cuda::sizes::kernel_workspace_bytes(max_cols, max_rows);
-            Some(Self { slots, next: AtomicUsize::new(0), workspace_bytes })
+            Some(Self { slots, next: AtomicUsize::new(0), workspace, workspace_bytes })
+        }
+
+        pub fn workspace(&self) -> &Workspace {
+            &self.workspace
         }
 
         pub fn next(&self) -> Arc<Slot> {

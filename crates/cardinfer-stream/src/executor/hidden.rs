@@ -45,7 +45,7 @@ impl FusedLayers {
             return Self::off("the KV cache lives in host memory");
         }
         if decoder.spec().moe.is_some() {
-            return Self::off("no fused kernels for routed experts yet");
+            return Self::off("the fused path takes routed experts in resident models only");
         }
         Self::try_new(path, decoder, device)
     }

@@ -165,7 +165,7 @@ impl ResidentModel {
         self.decoder.set_fused_ops(path.is_fused());
         self.decode_status = match path {
             crate::executor::fused::DecodePath::Plain => "plain (asked for)".into(),
-            _ if self.decoder.spec().moe.is_some() => "plain (no fused kernels for routed experts yet)".into(),
+            _ if self.experts_on_host => "plain (routed experts in host memory)".into(),
             fused => self.try_fused(fused),
         };
     }

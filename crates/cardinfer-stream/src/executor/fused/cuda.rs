@@ -28,8 +28,10 @@ use std::sync::Arc;
 mod buffers;
 mod launches;
 mod layerwise;
+mod moe;
 
 use buffers::{load_kernels, Buffers, Kernels};
+use moe::{MoeDims, MoeState, RoutedLayer};
 
 /// Threads of the attention partial kernel (it combines exactly 4 warps).
 const ATTENTION_THREADS: u32 = 128;
@@ -60,9 +62,14 @@ struct LayerAddresses {
     /// Gemma 3's norms of the attention and MLP outputs (0 for other families).
     post_attn_norm: u64,
     post_ffn_norm: u64,
-    gate: Matrix,
-    up: Matrix,
-    down: Matrix,
+    ffn: Ffn,
+}
+
+/// A layer's MLP: dense, or routed to experts (mixture-of-experts layers).
+#[derive(Debug, Clone, Copy)]
+enum Ffn {
+    Dense { gate: Matrix, up: Matrix, down: Matrix },
+    Routed(RoutedLayer),
 }
 
 /// The head's final norm weight and output matrix on the device.
@@ -119,6 +126,8 @@ pub struct FusedDecoder {
     /// products, so a token's time is what reading the weights costs and the difference
     /// to a full token is the overhead. The output is meaningless.
     matvec_only: bool,
+    /// The routing kernels, buffers and expert tables of a mixture-of-experts model.
+    moe: Option<MoeState>,
     graph: Option<CudaGraph>,
     pos_host: Box<[u32; 1]>,
     /// What the device's KV table holds: keys and values addresses, layer by layer.
@@ -146,12 +155,28 @@ fn check_heads(spec: &ModelSpec) -> Result<()> {
 }
 
 impl LayerAddresses {
-    /// The addresses of layer weights `w`, each checked against the spec's shapes.
-    fn of(spec: &ModelSpec, w: &BlockWeights) -> Result<Self> {
+    /// The addresses of layer weights `w`, each checked against the spec's shapes, and,
+    /// for a routed layer, its experts' matrix addresses (gate, up, down; empty for a
+    /// dense layer).
+    fn of(spec: &ModelSpec, w: &BlockWeights) -> Result<(Self, Vec<u64>)> {
         let d = spec.head_dim;
         let (hidden, q_dim, kv_dim, ffn) =
             (spec.hidden_size, spec.num_heads * d, spec.num_kv_heads * d, spec.intermediate_size);
-        Ok(Self {
+        let (ffn, experts) = match MoeDims::of(spec)? {
+            Some(m) if w.has(Role::FfnRouter) => {
+                let (routed, experts) = moe::routed_layer(spec, w, &m)?;
+                (Ffn::Routed(routed), experts)
+            }
+            _ => {
+                let dense = Ffn::Dense {
+                    gate: matrix(w, Role::FfnGate, ffn, hidden)?,
+                    up: matrix(w, Role::FfnUp, ffn, hidden)?,
+                    down: matrix(w, Role::FfnDown, hidden, ffn)?,
+                };
+                (dense, Vec::new())
+            }
+        };
+        let layer = Self {
             attn_norm: vector(w, Role::AttnNorm, hidden)?,
             q: matrix(w, Role::AttnQ, q_dim, hidden)?,
             k: matrix(w, Role::AttnK, kv_dim, hidden)?,
@@ -165,10 +190,9 @@ impl LayerAddresses {
             ffn_norm: vector(w, Role::FfnNorm, hidden)?,
             post_attn_norm: if spec.gemma.is_some() { vector(w, Role::PostAttnNorm, hidden)? } else { 0 },
             post_ffn_norm: if spec.gemma.is_some() { vector(w, Role::PostFfnNorm, hidden)? } else { 0 },
-            gate: matrix(w, Role::FfnGate, ffn, hidden)?,
-            up: matrix(w, Role::FfnUp, ffn, hidden)?,
-            down: matrix(w, Role::FfnDown, hidden, ffn)?,
-        })
+            ffn,
+        };
+        Ok((layer, experts))
     }
 }
 
@@ -220,12 +244,26 @@ impl FusedDecoder {
     /// through the plain one).
     pub fn new(decoder: &Decoder, layers: &[BlockWeights], head: &BlockWeights, device: &Device) -> Result<Self> {
         let spec = decoder.spec();
-        let layers = layers.iter().map(|w| LayerAddresses::of(spec, w)).collect::<Result<Vec<_>>>()?;
+        let moe = MoeDims::of(spec)?;
+        let mut addresses = Vec::with_capacity(layers.len());
+        let mut tables = Vec::new();
+        for w in layers {
+            let (layer, experts) = LayerAddresses::of(spec, w)?;
+            match (moe, experts.is_empty()) {
+                (Some(m), true) => tables.resize(tables.len() + 3 * m.experts, 0),
+                _ => tables.extend(experts),
+            }
+            addresses.push(layer);
+        }
         let head = Head {
             norm: vector(head, Role::OutputNorm, spec.hidden_size)?,
             output: matrix(head, Role::Output, 0, spec.hidden_size)?,
         };
-        Self::build(decoder, device, layers, Some(head))
+        let mut fused = Self::build(decoder, device, addresses, Some(head))?;
+        if let (Some(m), Device::Cuda(cuda)) = (moe, device) {
+            fused.moe = Some(MoeState::new(cuda, &fused.dims, m, &tables)?);
+        }
+        Ok(fused)
     }
 
     /// The decoder without weights of its own, for models whose blocks move (streamed and
@@ -277,7 +315,10 @@ impl FusedDecoder {
         let stream = cuda.cuda_stream();
         let kernels = load_kernels(cuda)?;
         let buffers = Buffers::new(cuda, &dims, q_dim, kv_dim, spec.num_layers)?;
-        let workspace = Workspace::new(cuda, hidden.max(q_dim).max(ffn), 1)?;
+        // Routed layers quantize the k chosen experts' activations at once.
+        let moe = MoeDims::of(spec)?;
+        let (expert_ffn, rows) = moe.map_or((0, 1), |m| (m.expert_ffn, m.top_k));
+        let workspace = Workspace::new(cuda, hidden.max(q_dim).max(ffn).max(expert_ffn), rows)?;
         Ok(Self {
             spec: spec.clone(),
             device: cuda.clone(),
@@ -298,6 +339,7 @@ impl FusedDecoder {
             pos_host: Box::new([0]),
             kv_table_host: Vec::new(),
             residual_pending: false,
+            moe: None,
         })
     }
 

@@ -5,5 +5,6 @@ mod decoder;
 mod gemma;
 mod moe;
 mod moe_host;
+mod moe_one_token;
 
 pub use decoder::{causal_mask, Decoder};

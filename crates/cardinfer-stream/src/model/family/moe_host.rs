@@ -191,7 +191,6 @@ impl Decoder {
             .map(|(e, _)| (e as u16, experts.expert_bytes(e)))
             .collect();
         let sources = cache.assign(w.block, &used, xs.dim(0)?);
-        let routing = Routing::upload(by_expert, xs.device())?;
         // The copies, all queued before any kernel of this pass so that none waits for one.
         let mut uploads: Vec<(usize, BlockWeights, UploadEvents)> = Vec::new();
         let mut uploaded_bytes = 0;
@@ -213,6 +212,13 @@ impl Decoder {
         if let (Some((.., first)), Some((.., last))) = (uploads.first(), uploads.last()) {
             cache.record_uploads((first.span().0, last.span().1), uploaded_bytes);
         }
+        if xs.dim(0)? == 1 {
+            let pass = Pass { host, cache, xs, xs_host, by_expert, used: &used, sources: &sources };
+            if let Some(out) = self.one_token_on_device(w, &pass, &uploads)? {
+                return Ok(out);
+            }
+        }
+        let routing = Routing::upload(by_expert, xs.device())?;
         let mut ys = Vec::with_capacity(used.len());
         for (i, source) in sources.iter().enumerate() {
             if let Source::Cached(slot) = *source {
@@ -239,28 +245,49 @@ impl Decoder {
             }
         }
         // The CPU's share, computed while the device works through the above.
-        let mut on_cpu = vec![false; by_expert.len()];
-        let mut cpu_bytes = 0;
-        for (i, source) in sources.iter().enumerate() {
-            if *source == Source::Cpu {
-                on_cpu[used[i].0 as usize] = true;
-                cpu_bytes += used[i].1;
-            }
-        }
-        if cpu_bytes > 0 {
-            let xs_host = match xs_host {
-                Some(x) => x.clone(),
-                None => xs.to_device(&Device::Cpu)?,
-            };
-            let started = std::time::Instant::now();
-            let outputs = self
-                .experts_by_cpu(host, &xs_host, by_expert, Some(&on_cpu))?
-                .ok_or_else(|| StreamError::Internal("routed experts the CPU's kernels do not cover".into()))?;
-            cache.record_cpu(started.elapsed().as_secs_f64(), cpu_bytes);
-            ys.extend(to_device(outputs, xs.device())?);
-        }
+        let pass = Pass { host, cache, xs, xs_host, by_expert, used: &used, sources: &sources };
+        ys.extend(to_device(self.cpu_share(&pass)?, xs.device())?);
         sum_in_order(ys, xs.dims(), xs.device())
     }
+
+    /// The experts of `pass` the cache assigned to the CPU, computed by it from host
+    /// memory (weighted, in host memory), with the CPU's rate recorded.
+    pub(super) fn cpu_share(&self, pass: &Pass<'_>) -> Result<Vec<ExpertOutput>> {
+        let mut on_cpu = vec![false; pass.by_expert.len()];
+        let mut cpu_bytes = 0;
+        for (i, source) in pass.sources.iter().enumerate() {
+            if *source == Source::Cpu {
+                on_cpu[pass.used[i].0 as usize] = true;
+                cpu_bytes += pass.used[i].1;
+            }
+        }
+        if cpu_bytes == 0 {
+            return Ok(Vec::new());
+        }
+        let xs_host = match pass.xs_host {
+            Some(x) => x.clone(),
+            None => pass.xs.to_device(&Device::Cpu)?,
+        };
+        let started = std::time::Instant::now();
+        let outputs = self
+            .experts_by_cpu(pass.host, &xs_host, pass.by_expert, Some(&on_cpu))?
+            .ok_or_else(|| StreamError::Internal("routed experts the CPU's kernels do not cover".into()))?;
+        pass.cache.record_cpu(started.elapsed().as_secs_f64(), cpu_bytes);
+        Ok(outputs)
+    }
+}
+
+/// One pass through a layer's routed experts with the device cache: the activations (on
+/// the device, and in host memory when the CPU computes some), each expert's tokens, the
+/// used experts `(expert, bytes)` ascending and where the cache put each.
+pub(super) struct Pass<'a> {
+    pub(super) host: &'a HostSide<'a>,
+    pub(super) cache: &'a Arc<ExpertCache>,
+    pub(super) xs: &'a Tensor,
+    pub(super) xs_host: Option<&'a Tensor>,
+    pub(super) by_expert: &'a [Vec<(u32, f32)>],
+    pub(super) used: &'a [(u16, u64)],
+    pub(super) sources: &'a [Source],
 }
 
 /// Queues the copy of expert `expert` from `experts` into cache slot `slot` and returns its

@@ -1,7 +1,7 @@
 //! The launches of one fused decode layer and of the head: each of `kernels/decode.cu`'s
 //! kernels and Candle's MMVQ products on the decoder's preallocated buffers.
 
-use super::{cuda_err, FusedDecoder, LayerAddresses, Matrix, ATTENTION_THREADS};
+use super::{cuda_err, Ffn, FusedDecoder, LayerAddresses, Matrix, ATTENTION_THREADS};
 use crate::cuda::slot_kernels;
 use crate::executor::fused::reference::ATTENTION_CHUNK;
 use crate::Result;
@@ -59,13 +59,18 @@ impl FusedDecoder {
             self.norm(exact, b.x, b.o, layer.ffn_norm, b.h)?;
         }
         self.quantize(b.h, dims.hidden);
-        self.matvec(&layer.gate, b.gate)?;
-        self.matvec(&layer.up, b.up)?;
-        if full {
-            self.activation()?;
+        match &layer.ffn {
+            Ffn::Dense { gate, up, down } => {
+                self.matvec(gate, b.gate)?;
+                self.matvec(up, b.up)?;
+                if full {
+                    self.activation()?;
+                }
+                self.quantize(b.act, dims.ffn);
+                self.matvec(down, b.down)?;
+            }
+            Ffn::Routed(routed) => self.enqueue_routed(i, routed)?,
         }
-        self.quantize(b.act, dims.ffn);
-        self.matvec(&layer.down, b.down)?;
         if full && layer.post_ffn_norm != 0 {
             self.norm(exact, b.down, 0, layer.post_ffn_norm, b.down)?;
         }
@@ -74,7 +79,7 @@ impl FusedDecoder {
 
     /// Launches `f` with its arguments in the order the kernels of decode.cu take them:
     /// device addresses, then integers, then floats.
-    fn launch(
+    pub(super) fn launch(
         &self,
         f: &CudaFunction,
         grid: (u32, u32),
@@ -119,7 +124,7 @@ impl FusedDecoder {
         unsafe { slot_kernels::quantize_q8_1(&self.workspace, input, k, 1, self.stream_ptr()) }
     }
 
-    fn matvec(&self, m: &Matrix, out: u64) -> Result<()> {
+    pub(super) fn matvec(&self, m: &Matrix, out: u64) -> Result<()> {
         // SAFETY: the matrix is a resident QTensor of `rows × cols`; `out` holds `rows` f32.
         unsafe { slot_kernels::mmvq(&self.workspace, m.dtype, m.address, m.rows, m.cols, 1, out, self.stream_ptr()) }?;
         Ok(())

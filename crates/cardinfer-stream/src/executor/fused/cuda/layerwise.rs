@@ -34,7 +34,10 @@ impl FusedDecoder {
     /// Queues layer `i` with `weights` (resident or in a slot) on the residual stream and
     /// appends the token's keys and values to `kv`'s layer `i`.
     pub fn layer(&mut self, i: usize, weights: &BlockWeights, kv: &mut KvCache) -> Result<()> {
-        let addresses = LayerAddresses::of(&self.spec, weights)?;
+        let (addresses, experts) = LayerAddresses::of(&self.spec, weights)?;
+        if !experts.is_empty() {
+            return Err(unsupported(format!("layer {i} routes to experts (fused only for resident models)")));
+        }
         self.enqueue_layer(i, &addresses, self.residual_pending)?;
         self.residual_pending = true;
         kv.layer_mut(i).commit(1)
