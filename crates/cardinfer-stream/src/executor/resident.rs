@@ -165,7 +165,6 @@ impl ResidentModel {
         self.decoder.set_fused_ops(path.is_fused());
         self.decode_status = match path {
             crate::executor::fused::DecodePath::Plain => "plain (asked for)".into(),
-            _ if self.experts_on_host => "plain (routed experts in host memory)".into(),
             fused => self.try_fused(fused),
         };
     }
@@ -216,8 +215,14 @@ impl ResidentModel {
         }
         let ids = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
         let x = self.decoder.embed(&self.embed, &ids)?;
+        // Experts in host memory: the host places and computes them per layer (the cache,
+        // uploads and the CPU), on the hidden state and router logits the kernels leave.
+        let experts = |layer: usize, h: &Tensor, logits: &Tensor| -> Result<Tensor> {
+            let w = self.layers.get(layer).ok_or_else(|| crate::StreamError::Internal(format!("no layer {layer}")))?;
+            self.decoder.experts_with_logits(w, h, logits.clone())
+        };
         let mut fused = fused.lock().unwrap_or_else(|e| e.into_inner());
-        fused.decode(&x, kv)
+        fused.decode_with(&x, kv, self.experts_on_host.then_some(&experts as &_))
     }
 
     #[cfg(not(feature = "cuda"))]

@@ -31,7 +31,12 @@ mod layerwise;
 mod moe;
 
 use buffers::{load_kernels, Buffers, Kernels};
-use moe::{MoeDims, MoeState, RoutedLayer};
+use moe::{MoeDims, MoeState, RoutedLayer, Router};
+
+/// Computes a routed layer's experts held in host memory for one token: called with the
+/// layer, its normed hidden state `[1, hidden]` and router logits `[1, experts]` (both on
+/// the device), it returns the experts' weighted sum `[1, hidden]` on the device.
+pub type HostExperts<'a> = dyn Fn(usize, &Tensor, &Tensor) -> Result<Tensor> + 'a;
 
 /// Threads of the attention partial kernel (it combines exactly 4 warps).
 const ATTENTION_THREADS: u32 = 128;
@@ -68,8 +73,15 @@ struct LayerAddresses {
 /// A layer's MLP: dense, or routed to experts (mixture-of-experts layers).
 #[derive(Debug, Clone, Copy)]
 enum Ffn {
-    Dense { gate: Matrix, up: Matrix, down: Matrix },
+    Dense {
+        gate: Matrix,
+        up: Matrix,
+        down: Matrix,
+    },
     Routed(RoutedLayer),
+    /// Routed to experts held in host memory: the device computes the router's logits,
+    /// the caller the experts ([`HostExperts`]).
+    HostRouted(Router),
 }
 
 /// The head's final norm weight and output matrix on the device.
@@ -128,6 +140,9 @@ pub struct FusedDecoder {
     matvec_only: bool,
     /// The routing kernels, buffers and expert tables of a mixture-of-experts model.
     moe: Option<MoeState>,
+    /// Some layers' experts are in host memory ([`Ffn::HostRouted`]): tokens are launched
+    /// layer by layer, without a graph, calling back for the experts.
+    host_routed: bool,
     graph: Option<CudaGraph>,
     pos_host: Box<[u32; 1]>,
     /// What the device's KV table holds: keys and values addresses, layer by layer.
@@ -163,6 +178,9 @@ impl LayerAddresses {
         let (hidden, q_dim, kv_dim, ffn) =
             (spec.hidden_size, spec.num_heads * d, spec.num_kv_heads * d, spec.intermediate_size);
         let (ffn, experts) = match MoeDims::of(spec)? {
+            Some(m) if w.has(Role::FfnRouter) && w.host_experts().is_some() => {
+                (Ffn::HostRouted(moe::router(spec, w, &m)?), Vec::new())
+            }
             Some(m) if w.has(Role::FfnRouter) => {
                 let (routed, experts) = moe::routed_layer(spec, w, &m)?;
                 (Ffn::Routed(routed), experts)
@@ -259,7 +277,11 @@ impl FusedDecoder {
             norm: vector(head, Role::OutputNorm, spec.hidden_size)?,
             output: matrix(head, Role::Output, 0, spec.hidden_size)?,
         };
+        let host_routed = addresses.iter().any(|l| matches!(l.ffn, Ffn::HostRouted(_)));
         let mut fused = Self::build(decoder, device, addresses, Some(head))?;
+        // The host computes experts within the token: no graph can hold it.
+        fused.use_graph &= !host_routed;
+        fused.host_routed = host_routed;
         if let (Some(m), Device::Cuda(cuda)) = (moe, device) {
             fused.moe = Some(MoeState::new(cuda, &fused.dims, m, &tables)?);
         }
@@ -340,6 +362,7 @@ impl FusedDecoder {
             kv_table_host: Vec::new(),
             residual_pending: false,
             moe: None,
+            host_routed: false,
         })
     }
 
@@ -359,7 +382,7 @@ impl FusedDecoder {
     /// Applies the variant of the fused path `path` asks for: with or without the CUDA
     /// graph, or the products alone.
     pub fn configure(&mut self, path: super::DecodePath) {
-        self.use_graph = path != super::DecodePath::FusedNoGraph;
+        self.use_graph = path != super::DecodePath::FusedNoGraph && !self.host_routed;
         self.matvec_only = path == super::DecodePath::ProductsOnly;
     }
 
@@ -374,13 +397,24 @@ impl FusedDecoder {
     /// `Ok(None)` when `kv` has no preallocated buffers of this path's capacity yet (the
     /// first token after a reset): the caller runs it through the plain path.
     pub fn decode(&mut self, x: &Tensor, kv: &mut KvCache) -> Result<Option<Tensor>> {
+        self.decode_with(x, kv, None)
+    }
+
+    /// [`FusedDecoder::decode`] for a model whose routed experts live in host memory:
+    /// `experts` computes them for each such layer.
+    pub fn decode_with(
+        &mut self,
+        x: &Tensor,
+        kv: &mut KvCache,
+        experts: Option<&HostExperts<'_>>,
+    ) -> Result<Option<Tensor>> {
         if kv.num_layers() != self.layers.len() {
             return Err(unsupported(format!("KV cache of {} layers for {}", kv.num_layers(), self.layers.len())));
         }
         let Some(kv_table) = self.kv_addresses(kv, &|_| true)? else { return Ok(None) };
         self.load_token(x, kv.len(), kv_table)?;
         if !self.use_graph {
-            self.enqueue()?;
+            self.enqueue(experts)?;
         } else {
             if self.graph.is_none() {
                 self.graph = Some(self.record()?);
@@ -454,7 +488,7 @@ impl FusedDecoder {
 
     fn record(&self) -> Result<CudaGraph> {
         self.stream.begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED).map_err(cuda_err)?;
-        let enqueued = self.enqueue();
+        let enqueued = self.enqueue(None);
         // The capture must end whatever happened, or the stream stays unusable.
         let graph = self.stream.end_capture(sys::CUgraphInstantiate_flags(0)).map_err(cuda_err);
         enqueued?;
@@ -463,10 +497,10 @@ impl FusedDecoder {
 
     /// Launches one token: every block, then the head. Recorded or run as is. With
     /// `matvec_only` only the quantizations and matrix products are launched.
-    fn enqueue(&self) -> Result<()> {
+    fn enqueue(&self, experts: Option<&HostExperts<'_>>) -> Result<()> {
         let head = self.head.ok_or_else(|| unsupported("a layer-by-layer decoder has no head to run a token"))?;
         for (i, layer) in self.layers.iter().enumerate() {
-            self.enqueue_layer(i, layer, i > 0)?;
+            self.enqueue_layer(i, layer, i > 0, experts)?;
         }
         self.enqueue_head(&head)
     }

@@ -95,12 +95,19 @@ pub(crate) fn tokens_by_expert(routes: &[Route], experts: usize) -> Vec<Vec<(u32
 impl Decoder {
     /// The mixture-of-experts MLP of `x` (`[batch, seq, hidden]`, f32, normed).
     pub(super) fn experts(&self, w: &BlockWeights, x: &Tensor) -> Result<Tensor> {
-        let moe = self.moe_spec()?;
         let (b, seq, hidden) = x.dims3()?;
-        let tokens = b * seq;
-        let xs = x.reshape((tokens, hidden))?;
+        let xs = x.reshape((b * seq, hidden))?;
         let logits = w.get(Role::FfnRouter)?.matmul_t(&xs)?.to_dtype(DType::F32)?;
-        let on_device = !x.device().is_cpu();
+        Ok(self.experts_with_logits(w, &xs, logits)?.reshape((b, seq, hidden))?)
+    }
+
+    /// The mixture-of-experts MLP of the rows `xs` (`[tokens, hidden]`, f32, normed) whose
+    /// router logits `[tokens, experts]` (f32) are computed already (the fused decode path
+    /// computes them on the device): `[tokens, hidden]`.
+    pub(crate) fn experts_with_logits(&self, w: &BlockWeights, xs: &Tensor, logits: Tensor) -> Result<Tensor> {
+        let moe = self.moe_spec()?;
+        let (tokens, hidden) = xs.dims2()?;
+        let on_device = !xs.device().is_cpu();
         let host = HostSide::of(w);
         let cache = w.host_experts().and_then(|h| h.cache()).filter(|_| on_device);
         // A prompt chunk routes its tokens to most experts: copying each used expert to
@@ -120,17 +127,17 @@ impl Decoder {
         let routes = route(&logits, moe.experts, moe.experts_per_token, moe.norm_topk_prob);
         let by_expert = tokens_by_expert(&routes, moe.experts);
         let out = match (cache, &host) {
-            (Some(cache), Some(host)) => self.experts_cached(w, host, cache, &xs, xs_host.as_ref(), &by_expert)?,
+            (Some(cache), Some(host)) => self.experts_cached(w, host, cache, xs, xs_host.as_ref(), &by_expert)?,
             (None, Some(host)) if !upload => {
                 let xs_host = xs_host.unwrap_or_else(|| xs.clone());
                 match self.experts_by_cpu(host, &xs_host, &by_expert, None)? {
-                    Some(ys) => sum_in_order(ys, xs_host.dims(), &Device::Cpu)?.to_device(x.device())?,
-                    None => self.experts_on_device(w, &xs, &by_expert, false)?,
+                    Some(ys) => sum_in_order(ys, xs_host.dims(), &Device::Cpu)?.to_device(xs.device())?,
+                    None => self.experts_on_device(w, xs, &by_expert, false)?,
                 }
             }
-            _ => self.experts_on_device(w, &xs, &by_expert, upload)?,
+            _ => self.experts_on_device(w, xs, &by_expert, upload)?,
         };
-        Ok(out.reshape((b, seq, hidden))?)
+        Ok(out)
     }
 
     /// Every routed expert computed on the device of `xs`, in ascending order, each

@@ -1,7 +1,7 @@
 //! The launches of one fused decode layer and of the head: each of `kernels/decode.cu`'s
 //! kernels and Candle's MMVQ products on the decoder's preallocated buffers.
 
-use super::{cuda_err, Ffn, FusedDecoder, LayerAddresses, Matrix, ATTENTION_THREADS};
+use super::{cuda_err, Ffn, FusedDecoder, HostExperts, LayerAddresses, Matrix, ATTENTION_THREADS};
 use crate::cuda::slot_kernels;
 use crate::executor::fused::reference::ATTENTION_CHUNK;
 use crate::Result;
@@ -34,7 +34,14 @@ impl FusedDecoder {
     /// Launches layer `i`; `residual_pending`: the previous layer's MLP output in `down`
     /// is still to be added to `x` (the first norm adds it). Gemma 3's layers also
     /// normalize the attention and MLP outputs in place before they are added.
-    pub(super) fn enqueue_layer(&self, i: usize, layer: &LayerAddresses, residual_pending: bool) -> Result<()> {
+    /// `experts` computes the experts of a layer routed to host memory.
+    pub(super) fn enqueue_layer(
+        &self,
+        i: usize,
+        layer: &LayerAddresses,
+        residual_pending: bool,
+        experts: Option<&HostExperts<'_>>,
+    ) -> Result<()> {
         let b = &self.buffers;
         let dims = self.dims;
         let full = !self.matvec_only;
@@ -70,6 +77,10 @@ impl FusedDecoder {
                 self.matvec(down, b.down)?;
             }
             Ffn::Routed(routed) => self.enqueue_routed(i, routed)?,
+            Ffn::HostRouted(router) => {
+                let experts = experts.ok_or_else(|| super::unsupported("no host computes this layer's experts"))?;
+                self.host_routed_layer(i, router, experts)?;
+            }
         }
         if full && layer.post_ffn_norm != 0 {
             self.norm(exact, b.down, 0, layer.post_ffn_norm, b.down)?;

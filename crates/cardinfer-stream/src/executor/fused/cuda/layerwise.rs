@@ -38,7 +38,7 @@ impl FusedDecoder {
         if !experts.is_empty() {
             return Err(unsupported(format!("layer {i} routes to experts (fused only for resident models)")));
         }
-        self.enqueue_layer(i, &addresses, self.residual_pending)?;
+        self.enqueue_layer(i, &addresses, self.residual_pending, None)?;
         self.residual_pending = true;
         kv.layer_mut(i).commit(1)
     }

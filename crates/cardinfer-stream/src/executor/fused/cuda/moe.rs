@@ -9,14 +9,16 @@
 //! (`[l][projection][expert]`), written once when the decoder is built. Before, a decode
 //! step's experts took ~10 launches each and one synchronisation with the host per layer.
 
-use super::{cuda_err, matrix, unsupported, Dims, FusedDecoder, Matrix};
+use super::{cuda_err, matrix, unsupported, Dims, FusedDecoder, HostExperts, Matrix};
 use crate::cuda::copy_stream::dense_address;
 use crate::cuda::sizes::{pad, MATRIX_ROW_PADDING, QK8_1};
 use crate::cuda::slot_kernels;
 use crate::model::names::{ExpertProj, Role};
 use crate::model::weights::{BlockWeights, Weight};
 use crate::Result;
-use candle_core::cuda_backend::cudarc::driver::{CudaFunction, CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
+use candle_core::cuda_backend::cudarc::driver::{
+    result, CudaFunction, CudaSlice, DevicePtr, LaunchConfig, PushKernelArg,
+};
 use candle_core::quantized::GgmlDType;
 use candle_core::{CudaDevice, DType};
 use cardinfer_core::ModelSpec;
@@ -74,20 +76,7 @@ impl MoeDims {
 /// `3 × experts` matrix addresses (gate, up, down; each projection in one quantization).
 pub(super) fn routed_layer(spec: &ModelSpec, w: &BlockWeights, m: &MoeDims) -> Result<(RoutedLayer, Vec<u64>)> {
     let hidden = spec.hidden_size;
-    let router = match w.get(Role::FfnRouter)? {
-        Weight::Dense(t) => {
-            if t.dtype() != DType::F32 || t.dims() != [m.experts, hidden] || !t.is_contiguous() {
-                return Err(unsupported(format!(
-                    "the router is {:?} {:?}, not [{}, {hidden}] f32",
-                    t.dtype(),
-                    t.dims(),
-                    m.experts
-                )));
-            }
-            Router::Float(dense_address(t).ok_or_else(|| unsupported("the router is not on the CUDA device"))?)
-        }
-        _ => Router::Quantized(matrix(w, Role::FfnRouter, m.experts, hidden)?),
-    };
+    let router = router(spec, w, m)?;
     let mut dtypes = [GgmlDType::F32; 3];
     let mut addresses = Vec::with_capacity(3 * m.experts);
     for (p, proj) in ExpertProj::ALL.into_iter().enumerate() {
@@ -103,6 +92,25 @@ pub(super) fn routed_layer(spec: &ModelSpec, w: &BlockWeights, m: &MoeDims) -> R
         }
     }
     Ok((RoutedLayer { router, dtypes }, addresses))
+}
+
+/// Routed layer `w`'s router, checked against the spec.
+pub(super) fn router(spec: &ModelSpec, w: &BlockWeights, m: &MoeDims) -> Result<Router> {
+    let hidden = spec.hidden_size;
+    Ok(match w.get(Role::FfnRouter)? {
+        Weight::Dense(t) => {
+            if t.dtype() != DType::F32 || t.dims() != [m.experts, hidden] || !t.is_contiguous() {
+                return Err(unsupported(format!(
+                    "the router is {:?} {:?}, not [{}, {hidden}] f32",
+                    t.dtype(),
+                    t.dims(),
+                    m.experts
+                )));
+            }
+            Router::Float(dense_address(t).ok_or_else(|| unsupported("the router is not on the CUDA device"))?)
+        }
+        _ => Router::Quantized(matrix(w, Role::FfnRouter, m.experts, hidden)?),
+    })
 }
 
 /// The routing kernels, the per-type expert products, the per-token buffers and the
@@ -195,17 +203,7 @@ impl FusedDecoder {
     pub(super) fn enqueue_routed(&self, layer: usize, routed: &RoutedLayer) -> Result<()> {
         let moe = self.moe.as_ref().ok_or_else(|| unsupported("a routed layer in a dense decoder"))?;
         let (b, d, m) = (&self.buffers, self.dims, moe.dims);
-        match routed.router {
-            Router::Float(w) => self.launch(
-                &moe.router_f32,
-                (m.experts as u32, 1),
-                THREADS,
-                &[&w, &b.h, &moe.logits],
-                &[d.hidden as i32],
-                &[],
-            )?,
-            Router::Quantized(r) => self.matvec(&r, moe.logits)?,
-        }
+        self.router_logits(moe, &routed.router)?;
         self.launch(
             &moe.route,
             (1, 1),
@@ -237,6 +235,44 @@ impl FusedDecoder {
             &[d.hidden as i32, m.top_k as i32],
             &[],
         )
+    }
+
+    /// The router's logits of the normed hidden state `h` (quantized in the workspace
+    /// already, for a quantized router) into the logits buffer.
+    fn router_logits(&self, moe: &MoeState, router: &Router) -> Result<()> {
+        let (b, d) = (&self.buffers, self.dims);
+        match *router {
+            Router::Float(w) => self.launch(
+                &moe.router_f32,
+                (moe.dims.experts as u32, 1),
+                THREADS,
+                &[&w, &b.h, &moe.logits],
+                &[d.hidden as i32],
+                &[],
+            ),
+            Router::Quantized(r) => self.matvec(&r, moe.logits),
+        }
+    }
+
+    /// Layer `layer`'s MLP with its experts in host memory: the router's logits on the
+    /// device, then `experts` (the host's placement: cache, uploads, CPU) on the normed
+    /// hidden state; their sum is copied into `down` for the next norm to add.
+    pub(super) fn host_routed_layer(&self, layer: usize, router: &Router, experts: &HostExperts<'_>) -> Result<()> {
+        let moe = self.moe.as_ref().ok_or_else(|| unsupported("a routed layer in a dense decoder"))?;
+        let (b, d) = (&self.buffers, self.dims);
+        self.router_logits(moe, router)?;
+        let h = self.copy_out(b.h, (1, d.hidden))?;
+        let logits = self.copy_out(moe.logits, (1, moe.dims.experts))?;
+        let y = experts(layer, &h, &logits)?.contiguous()?;
+        if y.elem_count() != d.hidden || y.dtype() != DType::F32 {
+            return Err(unsupported(format!("layer {layer}'s experts returned {:?} {:?}", y.dtype(), y.dims())));
+        }
+        let source = dense_address(&y).ok_or_else(|| unsupported("the experts' output is not on the device"))?;
+        // SAFETY: both hold `hidden` f32 on this device; the copy is ordered on the stream
+        // before the next layer's kernels, and `y`'s memory is freed in stream order.
+        unsafe { result::memcpy_dtod_async(b.down, source, d.hidden * 4, self.stream.cu_stream()) }
+            .map_err(cuda_err)?;
+        Ok(())
     }
 
     /// `out[task] = W_{ids[task]} · input[task]` for the `top_k` routed experts of the
