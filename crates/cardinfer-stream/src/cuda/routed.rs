@@ -15,12 +15,14 @@ use candle_core::Tensor;
 
 /// The matrices of one expert the device computes: gate, up and down addresses.
 #[derive(Debug, Clone, Copy)]
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))] // read by the CUDA kernels' launches only
 pub(crate) struct DeviceExpert {
     pub(crate) matrices: [u64; 3],
 }
 
 /// What a layer's experts share: sizes and each projection's quantization.
 #[derive(Debug, Clone, Copy)]
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))] // read by the CUDA kernels' launches only
 pub(crate) struct ExpertShape {
     pub(crate) hidden: usize,
     pub(crate) ffn: usize,

@@ -38,8 +38,9 @@ use crate::{Result, StreamError};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DecodePath {
     /// Fused kernels replayed from a CUDA graph where the model and device allow it
-    /// (CUDA, the built-in decoder of a dense model — Gemma 3 included — with block-quantized
-    /// matrices), the plain path elsewhere.
+    /// (CUDA, the built-in decoder with block-quantized matrices: dense models, Gemma 3
+    /// included, and mixtures of experts — routed on the device; with the experts in host
+    /// memory, launched layer by layer around the host's share), the plain path elsewhere.
     #[default]
     Fused,
     /// The fused kernels launched one by one for every token, without the CUDA graph
