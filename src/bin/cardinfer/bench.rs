@@ -145,6 +145,9 @@ pub fn run(args: Args) -> Result<()> {
         "predicted: decode {:.2} tok/s, prefill {:.0} tok/s (profile: {})",
         predicted.decode_tok_s, predicted.prefill_tok_s, profile.device
     );
+    if let Runner::Resident(m) = model {
+        print_moe_prediction(&loaded.path, m, &profile, plan.prefill_chunk)?;
+    }
     if let Some(tuning) = &metrics.host_tuning {
         eprintln!("host layers: {tuning}");
     }
@@ -210,4 +213,31 @@ pub fn run(args: Args) -> Result<()> {
 /// The checksum of generated ids the harness compares across runs.
 fn checksum(ids: &[u32]) -> u64 {
     ids.iter().fold(0u64, |h, &t| h.wrapping_mul(1_000_003).wrapping_add(t as u64))
+}
+
+/// A mixture of experts: the mixture's cost model for this run's placement, at the hit
+/// rate the expert cache measured (the dense model's figure above reads every expert).
+fn print_moe_prediction(
+    path: &std::path::Path,
+    m: &cardinfer_stream::ResidentModel,
+    profile: &cardinfer_plan::Profile,
+    chunk: usize,
+) -> Result<()> {
+    use cardinfer_plan::{predict_moe, MoePlacement};
+    let ckpt = cardinfer_quant::Checkpoint::open(path)?;
+    let Some(shape) = crate::plan::moe_shape(&ckpt, cardinfer_stream::TextModel::spec(m))? else { return Ok(()) };
+    let stats = m.expert_stats();
+    let (placement, hit) = match (m.experts_on_host(), stats) {
+        (false, _) => (MoePlacement::Resident, None),
+        (true, Some(s)) => (MoePlacement::ExpertsOnHost { cache_bytes: s.device_bytes }, Some(s.hit_rate())),
+        (true, None) => (MoePlacement::ExpertsOnHost { cache_bytes: 0 }, Some(0.0)),
+    };
+    let p = predict_moe(&shape, placement, profile, chunk, hit);
+    eprintln!(
+        "predicted (mixture-of-experts model, {:.1} % of a token's experts on the device): decode {:.2} tok/s, prefill {:.0} tok/s",
+        100.0 * p.hit_rate,
+        p.decode_tok_s,
+        p.prefill_tok_s
+    );
+    Ok(())
 }

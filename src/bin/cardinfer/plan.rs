@@ -12,6 +12,7 @@ use cardinfer_core::{BlockId, ByteSize};
 use cardinfer_plan::catalog::{gpu_by_key, GpuSpec, H100};
 use cardinfer_plan::table::{markdown, RUNTIME_RESERVE};
 use cardinfer_plan::{predict_batch, Budget, DecodeRates, Mode, Placement, PlanRequest, Profile, StreamPlan};
+use cardinfer_plan::{predict_moe, MoePlacement, MoePrediction, MoeShape};
 use cardinfer_quant::Checkpoint;
 use cardinfer_stream::model::names::model_layout;
 use cardinfer_stream::model::weights::device_bytes_for;
@@ -149,6 +150,19 @@ pub fn run(args: Args) -> Result<()> {
     println!("| workspace | chunk of {} | {} |", plan.prefill_chunk, ByteSize(plan.workspace_bytes));
     println!("| **device total** | of {} | **{}** |", ByteSize(budget_bytes), ByteSize(plan.device_bytes()));
     println!();
+    // A mixture of experts: the dense cost model would read every expert per token; the
+    // mixture's own model prices it (print_experts).
+    if spec.moe.is_none() {
+        print_dense_prediction(&prediction);
+    }
+    println!("why:");
+    for reason in &plan.reasons {
+        println!("  - {reason}");
+    }
+    print_experts(&ckpt, &spec, &request, &profile)
+}
+
+fn print_dense_prediction(prediction: &cardinfer_plan::Prediction) {
     let d = prediction.decode_ms;
     println!("moved per token: {} over the link", ByteSize(prediction.streamed_bytes_per_token));
     println!(
@@ -161,18 +175,19 @@ pub fn run(args: Args) -> Result<()> {
         prediction.decode_bound
     );
     println!("predicted prefill {:.0} tok/s; bound: {}", prediction.prefill_tok_s, prediction.prefill_bound);
-    println!("why:");
-    for reason in &plan.reasons {
-        println!("  - {reason}");
-    }
-    print_experts(&ckpt, &spec, &request)
 }
 
 /// A mixture-of-experts model's split: the dense part every token reads (attention,
 /// norms, routers, embedding and head) and the routed experts, of which a token reads k
 /// per layer; and whether the loader's placement with the experts in host memory fits.
-fn print_experts(ckpt: &Checkpoint, spec: &cardinfer_core::ModelSpec, request: &PlanRequest) -> Result<()> {
+fn print_experts(
+    ckpt: &Checkpoint,
+    spec: &cardinfer_core::ModelSpec,
+    request: &PlanRequest,
+    profile: &Profile,
+) -> Result<()> {
     let Some(moe) = &spec.moe else { return Ok(()) };
+    let Some(shape) = moe_shape(ckpt, spec)? else { return Ok(()) };
     let dense_blocks = block_bytes(&cardinfer_stream::model::names::layout_without_experts(ckpt, spec)?);
     let sum = |blocks: &[(BlockId, u64)]| -> u64 { blocks.iter().map(|(_, bytes)| bytes).sum() };
     let (all, dense) = (sum(&block_bytes(&model_layout(ckpt, spec)?)), sum(&dense_blocks));
@@ -191,6 +206,8 @@ fn print_experts(ckpt: &Checkpoint, spec: &cardinfer_core::ModelSpec, request: &
     // The loader's choice when the whole does not fit resident: the dense part resident
     // with the largest prefill chunk that fits, the experts in host memory.
     if all <= request.budget_bytes || request.mode != Mode::Auto {
+        let chunk = request.prefill_chunk.max(1);
+        print_moe_prediction(&predict_moe(&shape, MoePlacement::Resident, profile, chunk, None), "resident");
         return Ok(());
     }
     if let Ok(p) = StreamPlan::place_resident(spec, &dense_blocks, request) {
@@ -207,8 +224,47 @@ fn print_experts(ckpt: &Checkpoint, spec: &cardinfer_core::ModelSpec, request: &
             ByteSize(cached * expert),
             100.0 * cached as f64 / (routed_layers as u64 * moe.experts as u64).max(1) as f64
         );
+        let placement = MoePlacement::ExpertsOnHost { cache_bytes: p.expert_cache_bytes() };
+        print_moe_prediction(&predict_moe(&shape, placement, profile, p.prefill_chunk, None), "experts on host");
     }
     Ok(())
+}
+
+/// The mixture-of-experts cost model's figures ([`cardinfer_plan::moe_cost`]).
+fn print_moe_prediction(p: &MoePrediction, placement: &str) {
+    let d = p.decode_ms;
+    println!(
+        "predicted ({placement}; {:.1} % of a token's experts read on the device, the router spreading \
+         tokens evenly) decode {:.1} tok/s (overhead {:.1} ms, device reads {:.1} ms, missed experts {:.1} ms); \
+         bound: {}; prefill {:.0} tok/s",
+        100.0 * p.hit_rate,
+        p.decode_tok_s,
+        d.overhead,
+        d.device_read,
+        d.misses,
+        p.decode_bound,
+        p.prefill_tok_s
+    );
+}
+
+/// The cost model's description of a mixture-of-experts file: the dense bytes a token
+/// reads (all but the experts and the embedding, a lookup) and one expert's bytes.
+pub(crate) fn moe_shape(ckpt: &Checkpoint, spec: &cardinfer_core::ModelSpec) -> Result<Option<MoeShape>> {
+    let Some(moe) = &spec.moe else { return Ok(None) };
+    let dense_blocks = block_bytes(&cardinfer_stream::model::names::layout_without_experts(ckpt, spec)?);
+    let all: u64 = block_bytes(&model_layout(ckpt, spec)?).iter().map(|(_, b)| b).sum();
+    let dense: u64 = dense_blocks.iter().map(|(_, b)| b).sum();
+    let embed = dense_blocks.iter().find(|(b, _)| *b == BlockId::Embed).map_or(0, |(_, b)| *b);
+    let routed_layers = (0..spec.num_layers).filter(|&l| spec.is_moe_layer(l)).count();
+    let experts = (routed_layers * moe.experts).max(1) as u64;
+    Ok(Some(MoeShape {
+        dense_bytes: dense.saturating_sub(embed),
+        expert_bytes: all.saturating_sub(dense) / experts,
+        experts: moe.experts,
+        top_k: moe.experts_per_token,
+        routed_layers,
+        layers: spec.num_layers,
+    }))
 }
 
 /// Each block of `layout` with the bytes it takes on an accelerator.
