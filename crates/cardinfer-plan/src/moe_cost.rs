@@ -28,9 +28,10 @@ pub const FUSED_LAYER_MS: f64 = 0.0675;
 /// reading experts (the logits' copy to the host, routing and placing the experts, the
 /// launches and copies around them), milliseconds.
 pub const HOST_LAYER_MS: f64 = 0.5;
-/// Rate at which the CPU computes routed experts from host memory, GB/s of weights (the
-/// executor's moving average on the H100 machine's 16 vCPU: 30–34 GB/s beside uploads).
-pub const CPU_EXPERT_GB_S: f64 = 30.0;
+/// The CPU's rate computing routed experts from host memory as a share of its block
+/// rate ([`Profile::cpu_matvec_gb_s`]): the executor measured 30–34 GB/s beside uploads on
+/// the H100 machine's 16 vCPU, whose fitted block rate is 50.
+pub const CPU_EXPERT_SHARE: f64 = 0.6;
 /// A prompt chunk's cost per used expert per routed layer, milliseconds: the expert's
 /// products run as their own small operations (resident pp512: 788 tok/s).
 pub const PREFILL_EXPERT_MS: f64 = 0.106;
@@ -152,7 +153,7 @@ pub fn predict_moe(
         MoePlacement::ExpertsOnHost { cache_bytes } => {
             let even = cache_bytes as f64 / shape.all_expert_bytes().max(1) as f64;
             let hit = hit_rate.unwrap_or(even).clamp(0.0, 1.0);
-            let both = (CPU_EXPERT_GB_S + profile.h2d_gb_s) * 1e9;
+            let both = (CPU_EXPERT_SHARE * profile.cpu_matvec_gb_s + profile.h2d_gb_s) * 1e9;
             let misses = (1.0 - hit) * active / both * 1e3;
             let link = used * shape.expert_bytes as f64 / (profile.h2d_gb_s * 1e9) * 1e3;
             (hit, shape.routed_layers as f64 * HOST_LAYER_MS, misses, link)

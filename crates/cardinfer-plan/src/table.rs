@@ -3,6 +3,7 @@
 
 use crate::catalog::{ArchPreset, GpuSpec, PresetBytes, QuantShape, GPUS, H100, PRESETS, QUANTS};
 use crate::cost::Prediction;
+use crate::moe_cost::{predict_moe, MoePlacement, MoeShape};
 use crate::plan::{PlanRequest, StreamPlan, Workload};
 use crate::profile::Profile;
 use cardinfer_core::{BlockId, ByteSize};
@@ -88,16 +89,67 @@ pub fn markdown(measured: &Profile, min_tok_s: f64) -> String {
             None => writeln!(out, "| {} | none | - | - | - | - |", gpu.name),
         };
     }
-    let moe: Vec<&str> = PRESETS.iter().filter(|a| a.is_moe()).map(|a| a.name).collect();
-    let _ = writeln!(
-        out,
-        "\nNot in this table (its cost model has no routed experts yet; `plan` on the file places them): {}.",
-        moe.join(", ")
-    );
+    moe_table(&mut out, measured);
     let _ = writeln!(
         out,
         "Profile: {}; projected per GPU from PCIe generation, memory bandwidth and FP16 rate.",
         measured.device
     );
     out
+}
+
+/// Device bytes a mixture of experts needs besides its dense part and KV cache: the
+/// kernels' scratch and a prefill chunk's activations.
+const MOE_WORKSPACE: u64 = 256 << 20;
+
+/// Where `shape` goes on `gpu` with a `kv` cache: resident when it all fits, else the
+/// dense part resident and the experts in host memory (if the host holds them) with a
+/// cache in what is left; `None` when the dense part does not fit.
+pub fn moe_placement(shape: &MoeShape, kv: u64, gpu: &GpuSpec) -> Option<MoePlacement> {
+    let room = gpu.vram_bytes().saturating_sub(RUNTIME_RESERVE + MOE_WORKSPACE + kv);
+    let experts = shape.all_expert_bytes();
+    if shape.dense_bytes + experts <= room {
+        return Some(MoePlacement::Resident);
+    }
+    let host_fits = experts as f64 <= gpu.host_ram_gib * 0.8 * (1u64 << 30) as f64;
+    (shape.dense_bytes <= room && host_fits)
+        .then(|| MoePlacement::ExpertsOnHost { cache_bytes: room - shape.dense_bytes })
+}
+
+/// The mixtures of experts in Q4_K_M on each GPU: predicted decode at batch 1 (the cost
+/// model of [`crate::moe_cost`], the router spreading tokens evenly — the cache's worst
+/// case), context 4096.
+fn moe_table(out: &mut String, measured: &Profile) {
+    let Some(quant) = QUANTS.iter().find(|q| q.name == "Q4_K_M") else { return };
+    let moe: Vec<&ArchPreset> = PRESETS.iter().filter(|a| a.is_moe()).collect();
+    let _ = writeln!(
+        out,
+        "\nMixtures of experts in {}: predicted decode tok/s (context 4096, batch 1; experts that do not fit \
+         in host memory with a device cache, the router spreading tokens evenly, the cache's worst case).\n",
+        quant.name
+    );
+    let names: Vec<&str> = moe.iter().map(|a| a.name).collect();
+    let _ = writeln!(out, "| GPU | {} |", names.join(" | "));
+    let _ = writeln!(out, "|---|{}", "---:|".repeat(moe.len()));
+    for gpu in GPUS {
+        let profile = gpu.project(measured, &H100);
+        let cells: Vec<String> = moe
+            .iter()
+            .map(|arch| {
+                let Some(shape) = MoeShape::of_preset(arch, quant) else { return "-".into() };
+                let kv = arch.spec(4096).kv_bytes_per_token(4) * 4096;
+                match moe_placement(&shape, kv, &gpu) {
+                    Some(p @ MoePlacement::Resident) => {
+                        format!("{:.1} (resident)", predict_moe(&shape, p, &profile, 512, None).decode_tok_s)
+                    }
+                    Some(p) => format!("{:.1}", predict_moe(&shape, p, &profile, 512, None).decode_tok_s),
+                    None if shape.all_expert_bytes() as f64 > gpu.host_ram_gib * 0.8 * (1u64 << 30) as f64 => {
+                        format!("experts exceed {:.0} GiB of host RAM", gpu.host_ram_gib)
+                    }
+                    None => "dense part exceeds the device".into(),
+                }
+            })
+            .collect();
+        let _ = writeln!(out, "| {} | {} |", gpu.name, cells.join(" | "));
+    }
 }
