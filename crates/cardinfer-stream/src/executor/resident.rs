@@ -64,16 +64,40 @@ impl ResidentModel {
     /// every token uses, and on CUDA a cache of experts in up to `cache_bytes` of its
     /// memory (the executor's expert cache), for passes of up to `max_rows` tokens.
     /// Experts not in the cache are computed by the CPU or uploaded, whichever is cheaper.
+    ///
+    /// `planned_dense_bytes`: the device bytes the plan gave the dense part. The cache is
+    /// made last, and what the load took beyond that (measured: the fused decoder's
+    /// buffers and kernels, what the driver holds for the page-locked experts) comes out
+    /// of it, so the whole stays within the plan's budget.
     pub fn load_experts_on_host(
         ckpt: &Checkpoint,
         spec: ModelSpec,
         device: &Device,
         cache_bytes: u64,
         max_rows: usize,
+        planned_dense_bytes: u64,
         progress: impl FnMut(usize, usize),
     ) -> Result<Self> {
-        let cache = Self::expert_cache(ckpt, &spec, device, cache_bytes, max_rows)?.map(std::sync::Arc::new);
-        Self::load_placed(ckpt, spec, device, Some(cache), progress)
+        device.synchronize()?;
+        let free_before = crate::device::device_memory(device).map(|(free, _)| free);
+        let mut model = Self::load_placed(ckpt, spec, device, Some(None), progress)?;
+        if cache_bytes == 0 {
+            return Ok(model);
+        }
+        device.synchronize()?;
+        let taken = match (free_before, crate::device::device_memory(device)) {
+            (Some(before), Some((after, _))) => before.saturating_sub(after),
+            _ => 0,
+        };
+        let room = cache_bytes.saturating_sub(taken.saturating_sub(planned_dense_bytes));
+        let cache = Self::expert_cache(ckpt, model.spec(), device, room, max_rows)?.map(std::sync::Arc::new);
+        if let Some(cache) = &cache {
+            for host in model.layers.iter().filter_map(|w| w.host_experts()) {
+                host.attach_cache(cache.clone());
+            }
+        }
+        model.expert_cache = cache;
+        Ok(model)
     }
 
     /// The largest cache of whole experts that fits `cache_bytes` (slots and kernel

@@ -170,7 +170,9 @@ impl LoadedModel {
                 false => 0,
             };
             let chunk = plan.prefill_chunk;
-            let mut model = ResidentModel::load_experts_on_host(&ckpt, spec, device, cache_bytes, chunk, progress)?;
+            let dense = plan.resident_bytes;
+            let mut model =
+                ResidentModel::load_experts_on_host(&ckpt, spec, device, cache_bytes, chunk, dense, progress)?;
             model.prepare_decode_path(options.decode_path);
             model.set_prefill_chunk(chunk);
             Runner::Resident(Box::new(model))

@@ -57,7 +57,8 @@ pub(crate) struct HostExperts {
     /// Per expert, per projection (gate, up, down): the matrix's offset in the buffer and
     /// its tensor (name, storage, shape, length; the offset is the file's).
     matrices: Vec<[(usize, TensorInfo); 3]>,
-    cache: Option<Arc<ExpertCache>>,
+    /// Set once: at load, or once the loader has measured what the device has left.
+    cache: std::sync::OnceLock<Arc<ExpertCache>>,
 }
 
 impl std::fmt::Debug for HostExperts {
@@ -103,12 +104,22 @@ impl HostExperts {
             };
             dst.copy_from_slice(src);
         }
-        Ok(Some(Self { block, buffer, matrices, cache }))
+        let slot = std::sync::OnceLock::new();
+        if let Some(cache) = cache {
+            let _ = slot.set(cache);
+        }
+        Ok(Some(Self { block, buffer, matrices, cache: slot }))
     }
 
     /// The device cache these experts are uploaded into, if there is one.
     pub fn cache(&self) -> Option<&Arc<ExpertCache>> {
-        self.cache.as_ref()
+        self.cache.get()
+    }
+
+    /// Gives these experts the device cache `cache` (made after the layers were loaded);
+    /// `false` when they have one already.
+    pub fn attach_cache(&self, cache: Arc<ExpertCache>) -> bool {
+        self.cache.set(cache).is_ok()
     }
 
     /// Bytes of expert `expert`'s three matrices.
