@@ -12,7 +12,8 @@
 //! overlapped with copying those experts over the link when they live in host memory.
 //!
 //! The constants are fitted from the H100 runs of BENCHMARKS.md §6 (synthetic
-//! Qwen3-30B-A3B Q4_K_M); [`tests`] holds those runs and checks the model against them.
+//! Qwen3-30B-A3B Q4_K_M, commit a97d320); the tests hold those runs and check the model
+//! against them.
 
 use crate::catalog::QuantShape;
 use crate::cost::Bound;
@@ -27,14 +28,21 @@ pub const FUSED_LAYER_MS: f64 = 0.0675;
 /// With the experts in host memory, the host's part of a routed layer per token besides
 /// reading experts (the logits' copy to the host, routing and placing the experts, the
 /// launches and copies around them), milliseconds.
-pub const HOST_LAYER_MS: f64 = 0.5;
+pub const HOST_LAYER_MS: f64 = 0.036;
+/// The share of the link's rate ([`Profile::h2d_gb_s`]) copies of experts reach (three
+/// copies of about a megabyte each per expert: 34–39 GB/s measured against the 50 fitted).
+pub const EXPERT_LINK_SHARE: f64 = 0.72;
+/// The share of the CPU's and the link's rates together that a decode step's missed
+/// experts get: the split between them, the waits and hand-offs around the CPU's jobs
+/// (a 1.9 GiB run read its misses at ~42 GB/s where the two measured 35 and 36).
+pub const MISS_OVERLAP: f64 = 0.64;
 /// The CPU's rate computing routed experts from host memory as a share of its block
 /// rate ([`Profile::cpu_matvec_gb_s`]): the executor measured 30–34 GB/s beside uploads on
 /// the H100 machine's 16 vCPU, whose fitted block rate is 50.
 pub const CPU_EXPERT_SHARE: f64 = 0.6;
 /// A prompt chunk's cost per used expert per routed layer, milliseconds: the expert's
-/// products run as their own small operations (resident pp512: 788 tok/s).
-pub const PREFILL_EXPERT_MS: f64 = 0.106;
+/// products run as their own small operations (resident pp512: 1088 tok/s).
+pub const PREFILL_EXPERT_MS: f64 = 0.0766;
 
 /// A mixture of experts as the cost model sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -153,9 +161,12 @@ pub fn predict_moe(
         MoePlacement::ExpertsOnHost { cache_bytes } => {
             let even = cache_bytes as f64 / shape.all_expert_bytes().max(1) as f64;
             let hit = hit_rate.unwrap_or(even).clamp(0.0, 1.0);
-            let both = (CPU_EXPERT_SHARE * profile.cpu_matvec_gb_s + profile.h2d_gb_s) * 1e9;
-            let misses = (1.0 - hit) * active / both * 1e3;
-            let link = used * shape.expert_bytes as f64 / (profile.h2d_gb_s * 1e9) * 1e3;
+            let cpu = CPU_EXPERT_SHARE * profile.cpu_matvec_gb_s * 1e9;
+            let upload = EXPERT_LINK_SHARE * profile.h2d_gb_s * 1e9;
+            // Without a cache the CPU computes every expert alone (nothing to split).
+            let rate = if cache_bytes == 0 { cpu } else { MISS_OVERLAP * (cpu + upload) };
+            let misses = (1.0 - hit) * active / rate * 1e3;
+            let link = used * shape.expert_bytes as f64 / upload * 1e3;
             (hit, shape.routed_layers as f64 * HOST_LAYER_MS, misses, link)
         }
     };
