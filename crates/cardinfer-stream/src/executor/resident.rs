@@ -147,7 +147,10 @@ impl ResidentModel {
         let layout = model_layout(ckpt, &spec)?;
         let rope_factors = Self::rope_factors(ckpt)?;
         let total = spec.num_layers + 2;
-        let embed = BlockWeights::load(ckpt, &spec, BlockId::Embed, device)?;
+        // With the experts in host memory the plan puts the embedding there too (a lookup
+        // moves a few KB per token), leaving its device bytes to the expert cache.
+        let embed_device = if experts_on_host.is_some() { Device::Cpu } else { device.clone() };
+        let embed = BlockWeights::load(ckpt, &spec, BlockId::Embed, &embed_device)?;
         progress(1, total);
         let mut layers = Vec::with_capacity(spec.num_layers);
         for i in 0..spec.num_layers {
@@ -237,8 +240,7 @@ impl ResidentModel {
         if tokens.len() != 1 {
             return Ok(None);
         }
-        let ids = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
-        let x = self.decoder.embed(&self.embed, &ids)?;
+        let x = self.embed(tokens)?;
         // Experts in host memory: the host places and computes them per layer (the cache,
         // uploads and the CPU), on the hidden state and router logits the kernels leave.
         let experts = |layer: usize, h: &Tensor, logits: &Tensor| -> Result<Tensor> {
@@ -252,6 +254,15 @@ impl ResidentModel {
     #[cfg(not(feature = "cuda"))]
     fn fused_decode(&self, _tokens: &[u32], _kv: &mut KvCache) -> Result<Option<Tensor>> {
         Ok(None)
+    }
+
+    /// The embeddings of `tokens` (`[1, tokens, hidden]`) on the model's device, looked up
+    /// where the table is (the device, or host memory).
+    fn embed(&self, tokens: &[u32]) -> Result<Tensor> {
+        let table_on_host = self.embed.bytes_on(&Device::Cpu) > 0 && !self.device.is_cpu();
+        let at = if table_on_host { Device::Cpu } else { self.device.clone() };
+        let ids = Tensor::new(tokens, &at)?.unsqueeze(0)?;
+        Ok(self.decoder.embed(&self.embed, &ids)?.to_device(&self.device)?)
     }
 
     /// RoPE frequency divisors stored in the file (GGUF `rope_freqs.weight`, Llama 3.1).
@@ -308,8 +319,7 @@ impl ResidentModel {
         }
         let pos = kv.len();
         let mut timeline = Timeline::start(&self.device);
-        let ids = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
-        let mut x = self.decoder.embed(&self.embed, &ids)?;
+        let mut x = self.embed(tokens)?;
         for (i, layer) in self.layers.iter().enumerate() {
             timeline.begin();
             x = self.decoder.block(i, layer, &x, kv.layer_mut(i), pos)?;
