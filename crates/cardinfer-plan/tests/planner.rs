@@ -366,3 +366,27 @@ fn resident_layers_are_spread_among_the_streamed() {
     assert!(resident * 2 >= layers.len(), "{resident} of {}", layers.len());
     assert!(!layers.windows(2).any(|w| w == [Placement::Streamed, Placement::Streamed]), "{layers:?}");
 }
+
+/// Mixtures of experts in the table: resident where the whole fits, else the dense part on
+/// the device with the rest of its memory as the expert cache, and not at all when the
+/// host cannot hold the experts.
+#[test]
+fn moe_placement_follows_device_and_host_memory() {
+    use cardinfer_plan::catalog::{gpu_by_key, QUANTS};
+    use cardinfer_plan::table::moe_placement;
+    use cardinfer_plan::{MoePlacement, MoeShape};
+    let q4km = QUANTS.iter().find(|q| q.name == "Q4_K_M").unwrap();
+    let qwen = MoeShape::of_preset(&arch("Qwen3-30B-A3B (MoE)"), q4km).unwrap();
+    let big = MoeShape::of_preset(&arch("Qwen3-235B-A22B (MoE)"), q4km).unwrap();
+    let kv = 400 << 20;
+    let gpu = |key: &str| gpu_by_key(key).unwrap();
+    assert_eq!(moe_placement(&qwen, kv, &gpu("rtx4090")), Some(MoePlacement::Resident));
+    let Some(MoePlacement::ExpertsOnHost { cache_bytes }) = moe_placement(&qwen, kv, &gpu("rtx3060-8gb")) else {
+        panic!("an 8 GB card with 32 GiB of RAM holds the dense part and a cache");
+    };
+    let room = gpu("rtx3060-8gb").vram_bytes() - kv - qwen.dense_bytes;
+    assert!(cache_bytes > 0 && cache_bytes < room, "{cache_bytes} of {room}");
+    // 16 GiB of host RAM cannot hold 17.5 GiB of experts; nor 64 GiB the 235B's 130.
+    assert_eq!(moe_placement(&qwen, kv, &gpu("gtx1660")), None);
+    assert_eq!(moe_placement(&big, kv, &gpu("rtx4090")), None);
+}
