@@ -49,33 +49,56 @@ pub(crate) fn weighted_sum(rows: &Tensor, order: &[u32], weights: &[f32]) -> Res
     imp::weighted_sum(rows, order, weights)
 }
 
+/// The quantizations `kernels/moe.cu` has an expert product for.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))] // launched by the CUDA build only
+pub(crate) const PRODUCT_TYPES: [GgmlDType; 10] = {
+    use GgmlDType::*;
+    [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2K, Q3K, Q4K, Q5K, Q6K]
+};
+
+/// The expert-product kernel of `kernels/moe.cu` for weights of `dtype`, if there is one.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))] // launched by the CUDA build only
+pub(crate) fn product_kernel(dtype: GgmlDType) -> Option<&'static str> {
+    use GgmlDType::*;
+    Some(match dtype {
+        Q4_0 => "moe_mmvq_q4_0",
+        Q4_1 => "moe_mmvq_q4_1",
+        Q5_0 => "moe_mmvq_q5_0",
+        Q5_1 => "moe_mmvq_q5_1",
+        Q8_0 => "moe_mmvq_q8_0",
+        Q2K => "moe_mmvq_q2_k",
+        Q3K => "moe_mmvq_q3_k",
+        Q4K => "moe_mmvq_q4_k",
+        Q5K => "moe_mmvq_q5_k",
+        Q6K => "moe_mmvq_q6_k",
+        _ => return None,
+    })
+}
+
 #[cfg(feature = "cuda")]
 mod imp {
+    use super::product_kernel;
     use super::{DeviceExpert, ExpertShape};
     use crate::cuda::sizes::{mmvq_scratch_bytes, pad, MATRIX_ROW_PADDING, QK8_1};
     use crate::cuda::slot_kernels::{quantize_q8_1, supports, Workspace};
     use crate::cuda::slots::SlotArena;
     use crate::Result;
+    use candle_core::cuda_backend::cudarc::driver::{CudaFunction, CudaView};
     use candle_core::cuda_backend::cudarc::driver::{DevicePtr, LaunchConfig, PushKernelArg};
     use candle_core::quantized::GgmlDType;
-    use candle_core::{CpuStorage, CudaStorage, CustomOp1, Layout, Shape, Tensor};
+    use candle_core::{CpuStorage, CudaDevice, CudaStorage, CustomOp1, Layout, Shape, Tensor};
     use std::ffi::c_void;
 
-    fn product_kernel(dtype: GgmlDType) -> Option<&'static str> {
-        use GgmlDType::*;
-        Some(match dtype {
-            Q4_0 => "moe_mmvq_q4_0",
-            Q4_1 => "moe_mmvq_q4_1",
-            Q5_0 => "moe_mmvq_q5_0",
-            Q5_1 => "moe_mmvq_q5_1",
-            Q8_0 => "moe_mmvq_q8_0",
-            Q2K => "moe_mmvq_q2_k",
-            Q3K => "moe_mmvq_q3_k",
-            Q4K => "moe_mmvq_q4_k",
-            Q5K => "moe_mmvq_q5_k",
-            Q6K => "moe_mmvq_q6_k",
-            _ => return None,
-        })
+    /// The f32 input of an op, which must be contiguous (`what` names the op).
+    fn contiguous_input<'a>(s: &'a CudaStorage, l: &Layout, what: &str) -> candle_core::Result<CudaView<'a, f32>> {
+        let Some((o1, o2)) = l.contiguous_offsets() else { candle_core::bail!("{what}: input must be contiguous") };
+        Ok(s.as_cuda_slice::<f32>()?.slice(o1..o2))
+    }
+
+    /// Kernel `name` of `kernels/moe.cu` on `device`.
+    fn moe_kernel(device: &CudaDevice, name: &str) -> candle_core::Result<CudaFunction> {
+        let module = (crate::cuda::ptx::MOE_MODULE, crate::cuda::ptx::MOE);
+        Ok(device.get_or_load_custom_func(name, module.0, module.1)?.into_cuda_function())
     }
 
     /// One projection of every listed expert: `out[e] = W_e · input[e]` (`input` one row
@@ -100,17 +123,14 @@ mod imp {
         fn cuda_fwd(&self, storage: &CudaStorage, layout: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
             let n = self.matrices.len();
             let (inputs, k) = layout.shape().dims2()?;
-            let Some((o1, o2)) = layout.contiguous_offsets() else {
-                candle_core::bail!("expert products: input must be contiguous")
-            };
+            let input = contiguous_input(storage, layout, "expert products")?;
             let name = product_kernel(self.dtype);
-            if k != self.cols || (inputs != 1 && inputs != n) || n == 0 || name.is_none() {
+            let Some(name) = name.filter(|_| k == self.cols && (inputs == 1 || inputs == n) && n > 0) else {
                 candle_core::bail!("expert products: {n} {:?} experts with input {:?}", self.dtype, layout.dims());
-            }
+            };
             let ws = self.workspace;
             let device = &storage.device;
             let stream = device.cuda_stream();
-            let input = storage.as_cuda_slice::<f32>()?.slice(o1..o2);
             let input_address = input.device_ptr(&stream).0;
             // SAFETY: the input holds `inputs × k` f32; the caller checked the scratch size.
             unsafe { quantize_q8_1(ws, input_address, k, inputs, stream.cu_stream() as *mut c_void) };
@@ -119,12 +139,7 @@ mod imp {
             let ids = stream.clone_htod(&ids).map_err(candle_core::Error::wrap)?;
             // SAFETY: every element is written by the kernel below.
             let out = unsafe { device.alloc::<f32>(n * self.rows)? };
-            let f = device.get_or_load_custom_func(
-                name.unwrap_or_default(),
-                crate::cuda::ptx::MOE_MODULE,
-                crate::cuda::ptx::MOE,
-            )?;
-            let f = f.into_cuda_function();
+            let f = moe_kernel(device, name)?;
             let stride = if inputs == 1 { 0 } else { (pad(k, MATRIX_ROW_PADDING) / QK8_1) as i32 };
             let (cols, rows, scratch) = (k as i32, self.rows as i32, ws.scratch_address());
             let mut builder = stream.launch_builder(&f);
@@ -187,23 +202,18 @@ mod imp {
         fn cuda_fwd(&self, storage: &CudaStorage, layout: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
             let (m, n) = layout.shape().dims2()?;
             let k = self.order.len();
-            let Some((o1, o2)) = layout.contiguous_offsets() else {
-                candle_core::bail!("expert sum: input must be contiguous")
-            };
+            let rows = contiguous_input(storage, layout, "expert sum")?;
             if k == 0 || self.weights.len() != k || self.order.iter().any(|&r| r as usize >= m) {
                 candle_core::bail!("expert sum: {k} terms over {m} rows");
             }
             let device = &storage.device;
             let stream = device.cuda_stream();
-            let rows = storage.as_cuda_slice::<f32>()?.slice(o1..o2);
             let order: Vec<i32> = self.order.iter().map(|&r| r as i32).collect();
             let order = stream.clone_htod(&order).map_err(candle_core::Error::wrap)?;
             let weights = stream.clone_htod(self.weights).map_err(candle_core::Error::wrap)?;
             // SAFETY: every element is written by the kernel below.
             let out = unsafe { device.alloc::<f32>(n)? };
-            let f = device
-                .get_or_load_custom_func("moe_weighted_sum", crate::cuda::ptx::MOE_MODULE, crate::cuda::ptx::MOE)?
-                .into_cuda_function();
+            let f = moe_kernel(device, "moe_weighted_sum")?;
             let (n_i, k_i) = (n as i32, k as i32);
             let mut builder = stream.launch_builder(&f);
             builder.arg(&rows).arg(&order).arg(&weights).arg(&out).arg(&n_i).arg(&k_i);

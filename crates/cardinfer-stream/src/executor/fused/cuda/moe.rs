@@ -11,6 +11,7 @@
 
 use super::{cuda_err, matrix, unsupported, Dims, FusedDecoder, HostExperts, Matrix};
 use crate::cuda::copy_stream::dense_address;
+use crate::cuda::routed::{product_kernel, PRODUCT_TYPES};
 use crate::cuda::sizes::{pad, MATRIX_ROW_PADDING, QK8_1};
 use crate::cuda::slot_kernels;
 use crate::model::names::{ExpertProj, Role};
@@ -143,19 +144,10 @@ impl MoeState {
             Ok(device.get_or_load_custom_func(name, MOE_MODULE, MOE)?.into_cuda_function())
         };
         let mut products = Vec::new();
-        for (dtype, tag) in [
-            (GgmlDType::Q4_0, "q4_0"),
-            (GgmlDType::Q4_1, "q4_1"),
-            (GgmlDType::Q5_0, "q5_0"),
-            (GgmlDType::Q5_1, "q5_1"),
-            (GgmlDType::Q8_0, "q8_0"),
-            (GgmlDType::Q2K, "q2_k"),
-            (GgmlDType::Q3K, "q3_k"),
-            (GgmlDType::Q4K, "q4_k"),
-            (GgmlDType::Q5K, "q5_k"),
-            (GgmlDType::Q6K, "q6_k"),
-        ] {
-            products.push((dtype, f(&format!("moe_mmvq_{tag}"))?));
+        for dtype in PRODUCT_TYPES {
+            if let Some(name) = product_kernel(dtype) {
+                products.push((dtype, f(name)?));
+            }
         }
         let stream = device.cuda_stream();
         let (k, ef) = (m.top_k, m.expert_ffn);
