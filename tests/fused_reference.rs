@@ -10,7 +10,7 @@
 mod common;
 
 use candle_core::{Device, Tensor};
-use cardinfer_core::BlockId;
+use cardinfer_core::{BlockId, KvType};
 use cardinfer_quant::Checkpoint;
 use cardinfer_stream::executor::fused::reference;
 use cardinfer_stream::model::family::Decoder;
@@ -38,7 +38,7 @@ fn fused_composition_equals_the_plain_path_on_smollm2() {
     let ids = |tokens: &[u32]| Tensor::new(tokens, &device).unwrap().unsqueeze(0).unwrap();
 
     // "The capital of France is" through the plain blocks, into preallocated KV slots.
-    let mut plain_kv: Vec<KvSlot> = (0..spec.num_layers).map(|_| KvSlot::with_capacity(64)).collect();
+    let mut plain_kv: Vec<KvSlot> = (0..spec.num_layers).map(|_| KvSlot::with_capacity(64, KvType::F32)).collect();
     let mut x = decoder.embed(&embed, &ids(&[504, 3575, 282, 4649, 314])).unwrap();
     for (i, layer) in layers.iter().enumerate() {
         x = decoder.block(i, layer, &x, &mut plain_kv[i], 0).unwrap();

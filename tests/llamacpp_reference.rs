@@ -6,8 +6,9 @@
 mod common;
 
 use candle_core::Device;
+use cardinfer_core::KvType;
 use cardinfer_quant::Checkpoint;
-use cardinfer_stream::{Logits, ResidentModel, TextModel, Tokenizer};
+use cardinfer_stream::{KvCache, Logits, ResidentModel, TextModel, Tokenizer};
 use serde_json::Value;
 use std::path::PathBuf;
 
@@ -22,8 +23,12 @@ fn cached_model(file: &str) -> Option<PathBuf> {
 }
 
 /// Runs `file`'s cases: the prompt ids exactly, then llama.cpp's continuation teacher-forced
-/// for 16 tokens, where every step must pick llama.cpp's token or be a near-tie.
-fn run_cases(file: &str, required: bool) {
+/// for 16 tokens with an f32 KV cache, where every step must pick llama.cpp's token or be a
+/// near-tie; with an f16 cache (llama.cpp's own type) the first `f16_exact` tokens must be
+/// llama.cpp's (its attention also rounds queries and probabilities to f16, ours only the
+/// stored keys and values, so later steps may part: measured, the f16 cache keeps 6–16
+/// tokens, as the f32 one, more on some prompts and fewer on others).
+fn run_cases(file: &str, required: bool, f16_exact: usize) {
     let Some(path) = cached_model(file) else {
         assert!(!required || std::env::var("CI").is_err(), "{file} must be fetched in CI (scripts/fetch-model.sh)");
         return;
@@ -47,29 +52,40 @@ fn run_cases(file: &str, required: bool) {
         // kernels accumulate in a different order; see tests/fixtures/reference/SOURCE.md).
         let theirs_text = case["greedy_continuation"].as_str().unwrap();
         let theirs = tokenizer.encode_continuation(theirs_text).unwrap();
-        let mut kv = model.new_cache();
-        let mut logits = model.forward(&ids, &mut kv, Logits::Last).unwrap();
-        let mut exact_prefix = 0;
-        let mut diverged = false;
-        for (step, &their_token) in theirs.iter().take(16).enumerate() {
-            let row: Vec<f32> = logits.squeeze(0).unwrap().to_vec1().unwrap();
-            let ours = row.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0 as u32;
-            if ours == their_token && !diverged {
-                exact_prefix += 1;
-            } else {
-                diverged = true;
-                let margin = row[ours as usize] - row[their_token as usize];
-                assert!(
+        let layers = model.spec().num_layers;
+        for kv_type in [KvType::F32, KvType::F16] {
+            let mut kv = KvCache::new(layers, kv_type);
+            let mut logits = model.forward(&ids, &mut kv, Logits::Last).unwrap();
+            let mut exact_prefix = 0;
+            let mut diverged = false;
+            for (step, &their_token) in theirs.iter().take(16).enumerate() {
+                let row: Vec<f32> = logits.squeeze(0).unwrap().to_vec1().unwrap();
+                let ours = row.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0 as u32;
+                if ours == their_token && !diverged {
+                    exact_prefix += 1;
+                } else if kv_type == KvType::F16 {
+                    break;
+                } else {
+                    diverged = true;
+                    let margin = row[ours as usize] - row[their_token as usize];
+                    assert!(
                     margin < NEAR_TIE,
                     "{prompt:?} step {step}: we pick {ours}, llama.cpp {their_token}, margin {margin} is not a near-tie"
                 );
+                }
+                if model.spec().eos_token_ids.contains(&their_token) {
+                    break;
+                }
+                logits = model.forward(&[their_token], &mut kv, Logits::Last).unwrap();
             }
-            if model.spec().eos_token_ids.contains(&their_token) {
-                break;
+            eprintln!("{file}, {kv_type} KV: {prompt:?}: {exact_prefix} tokens identical before any near-tie");
+            if kv_type == KvType::F16 {
+                assert!(
+                    exact_prefix >= f16_exact.min(theirs.len()),
+                    "{prompt:?}, f16 KV: {exact_prefix} tokens equal llama.cpp's"
+                );
             }
-            logits = model.forward(&[their_token], &mut kv, Logits::Last).unwrap();
         }
-        eprintln!("{file}: {prompt:?}: {exact_prefix} tokens identical before any near-tie");
     }
 }
 
@@ -81,18 +97,18 @@ fn smollm2_matches_llama_cpp() {
     // Its hidden states reach ~500, so a last-bit difference before an activation is
     // quantized moves later logits: the continuation meets near-ties (llama.cpp's KV
     // cache and attention run in f16, ours in f32), checked step by step.
-    run_cases("SmolLM2-135M-Instruct.Q4_1.gguf", true);
+    run_cases("SmolLM2-135M-Instruct.Q4_1.gguf", true, 6);
 }
 
 #[test]
 fn gemma3_270m_matches_llama_cpp() {
     // Fetched with `scripts/fetch-model.sh gemma3-270m` (CI does).
-    run_cases("gemma-3-270m-q4_k_m.gguf", true);
+    run_cases("gemma-3-270m-q4_k_m.gguf", true, 6);
 }
 
 #[test]
 fn qwen25_coder_matches_llama_cpp() {
     // The chat case meets a near-tie (" with" / " power" / " in", within 0.05) at its
     // 7th token, so it is checked step by step rather than for 16 identical tokens.
-    run_cases("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf", false);
+    run_cases("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf", false, 6);
 }

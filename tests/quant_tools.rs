@@ -44,10 +44,11 @@ fn slice_to(input: &Path, output: &Path, scheme: Option<QuantScheme>) -> Result<
     slice(&ckpt, output, &options(scheme), &mut |_| {}).map(|_| ())
 }
 
+/// Every position's logits, with an f32 KV cache (the values as computed, as transformers).
 fn all_logits(path: &Path, ids: &[u32]) -> Vec<Vec<f32>> {
     let ckpt = Checkpoint::open(path).expect("open");
     let model = ResidentModel::load(&ckpt, &Device::Cpu, |_, _| {}).expect("load");
-    let mut kv = model.new_cache();
+    let mut kv = cardinfer_stream::KvCache::new(model.spec().num_layers, cardinfer_core::KvType::F32);
     model.forward(ids, &mut kv, Logits::All).expect("forward").to_vec2::<f32>().expect("logits")
 }
 

@@ -81,6 +81,7 @@ fn request(budget_bytes: u64, mode: Mode, slots: usize) -> PlanRequest {
         runtime_bytes: 0,
         measured_workspace_bytes: None,
         overlapped_copies: true,
+        kv_type: Default::default(),
     }
 }
 

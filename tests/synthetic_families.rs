@@ -20,10 +20,12 @@ fn work_dir(tag: &str) -> tempfile::TempDir {
     tempfile::Builder::new().prefix(&format!("cardinfer-synth-{tag}-")).tempdir().unwrap()
 }
 
+/// Every position's logits with an f32 KV cache: the formats are compared, and an f16
+/// cache would round values that differ in their last f32 bit (RoPE's two layouts) apart.
 fn logits_of(path: &std::path::Path, ids: &[u32]) -> (ResidentModel, Vec<Vec<f32>>) {
     let ckpt = Checkpoint::open(path).unwrap();
     let model = ResidentModel::load(&ckpt, &Device::Cpu, |_, _| {}).unwrap();
-    let mut kv = model.new_cache();
+    let mut kv = cardinfer_stream::KvCache::new(model.spec().num_layers, cardinfer_core::KvType::F32);
     let logits = model.forward(ids, &mut kv, Logits::All).unwrap().to_vec2().unwrap();
     (model, logits)
 }
@@ -122,15 +124,21 @@ fn kv_cache_decode_equals_full_forward() {
     let dir = work_dir("kv");
     let synth = SyntheticModel::random(&spec(Family::Llama, false), 3);
     synth.write_gguf(&dir.path().join("m.gguf"), StorageType::F32, StorageType::F32).unwrap();
-    let (model, full) = logits_of(&dir.path().join("m.gguf"), &PROMPT);
-    // Prefill half, then one token at a time: each position's logits match the full pass.
-    let mut kv = model.new_cache();
-    let mut rows = model.forward(&PROMPT[..6], &mut kv, Logits::All).unwrap().to_vec2::<f32>().unwrap();
-    for &t in &PROMPT[6..] {
-        rows.extend(model.forward(&[t], &mut kv, Logits::Last).unwrap().to_vec2::<f32>().unwrap());
+    let (model, _) = logits_of(&dir.path().join("m.gguf"), &PROMPT);
+    let layers = model.spec().num_layers;
+    for kv_type in [cardinfer_core::KvType::F32, cardinfer_core::KvType::F16] {
+        let cache = || cardinfer_stream::KvCache::new(layers, kv_type);
+        let full = model.forward(&PROMPT, &mut cache(), Logits::All).unwrap().to_vec2::<f32>().unwrap();
+        // Prefill half, then one token at a time: each position's logits match the full pass
+        // with the same cache type (a pass reads its own keys as stored, too).
+        let mut kv = cache();
+        let mut rows = model.forward(&PROMPT[..6], &mut kv, Logits::All).unwrap().to_vec2::<f32>().unwrap();
+        for &t in &PROMPT[6..] {
+            rows.extend(model.forward(&[t], &mut kv, Logits::Last).unwrap().to_vec2::<f32>().unwrap());
+        }
+        let diff = max_abs_diff(&full, &rows);
+        assert!(diff < 1e-4, "{kv_type} KV: incremental decode differs by {diff}");
     }
-    let diff = max_abs_diff(&full, &rows);
-    assert!(diff < 1e-4, "incremental decode differs by {diff}");
 }
 
 #[test]

@@ -23,7 +23,7 @@ pub fn gguf(data: &[u8]) {
 pub fn hf_config(data: &[u8]) {
     if let Ok(text) = std::str::from_utf8(data) {
         if let Ok(spec) = ModelSpec::from_hf_config_str(text) {
-            let _ = spec.kv_bytes_per_token(4);
+            let _ = spec.kv_bytes_per_token(cardinfer_core::KvType::F32);
         }
     }
 }

@@ -4,6 +4,7 @@
 mod bytesize;
 mod error;
 mod family_config;
+mod kv_type;
 mod layout;
 pub mod presets;
 mod printable;
@@ -12,6 +13,7 @@ mod storage;
 
 pub use bytesize::ByteSize;
 pub use error::CoreError;
+pub use kv_type::KvType;
 pub use layout::{BlockId, ModelLayout, TensorInfo};
 pub use printable::Printable;
 pub use spec::{limits, Family, GemmaSpec, ModelSpec, MoeSpec, RopeScaling, RopeStyle};

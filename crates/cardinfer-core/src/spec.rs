@@ -357,9 +357,9 @@ impl ModelSpec {
         self.gemma.as_ref().is_some_and(|g| g.norm_plus_one)
     }
 
-    /// Bytes of K and V for one token across all layers, at `bytes_per_elem` per value.
-    pub fn kv_bytes_per_token(&self, bytes_per_elem: usize) -> u64 {
-        2 * (self.num_layers * self.num_kv_heads * self.head_dim * bytes_per_elem) as u64
+    /// Bytes of K and V for one token across all layers, stored as `kv`.
+    pub fn kv_bytes_per_token(&self, kv: crate::KvType) -> u64 {
+        2 * (self.num_layers * self.num_kv_heads * self.head_dim) as u64 * kv.bytes_per_value()
     }
 }
 

@@ -107,7 +107,8 @@ pub fn predict_batch(
     let resident_read = plan.resident_bytes as f64 / (profile.device_read_gb_s * 1e9) * 1e3;
     // A KV cache in host memory crosses the link both ways every pass (at most its
     // full-context size).
-    let kv_traffic = if plan.kv_on_host { 2 * spec.kv_bytes_per_token(4) * spec.context_length as u64 } else { 0 };
+    let kv_traffic =
+        if plan.kv_on_host { 2 * spec.kv_bytes_per_token(plan.kv_type) * spec.context_length as u64 } else { 0 };
     let link = (streamed + kv_traffic) as f64 / (profile.h2d_gb_s * 1e9) * 1e3;
     // Streamed blocks are also read by the kernels once in the slot.
     let compute = overhead + resident_read + streamed as f64 / (profile.device_read_gb_s * 1e9) * 1e3;

@@ -7,7 +7,7 @@
 use crate::plan::{workspace_bytes, Mode, Placement, PlanRequest, StreamPlan, Workload};
 use crate::schedule::{simulate_decode, spread, spread_from_first, DecodeRates};
 use crate::PlanError;
-use cardinfer_core::{BlockId, ByteSize, ModelSpec};
+use cardinfer_core::{BlockId, ByteSize, KvType, ModelSpec};
 
 impl StreamPlan {
     /// Hybrid decode: moves some of the streamed layers to the host, to be computed there
@@ -230,8 +230,8 @@ impl StreamPlan {
         try_head_resident: bool,
         kv_on_host: bool,
     ) -> Result<Self, PlanError> {
-        let PlanRequest { budget_bytes, mode, runtime_bytes, .. } = *request;
-        let full_kv = spec.kv_bytes_per_token(4) * spec.context_length as u64;
+        let PlanRequest { budget_bytes, mode, runtime_bytes, kv_type, .. } = *request;
+        let full_kv = spec.kv_bytes_per_token(kv_type) * spec.context_length as u64;
         let kv_bytes = if kv_on_host { 2 * full_kv / spec.num_layers.max(1) as u64 } else { full_kv };
         let workspace_bytes = chunk_workspace_bytes(spec, request, prefill_chunk);
         let fixed = kv_bytes + workspace_bytes + runtime_bytes;
@@ -246,6 +246,7 @@ impl StreamPlan {
             resident_bytes: 0,
             kv_bytes,
             kv_on_host,
+            kv_type,
             workspace_bytes,
             budget_bytes,
             prefill_chunk,
@@ -321,7 +322,7 @@ impl StreamPlan {
             return Err(plan.infeasible(
                 needed,
                 slot,
-                &cheapest_change(spec, budget_bytes, needed, plan.kv_bytes, slot),
+                &cheapest_change(spec, budget_bytes, needed, (plan.kv_bytes, plan.kv_type), slot),
             ));
         }
         // Two slots by default: one computes while the next fills (the prefetch thread on
@@ -435,16 +436,23 @@ fn no_chunk_tried() -> PlanError {
 
 /// The cheapest change that makes a plan needing `needed` bytes fit `budget`: the longest
 /// context whose KV cache fits, else a quantization that shrinks the largest block.
-fn cheapest_change(spec: &ModelSpec, budget: u64, needed: u64, kv_bytes: u64, slot: u64) -> String {
-    let per_token = spec.kv_bytes_per_token(4).max(1);
+fn cheapest_change(
+    spec: &ModelSpec,
+    budget: u64,
+    needed: u64,
+    (kv_bytes, kv_type): (u64, KvType),
+    slot: u64,
+) -> String {
+    let per_token = spec.kv_bytes_per_token(kv_type).max(1);
     let without_kv = needed - kv_bytes;
     if budget > without_kv && (budget - without_kv) / per_token >= 16 {
         let context = (budget - without_kv) / per_token;
         return format!(
-            "--context {context} (a KV cache of {} instead of {} for {} tokens), or a smaller quant",
+            "--context {context} (a KV cache of {} instead of {} for {} tokens){}, or a smaller quant",
             ByteSize(context * per_token),
             ByteSize(kv_bytes),
-            spec.context_length
+            spec.context_length,
+            if kv_type == KvType::F32 { ", --kv-type f16 (half the KV cache)" } else { "" }
         );
     }
     let short = needed - budget;

@@ -4,7 +4,7 @@
 //! [`crate::placement`]; the cost model and the decode simulation read it.
 
 use crate::PlanError;
-use cardinfer_core::{BlockId, ByteSize, ModelSpec};
+use cardinfer_core::{BlockId, ByteSize, KvType, ModelSpec};
 use std::fmt;
 use std::str::FromStr;
 
@@ -70,6 +70,8 @@ pub struct PlanRequest {
     /// Whether the executor overlaps block copies with compute (then a second slot
     /// hides copy time; without overlap it only costs memory).
     pub overlapped_copies: bool,
+    /// How the KV cache stores its values (bytes per value).
+    pub kv_type: KvType,
 }
 
 impl PlanRequest {
@@ -84,6 +86,7 @@ impl PlanRequest {
             runtime_bytes: 0,
             measured_workspace_bytes: None,
             overlapped_copies: false,
+            kv_type: KvType::default(),
         }
     }
 }
@@ -107,6 +110,8 @@ pub struct StreamPlan {
     /// The KV cache lives in host memory; each layer's part visits the device for its
     /// block (chosen in auto mode when the cache would not fit beside one slot).
     pub kv_on_host: bool,
+    /// How the KV cache stores its values.
+    pub kv_type: KvType,
     /// Bytes reserved for activations of one prefill chunk.
     pub workspace_bytes: u64,
     /// The budget the plan was made for.
@@ -206,12 +211,13 @@ impl fmt::Display for StreamPlan {
         let count = |p: Placement| self.blocks.iter().filter(|(_, q)| *q == p).count();
         write!(
             f,
-            "{} resident, {} streamed through {} slot(s) of {}; KV {}, workspace {}, runtime {}; {} of {} budget",
+            "{} resident, {} streamed through {} slot(s) of {}; KV {} ({}), workspace {}, runtime {}; {} of {} budget",
             count(Placement::Resident),
             count(Placement::Streamed),
             self.slots,
             ByteSize(self.slot_bytes),
             ByteSize(self.kv_bytes),
+            self.kv_type,
             ByteSize(self.workspace_bytes),
             ByteSize(self.runtime_bytes),
             ByteSize(self.device_bytes()),

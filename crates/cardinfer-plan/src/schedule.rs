@@ -165,6 +165,7 @@ mod tests {
             resident_bytes: 0,
             kv_bytes: 0,
             kv_on_host: false,
+            kv_type: cardinfer_core::KvType::default(),
             workspace_bytes: 0,
             budget_bytes: u64::MAX,
             prefill_chunk: 1,

@@ -137,7 +137,7 @@ fn moe_table(out: &mut String, measured: &Profile) {
             .iter()
             .map(|arch| {
                 let Some(shape) = MoeShape::of_preset(arch, quant) else { return "-".into() };
-                let kv = arch.spec(4096).kv_bytes_per_token(4) * 4096;
+                let kv = arch.spec(4096).kv_bytes_per_token(cardinfer_core::KvType::default()) * 4096;
                 match moe_placement(&shape, kv, &gpu) {
                     Some(p @ MoePlacement::Resident) => {
                         format!("{:.1} (resident)", predict_moe(&shape, p, &profile, 512, None).decode_tok_s)

@@ -1,7 +1,7 @@
 //! Properties of the planner and cost model, snapshots of its output for a fixed
 //! profile, the seeds' VRAM arithmetic, and every error case.
 
-use cardinfer_core::{BlockId, ByteSize};
+use cardinfer_core::{BlockId, ByteSize, KvType};
 use cardinfer_plan::catalog::{gpu_by_key, ArchPreset, PresetBytes, QuantShape, PRESETS, QUANTS};
 use cardinfer_plan::table::markdown;
 use cardinfer_plan::{
@@ -166,8 +166,9 @@ fn infeasible_budgets_name_the_parts_and_a_cheaper_change() {
     let text = err.to_string();
     assert!(text.contains("smaller quant") && text.contains("largest block"), "{text}");
     // Where a shorter context would fit, the hint names it, and it does fit (stream mode:
-    // auto mode would move the cache to host memory instead).
-    let stream = PlanRequest { mode: Mode::Stream, ..request(6 << 30) };
+    // auto mode would move the cache to host memory instead); an f32 cache is also told
+    // of f16.
+    let stream = PlanRequest { mode: Mode::Stream, kv_type: KvType::F32, ..request(6 << 30) };
     let spec_long = a.spec(32768);
     let err = StreamPlan::place(&spec_long, &blocks, &stream).unwrap_err().to_string();
     let context: usize = err
@@ -176,7 +177,7 @@ fn infeasible_budgets_name_the_parts_and_a_cheaper_change() {
         .and_then(|t| t.split(' ').next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no context in {err}"));
-    assert!(context < 32768, "{err}");
+    assert!(context < 32768 && err.contains("--kv-type f16"), "{err}");
     assert!(StreamPlan::place(&a.spec(context), &blocks, &stream).is_ok(), "{err}");
     let err = StreamPlan::place(&spec, &blocks, &PlanRequest { mode: Mode::Resident, ..request(6 << 30) }).unwrap_err();
     assert!(err.to_string().contains("--mode auto"), "{err}");
@@ -270,7 +271,8 @@ fn hybrid_plans_keep_host_layer_caches_on_the_host() {
     let rates = DecodeRates::from_profile(&Profile::h100_fitted());
     let a = arch("Qwen3-4B");
     let (spec, blocks) = (a.spec(640), a.block_bytes(&q4()));
-    let small_chunk = PlanRequest { prefill_chunk: 64, ..request(500 << 20) };
+    // An f32 cache, as the 640-token case was measured (f16 leaves more room).
+    let small_chunk = PlanRequest { prefill_chunk: 64, kv_type: KvType::F32, ..request(500 << 20) };
     let placed = StreamPlan::place(&spec, &blocks, &small_chunk).unwrap();
     let mut split_only = placed.clone();
     split_only.assign_host_layers(&rates, None);

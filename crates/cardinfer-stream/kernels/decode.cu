@@ -8,6 +8,7 @@
 // layer `l` from `kv_table[2l]` (keys) and `kv_table[2l + 1]` (values), so one recorded
 // CUDA graph serves every token and every KV cache.
 
+#include <cuda_fp16.h>
 #include <stdint.h>
 
 #define WARP 32
@@ -133,19 +134,32 @@ extern "C" __global__ void add_rms_norm_exact(float* x, const float* delta, cons
 // value heads; blockDim.x = head_dim / 2 (one thread per rotated pair).
 // q/k/v: + bias (when given), q/k: per-head RMS norm (when given) and RoPE at *pos_ptr;
 // queries go to q_out [heads, d], keys and values into the caches [kv_heads, cap, d].
-extern "C" __global__ void qk_norm_rope_append(
-    const float* q, const float* k, const float* v,
-    const float* q_bias, const float* k_bias, const float* v_bias,
-    const float* q_norm, const float* k_norm,
-    const float* cos_table, const float* sin_table, const uint32_t* pos_ptr,
-    float* q_out, const uint64_t* kv_table, int layer,
-    int heads, int kv_heads, int d, int cap, int interleaved, int plus_one, float eps) {
+// The KV cache's storage types: f32, or f16 rounded to nearest even (`__float2half_rn`,
+// as the CPU's `half::f16::from_f32` and Candle's cast); a stored f16 widens exactly.
+__device__ __forceinline__ void store_kv(float* p, float v) { *p = v; }
+__device__ __forceinline__ void store_kv(__half* p, float v) { *p = __float2half_rn(v); }
+__device__ __forceinline__ float load_kv(const float* p) { return *p; }
+__device__ __forceinline__ float load_kv(const __half* p) { return __half2float(*p); }
+
+#define QK_PARAMS                                                                        \
+    const float *q, const float *k, const float *v, const float *q_bias,                \
+        const float *k_bias, const float *v_bias, const float *q_norm, const float *k_norm, \
+        const float *cos_table, const float *sin_table, const uint32_t *pos_ptr,        \
+        float *q_out, const uint64_t *kv_table, int layer, int heads, int kv_heads, int d, \
+        int cap, int interleaved, int plus_one, float eps
+#define QK_ARGS                                                                          \
+    q, k, v, q_bias, k_bias, v_bias, q_norm, k_norm, cos_table, sin_table, pos_ptr, q_out, \
+        kv_table, layer, heads, kv_heads, d, cap, interleaved, plus_one, eps
+
+template <typename T>
+__device__ __forceinline__ void qk_norm_rope_append_impl(QK_PARAMS) {
     const int h = blockIdx.x, i = threadIdx.x, half = d / 2;
     const int pos = (int)*pos_ptr;
-    float* k_cache = (float*)kv_table[2 * layer];
-    float* v_cache = (float*)kv_table[2 * layer + 1];
+    T* k_cache = (T*)kv_table[2 * layer];
+    T* v_cache = (T*)kv_table[2 * layer + 1];
     const float *src, *bias, *norm;
-    float* dst;
+    float* dst = nullptr;  // a query head's output, or
+    T* kv_dst = nullptr;   // a key or value head's cache row
     bool rotate = true;
     if (h < heads) {
         src = q + h * d;
@@ -157,14 +171,14 @@ extern "C" __global__ void qk_norm_rope_append(
         src = k + kh * d;
         bias = k_bias ? k_bias + kh * d : nullptr;
         norm = k_norm;
-        dst = k_cache + ((size_t)kh * cap + pos) * d;
+        kv_dst = k_cache + ((size_t)kh * cap + pos) * d;
     } else {
         const int kh = h - heads - kv_heads;
         src = v + kh * d;
         bias = v_bias ? v_bias + kh * d : nullptr;
         norm = nullptr;
         rotate = false;
-        dst = v_cache + ((size_t)kh * cap + pos) * d;
+        kv_dst = v_cache + ((size_t)kh * cap + pos) * d;
     }
     const int a = interleaved ? 2 * i : i;
     const int b = interleaved ? 2 * i + 1 : i + half;
@@ -197,9 +211,18 @@ extern "C" __global__ void qk_norm_rope_append(
         xa = ra;
         xb = rb;
     }
-    dst[a] = xa;
-    dst[b] = xb;
+    if (dst) {
+        dst[a] = xa;
+        dst[b] = xb;
+    } else {
+        store_kv(kv_dst + a, xa);
+        store_kv(kv_dst + b, xb);
+    }
 }
+
+extern "C" __global__ void qk_norm_rope_append(QK_PARAMS) { qk_norm_rope_append_impl<float>(QK_ARGS); }
+extern "C" __global__ void qk_norm_rope_append_f16(QK_PARAMS) { qk_norm_rope_append_impl<__half>(QK_ARGS); }
+
 
 #define MAX_DIMS_PER_LANE 8  // head_dim up to 256
 
@@ -214,10 +237,16 @@ __device__ __forceinline__ int first_key(int len, int window) {
 // writes the partial max score, sum of exponentials and weighted value sum of its chunk.
 // Chunks wholly before the window's first key write nothing (the combine skips them).
 // Lane `l` of a warp holds dims l*per .. l*per+per-1 (per = d / 32).
-extern "C" __global__ void decode_attention_partial(
-    const float* q, const uint64_t* kv_table, const uint32_t* pos_ptr,
-    float* part_max, float* part_sum, float* part_acc, int layer,
-    int heads, int kv_heads, int d, int cap, int chunk, int chunks, int window, float scale) {
+#define PARTIAL_PARAMS                                                                   \
+    const float *q, const uint64_t *kv_table, const uint32_t *pos_ptr, float *part_max,   \
+        float *part_sum, float *part_acc, int layer, int heads, int kv_heads, int d, int cap, \
+        int chunk, int chunks, int window, float scale
+#define PARTIAL_ARGS                                                                     \
+    q, kv_table, pos_ptr, part_max, part_sum, part_acc, layer, heads, kv_heads, d, cap, chunk, \
+        chunks, window, scale
+
+template <typename T>
+__device__ __forceinline__ void decode_attention_partial_impl(PARTIAL_PARAMS) {
     const int h = blockIdx.x, c = blockIdx.y;
     const int len = (int)*pos_ptr + 1;
     const int first = first_key(len, window);
@@ -233,23 +262,23 @@ extern "C" __global__ void decode_attention_partial(
         qv[j] = j < per ? q[h * d + lane * per + j] : 0.f;
         acc[j] = 0.f;
     }
-    const float* kb = (const float*)kv_table[2 * layer] + (size_t)kh * cap * d;
-    const float* vb = (const float*)kv_table[2 * layer + 1] + (size_t)kh * cap * d;
+    const T* kb = (const T*)kv_table[2 * layer] + (size_t)kh * cap * d;
+    const T* vb = (const T*)kv_table[2 * layer + 1] + (size_t)kh * cap * d;
     float m = -INFINITY, l = 0.f;
     for (int t = start + warp; t < end; t += warps) {
-        const float* kt = kb + (size_t)t * d + lane * per;
-        const float* vt = vb + (size_t)t * d + lane * per;
+        const T* kt = kb + (size_t)t * d + lane * per;
+        const T* vt = vb + (size_t)t * d + lane * per;
         float s = 0.f;
 #pragma unroll
         for (int j = 0; j < MAX_DIMS_PER_LANE; j++)
-            if (j < per) s = __fmaf_rn(qv[j], kt[j], s);
+            if (j < per) s = __fmaf_rn(qv[j], load_kv(kt + j), s);
         s = __fmul_rn(warp_sum_rn(s), scale);
         const float m_new = fmaxf(m, s);
         const float correction = exact_expf(__fsub_rn(m, m_new)), p = exact_expf(__fsub_rn(s, m_new));
         l = __fmaf_rn(l, correction, p);
 #pragma unroll
         for (int j = 0; j < MAX_DIMS_PER_LANE; j++)
-            if (j < per) acc[j] = __fmaf_rn(p, vt[j], __fmul_rn(acc[j], correction));
+            if (j < per) acc[j] = __fmaf_rn(p, load_kv(vt + j), __fmul_rn(acc[j], correction));
         m = m_new;
     }
     // Combine the warps of this block.
@@ -279,6 +308,13 @@ extern "C" __global__ void decode_attention_partial(
         part_max[slot] = mm;
         part_sum[slot] = total;
     }
+}
+
+extern "C" __global__ void decode_attention_partial(PARTIAL_PARAMS) {
+    decode_attention_partial_impl<float>(PARTIAL_ARGS);
+}
+extern "C" __global__ void decode_attention_partial_f16(PARTIAL_PARAMS) {
+    decode_attention_partial_impl<__half>(PARTIAL_ARGS);
 }
 
 // One block per head, blockDim.x = d: out[h] = Σ_c acc_c e^(m_c - M) / Σ_c l_c e^(m_c - M).

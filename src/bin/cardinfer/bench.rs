@@ -130,6 +130,7 @@ pub fn run(args: Args) -> Result<()> {
                 runtime_bytes: 0,
                 measured_workspace_bytes: None,
                 overlapped_copies: false,
+                kv_type: args.model.placement.kv_type.parse()?,
             };
             StreamPlan::place(model.spec(), &device_block_bytes(m.layout(), &device), &request)?
         }

@@ -154,6 +154,10 @@ pub struct PlacementArgs {
     /// the CPU computes every routed expert of a decode step (llama.cpp's --cpu-moe).
     #[arg(long)]
     pub no_expert_cache: bool,
+    /// How the KV cache stores keys and values: f16 (half the memory, llama.cpp's default)
+    /// or f32 (as computed).
+    #[arg(long, default_value = "f16")]
+    pub kv_type: String,
 }
 
 /// Whether environment variable `name` is set to `value`.
@@ -203,6 +207,7 @@ impl PlacementArgs {
             copy_stream: !self.no_copy_stream && !env_is("CARDINFER_COPY_STREAM", "0"),
             cpu_kernels,
             expert_cache: !self.no_expert_cache,
+            kv_type: self.kv_type.parse::<cardinfer_core::KvType>()?,
             profile,
         })
     }

@@ -28,6 +28,9 @@ pub struct Args {
     /// Context to reserve the KV cache for (default: the model's, at most 4096).
     #[arg(long)]
     context: Option<usize>,
+    /// How the KV cache stores keys and values: f16 or f32.
+    #[arg(long, default_value = "f16")]
+    kv_type: String,
     /// Decode batch (sequences decoded together).
     #[arg(long, default_value_t = 1)]
     batch: usize,
@@ -99,6 +102,7 @@ pub fn run(args: Args) -> Result<()> {
         runtime_bytes: 0,
         measured_workspace_bytes: None,
         overlapped_copies: false,
+        kv_type: args.kv_type.parse()?,
     };
     // The placement the executor makes for these flags (`StreamPlan::place`), so the
     // prediction is of the run `generate`/`bench` would do.
@@ -146,7 +150,12 @@ pub fn run(args: Args) -> Result<()> {
         ByteSize(plan.slots as u64 * plan.slot_bytes)
     );
     let kv_where = if plan.kv_on_host { "host (one layer at a time on the device)" } else { "device" };
-    println!("| KV cache | {kv_where} | {} |", ByteSize(plan.kv_bytes));
+    println!(
+        "| KV cache | {} tokens, {}, {kv_where} | {} |",
+        spec.context_length,
+        plan.kv_type,
+        ByteSize(plan.kv_bytes)
+    );
     println!("| workspace | chunk of {} | {} |", plan.prefill_chunk, ByteSize(plan.workspace_bytes));
     println!("| **device total** | of {} | **{}** |", ByteSize(budget_bytes), ByteSize(plan.device_bytes()));
     println!();

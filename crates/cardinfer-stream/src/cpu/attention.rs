@@ -12,8 +12,9 @@
 //! next token differed by 0.04 nats (issue 29; `tests/generation.rs`).
 
 use crate::cpu::exact::layout::ATTENTION_CHUNK;
+use crate::cpu::kv_rows::{with_host_kv, KvRows};
 use crate::{Result, StreamError};
-use candle_core::{Device, Storage, Tensor};
+use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 
 /// `Σ a·b` in eight interleaved partial sums combined in a fixed tree (the compiler keeps
@@ -40,23 +41,26 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// from the first gives a partial (max score, sum of exponentials, weighted sum of values,
 /// updated key by key), then the partials are combined (kernels `decode_attention_partial`
 /// and `decode_attention_combine`; [`crate::executor::fused::reference`]). Writes `out`.
-pub(crate) fn attend_one<'a>(
+///
+/// Key `t` is row `t` of `key_rows` and its value row `t` of `value_rows` (`d` values a
+/// row, as stored: f16 rows are widened exactly before the arithmetic).
+pub(crate) fn attend_one(
     q: &[f32],
     keys: std::ops::RangeInclusive<usize>,
-    key: impl Fn(usize) -> &'a [f32],
-    value: impl Fn(usize) -> &'a [f32],
+    (key_rows, value_rows): (KvRows<'_>, KvRows<'_>),
     scale: f32,
     out: &mut [f32],
 ) {
     let d = q.len();
     let (first, last) = (*keys.start(), *keys.end());
     let mut partials = Vec::new();
+    let (mut key_buf, mut value_buf) = (vec![0f32; d], vec![0f32; d]);
     for start in (first..=last).step_by(ATTENTION_CHUNK) {
         let mut m = f32::NEG_INFINITY;
         let mut l = 0f32;
         let mut acc = vec![0f32; d];
         for t in start..(start + ATTENTION_CHUNK).min(last + 1) {
-            let s = dot(q, key(t)) * scale;
+            let s = dot(q, key_rows.row(t, d, &mut key_buf)) * scale;
             let m_new = m.max(s);
             let p = (s - m_new).exp();
             if m_new == m {
@@ -64,13 +68,13 @@ pub(crate) fn attend_one<'a>(
                 // it changes nothing, so skipping it gives the same bits (half the `exp`s of
                 // a long context, where the maximum rarely moves).
                 l += p;
-                for (a, v) in acc.iter_mut().zip(value(t)) {
+                for (a, v) in acc.iter_mut().zip(value_rows.row(t, d, &mut value_buf)) {
                     *a += p * v;
                 }
             } else {
                 let correction = (m - m_new).exp();
                 l = l * correction + p;
-                for (a, v) in acc.iter_mut().zip(value(t)) {
+                for (a, v) in acc.iter_mut().zip(value_rows.row(t, d, &mut value_buf)) {
                     *a = *a * correction + p * v;
                 }
             }
@@ -108,8 +112,8 @@ pub(crate) fn attend(
     let mut out = vec![0f32; b * seq * heads * d];
     // The cache's keys and values read in place (no copy of the whole context per layer).
     let (k, v) = (k.contiguous()?, v.contiguous()?);
-    with_host_f32(&k, |k, _| {
-        with_host_f32(&v, |v, _| {
+    with_host_kv(&k, |k, _| {
+        with_host_kv(&v, |v, _| {
             // One task per (batch, position, head): a decode step's heads split over the
             // threads too (one task per position left one thread working).
             out.par_chunks_mut(d).enumerate().for_each(|(task, out)| {
@@ -120,36 +124,12 @@ pub(crate) fn attend(
                 let first = window.map_or(0, |w| (p + 1).saturating_sub(w.max(1))).min(last);
                 let kv = h / group.max(1);
                 let q_row = &q[((batch * heads + h) * seq + s) * d..][..d];
-                let base = (batch * kv_heads + kv) * total;
-                attend_one(
-                    q_row,
-                    first..=last,
-                    |j| &k[(base + j) * d..][..d],
-                    |j| &v[(base + j) * d..][..d],
-                    scale,
-                    out,
-                );
+                let rows = (batch * kv_heads + kv) * total * d..(batch * kv_heads + kv + 1) * total * d;
+                attend_one(q_row, first..=last, (k.slice(rows.clone()), v.slice(rows)), scale, out);
             })
         })
     })??;
     Ok(Tensor::from_vec(out, (b, seq, heads * d), &Device::Cpu)?)
-}
-
-/// Runs `f` on the f32 data of a contiguous CPU tensor of keys or values `[batch, heads,
-/// capacity, d]` (from its first element, in place) and its `capacity`.
-pub(crate) fn with_host_f32<R>(t: &Tensor, f: impl FnOnce(&[f32], usize) -> R) -> Result<R> {
-    let capacity = t.dim(2)?;
-    let not_host =
-        || StreamError::InvalidParameter { name: "kv", reason: "the KV cache is not f32 in host memory".into() };
-    let (storage, layout) = t.storage_and_layout();
-    if !layout.is_contiguous() {
-        return Err(StreamError::InvalidParameter { name: "kv", reason: "the KV cache is not contiguous".into() });
-    }
-    let Storage::Cpu(cpu) = &*storage else { return Err(not_host()) };
-    let data = cpu.as_slice::<f32>().map_err(|_| not_host())?;
-    let start = layout.start_offset();
-    let data = data.get(start..start + t.elem_count()).ok_or_else(not_host)?;
-    Ok(f(data, capacity))
 }
 
 #[cfg(test)]

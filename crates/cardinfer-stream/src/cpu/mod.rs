@@ -5,6 +5,7 @@ pub(crate) mod attention;
 pub mod exact;
 pub mod host_pool;
 pub mod kernels;
+pub(crate) mod kv_rows;
 pub mod matvec;
 pub(crate) mod packed_rows;
 pub mod x86;

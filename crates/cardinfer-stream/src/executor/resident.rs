@@ -11,7 +11,7 @@ use crate::model::text_model::{check_tokens, forward_in_chunks, Logits, TextMode
 use crate::model::weights::BlockWeights;
 use crate::Result;
 use candle_core::{DType, Device, IndexOp, Tensor};
-use cardinfer_core::{BlockId, ModelLayout, ModelSpec};
+use cardinfer_core::{BlockId, KvType, ModelLayout, ModelSpec};
 use cardinfer_quant::candle::load_tensor;
 use cardinfer_quant::Checkpoint;
 
@@ -185,6 +185,13 @@ impl ResidentModel {
     /// Chooses how single tokens are decoded: the fused path where asked for and
     /// possible, else the plain one ([`ResidentModel::decode_path`] says which and why).
     pub fn prepare_decode_path(&mut self, path: crate::executor::fused::DecodePath) {
+        self.prepare_decode_path_for(path, self.decoder.kv_type())
+    }
+
+    /// [`ResidentModel::prepare_decode_path`] for KV caches stored as `kv_type` (the
+    /// caches [`TextModel::new_cache`](crate::TextModel::new_cache) makes from now on).
+    pub fn prepare_decode_path_for(&mut self, path: crate::executor::fused::DecodePath, kv_type: KvType) {
+        self.decoder.set_kv_type(kv_type);
         #[cfg(feature = "cuda")]
         {
             self.fused = None;
@@ -346,8 +353,8 @@ impl ResidentModel {
         #[cfg(feature = "cuda")]
         if let Some(fused) = &self.fused {
             let capacity = fused.lock().unwrap_or_else(|e| e.into_inner()).capacity();
-            return KvCache::with_capacity(self.spec().num_layers, capacity);
+            return KvCache::with_capacity(self.spec().num_layers, capacity, self.decoder.kv_type());
         }
-        KvCache::new(self.spec().num_layers)
+        KvCache::new(self.spec().num_layers, self.decoder.kv_type())
     }
 }

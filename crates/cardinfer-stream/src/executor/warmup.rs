@@ -61,7 +61,9 @@ pub fn measure_device_overheads(
         device.synchronize()?;
         let free_loaded = device_memory(device).map_or(free_start, |(f, _)| f);
         let mut lowest = free_loaded;
-        let mut slot = KvSlot::default();
+        // An f32 cache: the attention's f32 copy of the keys (whatever the stored type) is
+        // the workspace, the stored cache is subtracted below.
+        let mut slot = KvSlot::new(cardinfer_core::KvType::F32);
         let chunk = chunk.clamp(1, spec.context_length.max(1));
         let h = spec.hidden_size;
         let mut pos = 0;
@@ -72,7 +74,8 @@ pub fn measure_device_overheads(
             lowest = lowest.min(device_memory(device).map_or(lowest, |(f, _)| f));
             pos += len;
         }
-        let kv_bytes = spec.kv_bytes_per_token(4) / spec.num_layers.max(1) as u64 * spec.context_length as u64;
+        let kv_bytes = spec.kv_bytes_per_token(cardinfer_core::KvType::F32) / spec.num_layers.max(1) as u64
+            * spec.context_length as u64;
         let logits = 2 * 4 * spec.vocab_size as u64;
         free_loaded.saturating_sub(lowest).saturating_sub(kv_bytes) + logits
     };

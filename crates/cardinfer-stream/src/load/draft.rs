@@ -12,9 +12,6 @@ use cardinfer_core::ByteSize;
 use cardinfer_plan::Budget;
 use std::path::Path;
 
-/// Bytes per cached key or value element.
-const KV_ELEM_BYTES: usize = 4;
-
 impl LoadedModel {
     /// Loads `draft` fully resident on `device`, then `target` within what remains of
     /// `options.budget`: the device memory the draft took (measured where the device tells,
@@ -49,7 +46,7 @@ impl LoadedModel {
             .zip(crate::device::device_memory(device))
             .map_or(0, |(before, (after, _))| before.saturating_sub(after));
         let spec = draft.model.spec();
-        let kv = spec.kv_bytes_per_token(KV_ELEM_BYTES) * spec.context_length as u64;
+        let kv = spec.kv_bytes_per_token(options.kv_type) * spec.context_length as u64;
         let used = measured.max(draft.model.metrics().weight_bytes) + kv;
         if used >= budget {
             return Err(StreamError::InvalidParameter {

@@ -160,7 +160,7 @@ impl LoadedModel {
         let resident = matches!(&placement, Ok(p) if p.plan.slots == 0);
         let model = if resident && options.mode != Mode::Stream && family.is_none() {
             let mut model = ResidentModel::load_spec(&ckpt, spec, device, progress)?;
-            model.prepare_decode_path(options.decode_path);
+            model.prepare_decode_path_for(options.decode_path, options.kv_type);
             Runner::Resident(Box::new(model))
         } else if let Some(plan) =
             Self::experts_fit_on_host(&ckpt, &spec, device, options, budget_bytes, family.is_some())?
@@ -173,7 +173,7 @@ impl LoadedModel {
             let dense = plan.resident_bytes;
             let mut model =
                 ResidentModel::load_experts_on_host(&ckpt, spec, device, cache_bytes, chunk, dense, progress)?;
-            model.prepare_decode_path(options.decode_path);
+            model.prepare_decode_path_for(options.decode_path, options.kv_type);
             model.set_prefill_chunk(chunk);
             Runner::Resident(Box::new(model))
         } else {
@@ -307,6 +307,7 @@ impl Placed {
             runtime_bytes: overheads.map_or(0, |o| o.runtime_bytes) + arena_overhead,
             measured_workspace_bytes: overheads.map(|o| o.workspace_bytes),
             overlapped_copies: crate::executor::copies_overlap(device, options.copy_stream),
+            kv_type: options.kv_type,
         };
         let mut plan = match all_resident {
             true => StreamPlan::place_resident(spec, &crate::executor::device_block_bytes(layout, device), &request)?,
@@ -364,6 +365,7 @@ impl Placed {
             None => {
                 let mut decoder = Decoder::new(spec, rope_factors);
                 decoder.set_fused_ops(options.decode_path.is_fused());
+                decoder.set_kv_type(options.kv_type);
                 (Box::new(decoder.clone()) as Box<dyn LayerStream + Send + Sync>, Some(decoder))
             }
         };

@@ -4,6 +4,7 @@ use crate::cpu::kernels::CpuKernels;
 use crate::executor::fused::DecodePath;
 use crate::executor::Mode;
 use crate::{Result, StreamError};
+use cardinfer_core::KvType;
 use cardinfer_plan::{Budget, Profile};
 
 /// How to place the model on the device.
@@ -53,6 +54,9 @@ pub struct LoadOptions {
     /// while the CPU computes others (on by default, CUDA); off, the CPU computes every
     /// routed expert of a decode step (llama.cpp's `--cpu-moe`, to compare).
     pub expert_cache: bool,
+    /// How the KV cache stores keys and values (f16 by default, as llama.cpp; f32 keeps
+    /// them as computed, at twice the memory).
+    pub kv_type: KvType,
 }
 
 /// Where streamed blocks wait in host memory between their uploads.
@@ -107,6 +111,7 @@ impl Default for LoadOptions {
             cpu_kernels: CpuKernels::Native,
             profile: None,
             expert_cache: true,
+            kv_type: KvType::default(),
         }
     }
 }

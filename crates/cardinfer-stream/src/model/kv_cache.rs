@@ -7,9 +7,21 @@
 //! written in place, and their device addresses stay the same for the whole
 //! conversation — which the fused decode path needs (its kernels write the next
 //! position straight into the buffers, and a recorded CUDA graph keeps their addresses).
+//!
+//! Values are stored as the slot's [`KvType`]: rounded to nearest (ties to even) when
+//! written, read back exactly — the same on the CPU and in the CUDA kernels.
 
 use crate::{Result, StreamError};
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
+use cardinfer_core::KvType;
+
+/// The tensor element type a [`KvType`] is stored as.
+pub(crate) fn storage_dtype(kv: KvType) -> DType {
+    match kv {
+        KvType::F32 => DType::F32,
+        _ => DType::F16,
+    }
+}
 
 /// Keys and values of one layer, `[batch, kv_heads, seq, head_dim]`.
 #[derive(Debug, Clone, Default)]
@@ -20,28 +32,59 @@ pub struct KvSlot {
     len: usize,
     /// Positions the buffers hold when preallocated; 0 = grow by concatenation.
     capacity: usize,
+    /// How the values are stored.
+    kv_type: KvType,
 }
 
 impl KvSlot {
-    /// A slot whose buffers will hold `capacity` positions, allocated at the first append.
-    pub fn with_capacity(capacity: usize) -> Self {
-        Self { capacity, ..Self::default() }
+    /// An empty slot storing its values as `kv_type`, growing by concatenation.
+    pub fn new(kv_type: KvType) -> Self {
+        Self { kv_type, ..Self::default() }
     }
 
-    /// Appends `k`, `v` for new positions and returns the keys and values of all positions.
+    /// A slot whose buffers will hold `capacity` positions stored as `kv_type`, allocated
+    /// at the first append.
+    pub fn with_capacity(capacity: usize, kv_type: KvType) -> Self {
+        Self { capacity, kv_type, ..Self::default() }
+    }
+
+    /// How the values are stored.
+    pub fn kv_type(&self) -> KvType {
+        self.kv_type
+    }
+
+    /// Appends `k`, `v` for new positions and returns the keys and values of all positions,
+    /// in `k`'s element type (stored values read back exactly).
     /// The cache follows the computation: if the new keys are on another device (a layer
     /// computed on the host for decode after a prefill on the device, in hybrid runs),
     /// the held positions move there first.
     pub fn append(&mut self, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
+        let dtype = k.dtype();
+        let (k, v) = self.append_views(k, v)?;
+        // One copy: a conversion writes a contiguous tensor, and so does `contiguous`.
+        Ok((k.to_dtype(dtype)?.contiguous()?, v.to_dtype(dtype)?.contiguous()?))
+    }
+
+    /// [`KvSlot::append`] returning the keys and values as stored (contiguous).
+    pub(crate) fn append_stored(&mut self, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
+        let (k, v) = self.append_views(k, v)?;
+        Ok((k.contiguous()?, v.contiguous()?))
+    }
+
+    /// Appends and returns the positions held as stored, possibly as views of the buffers.
+    fn append_views(&mut self, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
         self.move_to(k.device())?;
         let new = k.dim(2)?;
+        let dtype = storage_dtype(self.kv_type);
+        let (k, v) = (k.to_dtype(dtype)?, v.to_dtype(dtype)?);
         if self.capacity > 0 {
-            return self.append_in_place(k, v, new);
+            return self.append_in_place(&k, &v, new);
         }
         let (k, v) = match (&self.k, &self.v) {
-            (Some(pk), Some(pv)) => (Tensor::cat(&[pk, k], 2)?, Tensor::cat(&[pv, v], 2)?),
+            (Some(pk), Some(pv)) => (Tensor::cat(&[pk, &k], 2)?, Tensor::cat(&[pv, &v], 2)?),
             _ => (k.contiguous()?, v.contiguous()?),
         };
+        // (Contiguous: a concatenation writes a new tensor, and so does a conversion.)
         self.k = Some(k.clone());
         self.v = Some(v.clone());
         self.len += new;
@@ -62,8 +105,7 @@ impl KvSlot {
         kb.slice_set(&k.contiguous()?, 2, self.len)?;
         vb.slice_set(&v.contiguous()?, 2, self.len)?;
         self.len += new;
-        // Attention reads a contiguous copy of the positions held, as after a concatenation.
-        Ok((kb.narrow(2, 0, self.len)?.contiguous()?, vb.narrow(2, 0, self.len)?.contiguous()?))
+        Ok((kb.narrow(2, 0, self.len)?, vb.narrow(2, 0, self.len)?))
     }
 
     /// Moves the held keys and values to `device` (no copy if they are there already).
@@ -119,7 +161,7 @@ impl KvSlot {
             // The buffers stay; positions past `len` are overwritten by later appends.
             self.len = len;
         } else if len == 0 {
-            *self = Self::default();
+            *self = Self::new(self.kv_type);
         } else if let (Some(k), Some(v)) = (&self.k, &self.v) {
             self.k = Some(k.narrow(2, 0, len)?.contiguous()?);
             self.v = Some(v.narrow(2, 0, len)?.contiguous()?);
@@ -141,15 +183,21 @@ pub struct KvCache {
 }
 
 impl KvCache {
-    /// An empty cache for `num_layers` layers, growing by concatenation.
-    pub fn new(num_layers: usize) -> Self {
-        Self { layers: vec![KvSlot::default(); num_layers] }
+    /// An empty cache for `num_layers` layers storing values as `kv_type`, growing by
+    /// concatenation.
+    pub fn new(num_layers: usize, kv_type: KvType) -> Self {
+        Self { layers: vec![KvSlot::new(kv_type); num_layers] }
     }
 
-    /// An empty cache whose layers hold up to `capacity` positions in buffers allocated
-    /// once (at the first append) and written in place.
-    pub fn with_capacity(num_layers: usize, capacity: usize) -> Self {
-        Self { layers: vec![KvSlot::with_capacity(capacity); num_layers] }
+    /// An empty cache whose layers hold up to `capacity` positions stored as `kv_type`, in
+    /// buffers allocated once (at the first append) and written in place.
+    pub fn with_capacity(num_layers: usize, capacity: usize, kv_type: KvType) -> Self {
+        Self { layers: vec![KvSlot::with_capacity(capacity, kv_type); num_layers] }
+    }
+
+    /// How the values are stored.
+    pub fn kv_type(&self) -> KvType {
+        self.layers.first().map_or(KvType::default(), KvSlot::kv_type)
     }
 
     /// Positions cached (the next token's position).
@@ -183,7 +231,7 @@ impl KvCache {
             if l.capacity > 0 {
                 l.len = 0;
             } else {
-                *l = KvSlot::default();
+                *l = KvSlot::new(l.kv_type);
             }
         }
     }
@@ -215,8 +263,8 @@ mod tests {
 
     #[test]
     fn preallocated_slot_returns_what_concatenation_returns() {
-        let mut grown = KvSlot::default();
-        let mut fixed = KvSlot::with_capacity(16);
+        let mut grown = KvSlot::new(KvType::F32);
+        let mut fixed = KvSlot::with_capacity(16, KvType::F32);
         for (i, seq) in [3, 1, 1, 4, 1].into_iter().enumerate() {
             let (k, v) = step(i, seq);
             let (gk, gv) = grown.append(&k, &v).unwrap();
@@ -230,7 +278,7 @@ mod tests {
 
     #[test]
     fn preallocated_buffers_do_not_grow_over_1000_tokens() {
-        let mut slot = KvSlot::with_capacity(1024);
+        let mut slot = KvSlot::with_capacity(1024, KvType::F16);
         let (k, v) = step(0, 1);
         slot.append(&k, &v).unwrap();
         let (k0, v0) = slot.buffers().map(|(k, v)| (k.id(), v.id())).unwrap();
@@ -246,7 +294,7 @@ mod tests {
 
     #[test]
     fn full_slot_is_a_context_error_and_truncate_reuses_buffers() {
-        let mut slot = KvSlot::with_capacity(4);
+        let mut slot = KvSlot::with_capacity(4, KvType::F16);
         let (k, v) = step(0, 3);
         slot.append(&k, &v).unwrap();
         let err = slot.append(&k, &v).unwrap_err();
@@ -261,7 +309,7 @@ mod tests {
 
     #[test]
     fn commit_counts_positions_written_into_the_buffers() {
-        let mut slot = KvSlot::with_capacity(8);
+        let mut slot = KvSlot::with_capacity(8, KvType::F32);
         assert!(slot.commit(1).is_err(), "nothing allocated yet");
         let (k, v) = step(0, 2);
         slot.append(&k, &v).unwrap();
@@ -271,5 +319,30 @@ mod tests {
         let (k2, _) = slot.append(&k, &v).unwrap();
         assert_eq!(k2.dim(2).unwrap(), 5);
         assert_eq!(k2.i((0, 1, 2)).unwrap().to_vec1::<f32>().unwrap(), vec![1.0; 4]);
+    }
+
+    #[test]
+    fn f16_slots_hold_half_the_bytes_and_round_to_nearest_even() {
+        // 1 + 2^-11 is halfway between two f16 values: ties go to the even one (1.0);
+        // 1 + 3·2^-11 rounds up to 1 + 2^-9; 0.1 to f16's nearest.
+        let values = [1.0 + 2f32.powi(-11), 1.0 + 3.0 * 2f32.powi(-11), 0.1, -65504.0];
+        let k = Tensor::new(&values, &Device::Cpu).unwrap().reshape((1, 1, 1, 4)).unwrap();
+        for mut slot in [KvSlot::new(KvType::F16), KvSlot::with_capacity(8, KvType::F16)] {
+            let (kk, vv) = slot.append(&k, &k).unwrap();
+            assert_eq!(kk.dtype(), DType::F32, "returned in the caller's type");
+            let got = kk.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let want: Vec<f32> = values.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect();
+            assert_eq!(got, want);
+            assert_eq!(got[0], 1.0);
+            assert_eq!(got[1], 1.0 + 2f32.powi(-9));
+            assert_eq!(vv.flatten_all().unwrap().to_vec1::<f32>().unwrap(), want);
+            let (stored, _) = slot.append_stored(&k, &k).unwrap();
+            assert_eq!(stored.dtype(), DType::F16);
+        }
+        let mut f32_slot = KvSlot::with_capacity(8, KvType::F32);
+        let mut f16_slot = KvSlot::with_capacity(8, KvType::F16);
+        f32_slot.append(&k, &k).unwrap();
+        f16_slot.append(&k, &k).unwrap();
+        assert_eq!(f32_slot.bytes(), 2 * f16_slot.bytes());
     }
 }

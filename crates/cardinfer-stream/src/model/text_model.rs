@@ -27,9 +27,10 @@ pub trait TextModel {
     /// Returns f32 logits `[1, vocab]` (`Logits::Last`) or `[tokens, vocab]` (`Logits::All`).
     fn forward(&self, tokens: &[u32], kv: &mut KvCache, which: Logits) -> Result<Tensor>;
 
-    /// An empty KV cache for this model.
+    /// An empty KV cache for this model (f16 unless the model was loaded with another
+    /// [`KvType`](cardinfer_core::KvType)).
     fn new_cache(&self) -> KvCache {
-        KvCache::new(self.spec().num_layers)
+        KvCache::new(self.spec().num_layers, cardinfer_core::KvType::default())
     }
 }
 

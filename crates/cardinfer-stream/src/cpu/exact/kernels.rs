@@ -3,6 +3,7 @@
 //! multiply-adds (`f32::mul_add`), so each gives the kernel's bits.
 
 use super::arith::{block_sum, exp, fast_cpu, inv_rms, warp_sum};
+use crate::cpu::kv_rows::KvRows;
 
 /// Keys per attention block (`ATTENTION_CHUNK` of the CUDA path).
 pub use super::layout::ATTENTION_CHUNK;
@@ -135,6 +136,18 @@ pub fn decode_attention_in_window(
     v_cache: &[f32],
     shape: AttentionShape,
     len: usize,
+    scope: (f32, Option<usize>),
+    out: &mut [f32],
+) {
+    decode_attention_rows(q, (KvRows::F32(k_cache), KvRows::F32(v_cache)), shape, len, scope, out)
+}
+
+/// [`decode_attention_in_window`] over a cache stored as f32 or f16 (read exactly).
+pub(crate) fn decode_attention_rows(
+    q: &[f32],
+    (k_cache, v_cache): (KvRows<'_>, KvRows<'_>),
+    shape: AttentionShape,
+    len: usize,
     (scale, window): (f32, Option<usize>),
     out: &mut [f32],
 ) {
@@ -157,7 +170,7 @@ pub fn decode_attention_in_window(
         let (kv, c) = (*index / chunks, skipped + *index % chunks);
         let (start, end) = ((c * ATTENTION_CHUNK).max(first), ((c + 1) * ATTENTION_CHUNK).min(len));
         let rows = kv * capacity * d..(kv * capacity + len) * d;
-        let (keys, values) = (&k_cache[rows.clone()], &v_cache[rows]);
+        let (keys, values) = (k_cache.slice(rows.clone()), v_cache.slice(rows));
         for (g, (stat, acc)) in stats.iter_mut().zip(weighted.chunks_mut(d)).enumerate() {
             let h = kv * group + g;
             *stat = head_chunk(&q[h * d..(h + 1) * d], keys, values, (start, end, scale), acc);
@@ -183,12 +196,24 @@ struct PartialTask<'a> {
 
 /// One head's partial over keys `start..end` of `keys`/`values` (its KV head's rows),
 /// scores scaled by `scale`.
-fn head_chunk(q: &[f32], keys: &[f32], values: &[f32], range: (usize, usize, f32), acc: &mut [f32]) -> (f32, f32) {
-    dispatch!(fast, head_chunk_impl, (q: &[f32], keys: &[f32], values: &[f32], range: (usize, usize, f32), acc: &mut [f32]) -> (f32, f32))
+fn head_chunk(
+    q: &[f32],
+    keys: KvRows<'_>,
+    values: KvRows<'_>,
+    range: (usize, usize, f32),
+    acc: &mut [f32],
+) -> (f32, f32) {
+    dispatch!(fast, head_chunk_impl, (q: &[f32], keys: KvRows<'_>, values: KvRows<'_>, range: (usize, usize, f32), acc: &mut [f32]) -> (f32, f32))
 }
 
 #[inline(always)]
-fn head_chunk_impl(q: &[f32], keys: &[f32], values: &[f32], range: (usize, usize, f32), acc: &mut [f32]) -> (f32, f32) {
+fn head_chunk_impl(
+    q: &[f32],
+    keys: KvRows<'_>,
+    values: KvRows<'_>,
+    range: (usize, usize, f32),
+    acc: &mut [f32],
+) -> (f32, f32) {
     let (start, end, scale) = range;
     chunk_partial(q, keys, values, start, end, scale, acc)
 }
@@ -219,8 +244,8 @@ const MAX_HEAD_DIM: usize = 256;
 #[inline(always)]
 fn chunk_partial(
     q: &[f32],
-    keys: &[f32],
-    values: &[f32],
+    keys: KvRows<'_>,
+    values: KvRows<'_>,
     start: usize,
     end: usize,
     scale: f32,
@@ -231,12 +256,13 @@ fn chunk_partial(
     let mut warp_max = [f32::NEG_INFINITY; ATTENTION_WARPS];
     let mut warp_sum_exp = [0f32; ATTENTION_WARPS];
     let mut warp_acc = [[0f32; MAX_HEAD_DIM]; ATTENTION_WARPS];
+    let (mut key_buf, mut value_buf) = ([0f32; MAX_HEAD_DIM], [0f32; MAX_HEAD_DIM]);
     for w in 0..ATTENTION_WARPS {
         let (mut m, mut l) = (f32::NEG_INFINITY, 0f32);
         let acc = &mut warp_acc[w][..d];
         let mut t = start + w;
         while t < end {
-            let (k, v) = (&keys[t * d..(t + 1) * d], &values[t * d..(t + 1) * d]);
+            let (k, v) = (keys.row(t, d, &mut key_buf), values.row(t, d, &mut value_buf));
             // Constant `per` for the usual head sizes, so `lane_dots` unrolls for them.
             let lanes = match per {
                 2 => lane_dots(q, k, 2),
@@ -406,6 +432,7 @@ mod tests {
             (vec![0f32; chunks], vec![0f32; chunks], vec![0f32; chunks * d]);
         for c in 0..chunks {
             let (start, end) = (c * ATTENTION_CHUNK, ((c + 1) * ATTENTION_CHUNK).min(len));
+            let (keys, values) = (KvRows::F32(keys), KvRows::F32(values));
             let (m, l) = chunk_partial(q, keys, values, start, end, scale, &mut part_acc[c * d..(c + 1) * d]);
             part_max[c] = m;
             part_sum[c] = l;

@@ -119,6 +119,8 @@ pub struct FusedDecoder {
     device: CudaDevice,
     stream: Arc<CudaStream>,
     kernels: Kernels,
+    /// The element type of the KV caches the kernels write and read.
+    kv_dtype: DType,
     buffers: Buffers,
     workspace: Workspace,
     layers: Vec<LayerAddresses>,
@@ -335,7 +337,7 @@ impl FusedDecoder {
         let local_layer = windows.iter().position(|&w| w > 0);
         let local_rope = local_layer.map(|l| tables_of(decoder.layer_rope(l))).transpose()?;
         let stream = cuda.cuda_stream();
-        let kernels = load_kernels(cuda)?;
+        let kernels = load_kernels(cuda, decoder.kv_type())?;
         let buffers = Buffers::new(cuda, &dims, q_dim, kv_dim, spec.num_layers)?;
         // Routed layers quantize the k chosen experts' activations at once.
         let moe = MoeDims::of(spec)?;
@@ -343,6 +345,7 @@ impl FusedDecoder {
         let workspace = Workspace::new(cuda, hidden.max(q_dim).max(ffn).max(expert_ffn), rows)?;
         Ok(Self {
             spec: spec.clone(),
+            kv_dtype: crate::model::kv_cache::storage_dtype(decoder.kv_type()),
             device: cuda.clone(),
             stream,
             kernels,
@@ -475,7 +478,7 @@ impl FusedDecoder {
                 continue;
             }
             let Some((k, v)) = kv.layer(i).buffers() else { return Ok(None) };
-            if k.dims() != want || v.dims() != want || k.dtype() != DType::F32 {
+            if k.dims() != want || v.dims() != want || k.dtype() != self.kv_dtype || v.dtype() != self.kv_dtype {
                 return Ok(None);
             }
             match (dense_address(k), dense_address(v)) {

@@ -88,12 +88,15 @@ pub fn decode_attention_in_window(
     let first = window.map_or(0, |w| len.saturating_sub(w));
     let group = heads / kv_heads;
     for h in 0..heads {
-        let base = (h / group) * capacity;
+        let rows = (h / group) * capacity * d..(h / group + 1) * capacity * d;
+        let kv = (
+            crate::cpu::kv_rows::KvRows::F32(&k_cache[rows.clone()]),
+            crate::cpu::kv_rows::KvRows::F32(&v_cache[rows]),
+        );
         crate::cpu::attention::attend_one(
             &q[h * d..(h + 1) * d],
             first..=len.saturating_sub(1),
-            |t| &k_cache[(base + t) * d..][..d],
-            |t| &v_cache[(base + t) * d..][..d],
+            kv,
             scale,
             &mut out[h * d..(h + 1) * d],
         );
@@ -177,14 +180,17 @@ pub fn decode_block(
     let k_new: Vec<f32> = (0..kv_heads).flat_map(|i| head(i, &k, &k_bias, &k_norm, true)).collect();
     let v_new: Vec<f32> = (0..kv_heads).flat_map(|i| head(i, &v, &v_bias, &None, false)).collect();
 
-    // The new position goes into the preallocated buffers, as the kernel writes it.
+    // The new position goes into the preallocated buffers (rounded to their type), as the
+    // kernel writes it; attention reads the stored values back.
     let (k_buf, v_buf) = kv
         .buffers()
         .ok_or(crate::StreamError::InvalidParameter { name: "kv", reason: "no preallocated buffers".into() })?;
-    k_buf.slice_set(&Tensor::from_vec(k_new, (1, kv_heads, 1, d), &Device::Cpu)?, 2, pos)?;
-    v_buf.slice_set(&Tensor::from_vec(v_new, (1, kv_heads, 1, d), &Device::Cpu)?, 2, pos)?;
+    let stored = |new: Vec<f32>| Tensor::from_vec(new, (1, kv_heads, 1, d), &Device::Cpu)?.to_dtype(k_buf.dtype());
+    k_buf.slice_set(&stored(k_new)?, 2, pos)?;
+    v_buf.slice_set(&stored(v_new)?, 2, pos)?;
     let capacity = kv.capacity();
-    let (k_all, v_all) = (k_buf.flatten_all()?.to_vec1::<f32>()?, v_buf.flatten_all()?.to_vec1::<f32>()?);
+    let read = |t: &Tensor| t.flatten_all()?.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>();
+    let (k_all, v_all) = (read(k_buf)?, read(v_buf)?);
     kv.commit(1)?;
 
     let mut attn = vec![0f32; heads * d];

@@ -7,8 +7,8 @@ use crate::model::names::Role;
 use crate::model::weights::{BlockWeights, Weight};
 use crate::test_util::values;
 use candle_core::quantized::{GgmlDType, QTensor};
-use candle_core::{Device, Tensor};
-use cardinfer_core::{BlockId, Family, ModelSpec, RopeStyle};
+use candle_core::{DType, Device, Tensor};
+use cardinfer_core::{BlockId, Family, KvType, ModelSpec, RopeStyle};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -72,11 +72,16 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 
 /// A prompt of `prompt` tokens through the plain block, then one token through the plain
 /// block and through the reference composition; returns (plain, fused) outputs.
-fn decode_once(spec: &ModelSpec, weights: &BlockWeights, prompt: usize) -> (Vec<f32>, Vec<f32>, KvSlot, KvSlot) {
+fn decode_once(
+    spec: &ModelSpec,
+    weights: &BlockWeights,
+    prompt: usize,
+    kv_type: KvType,
+) -> (Vec<f32>, Vec<f32>, KvSlot, KvSlot) {
     let decoder = Decoder::new(spec.clone(), None);
     let h = spec.hidden_size;
     let x = Tensor::from_vec(values(prompt * h, 7, 1.0), (1, prompt, h), &Device::Cpu).unwrap();
-    let mut plain_kv = KvSlot::with_capacity(spec.context_length);
+    let mut plain_kv = KvSlot::with_capacity(spec.context_length, kv_type);
     decoder.block(0, weights, &x, &mut plain_kv, 0).unwrap();
     let mut fused_kv = plain_kv.clone();
     let token = values(h, 9, 1.0);
@@ -97,17 +102,28 @@ fn fused_decode_step_equals_the_plain_block_for_every_family() {
     ];
     for (family, style) in cases {
         let spec = spec(family, style);
-        for quant in [None, Some(GgmlDType::Q8_0)] {
+        for (quant, kv_type) in [(None, KvType::F32), (Some(GgmlDType::Q8_0), KvType::F32), (None, KvType::F16)] {
             let weights = layer(&spec, quant);
-            let (plain, fused, plain_kv, fused_kv) = decode_once(&spec, &weights, 5);
+            let (plain, fused, plain_kv, fused_kv) = decode_once(&spec, &weights, 5, kv_type);
             let diff = max_abs_diff(&plain, &fused);
-            assert!(diff < 1e-4, "{family:?} {quant:?}: max difference {diff}");
+            assert!(diff < 1e-4, "{family:?} {quant:?} {kv_type}: max difference {diff}");
             assert_eq!(fused_kv.len(), 6);
-            // The key written by the fused step is the one the plain block appended.
+            // The key written by the fused step is the one the plain block appended, in
+            // the cache's type.
             let (pk, _) = plain_kv.buffers().unwrap();
             let (fk, _) = fused_kv.buffers().unwrap();
-            let at = |t: &Tensor| t.narrow(2, 5, 1).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-            assert!(max_abs_diff(&at(pk), &at(fk)) < 1e-5, "{family:?}: new key differs");
+            assert_eq!(fk.dtype(), crate::model::kv_cache::storage_dtype(kv_type));
+            let at = |t: &Tensor| {
+                t.narrow(2, 5, 1)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_dtype(DType::F32)
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap()
+            };
+            assert!(max_abs_diff(&at(pk), &at(fk)) < 1e-5, "{family:?} {kv_type}: new key differs");
         }
     }
 }
@@ -139,7 +155,7 @@ fn fused_gemma_step_equals_the_plain_block_on_local_and_global_layers() {
         let spec = gemma_spec(window);
         for quant in [None, Some(GgmlDType::Q8_0)] {
             let weights = layer(&spec, quant);
-            let (plain, fused, _, fused_kv) = decode_once(&spec, &weights, prompt);
+            let (plain, fused, _, fused_kv) = decode_once(&spec, &weights, prompt, KvType::F16);
             let diff = max_abs_diff(&plain, &fused);
             assert!(diff < 1e-4, "window {window:?}, prompt {prompt}, {quant:?}: max difference {diff}");
             assert_eq!(fused_kv.len(), prompt + 1);
@@ -153,8 +169,8 @@ fn gemma_reference_differs_from_the_plain_block_without_its_window() {
     // window: the test above would notice a composition that ignores it.
     let (local, global) = (gemma_spec(Some(4)), gemma_spec(None));
     let weights = layer(&local, None);
-    let (windowed, _, _, _) = decode_once(&local, &weights, 9);
-    let (_, full, _, _) = decode_once(&global, &weights, 9);
+    let (windowed, _, _, _) = decode_once(&local, &weights, 9, KvType::F32);
+    let (_, full, _, _) = decode_once(&global, &weights, 9, KvType::F32);
     assert!(max_abs_diff(&windowed, &full) > 1e-3);
 }
 
@@ -163,7 +179,7 @@ fn fused_decode_step_spans_several_attention_chunks() {
     let spec = spec(Family::Qwen3, RopeStyle::Half);
     let weights = layer(&spec, None);
     let prompt = 2 * ATTENTION_CHUNK + 17;
-    let (plain, fused, _, _) = decode_once(&spec, &weights, prompt);
+    let (plain, fused, _, _) = decode_once(&spec, &weights, prompt, KvType::F32);
     let diff = max_abs_diff(&plain, &fused);
     assert!(diff < 1e-4, "max difference {diff} over {prompt} positions");
 }

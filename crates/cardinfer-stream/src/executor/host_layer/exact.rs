@@ -2,11 +2,11 @@
 //! layer (`FusedDecoder::enqueue_layer`): the kernels' CPU twins in its launch order.
 
 use super::stages::StageClock;
-use crate::cpu::attention::with_host_f32;
 use crate::cpu::exact::kernels::{
-    add_rms_norm, decode_attention_in_window, gelu_mul, head_norm_rope, silu_mul, AttentionShape, Rotation,
+    add_rms_norm, decode_attention_rows, gelu_mul, head_norm_rope, silu_mul, AttentionShape, Rotation,
 };
 use crate::cpu::exact::mmvq;
+use crate::cpu::kv_rows::with_host_kv;
 use crate::model::family::Decoder;
 use crate::model::kv_cache::KvSlot;
 use crate::model::layer_stream::LayerStream;
@@ -119,11 +119,11 @@ pub fn decode_layer(
     let mut attn = vec![0f32; heads * d];
     let (keys, values) = append(kv, k_new, v_new, kv_heads, d)?;
     stages.mark("append");
-    with_host_f32(&keys, |k_all, capacity| {
-        with_host_f32(&values, |v_all, _| {
+    with_host_kv(&keys, |k_all, capacity| {
+        with_host_kv(&values, |v_all, _| {
             let shape = AttentionShape { heads, kv_heads, head_dim: d, capacity };
             let scope = (decoder.attention_scale_f32(), spec.sliding_window(layer));
-            decode_attention_in_window(&q_rot, k_all, v_all, shape, pos + 1, scope, &mut attn);
+            decode_attention_rows(&q_rot, (k_all, v_all), shape, pos + 1, scope, &mut attn);
         })
     })??;
     stages.mark("attention");
@@ -181,6 +181,8 @@ fn append(kv: &mut KvSlot, k: Vec<f32>, v: Vec<f32>, kv_heads: usize, d: usize) 
     let k = Tensor::from_vec(k, (1, kv_heads, 1, d), &Device::Cpu)?;
     let v = Tensor::from_vec(v, (1, kv_heads, 1, d), &Device::Cpu)?;
     if let Some((kb, vb)) = kv.buffers() {
+        // Rounded to the cache's type, as the kernels write it.
+        let (k, v) = (k.to_dtype(kb.dtype())?, v.to_dtype(vb.dtype())?);
         let (kb, vb) = (kb.clone(), vb.clone());
         if kv.len() < kv.capacity() {
             kb.slice_set(&k, 2, kv.len())?;
@@ -189,5 +191,5 @@ fn append(kv: &mut KvSlot, k: Vec<f32>, v: Vec<f32>, kv_heads: usize, d: usize) 
         kv.commit(1)?;
         return Ok((kb, vb));
     }
-    kv.append(&k, &v)
+    kv.append_stored(&k, &v)
 }

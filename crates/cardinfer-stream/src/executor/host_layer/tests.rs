@@ -11,7 +11,7 @@ use crate::model::weights::{BlockWeights, Weight};
 use crate::test_util::values;
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
-use cardinfer_core::{BlockId, Family, ModelSpec, RopeStyle};
+use cardinfer_core::{BlockId, Family, KvType, ModelSpec, RopeStyle};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -77,16 +77,17 @@ fn flat(t: &Tensor) -> Vec<f32> {
 fn exact_layer_is_the_layer() {
     let cases =
         [(Family::Llama, RopeStyle::Interleaved), (Family::Qwen2, RopeStyle::Half), (Family::Qwen3, RopeStyle::Half)];
-    for (family, style) in cases {
+    let kv_types = [KvType::F32, KvType::F16, KvType::F32];
+    for ((family, style), kv_type) in cases.into_iter().zip(kv_types) {
         let spec = spec(family, style, 64);
         let weights = layer(&spec);
         assert!(supports(&spec, &weights));
         let decoder = Decoder::new(spec.clone(), None);
         let prompt = Tensor::from_vec(values(68 * 256, 7, 1.0), (1, 68, 256), &Device::Cpu).unwrap();
-        let mut plain_kv = KvSlot::with_capacity(spec.context_length);
+        let mut plain_kv = KvSlot::with_capacity(spec.context_length, kv_type);
         decoder.block(0, &weights, &prompt, &mut plain_kv, 0).unwrap();
         let mut exact_kv = plain_kv.clone();
-        let mut growing_kv = KvSlot::default();
+        let mut growing_kv = KvSlot::new(kv_type);
         decoder.block(0, &weights, &prompt, &mut growing_kv, 0).unwrap();
         for step in 0..3 {
             let x = hidden(&spec, 20 + step);
@@ -155,7 +156,7 @@ fn exact_gemma_layers_are_the_layers() {
     let unwindowed = Decoder::new(all_global, None);
     for layer_index in [0, 1] {
         let prompt = Tensor::from_vec(values(68 * 256, 7, 1.0), (1, 68, 256), &Device::Cpu).unwrap();
-        let mut plain_kv = KvSlot::with_capacity(spec.context_length);
+        let mut plain_kv = KvSlot::with_capacity(spec.context_length, KvType::F16);
         decoder.block(layer_index, &weights, &prompt, &mut plain_kv, 0).unwrap();
         let (mut exact_kv, mut full_kv) = (plain_kv.clone(), plain_kv.clone());
         for step in 0..3 {

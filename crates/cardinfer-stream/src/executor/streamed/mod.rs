@@ -448,8 +448,8 @@ impl TextModel for StreamedModel {
     /// decode (they write keys and values in place).
     fn new_cache(&self) -> KvCache {
         match self.fused.capacity() {
-            Some(capacity) => KvCache::with_capacity(self.spec().num_layers, capacity),
-            None => KvCache::new(self.spec().num_layers),
+            Some(capacity) => KvCache::with_capacity(self.spec().num_layers, capacity, self.plan.kv_type),
+            None => KvCache::new(self.spec().num_layers, self.plan.kv_type),
         }
     }
 

@@ -10,7 +10,7 @@ use crate::model::weights::BlockWeights;
 use crate::Result;
 use candle_core::{Device, Tensor};
 use candle_nn::ops::{rms_norm, softmax_last_dim};
-use cardinfer_core::ModelSpec;
+use cardinfer_core::{KvType, ModelSpec};
 
 /// Llama / Mistral / Qwen2 / Qwen3 / Qwen3-MoE / Mixtral as one parameterized family.
 #[derive(Debug, Clone)]
@@ -21,6 +21,8 @@ pub struct Decoder {
     local_rope: Option<Rope>,
     /// One-kernel versions of the masked softmax, RoPE and SwiGLU on CUDA ([`crate::cuda::fused_ops`]).
     fused_ops: bool,
+    /// How the models built on this decoder store their KV caches.
+    kv_type: KvType,
 }
 
 impl Decoder {
@@ -32,7 +34,18 @@ impl Decoder {
             rope = rope.scaled(g.global_rope_factor);
             local_rope = Some(Rope::new(&ModelSpec { rope_theta: g.local_rope_theta, ..spec.clone() }, None));
         }
-        Self { spec, rope, local_rope, fused_ops: true }
+        Self { spec, rope, local_rope, fused_ops: true, kv_type: KvType::default() }
+    }
+
+    /// How the KV caches of this decoder's models store keys and values (f16 by default);
+    /// the fused decode kernels are built for it.
+    pub fn set_kv_type(&mut self, kv_type: KvType) {
+        self.kv_type = kv_type;
+    }
+
+    /// How the KV caches of this decoder's models store keys and values.
+    pub fn kv_type(&self) -> KvType {
+        self.kv_type
     }
 
     /// Switches the one-kernel masked softmax, RoPE and SwiGLU on or off (on by default,
@@ -156,13 +169,15 @@ impl Decoder {
         let (cos, sin) = rope.tables(pos, seq, x.device())?;
         let q = self.rope_heads(rope, &q, &cos, &sin)?;
         let k = self.rope_heads(rope, &k, &cos, &sin)?;
-        let (k, v) = kv.append(&k, &v)?;
         if x.device().is_cpu() {
-            // Row by row over each position's own keys: the same bits in any pass, and a
-            // decode step's are the fused path's (scale in f32 as its kernels take it).
+            // Row by row over each position's own keys (read as stored): the same bits in
+            // any pass, and a decode step's are the fused path's (scale in f32 as its
+            // kernels take it).
+            let (k, v) = kv.append_stored(&k, &v)?;
             let y = crate::cpu::attention::attend(&q, &k, &v, pos, self.attention_scale_f32(), window)?;
             return self.project(&y, w, Role::AttnOutput, None);
         }
+        let (k, v) = kv.append(&k, &v)?;
         let mut total = k.dim(2)?;
         // One query of a sliding-window layer sees the last `window` keys only.
         let (k, v) = match window {

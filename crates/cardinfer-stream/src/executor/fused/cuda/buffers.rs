@@ -4,6 +4,7 @@ use super::{cuda_err, Dims};
 use crate::Result;
 use candle_core::cuda_backend::cudarc::driver::{CudaFunction, CudaSlice, DevicePtr};
 use candle_core::CudaDevice;
+use cardinfer_core::KvType;
 
 /// The decode kernels of `kernels/decode.cu`, loaded once per device.
 pub(super) struct Kernels {
@@ -50,17 +51,22 @@ pub(super) struct Buffers {
     pub(super) pos_address: u64,
 }
 
-/// Loads the decode kernels (compiled once per device by the driver from the PTX).
-pub(super) fn load_kernels(device: &CudaDevice) -> Result<Kernels> {
+/// Loads the decode kernels (compiled once per device by the driver from the PTX), those
+/// that write and read the KV cache for caches stored as `kv_type`.
+pub(super) fn load_kernels(device: &CudaDevice, kv_type: KvType) -> Result<Kernels> {
     use crate::cuda::ptx::{DECODE, MODULE};
     let f = |name: &str| -> Result<CudaFunction> {
         Ok(device.get_or_load_custom_func(name, MODULE, DECODE)?.into_cuda_function())
     };
+    let suffix = match kv_type {
+        KvType::F32 => "",
+        _ => "_f16",
+    };
     Ok(Kernels {
         add_rms_norm: f("add_rms_norm")?,
         add_rms_norm_exact: f("add_rms_norm_exact")?,
-        qk_norm_rope_append: f("qk_norm_rope_append")?,
-        attention_partial: f("decode_attention_partial")?,
+        qk_norm_rope_append: f(&format!("qk_norm_rope_append{suffix}"))?,
+        attention_partial: f(&format!("decode_attention_partial{suffix}"))?,
         attention_combine: f("decode_attention_combine")?,
         silu_mul_exact: f("silu_mul_exact")?,
         gelu_mul: f("gelu_mul")?,
