@@ -126,7 +126,7 @@ fn kv_cache_decode_equals_full_forward() {
     synth.write_gguf(&dir.path().join("m.gguf"), StorageType::F32, StorageType::F32).unwrap();
     let (model, _) = logits_of(&dir.path().join("m.gguf"), &PROMPT);
     let layers = model.spec().num_layers;
-    for kv_type in [cardinfer_core::KvType::F32, cardinfer_core::KvType::F16] {
+    for kv_type in [cardinfer_core::KvType::F32, cardinfer_core::KvType::F16, cardinfer_core::KvType::Q8_0] {
         let cache = || cardinfer_stream::KvCache::new(layers, kv_type);
         let full = model.forward(&PROMPT, &mut cache(), Logits::All).unwrap().to_vec2::<f32>().unwrap();
         // Prefill half, then one token at a time: each position's logits match the full pass

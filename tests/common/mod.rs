@@ -3,6 +3,11 @@
 
 use std::path::PathBuf;
 
+/// `tests/fixtures`: everything the tests read (see its `README.md`).
+pub fn fixtures_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
 /// `tests/fixtures/reference`: copies of other implementations' outputs (transformers,
 /// llama.cpp), with where they came from in its `SOURCE.md`.
 pub fn reference_dir() -> PathBuf {

@@ -13,22 +13,39 @@ pub enum KvType {
     F16,
     /// 32-bit floats: the values as computed.
     F32,
+    /// llama.cpp's `q8_0` blocks: per 32 values an f16 scale `d = max|x| / 127` and 32
+    /// signed bytes `round(x / d)`, 34 bytes in all (about a quarter of f32). Needs a head
+    /// size that is a multiple of 32.
+    Q8_0,
 }
 
+/// Values per `q8_0` block.
+pub const Q8_0_BLOCK: usize = 32;
+/// Bytes per `q8_0` block: an f16 scale and 32 signed bytes.
+pub const Q8_0_BLOCK_BYTES: usize = 34;
+
 impl KvType {
-    /// Bytes one stored value takes.
-    pub fn bytes_per_value(self) -> u64 {
+    /// Bytes one head's row of `head_dim` values takes (for `q8_0`, `head_dim` is a
+    /// multiple of 32: see [`KvType::supports`]).
+    pub fn row_bytes(self, head_dim: usize) -> u64 {
         match self {
-            Self::F16 => 2,
-            Self::F32 => 4,
+            Self::F16 => 2 * head_dim as u64,
+            Self::F32 => 4 * head_dim as u64,
+            Self::Q8_0 => (head_dim.div_ceil(Q8_0_BLOCK) * Q8_0_BLOCK_BYTES) as u64,
         }
     }
 
-    /// The name the command line and the plan print (`f16`, `f32`).
+    /// Whether heads of `head_dim` values can be stored this way (`q8_0`: whole blocks).
+    pub fn supports(self, head_dim: usize) -> bool {
+        self != Self::Q8_0 || head_dim.is_multiple_of(Q8_0_BLOCK)
+    }
+
+    /// The name the command line and the plan print (`f16`, `f32`, `q8_0`).
     pub fn name(self) -> &'static str {
         match self {
             Self::F16 => "f16",
             Self::F32 => "f32",
+            Self::Q8_0 => "q8_0",
         }
     }
 }
@@ -46,9 +63,10 @@ impl std::str::FromStr for KvType {
         match s.trim().to_ascii_lowercase().as_str() {
             "f16" => Ok(Self::F16),
             "f32" => Ok(Self::F32),
+            "q8_0" | "q8" => Ok(Self::Q8_0),
             other => Err(CoreError::InvalidField {
                 key: "kv-type".into(),
-                reason: format!("`{}`: expected f16 or f32", crate::Printable(other)),
+                reason: format!("`{}`: expected f16, f32 or q8_0", crate::Printable(other)),
             }),
         }
     }
@@ -64,7 +82,10 @@ mod tests {
         assert_eq!(" f32 ".parse::<KvType>().unwrap(), KvType::F32);
         let err = "q4_k".parse::<KvType>().unwrap_err().to_string();
         assert!(err.contains("q4_k") && err.contains("f16"), "{err}");
+        assert_eq!("Q8_0".parse::<KvType>().unwrap(), KvType::Q8_0);
         assert_eq!(KvType::default(), KvType::F16);
-        assert_eq!(KvType::F16.bytes_per_value() * 2, KvType::F32.bytes_per_value());
+        assert_eq!(KvType::F16.row_bytes(128) * 2, KvType::F32.row_bytes(128));
+        assert_eq!(KvType::Q8_0.row_bytes(128), 4 * 34);
+        assert!(KvType::Q8_0.supports(64) && !KvType::Q8_0.supports(80) && KvType::F16.supports(80));
     }
 }

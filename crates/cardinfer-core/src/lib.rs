@@ -13,7 +13,7 @@ mod storage;
 
 pub use bytesize::ByteSize;
 pub use error::CoreError;
-pub use kv_type::KvType;
+pub use kv_type::{KvType, Q8_0_BLOCK, Q8_0_BLOCK_BYTES};
 pub use layout::{BlockId, ModelLayout, TensorInfo};
 pub use printable::Printable;
 pub use spec::{limits, Family, GemmaSpec, ModelSpec, MoeSpec, RopeScaling, RopeStyle};

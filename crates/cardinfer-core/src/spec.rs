@@ -359,7 +359,7 @@ impl ModelSpec {
 
     /// Bytes of K and V for one token across all layers, stored as `kv`.
     pub fn kv_bytes_per_token(&self, kv: crate::KvType) -> u64 {
-        2 * (self.num_layers * self.num_kv_heads * self.head_dim) as u64 * kv.bytes_per_value()
+        2 * (self.num_layers * self.num_kv_heads) as u64 * kv.row_bytes(self.head_dim)
     }
 }
 

@@ -134,12 +134,75 @@ extern "C" __global__ void add_rms_norm_exact(float* x, const float* delta, cons
 // value heads; blockDim.x = head_dim / 2 (one thread per rotated pair).
 // q/k/v: + bias (when given), q/k: per-head RMS norm (when given) and RoPE at *pos_ptr;
 // queries go to q_out [heads, d], keys and values into the caches [kv_heads, cap, d].
-// The KV cache's storage types: f32, or f16 rounded to nearest even (`__float2half_rn`,
-// as the CPU's `half::f16::from_f32` and Candle's cast); a stored f16 widens exactly.
+// The KV cache's storage types: f32, f16 rounded to nearest even (`__float2half_rn`, as
+// the CPU's `half::f16::from_f32` and Candle's cast; a stored f16 widens exactly), or
+// llama.cpp's q8_0 blocks (`q8_0_t`: per 32 values an f16 scale d = max|x| / 127 and 32
+// bytes round(x / d), read back as q · d; src/model/kv_q8.rs takes the same steps).
+struct q8_0_t {};
+#define Q8_0_VALUES 32
+#define Q8_0_BYTES 34
+
+#define MAX_DIMS_PER_LANE 8  // head_dim up to 256
+
+template <class A, class B> struct same_type { static const bool value = false; };
+template <class A> struct same_type<A, A> { static const bool value = true; };
+// The element type a row of T is read and written as (q8_0 rows never take that branch).
+template <class T> struct element { typedef T type; };
+template <> struct element<q8_0_t> { typedef float type; };
+
+// Bytes of one head's row of d values.
+template <typename T> __device__ __forceinline__ size_t kv_row_bytes(int d) {
+    if (same_type<T, q8_0_t>::value) return (size_t)(d / Q8_0_VALUES) * Q8_0_BYTES;
+    return (size_t)d * sizeof(T);
+}
+
 __device__ __forceinline__ void store_kv(float* p, float v) { *p = v; }
 __device__ __forceinline__ void store_kv(__half* p, float v) { *p = __float2half_rn(v); }
 __device__ __forceinline__ float load_kv(const float* p) { return *p; }
 __device__ __forceinline__ float load_kv(const __half* p) { return __half2float(*p); }
+
+// The q8_0 block of the 32 values x into out (34 bytes).
+__device__ __forceinline__ void quantize_block_q8_0(const float* x, uint8_t* out) {
+    float amax = 0.f;
+    for (int j = 0; j < Q8_0_VALUES; j++) amax = fmaxf(amax, fabsf(x[j]));
+    const float d = __fdiv_rn(amax, 127.f);
+    const float id = d != 0.f ? __fdiv_rn(1.f, d) : 0.f;
+    *(__half*)out = __float2half_rn(d);
+    int8_t* q = (int8_t*)(out + 2);
+    for (int j = 0; j < Q8_0_VALUES; j++) q[j] = (int8_t)roundf(__fmul_rn(x[j], id));
+}
+
+// n values first, first + 1, ... of a stored row (n <= 8, within one q8_0 block) as f32.
+template <typename T>
+__device__ __forceinline__ void load_row(const uint8_t* row, int first, int n, float* out) {
+    if (same_type<T, q8_0_t>::value) {
+        const uint8_t* block = row + (size_t)(first / Q8_0_VALUES) * Q8_0_BYTES;
+        const float d = __half2float(*(const __half*)block);
+        const int8_t* q = (const int8_t*)(block + 2) + first % Q8_0_VALUES;
+#pragma unroll
+        for (int j = 0; j < MAX_DIMS_PER_LANE; j++)
+            if (j < n) out[j] = __fmul_rn((float)q[j], d);
+    } else {
+        const typename element<T>::type* p = (const typename element<T>::type*)row + first;
+#pragma unroll
+        for (int j = 0; j < MAX_DIMS_PER_LANE; j++)
+            if (j < n) out[j] = load_kv(p + j);
+    }
+}
+
+// Rows x rows of d values (contiguous) into q8_0 blocks: one thread per block.
+extern "C" __global__ void kv_quantize_q8_0(const float* x, uint8_t* out, int blocks) {
+    const int b = blockIdx.x * blockDim.x + threadIdx.x;
+    if (b < blocks) quantize_block_q8_0(x + (size_t)b * Q8_0_VALUES, out + (size_t)b * Q8_0_BYTES);
+}
+
+// q8_0 blocks back to n values: one thread per value.
+extern "C" __global__ void kv_dequantize_q8_0(const uint8_t* blocks, float* out, int n) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    const uint8_t* block = blocks + (size_t)(i / Q8_0_VALUES) * Q8_0_BYTES;
+    out[i] = __fmul_rn((float)((const int8_t*)(block + 2))[i % Q8_0_VALUES], __half2float(*(const __half*)block));
+}
 
 #define QK_PARAMS                                                                        \
     const float *q, const float *k, const float *v, const float *q_bias,                \
@@ -155,11 +218,12 @@ template <typename T>
 __device__ __forceinline__ void qk_norm_rope_append_impl(QK_PARAMS) {
     const int h = blockIdx.x, i = threadIdx.x, half = d / 2;
     const int pos = (int)*pos_ptr;
-    T* k_cache = (T*)kv_table[2 * layer];
-    T* v_cache = (T*)kv_table[2 * layer + 1];
+    const size_t row_bytes = kv_row_bytes<T>(d);
+    uint8_t* k_cache = (uint8_t*)kv_table[2 * layer];
+    uint8_t* v_cache = (uint8_t*)kv_table[2 * layer + 1];
     const float *src, *bias, *norm;
-    float* dst = nullptr;  // a query head's output, or
-    T* kv_dst = nullptr;   // a key or value head's cache row
+    float* dst = nullptr;      // a query head's output, or
+    uint8_t* kv_dst = nullptr;  // a key or value head's cache row
     bool rotate = true;
     if (h < heads) {
         src = q + h * d;
@@ -171,14 +235,14 @@ __device__ __forceinline__ void qk_norm_rope_append_impl(QK_PARAMS) {
         src = k + kh * d;
         bias = k_bias ? k_bias + kh * d : nullptr;
         norm = k_norm;
-        kv_dst = k_cache + ((size_t)kh * cap + pos) * d;
+        kv_dst = k_cache + ((size_t)kh * cap + pos) * row_bytes;
     } else {
         const int kh = h - heads - kv_heads;
         src = v + kh * d;
         bias = v_bias ? v_bias + kh * d : nullptr;
         norm = nullptr;
         rotate = false;
-        kv_dst = v_cache + ((size_t)kh * cap + pos) * d;
+        kv_dst = v_cache + ((size_t)kh * cap + pos) * row_bytes;
     }
     const int a = interleaved ? 2 * i : i;
     const int b = interleaved ? 2 * i + 1 : i + half;
@@ -214,17 +278,26 @@ __device__ __forceinline__ void qk_norm_rope_append_impl(QK_PARAMS) {
     if (dst) {
         dst[a] = xa;
         dst[b] = xb;
+    } else if (same_type<T, q8_0_t>::value) {
+        // The whole row first (the same for the whole block: every thread reaches the
+        // barrier), then one thread per q8_0 block.
+        __shared__ float row[512];
+        row[a] = xa;
+        row[b] = xb;
+        __syncthreads();
+        if (i < d / Q8_0_VALUES) quantize_block_q8_0(row + i * Q8_0_VALUES, kv_dst + (size_t)i * Q8_0_BYTES);
     } else {
-        store_kv(kv_dst + a, xa);
-        store_kv(kv_dst + b, xb);
+        typedef typename element<T>::type E;
+        store_kv((E*)kv_dst + a, xa);
+        store_kv((E*)kv_dst + b, xb);
     }
 }
 
 extern "C" __global__ void qk_norm_rope_append(QK_PARAMS) { qk_norm_rope_append_impl<float>(QK_ARGS); }
 extern "C" __global__ void qk_norm_rope_append_f16(QK_PARAMS) { qk_norm_rope_append_impl<__half>(QK_ARGS); }
+extern "C" __global__ void qk_norm_rope_append_q8_0(QK_PARAMS) { qk_norm_rope_append_impl<q8_0_t>(QK_ARGS); }
 
 
-#define MAX_DIMS_PER_LANE 8  // head_dim up to 256
 
 // The first key a query at position len - 1 sees: 0, or len - window on a sliding-window
 // layer (window > 0; Gemma 3's local layers).
@@ -262,23 +335,25 @@ __device__ __forceinline__ void decode_attention_partial_impl(PARTIAL_PARAMS) {
         qv[j] = j < per ? q[h * d + lane * per + j] : 0.f;
         acc[j] = 0.f;
     }
-    const T* kb = (const T*)kv_table[2 * layer] + (size_t)kh * cap * d;
-    const T* vb = (const T*)kv_table[2 * layer + 1] + (size_t)kh * cap * d;
+    const size_t row_bytes = kv_row_bytes<T>(d);
+    const uint8_t* kb = (const uint8_t*)kv_table[2 * layer] + (size_t)kh * cap * row_bytes;
+    const uint8_t* vb = (const uint8_t*)kv_table[2 * layer + 1] + (size_t)kh * cap * row_bytes;
+    float kv_vals[MAX_DIMS_PER_LANE];
     float m = -INFINITY, l = 0.f;
     for (int t = start + warp; t < end; t += warps) {
-        const T* kt = kb + (size_t)t * d + lane * per;
-        const T* vt = vb + (size_t)t * d + lane * per;
+        load_row<T>(kb + (size_t)t * row_bytes, lane * per, per, kv_vals);
         float s = 0.f;
 #pragma unroll
         for (int j = 0; j < MAX_DIMS_PER_LANE; j++)
-            if (j < per) s = __fmaf_rn(qv[j], load_kv(kt + j), s);
+            if (j < per) s = __fmaf_rn(qv[j], kv_vals[j], s);
         s = __fmul_rn(warp_sum_rn(s), scale);
         const float m_new = fmaxf(m, s);
         const float correction = exact_expf(__fsub_rn(m, m_new)), p = exact_expf(__fsub_rn(s, m_new));
         l = __fmaf_rn(l, correction, p);
+        load_row<T>(vb + (size_t)t * row_bytes, lane * per, per, kv_vals);
 #pragma unroll
         for (int j = 0; j < MAX_DIMS_PER_LANE; j++)
-            if (j < per) acc[j] = __fmaf_rn(p, load_kv(vt + j), __fmul_rn(acc[j], correction));
+            if (j < per) acc[j] = __fmaf_rn(p, kv_vals[j], __fmul_rn(acc[j], correction));
         m = m_new;
     }
     // Combine the warps of this block.
@@ -315,6 +390,9 @@ extern "C" __global__ void decode_attention_partial(PARTIAL_PARAMS) {
 }
 extern "C" __global__ void decode_attention_partial_f16(PARTIAL_PARAMS) {
     decode_attention_partial_impl<__half>(PARTIAL_ARGS);
+}
+extern "C" __global__ void decode_attention_partial_q8_0(PARTIAL_PARAMS) {
+    decode_attention_partial_impl<q8_0_t>(PARTIAL_ARGS);
 }
 
 // One block per head, blockDim.x = d: out[h] = Σ_c acc_c e^(m_c - M) / Σ_c l_c e^(m_c - M).

@@ -154,8 +154,9 @@ pub struct PlacementArgs {
     /// the CPU computes every routed expert of a decode step (llama.cpp's --cpu-moe).
     #[arg(long)]
     pub no_expert_cache: bool,
-    /// How the KV cache stores keys and values: f16 (half the memory, llama.cpp's default)
-    /// or f32 (as computed).
+    /// How the KV cache stores keys and values: f16 (half the memory, llama.cpp's default),
+    /// q8_0 (llama.cpp's 8-bit blocks, about a quarter; heads of a multiple of 32 values) or
+    /// f32 (as computed).
     #[arg(long, default_value = "f16")]
     pub kv_type: String,
 }

@@ -28,7 +28,7 @@ pub struct Args {
     /// Context to reserve the KV cache for (default: the model's, at most 4096).
     #[arg(long)]
     context: Option<usize>,
-    /// How the KV cache stores keys and values: f16 or f32.
+    /// How the KV cache stores keys and values: f16, q8_0 or f32.
     #[arg(long, default_value = "f16")]
     kv_type: String,
     /// Decode batch (sequences decoded together).

@@ -1,10 +1,12 @@
 //! Keys or values of a KV cache read in place on the CPU, in the cache's storage type
-//! ([`cardinfer_core::KvType`]): f32 rows are used as they are, f16 rows are widened into
-//! a caller's buffer one row at a time (exactly: every f16 is an f32), so the attention
-//! arithmetic after the read is the same for every storage type.
+//! ([`cardinfer_core::KvType`]): f32 rows are used as they are, f16 and `q8_0` rows are
+//! widened into a caller's buffer one row at a time (f16 exactly, `q8_0` as `q · d`, as the
+//! kernels read it), so the attention arithmetic after the read is the same for every
+//! storage type.
 
 use crate::{Result, StreamError};
 use candle_core::{DType, Storage, Tensor};
+use cardinfer_core::{Q8_0_BLOCK as BLOCK, Q8_0_BLOCK_BYTES as BLOCK_BYTES};
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 
@@ -15,14 +17,18 @@ pub(crate) enum KvRows<'a> {
     F32(&'a [f32]),
     /// f16 values.
     F16(&'a [f16]),
+    /// `q8_0` blocks (34 bytes per 32 values).
+    Q8_0(&'a [u8]),
 }
 
 impl<'a> KvRows<'a> {
-    /// Values `range` of these rows.
+    /// Values `range` of these rows (for `q8_0`, whole blocks: `range` starts and ends on
+    /// a multiple of 32, as rows of heads do).
     pub(crate) fn slice(&self, range: std::ops::Range<usize>) -> KvRows<'a> {
         match *self {
             Self::F32(s) => Self::F32(&s[range]),
             Self::F16(s) => Self::F16(&s[range]),
+            Self::Q8_0(s) => Self::Q8_0(&s[range.start / BLOCK * BLOCK_BYTES..range.end / BLOCK * BLOCK_BYTES]),
         }
     }
 
@@ -37,17 +43,26 @@ impl<'a> KvRows<'a> {
                 s[t * d..(t + 1) * d].convert_to_f32_slice(out);
                 out
             }
+            Self::Q8_0(s) => {
+                let out = &mut buf[..d];
+                let row = d / BLOCK * BLOCK_BYTES;
+                for (block, o) in s[t * row..(t + 1) * row].chunks_exact(BLOCK_BYTES).zip(out.chunks_exact_mut(BLOCK)) {
+                    crate::model::kv_q8::dequantize_block(block, o);
+                }
+                out
+            }
         }
     }
 }
 
 /// Runs `f` on the values of a contiguous CPU tensor of keys or values `[batch, heads,
-/// capacity, d]` (from its first element, in place, f32 or f16) and its `capacity`.
+/// capacity, d]` (from its first element, in place: f32, f16, or `q8_0` bytes `[batch,
+/// heads, capacity, d / 32 · 34]`) and its `capacity`.
 pub(crate) fn with_host_kv<R>(t: &Tensor, f: impl FnOnce(KvRows<'_>, usize) -> R) -> Result<R> {
     let capacity = t.dim(2)?;
     let not_host = || StreamError::InvalidParameter {
         name: "kv",
-        reason: format!("the KV cache is not f32 or f16 in host memory ({:?} on {:?})", t.dtype(), t.device()),
+        reason: format!("the KV cache is not f32, f16 or q8_0 in host memory ({:?} on {:?})", t.dtype(), t.device()),
     };
     let (storage, layout) = t.storage_and_layout();
     if !layout.is_contiguous() {
@@ -58,6 +73,7 @@ pub(crate) fn with_host_kv<R>(t: &Tensor, f: impl FnOnce(KvRows<'_>, usize) -> R
     let rows = match t.dtype() {
         DType::F32 => KvRows::F32(cpu.as_slice::<f32>().map_err(|_| not_host())?.get(range).ok_or_else(not_host)?),
         DType::F16 => KvRows::F16(cpu.as_slice::<f16>().map_err(|_| not_host())?.get(range).ok_or_else(not_host)?),
+        DType::U8 => KvRows::Q8_0(cpu.as_slice::<u8>().map_err(|_| not_host())?.get(range).ok_or_else(not_host)?),
         _ => return Err(not_host()),
     };
     Ok(f(rows, capacity))
@@ -83,6 +99,18 @@ mod tests {
         with_host_kv(&t, |rows, _| assert_eq!(rows.slice(2..4).row(0, 2, &mut buf), &values[2..4])).unwrap();
         let ints = t.to_dtype(DType::U32).unwrap();
         let err = with_host_kv(&ints, |_, _| ()).unwrap_err().to_string();
-        assert!(err.contains("not f32 or f16"), "{err}");
+        assert!(err.contains("not f32, f16 or q8_0"), "{err}");
+        // q8_0: two heads of one 32-value row each; row 0 of the second head.
+        let values: Vec<f32> = (0..64).map(|i| i as f32 * 0.25 - 8.0).collect();
+        let t = Tensor::from_vec(values, (1, 2, 1, 32), &Device::Cpu).unwrap();
+        let q = crate::model::kv_cache::stored(cardinfer_core::KvType::Q8_0, &t).unwrap();
+        let want = crate::model::kv_cache::widened(cardinfer_core::KvType::Q8_0, &q).unwrap();
+        let want = want.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let mut buf = [0f32; 32];
+        with_host_kv(&q, |rows, capacity| {
+            assert_eq!(capacity, 1);
+            assert_eq!(rows.slice(32..64).row(0, 32, &mut buf), &want[32..]);
+        })
+        .unwrap();
     }
 }

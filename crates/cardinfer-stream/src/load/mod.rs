@@ -155,6 +155,17 @@ impl LoadedModel {
             Some(c) => c.min(spec.context_length),
             None => spec.context_length.min(DEFAULT_CONTEXT),
         };
+        if !options.kv_type.supports(spec.head_dim) {
+            return Err(StreamError::InvalidParameter {
+                name: "kv-type",
+                reason: format!(
+                    "{} stores heads of a multiple of 32 values; {} has heads of {}: use f16",
+                    options.kv_type,
+                    path.display(),
+                    spec.head_dim
+                ),
+            });
+        }
         let layout = model_layout(&ckpt, &spec)?;
         let placement = Placed::plan(&spec, &layout, device, options, budget_bytes, false);
         let resident = matches!(&placement, Ok(p) if p.plan.slots == 0);

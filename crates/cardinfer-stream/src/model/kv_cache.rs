@@ -15,12 +15,40 @@ use crate::{Result, StreamError};
 use candle_core::{DType, Device, Tensor};
 use cardinfer_core::KvType;
 
-/// The tensor element type a [`KvType`] is stored as.
+/// The tensor element type a [`KvType`] is stored as (`q8_0`: its blocks' bytes).
 pub(crate) fn storage_dtype(kv: KvType) -> DType {
     match kv {
         KvType::F32 => DType::F32,
+        KvType::Q8_0 => DType::U8,
         _ => DType::F16,
     }
+}
+
+/// `x` (`[.., head_dim]` values) as `kv` stores it: rounded to f16, or in `q8_0` blocks
+/// (`[.., row bytes]`).
+pub(crate) fn stored(kv: KvType, x: &Tensor) -> Result<Tensor> {
+    Ok(match kv {
+        KvType::Q8_0 => {
+            let d = x.dim(candle_core::D::Minus1)?;
+            if !kv.supports(d) {
+                return Err(StreamError::InvalidParameter {
+                    name: "kv-type",
+                    reason: format!("q8_0 stores heads of a multiple of 32 values, not {d}: use f16"),
+                });
+            }
+            x.to_dtype(DType::F32)?.contiguous()?.apply_op1_no_bwd(&crate::model::kv_q8::QuantizeQ8_0)?
+        }
+        _ => x.to_dtype(storage_dtype(kv))?,
+    })
+}
+
+/// Stored keys or values `x` (as [`stored`] writes them) read back as f32, contiguous.
+pub(crate) fn widened(kv: KvType, x: &Tensor) -> Result<Tensor> {
+    Ok(match kv {
+        KvType::Q8_0 => x.contiguous()?.apply_op1_no_bwd(&crate::model::kv_q8::DequantizeQ8_0)?,
+        // One copy: a conversion writes a contiguous tensor, and so does `contiguous`.
+        _ => x.to_dtype(DType::F32)?.contiguous()?,
+    })
 }
 
 /// Keys and values of one layer, `[batch, kv_heads, seq, head_dim]`.
@@ -61,8 +89,8 @@ impl KvSlot {
     pub fn append(&mut self, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
         let dtype = k.dtype();
         let (k, v) = self.append_views(k, v)?;
-        // One copy: a conversion writes a contiguous tensor, and so does `contiguous`.
-        Ok((k.to_dtype(dtype)?.contiguous()?, v.to_dtype(dtype)?.contiguous()?))
+        let kv = self.kv_type;
+        Ok((widened(kv, &k)?.to_dtype(dtype)?, widened(kv, &v)?.to_dtype(dtype)?))
     }
 
     /// [`KvSlot::append`] returning the keys and values as stored (contiguous).
@@ -75,8 +103,7 @@ impl KvSlot {
     fn append_views(&mut self, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
         self.move_to(k.device())?;
         let new = k.dim(2)?;
-        let dtype = storage_dtype(self.kv_type);
-        let (k, v) = (k.to_dtype(dtype)?, v.to_dtype(dtype)?);
+        let (k, v) = (stored(self.kv_type, k)?, stored(self.kv_type, v)?);
         if self.capacity > 0 {
             return self.append_in_place(&k, &v, new);
         }

@@ -7,6 +7,7 @@ pub mod block_adapter;
 pub mod family;
 pub(crate) mod host_experts;
 pub mod kv_cache;
+pub(crate) mod kv_q8;
 pub mod layer_stream;
 pub mod names;
 pub mod rope;

@@ -119,8 +119,10 @@ pub struct FusedDecoder {
     device: CudaDevice,
     stream: Arc<CudaStream>,
     kernels: Kernels,
-    /// The element type of the KV caches the kernels write and read.
+    /// The element type of the KV caches the kernels write and read, and the elements of
+    /// one head's row (its values, or for `q8_0` its bytes).
     kv_dtype: DType,
+    kv_row: usize,
     buffers: Buffers,
     workspace: Workspace,
     layers: Vec<LayerAddresses>,
@@ -346,6 +348,10 @@ impl FusedDecoder {
         Ok(Self {
             spec: spec.clone(),
             kv_dtype: crate::model::kv_cache::storage_dtype(decoder.kv_type()),
+            kv_row: match decoder.kv_type() {
+                cardinfer_core::KvType::Q8_0 => decoder.kv_type().row_bytes(d) as usize,
+                _ => d,
+            },
             device: cuda.clone(),
             stream,
             kernels,
@@ -470,7 +476,7 @@ impl FusedDecoder {
     /// others), or `None` when one of them has no preallocated buffers of this path's
     /// capacity on the device (then the plain path runs the token).
     pub(super) fn kv_addresses(&self, kv: &KvCache, on_device: &dyn Fn(usize) -> bool) -> Result<Option<Vec<u64>>> {
-        let want = [1, self.dims.kv_heads, self.dims.capacity, self.dims.head_dim];
+        let want = [1, self.dims.kv_heads, self.dims.capacity, self.kv_row];
         let mut addresses = Vec::with_capacity(2 * kv.num_layers());
         for i in 0..kv.num_layers() {
             if !on_device(i) {

@@ -185,11 +185,16 @@ pub fn decode_block(
     let (k_buf, v_buf) = kv
         .buffers()
         .ok_or(crate::StreamError::InvalidParameter { name: "kv", reason: "no preallocated buffers".into() })?;
-    let stored = |new: Vec<f32>| Tensor::from_vec(new, (1, kv_heads, 1, d), &Device::Cpu)?.to_dtype(k_buf.dtype());
+    let kv_type = kv.kv_type();
+    let stored = |new: Vec<f32>| {
+        crate::model::kv_cache::stored(kv_type, &Tensor::from_vec(new, (1, kv_heads, 1, d), &Device::Cpu)?)
+    };
     k_buf.slice_set(&stored(k_new)?, 2, pos)?;
     v_buf.slice_set(&stored(v_new)?, 2, pos)?;
     let capacity = kv.capacity();
-    let read = |t: &Tensor| t.flatten_all()?.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>();
+    let read = |t: &Tensor| -> crate::Result<Vec<f32>> {
+        Ok(crate::model::kv_cache::widened(kv_type, t)?.flatten_all()?.to_vec1::<f32>()?)
+    };
     let (k_all, v_all) = (read(k_buf)?, read(v_buf)?);
     kv.commit(1)?;
 

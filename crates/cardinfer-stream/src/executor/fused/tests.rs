@@ -102,7 +102,9 @@ fn fused_decode_step_equals_the_plain_block_for_every_family() {
     ];
     for (family, style) in cases {
         let spec = spec(family, style);
-        for (quant, kv_type) in [(None, KvType::F32), (Some(GgmlDType::Q8_0), KvType::F32), (None, KvType::F16)] {
+        let kinds =
+            [(None, KvType::F32), (Some(GgmlDType::Q8_0), KvType::F32), (None, KvType::F16), (None, KvType::Q8_0)];
+        for (quant, kv_type) in kinds {
             let weights = layer(&spec, quant);
             let (plain, fused, plain_kv, fused_kv) = decode_once(&spec, &weights, 5, kv_type);
             let diff = max_abs_diff(&plain, &fused);
@@ -179,7 +181,7 @@ fn fused_decode_step_spans_several_attention_chunks() {
     let spec = spec(Family::Qwen3, RopeStyle::Half);
     let weights = layer(&spec, None);
     let prompt = 2 * ATTENTION_CHUNK + 17;
-    let (plain, fused, _, _) = decode_once(&spec, &weights, prompt, KvType::F32);
+    let (plain, fused, _, _) = decode_once(&spec, &weights, prompt, KvType::Q8_0);
     let diff = max_abs_diff(&plain, &fused);
     assert!(diff < 1e-4, "max difference {diff} over {prompt} positions");
 }

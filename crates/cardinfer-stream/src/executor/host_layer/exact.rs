@@ -8,6 +8,7 @@ use crate::cpu::exact::kernels::{
 use crate::cpu::exact::mmvq;
 use crate::cpu::kv_rows::with_host_kv;
 use crate::model::family::Decoder;
+use crate::model::kv_cache::stored;
 use crate::model::kv_cache::KvSlot;
 use crate::model::layer_stream::LayerStream;
 use crate::model::names::Role;
@@ -181,8 +182,9 @@ fn append(kv: &mut KvSlot, k: Vec<f32>, v: Vec<f32>, kv_heads: usize, d: usize) 
     let k = Tensor::from_vec(k, (1, kv_heads, 1, d), &Device::Cpu)?;
     let v = Tensor::from_vec(v, (1, kv_heads, 1, d), &Device::Cpu)?;
     if let Some((kb, vb)) = kv.buffers() {
-        // Rounded to the cache's type, as the kernels write it.
-        let (k, v) = (k.to_dtype(kb.dtype())?, v.to_dtype(vb.dtype())?);
+        // Stored as the cache's type, as the kernels write it.
+        let kv_type = kv.kv_type();
+        let (k, v) = (stored(kv_type, &k)?, stored(kv_type, &v)?);
         let (kb, vb) = (kb.clone(), vb.clone());
         if kv.len() < kv.capacity() {
             kb.slice_set(&k, 2, kv.len())?;

@@ -77,7 +77,7 @@ fn flat(t: &Tensor) -> Vec<f32> {
 fn exact_layer_is_the_layer() {
     let cases =
         [(Family::Llama, RopeStyle::Interleaved), (Family::Qwen2, RopeStyle::Half), (Family::Qwen3, RopeStyle::Half)];
-    let kv_types = [KvType::F32, KvType::F16, KvType::F32];
+    let kv_types = [KvType::F32, KvType::F16, KvType::Q8_0];
     for ((family, style), kv_type) in cases.into_iter().zip(kv_types) {
         let spec = spec(family, style, 64);
         let weights = layer(&spec);

@@ -60,6 +60,7 @@ pub(super) fn load_kernels(device: &CudaDevice, kv_type: KvType) -> Result<Kerne
     };
     let suffix = match kv_type {
         KvType::F32 => "",
+        KvType::Q8_0 => "_q8_0",
         _ => "_f16",
     };
     Ok(Kernels {

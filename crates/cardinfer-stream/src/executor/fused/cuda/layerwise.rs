@@ -48,7 +48,7 @@ impl FusedDecoder {
     /// does not compute now): `kv`'s layer `i` must hold preallocated device buffers of
     /// this decoder's capacity; the kernels are pointed at them first.
     pub fn visiting_layer(&mut self, i: usize, weights: &BlockWeights, kv: &mut KvCache) -> Result<()> {
-        let want = [1, self.dims.kv_heads, self.dims.capacity, self.dims.head_dim];
+        let want = [1, self.dims.kv_heads, self.dims.capacity, self.kv_row];
         let dtype = self.kv_dtype;
         let buffers = kv
             .layer(i)
