@@ -68,6 +68,21 @@ fn f16_and_q8_0_caches_keep_the_f32_caches_choices_on_a_real_model() {
 }
 
 #[test]
+fn contexts_past_the_trained_maximum_or_the_reserved_one_are_clear_errors() {
+    let dir = common::reference_dir().join("hf").join("qwen3-tiny");
+    let trained = Checkpoint::open(&dir).unwrap().spec().unwrap().context_length;
+    let options = LoadOptions { context: Some(trained + 1), ..Default::default() };
+    let Err(err) = LoadedModel::load_with(&dir, &Device::Cpu, &options, |_, _| {}) else { panic!("loaded") };
+    let err = err.to_string();
+    assert!(err.contains(&format!("{} tokens asked", trained + 1)) && err.contains(&trained.to_string()), "{err}");
+    let options = LoadOptions { context: Some(8), ..Default::default() };
+    let model = LoadedModel::load_with(&dir, &Device::Cpu, &options, |_, _| {}).unwrap();
+    let mut kv = model.model.new_cache();
+    let err = model.model.forward(&[1; 9], &mut kv, Logits::Last).unwrap_err().to_string();
+    assert!(err.contains('9') && err.contains('8'), "{err}");
+}
+
+#[test]
 fn q8_0_cache_refuses_heads_it_cannot_hold() {
     // llama-tiny's heads are 16 values: not a whole q8_0 block.
     let dir = common::reference_dir().join("hf").join("llama-tiny");

@@ -152,7 +152,18 @@ impl LoadedModel {
         let budget_bytes = resolve_budget(options.budget, device)?;
         let mut spec = ckpt.spec()?;
         spec.context_length = match options.context {
-            Some(c) => c.min(spec.context_length),
+            Some(usize::MAX) => spec.context_length,
+            Some(c) if c > spec.context_length => {
+                return Err(StreamError::InvalidParameter {
+                    name: "context",
+                    reason: format!(
+                        "{c} tokens asked, but {} was trained for at most {} (positions past it are untrained)",
+                        path.display(),
+                        spec.context_length
+                    ),
+                });
+            }
+            Some(c) => c,
             None => spec.context_length.min(DEFAULT_CONTEXT),
         };
         if !options.kv_type.supports(spec.head_dim) {

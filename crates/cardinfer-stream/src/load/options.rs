@@ -20,8 +20,9 @@ pub struct LoadOptions {
     pub slots: Option<usize>,
     /// Tokens per prefill chunk.
     pub prefill_chunk: usize,
-    /// Context length to reserve the KV cache for (default: the model's, at most 4096).
-    /// Prompts beyond it are an error.
+    /// Context length to reserve the KV cache for (default: the model's, at most 4096;
+    /// `Some(usize::MAX)`: the model's trained maximum). Prompts beyond it are an error, and
+    /// so is a context longer than the model was trained for.
     pub context: Option<usize>,
     /// Hybrid decode: compute a share of the non-resident layers on the CPU while the
     /// link streams the rest (rates from [`LoadOptions::profile`]).
