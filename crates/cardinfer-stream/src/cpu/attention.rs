@@ -114,6 +114,11 @@ pub(crate) fn attend(
     let (k, v) = (k.contiguous()?, v.contiguous()?);
     with_host_kv(&k, |k, _| {
         with_host_kv(&v, |v, _| {
+            // Rows stored in f16 or q8_0 are widened once for all the rows and heads that
+            // read them (the same values a row read gives).
+            let (k_wide, v_wide) = (k.widened(), v.widened());
+            let k = k_wide.as_deref().map_or(k, KvRows::F32);
+            let v = v_wide.as_deref().map_or(v, KvRows::F32);
             // One task per (batch, position, head): a decode step's heads split over the
             // threads too (one task per position left one thread working).
             out.par_chunks_mut(d).enumerate().for_each(|(task, out)| {

@@ -32,6 +32,27 @@ impl<'a> KvRows<'a> {
         }
     }
 
+    /// Every value widened to f32 (`None` for f32 rows, which are used as they are): for
+    /// a caller that reads each row many times (the rows of a prompt, the query heads of a
+    /// group), once here instead of at every read. The same values as [`KvRows::row`].
+    pub(crate) fn widened(&self) -> Option<Vec<f32>> {
+        match *self {
+            Self::F32(_) => None,
+            Self::F16(s) => {
+                let mut out = vec![0f32; s.len()];
+                s.convert_to_f32_slice(&mut out);
+                Some(out)
+            }
+            Self::Q8_0(s) => {
+                let mut out = vec![0f32; s.len() / BLOCK_BYTES * BLOCK];
+                for (block, o) in s.chunks_exact(BLOCK_BYTES).zip(out.chunks_exact_mut(BLOCK)) {
+                    crate::model::kv_q8::dequantize_block(block, o);
+                }
+                Some(out)
+            }
+        }
+    }
+
     /// Row `t` of `d` values as f32: a view of f32 rows, or f16 rows widened into `buf`
     /// (at least `d` long).
     #[inline(always)]
@@ -94,6 +115,7 @@ mod tests {
             assert_eq!(capacity, 2);
             let want: Vec<f32> = values[2..4].iter().map(|&x| f16::from_f32(x).to_f32()).collect();
             assert_eq!(rows.row(1, 2, &mut buf), want.as_slice());
+            assert_eq!(&rows.widened().unwrap()[2..4], want.as_slice());
         })
         .unwrap();
         with_host_kv(&t, |rows, _| assert_eq!(rows.slice(2..4).row(0, 2, &mut buf), &values[2..4])).unwrap();
@@ -110,6 +132,7 @@ mod tests {
         with_host_kv(&q, |rows, capacity| {
             assert_eq!(capacity, 1);
             assert_eq!(rows.slice(32..64).row(0, 32, &mut buf), &want[32..]);
+            assert_eq!(rows.widened().unwrap(), want);
         })
         .unwrap();
     }
