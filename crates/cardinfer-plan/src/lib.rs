@@ -20,7 +20,7 @@ pub use budget::Budget;
 pub use cost::{predict, predict_batch, Bound, Prediction};
 pub use error::PlanError;
 pub use moe_cost::{predict_moe, MoePlacement, MoePrediction, MoeShape};
-pub use plan::{Mode, Placement, PlanRequest, StreamPlan, Workload};
+pub use plan::{Mode, Placement, PlanRequest, StreamPlan, Workload, ATTENTION_KEY_TILE};
 pub use profile::Profile;
 pub use schedule::{simulate_decode, DecodeRates, TokenSchedule};
 pub use split_watch::{Recheck, SplitWatch};

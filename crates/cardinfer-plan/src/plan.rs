@@ -195,14 +195,21 @@ impl Default for Workload {
     }
 }
 
+/// Keys per tile of the prefill attention over a long cache: a chunk's scores hold at most
+/// this many keys per query row at a time once the cache holds twice as many (the
+/// executor's tiled attention), so the workspace stops growing with the context there.
+pub const ATTENTION_KEY_TILE: usize = 1024;
+
 /// Activations of one chunk: hidden states, q/k/v, MLP intermediates and attention
-/// scores over the full context, in f32, with a 2× margin for temporaries, plus the
-/// logits of the last position.
+/// scores (and their exponentials) over the context, or over two tiles' worth of keys
+/// for a longer one ([`ATTENTION_KEY_TILE`]), in f32, with a 2× margin for temporaries,
+/// plus the logits of the last position.
 pub fn workspace_bytes(spec: &ModelSpec, chunk: usize) -> u64 {
+    let score_keys = spec.context_length.min(2 * ATTENTION_KEY_TILE);
     let per_token = spec.hidden_size * 4
         + (spec.num_heads + 2 * spec.num_kv_heads) * spec.head_dim
         + 3 * spec.intermediate_size
-        + 2 * spec.num_heads * spec.context_length;
+        + 2 * spec.num_heads * score_keys;
     2 * 4 * (chunk * per_token + spec.vocab_size) as u64
 }
 

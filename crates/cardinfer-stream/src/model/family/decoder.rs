@@ -2,6 +2,7 @@
 //! or, in a mixture-of-experts layer, routed SwiGLU experts (`moe.rs`). Qwen2's q/k/v
 //! biases and Qwen3's per-head q/k norms are switched on by the spec.
 
+use super::tiled_attention::{tiled_attention, ATTENTION_KEY_TILE, TILED_FROM_KEYS};
 use crate::model::kv_cache::KvSlot;
 use crate::model::layer_stream::LayerStream;
 use crate::model::names::Role;
@@ -197,17 +198,22 @@ impl Decoder {
         // GQA: view the query heads of one KV head as extra rows, so no KV copy is made.
         let group = s.num_heads / s.num_kv_heads;
         let q = q.reshape((b, s.num_kv_heads, group * seq, s.head_dim))?;
-        let scores = q.matmul(&k.t()?)?;
-        let probs = if let (Some(wnd), true) = (window, seq > 1) {
-            let mask = rope.window_mask(group, seq, pos, total, wnd, x.device())?;
-            softmax_last_dim(&(scores * scale)?.broadcast_add(&mask)?)?
-        } else if seq > 1 {
-            let mask = || rope.causal_mask(group, seq, pos, total, x.device());
-            crate::cuda::fused_ops::masked_softmax(&scores, scale, seq, pos, self.fused_ops, mask)?
+        let y = if window.is_none() && seq > 1 && total >= TILED_FROM_KEYS {
+            // A long cache: the scores a tile of keys at a time, never the whole matrix.
+            tiled_attention(&q, (&k, &v), (seq, pos), scale, ATTENTION_KEY_TILE)?
         } else {
-            softmax_last_dim(&(scores * scale)?)?
-        };
-        let y = probs.matmul(&v)?; // [b, kv_heads, group * seq, d]
+            let scores = q.matmul(&k.t()?)?;
+            let probs = if let (Some(wnd), true) = (window, seq > 1) {
+                let mask = rope.window_mask(group, seq, pos, total, wnd, x.device())?;
+                softmax_last_dim(&(scores * scale)?.broadcast_add(&mask)?)?
+            } else if seq > 1 {
+                let mask = || rope.causal_mask(group, seq, pos, total, x.device());
+                crate::cuda::fused_ops::masked_softmax(&scores, scale, seq, pos, self.fused_ops, mask)?
+            } else {
+                softmax_last_dim(&(scores * scale)?)?
+            };
+            probs.matmul(&v)?
+        }; // [b, kv_heads, group * seq, d]
         let y = y.reshape((b, s.num_heads, seq, s.head_dim))?.transpose(1, 2)?.reshape((
             b,
             seq,

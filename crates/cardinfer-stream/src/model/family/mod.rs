@@ -6,5 +6,6 @@ mod gemma;
 mod moe;
 mod moe_host;
 mod moe_one_token;
+mod tiled_attention;
 
 pub use decoder::{causal_mask, Decoder};
