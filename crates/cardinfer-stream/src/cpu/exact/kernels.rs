@@ -169,11 +169,18 @@ pub(crate) fn decode_attention_rows(
     crate::cpu::matvec::run_tasks(tasks, |PartialTask { index, stats, weighted }| {
         let (kv, c) = (*index / chunks, skipped + *index % chunks);
         let (start, end) = ((c * ATTENTION_CHUNK).max(first), ((c + 1) * ATTENTION_CHUNK).min(len));
-        let rows = kv * capacity * d..(kv * capacity + len) * d;
+        // The chunk's rows, from its first (whole q8_0 blocks: a row is whole blocks); rows
+        // stored in f16 or q8_0 are widened once here for the group's query heads (the
+        // warps take keys relative to `start`, so the shifted indices give the same bits).
+        let base = c * ATTENTION_CHUNK;
+        let rows = (kv * capacity + base) * d..(kv * capacity + end) * d;
         let (keys, values) = (k_cache.slice(rows.clone()), v_cache.slice(rows));
+        let (k_wide, v_wide) = (keys.widened(), values.widened());
+        let keys = k_wide.as_deref().map_or(keys, KvRows::F32);
+        let values = v_wide.as_deref().map_or(values, KvRows::F32);
         for (g, (stat, acc)) in stats.iter_mut().zip(weighted.chunks_mut(d)).enumerate() {
             let h = kv * group + g;
-            *stat = head_chunk(&q[h * d..(h + 1) * d], keys, values, (start, end, scale), acc);
+            *stat = head_chunk(&q[h * d..(h + 1) * d], keys, values, (start - base, end - base, scale), acc);
         }
     });
     let tasks: Vec<(usize, &mut [f32])> = out.chunks_mut(d).take(heads).enumerate().collect();
