@@ -45,16 +45,25 @@ pub struct Args {
     /// Which ways to time: rayon, serial, exact (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "rayon,serial,exact", value_parser = ["rayon", "serial", "exact"])]
     ways: Vec<String>,
+    /// Positions each layer's KV cache holds before the timed steps (attention's share of a
+    /// host layer grows with it).
+    #[arg(long, default_value_t = 0)]
+    depth: usize,
+    /// How the KV cache stores keys and values: f16, q8_0 or f32.
+    #[arg(long, default_value = "f16")]
+    kv_type: String,
 }
 
 pub fn run(args: Args) -> Result<()> {
+    let kv_type: cardinfer_core::KvType = args.kv_type.parse()?;
+    let context = (args.depth + args.steps).max(512);
     let (spec, layers) = match &args.model {
         Some(path) => {
             if args.layers == 0 {
                 anyhow::bail!("--layers must be at least 1");
             }
             let ckpt = std::sync::Arc::new(cardinfer_quant::Checkpoint::open(path)?);
-            let spec = cardinfer_core::ModelSpec { context_length: 512, ..ckpt.spec()? };
+            let spec = cardinfer_core::ModelSpec { context_length: context, ..ckpt.spec()? };
             let reader = cardinfer_stream::executor::CheckpointReader::new(ckpt, spec.clone());
             let layers = (0..args.layers.min(spec.num_layers))
                 .map(|i| reader.read(cardinfer_core::BlockId::Layer(i), &Device::Cpu))
@@ -67,7 +76,7 @@ pub fn run(args: Args) -> Result<()> {
                 intermediate_size: args.intermediate,
                 num_heads: args.heads,
                 num_kv_heads: 8,
-                context_length: 512,
+                context_length: context,
                 ..crate::common::probe_spec(Family::Qwen3, 1)
             };
             let (layers, _) = crate::common::cpu_blocks(&spec)?;
@@ -79,13 +88,22 @@ pub fn run(args: Args) -> Result<()> {
     let x = Tensor::zeros((1, 1, spec.hidden_size), candle_core::DType::F32, &Device::Cpu)?;
     for round in 0..3 {
         for way in args.ways.iter().map(String::as_str) {
-            let mut slots = vec![cardinfer_stream::KvSlot::default(); count];
+            let mut slots = vec![cardinfer_stream::KvSlot::with_capacity(context, kv_type); count];
+            if args.depth > 0 {
+                // `depth` positions of small values, as a prompt would leave them.
+                let shape = (1, spec.num_kv_heads, args.depth, spec.head_dim);
+                let held = Tensor::rand(-1f32, 1f32, shape, &Device::Cpu)?;
+                for slot in &mut slots {
+                    slot.append(&held, &held)?;
+                }
+            }
             let start = Instant::now();
             for step in 0..args.steps {
+                let pos = args.depth + step;
                 for (layer, slot) in layers.iter().zip(slots.iter_mut()) {
                     match way {
-                        "rayon" => drop(decoder.block(0, layer, &x, slot, step)?),
-                        "serial" => drop(with_serial_small_ops(|| decoder.block(0, layer, &x, slot, step))?),
+                        "rayon" => drop(decoder.block(0, layer, &x, slot, pos)?),
+                        "serial" => drop(with_serial_small_ops(|| decoder.block(0, layer, &x, slot, pos))?),
                         _ => match cardinfer_stream::executor::host_layer::exact::decode_layer(
                             &decoder, 0, layer, &x, slot,
                         )? {
@@ -96,7 +114,10 @@ pub fn run(args: Args) -> Result<()> {
                 }
             }
             let ms = start.elapsed().as_secs_f64() * 1e3 / (args.steps * count) as f64;
-            println!("{}x{} round {round} {way}: {ms:.3} ms/layer", spec.hidden_size, spec.intermediate_size);
+            println!(
+                "{}x{} depth {} {kv_type} round {round} {way}: {ms:.3} ms/layer",
+                spec.hidden_size, spec.intermediate_size, args.depth
+            );
         }
     }
     Ok(())
