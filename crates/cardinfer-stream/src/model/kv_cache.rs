@@ -372,4 +372,40 @@ mod tests {
         f16_slot.append(&k, &k).unwrap();
         assert_eq!(f32_slot.bytes(), 2 * f16_slot.bytes());
     }
+
+    #[test]
+    fn a_full_cache_holds_the_bytes_the_planner_reserves_for_each_type() {
+        let spec = cardinfer_core::ModelSpec {
+            family: cardinfer_core::Family::Qwen3,
+            vocab_size: 16,
+            hidden_size: 64,
+            intermediate_size: 96,
+            num_layers: 3,
+            num_heads: 4,
+            num_kv_heads: 2,
+            head_dim: 64,
+            rms_norm_eps: 1e-6,
+            rope_theta: 1e4,
+            rope_scaling: None,
+            rope_style: cardinfer_core::RopeStyle::Half,
+            context_length: 40,
+            tie_word_embeddings: false,
+            qkv_bias: false,
+            qk_norm: true,
+            bos_token_id: None,
+            eos_token_ids: vec![],
+            moe: None,
+            gemma: None,
+        };
+        let capacity = 40;
+        for kv_type in [KvType::F32, KvType::F16, KvType::Q8_0] {
+            let mut cache = KvCache::with_capacity(spec.num_layers, capacity, kv_type);
+            let k = Tensor::ones((1, spec.num_kv_heads, 1, spec.head_dim), DType::F32, &Device::Cpu).unwrap();
+            for layer in 0..spec.num_layers {
+                cache.layer_mut(layer).append(&k, &k).unwrap();
+            }
+            assert_eq!(cache.kv_type(), kv_type);
+            assert_eq!(cache.bytes(), spec.kv_bytes_per_token(kv_type) * capacity as u64, "{kv_type}");
+        }
+    }
 }
