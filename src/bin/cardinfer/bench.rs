@@ -184,7 +184,7 @@ pub fn run(args: Args) -> Result<()> {
     for (test, rate, generated) in &rows {
         let line = serde_json::json!({
             "model": name, "device": args.model.device, "test": test, "tok_s": rate, "repetitions": reps,
-            "budget_bytes": budget, "peak_device_bytes": peak, "peak_measured": watch.peak_bytes().is_some(),
+            "kv_type": model.new_cache().kv_type().name(), "budget_bytes": budget, "peak_device_bytes": peak, "peak_measured": watch.peak_bytes().is_some(),
             "metrics": metrics, "generated_first": generated.iter().take(16).collect::<Vec<_>>(),
             "generated_checksum": checksum(generated),
             "predicted_tok_s": if test.starts_with("pp") { predicted.prefill_tok_s } else { predicted.decode_tok_s },
