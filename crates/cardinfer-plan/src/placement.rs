@@ -195,9 +195,24 @@ impl StreamPlan {
             return on_device;
         }
         // The cache does not fit beside a slot: keep it in host memory if that fits.
-        Self::place_kv(spec, block_bytes, request, prefill_chunk, true).map_err(|_| {
+        let mut plan = Self::place_kv(spec, block_bytes, request, prefill_chunk, true).map_err(|_| {
             on_device.err().unwrap_or_else(|| PlanError::InvalidParameter { name: "budget", reason: "no plan".into() })
-        })
+        })?;
+        // Say so when a smaller cache type would keep it on the device.
+        let smaller = [KvType::F16, KvType::Q8_0].into_iter().filter(|t| {
+            t.row_bytes(spec.head_dim) < request.kv_type.row_bytes(spec.head_dim) && t.supports(spec.head_dim)
+        });
+        for kv_type in smaller {
+            let asked = PlanRequest { kv_type, ..*request };
+            if Self::place_kv(spec, block_bytes, &asked, prefill_chunk, false).is_ok() {
+                plan.reasons.push(format!(
+                    "--kv-type {kv_type} would keep the cache on the device ({} at full context)",
+                    ByteSize(spec.kv_bytes_per_token(kv_type) * spec.context_length as u64)
+                ));
+                break;
+            }
+        }
+        Ok(plan)
     }
 
     /// In auto mode the head may stay resident or stream; both are planned and the one

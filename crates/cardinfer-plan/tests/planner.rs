@@ -392,3 +392,19 @@ fn moe_placement_follows_device_and_host_memory() {
     assert_eq!(moe_placement(&qwen, kv, &gpu("gtx1660")), None);
     assert_eq!(moe_placement(&big, kv, &gpu("rtx4090")), None);
 }
+
+/// Where an f16 cache must live in host memory but a q8_0 one fits on the device, the plan
+/// says so, and the q8_0 plan keeps it on the device in a quarter of the f32 bytes plus scales.
+#[test]
+fn a_smaller_kv_type_that_fits_on_the_device_is_named() {
+    let a = arch("Qwen3-4B");
+    let (spec, blocks) = (a.spec(3072), a.block_bytes(&q4()));
+    let f16 = StreamPlan::place(&spec, &blocks, &request(1 << 30)).unwrap();
+    assert!(f16.kv_on_host, "{f16}");
+    assert!(f16.reasons.iter().any(|r| r.contains("--kv-type q8_0")), "{:?}", f16.reasons);
+    let q8 = StreamPlan::place(&spec, &blocks, &PlanRequest { kv_type: KvType::Q8_0, ..request(1 << 30) }).unwrap();
+    assert!(!q8.kv_on_host, "{q8}");
+    assert_eq!(q8.kv_bytes, spec.kv_bytes_per_token(KvType::Q8_0) * 3072);
+    assert_eq!(q8.kv_bytes * 128, spec.kv_bytes_per_token(KvType::F32) * 3072 * 34);
+    assert!(!q8.reasons.iter().any(|r| r.contains("--kv-type")), "{:?}", q8.reasons);
+}
