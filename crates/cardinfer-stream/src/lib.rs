@@ -27,6 +27,7 @@ pub mod text;
 /// Candle, as this crate uses it: tensors and devices without a second, version-matched
 /// dependency.
 pub use candle_core;
+pub use cardinfer_core::KvType;
 pub use cardinfer_plan::{Budget, Placement, Profile, StreamPlan};
 pub use cpu::kernels::CpuKernels;
 pub use error::{Result, StreamError};

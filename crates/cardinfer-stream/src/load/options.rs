@@ -218,6 +218,18 @@ impl LoadOptions {
         self.profile = Some(profile);
         self
     }
+
+    /// Sets [`LoadOptions::kv_type`].
+    pub fn kv_type(mut self, kv_type: KvType) -> Self {
+        self.kv_type = kv_type;
+        self
+    }
+
+    /// Sets [`LoadOptions::expert_cache`].
+    pub fn expert_cache(mut self, on: bool) -> Self {
+        self.expert_cache = on;
+        self
+    }
 }
 
 #[cfg(test)]
@@ -227,6 +239,8 @@ mod tests {
     #[test]
     fn values_outside_their_domain_are_refused() {
         assert!(LoadOptions::default().validate().is_ok());
+        assert_eq!(LoadOptions::default().kv_type(KvType::Q8_0).kv_type, KvType::Q8_0);
+        assert!(!LoadOptions::default().expert_cache(false).expert_cache);
         for (options, name) in [
             (LoadOptions::default().slots(0), "slots"),
             (LoadOptions::default().prefill_chunk(0), "prefill chunk"),
