@@ -21,12 +21,7 @@ const MODEL: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 
 #[test]
 fn fused_composition_equals_the_plain_path_on_smollm2() {
-    let path = common::model_cache_dir().join(MODEL);
-    if !path.is_file() {
-        assert!(std::env::var("CI").is_err(), "{MODEL} must be fetched in CI (scripts/fetch-model.sh)");
-        eprintln!("SKIP: {} not cached; run scripts/fetch-model.sh", path.display());
-        return;
-    }
+    let Some(path) = common::cached_model(MODEL, true) else { return };
     let ckpt = Checkpoint::open(&path).unwrap();
     let mut spec = ckpt.spec().unwrap();
     spec.context_length = 64;

@@ -36,12 +36,7 @@ fn compare(model: &[Vec<f32>], reference: &[Vec<f32>], ids: &[u32]) -> QualityRe
 
 #[test]
 fn f16_and_q8_0_caches_keep_the_f32_caches_choices_on_a_real_model() {
-    let path = common::model_cache_dir().join(MODEL);
-    if !path.is_file() {
-        assert!(std::env::var("CI").is_err(), "{MODEL} must be fetched in CI (scripts/fetch-model.sh)");
-        eprintln!("SKIP: {} not cached; run scripts/fetch-model.sh", path.display());
-        return;
-    }
+    let Some(path) = common::cached_model(MODEL, true) else { return };
     let ckpt = Checkpoint::open(&path).unwrap();
     let Checkpoint::Gguf(gguf) = &ckpt else { panic!("expected GGUF") };
     let tokenizer = Tokenizer::from_gguf(gguf).unwrap().expect("GGUF has a tokenizer");

@@ -10,17 +10,6 @@ use cardinfer_core::KvType;
 use cardinfer_quant::Checkpoint;
 use cardinfer_stream::{KvCache, Logits, ResidentModel, TextModel, Tokenizer};
 use serde_json::Value;
-use std::path::PathBuf;
-
-fn cached_model(file: &str) -> Option<PathBuf> {
-    let path = common::model_cache_dir().join(file);
-    if path.is_file() {
-        Some(path)
-    } else {
-        eprintln!("SKIP: {} not cached; run scripts/fetch-model.sh to fetch it", path.display());
-        None
-    }
-}
 
 /// Runs `file`'s cases: the prompt ids exactly, then llama.cpp's continuation teacher-forced
 /// for 16 tokens with an f32 KV cache, where every step must pick llama.cpp's token or be a
@@ -29,10 +18,7 @@ fn cached_model(file: &str) -> Option<PathBuf> {
 /// stored keys and values, so later steps may part: measured, the f16 cache keeps 6–16
 /// tokens, as the f32 one, more on some prompts and fewer on others).
 fn run_cases(file: &str, required: bool, f16_exact: usize) {
-    let Some(path) = cached_model(file) else {
-        assert!(!required || std::env::var("CI").is_err(), "{file} must be fetched in CI (scripts/fetch-model.sh)");
-        return;
-    };
+    let Some(path) = common::cached_model(file, required) else { return };
     let text = std::fs::read_to_string(common::reference_dir().join("llamacpp/greedy.json")).unwrap();
     let reference: Value = serde_json::from_str(&text).unwrap();
     let cases = reference[file]["cases"].as_array().unwrap();

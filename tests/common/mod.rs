@@ -3,6 +3,18 @@
 
 use std::path::PathBuf;
 
+/// The cached model `file` (`scripts/fetch-model.sh`), or `None` with a SKIP message when
+/// it is not cached; a `required` one must be there in CI (`.ci/run` fetches it).
+pub fn cached_model(file: &str, required: bool) -> Option<PathBuf> {
+    let path = model_cache_dir().join(file);
+    if path.is_file() {
+        return Some(path);
+    }
+    assert!(!required || std::env::var("CI").is_err(), "{file} must be fetched in CI (scripts/fetch-model.sh)");
+    eprintln!("SKIP: {} not cached; run scripts/fetch-model.sh to fetch it", path.display());
+    None
+}
+
 /// `tests/fixtures`: everything the tests read (see its `README.md`).
 pub fn fixtures_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")

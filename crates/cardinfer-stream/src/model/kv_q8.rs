@@ -51,22 +51,37 @@ fn with_last(shape: &Shape, last: usize) -> Shape {
     Shape::from(dims)
 }
 
+/// The blocks' shape for values laid out as `l` (rows of a multiple of 32 values).
+fn quantized_shape(l: &Layout) -> candle_core::Result<Shape> {
+    let d = *l.dims().last().unwrap_or(&0);
+    if !d.is_multiple_of(BLOCK) {
+        candle_core::bail!("q8_0 KV cache: rows of {d} values are not whole blocks of {BLOCK}");
+    }
+    Ok(with_last(l.shape(), d / BLOCK * BLOCK_BYTES))
+}
+
+/// The values' shape for blocks laid out as `l` (rows of a multiple of 34 bytes).
+fn dequantized_shape(l: &Layout) -> candle_core::Result<Shape> {
+    let row = *l.dims().last().unwrap_or(&0);
+    if !row.is_multiple_of(BLOCK_BYTES) {
+        candle_core::bail!("q8_0 KV cache: rows of {row} bytes are not whole blocks of {BLOCK_BYTES}");
+    }
+    Ok(with_last(l.shape(), row / BLOCK_BYTES * BLOCK))
+}
+
 impl CustomOp1 for QuantizeQ8_0 {
     fn name(&self) -> &'static str {
         "cardinfer-kv-quantize-q8_0"
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let d = *l.dims().last().unwrap_or(&0);
-        if !d.is_multiple_of(BLOCK) {
-            candle_core::bail!("q8_0 KV cache: rows of {d} values are not whole blocks of {BLOCK}");
-        }
+        let shape = quantized_shape(l)?;
         let x = &s.as_slice::<f32>()?[contiguous_range(l, self.name())?];
         let mut out = vec![0u8; x.len() / BLOCK * BLOCK_BYTES];
         for (x, o) in x.chunks_exact(BLOCK).zip(out.chunks_exact_mut(BLOCK_BYTES)) {
             quantize_block(x, o);
         }
-        Ok((CpuStorage::U8(out), with_last(l.shape(), d / BLOCK * BLOCK_BYTES)))
+        Ok((CpuStorage::U8(out), shape))
     }
 
     #[cfg(feature = "cuda")]
@@ -76,10 +91,7 @@ impl CustomOp1 for QuantizeQ8_0 {
         l: &Layout,
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
         use candle_core::cuda_backend::cudarc::driver::PushKernelArg;
-        let d = *l.dims().last().unwrap_or(&0);
-        if !d.is_multiple_of(BLOCK) {
-            candle_core::bail!("q8_0 KV cache: rows of {d} values are not whole blocks of {BLOCK}");
-        }
+        let shape = quantized_shape(l)?;
         let x = s.as_cuda_slice::<f32>()?.slice(contiguous_range(l, self.name())?);
         let blocks = x.len() / BLOCK;
         // SAFETY: the kernel writes every block of the output.
@@ -91,7 +103,6 @@ impl CustomOp1 for QuantizeQ8_0 {
         b.arg(&x).arg(&out).arg(&count);
         // SAFETY: `x` holds `blocks` blocks of 32 f32, `out` as many of 34 bytes.
         unsafe { b.launch(config) }.map_err(|e| candle_core::Error::Msg(format!("kv_quantize_q8_0: {e}")))?;
-        let shape = with_last(l.shape(), d / BLOCK * BLOCK_BYTES);
         Ok((candle_core::CudaStorage::wrap_cuda_slice(out, s.device.clone()), shape))
     }
 }
@@ -102,16 +113,13 @@ impl CustomOp1 for DequantizeQ8_0 {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let row = *l.dims().last().unwrap_or(&0);
-        if !row.is_multiple_of(BLOCK_BYTES) {
-            candle_core::bail!("q8_0 KV cache: rows of {row} bytes are not whole blocks of {BLOCK_BYTES}");
-        }
+        let shape = dequantized_shape(l)?;
         let bytes = &s.as_slice::<u8>()?[contiguous_range(l, self.name())?];
         let mut out = vec![0f32; bytes.len() / BLOCK_BYTES * BLOCK];
         for (b, o) in bytes.chunks_exact(BLOCK_BYTES).zip(out.chunks_exact_mut(BLOCK)) {
             dequantize_block(b, o);
         }
-        Ok((CpuStorage::F32(out), with_last(l.shape(), row / BLOCK_BYTES * BLOCK)))
+        Ok((CpuStorage::F32(out), shape))
     }
 
     #[cfg(feature = "cuda")]
@@ -121,10 +129,7 @@ impl CustomOp1 for DequantizeQ8_0 {
         l: &Layout,
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
         use candle_core::cuda_backend::cudarc::driver::PushKernelArg;
-        let row = *l.dims().last().unwrap_or(&0);
-        if !row.is_multiple_of(BLOCK_BYTES) {
-            candle_core::bail!("q8_0 KV cache: rows of {row} bytes are not whole blocks of {BLOCK_BYTES}");
-        }
+        let shape = dequantized_shape(l)?;
         let bytes = s.as_cuda_slice::<u8>()?.slice(contiguous_range(l, self.name())?);
         let n = bytes.len() / BLOCK_BYTES * BLOCK;
         // SAFETY: the kernel writes every value of the output.
@@ -136,7 +141,6 @@ impl CustomOp1 for DequantizeQ8_0 {
         b.arg(&bytes).arg(&out).arg(&count);
         // SAFETY: `bytes` holds n / 32 blocks of 34 bytes, `out` n f32.
         unsafe { b.launch(config) }.map_err(|e| candle_core::Error::Msg(format!("kv_dequantize_q8_0: {e}")))?;
-        let shape = with_last(l.shape(), row / BLOCK_BYTES * BLOCK);
         Ok((candle_core::CudaStorage::wrap_cuda_slice(out, s.device.clone()), shape))
     }
 }
