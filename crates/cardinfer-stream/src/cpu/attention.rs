@@ -12,7 +12,7 @@
 //! next token differed by 0.04 nats (issue 29; `tests/generation.rs`).
 
 use crate::cpu::exact::layout::ATTENTION_CHUNK;
-use crate::cpu::kv_rows::{with_host_kv, KvRows};
+use crate::cpu::kv_rows::with_host_kv;
 use crate::{Result, StreamError};
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
@@ -41,26 +41,23 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// from the first gives a partial (max score, sum of exponentials, weighted sum of values,
 /// updated key by key), then the partials are combined (kernels `decode_attention_partial`
 /// and `decode_attention_combine`; [`crate::executor::fused::reference`]). Writes `out`.
-///
-/// Key `t` is row `t` of `key_rows` and its value row `t` of `value_rows` (`d` values a
-/// row, as stored: f16 rows are widened exactly before the arithmetic).
-pub(crate) fn attend_one(
+pub(crate) fn attend_one<'a>(
     q: &[f32],
     keys: std::ops::RangeInclusive<usize>,
-    (key_rows, value_rows): (KvRows<'_>, KvRows<'_>),
+    key: impl Fn(usize) -> &'a [f32],
+    value: impl Fn(usize) -> &'a [f32],
     scale: f32,
     out: &mut [f32],
 ) {
     let d = q.len();
     let (first, last) = (*keys.start(), *keys.end());
     let mut partials = Vec::new();
-    let (mut key_buf, mut value_buf) = (vec![0f32; d], vec![0f32; d]);
     for start in (first..=last).step_by(ATTENTION_CHUNK) {
         let mut m = f32::NEG_INFINITY;
         let mut l = 0f32;
         let mut acc = vec![0f32; d];
         for t in start..(start + ATTENTION_CHUNK).min(last + 1) {
-            let s = dot(q, key_rows.row(t, d, &mut key_buf)) * scale;
+            let s = dot(q, key(t)) * scale;
             let m_new = m.max(s);
             let p = (s - m_new).exp();
             if m_new == m {
@@ -68,13 +65,13 @@ pub(crate) fn attend_one(
                 // it changes nothing, so skipping it gives the same bits (half the `exp`s of
                 // a long context, where the maximum rarely moves).
                 l += p;
-                for (a, v) in acc.iter_mut().zip(value_rows.row(t, d, &mut value_buf)) {
+                for (a, v) in acc.iter_mut().zip(value(t)) {
                     *a += p * v;
                 }
             } else {
                 let correction = (m - m_new).exp();
                 l = l * correction + p;
-                for (a, v) in acc.iter_mut().zip(value_rows.row(t, d, &mut value_buf)) {
+                for (a, v) in acc.iter_mut().zip(value(t)) {
                     *a = *a * correction + p * v;
                 }
             }
@@ -115,10 +112,8 @@ pub(crate) fn attend(
     with_host_kv(&k, |k, _| {
         with_host_kv(&v, |v, _| {
             // Rows stored in f16 or q8_0 are widened once for all the rows and heads that
-            // read them (the same values a row read gives).
-            let (k_wide, v_wide) = (k.widened(), v.widened());
-            let k = k_wide.as_deref().map_or(k, KvRows::F32);
-            let v = v_wide.as_deref().map_or(v, KvRows::F32);
+            // read them.
+            let (k, v) = (k.to_f32(), v.to_f32());
             // One task per (batch, position, head): a decode step's heads split over the
             // threads too (one task per position left one thread working).
             out.par_chunks_mut(d).enumerate().for_each(|(task, out)| {
@@ -129,8 +124,15 @@ pub(crate) fn attend(
                 let first = window.map_or(0, |w| (p + 1).saturating_sub(w.max(1))).min(last);
                 let kv = h / group.max(1);
                 let q_row = &q[((batch * heads + h) * seq + s) * d..][..d];
-                let rows = (batch * kv_heads + kv) * total * d..(batch * kv_heads + kv + 1) * total * d;
-                attend_one(q_row, first..=last, (k.slice(rows.clone()), v.slice(rows)), scale, out);
+                let base = (batch * kv_heads + kv) * total;
+                attend_one(
+                    q_row,
+                    first..=last,
+                    |j| &k[(base + j) * d..][..d],
+                    |j| &v[(base + j) * d..][..d],
+                    scale,
+                    out,
+                );
             })
         })
     })??;

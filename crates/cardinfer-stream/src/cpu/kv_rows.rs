@@ -1,14 +1,14 @@
 //! Keys or values of a KV cache read in place on the CPU, in the cache's storage type
 //! ([`cardinfer_core::KvType`]): f32 rows are used as they are, f16 and `q8_0` rows are
-//! widened into a caller's buffer one row at a time (f16 exactly, `q8_0` as `q · d`, as the
-//! kernels read it), so the attention arithmetic after the read is the same for every
-//! storage type.
+//! widened to f32 (f16 exactly, `q8_0` as `q · d`, as the kernels read them), so the
+//! attention arithmetic after the read is the same for every storage type.
 
 use crate::{Result, StreamError};
 use candle_core::{DType, Storage, Tensor};
 use cardinfer_core::{Q8_0_BLOCK as BLOCK, Q8_0_BLOCK_BYTES as BLOCK_BYTES};
 use half::f16;
 use half::slice::HalfFloatSliceExt;
+use std::borrow::Cow;
 
 /// Rows of keys or values as stored.
 #[derive(Debug, Clone, Copy)]
@@ -32,45 +32,23 @@ impl<'a> KvRows<'a> {
         }
     }
 
-    /// Every value widened to f32 (`None` for f32 rows, which are used as they are): for
-    /// a caller that reads each row many times (the rows of a prompt, the query heads of a
-    /// group), once here instead of at every read. The same values as [`KvRows::row`].
-    pub(crate) fn widened(&self) -> Option<Vec<f32>> {
-        match *self {
-            Self::F32(_) => None,
+    /// Every value as f32: f32 rows as they are, f16 and `q8_0` rows widened once here
+    /// (f16 exactly, `q8_0` as `q · d`, as the kernels read them) for a caller that reads
+    /// each row many times (the rows of a prompt, the query heads of a group).
+    pub(crate) fn to_f32(self) -> Cow<'a, [f32]> {
+        match self {
+            Self::F32(s) => Cow::Borrowed(s),
             Self::F16(s) => {
                 let mut out = vec![0f32; s.len()];
                 s.convert_to_f32_slice(&mut out);
-                Some(out)
+                Cow::Owned(out)
             }
             Self::Q8_0(s) => {
                 let mut out = vec![0f32; s.len() / BLOCK_BYTES * BLOCK];
                 for (block, o) in s.chunks_exact(BLOCK_BYTES).zip(out.chunks_exact_mut(BLOCK)) {
                     crate::model::kv_q8::dequantize_block(block, o);
                 }
-                Some(out)
-            }
-        }
-    }
-
-    /// Row `t` of `d` values as f32: a view of f32 rows, or f16 rows widened into `buf`
-    /// (at least `d` long).
-    #[inline(always)]
-    pub(crate) fn row<'s>(&'s self, t: usize, d: usize, buf: &'s mut [f32]) -> &'s [f32] {
-        match self {
-            Self::F32(s) => &s[t * d..(t + 1) * d],
-            Self::F16(s) => {
-                let out = &mut buf[..d];
-                s[t * d..(t + 1) * d].convert_to_f32_slice(out);
-                out
-            }
-            Self::Q8_0(s) => {
-                let out = &mut buf[..d];
-                let row = d / BLOCK * BLOCK_BYTES;
-                for (block, o) in s[t * row..(t + 1) * row].chunks_exact(BLOCK_BYTES).zip(out.chunks_exact_mut(BLOCK)) {
-                    crate::model::kv_q8::dequantize_block(block, o);
-                }
-                out
+                Cow::Owned(out)
             }
         }
     }
@@ -110,15 +88,18 @@ mod tests {
         let values: Vec<f32> = (0..8).map(|i| i as f32 * 0.1 - 0.3).collect();
         let t = Tensor::from_vec(values.clone(), (1, 2, 2, 2), &Device::Cpu).unwrap();
         let halves = t.to_dtype(DType::F16).unwrap();
-        let mut buf = [0f32; 4];
         with_host_kv(&halves, |rows, capacity| {
             assert_eq!(capacity, 2);
             let want: Vec<f32> = values[2..4].iter().map(|&x| f16::from_f32(x).to_f32()).collect();
-            assert_eq!(rows.row(1, 2, &mut buf), want.as_slice());
-            assert_eq!(&rows.widened().unwrap()[2..4], want.as_slice());
+            assert_eq!(&rows.to_f32()[2..4], want.as_slice());
+            assert_eq!(&*rows.slice(2..4).to_f32(), want.as_slice());
         })
         .unwrap();
-        with_host_kv(&t, |rows, _| assert_eq!(rows.slice(2..4).row(0, 2, &mut buf), &values[2..4])).unwrap();
+        with_host_kv(&t, |rows, _| {
+            assert!(matches!(rows.to_f32(), Cow::Borrowed(_)), "f32 rows are not copied");
+            assert_eq!(&*rows.slice(2..4).to_f32(), &values[2..4]);
+        })
+        .unwrap();
         let ints = t.to_dtype(DType::U32).unwrap();
         let err = with_host_kv(&ints, |_, _| ()).unwrap_err().to_string();
         assert!(err.contains("not f32, f16 or q8_0"), "{err}");
@@ -128,11 +109,10 @@ mod tests {
         let q = crate::model::kv_cache::stored(cardinfer_core::KvType::Q8_0, &t).unwrap();
         let want = crate::model::kv_cache::widened(cardinfer_core::KvType::Q8_0, &q).unwrap();
         let want = want.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let mut buf = [0f32; 32];
         with_host_kv(&q, |rows, capacity| {
             assert_eq!(capacity, 1);
-            assert_eq!(rows.slice(32..64).row(0, 32, &mut buf), &want[32..]);
-            assert_eq!(rows.widened().unwrap(), want);
+            assert_eq!(&*rows.slice(32..64).to_f32(), &want[32..]);
+            assert_eq!(&*rows.to_f32(), want.as_slice());
         })
         .unwrap();
     }

@@ -142,7 +142,8 @@ pub fn decode_attention_in_window(
     decode_attention_rows(q, (KvRows::F32(k_cache), KvRows::F32(v_cache)), shape, len, scope, out)
 }
 
-/// [`decode_attention_in_window`] over a cache stored as f32 or f16 (read exactly).
+/// [`decode_attention_in_window`] over a cache stored as f32, f16 or q8_0 (each chunk of
+/// keys and values widened to f32 once for its query heads).
 pub(crate) fn decode_attention_rows(
     q: &[f32],
     (k_cache, v_cache): (KvRows<'_>, KvRows<'_>),
@@ -175,12 +176,10 @@ pub(crate) fn decode_attention_rows(
         let base = c * ATTENTION_CHUNK;
         let rows = (kv * capacity + base) * d..(kv * capacity + end) * d;
         let (keys, values) = (k_cache.slice(rows.clone()), v_cache.slice(rows));
-        let (k_wide, v_wide) = (keys.widened(), values.widened());
-        let keys = k_wide.as_deref().map_or(keys, KvRows::F32);
-        let values = v_wide.as_deref().map_or(values, KvRows::F32);
+        let (keys, values) = (keys.to_f32(), values.to_f32());
         for (g, (stat, acc)) in stats.iter_mut().zip(weighted.chunks_mut(d)).enumerate() {
             let h = kv * group + g;
-            *stat = head_chunk(&q[h * d..(h + 1) * d], keys, values, (start - base, end - base, scale), acc);
+            *stat = head_chunk(&q[h * d..(h + 1) * d], &keys, &values, (start - base, end - base, scale), acc);
         }
     });
     let tasks: Vec<(usize, &mut [f32])> = out.chunks_mut(d).take(heads).enumerate().collect();
@@ -203,24 +202,12 @@ struct PartialTask<'a> {
 
 /// One head's partial over keys `start..end` of `keys`/`values` (its KV head's rows),
 /// scores scaled by `scale`.
-fn head_chunk(
-    q: &[f32],
-    keys: KvRows<'_>,
-    values: KvRows<'_>,
-    range: (usize, usize, f32),
-    acc: &mut [f32],
-) -> (f32, f32) {
-    dispatch!(fast, head_chunk_impl, (q: &[f32], keys: KvRows<'_>, values: KvRows<'_>, range: (usize, usize, f32), acc: &mut [f32]) -> (f32, f32))
+fn head_chunk(q: &[f32], keys: &[f32], values: &[f32], range: (usize, usize, f32), acc: &mut [f32]) -> (f32, f32) {
+    dispatch!(fast, head_chunk_impl, (q: &[f32], keys: &[f32], values: &[f32], range: (usize, usize, f32), acc: &mut [f32]) -> (f32, f32))
 }
 
 #[inline(always)]
-fn head_chunk_impl(
-    q: &[f32],
-    keys: KvRows<'_>,
-    values: KvRows<'_>,
-    range: (usize, usize, f32),
-    acc: &mut [f32],
-) -> (f32, f32) {
+fn head_chunk_impl(q: &[f32], keys: &[f32], values: &[f32], range: (usize, usize, f32), acc: &mut [f32]) -> (f32, f32) {
     let (start, end, scale) = range;
     chunk_partial(q, keys, values, start, end, scale, acc)
 }
@@ -251,8 +238,8 @@ const MAX_HEAD_DIM: usize = 256;
 #[inline(always)]
 fn chunk_partial(
     q: &[f32],
-    keys: KvRows<'_>,
-    values: KvRows<'_>,
+    keys: &[f32],
+    values: &[f32],
     start: usize,
     end: usize,
     scale: f32,
@@ -263,13 +250,12 @@ fn chunk_partial(
     let mut warp_max = [f32::NEG_INFINITY; ATTENTION_WARPS];
     let mut warp_sum_exp = [0f32; ATTENTION_WARPS];
     let mut warp_acc = [[0f32; MAX_HEAD_DIM]; ATTENTION_WARPS];
-    let (mut key_buf, mut value_buf) = ([0f32; MAX_HEAD_DIM], [0f32; MAX_HEAD_DIM]);
     for w in 0..ATTENTION_WARPS {
         let (mut m, mut l) = (f32::NEG_INFINITY, 0f32);
         let acc = &mut warp_acc[w][..d];
         let mut t = start + w;
         while t < end {
-            let (k, v) = (keys.row(t, d, &mut key_buf), values.row(t, d, &mut value_buf));
+            let (k, v) = (&keys[t * d..(t + 1) * d], &values[t * d..(t + 1) * d]);
             // Constant `per` for the usual head sizes, so `lane_dots` unrolls for them.
             let lanes = match per {
                 2 => lane_dots(q, k, 2),
@@ -439,7 +425,6 @@ mod tests {
             (vec![0f32; chunks], vec![0f32; chunks], vec![0f32; chunks * d]);
         for c in 0..chunks {
             let (start, end) = (c * ATTENTION_CHUNK, ((c + 1) * ATTENTION_CHUNK).min(len));
-            let (keys, values) = (KvRows::F32(keys), KvRows::F32(values));
             let (m, l) = chunk_partial(q, keys, values, start, end, scale, &mut part_acc[c * d..(c + 1) * d]);
             part_max[c] = m;
             part_sum[c] = l;

@@ -88,15 +88,12 @@ pub fn decode_attention_in_window(
     let first = window.map_or(0, |w| len.saturating_sub(w));
     let group = heads / kv_heads;
     for h in 0..heads {
-        let rows = (h / group) * capacity * d..(h / group + 1) * capacity * d;
-        let kv = (
-            crate::cpu::kv_rows::KvRows::F32(&k_cache[rows.clone()]),
-            crate::cpu::kv_rows::KvRows::F32(&v_cache[rows]),
-        );
+        let base = (h / group) * capacity;
         crate::cpu::attention::attend_one(
             &q[h * d..(h + 1) * d],
             first..=len.saturating_sub(1),
-            kv,
+            |t| &k_cache[(base + t) * d..][..d],
+            |t| &v_cache[(base + t) * d..][..d],
             scale,
             &mut out[h * d..(h + 1) * d],
         );
