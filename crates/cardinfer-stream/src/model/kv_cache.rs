@@ -25,19 +25,11 @@ pub(crate) fn storage_dtype(kv: KvType) -> DType {
 }
 
 /// `x` (`[.., head_dim]` values) as `kv` stores it: rounded to f16, or in `q8_0` blocks
-/// (`[.., row bytes]`).
+/// (`[.., row bytes]`; heads that are not whole blocks are an error of the op, and the
+/// loader refuses such a model first, naming it).
 pub(crate) fn stored(kv: KvType, x: &Tensor) -> Result<Tensor> {
     Ok(match kv {
-        KvType::Q8_0 => {
-            let d = x.dim(candle_core::D::Minus1)?;
-            if !kv.supports(d) {
-                return Err(StreamError::InvalidParameter {
-                    name: "kv-type",
-                    reason: format!("q8_0 stores heads of a multiple of 32 values, not {d}: use f16"),
-                });
-            }
-            x.to_dtype(DType::F32)?.contiguous()?.apply_op1_no_bwd(&crate::model::kv_q8::QuantizeQ8_0)?
-        }
+        KvType::Q8_0 => x.to_dtype(DType::F32)?.contiguous()?.apply_op1_no_bwd(&crate::model::kv_q8::QuantizeQ8_0)?,
         _ => x.to_dtype(storage_dtype(kv))?,
     })
 }
