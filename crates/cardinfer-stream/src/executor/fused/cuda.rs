@@ -12,7 +12,7 @@ use super::reference::ATTENTION_CHUNK;
 use crate::cuda::copy_stream::dense_address;
 use crate::cuda::slot_kernels::{self, Workspace};
 use crate::model::family::Decoder;
-use crate::model::kv_cache::KvCache;
+use crate::model::kv_cache::{storage_dtype, KvCache, KvSlot};
 use crate::model::layer_stream::LayerStream;
 use crate::model::names::Role;
 use crate::model::rope::Rope;
@@ -22,7 +22,7 @@ use candle_core::cuda_backend::cudarc::driver::{result, sys, CudaGraph, CudaStre
 use candle_core::op::BackpropOp;
 use candle_core::quantized::GgmlDType;
 use candle_core::{CudaDevice, CudaStorage, DType, Device, Storage, Tensor};
-use cardinfer_core::{ModelSpec, RopeStyle};
+use cardinfer_core::{KvType, ModelSpec, RopeStyle};
 use std::sync::Arc;
 
 mod buffers;
@@ -119,10 +119,8 @@ pub struct FusedDecoder {
     device: CudaDevice,
     stream: Arc<CudaStream>,
     kernels: Kernels,
-    /// The element type of the KV caches the kernels write and read, and the elements of
-    /// one head's row (its values, or for `q8_0` its bytes).
-    kv_dtype: DType,
-    kv_row: usize,
+    /// How the KV caches the kernels write and read are stored.
+    kv_type: KvType,
     buffers: Buffers,
     workspace: Workspace,
     layers: Vec<LayerAddresses>,
@@ -347,11 +345,7 @@ impl FusedDecoder {
         let workspace = Workspace::new(cuda, hidden.max(q_dim).max(ffn).max(expert_ffn), rows)?;
         Ok(Self {
             spec: spec.clone(),
-            kv_dtype: crate::model::kv_cache::storage_dtype(decoder.kv_type()),
-            kv_row: match decoder.kv_type() {
-                cardinfer_core::KvType::Q8_0 => decoder.kv_type().row_bytes(d) as usize,
-                _ => d,
-            },
+            kv_type: decoder.kv_type(),
             device: cuda.clone(),
             stream,
             kernels,
@@ -476,23 +470,31 @@ impl FusedDecoder {
     /// others), or `None` when one of them has no preallocated buffers of this path's
     /// capacity on the device (then the plain path runs the token).
     pub(super) fn kv_addresses(&self, kv: &KvCache, on_device: &dyn Fn(usize) -> bool) -> Result<Option<Vec<u64>>> {
-        let want = [1, self.dims.kv_heads, self.dims.capacity, self.kv_row];
         let mut addresses = Vec::with_capacity(2 * kv.num_layers());
         for i in 0..kv.num_layers() {
             if !on_device(i) {
                 addresses.extend([0, 0]);
                 continue;
             }
-            let Some((k, v)) = kv.layer(i).buffers() else { return Ok(None) };
-            if k.dims() != want || v.dims() != want || k.dtype() != self.kv_dtype || v.dtype() != self.kv_dtype {
-                return Ok(None);
-            }
-            match (dense_address(k), dense_address(v)) {
-                (Some(k), Some(v)) => addresses.extend([k, v]),
-                _ => return Ok(None),
-            }
+            let Some(slot) = self.slot_addresses(kv.layer(i)) else { return Ok(None) };
+            addresses.extend(slot);
         }
         Ok(Some(addresses))
+    }
+
+    /// The device addresses of `slot`'s keys and values when they are buffers this path's
+    /// kernels take: preallocated `[1, kv_heads, capacity, row]` of the cache's storage type
+    /// (a row: the head's values, or for `q8_0` its blocks' bytes) on the device.
+    pub(super) fn slot_addresses(&self, slot: &KvSlot) -> Option<[u64; 2]> {
+        let dtype = storage_dtype(self.kv_type);
+        let row = self.kv_type.row_bytes(self.dims.head_dim) as usize / dtype.size_in_bytes();
+        let want = [1, self.dims.kv_heads, self.dims.capacity, row];
+        let (k, v) = slot.buffers()?;
+        let fits = |t: &Tensor| t.dims() == want && t.dtype() == dtype;
+        if !fits(k) || !fits(v) {
+            return None;
+        }
+        Some([dense_address(k)?, dense_address(v)?])
     }
 
     fn record(&self) -> Result<CudaGraph> {

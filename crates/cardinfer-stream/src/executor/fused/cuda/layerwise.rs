@@ -48,17 +48,11 @@ impl FusedDecoder {
     /// does not compute now): `kv`'s layer `i` must hold preallocated device buffers of
     /// this decoder's capacity; the kernels are pointed at them first.
     pub fn visiting_layer(&mut self, i: usize, weights: &BlockWeights, kv: &mut KvCache) -> Result<()> {
-        let want = [1, self.dims.kv_heads, self.dims.capacity, self.kv_row];
-        let dtype = self.kv_dtype;
-        let buffers = kv
-            .layer(i)
-            .buffers()
-            .filter(|(k, v)| k.dims() == want && v.dims() == want && k.dtype() == dtype && v.dtype() == dtype);
-        let addresses = buffers.and_then(|(k, v)| {
-            Some([crate::cuda::copy_stream::dense_address(k)?, crate::cuda::copy_stream::dense_address(v)?])
-        });
-        let Some(addresses) = addresses else {
-            return Err(unsupported(format!("layer {i}'s visiting cache is not {want:?} {dtype:?} on the device")));
+        let Some(addresses) = self.slot_addresses(kv.layer(i)) else {
+            return Err(unsupported(format!(
+                "layer {i}'s visiting cache is not preallocated {} buffers of {} positions on the device",
+                self.kv_type, self.dims.capacity
+            )));
         };
         self.kv_table_host[2 * i..2 * i + 2].copy_from_slice(&addresses);
         // SAFETY: the table holds 2 × layers u64 on the device; the copy from pageable host
