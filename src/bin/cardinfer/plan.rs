@@ -168,7 +168,7 @@ pub fn run(args: Args) -> Result<()> {
     for reason in &plan.reasons {
         println!("  - {reason}");
     }
-    print_experts(&ckpt, &spec, &request, &profile)
+    print_experts(&ckpt, &spec, &blocks, &request, &profile)
 }
 
 fn print_dense_prediction(prediction: &cardinfer_plan::Prediction) {
@@ -192,14 +192,14 @@ fn print_dense_prediction(prediction: &cardinfer_plan::Prediction) {
 fn print_experts(
     ckpt: &Checkpoint,
     spec: &cardinfer_core::ModelSpec,
+    blocks: &[(BlockId, u64)],
     request: &PlanRequest,
     profile: &Profile,
 ) -> Result<()> {
     let Some(moe) = &spec.moe else { return Ok(()) };
-    let Some(shape) = moe_shape(ckpt, spec)? else { return Ok(()) };
     let dense_blocks = block_bytes(&cardinfer_stream::model::names::layout_without_experts(ckpt, spec)?);
-    let sum = |blocks: &[(BlockId, u64)]| -> u64 { blocks.iter().map(|(_, bytes)| bytes).sum() };
-    let (all, dense) = (sum(&block_bytes(&model_layout(ckpt, spec)?)), sum(&dense_blocks));
+    let Some(shape) = shape_of(spec, blocks, &dense_blocks) else { return Ok(()) };
+    let (all, dense) = (total(blocks), total(&dense_blocks));
     let experts = all.saturating_sub(dense);
     let routed_layers = (0..spec.num_layers).filter(|&l| spec.is_moe_layer(l)).count();
     let per_token = experts * moe.experts_per_token as u64 / moe.experts.max(1) as u64;
@@ -259,21 +259,37 @@ fn print_moe_prediction(p: &MoePrediction, placement: &str) {
 /// The cost model's description of a mixture-of-experts file: the dense bytes a token
 /// reads (all but the experts and the embedding, a lookup) and one expert's bytes.
 pub(crate) fn moe_shape(ckpt: &Checkpoint, spec: &cardinfer_core::ModelSpec) -> Result<Option<MoeShape>> {
-    let Some(moe) = &spec.moe else { return Ok(None) };
+    if spec.moe.is_none() {
+        return Ok(None);
+    }
     let dense_blocks = block_bytes(&cardinfer_stream::model::names::layout_without_experts(ckpt, spec)?);
-    let all: u64 = block_bytes(&model_layout(ckpt, spec)?).iter().map(|(_, b)| b).sum();
-    let dense: u64 = dense_blocks.iter().map(|(_, b)| b).sum();
+    Ok(shape_of(spec, &block_bytes(&model_layout(ckpt, spec)?), &dense_blocks))
+}
+
+/// [`moe_shape`] from the file's blocks with and without their experts.
+fn shape_of(
+    spec: &cardinfer_core::ModelSpec,
+    blocks: &[(BlockId, u64)],
+    dense_blocks: &[(BlockId, u64)],
+) -> Option<MoeShape> {
+    let moe = spec.moe.as_ref()?;
+    let (all, dense) = (total(blocks), total(dense_blocks));
     let embed = dense_blocks.iter().find(|(b, _)| *b == BlockId::Embed).map_or(0, |(_, b)| *b);
     let routed_layers = (0..spec.num_layers).filter(|&l| spec.is_moe_layer(l)).count();
     let experts = (routed_layers * moe.experts).max(1) as u64;
-    Ok(Some(MoeShape {
+    Some(MoeShape {
         dense_bytes: dense.saturating_sub(embed),
         expert_bytes: all.saturating_sub(dense) / experts,
         experts: moe.experts,
         top_k: moe.experts_per_token,
         routed_layers,
         layers: spec.num_layers,
-    }))
+    })
+}
+
+/// The bytes of `blocks` together.
+fn total(blocks: &[(BlockId, u64)]) -> u64 {
+    blocks.iter().map(|(_, bytes)| bytes).sum()
 }
 
 /// Each block of `layout` with the bytes it takes on an accelerator.
