@@ -90,20 +90,9 @@ impl CustomOp1 for QuantizeQ8_0 {
         s: &candle_core::CudaStorage,
         l: &Layout,
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
-        use candle_core::cuda_backend::cudarc::driver::PushKernelArg;
         let shape = quantized_shape(l)?;
-        let x = s.as_cuda_slice::<f32>()?.slice(contiguous_range(l, self.name())?);
-        let blocks = x.len() / BLOCK;
-        // SAFETY: the kernel writes every block of the output.
-        let out = unsafe { s.device.alloc::<u8>(blocks * BLOCK_BYTES)? };
-        let (func, config) = kernel(&s.device, "kv_quantize_q8_0", blocks)?;
-        let stream = s.device.cuda_stream();
-        let count = blocks as i32;
-        let mut b = stream.launch_builder(&func);
-        b.arg(&x).arg(&out).arg(&count);
-        // SAFETY: `x` holds `blocks` blocks of 32 f32, `out` as many of 34 bytes.
-        unsafe { b.launch(config) }.map_err(|e| candle_core::Error::Msg(format!("kv_quantize_q8_0: {e}")))?;
-        Ok((candle_core::CudaStorage::wrap_cuda_slice(out, s.device.clone()), shape))
+        let blocks = l.shape().elem_count() / BLOCK;
+        Ok((map_kernel::<f32, u8>(s, l, "kv_quantize_q8_0", blocks, blocks * BLOCK_BYTES)?, shape))
     }
 }
 
@@ -128,44 +117,43 @@ impl CustomOp1 for DequantizeQ8_0 {
         s: &candle_core::CudaStorage,
         l: &Layout,
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
-        use candle_core::cuda_backend::cudarc::driver::PushKernelArg;
         let shape = dequantized_shape(l)?;
-        let bytes = s.as_cuda_slice::<u8>()?.slice(contiguous_range(l, self.name())?);
-        let n = bytes.len() / BLOCK_BYTES * BLOCK;
-        // SAFETY: the kernel writes every value of the output.
-        let out = unsafe { s.device.alloc::<f32>(n)? };
-        let (func, config) = kernel(&s.device, "kv_dequantize_q8_0", n)?;
-        let stream = s.device.cuda_stream();
-        let count = n as i32;
-        let mut b = stream.launch_builder(&func);
-        b.arg(&bytes).arg(&out).arg(&count);
-        // SAFETY: `bytes` holds n / 32 blocks of 34 bytes, `out` n f32.
-        unsafe { b.launch(config) }.map_err(|e| candle_core::Error::Msg(format!("kv_dequantize_q8_0: {e}")))?;
-        Ok((candle_core::CudaStorage::wrap_cuda_slice(out, s.device.clone()), shape))
+        let n = l.shape().elem_count() / BLOCK_BYTES * BLOCK;
+        Ok((map_kernel::<u8, f32>(s, l, "kv_dequantize_q8_0", n, n)?, shape))
     }
 }
 
-/// Kernel `name` of `kernels/decode.cu` and a launch of `threads` threads (blocks of 256).
+/// Runs kernel `name(input, output, threads)` of `kernels/decode.cu` on `threads` threads
+/// (blocks of 256) over the contiguous input `s`/`l`, into a new output of `out_len`
+/// elements, which the kernel writes whole.
 #[cfg(feature = "cuda")]
-fn kernel(
-    device: &candle_core::CudaDevice,
+fn map_kernel<I, O>(
+    s: &candle_core::CudaStorage,
+    l: &Layout,
     name: &str,
     threads: usize,
-) -> candle_core::Result<(
-    candle_core::cuda_backend::cudarc::driver::CudaFunction,
-    candle_core::cuda_backend::cudarc::driver::LaunchConfig,
-)> {
+    out_len: usize,
+) -> candle_core::Result<candle_core::CudaStorage>
+where
+    I: candle_core::cuda_backend::CudaDType + candle_core::cuda_backend::cudarc::driver::DeviceRepr,
+    O: candle_core::cuda_backend::CudaDType + candle_core::cuda_backend::cudarc::driver::DeviceRepr,
+{
     use crate::cuda::ptx::{DECODE, MODULE};
-    let func = device.get_or_load_custom_func(name, MODULE, DECODE)?.into_cuda_function();
+    use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
+    let input = s.as_cuda_slice::<I>()?.slice(contiguous_range(l, name)?);
+    // SAFETY: the kernel writes every element of the output.
+    let out = unsafe { s.device.alloc::<O>(out_len)? };
+    let func = s.device.get_or_load_custom_func(name, MODULE, DECODE)?.into_cuda_function();
     let grid = threads.div_ceil(256).max(1) as u32;
-    Ok((
-        func,
-        candle_core::cuda_backend::cudarc::driver::LaunchConfig {
-            grid_dim: (grid, 1, 1),
-            block_dim: (256, 1, 1),
-            shared_mem_bytes: 0,
-        },
-    ))
+    let config = LaunchConfig { grid_dim: (grid, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+    let stream = s.device.cuda_stream();
+    let count = threads as i32;
+    let mut builder = stream.launch_builder(&func);
+    builder.arg(&input).arg(&out).arg(&count);
+    // SAFETY: the callers size `input` and `out_len` as the kernel reads and writes them
+    // for `threads` threads (decode.cu).
+    unsafe { builder.launch(config) }.map_err(|e| candle_core::Error::Msg(format!("kernel `{name}`: {e}")))?;
+    Ok(candle_core::CudaStorage::wrap_cuda_slice(out, s.device.clone()))
 }
 
 #[cfg(test)]
