@@ -37,6 +37,12 @@ pub enum CoreError {
         /// Why it was rejected.
         reason: &'static str,
     },
+    /// A KV cache type name that is not one of [`crate::KvType`]'s.
+    #[error("unknown KV cache type `{}` (expected f16, f32 or q8_0)", crate::Printable(.text))]
+    UnknownKvType {
+        /// The name given.
+        text: String,
+    },
     /// A GGUF storage type id that this build does not know.
     #[error("unknown GGUF tensor type id {id}")]
     UnknownStorageType {

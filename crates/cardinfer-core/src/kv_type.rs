@@ -64,10 +64,7 @@ impl std::str::FromStr for KvType {
             "f16" => Ok(Self::F16),
             "f32" => Ok(Self::F32),
             "q8_0" | "q8" => Ok(Self::Q8_0),
-            other => Err(CoreError::InvalidField {
-                key: "kv-type".into(),
-                reason: format!("`{}`: expected f16, f32 or q8_0", crate::Printable(other)),
-            }),
+            _ => Err(CoreError::UnknownKvType { text: s.to_string() }),
         }
     }
 }
