@@ -113,6 +113,8 @@ impl GpuSpec {
             cpu_best_threads: None,
             host_hop_ms: measured.host_hop_ms,
             cpu_block_fixed_ms: measured.cpu_block_fixed_ms,
+            // A desktop CPU: the development machine's 2-vCPU rate, scaled as the matvec's.
+            cpu_attention_gvalues_s: measured.cpu_attention_gvalues_s * 25.0 / measured.cpu_matvec_gb_s,
         }
     }
 

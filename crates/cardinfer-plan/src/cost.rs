@@ -10,6 +10,7 @@
 
 use crate::plan::StreamPlan;
 use crate::profile::Profile;
+use crate::schedule::{simulate_decode_at, DecodeRates};
 use cardinfer_core::ModelSpec;
 use serde::Serialize;
 use std::fmt;
@@ -44,14 +45,18 @@ impl fmt::Display for Bound {
 /// Predicted speed of a plan.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Prediction {
-    /// Decode tokens per second at batch 1.
+    /// Decode tokens per second at batch 1 over an empty cache.
     pub decode_tok_s: f64,
+    /// Decode tokens per second at batch 1 with the cache full (the context's last token).
+    pub decode_tok_s_at_context: f64,
     /// Prefill tokens per second for a prompt of whole chunks.
     pub prefill_tok_s: f64,
     /// Bytes copied over the link per decoded token.
     pub streamed_bytes_per_token: u64,
-    /// Decode milliseconds per token: overhead, resident reads, link.
+    /// Decode milliseconds per token over an empty cache: overhead, resident reads, link.
     pub decode_ms: DecodeBreakdown,
+    /// The same with the cache full.
+    pub decode_ms_at_context: DecodeBreakdown,
     /// What bounds decode.
     pub decode_bound: Bound,
     /// What bounds prefill.
@@ -67,10 +72,64 @@ pub struct DecodeBreakdown {
     pub overhead: f64,
     /// Reading resident weights.
     pub resident_read: f64,
+    /// Device attention reading the cache (the layers it computes).
+    pub attention: f64,
     /// Copying streamed blocks.
     pub link: f64,
     /// Computing host-placed layers on the CPU (overlapped with the link).
     pub host: f64,
+}
+
+/// One decoded token at one depth.
+struct DecodeAt {
+    total_ms: f64,
+    breakdown: DecodeBreakdown,
+    bound: Bound,
+}
+
+/// Decode tokens per second of `plan` (batch 1) over a cache of `depth` positions.
+pub fn predict_decode_at(
+    spec: &ModelSpec,
+    plan: &StreamPlan,
+    profile: &Profile,
+    overlapped_copies: bool,
+    depth: usize,
+) -> f64 {
+    1e3 / decode_at(spec, plan, profile, overlapped_copies, depth).total_ms
+}
+
+fn decode_at(spec: &ModelSpec, plan: &StreamPlan, profile: &Profile, overlapped_copies: bool, depth: usize) -> DecodeAt {
+    let ms = |bytes: u64, gb_s: f64| bytes as f64 / (gb_s * 1e9) * 1e3;
+    let streamed = plan.streamed_bytes_per_pass();
+    let overhead = profile.decode_overhead_ms_per_layer * spec.num_layers as f64;
+    let resident_read = ms(plan.resident_bytes, profile.device_read_gb_s);
+    // Attention reads every layer's cache (`depth` positions) on the device; a cache in
+    // host memory crosses the link both ways first.
+    let kv_read = plan.kv_position.bytes * depth as u64 * spec.num_layers as u64;
+    let kv_traffic = if plan.kv_on_host { 2 * kv_read } else { 0 };
+    let attention = ms(kv_read, profile.device_read_gb_s);
+    let link = ms(streamed + kv_traffic, profile.h2d_gb_s);
+    // Streamed blocks are also read by the kernels once in the slot.
+    let compute = overhead + resident_read + attention + ms(streamed, profile.device_read_gb_s);
+    // Host layers run on the CPU while uploads for the next streamed layers are in flight.
+    let host = ms(plan.host_bytes_per_pass(), profile.cpu_matvec_gb_s);
+    // Hybrid: the CPU's blocks, hops and device work share the hidden state's path while
+    // the link fills slots; the schedule simulation counts what overlaps (and where each
+    // layer's attention runs).
+    let hybrid = (host > 0.0).then(|| simulate_decode_at(plan, &DecodeRates::from_profile(profile), depth));
+    let total_ms = match hybrid {
+        Some(schedule) => schedule.token_ms,
+        None if overlapped_copies && plan.slots >= 2 => compute.max(link),
+        None => compute + link,
+    };
+    let bound = match hybrid {
+        Some(s) if s.host_ms + s.device_ms >= s.link_ms => Bound::HostCompute,
+        Some(_) => Bound::Link,
+        None if link >= overhead.max(resident_read + attention) => Bound::Link,
+        None if overhead >= resident_read + attention => Bound::Overhead,
+        None => Bound::DeviceMemory,
+    };
+    DecodeAt { total_ms, breakdown: DecodeBreakdown { overhead, resident_read, attention, link, host }, bound }
 }
 
 /// Weight matrix parameters of one transformer layer: q/k/v/o projections and the
@@ -103,33 +162,10 @@ pub fn predict_batch(
     batch: usize,
 ) -> Prediction {
     let streamed = plan.streamed_bytes_per_pass();
-    let overhead = profile.decode_overhead_ms_per_layer * spec.num_layers as f64;
-    let resident_read = plan.resident_bytes as f64 / (profile.device_read_gb_s * 1e9) * 1e3;
-    // A KV cache in host memory crosses the link both ways every pass (at most its
-    // full-context size).
+    let at_zero = decode_at(spec, plan, profile, overlapped_copies, 0);
+    let at_context = decode_at(spec, plan, profile, overlapped_copies, plan.context);
     let kv_traffic =
         if plan.kv_on_host { 2 * spec.kv_bytes_per_token(plan.kv_type) * spec.context_length as u64 } else { 0 };
-    let link = (streamed + kv_traffic) as f64 / (profile.h2d_gb_s * 1e9) * 1e3;
-    // Streamed blocks are also read by the kernels once in the slot.
-    let compute = overhead + resident_read + streamed as f64 / (profile.device_read_gb_s * 1e9) * 1e3;
-    // Host layers run on the CPU while uploads for the next streamed layers are in flight.
-    let host = plan.host_bytes_per_pass() as f64 / (profile.cpu_matvec_gb_s * 1e9) * 1e3;
-    // Hybrid: the CPU's blocks, hops and device work share the hidden state's path while
-    // the link fills slots; the schedule simulation counts what overlaps.
-    let hybrid = (host > 0.0)
-        .then(|| crate::schedule::simulate_decode(plan, &crate::schedule::DecodeRates::from_profile(profile)));
-    let decode_total = match hybrid {
-        Some(schedule) => schedule.token_ms,
-        None if overlapped_copies && plan.slots >= 2 => compute.max(link),
-        None => compute + link,
-    };
-    let decode_bound = match hybrid {
-        Some(s) if s.host_ms + s.device_ms >= s.link_ms => Bound::HostCompute,
-        Some(_) => Bound::Link,
-        None if link >= overhead.max(resident_read) => Bound::Link,
-        None if overhead >= resident_read => Bound::Overhead,
-        None => Bound::DeviceMemory,
-    };
     let chunk = plan.prefill_chunk.max(1) as f64;
     let chunk_compute = chunk * 2.0 * compute_params(spec) / profile.prefill_flops(spec.hidden_size) * 1e3
         + chunk * spec.num_layers as f64 * profile.prefill_ms_per_layer_token;
@@ -143,11 +179,13 @@ pub fn predict_batch(
     let batch = batch.max(1) as f64;
     let batch_compute = (batch - 1.0) * 2.0 * compute_params(spec) / profile.prefill_flops(spec.hidden_size) * 1e3;
     Prediction {
-        decode_tok_s: batch * 1e3 / (decode_total + batch_compute),
+        decode_tok_s: batch * 1e3 / (at_zero.total_ms + batch_compute),
+        decode_tok_s_at_context: batch * 1e3 / (at_context.total_ms + batch_compute),
         prefill_tok_s: chunk * 1e3 / chunk_total,
         streamed_bytes_per_token: streamed,
-        decode_ms: DecodeBreakdown { overhead, resident_read, link, host },
-        decode_bound,
+        decode_ms: at_zero.breakdown,
+        decode_ms_at_context: at_context.breakdown,
+        decode_bound: at_zero.bound,
         prefill_bound: if prefill_link > chunk_compute { Bound::Link } else { Bound::DeviceCompute },
         peak_device_bytes: plan.device_bytes(),
     }

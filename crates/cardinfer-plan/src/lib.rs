@@ -17,11 +17,11 @@ pub mod table;
 pub mod tuning;
 
 pub use budget::Budget;
-pub use cost::{predict, predict_batch, Bound, Prediction};
+pub use cost::{predict, predict_batch, predict_decode_at, Bound, Prediction};
 pub use error::PlanError;
 pub use moe_cost::{predict_moe, MoePlacement, MoePrediction, MoeShape};
-pub use plan::{Mode, Placement, PlanRequest, StreamPlan, Workload, ATTENTION_KEY_TILE};
+pub use plan::{KvPosition, Mode, Placement, PlanRequest, StreamPlan, Workload, ATTENTION_KEY_TILE};
 pub use profile::Profile;
-pub use schedule::{simulate_decode, DecodeRates, TokenSchedule};
+pub use schedule::{simulate_decode, simulate_decode_at, DecodeRates, TokenSchedule};
 pub use split_watch::{Recheck, SplitWatch};
 pub use tuning::{HostSplitTuner, TuningReport};

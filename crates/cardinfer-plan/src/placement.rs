@@ -145,17 +145,21 @@ impl StreamPlan {
         profile: &crate::Profile,
         workload: Workload,
     ) -> Result<(Self, crate::Prediction), PlanError> {
-        let time = |p: &crate::Prediction| {
-            workload.prompt_tokens as f64 / p.prefill_tok_s + workload.decode_tokens as f64 / p.decode_tok_s
+        // Decoded tokens attend to the prompt and to half the decoded ones on average.
+        let depth = workload.prompt_tokens + workload.decode_tokens / 2;
+        let time = |plan: &Self, p: &crate::Prediction| {
+            let decode = crate::cost::predict_decode_at(spec, plan, profile, request.overlapped_copies, depth);
+            workload.prompt_tokens as f64 / p.prefill_tok_s + workload.decode_tokens as f64 / decode
         };
-        let mut best: Option<(Self, crate::Prediction)> = None;
+        let mut best: Option<(Self, crate::Prediction, f64)> = None;
         let mut first_err = None;
         for chunk in chunk_candidates(request) {
             match Self::place_with_chunk(spec, block_bytes, request, chunk) {
                 Ok(plan) => {
                     let prediction = crate::cost::predict(spec, &plan, profile, request.overlapped_copies);
-                    if best.as_ref().is_none_or(|(_, b)| time(&prediction) < time(b)) {
-                        best = Some((plan, prediction));
+                    let seconds = time(&plan, &prediction);
+                    if best.as_ref().is_none_or(|(_, _, b)| seconds < *b) {
+                        best = Some((plan, prediction, seconds));
                     }
                 }
                 Err(e) => {
@@ -163,7 +167,7 @@ impl StreamPlan {
                 }
             }
         }
-        let Some((mut plan, prediction)) = best else {
+        let Some((mut plan, prediction, _)) = best else {
             return Err(first_err.unwrap_or_else(no_chunk_tried));
         };
         if plan.prefill_chunk != request.prefill_chunk.max(1) {
@@ -262,6 +266,8 @@ impl StreamPlan {
             kv_bytes,
             kv_on_host,
             kv_type,
+            context: spec.context_length,
+            kv_position: crate::plan::KvPosition::of(spec, kv_type),
             workspace_bytes,
             budget_bytes,
             prefill_chunk,

@@ -91,6 +91,26 @@ impl PlanRequest {
     }
 }
 
+/// One position of one layer's KV cache (keys and values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct KvPosition {
+    /// Values held (2 × KV heads × head size).
+    pub values: u64,
+    /// Bytes they are stored in.
+    pub bytes: u64,
+}
+
+impl KvPosition {
+    /// One position of one layer of `spec`'s cache stored as `kv_type`.
+    pub fn of(spec: &ModelSpec, kv_type: KvType) -> Self {
+        let layers = spec.num_layers.max(1) as u64;
+        Self {
+            values: 2 * (spec.num_kv_heads * spec.head_dim) as u64,
+            bytes: spec.kv_bytes_per_token(kv_type) / layers,
+        }
+    }
+}
+
 /// The placement of every block and the pool's shape.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StreamPlan {
@@ -112,6 +132,11 @@ pub struct StreamPlan {
     pub kv_on_host: bool,
     /// How the KV cache stores its values.
     pub kv_type: KvType,
+    /// Positions the KV cache is planned for (the context).
+    pub context: usize,
+    /// One position of one layer's cache: keys and values, as values and as stored bytes
+    /// (by `kv_type`). Decode attention reads `depth ×` these per layer.
+    pub kv_position: KvPosition,
     /// Bytes reserved for activations of one prefill chunk.
     pub workspace_bytes: u64,
     /// The budget the plan was made for.

@@ -54,6 +54,21 @@ pub struct Profile {
     /// Qwen3-4B block's time, so leaving it out put too many small blocks on the CPU.
     #[serde(default)]
     pub cpu_block_fixed_ms: f64,
+    /// Hybrid decode: how fast a host layer's attention reads its KV cache, in cached
+    /// values (keys and values, whatever the storage type) per second, billions. The CPU
+    /// widens each value to f32 and takes a dot product with it, so the rate is nearly the
+    /// same for f32, f16 and q8_0 caches (measured on 2 vCPU: 1.3–1.5 G values/s for each).
+    #[serde(default = "default_cpu_attention_gvalues_s")]
+    pub cpu_attention_gvalues_s: f64,
+}
+
+/// [`Profile::cpu_attention_gvalues_s`] on the H100 machine's 16 vCPU.
+const H100_CPU_ATTENTION_GVALUES_S: f64 = 8.0;
+
+/// [`Profile::cpu_attention_gvalues_s`] of profiles written before it was measured: the
+/// 2-vCPU development machine's rate (`cardinfer-dev host-layer --depth 4096`).
+fn default_cpu_attention_gvalues_s() -> f64 {
+    1.4
 }
 
 /// [`Profile::host_hop_ms`] of profiles written before it was measured.
@@ -78,6 +93,7 @@ impl Profile {
             cpu_best_threads: None,
             host_hop_ms: default_host_hop_ms(),
             cpu_block_fixed_ms: 0.0,
+            cpu_attention_gvalues_s: default_cpu_attention_gvalues_s(),
         }
     }
 
@@ -99,6 +115,7 @@ impl Profile {
             cpu_best_threads: Some(16),
             host_hop_ms: default_host_hop_ms(),
             cpu_block_fixed_ms: 0.0,
+            cpu_attention_gvalues_s: H100_CPU_ATTENTION_GVALUES_S,
         }
     }
 
@@ -147,6 +164,7 @@ impl Profile {
             ("prefill_tflops_at_4096", self.prefill_tflops_at_4096),
             ("cpu_matvec_gb_s", self.cpu_matvec_gb_s),
             ("disk_gb_s", self.disk_gb_s),
+            ("cpu_attention_gvalues_s", self.cpu_attention_gvalues_s),
         ];
         for (name, v) in rates {
             if !(v.is_finite() && v > 0.0) {

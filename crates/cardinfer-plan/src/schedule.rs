@@ -17,6 +17,11 @@
 //! the hybrid split and which layers of it run on the host: a formula that lets the link
 //! and the CPU overlap perfectly overestimates hybrid speed, since device work and hops
 //! sit on the same path as the CPU's blocks.
+//!
+//! Attention reads each layer's cache: `depth` positions, on the device at its memory
+//! rate, on the CPU (host layers) at the profile's attention rate, and — when the plan
+//! keeps the whole cache in host memory — over the link both ways first. The planner
+//! chooses at the mean depth of a conversation that fills the context (half of it).
 
 use crate::plan::{Placement, StreamPlan};
 use crate::profile::Profile;
@@ -37,6 +42,8 @@ pub struct DecodeRates {
     pub hop_ms: f64,
     /// What a host block costs the CPU besides its weight reads, milliseconds.
     pub host_block_ms: f64,
+    /// Rate at which a host layer's attention reads its cache, G values/s.
+    pub cpu_attention_gvalues_s: f64,
 }
 
 impl DecodeRates {
@@ -49,6 +56,7 @@ impl DecodeRates {
             device_block_ms: profile.decode_overhead_ms_per_layer,
             hop_ms: profile.host_hop_ms,
             host_block_ms: profile.cpu_block_fixed_ms,
+            cpu_attention_gvalues_s: profile.cpu_attention_gvalues_s,
         }
     }
 
@@ -72,9 +80,22 @@ pub struct TokenSchedule {
     pub wait_ms: f64,
 }
 
-/// Simulates decoding with `plan` at `rates` (blocks in plan order; the embedding is a
-/// lookup and costs nothing).
+/// Simulates decoding with `plan` at `rates` at the mean depth of a conversation that
+/// fills the plan's context (half of it): what the planner chooses by.
 pub fn simulate_decode(plan: &StreamPlan, rates: &DecodeRates) -> TokenSchedule {
+    simulate_decode_at(plan, rates, plan.context / 2)
+}
+
+/// Simulates decoding one token with `plan` at `rates` over a cache of `depth` positions
+/// (blocks in plan order; the embedding is a lookup and costs nothing).
+pub fn simulate_decode_at(plan: &StreamPlan, rates: &DecodeRates, depth: usize) -> TokenSchedule {
+    let kv_values = plan.kv_position.values * depth as u64;
+    let kv_bytes = plan.kv_position.bytes * depth as u64;
+    // A layer's attention: on the device (its cache there, or brought over the link both
+    // ways when the whole cache lives in host memory), or on the CPU for host layers.
+    let device_attention_ms = DecodeRates::ms(kv_bytes, rates.device_gb_s);
+    let visit_ms = if plan.kv_on_host { 2.0 * DecodeRates::ms(kv_bytes, rates.link_gb_s) } else { 0.0 };
+    let host_attention_ms = kv_values as f64 / (rates.cpu_attention_gvalues_s * 1e9) * 1e3;
     let slots = plan.slots.max(1);
     let mut slot_free_at: Vec<f64> = Vec::new();
     let (mut t, mut link_free, mut cpu_end) = (0.0f64, 0.0f64, 0.0f64);
@@ -85,14 +106,29 @@ pub fn simulate_decode(plan: &StreamPlan, rates: &DecodeRates) -> TokenSchedule 
                 continue;
             }
             let bytes = plan.bytes_of(block);
+            let is_layer = matches!(block, BlockId::Layer(_));
+            if is_layer && placement != Placement::Host && visit_ms > 0.0 {
+                // The executor moves the cache on the hidden state's path.
+                t = t.max(link_free) + visit_ms;
+                link_free = t;
+                token.link_ms += visit_ms;
+            }
+            let attention_ms = match (is_layer, placement) {
+                (false, _) => 0.0,
+                (true, Placement::Host) => host_attention_ms,
+                (true, _) => device_attention_ms,
+            };
             match placement {
                 Placement::Resident => {
-                    let ms = rates.device_block_ms + DecodeRates::ms(bytes, rates.device_gb_s);
+                    let ms = rates.device_block_ms + DecodeRates::ms(bytes, rates.device_gb_s) + attention_ms;
                     t += ms;
                     token.device_ms += ms;
                 }
                 Placement::Host => {
-                    let ms = rates.hop_ms + rates.host_block_ms + DecodeRates::ms(bytes, rates.cpu_gb_s);
+                    let ms = rates.hop_ms
+                        + rates.host_block_ms
+                        + DecodeRates::ms(bytes, rates.cpu_gb_s)
+                        + attention_ms;
                     t += ms;
                     token.host_ms += ms;
                 }
@@ -123,7 +159,7 @@ pub fn simulate_decode(plan: &StreamPlan, rates: &DecodeRates) -> TokenSchedule 
                             token.wait_ms += link_free - t;
                             t = link_free;
                         }
-                        let ms = rates.device_block_ms + DecodeRates::ms(piece, rates.device_gb_s);
+                        let ms = rates.device_block_ms + DecodeRates::ms(piece, rates.device_gb_s) + attention_ms;
                         t += ms;
                         token.device_ms += ms;
                         slot_free_at.push(t);
@@ -166,6 +202,8 @@ mod tests {
             kv_bytes: 0,
             kv_on_host: false,
             kv_type: cardinfer_core::KvType::default(),
+            context: 0,
+            kv_position: crate::plan::KvPosition::default(),
             workspace_bytes: 0,
             budget_bytes: u64::MAX,
             prefill_chunk: 1,
@@ -183,6 +221,7 @@ mod tests {
         device_block_ms: 0.0,
         hop_ms: 0.0,
         host_block_ms: 0.0,
+        cpu_attention_gvalues_s: 1.0,
     };
 
     #[test]
@@ -285,5 +324,33 @@ mod tests {
         let b = simulate_decode(&plan(&host_first, 1_000_000, 2), &RATES);
         assert!((a.wait_ms - 1.0).abs() < 1e-9 && (a.token_ms - 2.0).abs() < 1e-2, "{a:?}");
         assert!(b.wait_ms.abs() < 1e-9 && (b.token_ms - 1.0).abs() < 1e-2, "{b:?}");
+    }
+
+    /// Attention reads `depth` positions of each layer's cache: on the device at its rate,
+    /// on the CPU at the attention rate for host layers, and over the link both ways first
+    /// when the plan keeps the whole cache in host memory.
+    #[test]
+    fn attention_costs_grow_with_depth_where_the_cache_is_read() {
+        let with_cache = |placements: &[Placement], kv_on_host: bool| StreamPlan {
+            kv_on_host,
+            context: 2000,
+            kv_position: crate::plan::KvPosition { values: 1000, bytes: 2000 },
+            ..plan(placements, 1_000_000, 2)
+        };
+        let resident = with_cache(&[Placement::Resident; 2], false);
+        let (empty, deep) = (simulate_decode_at(&resident, &RATES, 0), simulate_decode_at(&resident, &RATES, 1000));
+        // 2 layers × 1000 positions × 2000 bytes at 1000 GB/s: 0.004 ms.
+        assert!((deep.token_ms - empty.token_ms - 0.004).abs() < 1e-9, "{empty:?} {deep:?}");
+        // The planner's figure is at half the context.
+        assert_eq!(simulate_decode(&resident, &RATES), deep);
+        // A host layer reads 1000 × 1000 values at 1 G values/s: 1 ms.
+        let host = with_cache(&[Placement::Host, Placement::Resident], false);
+        let extra = simulate_decode_at(&host, &RATES, 1000).token_ms - simulate_decode_at(&host, &RATES, 0).token_ms;
+        assert!((extra - 1.002).abs() < 1e-9, "{extra}");
+        // A cache in host memory crosses the link (1 GB/s) both ways per device layer: 4 ms each.
+        let visiting = with_cache(&[Placement::Resident; 2], true);
+        let v = simulate_decode_at(&visiting, &RATES, 1000);
+        assert!((v.token_ms - empty.token_ms - 2.0 * 4.002).abs() < 1e-9, "{v:?}");
+        assert!((v.link_ms - 8.0).abs() < 1e-9, "{v:?}");
     }
 }

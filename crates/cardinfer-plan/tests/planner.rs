@@ -5,7 +5,7 @@ use cardinfer_core::{BlockId, ByteSize, KvType};
 use cardinfer_plan::catalog::{gpu_by_key, ArchPreset, PresetBytes, QuantShape, PRESETS, QUANTS};
 use cardinfer_plan::table::markdown;
 use cardinfer_plan::{
-    predict, simulate_decode, DecodeRates, Mode, Placement, PlanError, PlanRequest, Profile, StreamPlan, Workload,
+    predict, predict_decode_at, simulate_decode, simulate_decode_at, DecodeRates, Mode, Placement, PlanError, PlanRequest, Profile, StreamPlan, Workload,
 };
 
 fn arch(name: &str) -> ArchPreset {
@@ -41,7 +41,9 @@ fn a_plan_never_exceeds_its_budget() {
     }
 }
 
-/// With the chunk fixed, more budget never predicts a slower decode; when the planner
+/// With the chunk fixed, more budget never predicts a slower decode with the cache full
+/// (a cache in host memory crosses the link; a plan keeps it on the device once it fits,
+/// even if that leaves fewer slots for an empty cache's decode); when the planner
 /// chooses the chunk for a workload, that workload's predicted time never grows.
 #[test]
 fn more_budget_never_predicts_slower() {
@@ -56,17 +58,22 @@ fn more_budget_never_predicts_slower() {
             if let Ok(plan) = StreamPlan::place_with_fixed_chunk(&spec, &blocks, &fixed_chunk) {
                 let p = predict(&spec, &plan, &profile, false);
                 assert!(
-                    p.decode_tok_s >= last_decode - 1e-9,
+                    p.decode_tok_s_at_context >= last_decode - 1e-9,
                     "{name} at {}: {} < {last_decode}",
                     ByteSize(budget),
-                    p.decode_tok_s
+                    p.decode_tok_s_at_context
                 );
-                last_decode = p.decode_tok_s;
+                last_decode = p.decode_tok_s_at_context;
             }
-            if let Ok((_, p)) = StreamPlan::place_for_workload(&spec, &blocks, &request(budget), &profile, workload) {
-                let time =
-                    workload.prompt_tokens as f64 / p.prefill_tok_s + workload.decode_tokens as f64 / p.decode_tok_s;
-                assert!(time <= last_time + 1e-9, "{name} at {}: {time} s > {last_time} s", ByteSize(budget));
+            if let Ok((plan, p)) = StreamPlan::place_for_workload(&spec, &blocks, &request(budget), &profile, workload) {
+                let depth = workload.prompt_tokens + workload.decode_tokens / 2;
+                let decode = predict_decode_at(&spec, &plan, &profile, request(budget).overlapped_copies, depth);
+                let time = workload.prompt_tokens as f64 / p.prefill_tok_s + workload.decode_tokens as f64 / decode;
+                // Within 1 %: once the cache fits on the device the plan keeps it there (a cache
+                // in host memory leaves the fused decode path: 20.1 against 32.8 tok/s measured on
+                // an H200, issue 25), a cost the model does not price; at the budget where it moves,
+                // the workload's prediction may rise a little (0.07 % for the 4B at 576 MiB).
+                assert!(time <= last_time * 1.01, "{name} at {}: {time} s > {last_time} s", ByteSize(budget));
                 last_time = time;
             }
         }
@@ -243,6 +250,7 @@ fn hybrid_keeps_the_fastest_simulated_split() {
     // No other count simulates faster.
     let layers = |p: &StreamPlan| p.blocks.iter().filter(|(_, pl)| *pl == Placement::Host).count() - 1;
     let chosen = simulate_decode(&hybrid, &rates).token_ms;
+    let chosen_empty = simulate_decode_at(&hybrid, &rates, 0).token_ms;
     let streamed_layers =
         stream_only.blocks.iter().filter(|(b, p)| *p == Placement::Streamed && matches!(b, BlockId::Layer(_))).count();
     for count in 0..=streamed_layers + 1 {
@@ -257,7 +265,7 @@ fn hybrid_keeps_the_fastest_simulated_split() {
     assert!(!order.windows(3).any(|w| w.iter().all(|p| *p == Placement::Host)), "{order:?}");
     let (before, after) = (predict(&spec, &stream_only, &profile, false), predict(&spec, &hybrid, &profile, false));
     assert!(after.decode_tok_s > before.decode_tok_s * 1.1, "{} vs {}", after.decode_tok_s, before.decode_tok_s);
-    assert!((after.decode_tok_s - 1e3 / chosen).abs() < 1e-6, "the prediction is the simulated token");
+    assert!((after.decode_tok_s - 1e3 / chosen_empty).abs() < 1e-6, "the prediction is the simulated token");
     assert!(after.decode_ms.host > 0.0);
     // Prefill streams the host layers too: the same link bytes per chunk as before.
     assert!((after.prefill_tok_s - before.prefill_tok_s).abs() < 1e-6);

@@ -8,7 +8,7 @@
 //! Prints one markdown row and one JSON line per test.
 
 use anyhow::Result;
-use cardinfer_plan::{predict, Mode, PlanRequest, StreamPlan};
+use cardinfer_plan::{predict, predict_decode_at, Mode, PlanRequest, StreamPlan};
 use cardinfer_stream::executor::{copies_overlap, device_block_bytes};
 use cardinfer_stream::{Logits, Runner, TextModel};
 use std::time::Instant;
@@ -135,16 +135,19 @@ pub fn run(args: Args) -> Result<()> {
             StreamPlan::place(model.spec(), &device_block_bytes(m.layout(), &device), &request)?
         }
     };
-    let predicted =
-        predict(model.spec(), &plan, &profile, copies_overlap(&device, !args.model.placement.no_copy_stream));
+    let overlapped = copies_overlap(&device, !args.model.placement.no_copy_stream);
+    let predicted = predict(model.spec(), &plan, &profile, overlapped);
+    // Decode over the cache the run fills: its depth and half the tokens it generates.
+    let decode_depth = args.depth + args.generate / 2;
+    let predicted_decode = predict_decode_at(model.spec(), &plan, &profile, overlapped, decode_depth);
     eprintln!("plan: {} slots, prefill chunk {}", plan.slots, plan.prefill_chunk);
     eprintln!("decode path: {}", model.decode_path());
     for reason in &plan.reasons {
         eprintln!("plan: {reason}");
     }
     eprintln!(
-        "predicted: decode {:.2} tok/s, prefill {:.0} tok/s (profile: {})",
-        predicted.decode_tok_s, predicted.prefill_tok_s, profile.device
+        "predicted: decode {:.2} tok/s at depth {decode_depth}, prefill {:.0} tok/s (profile: {})",
+        predicted_decode, predicted.prefill_tok_s, profile.device
     );
     if let Runner::Resident(m) = model {
         print_moe_prediction(&loaded.path, m, &profile, plan.prefill_chunk)?;
@@ -187,7 +190,7 @@ pub fn run(args: Args) -> Result<()> {
             "kv_type": model.new_cache().kv_type().name(), "budget_bytes": budget, "peak_device_bytes": peak, "peak_measured": watch.peak_bytes().is_some(),
             "metrics": metrics, "generated_first": generated.iter().take(16).collect::<Vec<_>>(),
             "generated_checksum": checksum(generated),
-            "predicted_tok_s": if test.starts_with("pp") { predicted.prefill_tok_s } else { predicted.decode_tok_s },
+            "predicted_tok_s": if test.starts_with("pp") { predicted.prefill_tok_s } else { predicted_decode },
         });
         println!("{line}");
     }

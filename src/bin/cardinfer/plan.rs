@@ -183,6 +183,11 @@ fn print_dense_prediction(prediction: &cardinfer_plan::Prediction) {
         d.host,
         prediction.decode_bound
     );
+    let full = prediction.decode_ms_at_context;
+    println!(
+        "predicted decode with the cache full {:.1} tok/s (device attention {:.1} ms, link {:.1} ms, host {:.1} ms)",
+        prediction.decode_tok_s_at_context, full.attention, full.link, full.host
+    );
     println!("predicted prefill {:.0} tok/s; bound: {}", prediction.prefill_tok_s, prediction.prefill_bound);
 }
 
