@@ -98,7 +98,13 @@ pub fn predict_decode_at(
     1e3 / decode_at(spec, plan, profile, overlapped_copies, depth).total_ms
 }
 
-fn decode_at(spec: &ModelSpec, plan: &StreamPlan, profile: &Profile, overlapped_copies: bool, depth: usize) -> DecodeAt {
+fn decode_at(
+    spec: &ModelSpec,
+    plan: &StreamPlan,
+    profile: &Profile,
+    overlapped_copies: bool,
+    depth: usize,
+) -> DecodeAt {
     let ms = |bytes: u64, gb_s: f64| bytes as f64 / (gb_s * 1e9) * 1e3;
     let streamed = plan.streamed_bytes_per_pass();
     let overhead = profile.decode_overhead_ms_per_layer * spec.num_layers as f64;

@@ -14,6 +14,13 @@ use crate::plan::{Mode, Placement, StreamPlan};
 use crate::schedule::{simulate_decode, DecodeRates};
 use cardinfer_core::{BlockId, ByteSize};
 
+/// What a cache in host memory adds per device layer and token besides its copies: such
+/// plans decode on the plain path (Candle's operations per block) instead of the fused
+/// kernels. Measured on an H200 (2026-12-06, issue 25): Qwen3-4B within 500 MiB decoded
+/// 32.8 tok/s with its cache on the device and 20.1 with it in host memory, 19 ms per
+/// token over 36 layers, at a depth of a few tokens (so not the copies).
+const PLAIN_PATH_MS_PER_LAYER: f64 = 0.5;
+
 impl StreamPlan {
     /// Hybrid placement: [`StreamPlan::assign_host_layers`], then the host layers' KV
     /// caches leave the device reservation and the room freed goes, in order, to slots
@@ -65,8 +72,18 @@ impl StreamPlan {
         wanted_slots: usize,
         mode: Mode,
     ) {
-        self.assign_host_layers(rates, host_layers);
-        if self.kv_on_host || self.host_layer_count() == 0 {
+        if self.kv_on_host {
+            match self.kv_split(rates, host_layers) {
+                Some(split) => *self = split,
+                None => {
+                    self.assign_host_layers(rates, host_layers);
+                    return;
+                }
+            }
+        } else {
+            self.assign_host_layers(rates, host_layers);
+        }
+        if self.host_layer_count() == 0 {
             return;
         }
         let full_kv = self.kv_bytes;
@@ -117,6 +134,74 @@ impl StreamPlan {
         if again.device_bytes() <= again.budget_bytes && faster {
             *self = again;
         }
+    }
+
+    /// A plan whose whole cache lives in host memory (`kv_on_host`: each layer's part
+    /// crosses the link twice per token, and decode leaves the fused path), split per
+    /// layer instead: the host layers' caches in host memory, where the CPU reads them,
+    /// and the device layers' caches on the device. Each count of host layers whose device
+    /// caches fit beside this plan's pool and resident blocks is simulated at half the
+    /// context; the fastest is returned (its `kv_bytes` the full cache, as the caller's
+    /// accounting expects) if it beats the plan as it is, else `None`.
+    fn kv_split(&self, rates: &DecodeRates, host_layers: Option<usize>) -> Option<StreamPlan> {
+        let layers = self.blocks.iter().filter(|(b, _)| matches!(b, BlockId::Layer(_))).count() as u64;
+        let per_layer = self.kv_position.bytes * self.context as u64;
+        let mut on_host = self.clone();
+        on_host.assign_host_layers(rates, host_layers);
+        let on_host_ms = simulate_decode(&on_host, rates).token_ms + PLAIN_PATH_MS_PER_LAYER * layers as f64;
+        // Every layer's cache on the device costs room the plan gave to resident layers and
+        // slots: start from every layer streamed through one slot (the caller spends what
+        // is left on slots and resident blocks again).
+        let mut base = self.clone();
+        for i in 0..base.blocks.len() {
+            if let (BlockId::Layer(_), Placement::Resident) = base.blocks[i] {
+                base.blocks[i].1 = Placement::Streamed;
+                base.resident_bytes -= base.bytes_of(base.blocks[i].0);
+            }
+        }
+        base.slots = base.slots.min(1);
+        base.reasons.retain(|r| !r.contains(" slot(s)") && !r.contains("layers resident in the room left"));
+        base.reasons.push(format!(
+            "KV per layer: every layer streamed through {} slot before the split (the room goes to the device layers' caches first)",
+            base.slots
+        ));
+        let streamed =
+            base.blocks.iter().filter(|(b, p)| *p == Placement::Streamed && matches!(b, BlockId::Layer(_))).count();
+        let counts: Vec<usize> = match host_layers {
+            Some(asked) => vec![asked.min(streamed)],
+            None => (1..=streamed).collect(),
+        };
+        let mut best: Option<(StreamPlan, f64, usize)> = None;
+        for count in counts {
+            let mut split = base.clone();
+            split.kv_on_host = false;
+            split.reasons.retain(|r| !r.starts_with("KV cache in host memory"));
+            split.assign_host_layers(rates, Some(count));
+            // The device layers' caches and one visiting host layer's (prefill).
+            split.kv_bytes = (layers - count as u64 + 1) * per_layer;
+            if split.device_bytes() > split.budget_bytes {
+                continue;
+            }
+            let ms = simulate_decode(&split, rates).token_ms;
+            split.kv_bytes = layers * per_layer;
+            if best.as_ref().is_none_or(|(_, b, _)| ms < *b) {
+                best = Some((split, ms, count));
+            }
+        }
+        let (mut split, ms, count) = best?;
+        if ms >= on_host_ms {
+            return None;
+        }
+        if host_layers.is_none() {
+            if let Some(r) = split.reasons.iter_mut().rev().find(|r| r.starts_with("hybrid: ")) {
+                *r = r.replace(", count as asked", ", the count whose device caches fit that simulates fastest");
+            }
+        }
+        split.reasons.push(format!(
+            "KV cache split per layer: the {count} host layers' caches in host memory, the device layers' on the device (simulated {ms:.1} ms per token at depth {}, against {on_host_ms:.1} with the whole cache in host memory)",
+            self.context / 2
+        ));
+        Some(split)
     }
 
     /// Whether the head streams through the pool (whole or in row chunks).

@@ -125,10 +125,7 @@ pub fn simulate_decode_at(plan: &StreamPlan, rates: &DecodeRates, depth: usize) 
                     token.device_ms += ms;
                 }
                 Placement::Host => {
-                    let ms = rates.hop_ms
-                        + rates.host_block_ms
-                        + DecodeRates::ms(bytes, rates.cpu_gb_s)
-                        + attention_ms;
+                    let ms = rates.hop_ms + rates.host_block_ms + DecodeRates::ms(bytes, rates.cpu_gb_s) + attention_ms;
                     t += ms;
                     token.host_ms += ms;
                 }

@@ -5,7 +5,8 @@ use cardinfer_core::{BlockId, ByteSize, KvType};
 use cardinfer_plan::catalog::{gpu_by_key, ArchPreset, PresetBytes, QuantShape, PRESETS, QUANTS};
 use cardinfer_plan::table::markdown;
 use cardinfer_plan::{
-    predict, predict_decode_at, simulate_decode, simulate_decode_at, DecodeRates, Mode, Placement, PlanError, PlanRequest, Profile, StreamPlan, Workload,
+    predict, predict_decode_at, simulate_decode, simulate_decode_at, DecodeRates, Mode, Placement, PlanError,
+    PlanRequest, Profile, StreamPlan, Workload,
 };
 
 fn arch(name: &str) -> ArchPreset {
@@ -65,7 +66,8 @@ fn more_budget_never_predicts_slower() {
                 );
                 last_decode = p.decode_tok_s_at_context;
             }
-            if let Ok((plan, p)) = StreamPlan::place_for_workload(&spec, &blocks, &request(budget), &profile, workload) {
+            if let Ok((plan, p)) = StreamPlan::place_for_workload(&spec, &blocks, &request(budget), &profile, workload)
+            {
                 let depth = workload.prompt_tokens + workload.decode_tokens / 2;
                 let decode = predict_decode_at(&spec, &plan, &profile, request(budget).overlapped_copies, depth);
                 let time = workload.prompt_tokens as f64 / p.prefill_tok_s + workload.decode_tokens as f64 / decode;
@@ -301,13 +303,42 @@ fn hybrid_plans_keep_host_layer_caches_on_the_host() {
         "the freed room should make the token faster"
     );
     assert!(hybrid.reasons.iter().any(|r| r.contains("host memory") && r.contains("freed")), "{:?}", hybrid.reasons);
-    // With the whole cache already in host memory there is nothing to free.
-    let long = a.spec(32768);
-    let mut kv_host = StreamPlan::place(&long, &blocks, &request(2 << 30)).unwrap();
-    assert!(kv_host.kv_on_host);
-    let kv_before = kv_host.kv_bytes;
-    kv_host.place_hybrid(&rates, None, 2, Mode::Auto);
-    assert_eq!(kv_host.kv_bytes, kv_before);
+}
+
+/// A cache too large for the device (the whole of it in host memory, crossing the link
+/// every token) is split per layer in a hybrid plan when that simulates faster: the host
+/// layers' caches stay in host memory, the device layers' on the device, within the
+/// budget, the room taken from resident layers and slots first.
+#[test]
+fn hybrid_plans_split_a_cache_that_does_not_fit_per_layer() {
+    let rates = DecodeRates::from_profile(&Profile::h100_fitted());
+    let a = arch("Qwen3-4B");
+    let (spec, blocks) = (a.spec(4160), a.block_bytes(&q4()));
+    let req = PlanRequest { prefill_chunk: 64, ..request(500 << 20) };
+    let placed = StreamPlan::place(&spec, &blocks, &req).unwrap();
+    assert!(placed.kv_on_host, "{placed}");
+    let mut whole_on_host = placed.clone();
+    whole_on_host.assign_host_layers(&rates, None);
+    let mut split = placed.clone();
+    split.place_hybrid(&rates, None, 2, Mode::Auto);
+    assert!(!split.kv_on_host, "{split}");
+    let host = split.host_layer_count();
+    assert!(host > 0 && host < spec.num_layers, "{split}");
+    let per_layer = spec.kv_bytes_per_token(KvType::F16) / spec.num_layers as u64 * 4160;
+    assert_eq!(split.kv_bytes, (spec.num_layers - host + 1) as u64 * per_layer, "{split}");
+    assert!(split.device_bytes() <= 500 << 20, "{split}");
+    assert!(
+        simulate_decode(&split, &rates).token_ms < simulate_decode(&whole_on_host, &rates).token_ms,
+        "{split}\nagainst\n{whole_on_host}"
+    );
+    assert!(split.reasons.iter().any(|r| r.contains("split per layer")), "{:?}", split.reasons);
+    assert!(!split.reasons.iter().any(|r| r.starts_with("KV cache in host memory")), "{:?}", split.reasons);
+    // A host layer count asked for that leaves too many device caches keeps the whole
+    // cache in host memory.
+    let mut asked = placed.clone();
+    asked.place_hybrid(&rates, Some(1), 2, Mode::Auto);
+    assert!(asked.kv_on_host && asked.host_layer_count() == 1, "{asked}");
+    assert!(asked.device_bytes() <= 500 << 20, "{asked}");
 }
 
 /// Where the head streams in chunks, a hybrid plan hands the CPU the last chunks when
@@ -348,7 +379,8 @@ fn a_kv_cache_that_does_not_fit_moves_to_the_host() {
     assert!(!short_plan.kv_on_host);
     let profile = Profile::h100_fitted();
     let (p_long, p_short) = (predict(&long, &plan, &profile, false), predict(&short, &short_plan, &profile, false));
-    assert!(p_long.decode_ms.link > p_short.decode_ms.link);
+    assert!(p_long.decode_ms_at_context.link > p_short.decode_ms_at_context.link);
+    assert!(p_long.decode_tok_s_at_context < p_long.decode_tok_s);
     // Resident mode never moves the cache: it is an error instead.
     let resident = PlanRequest { mode: Mode::Resident, ..request(2 << 30) };
     assert!(StreamPlan::place(&long, &blocks, &resident).is_err());

@@ -149,7 +149,14 @@ pub fn run(args: Args) -> Result<()> {
         ByteSize(plan.slot_bytes),
         ByteSize(plan.slots as u64 * plan.slot_bytes)
     );
-    let kv_where = if plan.kv_on_host { "host (one layer at a time on the device)" } else { "device" };
+    let host_layers = plan.host_layer_count();
+    let kv_where = match (plan.kv_on_host, host_layers) {
+        (true, _) => "host (one layer at a time on the device)".to_string(),
+        (false, 0) => "device".to_string(),
+        (false, n) => {
+            format!("host for the {n} host layers, device for the others (and one host layer's visiting in prefill)")
+        }
+    };
     println!(
         "| KV cache | {} tokens, {}, {kv_where} | {} |",
         spec.context_length,
