@@ -54,6 +54,18 @@ pub struct KvSlot {
     capacity: usize,
     /// How the values are stored.
     kv_type: KvType,
+    /// A preallocated slot's host buffers while it visits the device (see
+    /// [`KvSlot::move_to`]).
+    parked: Option<Parked>,
+}
+
+/// Host buffers left behind by a preallocated slot visiting the device, and the positions
+/// in them that are still current.
+#[derive(Debug, Clone)]
+struct Parked {
+    k: Tensor,
+    v: Tensor,
+    len: usize,
 }
 
 impl KvSlot {
@@ -128,13 +140,54 @@ impl KvSlot {
     }
 
     /// Moves the held keys and values to `device` (no copy if they are there already).
+    ///
+    /// A preallocated slot copies only the positions it holds, into buffers of its whole
+    /// capacity made there. Leaving host memory, it keeps its host buffers, and coming
+    /// back it copies only the positions written while away into them: a host layer's
+    /// cache visiting the device for each prefill chunk moves what it holds up and the
+    /// chunk's new positions down, not its whole capacity both ways.
     pub fn move_to(&mut self, device: &Device) -> Result<()> {
-        for t in [&mut self.k, &mut self.v].into_iter().flatten() {
-            if !t.device().same_device(device) {
-                *t = t.to_device(device)?;
+        let (Some(k), Some(v)) = (self.k.take(), self.v.take()) else { return Ok(()) };
+        let (k, v) = match k.device().same_device(device) {
+            true => (k, v),
+            false if self.capacity == 0 => (k.to_device(device)?, v.to_device(device)?),
+            false => self.relocate(k, v, device)?,
+        };
+        self.k = Some(k);
+        self.v = Some(v);
+        Ok(())
+    }
+
+    /// [`KvSlot::move_to`] for preallocated buffers `k`, `v` (not on `device`).
+    fn relocate(&mut self, k: Tensor, v: Tensor, device: &Device) -> Result<(Tensor, Tensor)> {
+        let held = self.len;
+        let copy = |from: &Tensor, to: &Tensor, start: usize| -> Result<()> {
+            if held > start {
+                to.slice_set(&from.narrow(2, start, held - start)?.to_device(device)?, 2, start)?;
+            }
+            Ok(())
+        };
+        match self.parked.take() {
+            // Back where it was parked: only what was written while away travels.
+            Some(home) if home.k.device().same_device(device) => {
+                let start = home.len.min(held);
+                copy(&k, &home.k, start)?;
+                copy(&v, &home.v, start)?;
+                Ok((home.k, home.v))
+            }
+            _ => {
+                let (there_k, there_v) =
+                    (Tensor::zeros(k.dims(), k.dtype(), device)?, Tensor::zeros(v.dims(), v.dtype(), device)?);
+                copy(&k, &there_k, 0)?;
+                copy(&v, &there_v, 0)?;
+                // Host buffers wait for the slot's return; device ones are freed (the
+                // budget counts one visiting layer's cache).
+                if k.device().is_cpu() {
+                    self.parked = Some(Parked { k, v, len: held });
+                }
+                Ok((there_k, there_v))
             }
         }
-        Ok(())
     }
 
     /// Positions held.
@@ -177,8 +230,12 @@ impl KvSlot {
             return Ok(());
         }
         if self.capacity > 0 {
-            // The buffers stay; positions past `len` are overwritten by later appends.
+            // The buffers stay; positions past `len` are overwritten by later appends (and
+            // copied back to parked buffers when the slot returns).
             self.len = len;
+            if let Some(home) = &mut self.parked {
+                home.len = home.len.min(len);
+            }
         } else if len == 0 {
             *self = Self::new(self.kv_type);
         } else if let (Some(k), Some(v)) = (&self.k, &self.v) {
