@@ -62,8 +62,11 @@ pub struct Profile {
     pub cpu_attention_gvalues_s: f64,
 }
 
-/// [`Profile::cpu_attention_gvalues_s`] on the H100 machine's 16 vCPU.
-const H100_CPU_ATTENTION_GVALUES_S: f64 = 8.0;
+/// [`Profile::cpu_attention_gvalues_s`] on the H100 machine's 16 vCPU: a Qwen3-4B host
+/// layer (`cardinfer-dev host-layer --ways exact`, 16 threads, 2026-12-07) took 1.25 /
+/// 3.5 / 8.1 ms at depth 0 / 4096 / 16384 with an f16 cache and 0.9 / 2.7 / 8.5 ms with
+/// q8_0: 3.7–4.9 G values/s.
+const H100_CPU_ATTENTION_GVALUES_S: f64 = 4.5;
 
 /// [`Profile::cpu_attention_gvalues_s`] of profiles written before it was measured: the
 /// 2-vCPU development machine's rate (`cardinfer-dev host-layer --depth 4096`).

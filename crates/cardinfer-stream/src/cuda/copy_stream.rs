@@ -214,6 +214,8 @@ mod imp {
             DType::F32 => cuda.as_cuda_slice::<f32>().ok()?.device_ptr(&stream).0,
             DType::F16 => cuda.as_cuda_slice::<half::f16>().ok()?.device_ptr(&stream).0,
             DType::BF16 => cuda.as_cuda_slice::<half::bf16>().ok()?.device_ptr(&stream).0,
+            // A q8_0 KV cache's blocks.
+            DType::U8 => cuda.as_cuda_slice::<u8>().ok()?.device_ptr(&stream).0,
             _ => return None,
         };
         Some(base + offset)

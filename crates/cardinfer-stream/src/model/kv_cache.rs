@@ -163,7 +163,7 @@ impl KvSlot {
         let held = self.len;
         let copy = |from: &Tensor, to: &Tensor, start: usize| -> Result<()> {
             if held > start {
-                to.slice_set(&from.narrow(2, start, held - start)?.to_device(device)?, 2, start)?;
+                to.slice_set(&from.narrow(2, start, held - start)?.contiguous()?.to_device(device)?, 2, start)?;
             }
             Ok(())
         };
