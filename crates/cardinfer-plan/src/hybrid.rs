@@ -19,7 +19,7 @@ use cardinfer_core::{BlockId, ByteSize};
 /// kernels. Measured on an H200 (2026-12-06, issue 25): Qwen3-4B within 500 MiB decoded
 /// 32.8 tok/s with its cache on the device and 20.1 with it in host memory, 19 ms per
 /// token over 36 layers, at a depth of a few tokens (so not the copies).
-const PLAIN_PATH_MS_PER_LAYER: f64 = 0.5;
+pub const PLAIN_PATH_MS_PER_LAYER: f64 = 0.5;
 
 impl StreamPlan {
     /// Hybrid placement: [`StreamPlan::assign_host_layers`], then the host layers' KV

@@ -19,6 +19,7 @@ pub mod tuning;
 pub use budget::Budget;
 pub use cost::{predict, predict_batch, predict_decode_at, Bound, Prediction};
 pub use error::PlanError;
+pub use hybrid::PLAIN_PATH_MS_PER_LAYER;
 pub use moe_cost::{predict_moe, MoePlacement, MoePrediction, MoeShape};
 pub use plan::{KvPosition, Mode, Placement, PlanRequest, StreamPlan, Workload, ATTENTION_KEY_TILE};
 pub use profile::Profile;
