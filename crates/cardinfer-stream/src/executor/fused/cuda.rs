@@ -121,6 +121,8 @@ pub struct FusedDecoder {
     kernels: Kernels,
     /// How the KV caches the kernels write and read are stored.
     kv_type: KvType,
+    /// Whether a cache whose buffers this path cannot take was reported (once).
+    unsuited_cache_reported: std::sync::atomic::AtomicBool,
     buffers: Buffers,
     workspace: Workspace,
     layers: Vec<LayerAddresses>,
@@ -346,6 +348,7 @@ impl FusedDecoder {
         Ok(Self {
             spec: spec.clone(),
             kv_type: decoder.kv_type(),
+            unsuited_cache_reported: std::sync::atomic::AtomicBool::new(false),
             device: cuda.clone(),
             stream,
             kernels,
@@ -476,7 +479,20 @@ impl FusedDecoder {
                 addresses.extend([0, 0]);
                 continue;
             }
-            let Some(slot) = self.slot_addresses(kv.layer(i)) else { return Ok(None) };
+            let Some(slot) = self.slot_addresses(kv.layer(i)) else {
+                // No buffers yet is the first token's case; buffers this path cannot take
+                // would silently keep every token on the plain path: say so, once.
+                let reported = &self.unsuited_cache_reported;
+                if kv.layer(i).buffers().is_some() && !reported.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    tracing::warn!(
+                        layer = i,
+                        kv_type = %self.kv_type,
+                        "the KV cache's buffers do not suit the fused decode kernels (storage type, shape or \
+                         device): single tokens decode on the plain path"
+                    );
+                }
+                return Ok(None);
+            };
             addresses.extend(slot);
         }
         Ok(Some(addresses))
