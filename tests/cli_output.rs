@@ -53,3 +53,23 @@ fn chat_reports_a_line_that_is_not_text_and_carries_on() {
     assert!(stderr.contains("not UTF-8"), "{stderr}");
     assert!(stderr.contains("4 generated"), "the next line was answered: {stderr}");
 }
+
+/// `plan` takes `-m` as every other subcommand does (the README's example), and prints
+/// the placement table with the KV cache's type and place.
+#[test]
+fn plan_takes_the_model_as_dash_m() {
+    let model = common::model_cache_dir().join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    if !model.is_file() {
+        assert!(std::env::var("CI").is_err(), "CI must fetch SmolLM2 (scripts/fetch-model.sh)");
+        return;
+    }
+    let output = Command::new(env!("CARGO_BIN_EXE_cardinfer"))
+        .args(["plan", "--vram-budget", "64MiB", "--context", "1024", "--kv-type", "q8_0", "-m"])
+        .arg(&model)
+        .output()
+        .expect("the cardinfer binary runs");
+    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "{stderr}");
+    assert!(stdout.contains("| KV cache | 1024 tokens, q8_0,"), "{stdout}");
+    assert!(stdout.contains("predicted decode with the cache full"), "{stdout}");
+}

@@ -20,7 +20,7 @@ use cardinfer_stream::model::weights::device_bytes_for;
 #[derive(clap::Args)]
 pub struct Args {
     /// GGUF file or Hugging Face checkpoint directory.
-    #[arg(long, required_unless_present = "table")]
+    #[arg(short = 'm', long, required_unless_present = "table")]
     model: Option<String>,
     /// Device memory budget (500MiB, 6GiB); default: the GPU's memory less 400 MiB.
     #[arg(long)]

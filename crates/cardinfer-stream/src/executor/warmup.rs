@@ -43,12 +43,15 @@ pub fn measure_runtime_bytes(spec: &ModelSpec, device: &Device, storage: Storage
 /// [`measure_runtime_bytes`], then one transformer block of `spec`'s real size (zeroed
 /// weights in `storage`) run over the whole context in chunks of `chunk` tokens and one
 /// decode step, sampling free memory after each: the workspace is the lowest free memory
-/// seen, less the block's own weights and its KV cache at full context. `None` on the CPU.
+/// seen, less the block's own weights and its KV cache at full context (preallocated and
+/// stored as `kv_type`, as decoding keeps it: the attention's f32 copy of a layer's keys
+/// and values is workspace). `None` on the CPU.
 pub fn measure_device_overheads(
     spec: &ModelSpec,
     device: &Device,
     storage: StorageType,
     chunk: usize,
+    kv_type: cardinfer_core::KvType,
 ) -> Result<Option<DeviceOverheads>> {
     // A routed layer's workspace is bounded by a dense MLP's of the same widths (each expert
     // computes only its tokens' rows): the probe runs the dense block.
@@ -61,9 +64,11 @@ pub fn measure_device_overheads(
         device.synchronize()?;
         let free_loaded = device_memory(device).map_or(free_start, |(f, _)| f);
         let mut lowest = free_loaded;
-        // An f32 cache: the attention's f32 copy of the keys (whatever the stored type) is
-        // the workspace, the stored cache is subtracted below.
-        let mut slot = KvSlot::new(cardinfer_core::KvType::F32);
+        // The cache as decoding keeps it: the stored cache is subtracted below, what the
+        // attention reads it back into is workspace. (A growing f32 slot, measured before,
+        // hands the attention its own buffers and hid that copy: a 4B within 500 MiB with a
+        // q8_0 cache held 518 MiB on an H100.)
+        let mut slot = KvSlot::with_capacity(spec.context_length.max(1), kv_type);
         let chunk = chunk.clamp(1, spec.context_length.max(1));
         let h = spec.hidden_size;
         let mut pos = 0;
@@ -74,8 +79,7 @@ pub fn measure_device_overheads(
             lowest = lowest.min(device_memory(device).map_or(lowest, |(f, _)| f));
             pos += len;
         }
-        let kv_bytes = spec.kv_bytes_per_token(cardinfer_core::KvType::F32) / spec.num_layers.max(1) as u64
-            * spec.context_length as u64;
+        let kv_bytes = spec.kv_bytes_per_token(kv_type) / spec.num_layers.max(1) as u64 * spec.context_length as u64;
         let logits = 2 * 4 * spec.vocab_size as u64;
         free_loaded.saturating_sub(lowest).saturating_sub(kv_bytes) + logits
     };
@@ -222,7 +226,11 @@ mod tests {
                 run_tiny_block(&spec, &Device::Cpu, storage).unwrap();
             }
             assert_eq!(measure_runtime_bytes(&spec, &Device::Cpu, StorageType::Q4_K).unwrap(), None);
-            assert_eq!(measure_device_overheads(&spec, &Device::Cpu, StorageType::Q4_K, 4).unwrap(), None);
+            assert_eq!(
+                measure_device_overheads(&spec, &Device::Cpu, StorageType::Q4_K, 4, cardinfer_core::KvType::F16)
+                    .unwrap(),
+                None
+            );
             // The real-size block runs on the CPU too (its memory is just not measurable).
             let layer = zero_layer(&spec, &Device::Cpu, StorageType::Q8_0).unwrap();
             let x = Tensor::zeros((1, 3, spec.hidden_size), candle_core::DType::F32, &Device::Cpu).unwrap();

@@ -311,6 +311,7 @@ impl Placed {
                 device,
                 dominant.unwrap_or(cardinfer_core::StorageType::Q8_0),
                 options.prefill_chunk,
+                options.kv_type,
             )?,
         };
         let max_cols = spec.hidden_size.max(spec.intermediate_size).max(spec.num_heads * spec.head_dim);
