@@ -13,11 +13,12 @@ use serde_json::Value;
 
 /// Runs `file`'s cases: the prompt ids exactly, then llama.cpp's continuation teacher-forced
 /// for 16 tokens with an f32 KV cache, where every step must pick llama.cpp's token or be a
-/// near-tie; with an f16 cache (llama.cpp's own type) the first `f16_exact` tokens must be
-/// llama.cpp's (its attention also rounds queries and probabilities to f16, ours only the
-/// stored keys and values, so later steps may part: measured, the f16 cache keeps 6–16
-/// tokens, as the f32 one, more on some prompts and fewer on others).
-fn run_cases(file: &str, required: bool, f16_exact: usize) {
+/// near-tie; with an f16 cache (llama.cpp's own type) the first step where we part from
+/// llama.cpp must be a near-tie (its attention also rounds queries and probabilities to f16,
+/// ours only the stored keys and values, so later steps may part further). How many tokens
+/// come before the first near-tie depends on the CPU's kernels: 6–16 on an AVX-512 machine,
+/// 4–16 on an AVX2 one (a count asked for here failed there, 2026-12-08).
+fn run_cases(file: &str, required: bool) {
     let Some(path) = common::cached_model(file, required) else { return };
     let text = std::fs::read_to_string(common::reference_dir().join("llamacpp/greedy.json")).unwrap();
     let reference: Value = serde_json::from_str(&text).unwrap();
@@ -44,12 +45,14 @@ fn run_cases(file: &str, required: bool, f16_exact: usize) {
             let mut logits = model.forward(&ids, &mut kv, Logits::Last).unwrap();
             let mut exact_prefix = 0;
             let mut diverged = false;
+            let mut first_split = None;
             for (step, &their_token) in theirs.iter().take(16).enumerate() {
                 let row: Vec<f32> = logits.squeeze(0).unwrap().to_vec1().unwrap();
                 let ours = row.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0 as u32;
                 if ours == their_token && !diverged {
                     exact_prefix += 1;
                 } else if kv_type == KvType::F16 {
+                    first_split = Some(row[ours as usize] - row[their_token as usize]);
                     break;
                 } else {
                     diverged = true;
@@ -64,11 +67,14 @@ fn run_cases(file: &str, required: bool, f16_exact: usize) {
                 }
                 logits = model.forward(&[their_token], &mut kv, Logits::Last).unwrap();
             }
-            eprintln!("{file}, {kv_type} KV: {prompt:?}: {exact_prefix} tokens identical before any near-tie");
-            if kv_type == KvType::F16 {
+            eprintln!(
+                "{file}, {kv_type} KV: {prompt:?}: {exact_prefix} tokens identical before any near-tie{}",
+                first_split.map_or(String::new(), |m| format!("; f16 parts with a margin of {m}"))
+            );
+            if let Some(margin) = first_split {
                 assert!(
-                    exact_prefix >= f16_exact.min(theirs.len()),
-                    "{prompt:?}, f16 KV: {exact_prefix} tokens equal llama.cpp's"
+                    margin < NEAR_TIE,
+                    "{prompt:?}, f16 KV: after {exact_prefix} tokens equal llama.cpp's, a margin of {margin} is not a near-tie"
                 );
             }
         }
@@ -83,18 +89,18 @@ fn smollm2_matches_llama_cpp() {
     // Its hidden states reach ~500, so a last-bit difference before an activation is
     // quantized moves later logits: the continuation meets near-ties (llama.cpp's KV
     // cache and attention run in f16, ours in f32), checked step by step.
-    run_cases("SmolLM2-135M-Instruct.Q4_1.gguf", true, 6);
+    run_cases("SmolLM2-135M-Instruct.Q4_1.gguf", true);
 }
 
 #[test]
 fn gemma3_270m_matches_llama_cpp() {
     // Fetched with `scripts/fetch-model.sh gemma3-270m` (CI does).
-    run_cases("gemma-3-270m-q4_k_m.gguf", true, 6);
+    run_cases("gemma-3-270m-q4_k_m.gguf", true);
 }
 
 #[test]
 fn qwen25_coder_matches_llama_cpp() {
     // The chat case meets a near-tie (" with" / " power" / " in", within 0.05) at its
     // 7th token, so it is checked step by step rather than for 16 identical tokens.
-    run_cases("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf", false, 6);
+    run_cases("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf", false);
 }
