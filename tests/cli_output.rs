@@ -8,12 +8,7 @@ use std::process::{Command, Stdio};
 
 #[test]
 fn a_closed_stdout_ends_the_run_quietly() {
-    let model = common::model_cache_dir().join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    if !model.is_file() {
-        assert!(std::env::var("CI").is_err(), "CI must fetch SmolLM2 (scripts/fetch-model.sh)");
-        eprintln!("SKIP: {} not cached; run scripts/fetch-model.sh", model.display());
-        return;
-    }
+    let Some(model) = common::cached_model("SmolLM2-135M-Instruct.Q4_1.gguf", true) else { return };
     let mut child = Command::new(env!("CARGO_BIN_EXE_cardinfer"))
         .args(["run", "--device", "cpu", "-n", "64", "--temperature", "0", "-p", "Once upon a time", "-m"])
         .arg(&model)
@@ -33,11 +28,7 @@ fn a_closed_stdout_ends_the_run_quietly() {
 #[test]
 fn chat_reports_a_line_that_is_not_text_and_carries_on() {
     use std::io::Write;
-    let model = common::model_cache_dir().join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    if !model.is_file() {
-        assert!(std::env::var("CI").is_err(), "CI must fetch SmolLM2 (scripts/fetch-model.sh)");
-        return;
-    }
+    let Some(model) = common::cached_model("SmolLM2-135M-Instruct.Q4_1.gguf", true) else { return };
     let mut child = Command::new(env!("CARGO_BIN_EXE_cardinfer"))
         .args(["chat", "--device", "cpu", "-n", "4", "-m"])
         .arg(&model)
@@ -58,11 +49,7 @@ fn chat_reports_a_line_that_is_not_text_and_carries_on() {
 /// the placement table with the KV cache's type and place.
 #[test]
 fn plan_takes_the_model_as_dash_m() {
-    let model = common::model_cache_dir().join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    if !model.is_file() {
-        assert!(std::env::var("CI").is_err(), "CI must fetch SmolLM2 (scripts/fetch-model.sh)");
-        return;
-    }
+    let Some(model) = common::cached_model("SmolLM2-135M-Instruct.Q4_1.gguf", true) else { return };
     let output = Command::new(env!("CARGO_BIN_EXE_cardinfer"))
         .args(["plan", "--vram-budget", "64MiB", "--context", "1024", "--kv-type", "q8_0", "-m"])
         .arg(&model)

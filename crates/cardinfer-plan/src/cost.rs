@@ -105,7 +105,7 @@ fn decode_at(
     overlapped_copies: bool,
     depth: usize,
 ) -> DecodeAt {
-    let ms = |bytes: u64, gb_s: f64| bytes as f64 / (gb_s * 1e9) * 1e3;
+    let ms = DecodeRates::ms;
     let streamed = plan.streamed_bytes_per_pass();
     let overhead = profile.decode_overhead_ms_per_layer * spec.num_layers as f64;
     let resident_read = ms(plan.resident_bytes, profile.device_read_gb_s);

@@ -73,10 +73,12 @@ impl StreamPlan {
         mode: Mode,
     ) {
         if self.kv_on_host {
-            match self.kv_split(rates, host_layers) {
+            let mut on_host = self.clone();
+            on_host.assign_host_layers(rates, host_layers);
+            match self.kv_split(rates, host_layers, &on_host) {
                 Some(split) => *self = split,
                 None => {
-                    self.assign_host_layers(rates, host_layers);
+                    *self = on_host;
                     return;
                 }
             }
@@ -87,14 +89,7 @@ impl StreamPlan {
             return;
         }
         let full_kv = self.kv_bytes;
-        let layers = self.blocks.iter().filter(|(b, _)| matches!(b, BlockId::Layer(_))).count().max(1) as u64;
-        let per_layer = full_kv / layers;
-        let device_kv = |plan: &StreamPlan| {
-            let host = plan.host_layer_count() as u64;
-            let visiting = u64::from(host > 0);
-            (layers - host + visiting) * per_layer
-        };
-        self.kv_bytes = device_kv(self);
+        self.kv_bytes = self.split_kv_bytes();
         let freed = full_kv - self.kv_bytes;
         // The room to the slots asked for first, or one slot more (the link can then run
         // further ahead of the CPU's layers): the one that simulates faster.
@@ -129,7 +124,7 @@ impl StreamPlan {
             }
         }
         again.assign_host_layers(rates, host_layers);
-        again.kv_bytes = device_kv(&again);
+        again.kv_bytes = again.split_kv_bytes();
         let faster = simulate_decode(&again, rates).token_ms < simulate_decode(self, rates).token_ms;
         if again.device_bytes() <= again.budget_bytes && faster {
             *self = again;
@@ -142,13 +137,12 @@ impl StreamPlan {
     /// and the device layers' caches on the device. Each count of host layers whose device
     /// caches fit beside this plan's pool and resident blocks is simulated at half the
     /// context; the fastest is returned (its `kv_bytes` the full cache, as the caller's
-    /// accounting expects) if it beats the plan as it is, else `None`.
-    fn kv_split(&self, rates: &DecodeRates, host_layers: Option<usize>) -> Option<StreamPlan> {
+    /// accounting expects) if it beats `on_host` (this plan with its host layers assigned),
+    /// else `None`.
+    fn kv_split(&self, rates: &DecodeRates, host_layers: Option<usize>, on_host: &StreamPlan) -> Option<StreamPlan> {
         let layers = self.blocks.iter().filter(|(b, _)| matches!(b, BlockId::Layer(_))).count() as u64;
-        let per_layer = self.kv_position.bytes * self.context as u64;
-        let mut on_host = self.clone();
-        on_host.assign_host_layers(rates, host_layers);
-        let on_host_ms = simulate_decode(&on_host, rates).token_ms + PLAIN_PATH_MS_PER_LAYER * layers as f64;
+        let full_kv = layers * self.kv_position.bytes * self.context as u64;
+        let on_host_ms = simulate_decode(on_host, rates).token_ms + PLAIN_PATH_MS_PER_LAYER * layers as f64;
         // Every layer's cache on the device costs room the plan gave to resident layers and
         // slots: start from every layer streamed through one slot (the caller spends what
         // is left on slots and resident blocks again).
@@ -177,13 +171,12 @@ impl StreamPlan {
             split.kv_on_host = false;
             split.reasons.retain(|r| !r.starts_with("KV cache in host memory"));
             split.assign_host_layers(rates, Some(count));
-            // The device layers' caches and one visiting host layer's (prefill).
-            split.kv_bytes = (layers - count as u64 + 1) * per_layer;
+            split.kv_bytes = split.split_kv_bytes();
             if split.device_bytes() > split.budget_bytes {
                 continue;
             }
             let ms = simulate_decode(&split, rates).token_ms;
-            split.kv_bytes = layers * per_layer;
+            split.kv_bytes = full_kv;
             if best.as_ref().is_none_or(|(_, b, _)| ms < *b) {
                 best = Some((split, ms, count));
             }
@@ -202,6 +195,15 @@ impl StreamPlan {
             self.context / 2
         ));
         Some(split)
+    }
+
+    /// Device bytes of the KV cache when the host layers' caches live in host memory: the
+    /// other layers' at the full context and, with host layers, one visiting host layer's
+    /// (a prefill chunk streams it to the device).
+    fn split_kv_bytes(&self) -> u64 {
+        let layers = self.blocks.iter().filter(|(b, _)| matches!(b, BlockId::Layer(_))).count() as u64;
+        let host = self.host_layer_count() as u64;
+        (layers - host + u64::from(host > 0)) * self.kv_position.bytes * self.context as u64
     }
 
     /// Whether the head streams through the pool (whole or in row chunks).

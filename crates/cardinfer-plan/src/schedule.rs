@@ -60,7 +60,8 @@ impl DecodeRates {
         }
     }
 
-    fn ms(bytes: u64, gb_s: f64) -> f64 {
+    /// Milliseconds to move or read `bytes` at `gb_s`.
+    pub(crate) fn ms(bytes: u64, gb_s: f64) -> f64 {
         bytes as f64 / (gb_s * 1e9) * 1e3
     }
 }

@@ -79,7 +79,7 @@ pub fn measure_device_overheads(
             lowest = lowest.min(device_memory(device).map_or(lowest, |(f, _)| f));
             pos += len;
         }
-        let kv_bytes = spec.kv_bytes_per_token(kv_type) / spec.num_layers.max(1) as u64 * spec.context_length as u64;
+        let kv_bytes = cardinfer_plan::KvPosition::of(spec, kv_type).bytes * spec.context_length as u64;
         let logits = 2 * 4 * spec.vocab_size as u64;
         free_loaded.saturating_sub(lowest).saturating_sub(kv_bytes) + logits
     };
